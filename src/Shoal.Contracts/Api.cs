@@ -1,0 +1,146 @@
+namespace Shoal.Contracts;
+
+/// <summary>Health check settings of a cluster's replicas.</summary>
+public sealed record HealthCheckSpec
+{
+    public string Path { get; init; } = "/health";
+    public int IntervalMs { get; init; } = 1000;
+    public int TimeoutMs { get; init; } = 2000;
+    public int FailureThreshold { get; init; } = 3;
+    public int SuccessThreshold { get; init; } = 1;
+}
+
+/// <summary>Body of <c>POST /v1/clusters</c>.</summary>
+public sealed record CreateClusterRequest
+{
+    public string? Name { get; init; }
+    public string? Image { get; init; }
+    public string? Gpu { get; init; }
+    public int? GpuCount { get; init; }
+    public int? Replicas { get; init; }
+    public int? Port { get; init; }
+    public Dictionary<string, string>? Env { get; init; }
+    public string[]? Args { get; init; }
+    public HealthCheckSpec? Health { get; init; }
+}
+
+/// <summary>Body of <c>PATCH /v1/clusters/{name}</c>; only the fields given change.</summary>
+public sealed record UpdateClusterRequest
+{
+    public int? Replicas { get; init; }
+}
+
+/// <summary>A cluster as the API shows it.</summary>
+public sealed record ClusterDto
+{
+    public required string Name { get; init; }
+    public required string Image { get; init; }
+    public required string Gpu { get; init; }
+    public int GpuCount { get; init; }
+    public int Replicas { get; init; }
+    public int ReadyReplicas { get; init; }
+    public int Port { get; init; }
+    public long Generation { get; init; }
+    public Dictionary<string, string> Env { get; init; } = [];
+    public string[] Args { get; init; } = [];
+    public HealthCheckSpec Health { get; init; } = new();
+    public required string Endpoint { get; init; }
+    public DateTimeOffset CreatedAt { get; init; }
+    public DateTimeOffset UpdatedAt { get; init; }
+}
+
+/// <summary>One replica in a cluster's status: where it runs and how it got there.</summary>
+public sealed record ReplicaDto
+{
+    public required string Id { get; init; }
+    public required string Cluster { get; init; }
+    public long Generation { get; init; }
+    public string? Node { get; init; }
+    public string? NodeName { get; init; }
+    public int[] Gpus { get; init; } = [];
+    public ReplicaState State { get; init; }
+    /// <summary>Why the replica is in its state (for example why it is pending), or null.</summary>
+    public string? Reason { get; init; }
+    public bool Healthy { get; init; }
+    public int Restarts { get; init; }
+    public int? ExitCode { get; init; }
+    public string? Address { get; init; }
+    public DateTimeOffset CreatedAt { get; init; }
+    public DateTimeOffset? AssignedAt { get; init; }
+    public DateTimeOffset? PulledAt { get; init; }
+    public DateTimeOffset? StartedAt { get; init; }
+    public DateTimeOffset? ReadyAt { get; init; }
+    public ReplicaLoad? Load { get; init; }
+}
+
+/// <summary>Body of <c>GET /v1/clusters/{name}/status</c>.</summary>
+public sealed record ClusterStatusDto
+{
+    public required ClusterDto Cluster { get; init; }
+    public required ReplicaDto[] Replicas { get; init; }
+}
+
+/// <summary>A node as the API shows it.</summary>
+public sealed record NodeDto
+{
+    public required string Id { get; init; }
+    public required string Name { get; init; }
+    public NodeState State { get; init; }
+    public required NodeHardware Hardware { get; init; }
+    public string[] Runtimes { get; init; } = [];
+    public string? Address { get; init; }
+    public int Replicas { get; init; }
+    public int FreeGpus { get; init; }
+    public long Revision { get; init; }
+    public long AckedRevision { get; init; }
+    public DateTimeOffset RegisteredAt { get; init; }
+    public DateTimeOffset? LastSeenAt { get; init; }
+}
+
+/// <summary>A GPU type in the catalogue and how many are free right now.</summary>
+public sealed record GpuTypeDto
+{
+    public required string Type { get; init; }
+    public required string DisplayName { get; init; }
+    public long MemoryMiB { get; init; }
+    public int Total { get; init; }
+    public int Free { get; init; }
+}
+
+/// <summary>Body of <c>POST /v1/tokens</c>.</summary>
+public sealed record CreateTokenRequest
+{
+    public string? Description { get; init; }
+    /// <summary>Lifetime in seconds; default one hour, at most 30 days.</summary>
+    public int? TtlSeconds { get; init; }
+    /// <summary>How many nodes may register with the token; default 1.</summary>
+    public int? Uses { get; init; }
+}
+
+/// <summary>A provisioning token, shown once.</summary>
+public sealed record TokenCreatedDto
+{
+    public required string Id { get; init; }
+    public required string Token { get; init; }
+    public string? Description { get; init; }
+    public int Uses { get; init; }
+    public DateTimeOffset ExpiresAt { get; init; }
+}
+
+/// <summary>The error body every failed API call returns.</summary>
+public sealed record ErrorResponse(ErrorBody Error);
+
+/// <summary>Machine-readable code, human message and HTTP status of an error.</summary>
+public sealed record ErrorBody(string Code, string Message, int Status);
+
+/// <summary>Error codes used in <see cref="ErrorBody.Code"/>.</summary>
+public static class ErrorCodes
+{
+    public const string InvalidArgument = "invalid_argument";
+    public const string NotFound = "not_found";
+    public const string AlreadyExists = "already_exists";
+    public const string Unauthorized = "unauthorized";
+    public const string PayloadTooLarge = "payload_too_large";
+    public const string Unavailable = "unavailable";
+    public const string Internal = "internal";
+}

@@ -1,0 +1,139 @@
+using System.Text.Json.Serialization;
+
+namespace Shoal.Contracts;
+
+/// <summary>
+/// A message on the agent WebSocket (<c>/v1/agent/connect</c>), one JSON text frame each,
+/// with a <c>type</c> discriminator. Agents send hello, heartbeat and ack; the server sends
+/// welcome and assignments.
+/// </summary>
+[JsonPolymorphic(TypeDiscriminatorPropertyName = "type", UnknownDerivedTypeHandling = JsonUnknownDerivedTypeHandling.FailSerialization)]
+[JsonDerivedType(typeof(HelloMessage), "hello")]
+[JsonDerivedType(typeof(HeartbeatMessage), "heartbeat")]
+[JsonDerivedType(typeof(AckMessage), "ack")]
+[JsonDerivedType(typeof(WelcomeMessage), "welcome")]
+[JsonDerivedType(typeof(AssignmentsMessage), "assignments")]
+public abstract record AgentMessage;
+
+/// <summary>Headers and limits of the agent connection.</summary>
+public static class AgentProtocol
+{
+    public const string ConnectPath = "/v1/agent/connect";
+    /// <summary>Header carrying a provisioning token, for a node that registers.</summary>
+    public const string ProvisioningTokenHeader = "X-Shoal-Provisioning-Token";
+    /// <summary>Header carrying the node id, for a returning node.</summary>
+    public const string NodeIdHeader = "X-Shoal-Node-Id";
+    /// <summary>Header carrying the node secret, for a returning node.</summary>
+    public const string NodeSecretHeader = "X-Shoal-Node-Secret";
+    /// <summary>Header with the name a registering node asks for (its host name by default).</summary>
+    public const string NodeNameHeader = "X-Shoal-Node-Name";
+    /// <summary>Largest message either side accepts; a larger one closes the connection.</summary>
+    public const int MaxMessageBytes = 1024 * 1024;
+    public const int DefaultHeartbeatIntervalMs = 2000;
+}
+
+/// <summary>First message from the agent on every connection.</summary>
+public sealed record HelloMessage : AgentMessage
+{
+    public required string NodeName { get; init; }
+    public required NodeHardware Hardware { get; init; }
+    public string[] Runtimes { get; init; } = [];
+    public string[] Images { get; init; } = [];
+    /// <summary>The address the edge uses to reach this node's replicas (direct mode).</summary>
+    public string Address { get; init; } = "127.0.0.1";
+    public string? AgentVersion { get; init; }
+    /// <summary>The last revision the agent converged to before this connection.</summary>
+    public long AppliedRevision { get; init; }
+    public ReplicaReport[] Replicas { get; init; } = [];
+}
+
+/// <summary>Periodic (and on-change) report of the replicas an agent runs.</summary>
+public sealed record HeartbeatMessage : AgentMessage
+{
+    public long AppliedRevision { get; init; }
+    public ReplicaReport[] Replicas { get; init; } = [];
+}
+
+/// <summary>The agent has taken in an assignment set and is converging to it.</summary>
+public sealed record AckMessage : AgentMessage
+{
+    public long Revision { get; init; }
+}
+
+/// <summary>Server's answer to hello; carries the node secret only when the node just registered.</summary>
+public sealed record WelcomeMessage : AgentMessage
+{
+    public required string NodeId { get; init; }
+    public string? NodeSecret { get; init; }
+    public int HeartbeatIntervalMs { get; init; } = AgentProtocol.DefaultHeartbeatIntervalMs;
+}
+
+/// <summary>The full set of replicas a node should run. Replaces any earlier set.</summary>
+public sealed record AssignmentsMessage : AgentMessage
+{
+    public long Revision { get; init; }
+    public Assignment[] Replicas { get; init; } = [];
+}
+
+/// <summary>One replica the node should run.</summary>
+public sealed record Assignment
+{
+    public required string ReplicaId { get; init; }
+    public required string Cluster { get; init; }
+    public long Generation { get; init; }
+    public required string Image { get; init; }
+    public required string Gpu { get; init; }
+    public int[] GpuIndexes { get; init; } = [];
+    /// <summary>The port the workload listens on inside its container.</summary>
+    public int Port { get; init; } = 8000;
+    public Dictionary<string, string> Env { get; init; } = [];
+    public string[] Args { get; init; } = [];
+    public HealthCheckSpec Health { get; init; } = new();
+}
+
+/// <summary>What an agent observes of one replica.</summary>
+public sealed record ReplicaReport
+{
+    public required string ReplicaId { get; init; }
+    public ReplicaState State { get; init; }
+    public string? Reason { get; init; }
+    public bool Healthy { get; init; }
+    /// <summary>Local port where the replica answers (on the node's address).</summary>
+    public int? HostPort { get; init; }
+    public int Restarts { get; init; }
+    public int? ExitCode { get; init; }
+    public DateTimeOffset? PulledAt { get; init; }
+    public DateTimeOffset? StartedAt { get; init; }
+    public DateTimeOffset? ReadyAt { get; init; }
+    public ReplicaLoad? Load { get; init; }
+}
+
+/// <summary>Load read from the replica's Prometheus metrics (vLLM names).</summary>
+public sealed record ReplicaLoad
+{
+    public double Running { get; init; }
+    public double Waiting { get; init; }
+}
+
+/// <summary>Hardware a node reports.</summary>
+public sealed record NodeHardware
+{
+    public GpuInfo[] Gpus { get; init; } = [];
+    public int CpuCores { get; init; }
+    public long MemoryMiB { get; init; }
+    public long DiskFreeMiB { get; init; }
+    public string? Os { get; init; }
+    public string? Hostname { get; init; }
+}
+
+/// <summary>One GPU of a node.</summary>
+public sealed record GpuInfo
+{
+    public int Index { get; init; }
+    public required string Uuid { get; init; }
+    public required string Name { get; init; }
+    /// <summary>Canonical type slug, such as <c>rtx-4090</c>.</summary>
+    public required string Type { get; init; }
+    public long MemoryMiB { get; init; }
+    public bool Simulated { get; init; }
+}

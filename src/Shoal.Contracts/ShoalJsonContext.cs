@@ -1,0 +1,29 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Shoal.Contracts;
+
+/// <summary>Source-generated JSON for every type on the wire: camelCase, nulls omitted.</summary>
+[JsonSourceGenerationOptions(
+    JsonSerializerDefaults.Web,
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    UseStringEnumConverter = true)]
+[JsonSerializable(typeof(AgentMessage))]
+[JsonSerializable(typeof(CreateClusterRequest))]
+[JsonSerializable(typeof(UpdateClusterRequest))]
+[JsonSerializable(typeof(ClusterDto))]
+[JsonSerializable(typeof(ClusterDto[]))]
+[JsonSerializable(typeof(ClusterStatusDto))]
+[JsonSerializable(typeof(NodeDto))]
+[JsonSerializable(typeof(NodeDto[]))]
+[JsonSerializable(typeof(GpuTypeDto[]))]
+[JsonSerializable(typeof(CreateTokenRequest))]
+[JsonSerializable(typeof(TokenCreatedDto))]
+[JsonSerializable(typeof(ErrorResponse))]
+[JsonSerializable(typeof(RouteTable))]
+[JsonSerializable(typeof(NodeHardware))]
+[JsonSerializable(typeof(HealthCheckSpec))]
+[JsonSerializable(typeof(Dictionary<string, string>))]
+[JsonSerializable(typeof(string[]))]
+[JsonSerializable(typeof(int[]))]
+public sealed partial class ShoalJsonContext : JsonSerializerContext;

@@ -1,0 +1,20 @@
+using Shoal.Contracts;
+
+namespace Shoal.Core.Clusters;
+
+/// <summary>What a user asked for: the validated, normalised spec of a cluster.</summary>
+public sealed record ClusterSpec
+{
+    public const int DefaultPort = 8000;
+    public const int MaxReplicas = 1000;
+
+    public required string Name { get; init; }
+    public required string Image { get; init; }
+    public required string Gpu { get; init; }
+    public int GpuCount { get; init; } = 1;
+    public int Replicas { get; init; } = 1;
+    public int Port { get; init; } = DefaultPort;
+    public Dictionary<string, string> Env { get; init; } = new(StringComparer.Ordinal);
+    public string[] Args { get; init; } = [];
+    public HealthCheckSpec Health { get; init; } = new();
+}

@@ -1,0 +1,160 @@
+using System.Text.RegularExpressions;
+using Shoal.Contracts;
+using Shoal.Core.Gpus;
+
+namespace Shoal.Core.Clusters;
+
+/// <summary>The outcome of validating user input: a value, or every problem found.</summary>
+public sealed record Validated<T>(T? Value, IReadOnlyList<string> Errors)
+{
+    public bool IsValid => Errors.Count == 0;
+    public string Message => string.Join("; ", Errors);
+}
+
+/// <summary>Validates and normalises cluster specs; every rule gives a message a user can act on.</summary>
+public static partial class ClusterSpecValidator
+{
+    public const int MaxEnvVars = 256;
+    public const int MaxEnvValueLength = 32 * 1024;
+    public const int MaxArgs = 256;
+    public const int MaxArgLength = 4096;
+    public const int MaxGpuCount = 16;
+
+    // RFC 1123 label, starting with a letter so that it is also a valid host name label.
+    [GeneratedRegex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    private static partial Regex DnsLabel();
+
+    // OCI reference: [host[:port]/]path[:tag][@algo:hex]. Lower-case path components.
+    [GeneratedRegex(@"^(?:(?<host>[a-zA-Z0-9.-]+(?::[0-9]{1,5})?)/)?(?<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)(?::(?<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-fA-F0-9]{32,}))?$")]
+    private static partial Regex ImageReference();
+
+    [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]
+    private static partial Regex EnvName();
+
+    public static bool IsValidName(string? name) => name is not null && DnsLabel().IsMatch(name);
+
+    public static bool IsValidImage(string? image) => image is not null && image.Length <= 512 && ImageReference().IsMatch(image);
+
+    public static Validated<ClusterSpec> Validate(CreateClusterRequest request)
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(request.Name))
+        {
+            errors.Add("name is required");
+        }
+        else if (!IsValidName(request.Name))
+        {
+            errors.Add($"name '{Truncate(request.Name)}' is not a DNS label: use 1-63 lower-case letters, digits and '-', starting with a letter and not ending with '-'");
+        }
+
+        if (string.IsNullOrWhiteSpace(request.Image))
+        {
+            errors.Add("image is required");
+        }
+        else if (!IsValidImage(request.Image))
+        {
+            errors.Add($"image '{Truncate(request.Image)}' is not a valid image reference (for example 'ghcr.io/org/model:1.0' or 'shoal/sim')");
+        }
+
+        if (string.IsNullOrWhiteSpace(request.Gpu))
+        {
+            errors.Add("gpu is required (for example 'rtx-4090')");
+        }
+        else if (!GpuCatalog.IsKnown(request.Gpu))
+        {
+            errors.Add($"unknown gpu type '{Truncate(request.Gpu)}'; known types: {string.Join(", ", GpuCatalog.All.Select(t => t.Slug))}");
+        }
+
+        var gpuCount = request.GpuCount ?? 1;
+        if (gpuCount is < 1 or > MaxGpuCount)
+        {
+            errors.Add($"gpuCount must be between 1 and {MaxGpuCount}, got {gpuCount}");
+        }
+
+        var replicas = request.Replicas ?? 1;
+        ValidateReplicas(replicas, errors);
+
+        var port = request.Port ?? ClusterSpec.DefaultPort;
+        if (port is < 1 or > 65535)
+        {
+            errors.Add($"port must be between 1 and 65535, got {port}");
+        }
+
+        var env = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (request.Env is { } requestEnv)
+        {
+            if (requestEnv.Count > MaxEnvVars)
+            {
+                errors.Add($"at most {MaxEnvVars} env variables are allowed, got {requestEnv.Count}");
+            }
+            foreach (var (key, value) in requestEnv)
+            {
+                if (!EnvName().IsMatch(key))
+                {
+                    errors.Add($"env name '{Truncate(key)}' is invalid: use letters, digits and '_', not starting with a digit");
+                }
+                else if (value is null)
+                {
+                    errors.Add($"env '{key}' has no value");
+                }
+                else if (value.Length > MaxEnvValueLength)
+                {
+                    errors.Add($"env '{key}' is longer than {MaxEnvValueLength} characters");
+                }
+                else
+                {
+                    env[key] = value;
+                }
+            }
+        }
+
+        var args = request.Args ?? [];
+        if (args.Length > MaxArgs)
+        {
+            errors.Add($"at most {MaxArgs} args are allowed, got {args.Length}");
+        }
+        if (args.Any(a => a is null || a.Length > MaxArgLength))
+        {
+            errors.Add($"every arg must be a string of at most {MaxArgLength} characters");
+        }
+
+        var health = request.Health ?? new HealthCheckSpec();
+        if (string.IsNullOrEmpty(health.Path) || health.Path[0] != '/' || health.Path.Length > 1024 || health.Path.Any(char.IsWhiteSpace))
+        {
+            errors.Add($"health.path must be an absolute path such as '/health', got '{Truncate(health.Path ?? "")}'");
+        }
+        if (health.IntervalMs is < 100 or > 600_000) errors.Add("health.intervalMs must be between 100 and 600000");
+        if (health.TimeoutMs is < 50 or > 600_000) errors.Add("health.timeoutMs must be between 50 and 600000");
+        if (health.FailureThreshold is < 1 or > 100) errors.Add("health.failureThreshold must be between 1 and 100");
+        if (health.SuccessThreshold is < 1 or > 100) errors.Add("health.successThreshold must be between 1 and 100");
+
+        if (errors.Count > 0)
+        {
+            return new Validated<ClusterSpec>(null, errors);
+        }
+
+        return new Validated<ClusterSpec>(new ClusterSpec
+        {
+            Name = request.Name!,
+            Image = request.Image!,
+            Gpu = request.Gpu!,
+            GpuCount = gpuCount,
+            Replicas = replicas,
+            Port = port,
+            Env = env,
+            Args = args,
+            Health = health,
+        }, errors);
+    }
+
+    /// <summary>Checks a replica count; adds a message to <paramref name="errors"/> when out of range.</summary>
+    public static void ValidateReplicas(int replicas, List<string> errors)
+    {
+        if (replicas is < 0 or > ClusterSpec.MaxReplicas)
+        {
+            errors.Add($"replicas must be between 0 and {ClusterSpec.MaxReplicas}, got {replicas}");
+        }
+    }
+
+    private static string Truncate(string s) => s.Length <= 80 ? s : s[..80] + "…";
+}

@@ -1,0 +1,189 @@
+namespace Shoal.Core.Scheduling;
+
+/// <summary>One GPU of a node, as the scheduler sees it.</summary>
+public readonly record struct GpuSlot(int Index, string Type);
+
+/// <summary>A node offered to the scheduler.</summary>
+/// <param name="Id">Node id.</param>
+/// <param name="Schedulable">Ready, connected and not cordoned.</param>
+/// <param name="Gpus">All GPUs of the node.</param>
+/// <param name="Reliability">0 (flaps all the time) to 1 (always up).</param>
+/// <param name="CachedImages">Images already on the node, or null.</param>
+public sealed record NodeCapacity(
+    string Id,
+    bool Schedulable,
+    IReadOnlyList<GpuSlot> Gpus,
+    double Reliability = 1.0,
+    IReadOnlySet<string>? CachedImages = null);
+
+/// <summary>A replica that already holds GPUs on a node.</summary>
+public readonly record struct PlacedReplica(string ClusterId, string NodeId, IReadOnlyList<int> GpuIndexes);
+
+/// <summary>A replica that needs a node.</summary>
+public sealed record PlacementRequest(string ReplicaId, string ClusterId, string Gpu, int GpuCount, string Image);
+
+/// <summary>Where a replica goes, or why it cannot go anywhere.</summary>
+public sealed record Placement(string ReplicaId, string? NodeId, int[] GpuIndexes, string? Reason)
+{
+    public bool Placed => NodeId is not null;
+}
+
+/// <summary>
+/// Filter-then-score placement. Filters: node schedulable, GPU type matches, enough free GPUs.
+/// Replicas of one cluster go to distinct nodes when possible (fewest replicas of the cluster
+/// first), otherwise onto a node's further free GPUs. Among equals: image cached, reliability,
+/// share of GPUs free, then node id, so the result is deterministic.
+/// Pure: no I/O, no clock; O((N + R) log N) per cluster.
+/// </summary>
+public static class Scheduler
+{
+    public static IReadOnlyList<Placement> Schedule(
+        IReadOnlyList<NodeCapacity> nodes,
+        IEnumerable<PlacedReplica> existing,
+        IReadOnlyList<PlacementRequest> requests)
+    {
+        if (requests.Count == 0) return [];
+
+        var work = nodes.OrderBy(n => n.Id, StringComparer.Ordinal).Select(n => new NodeWork(n)).ToArray();
+        var byId = new Dictionary<string, int>(work.Length, StringComparer.Ordinal);
+        for (var i = 0; i < work.Length; i++) byId[work[i].Node.Id] = i;
+
+        var clusterCounts = new Dictionary<string, Dictionary<int, int>>(StringComparer.Ordinal);
+        foreach (var placed in existing)
+        {
+            if (!byId.TryGetValue(placed.NodeId, out var idx)) continue;
+            work[idx].Take(placed.GpuIndexes);
+            Increment(clusterCounts, placed.ClusterId, idx);
+        }
+
+        var results = new Placement[requests.Count];
+        var groups = new Dictionary<(string, string, int, string), List<int>>();
+        var order = new List<(string, string, int, string)>();
+        for (var i = 0; i < requests.Count; i++)
+        {
+            var r = requests[i];
+            var key = (r.ClusterId, r.Gpu, r.GpuCount, r.Image);
+            if (!groups.TryGetValue(key, out var list))
+            {
+                groups[key] = list = [];
+                order.Add(key);
+            }
+            list.Add(i);
+        }
+
+        foreach (var key in order)
+        {
+            var (clusterId, gpu, gpuCount, image) = key;
+            clusterCounts.TryGetValue(clusterId, out var counts);
+            var heap = new PriorityQueue<int, Rank>(RankComparer.Instance);
+            var anyOfType = false;
+            for (var i = 0; i < work.Length; i++)
+            {
+                var w = work[i];
+                if (!w.Node.Schedulable || !w.HasType(gpu)) continue;
+                anyOfType = true;
+                if (w.FreeCount(gpu) >= gpuCount)
+                {
+                    heap.Enqueue(i, w.Rank(i, counts is null ? 0 : counts.GetValueOrDefault(i), gpu, image));
+                }
+            }
+
+            var reason = !anyOfType
+                ? $"no ready node with {gpu} GPUs"
+                : gpuCount == 1 ? $"no node with a free {gpu}" : $"no node with {gpuCount} free {gpu} GPUs";
+
+            foreach (var ri in groups[key])
+            {
+                var request = requests[ri];
+                if (!heap.TryDequeue(out var nodeIdx, out _))
+                {
+                    results[ri] = new Placement(request.ReplicaId, null, [], reason);
+                    continue;
+                }
+                var w = work[nodeIdx];
+                var gpus = w.Allocate(gpu, gpuCount);
+                counts ??= clusterCounts[clusterId] = [];
+                var count = counts.GetValueOrDefault(nodeIdx) + 1;
+                counts[nodeIdx] = count;
+                results[ri] = new Placement(request.ReplicaId, w.Node.Id, gpus, null);
+                if (w.FreeCount(gpu) >= gpuCount)
+                {
+                    heap.Enqueue(nodeIdx, w.Rank(nodeIdx, count, gpu, image));
+                }
+            }
+        }
+        return results;
+    }
+
+    private static void Increment(Dictionary<string, Dictionary<int, int>> counts, string clusterId, int nodeIdx)
+    {
+        if (!counts.TryGetValue(clusterId, out var perNode)) counts[clusterId] = perNode = [];
+        perNode[nodeIdx] = perNode.GetValueOrDefault(nodeIdx) + 1;
+    }
+
+    private readonly record struct Rank(int ClusterReplicas, double Score, int Ordinal);
+
+    private sealed class RankComparer : IComparer<Rank>
+    {
+        public static readonly RankComparer Instance = new();
+
+        public int Compare(Rank x, Rank y)
+        {
+            var c = x.ClusterReplicas.CompareTo(y.ClusterReplicas);
+            if (c != 0) return c;
+            c = y.Score.CompareTo(x.Score);
+            return c != 0 ? c : x.Ordinal.CompareTo(y.Ordinal);
+        }
+    }
+
+    private sealed class NodeWork(NodeCapacity node)
+    {
+        private readonly Dictionary<string, SortedSet<int>> _free = BuildFree(node);
+        private readonly int _total = node.Gpus.Count;
+        private int _used;
+
+        public NodeCapacity Node { get; } = node;
+
+        private static Dictionary<string, SortedSet<int>> BuildFree(NodeCapacity node)
+        {
+            var free = new Dictionary<string, SortedSet<int>>(StringComparer.Ordinal);
+            foreach (var g in node.Gpus)
+            {
+                if (!free.TryGetValue(g.Type, out var set)) free[g.Type] = set = [];
+                set.Add(g.Index);
+            }
+            return free;
+        }
+
+        public bool HasType(string type) => _free.ContainsKey(type);
+
+        public int FreeCount(string type) => _free.TryGetValue(type, out var s) ? s.Count : 0;
+
+        public void Take(IReadOnlyList<int> indexes)
+        {
+            foreach (var set in _free.Values)
+            {
+                foreach (var i in indexes)
+                {
+                    if (set.Remove(i)) _used++;
+                }
+            }
+        }
+
+        public int[] Allocate(string type, int count)
+        {
+            var set = _free[type];
+            var taken = set.Take(count).ToArray();
+            foreach (var i in taken) set.Remove(i);
+            _used += taken.Length;
+            return taken;
+        }
+
+        public Rank Rank(int ordinal, int clusterReplicas, string type, string image)
+        {
+            var cached = Node.CachedImages?.Contains(image) == true ? 2.0 : 0.0;
+            var freeShare = _total == 0 ? 0 : (double)(_total - _used) / _total;
+            return new Rank(clusterReplicas, cached + Math.Clamp(Node.Reliability, 0, 1) + 0.5 * freeShare, ordinal);
+        }
+    }
+}

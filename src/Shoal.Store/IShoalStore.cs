@@ -1,0 +1,38 @@
+namespace Shoal.Store;
+
+/// <summary>
+/// Persistence of desired and observed state. Two implementations with one schema and one
+/// test suite: SQLite (embedded, the default) and PostgreSQL. Thread-safe.
+/// </summary>
+public interface IShoalStore : IAsyncDisposable
+{
+    /// <summary>"sqlite" or "postgres".</summary>
+    string Kind { get; }
+
+    /// <summary>Applies pending migrations; safe to call on every start and from several servers.</summary>
+    Task MigrateAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>The highest migration applied.</summary>
+    Task<int> GetSchemaVersionAsync(CancellationToken cancellationToken = default);
+
+    Task<StoreSnapshot> LoadAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Applies all changes in one transaction (deletes first, then upserts). Throws
+    /// <see cref="StoreConflictException"/> when a cluster name is already used in its project.
+    /// </summary>
+    Task CommitAsync(StoreChanges changes, CancellationToken cancellationToken = default);
+
+    Task CreateTokenAsync(ProvisioningTokenRecord token, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Atomically checks a token (by hash) and counts one use when it is valid at
+    /// <paramref name="now"/>: not revoked, not expired, uses left.
+    /// </summary>
+    Task<TokenUseOutcome> UseTokenAsync(string tokenHash, DateTimeOffset now, CancellationToken cancellationToken = default);
+
+    Task<IReadOnlyList<ProvisioningTokenRecord>> ListTokensAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Revokes a token by id; false when there is no such token.</summary>
+    Task<bool> RevokeTokenAsync(string id, DateTimeOffset now, CancellationToken cancellationToken = default);
+}

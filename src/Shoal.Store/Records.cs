@@ -1,0 +1,109 @@
+using Shoal.Contracts;
+using Shoal.Core.Clusters;
+
+namespace Shoal.Store;
+
+/// <summary>A cluster as stored: the user's spec plus bookkeeping.</summary>
+public sealed record ClusterRecord
+{
+    public required string Id { get; init; }
+    public string Project { get; init; } = "default";
+    public required ClusterSpec Spec { get; init; }
+    /// <summary>Increases with every spec change (not with scaling).</summary>
+    public long Generation { get; init; } = 1;
+    public DateTimeOffset CreatedAt { get; init; }
+    public DateTimeOffset UpdatedAt { get; init; }
+
+    public string Name => Spec.Name;
+}
+
+/// <summary>A replica: where it is placed (desired) and what its node last said of it (observed).</summary>
+public sealed record ReplicaRecord
+{
+    public required string Id { get; init; }
+    public required string ClusterId { get; init; }
+    public long Generation { get; init; } = 1;
+    public string? NodeId { get; init; }
+    public int[] GpuIndexes { get; init; } = [];
+    public ReplicaState State { get; init; } = ReplicaState.Pending;
+    public string? Reason { get; init; }
+    public bool Healthy { get; init; }
+    public int Restarts { get; init; }
+    public int? ExitCode { get; init; }
+    public int? HostPort { get; init; }
+    public DateTimeOffset CreatedAt { get; init; }
+    public DateTimeOffset? AssignedAt { get; init; }
+    public DateTimeOffset? PulledAt { get; init; }
+    public DateTimeOffset? StartedAt { get; init; }
+    public DateTimeOffset? ReadyAt { get; init; }
+    public DateTimeOffset UpdatedAt { get; init; }
+}
+
+/// <summary>A registered node. The secret is kept only as a hash.</summary>
+public sealed record NodeRecord
+{
+    public required string Id { get; init; }
+    public required string Name { get; init; }
+    public required string SecretHash { get; init; }
+    public NodeHardware Hardware { get; init; } = new();
+    public string[] Runtimes { get; init; } = [];
+    public string[] Images { get; init; } = [];
+    public string Address { get; init; } = "127.0.0.1";
+    public NodeState State { get; init; } = NodeState.Disconnected;
+    public bool Cordoned { get; init; }
+    /// <summary>Bumped whenever the node's assignment set changes.</summary>
+    public long Revision { get; init; }
+    /// <summary>The last revision the agent acknowledged.</summary>
+    public long AckedRevision { get; init; }
+    /// <summary>How many times the node's connection was lost.</summary>
+    public int Disconnects { get; init; }
+    public DateTimeOffset RegisteredAt { get; init; }
+    public DateTimeOffset? LastSeenAt { get; init; }
+}
+
+/// <summary>A provisioning token; only its hash is stored.</summary>
+public sealed record ProvisioningTokenRecord
+{
+    public required string Id { get; init; }
+    public required string Hash { get; init; }
+    public string? Description { get; init; }
+    public int MaxUses { get; init; } = 1;
+    public int Uses { get; init; }
+    public DateTimeOffset CreatedAt { get; init; }
+    public DateTimeOffset ExpiresAt { get; init; }
+    public DateTimeOffset? RevokedAt { get; init; }
+}
+
+/// <summary>Everything the control plane loads at start.</summary>
+public sealed record StoreSnapshot(
+    IReadOnlyList<ClusterRecord> Clusters,
+    IReadOnlyList<ReplicaRecord> Replicas,
+    IReadOnlyList<NodeRecord> Nodes);
+
+/// <summary>A set of writes applied in one transaction: all or nothing.</summary>
+public sealed class StoreChanges
+{
+    public List<ClusterRecord> UpsertClusters { get; } = [];
+    /// <summary>Cluster ids to delete; their replicas go with them.</summary>
+    public List<string> DeleteClusters { get; } = [];
+    public List<ReplicaRecord> UpsertReplicas { get; } = [];
+    public List<string> DeleteReplicas { get; } = [];
+    public List<NodeRecord> UpsertNodes { get; } = [];
+
+    public bool IsEmpty =>
+        UpsertClusters.Count == 0 && DeleteClusters.Count == 0 && UpsertReplicas.Count == 0 &&
+        DeleteReplicas.Count == 0 && UpsertNodes.Count == 0;
+}
+
+/// <summary>Why a provisioning token was refused, or <see cref="Accepted"/>.</summary>
+public enum TokenUseOutcome
+{
+    Accepted,
+    NotFound,
+    Expired,
+    Revoked,
+    Exhausted,
+}
+
+/// <summary>A cluster name that is already taken in its project.</summary>
+public sealed class StoreConflictException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,0 +1,242 @@
+using System.Collections.Concurrent;
+using System.Net.WebSockets;
+using Shoal.Contracts;
+using Shoal.ControlPlane.State;
+using Shoal.Core.Clusters;
+using Shoal.Core.Security;
+using Shoal.Store;
+
+namespace Shoal.ControlPlane.Agents;
+
+/// <summary>
+/// The agent end of the control plane: <c>/v1/agent/connect</c>. Authenticates on the upgrade
+/// (provisioning token for a new node, node id + secret for a returning one), then runs the
+/// session: hello → welcome + assignments; heartbeats and acks; assignment pushes on change.
+/// A bad message closes only that connection, with 1008.
+/// </summary>
+public sealed partial class AgentGateway
+{
+    private static readonly TimeSpan s_helloTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly ControlPlaneState _state;
+    private readonly IShoalStore _store;
+    private readonly TimeProvider _time;
+    private readonly ServerOptions _options;
+    private readonly ILogger<AgentGateway> _logger;
+    private readonly ConcurrentDictionary<string, AgentSession> _sessions = new(StringComparer.Ordinal);
+
+    public AgentGateway(ControlPlaneState state, IShoalStore store, TimeProvider time, ServerOptions options, ILogger<AgentGateway> logger)
+    {
+        _state = state;
+        _store = store;
+        _time = time;
+        _options = options;
+        _logger = logger;
+        _state.AssignmentsChanged += nodes => _ = PushAssignmentsAsync(nodes);
+    }
+
+    /// <summary>Number of agents connected right now.</summary>
+    public int ConnectedCount => _sessions.Count;
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        if (!context.WebSockets.IsWebSocketRequest)
+        {
+            await ApiResults.WriteAsync(context, StatusCodes.Status400BadRequest, ErrorCodes.InvalidArgument, "this endpoint takes a WebSocket upgrade");
+            return;
+        }
+
+        var auth = await AuthenticateAsync(context.Request.Headers, context.RequestAborted);
+        if (auth.Error is not null)
+        {
+            LogRefused(_logger, context.Connection.RemoteIpAddress?.ToString() ?? "?", auth.Error);
+            await ApiResults.WriteAsync(context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized, auth.Error);
+            return;
+        }
+
+        using var socket = await context.WebSockets.AcceptWebSocketAsync();
+        await RunSessionAsync(new AgentSession(socket, auth.NodeId!), auth.NewSecret, context.RequestAborted);
+    }
+
+    private async Task<AuthResult> AuthenticateAsync(IHeaderDictionary headers, CancellationToken ct)
+    {
+        var nodeId = headers[AgentProtocol.NodeIdHeader].ToString();
+        var secret = headers[AgentProtocol.NodeSecretHeader].ToString();
+        var token = headers[AgentProtocol.ProvisioningTokenHeader].ToString();
+
+        if (nodeId.Length > 0 || secret.Length > 0)
+        {
+            var hash = nodeId.Length is > 0 and <= 64 ? await _state.GetNodeSecretHashAsync(nodeId, ct) : null;
+            // Hash anyway so an unknown id takes as long as a wrong secret.
+            var ok = Secrets.Matches(secret, hash ?? new string('0', 64)) && hash is not null && secret.Length > 0;
+            return ok ? new AuthResult(nodeId, null, null) : new AuthResult(null, null, "unknown node or wrong node secret");
+        }
+
+        if (token.Length == 0)
+        {
+            return new AuthResult(null, null,
+                $"missing credentials: send {AgentProtocol.ProvisioningTokenHeader}, or {AgentProtocol.NodeIdHeader} and {AgentProtocol.NodeSecretHeader}");
+        }
+
+        var outcome = token.Length > 256 ? TokenUseOutcome.NotFound : await _store.UseTokenAsync(Secrets.Hash(token), _time.GetUtcNow(), ct);
+        if (outcome != TokenUseOutcome.Accepted)
+        {
+            return new AuthResult(null, null, outcome switch
+            {
+                TokenUseOutcome.Expired => "provisioning token has expired",
+                TokenUseOutcome.Revoked => "provisioning token was revoked",
+                TokenUseOutcome.Exhausted => "provisioning token has already been used",
+                _ => "unknown provisioning token",
+            });
+        }
+
+        var requested = headers[AgentProtocol.NodeNameHeader].ToString().Trim().ToLowerInvariant();
+        var name = ClusterSpecValidator.IsValidName(requested) ? requested : "node-" + Secrets.RandomId(6);
+        var newSecret = Secrets.NewToken("shoal_ns_");
+        var node = await _state.RegisterNodeAsync(name, Secrets.Hash(newSecret), ct);
+        return new AuthResult(node.Id, newSecret, null);
+    }
+
+    private async Task RunSessionAsync(AgentSession session, string? newSecret, CancellationToken requestAborted)
+    {
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
+        var ct = cts.Token;
+        var writer = session.RunWriterAsync(ct);
+        var reason = "connection closed";
+        var buffer = new byte[16 * 1024];
+        using var assembled = new MemoryStream();
+        var registered = false;
+        try
+        {
+            using (var helloTimeout = CancellationTokenSource.CreateLinkedTokenSource(ct))
+            {
+                helloTimeout.CancelAfter(s_helloTimeout);
+                var first = await session.ReadAsync(buffer, assembled, helloTimeout.Token);
+                if (first.IsClosed) return;
+                if (first.Message is not HelloMessage hello)
+                {
+                    reason = first.ViolationReason ?? "the first message must be hello";
+                    await ViolationAsync(session, reason);
+                    return;
+                }
+                if (Validate(hello) is { } invalid)
+                {
+                    reason = invalid;
+                    await ViolationAsync(session, invalid);
+                    return;
+                }
+
+                if (_sessions.TryGetValue(session.NodeId, out var previous))
+                {
+                    await previous.CloseAsync(WebSocketCloseStatus.NormalClosure, "replaced by a newer connection");
+                }
+                _sessions[session.NodeId] = session;
+                registered = true;
+                var assignments = await _state.NodeConnectedAsync(session.NodeId, session, hello, ct);
+                session.Enqueue(new WelcomeMessage
+                {
+                    NodeId = session.NodeId,
+                    NodeSecret = newSecret,
+                    HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds,
+                });
+                session.Enqueue(assignments);
+            }
+
+            while (!ct.IsCancellationRequested)
+            {
+                var read = await session.ReadAsync(buffer, assembled, ct);
+                if (read.IsClosed)
+                {
+                    reason = "closed by agent";
+                    break;
+                }
+                switch (read.Message)
+                {
+                    case HeartbeatMessage hb:
+                        await _state.HeartbeatAsync(session.NodeId, session, hb, ct);
+                        break;
+                    case AckMessage ack:
+                        await _state.AckAsync(session.NodeId, session, ack.Revision, ct);
+                        break;
+                    default:
+                        reason = read.ViolationReason ?? $"unexpected message from an agent: {read.Message?.GetType().Name}";
+                        await ViolationAsync(session, reason);
+                        return;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            reason = "connection aborted";
+        }
+        catch (WebSocketException e)
+        {
+            reason = e.Message;
+        }
+        finally
+        {
+            session.Complete();
+            await cts.CancelAsync();
+            try
+            {
+                await writer;
+            }
+            catch (Exception e) when (e is OperationCanceledException or WebSocketException or ObjectDisposedException)
+            {
+            }
+            if (registered)
+            {
+                _sessions.TryRemove(new KeyValuePair<string, AgentSession>(session.NodeId, session));
+                await _state.NodeDisconnectedAsync(session.NodeId, session, reason);
+            }
+        }
+    }
+
+    private async Task ViolationAsync(AgentSession session, string reason)
+    {
+        LogViolation(_logger, session.NodeId, reason);
+        await session.CloseAsync(WebSocketCloseStatus.PolicyViolation, reason);
+    }
+
+    private static string? Validate(HelloMessage hello)
+    {
+        if (string.IsNullOrWhiteSpace(hello.NodeName) || hello.NodeName.Length > 253) return "hello: nodeName must be 1-253 characters";
+        if (hello.Hardware.Gpus.Length > 64) return "hello: more than 64 GPUs";
+        if (hello.Hardware.Gpus.Any(g => string.IsNullOrWhiteSpace(g.Type) || g.Index < 0)) return "hello: every GPU needs a type and an index";
+        if (hello.Hardware.Gpus.Select(g => g.Index).Distinct().Count() != hello.Hardware.Gpus.Length) return "hello: GPU indexes must be unique";
+        if (hello.Address.Length > 253) return "hello: address too long";
+        return null;
+    }
+
+    /// <summary>Sends the current assignment set to each of these nodes that is connected.</summary>
+    public async Task PushAssignmentsAsync(IReadOnlyCollection<string> nodeIds)
+    {
+        foreach (var id in nodeIds)
+        {
+            if (!_sessions.TryGetValue(id, out var session)) continue;
+            try
+            {
+                session.Enqueue(await _state.GetAssignmentsAsync(id, CancellationToken.None));
+            }
+            catch (Exception e)
+            {
+                LogPushFailed(_logger, id, e);
+            }
+        }
+    }
+
+    /// <summary>Closes sessions of agents that stopped sending heartbeats.</summary>
+    public async Task CloseStaleSessionsAsync(CancellationToken ct)
+    {
+        foreach (var (nodeId, session) in await _state.FindStaleSessionsAsync(ct))
+        {
+            LogStale(_logger, nodeId, _options.MissedHeartbeats);
+            var s = (AgentSession)session;
+            await s.CloseAsync(WebSocketCloseStatus.PolicyViolation, "missed heartbeats");
+            s.Socket.Abort();
+            await _state.NodeDisconnectedAsync(nodeId, session, "missed heartbeats");
+        }
+    }
+
+    private readonly record struct AuthResult(string? NodeId, string? NewSecret, string? Error);
+}

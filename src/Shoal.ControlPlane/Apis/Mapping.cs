@@ -1,0 +1,76 @@
+using Shoal.Contracts;
+using Shoal.ControlPlane.State;
+
+namespace Shoal.ControlPlane;
+
+/// <summary>From the control plane's records to the API's DTOs.</summary>
+internal static class Mapping
+{
+    public static ClusterDto ToDto(this ClusterView view, string edgeUrl)
+    {
+        var c = view.Cluster;
+        return new ClusterDto
+        {
+            Name = c.Name,
+            Image = c.Spec.Image,
+            Gpu = c.Spec.Gpu,
+            GpuCount = c.Spec.GpuCount,
+            Replicas = c.Spec.Replicas,
+            ReadyReplicas = view.Replicas.Count(r => r.Routable),
+            Port = c.Spec.Port,
+            Generation = c.Generation,
+            Env = c.Spec.Env,
+            Args = c.Spec.Args,
+            Health = c.Spec.Health,
+            Endpoint = $"{edgeUrl.TrimEnd('/')}/c/{c.Name}",
+            CreatedAt = c.CreatedAt,
+            UpdatedAt = c.UpdatedAt,
+        };
+    }
+
+    public static ReplicaDto ToDto(this ReplicaView view, string cluster)
+    {
+        var r = view.Replica;
+        return new ReplicaDto
+        {
+            Id = r.Id,
+            Cluster = cluster,
+            Generation = r.Generation,
+            Node = r.NodeId,
+            NodeName = view.Node?.Name,
+            Gpus = r.GpuIndexes,
+            State = r.State,
+            Reason = r.Reason,
+            Healthy = r.Healthy,
+            Restarts = r.Restarts,
+            ExitCode = r.ExitCode,
+            Address = view.Node is not null && r.HostPort is not null ? $"{view.Node.Address}:{r.HostPort}" : null,
+            CreatedAt = r.CreatedAt,
+            AssignedAt = r.AssignedAt,
+            PulledAt = r.PulledAt,
+            StartedAt = r.StartedAt,
+            ReadyAt = r.ReadyAt,
+            Load = view.Load,
+        };
+    }
+
+    public static NodeDto ToDto(this NodeView view)
+    {
+        var n = view.Node;
+        return new NodeDto
+        {
+            Id = n.Id,
+            Name = n.Name,
+            State = n.State,
+            Hardware = n.Hardware,
+            Runtimes = n.Runtimes,
+            Address = n.Address,
+            Replicas = view.Replicas,
+            FreeGpus = view.FreeGpus,
+            Revision = n.Revision,
+            AckedRevision = n.AckedRevision,
+            RegisteredAt = n.RegisteredAt,
+            LastSeenAt = n.LastSeenAt,
+        };
+    }
+}

@@ -1,0 +1,121 @@
+using Shoal.ControlPlane.Agents;
+using Shoal.ControlPlane.State;
+using Shoal.Edge.Routing;
+
+namespace Shoal.ControlPlane.Reconciliation;
+
+/// <summary>
+/// The control plane's background work: the reconciler (on every change and on a sweep; also
+/// closes sessions that missed heartbeats), the flusher of observed state, and the route-table
+/// publisher. A loop that keeps failing stops the host rather than limping on.
+/// </summary>
+public sealed partial class ControlLoops : BackgroundService
+{
+    private const int MaxConsecutiveFailures = 20;
+
+    private readonly ControlPlaneState _state;
+    private readonly AgentGateway _gateway;
+    private readonly RouteTableHolder _routes;
+    private readonly ServerOptions _options;
+    private readonly TimeProvider _time;
+    private readonly IHostApplicationLifetime _lifetime;
+    private readonly ILogger<ControlLoops> _logger;
+    private readonly Signal _reconcile = new();
+    private readonly Signal _flush = new();
+    private readonly Signal _publish = new();
+    private long _routeVersion;
+
+    public ControlLoops(ControlPlaneState state, AgentGateway gateway, RouteTableHolder routes, ServerOptions options,
+        TimeProvider time, IHostApplicationLifetime lifetime, ILogger<ControlLoops> logger)
+    {
+        _state = state;
+        _gateway = gateway;
+        _routes = routes;
+        _options = options;
+        _time = time;
+        _lifetime = lifetime;
+        _logger = logger;
+        _state.ReconcileNeeded += _reconcile.Set;
+        _state.FlushNeeded += _flush.Set;
+        _state.RoutesChanged += _publish.Set;
+    }
+
+    protected override Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        _reconcile.Set();
+        _publish.Set();
+        return Task.WhenAll(
+            RunLoopAsync("reconciler", _reconcile, _options.ReconcileInterval, async ct =>
+            {
+                await _gateway.CloseStaleSessionsAsync(ct);
+                await _state.ReconcileAsync(ct);
+            }, stoppingToken),
+            RunLoopAsync("flusher", _flush, TimeSpan.FromSeconds(5), async ct =>
+            {
+                // Coalesce a burst of heartbeats into one write.
+                await Task.Delay(TimeSpan.FromMilliseconds(100), _time, ct);
+                await _state.FlushAsync(ct);
+            }, stoppingToken),
+            RunLoopAsync("route publisher", _publish, TimeSpan.FromSeconds(5), async ct =>
+            {
+                _routes.Update(await _state.BuildRouteTableAsync(Interlocked.Increment(ref _routeVersion), ct));
+            }, stoppingToken));
+    }
+
+    private async Task RunLoopAsync(string name, Signal signal, TimeSpan sweep, Func<CancellationToken, Task> body, CancellationToken ct)
+    {
+        var failures = 0;
+        while (!ct.IsCancellationRequested)
+        {
+            try
+            {
+                await signal.WaitAsync(sweep, _time, ct);
+                await body(ct);
+                failures = 0;
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception e)
+            {
+                failures++;
+                LogLoopFailed(_logger, name, failures, e);
+                if (failures >= MaxConsecutiveFailures)
+                {
+                    LogLoopGaveUp(_logger, name, failures);
+                    _lifetime.StopApplication();
+                    return;
+                }
+                try
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(5000, 100 * (1 << Math.Min(failures, 6)))), _time, ct);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+                signal.Set();
+            }
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        try
+        {
+            await _state.FlushAsync(cancellationToken);
+        }
+        catch (Exception e)
+        {
+            LogLoopFailed(_logger, "final flush", 1, e);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The {Loop} failed ({Failures} in a row); retrying")]
+    private static partial void LogLoopFailed(ILogger logger, string loop, int failures, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "The {Loop} failed {Failures} times in a row; stopping the server")]
+    private static partial void LogLoopGaveUp(ILogger logger, string loop, int failures);
+}

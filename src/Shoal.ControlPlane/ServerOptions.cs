@@ -1,0 +1,71 @@
+namespace Shoal.ControlPlane;
+
+/// <summary>Settings of <c>shoal server</c>.</summary>
+public sealed class ServerOptions
+{
+    /// <summary>Address of the REST API and agent gateway. Default <c>127.0.0.1:7400</c>; port 0 picks a free one.</summary>
+    public string Listen { get; set; } = "127.0.0.1:7400";
+
+    /// <summary>Address of the in-process edge. Default <c>127.0.0.1:8080</c>.</summary>
+    public string EdgeListen { get; set; } = "127.0.0.1:8080";
+
+    /// <summary>Run without the in-process edge.</summary>
+    public bool NoEdge { get; set; }
+
+    /// <summary>Directory for the SQLite database. Default <c>./.shoal/server</c>.</summary>
+    public string DataDir { get; set; } = Path.Combine(".shoal", "server");
+
+    /// <summary>A PostgreSQL connection string; SQLite in <see cref="DataDir"/> when null.</summary>
+    public string? Database { get; set; }
+
+    /// <summary>How often agents send heartbeats. Default 2 s.</summary>
+    public TimeSpan HeartbeatInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Heartbeats missed before a connected node counts as gone. Default 3.</summary>
+    public int MissedHeartbeats { get; set; } = 3;
+
+    /// <summary>How long a disconnected node keeps its replicas before they are replaced. Default 10 s.</summary>
+    public TimeSpan NodeGracePeriod { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Period of the reconciler's sweep (it also runs on every change). Default 1 s.</summary>
+    public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Public base URL of the edge, used to show cluster endpoints. Default from <see cref="EdgeListen"/>.</summary>
+    public string? PublicEdgeUrl { get; set; }
+
+    /// <summary>Domain for host-based routing at the edge. Default <c>localhost</c>.</summary>
+    public string EdgeDomain { get; set; } = "localhost";
+
+    /// <summary>Minimum log level for Shoal's own categories.</summary>
+    public Microsoft.Extensions.Logging.LogLevel LogLevel { get; set; } = Microsoft.Extensions.Logging.LogLevel.Information;
+
+    /// <summary>Checks the options; returns every problem found.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        if (!ListenAddress.TryParse(Listen, out _)) errors.Add($"--listen '{Listen}' is not host:port");
+        if (!NoEdge && !ListenAddress.TryParse(EdgeListen, out _)) errors.Add($"--edge-listen '{EdgeListen}' is not host:port");
+        if (HeartbeatInterval < TimeSpan.FromMilliseconds(50)) errors.Add("heartbeat interval must be at least 50 ms");
+        if (NodeGracePeriod < TimeSpan.Zero) errors.Add("grace period must not be negative");
+        if (MissedHeartbeats < 1) errors.Add("missed heartbeats must be at least 1");
+        return errors;
+    }
+}
+
+/// <summary>Parses <c>host:port</c> listen addresses into URLs Kestrel understands.</summary>
+public static class ListenAddress
+{
+    public static bool TryParse(string value, out string url)
+    {
+        url = "";
+        if (string.IsNullOrWhiteSpace(value)) return false;
+        var v = value.Trim();
+        if (v.StartsWith("http://", StringComparison.OrdinalIgnoreCase)) v = v[7..];
+        var colon = v.LastIndexOf(':');
+        if (colon <= 0 || colon == v.Length - 1) return false;
+        if (!int.TryParse(v[(colon + 1)..], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port) || port > 65535) return false;
+        var host = v[..colon];
+        url = $"http://{host}:{port}";
+        return Uri.TryCreate(url, UriKind.Absolute, out _);
+    }
+}

@@ -1,0 +1,157 @@
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Shoal.Contracts;
+using Shoal.ControlPlane.Agents;
+using Shoal.ControlPlane.Apis;
+using Shoal.ControlPlane.Reconciliation;
+using Shoal.ControlPlane.State;
+using Shoal.Edge;
+using Shoal.Edge.Routing;
+using Shoal.Store;
+
+namespace Shoal.ControlPlane;
+
+/// <summary>
+/// <c>shoal server</c>: the control plane's web application (REST API and agent gateway) and,
+/// unless disabled, an edge in the same process reading the route table in memory.
+/// </summary>
+public sealed class ShoalServer : IAsyncDisposable
+{
+    private readonly WebApplication _api;
+    private readonly WebApplication? _edge;
+
+    private ShoalServer(WebApplication api, WebApplication? edge, Uri apiAddress, Uri? edgeAddress)
+    {
+        _api = api;
+        _edge = edge;
+        ApiAddress = apiAddress;
+        EdgeAddress = edgeAddress;
+    }
+
+    public Uri ApiAddress { get; }
+
+    public Uri? EdgeAddress { get; }
+
+    public IServiceProvider Services => _api.Services;
+
+    /// <summary>Opens the store, migrates it, loads state and starts listening.</summary>
+    public static async Task<ShoalServer> StartAsync(ServerOptions options, TimeProvider? time = null, Action<ILoggingBuilder>? logging = null, CancellationToken ct = default)
+    {
+        var errors = options.Validate();
+        if (errors.Count > 0) throw new ArgumentException(string.Join("; ", errors));
+        time ??= TimeProvider.System;
+        ListenAddress.TryParse(options.Listen, out var apiUrl);
+
+        var store = StoreFactory.Open(options.Database, options.DataDir);
+        try
+        {
+            await store.MigrateAsync(ct);
+        }
+        catch
+        {
+            await store.DisposeAsync();
+            throw;
+        }
+
+        var routes = new RouteTableHolder();
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        ConfigureLogging(builder.Logging, options, logging);
+        builder.WebHost.UseUrls(apiUrl);
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = AgentProtocol.MaxMessageBytes);
+        builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ShoalJsonContext.Default));
+        builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+        builder.Services.AddOpenApi();
+        builder.Services.AddSingleton(options);
+        builder.Services.AddSingleton(time);
+        builder.Services.AddSingleton(store);
+        builder.Services.AddSingleton(routes);
+        builder.Services.AddSingleton<ControlPlaneState>();
+        builder.Services.AddSingleton<AgentGateway>();
+        builder.Services.AddHostedService<ControlLoops>();
+        ListenAddress.TryParse(options.EdgeListen, out var edgeUrl);
+        builder.Services.AddSingleton(_ => new ServerOptionsAccessor(options.PublicEdgeUrl ?? edgeUrl));
+
+        var api = builder.Build();
+        api.UseShoalErrors();
+        api.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(15) });
+        api.MapOpenApi("/openapi/{documentName}.json");
+        api.MapGet("/healthz", () => Results.Text("ok")).ExcludeFromDescription();
+        api.MapClustersApi();
+        api.MapNodesApi();
+        api.MapTokensApi();
+        api.MapGpuTypesApi();
+        var gateway = api.Services.GetRequiredService<AgentGateway>();
+        api.Map(AgentProtocol.ConnectPath, gateway.HandleAsync).ExcludeFromDescription();
+
+        await api.Services.GetRequiredService<ControlPlaneState>().LoadAsync(ct);
+        await api.StartAsync(ct);
+        var apiAddress = new Uri(BoundAddress(api));
+
+        WebApplication? edge = null;
+        Uri? edgeAddress = null;
+        if (!options.NoEdge)
+        {
+            var edgeOptions = new EdgeOptions { Listen = options.EdgeListen, Domain = options.EdgeDomain };
+            var eb = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+            ConfigureLogging(eb.Logging, options, logging);
+            eb.WebHost.UseUrls(edgeUrl);
+            eb.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = edgeOptions.MaxRequestBodyBytes);
+            eb.Services.AddShoalEdge(edgeOptions, routes);
+            edge = eb.Build();
+            edge.MapShoalEdge();
+            try
+            {
+                await edge.StartAsync(ct);
+            }
+            catch
+            {
+                await api.StopAsync(CancellationToken.None);
+                await api.DisposeAsync();
+                throw;
+            }
+            edgeAddress = new Uri(BoundAddress(edge));
+        }
+
+        return new ShoalServer(api, edge, apiAddress, edgeAddress);
+    }
+
+    private static void ConfigureLogging(ILoggingBuilder logging, ServerOptions options, Action<ILoggingBuilder>? custom)
+    {
+        logging.ClearProviders();
+        logging.SetMinimumLevel(options.LogLevel);
+        logging.AddFilter("Microsoft", LogLevel.Warning);
+        logging.AddFilter("System", LogLevel.Warning);
+        if (custom is null)
+        {
+            logging.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            });
+        }
+        else
+        {
+            custom(logging);
+        }
+    }
+
+    private static string BoundAddress(WebApplication app) =>
+        app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+
+    /// <summary>Completes when the host is asked to stop (for example by a failing loop).</summary>
+    public Task WaitForShutdownAsync(CancellationToken ct) => _api.WaitForShutdownAsync(ct);
+
+    public async ValueTask DisposeAsync()
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        if (_edge is not null)
+        {
+            await _edge.StopAsync(timeout.Token);
+            await _edge.DisposeAsync();
+        }
+        await _api.StopAsync(timeout.Token);
+        var store = _api.Services.GetRequiredService<IShoalStore>();
+        await _api.DisposeAsync();
+        await store.DisposeAsync();
+    }
+}

@@ -1,0 +1,31 @@
+namespace Shoal.ControlPlane.State;
+
+public sealed partial class ControlPlaneState
+{
+    [LoggerMessage(Level = LogLevel.Information, Message = "Loaded {Clusters} clusters, {Replicas} replicas and {Nodes} nodes from the {Store} store")]
+    private static partial void LogLoaded(ILogger logger, int clusters, int replicas, int nodes, string store);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Name} created: {Image} on {Gpu}, {Replicas} replicas")]
+    private static partial void LogClusterCreated(ILogger logger, string name, string image, string gpu, int replicas);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Name} scaled to {Replicas} replicas")]
+    private static partial void LogClusterScaled(ILogger logger, string name, int replicas);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Name} deleted")]
+    private static partial void LogClusterDeleted(ILogger logger, string name);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} registered as {Name}")]
+    private static partial void LogNodeRegistered(ILogger logger, string nodeId, string name);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} ({Name}) connected with {Gpus} GPUs")]
+    private static partial void LogNodeConnected(ILogger logger, string nodeId, string name, int gpus);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Node {NodeId} disconnected: {Reason}")]
+    private static partial void LogNodeDisconnected(ILogger logger, string nodeId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Node {NodeId} ({Name}) is offline after its grace period; its replicas are replaced")]
+    private static partial void LogNodeOffline(ILogger logger, string nodeId, string name);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Reconciled: {Created} created, {Removed} removed, {Placed} placed, {Pending} pending")]
+    private static partial void LogReconciled(ILogger logger, int created, int removed, int placed, int pending);
+}

@@ -1,0 +1,784 @@
+using Shoal.Contracts;
+using Shoal.Core.Clusters;
+using Shoal.Core.Scheduling;
+using Shoal.Core.Security;
+using Shoal.Store;
+
+namespace Shoal.ControlPlane.State;
+
+/// <summary>
+/// The control plane's model of the world: clusters, replicas and nodes, loaded from the
+/// store at start. Every change of desired state is written to the store in one transaction
+/// and only then applied in memory, under one lock. Observed state (what agents report) is
+/// applied in memory at once and flushed to the store in batches: agents re-report it anyway.
+/// </summary>
+public sealed partial class ControlPlaneState : IDisposable
+{
+    private readonly IShoalStore _store;
+    private readonly TimeProvider _time;
+    private readonly ServerOptions _options;
+    private readonly ILogger<ControlPlaneState> _logger;
+    private readonly SemaphoreSlim _gate = new(1, 1);
+
+    private readonly Dictionary<string, ClusterRecord> _clustersById = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, string> _clusterIdsByName = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ReplicaRecord> _replicas = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, NodeRecord> _nodes = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, NodeLiveness> _liveness = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ReplicaLoad> _loads = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _dirtyReplicas = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _dirtyNodes = new(StringComparer.Ordinal);
+
+    public ControlPlaneState(IShoalStore store, TimeProvider time, ServerOptions options, ILogger<ControlPlaneState> logger)
+    {
+        _store = store;
+        _time = time;
+        _options = options;
+        _logger = logger;
+    }
+
+    /// <summary>Raised after a change that may need the reconciler (new cluster, scale, node connected…).</summary>
+    public event Action? ReconcileNeeded;
+
+    /// <summary>Raised after a change that may alter the edge's route table.</summary>
+    public event Action? RoutesChanged;
+
+    /// <summary>Raised (outside the lock) with the nodes whose assignment set changed.</summary>
+    public event Action<IReadOnlyCollection<string>>? AssignmentsChanged;
+
+    /// <summary>Raised when observed state is waiting to be flushed to the store.</summary>
+    public event Action? FlushNeeded;
+
+    private sealed class NodeLiveness
+    {
+        public object? Session { get; set; }
+        public DateTimeOffset LastSeen { get; set; }
+        public DateTimeOffset? DisconnectedSince { get; set; }
+    }
+
+    public async Task LoadAsync(CancellationToken ct)
+    {
+        var snapshot = await _store.LoadAsync(ct);
+        var now = _time.GetUtcNow();
+        await _gate.WaitAsync(ct);
+        try
+        {
+            foreach (var c in snapshot.Clusters)
+            {
+                _clustersById[c.Id] = c;
+                _clusterIdsByName[c.Name] = c.Id;
+            }
+            foreach (var r in snapshot.Replicas) _replicas[r.Id] = r;
+            foreach (var n in snapshot.Nodes)
+            {
+                // No agent is connected to a server that just started: every node waits for its
+                // agent, with the grace period counted from now so a restart evicts nothing.
+                var state = n.State is NodeState.Offline ? NodeState.Offline : NodeState.Disconnected;
+                _nodes[n.Id] = n with { State = state };
+                _liveness[n.Id] = new NodeLiveness { DisconnectedSince = state == NodeState.Disconnected ? now : null };
+            }
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        LogLoaded(_logger, snapshot.Clusters.Count, snapshot.Replicas.Count, snapshot.Nodes.Count, _store.Kind);
+    }
+
+    // ---------------------------------------------------------------- clusters (API)
+
+    /// <summary>Creates a cluster; <see cref="StoreConflictException"/> when the name is taken.</summary>
+    public async Task<ClusterRecord> CreateClusterAsync(ClusterSpec spec, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        await _gate.WaitAsync(ct);
+        ClusterRecord cluster;
+        try
+        {
+            if (_clusterIdsByName.ContainsKey(spec.Name))
+            {
+                throw new StoreConflictException($"cluster '{spec.Name}' already exists");
+            }
+            cluster = new ClusterRecord
+            {
+                Id = "c-" + Secrets.RandomId(12),
+                Spec = spec,
+                Generation = 1,
+                CreatedAt = now,
+                UpdatedAt = now,
+            };
+            var changes = new StoreChanges();
+            changes.UpsertClusters.Add(cluster);
+            await _store.CommitAsync(changes, ct);
+            _clustersById[cluster.Id] = cluster;
+            _clusterIdsByName[spec.Name] = cluster.Id;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        LogClusterCreated(_logger, spec.Name, spec.Image, spec.Gpu, spec.Replicas);
+        ReconcileNeeded?.Invoke();
+        RoutesChanged?.Invoke();
+        return cluster;
+    }
+
+    /// <summary>Sets a cluster's replica count; null when there is no such cluster.</summary>
+    public async Task<ClusterRecord?> ScaleClusterAsync(string name, int replicas, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        await _gate.WaitAsync(ct);
+        ClusterRecord updated;
+        try
+        {
+            if (!_clusterIdsByName.TryGetValue(name, out var id)) return null;
+            var cluster = _clustersById[id];
+            if (cluster.Spec.Replicas == replicas) return cluster;
+            updated = cluster with { Spec = cluster.Spec with { Replicas = replicas }, UpdatedAt = now };
+            var changes = new StoreChanges();
+            changes.UpsertClusters.Add(updated);
+            await _store.CommitAsync(changes, ct);
+            _clustersById[id] = updated;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        LogClusterScaled(_logger, name, replicas);
+        ReconcileNeeded?.Invoke();
+        return updated;
+    }
+
+    /// <summary>Deletes a cluster and its replicas; false when there is no such cluster.</summary>
+    public async Task<bool> DeleteClusterAsync(string name, CancellationToken ct)
+    {
+        HashSet<string> changedNodes = new(StringComparer.Ordinal);
+        await _gate.WaitAsync(ct);
+        try
+        {
+            if (!_clusterIdsByName.TryGetValue(name, out var id)) return false;
+            var replicas = _replicas.Values.Where(r => r.ClusterId == id).ToList();
+            var changes = new StoreChanges();
+            changes.DeleteClusters.Add(id);
+            foreach (var r in replicas)
+            {
+                if (r.NodeId is not null) changedNodes.Add(r.NodeId);
+            }
+            var bumped = BumpRevisions(changedNodes, changes);
+            await _store.CommitAsync(changes, ct);
+            _clustersById.Remove(id);
+            _clusterIdsByName.Remove(name);
+            foreach (var r in replicas)
+            {
+                _replicas.Remove(r.Id);
+                _loads.Remove(r.Id);
+                _dirtyReplicas.Remove(r.Id);
+            }
+            ApplyNodes(bumped);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        LogClusterDeleted(_logger, name);
+        AssignmentsChanged?.Invoke(changedNodes);
+        RoutesChanged?.Invoke();
+        return true;
+    }
+
+    public async Task<ClusterView?> GetClusterAsync(string name, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            return _clusterIdsByName.TryGetValue(name, out var id) ? ViewOf(_clustersById[id]) : null;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public async Task<IReadOnlyList<ClusterView>> ListClustersAsync(CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            return _clustersById.Values.OrderBy(c => c.Name, StringComparer.Ordinal).Select(ViewOf).ToList();
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public async Task<IReadOnlyList<NodeView>> ListNodesAsync(CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            return _nodes.Values.OrderBy(n => n.Name, StringComparer.Ordinal).ThenBy(n => n.Id, StringComparer.Ordinal).Select(NodeViewOf).ToList();
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    public async Task<NodeView?> GetNodeAsync(string idOrName, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            if (_nodes.TryGetValue(idOrName, out var byId)) return NodeViewOf(byId);
+            var byName = _nodes.Values.Where(n => n.Name == idOrName).ToList();
+            return byName.Count == 1 ? NodeViewOf(byName[0]) : null;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private ClusterView ViewOf(ClusterRecord cluster)
+    {
+        var replicas = _replicas.Values
+            .Where(r => r.ClusterId == cluster.Id)
+            .OrderBy(r => r.CreatedAt)
+            .ThenBy(r => r.Id, StringComparer.Ordinal)
+            .Select(r => new ReplicaView(r, r.NodeId is null ? null : _nodes.GetValueOrDefault(r.NodeId), _loads.GetValueOrDefault(r.Id), IsRoutable(r)))
+            .ToList();
+        return new ClusterView(cluster, replicas);
+    }
+
+    private NodeView NodeViewOf(NodeRecord node)
+    {
+        var used = _replicas.Values.Where(r => r.NodeId == node.Id).ToList();
+        var usedGpus = used.Sum(r => r.GpuIndexes.Length);
+        return new NodeView(node, used.Count, Math.Max(0, node.Hardware.Gpus.Length - usedGpus));
+    }
+
+    // ---------------------------------------------------------------- nodes (gateway)
+
+    /// <summary>Creates a node for an agent that registered with a valid provisioning token.</summary>
+    public async Task<NodeRecord> RegisterNodeAsync(string name, string secretHash, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        var node = new NodeRecord
+        {
+            Id = "n-" + Secrets.RandomId(12),
+            Name = name,
+            SecretHash = secretHash,
+            State = NodeState.Disconnected,
+            RegisteredAt = now,
+        };
+        await _gate.WaitAsync(ct);
+        try
+        {
+            var changes = new StoreChanges();
+            changes.UpsertNodes.Add(node);
+            await _store.CommitAsync(changes, ct);
+            _nodes[node.Id] = node;
+            _liveness[node.Id] = new NodeLiveness { DisconnectedSince = now };
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        LogNodeRegistered(_logger, node.Id, name);
+        return node;
+    }
+
+    /// <summary>The stored secret hash of a node, for authenticating a returning agent.</summary>
+    public async Task<string?> GetNodeSecretHashAsync(string nodeId, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            return _nodes.TryGetValue(nodeId, out var n) ? n.SecretHash : null;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// An agent said hello on a new session: record its hardware, mark it ready and connected,
+    /// take in what it runs, and return the assignment set to send it.
+    /// </summary>
+    public async Task<AssignmentsMessage> NodeConnectedAsync(string nodeId, object session, HelloMessage hello, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        AssignmentsMessage assignments;
+        await _gate.WaitAsync(ct);
+        try
+        {
+            var node = _nodes[nodeId];
+            var updated = node with
+            {
+                Hardware = hello.Hardware,
+                Runtimes = hello.Runtimes,
+                Images = hello.Images,
+                Address = string.IsNullOrWhiteSpace(hello.Address) ? "127.0.0.1" : hello.Address,
+                State = node.Cordoned ? NodeState.Cordoned : NodeState.Ready,
+                AckedRevision = Math.Min(node.Revision, hello.AppliedRevision),
+                LastSeenAt = now,
+            };
+            var changes = new StoreChanges();
+            changes.UpsertNodes.Add(updated);
+            await _store.CommitAsync(changes, ct);
+            _nodes[nodeId] = updated;
+            _dirtyNodes.Remove(nodeId);
+            var live = _liveness[nodeId];
+            live.Session = session;
+            live.LastSeen = now;
+            live.DisconnectedSince = null;
+            ApplyReportsLocked(nodeId, hello.Replicas, now);
+            assignments = BuildAssignmentsLocked(nodeId);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        LogNodeConnected(_logger, nodeId, hello.NodeName, hello.Hardware.Gpus.Length);
+        ReconcileNeeded?.Invoke();
+        RoutesChanged?.Invoke();
+        FlushNeeded?.Invoke();
+        return assignments;
+    }
+
+    /// <summary>A session ended. Only the node's current session counts; an older one closing is ignored.</summary>
+    public async Task NodeDisconnectedAsync(string nodeId, object session, string reason)
+    {
+        var now = _time.GetUtcNow();
+        await _gate.WaitAsync();
+        try
+        {
+            if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
+            live.Session = null;
+            live.DisconnectedSince = now;
+            var node = _nodes[nodeId];
+            var updated = node with
+            {
+                State = node.State == NodeState.Offline ? NodeState.Offline : NodeState.Disconnected,
+                Disconnects = node.Disconnects + 1,
+            };
+            _nodes[nodeId] = updated;
+            _dirtyNodes.Add(nodeId);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        LogNodeDisconnected(_logger, nodeId, reason);
+        RoutesChanged?.Invoke();
+        FlushNeeded?.Invoke();
+        ReconcileNeeded?.Invoke();
+    }
+
+    /// <summary>A heartbeat: take in observed replica state and the applied revision.</summary>
+    public async Task HeartbeatAsync(string nodeId, object session, HeartbeatMessage heartbeat, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        bool routes;
+        await _gate.WaitAsync(ct);
+        try
+        {
+            if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
+            live.LastSeen = now;
+            var node = _nodes[nodeId];
+            var acked = Math.Min(node.Revision, heartbeat.AppliedRevision);
+            if (acked != node.AckedRevision)
+            {
+                _nodes[nodeId] = node with { AckedRevision = acked, LastSeenAt = now };
+                _dirtyNodes.Add(nodeId);
+            }
+            routes = ApplyReportsLocked(nodeId, heartbeat.Replicas, now);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        if (routes) RoutesChanged?.Invoke();
+        FlushNeeded?.Invoke();
+    }
+
+    /// <summary>The agent acknowledged an assignment revision.</summary>
+    public async Task AckAsync(string nodeId, object session, long revision, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
+            var node = _nodes[nodeId];
+            var acked = Math.Min(node.Revision, revision);
+            if (acked > node.AckedRevision)
+            {
+                _nodes[nodeId] = node with { AckedRevision = acked };
+                _dirtyNodes.Add(nodeId);
+            }
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        FlushNeeded?.Invoke();
+    }
+
+    /// <summary>The current assignment set of a node.</summary>
+    public async Task<AssignmentsMessage> GetAssignmentsAsync(string nodeId, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            return BuildAssignmentsLocked(nodeId);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    /// <summary>Sessions whose agent has missed too many heartbeats.</summary>
+    public async Task<IReadOnlyList<(string NodeId, object Session)>> FindStaleSessionsAsync(CancellationToken ct)
+    {
+        var cutoff = _time.GetUtcNow() - _options.HeartbeatInterval * _options.MissedHeartbeats;
+        await _gate.WaitAsync(ct);
+        try
+        {
+            return _liveness
+                .Where(kv => kv.Value.Session is not null && kv.Value.LastSeen < cutoff)
+                .Select(kv => (kv.Key, kv.Value.Session!))
+                .ToList();
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private bool ApplyReportsLocked(string nodeId, ReplicaReport[] reports, DateTimeOffset now)
+    {
+        var routes = false;
+        foreach (var report in reports)
+        {
+            if (!_replicas.TryGetValue(report.ReplicaId, out var replica) || replica.NodeId != nodeId) continue;
+            var updated = replica with
+            {
+                State = report.State,
+                Reason = report.Reason,
+                Healthy = report.Healthy,
+                HostPort = report.HostPort,
+                Restarts = report.Restarts,
+                ExitCode = report.ExitCode,
+                PulledAt = report.PulledAt ?? replica.PulledAt,
+                StartedAt = report.StartedAt ?? replica.StartedAt,
+                ReadyAt = report.ReadyAt ?? replica.ReadyAt,
+            };
+            if (report.Load is { } load)
+            {
+                var previous = _loads.GetValueOrDefault(report.ReplicaId);
+                _loads[report.ReplicaId] = load;
+                routes |= previous is null || previous.Waiting != load.Waiting;
+            }
+            if (updated != replica)
+            {
+                routes |= updated.State != replica.State || updated.Healthy != replica.Healthy || updated.HostPort != replica.HostPort;
+                _replicas[replica.Id] = updated with { UpdatedAt = now };
+                _dirtyReplicas.Add(replica.Id);
+            }
+        }
+        return routes;
+    }
+
+    private AssignmentsMessage BuildAssignmentsLocked(string nodeId)
+    {
+        var node = _nodes[nodeId];
+        var list = new List<Assignment>();
+        foreach (var r in _replicas.Values)
+        {
+            if (r.NodeId != nodeId) continue;
+            var spec = _clustersById[r.ClusterId].Spec;
+            list.Add(new Assignment
+            {
+                ReplicaId = r.Id,
+                Cluster = spec.Name,
+                Generation = r.Generation,
+                Image = spec.Image,
+                Gpu = spec.Gpu,
+                GpuIndexes = r.GpuIndexes,
+                Port = spec.Port,
+                Env = spec.Env,
+                Args = spec.Args,
+                Health = spec.Health,
+            });
+        }
+        list.Sort((a, b) => string.CompareOrdinal(a.ReplicaId, b.ReplicaId));
+        return new AssignmentsMessage { Revision = node.Revision, Replicas = [.. list] };
+    }
+
+    /// <summary>Writes observed state that changed since the last flush.</summary>
+    public async Task FlushAsync(CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            if (_dirtyReplicas.Count == 0 && _dirtyNodes.Count == 0) return;
+            var changes = new StoreChanges();
+            foreach (var id in _dirtyReplicas)
+            {
+                if (_replicas.TryGetValue(id, out var r)) changes.UpsertReplicas.Add(r);
+            }
+            foreach (var id in _dirtyNodes)
+            {
+                if (_nodes.TryGetValue(id, out var n)) changes.UpsertNodes.Add(n);
+            }
+            await _store.CommitAsync(changes, ct);
+            _dirtyReplicas.Clear();
+            _dirtyNodes.Clear();
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    // ---------------------------------------------------------------- reconciliation
+
+    /// <summary>
+    /// One pass: nodes past their grace lose their replicas; every cluster gets exactly its
+    /// replica count; pending replicas are placed. All writes of the pass commit together.
+    /// </summary>
+    public async Task<ReconcileResult> ReconcileAsync(CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        var changedNodes = new HashSet<string>(StringComparer.Ordinal);
+        int created = 0, removed = 0, placed = 0, pending = 0;
+        await _gate.WaitAsync(ct);
+        try
+        {
+            var changes = new StoreChanges();
+            var nodes = new Dictionary<string, NodeRecord>(StringComparer.Ordinal);
+            var replicas = new Dictionary<string, ReplicaRecord>(_replicas, StringComparer.Ordinal);
+            var deleted = new List<string>();
+
+            // 1. Nodes gone longer than the grace period: offline, replicas replaced elsewhere.
+            foreach (var (id, live) in _liveness)
+            {
+                if (live.Session is not null || live.DisconnectedSince is not { } since) continue;
+                var node = _nodes[id];
+                if (node.State == NodeState.Offline || now - since < _options.NodeGracePeriod) continue;
+                nodes[id] = node with { State = NodeState.Offline };
+                foreach (var r in replicas.Values.Where(r => r.NodeId == id).ToList())
+                {
+                    replicas.Remove(r.Id);
+                    deleted.Add(r.Id);
+                    removed++;
+                }
+                changedNodes.Add(id);
+                LogNodeOffline(_logger, id, node.Name);
+            }
+
+            // 2. Replica counts.
+            var byCluster = replicas.Values.GroupBy(r => r.ClusterId).ToDictionary(g => g.Key, g => g.ToList(), StringComparer.Ordinal);
+            foreach (var cluster in _clustersById.Values)
+            {
+                var existing = byCluster.GetValueOrDefault(cluster.Id) ?? [];
+                var diff = cluster.Spec.Replicas - existing.Count;
+                for (var i = 0; i < diff; i++)
+                {
+                    var r = new ReplicaRecord
+                    {
+                        Id = $"{cluster.Name}-{Secrets.RandomId(6)}",
+                        ClusterId = cluster.Id,
+                        Generation = cluster.Generation,
+                        State = ReplicaState.Pending,
+                        CreatedAt = now,
+                        UpdatedAt = now,
+                    };
+                    replicas[r.Id] = r;
+                    created++;
+                }
+                if (diff < 0)
+                {
+                    var views = existing.Select(r => new Core.Clusters.ReplicaView(r.Id, r.NodeId, r.State, r.CreatedAt)).ToList();
+                    foreach (var id in ReplicaPlanner.ChooseForRemoval(views, -diff))
+                    {
+                        var r = replicas[id];
+                        if (r.NodeId is not null) changedNodes.Add(r.NodeId);
+                        replicas.Remove(id);
+                        deleted.Add(id);
+                        removed++;
+                    }
+                }
+            }
+
+            // 3. Placement of everything without a node.
+            var requests = replicas.Values
+                .Where(r => r.NodeId is null)
+                .OrderBy(r => r.CreatedAt)
+                .ThenBy(r => r.Id, StringComparer.Ordinal)
+                .Select(r =>
+                {
+                    var spec = _clustersById[r.ClusterId].Spec;
+                    return new PlacementRequest(r.Id, r.ClusterId, spec.Gpu, spec.GpuCount, spec.Image);
+                })
+                .ToList();
+            if (requests.Count > 0)
+            {
+                var capacity = _nodes.Values.Select(n =>
+                {
+                    var current = nodes.GetValueOrDefault(n.Id) ?? n;
+                    var schedulable = current.State == NodeState.Ready && !current.Cordoned && _liveness[n.Id].Session is not null;
+                    return new NodeCapacity(
+                        n.Id,
+                        schedulable,
+                        n.Hardware.Gpus.Select(g => new GpuSlot(g.Index, g.Type)).ToArray(),
+                        Reliability(n),
+                        n.Images.Length == 0 ? null : n.Images.ToHashSet(StringComparer.Ordinal));
+                }).ToList();
+                var placedReplicas = replicas.Values
+                    .Where(r => r.NodeId is not null)
+                    .Select(r => new PlacedReplica(r.ClusterId, r.NodeId!, r.GpuIndexes));
+                foreach (var p in Scheduler.Schedule(capacity, placedReplicas, requests))
+                {
+                    var r = replicas[p.ReplicaId];
+                    if (p.Placed)
+                    {
+                        replicas[r.Id] = r with
+                        {
+                            NodeId = p.NodeId,
+                            GpuIndexes = p.GpuIndexes,
+                            State = ReplicaState.Assigned,
+                            Reason = null,
+                            AssignedAt = now,
+                            UpdatedAt = now,
+                        };
+                        changedNodes.Add(p.NodeId!);
+                        placed++;
+                    }
+                    else
+                    {
+                        pending++;
+                        if (r.Reason != p.Reason) replicas[r.Id] = r with { Reason = p.Reason, UpdatedAt = now };
+                    }
+                }
+            }
+
+            // 4. Collect writes: new or changed replicas, deletions, bumped node revisions.
+            foreach (var r in replicas.Values)
+            {
+                if (!_replicas.TryGetValue(r.Id, out var before) || before != r) changes.UpsertReplicas.Add(r);
+            }
+            changes.DeleteReplicas.AddRange(deleted);
+            foreach (var id in changedNodes)
+            {
+                var n = nodes.GetValueOrDefault(id) ?? _nodes[id];
+                nodes[id] = n with { Revision = n.Revision + 1 };
+            }
+            foreach (var n in nodes.Values) changes.UpsertNodes.Add(n);
+
+            if (changes.IsEmpty) return new ReconcileResult(0, 0, 0, pending);
+
+            await _store.CommitAsync(changes, ct);
+            foreach (var id in deleted)
+            {
+                _replicas.Remove(id);
+                _loads.Remove(id);
+                _dirtyReplicas.Remove(id);
+            }
+            foreach (var r in changes.UpsertReplicas) _replicas[r.Id] = r;
+            ApplyNodes(nodes.Values);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+
+        if (changedNodes.Count > 0) AssignmentsChanged?.Invoke(changedNodes);
+        if (removed > 0 || placed > 0) RoutesChanged?.Invoke();
+        if (created > 0 || removed > 0 || placed > 0) LogReconciled(_logger, created, removed, placed, pending);
+        return new ReconcileResult(created, removed, placed, pending);
+    }
+
+    private List<NodeRecord> BumpRevisions(IEnumerable<string> nodeIds, StoreChanges changes)
+    {
+        var bumped = new List<NodeRecord>();
+        foreach (var id in nodeIds)
+        {
+            var n = _nodes[id] with { Revision = _nodes[id].Revision + 1 };
+            bumped.Add(n);
+            changes.UpsertNodes.Add(n);
+        }
+        return bumped;
+    }
+
+    private void ApplyNodes(IEnumerable<NodeRecord> nodes)
+    {
+        foreach (var n in nodes)
+        {
+            _nodes[n.Id] = n;
+            _dirtyNodes.Remove(n.Id);
+        }
+    }
+
+    private static double Reliability(NodeRecord node) => 1.0 / (1.0 + 0.1 * node.Disconnects);
+
+    // ---------------------------------------------------------------- routing
+
+    private bool IsRoutable(ReplicaRecord r) =>
+        r.State == ReplicaState.Ready && r.Healthy && r.HostPort is not null &&
+        r.NodeId is not null && _liveness.TryGetValue(r.NodeId, out var live) && live.Session is not null;
+
+    /// <summary>The route table for the edge: every cluster, with its ready replicas on connected nodes.</summary>
+    public async Task<RouteTable> BuildRouteTableAsync(long version, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            var perCluster = new Dictionary<string, List<RouteDestination>>(StringComparer.Ordinal);
+            foreach (var r in _replicas.Values)
+            {
+                if (!IsRoutable(r)) continue;
+                if (!perCluster.TryGetValue(r.ClusterId, out var list)) perCluster[r.ClusterId] = list = [];
+                list.Add(new RouteDestination
+                {
+                    ReplicaId = r.Id,
+                    NodeId = r.NodeId!,
+                    Address = $"http://{FormatHost(_nodes[r.NodeId!].Address)}:{r.HostPort}",
+                    Waiting = _loads.GetValueOrDefault(r.Id)?.Waiting ?? 0,
+                });
+            }
+            var clusters = new Dictionary<string, ClusterRoute>(StringComparer.Ordinal);
+            foreach (var c in _clustersById.Values)
+            {
+                var destinations = perCluster.GetValueOrDefault(c.Id) ?? [];
+                destinations.Sort((a, b) => string.CompareOrdinal(a.ReplicaId, b.ReplicaId));
+                clusters[c.Name] = new ClusterRoute { Cluster = c.Name, Destinations = [.. destinations] };
+            }
+            return new RouteTable { Version = version, Clusters = clusters };
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
+    private static string FormatHost(string address) =>
+        address.Contains(':', StringComparison.Ordinal) && !address.StartsWith('[') ? $"[{address}]" : address;
+
+    public void Dispose() => _gate.Dispose();
+}
+
+/// <summary>What one reconcile pass did.</summary>
+public readonly record struct ReconcileResult(int Created, int Removed, int Placed, int Pending);
+
+/// <summary>A cluster with its replicas, read under the state lock.</summary>
+public sealed record ClusterView(ClusterRecord Cluster, IReadOnlyList<ReplicaView> Replicas);
+
+/// <summary>A replica with the node it is on and its last reported load.</summary>
+public sealed record ReplicaView(ReplicaRecord Replica, NodeRecord? Node, ReplicaLoad? Load, bool Routable);
+
+/// <summary>A node with how much of it is used.</summary>
+public sealed record NodeView(NodeRecord Node, int Replicas, int FreeGpus);

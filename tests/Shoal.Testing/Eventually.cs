@@ -1,0 +1,18 @@
+namespace Shoal.Testing;
+
+/// <summary>Polls a condition on real events (sockets, processes) with a deadline.</summary>
+public static class Eventually
+{
+    public static async Task<T> GetAsync<T>(Func<Task<T>> probe, Func<T, bool> done, TimeSpan? timeout = null, string? what = null)
+    {
+        var deadline = DateTime.UtcNow + (timeout ?? TimeSpan.FromSeconds(10));
+        T value;
+        while (true)
+        {
+            value = await probe();
+            if (done(value)) return value;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting for {what ?? "condition"}; last value: {value}");
+            await Task.Delay(25);
+        }
+    }
+}

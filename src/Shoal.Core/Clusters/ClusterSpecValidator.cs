@@ -24,8 +24,9 @@ public static partial class ClusterSpecValidator
     [GeneratedRegex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
     private static partial Regex DnsLabel();
 
-    // OCI reference: [host[:port]/]path[:tag][@algo:hex]. Lower-case path components.
-    [GeneratedRegex(@"^(?:(?<host>[a-zA-Z0-9.-]+(?::[0-9]{1,5})?)/)?(?<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)(?::(?<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-fA-F0-9]{32,}))?$")]
+    // OCI reference: [host[:port]/]path[:tag][@algo:hex]. As in Docker, the first component is a
+    // registry host only if it has a dot or a port or is localhost; path components are lower-case.
+    [GeneratedRegex(@"^(?:(?<host>(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+|localhost)(?::[0-9]{1,5})?|[a-zA-Z0-9-]+:[0-9]{1,5})/)?(?<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)(?::(?<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?<digest>[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-fA-F0-9]{32,}))?$")]
     private static partial Regex ImageReference();
 
     [GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]*$")]

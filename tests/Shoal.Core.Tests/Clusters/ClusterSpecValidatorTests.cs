@@ -1,0 +1,89 @@
+using Shoal.Contracts;
+using Shoal.Core.Clusters;
+
+namespace Shoal.Core.Tests.Clusters;
+
+public sealed class ClusterSpecValidatorTests
+{
+    private static CreateClusterRequest Valid => new() { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090" };
+
+    [Fact]
+    public void Defaults_are_filled_in()
+    {
+        var v = ClusterSpecValidator.Validate(Valid);
+        Assert.True(v.IsValid, v.Message);
+        Assert.Equal(1, v.Value!.Replicas);
+        Assert.Equal(1, v.Value.GpuCount);
+        Assert.Equal(8000, v.Value.Port);
+        Assert.Equal("/health", v.Value.Health.Path);
+    }
+
+    [Theory]
+    [InlineData("a")]
+    [InlineData("demo-2")]
+    [InlineData("llama-3-70b")]
+    public void Dns_labels_are_valid_names(string name) => Assert.True(ClusterSpecValidator.IsValidName(name));
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("Demo")]
+    [InlineData("1demo")]
+    [InlineData("demo-")]
+    [InlineData("de_mo")]
+    [InlineData("de.mo")]
+    public void Other_names_are_invalid(string name) => Assert.False(ClusterSpecValidator.IsValidName(name));
+
+    [Fact]
+    public void Names_longer_than_63_are_invalid() => Assert.False(ClusterSpecValidator.IsValidName(new string('a', 64)));
+
+    [Theory]
+    [InlineData("shoal/sim")]
+    [InlineData("vllm/vllm-openai:v0.6.3")]
+    [InlineData("ghcr.io/org/model:1.0")]
+    [InlineData("localhost:5000/team/model_server:latest")]
+    [InlineData("busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")]
+    public void Image_references_are_accepted(string image) => Assert.True(ClusterSpecValidator.IsValidImage(image));
+
+    [Theory]
+    [InlineData("UPPER/case")]
+    [InlineData("has space")]
+    [InlineData("trailing/")]
+    [InlineData("a:b:c")]
+    [InlineData("name@sha256:short")]
+    public void Bad_image_references_are_rejected(string image) => Assert.False(ClusterSpecValidator.IsValidImage(image));
+
+    [Fact]
+    public void Every_problem_is_reported_at_once()
+    {
+        var v = ClusterSpecValidator.Validate(new CreateClusterRequest { Name = "X", Gpu = "gtx-9999", Replicas = 5000, Port = 0, GpuCount = 0 });
+        Assert.False(v.IsValid);
+        Assert.Contains(v.Errors, e => e.Contains("DNS label", StringComparison.Ordinal));
+        Assert.Contains(v.Errors, e => e.Contains("image is required", StringComparison.Ordinal));
+        Assert.Contains(v.Errors, e => e.Contains("unknown gpu type 'gtx-9999'", StringComparison.Ordinal));
+        Assert.Contains(v.Errors, e => e.Contains("replicas must be between 0 and 1000", StringComparison.Ordinal));
+        Assert.Contains(v.Errors, e => e.Contains("port", StringComparison.Ordinal));
+        Assert.Contains(v.Errors, e => e.Contains("gpuCount", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("1ABC")]
+    [InlineData("A-B")]
+    [InlineData("")]
+    public void Bad_env_names_are_rejected(string name)
+    {
+        var v = ClusterSpecValidator.Validate(Valid with { Env = new() { [name] = "x" } });
+        Assert.False(v.IsValid);
+        Assert.Contains("env name", v.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Health_path_must_be_absolute()
+    {
+        var v = ClusterSpecValidator.Validate(Valid with { Health = new HealthCheckSpec { Path = "health" } });
+        Assert.False(v.IsValid);
+        Assert.Contains("health.path", v.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Zero_replicas_is_allowed() => Assert.True(ClusterSpecValidator.Validate(Valid with { Replicas = 0 }).IsValid);
+}

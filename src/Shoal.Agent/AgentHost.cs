@@ -1,0 +1,208 @@
+using System.Reflection;
+using Shoal.Agent.Connection;
+using Shoal.Agent.Hardware;
+using Shoal.Agent.Health;
+using Shoal.Agent.Identity;
+using Shoal.Agent.Replicas;
+using Shoal.Agent.Runtimes;
+using Shoal.Contracts;
+
+namespace Shoal.Agent;
+
+/// <summary>Runs one agent (<c>shoal agent</c>). Holds no static state, so several can run in one process.</summary>
+public static partial class AgentHost
+{
+    /// <summary>
+    /// Runs the agent until <paramref name="ct"/> is cancelled, then stops its replicas (unless
+    /// <see cref="AgentOptions.StopReplicasOnShutdown"/> is false) and returns.
+    /// </summary>
+    /// <exception cref="AgentConfigurationException">
+    /// An option is invalid, the node has neither a saved identity nor a token, or the token was refused.
+    /// </exception>
+    public static async Task RunAsync(AgentOptions options, ILoggerFactory loggerFactory, TimeProvider timeProvider, CancellationToken ct)
+    {
+        var logger = loggerFactory.CreateLogger(typeof(AgentHost).FullName!);
+        var dataDir = Path.GetFullPath(options.DataDir ?? AgentOptions.DefaultDataDir);
+        var identityStore = new NodeIdentityStore(dataDir);
+        var identity = identityStore.Load();
+        if (identity is null && string.IsNullOrWhiteSpace(options.Token))
+        {
+            throw new AgentConfigurationException(
+                $"this node has no saved identity ({identityStore.FilePath} does not exist) and no provisioning token; run it once with --token (create one with 'shoal tokens create')");
+        }
+        var server = options.Server ?? identity?.Server ?? AgentOptions.DefaultServer;
+        var connectUri = ServerAddress.ConnectUri(server);
+        Validate(options);
+        var simulated = options.SimulateGpus is { Length: > 0 } spec ? SimulatedGpus.Parse(spec) : null;
+
+        try
+        {
+            Directory.CreateDirectory(dataDir);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new AgentConfigurationException($"cannot create the data dir {dataDir}: {ex.Message}", ex);
+        }
+        if (identity is not null && !string.IsNullOrWhiteSpace(options.Token))
+        {
+            LogTokenIgnored(logger, identity.NodeId, identityStore.FilePath);
+        }
+
+        var gpus = simulated ?? await new GpuDetector(options.NvidiaSmiPath, loggerFactory.CreateLogger<GpuDetector>()).DetectAsync(ct);
+        var nodeName = string.IsNullOrWhiteSpace(options.Name) ? Environment.MachineName : options.Name.Trim();
+        var version = typeof(AgentHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion;
+
+        var runtimes = new List<IReplicaRuntime>();
+        if (options.EnableProcessRuntime)
+        {
+            runtimes.Add(new ProcessRuntime(
+                new ProcessRuntimeOptions
+                {
+                    Enabled = true,
+                    Images = options.ProcessImages,
+                    SimCommand = string.IsNullOrWhiteSpace(options.SimCommand) ? AgentOptions.DefaultSimCommand : options.SimCommand,
+                    ReplicasDir = Path.Combine(dataDir, "replicas"),
+                    MaxLogBytes = options.MaxReplicaLogBytes,
+                },
+                timeProvider,
+                loggerFactory.CreateLogger<ProcessRuntime>()));
+        }
+
+        using var http = HttpReplicaProbe.CreateClient();
+        var replicas = new ReplicaManager(
+            runtimes,
+            new HttpReplicaProbe(http, timeProvider),
+            new ReplicaManagerOptions
+            {
+                StopGracePeriod = options.StopGracePeriod,
+                RestartBackoffMin = options.RestartBackoffMin,
+                RestartBackoffMax = options.RestartBackoffMax,
+            },
+            timeProvider,
+            loggerFactory);
+
+        HelloMessage Hello() => new()
+        {
+            NodeName = nodeName,
+            Hardware = HardwareProbe.Describe(gpus, dataDir),
+            Runtimes = replicas.RuntimeNames,
+            Images = replicas.Images,
+            Address = options.Address,
+            AgentVersion = version,
+            AppliedRevision = replicas.AppliedRevision,
+            Replicas = replicas.Snapshot(),
+        };
+
+        var connection = new AgentConnection(
+            new AgentConnectionOptions
+            {
+                ConnectUri = connectUri,
+                Server = server,
+                NodeName = nodeName,
+                ProvisioningToken = options.Token,
+                ReconnectMin = options.ReconnectMin,
+                ReconnectMax = options.ReconnectMax,
+                ConnectTimeout = options.ConnectTimeout,
+            },
+            identityStore,
+            identity,
+            replicas,
+            Hello,
+            timeProvider,
+            loggerFactory.CreateLogger<AgentConnection>());
+
+        var runtimeNames = string.Join(",", replicas.RuntimeNames);
+        LogStarting(logger, nodeName, connectUri, gpus.Count, runtimeNames);
+        try
+        {
+            await connection.RunAsync(ct);
+        }
+        finally
+        {
+            if (options.StopReplicasOnShutdown)
+            {
+                LogStoppingReplicas(logger);
+                await replicas.StopAllAsync();
+            }
+            else
+            {
+                LogLeavingReplicas(logger);
+            }
+        }
+        LogStopped(logger, nodeName);
+    }
+
+    private static void Validate(AgentOptions options)
+    {
+        if (options.ReconnectMin <= TimeSpan.Zero || options.ReconnectMax < options.ReconnectMin)
+        {
+            throw new AgentConfigurationException($"invalid reconnect back-off: min {options.ReconnectMin} must be positive and no more than max {options.ReconnectMax}");
+        }
+        if (options.RestartBackoffMin <= TimeSpan.Zero || options.RestartBackoffMax < options.RestartBackoffMin)
+        {
+            throw new AgentConfigurationException($"invalid restart back-off: min {options.RestartBackoffMin} must be positive and no more than max {options.RestartBackoffMax}");
+        }
+        if (options.ConnectTimeout <= TimeSpan.Zero)
+        {
+            throw new AgentConfigurationException("the connect timeout must be positive");
+        }
+        if (options.StopGracePeriod < TimeSpan.Zero)
+        {
+            throw new AgentConfigurationException("the stop grace period cannot be negative");
+        }
+        if (string.IsNullOrWhiteSpace(options.Address))
+        {
+            throw new AgentConfigurationException("the advertised address cannot be empty");
+        }
+        if (options.Name is { } name && name.Trim().Length > 253)
+        {
+            throw new AgentConfigurationException("the node name is longer than 253 characters");
+        }
+        foreach (var (image, commandLine) in options.ProcessImages)
+        {
+            if (string.IsNullOrWhiteSpace(image))
+            {
+                throw new AgentConfigurationException("a process image name cannot be empty");
+            }
+            IReadOnlyList<string> words;
+            try
+            {
+                words = CommandLine.Split(commandLine ?? "");
+            }
+            catch (FormatException ex)
+            {
+                throw new AgentConfigurationException($"invalid command line for process image {image}: {ex.Message}", ex);
+            }
+            if (words.Count == 0)
+            {
+                throw new AgentConfigurationException($"the command line for process image {image} is empty");
+            }
+        }
+        if (options.SimCommand is { } sim && !string.IsNullOrWhiteSpace(sim))
+        {
+            try
+            {
+                _ = CommandLine.Split(sim);
+            }
+            catch (FormatException ex)
+            {
+                throw new AgentConfigurationException($"invalid sim command: {ex.Message}", ex);
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Agent {NodeName} starting: server {Uri}, {GpuCount} GPU(s), runtimes [{Runtimes}]")]
+    private static partial void LogStarting(ILogger logger, string nodeName, Uri uri, int gpuCount, string runtimes);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} already has an identity in {IdentityFile}; the provisioning token is not used")]
+    private static partial void LogTokenIgnored(ILogger logger, string nodeId, string identityFile);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Stopping replicas")]
+    private static partial void LogStoppingReplicas(ILogger logger);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Leaving replicas running")]
+    private static partial void LogLeavingReplicas(ILogger logger);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Agent {NodeName} stopped")]
+    private static partial void LogStopped(ILogger logger, string nodeName);
+}

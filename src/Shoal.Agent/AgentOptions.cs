@@ -1,0 +1,116 @@
+using System.Reflection;
+
+namespace Shoal.Agent;
+
+/// <summary>Settings of <c>shoal agent</c>.</summary>
+public sealed class AgentOptions
+{
+    /// <summary>Default control-plane address.</summary>
+    public const string DefaultServer = "http://127.0.0.1:7400";
+
+    /// <summary>
+    /// Base URL of the control plane (http, https, ws or wss); the agent connects to
+    /// <c>{server}/v1/agent/connect</c> over ws/wss. Default: the server saved in <c>node.json</c>,
+    /// else <see cref="DefaultServer"/>.
+    /// </summary>
+    public string? Server { get; set; }
+
+    /// <summary>
+    /// Where the agent keeps <c>node.json</c> and replica logs. Default:
+    /// <c>$XDG_DATA_HOME/shoal/agent</c>, else <c>~/.local/share/shoal/agent</c>.
+    /// </summary>
+    public string? DataDir { get; set; }
+
+    /// <summary>Provisioning token, used only when no identity is saved in the data dir. Default: none.</summary>
+    public string? Token { get; set; }
+
+    /// <summary>Name the node asks for when it registers. Default: the host name.</summary>
+    public string? Name { get; set; }
+
+    /// <summary>
+    /// Simulated GPUs instead of detected ones, such as <c>rtx-4090:2</c> or
+    /// <c>rtx-4090:1,rtx-3090:1</c>. Default: none (detect with nvidia-smi).
+    /// </summary>
+    public string? SimulateGpus { get; set; }
+
+    /// <summary>Address the edge uses to reach this node's replicas. Default: <c>127.0.0.1</c>.</summary>
+    public string Address { get; set; } = "127.0.0.1";
+
+    /// <summary>Enables the process runtime (allow-listed local commands). Default: false.</summary>
+    public bool EnableProcessRuntime { get; set; }
+
+    /// <summary>
+    /// Extra images the process runtime may run: image → command line (quotes allowed;
+    /// <c>$PORT</c> and the other replica variables are expanded). <c>shoal/sim</c> is built in.
+    /// Default: empty.
+    /// </summary>
+    public Dictionary<string, string> ProcessImages { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Command line that runs <c>shoal sim</c>, for the built-in image <c>shoal/sim</c>. Default:
+    /// <see cref="DefaultSimCommand"/> (this executable, or <c>dotnet &lt;entry assembly&gt;</c>, then <c>sim</c>).
+    /// </summary>
+    public string? SimCommand { get; set; }
+
+    /// <summary>Path of nvidia-smi. Default: <c>nvidia-smi</c> (looked up on PATH).</summary>
+    public string NvidiaSmiPath { get; set; } = "nvidia-smi";
+
+    /// <summary>First reconnect delay. Default: 1 s.</summary>
+    public TimeSpan ReconnectMin { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Largest reconnect delay. Default: 30 s.</summary>
+    public TimeSpan ReconnectMax { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Time allowed for the WebSocket upgrade. Default: 10 s.</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Stop the replicas when the agent shuts down. Default: true.</summary>
+    public bool StopReplicasOnShutdown { get; set; } = true;
+
+    /// <summary>Time a replica gets between SIGTERM and the kill of its process tree. Default: 10 s.</summary>
+    public TimeSpan StopGracePeriod { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>First delay before restarting a crashed replica; doubles each time. Default: 1 s.</summary>
+    public TimeSpan RestartBackoffMin { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Largest delay before restarting a crashed replica. Default: 30 s.</summary>
+    public TimeSpan RestartBackoffMax { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Size at which a replica log (<c>replicas/&lt;id&gt;.log</c>) is rotated to <c>.log.1</c>. Default: 10 MiB.</summary>
+    public long MaxReplicaLogBytes { get; set; } = 10 * 1024 * 1024;
+
+    /// <summary>The data dir used when <see cref="DataDir"/> is not set.</summary>
+    public static string DefaultDataDir
+    {
+        get
+        {
+            var xdg = Environment.GetEnvironmentVariable("XDG_DATA_HOME");
+            var root = string.IsNullOrEmpty(xdg)
+                ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".local", "share")
+                : xdg;
+            return Path.Combine(root, "shoal", "agent");
+        }
+    }
+
+    /// <summary>
+    /// The command line that runs <c>shoal sim</c> from this process: the executable itself, or
+    /// <c>dotnet &lt;entry assembly&gt;</c> when running under the dotnet host, followed by <c>sim</c>.
+    /// </summary>
+    public static string DefaultSimCommand
+    {
+        get
+        {
+            var processPath = Environment.ProcessPath ?? "shoal";
+            var exe = Path.GetFileNameWithoutExtension(processPath);
+            if (string.Equals(exe, "dotnet", StringComparison.OrdinalIgnoreCase))
+            {
+                var entry = Assembly.GetEntryAssembly()?.Location;
+                if (!string.IsNullOrEmpty(entry))
+                {
+                    return $"{Runtimes.CommandLine.Quote(processPath)} {Runtimes.CommandLine.Quote(entry)} sim";
+                }
+            }
+            return $"{Runtimes.CommandLine.Quote(processPath)} sim";
+        }
+    }
+}

@@ -1,0 +1,375 @@
+using System.Buffers;
+using System.Net;
+using System.Net.WebSockets;
+using System.Text.Json;
+using Shoal.Agent.Identity;
+using Shoal.Agent.Replicas;
+using Shoal.Contracts;
+
+namespace Shoal.Agent.Connection;
+
+/// <summary>Settings of one agent's control-plane connection.</summary>
+public sealed class AgentConnectionOptions
+{
+    public required Uri ConnectUri { get; init; }
+    public required string Server { get; init; }
+    public required string NodeName { get; init; }
+    public string? ProvisioningToken { get; init; }
+    public TimeSpan ReconnectMin { get; init; } = TimeSpan.FromSeconds(1);
+    public TimeSpan ReconnectMax { get; init; } = TimeSpan.FromSeconds(30);
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+}
+
+/// <summary>
+/// The agent's end of <c>/v1/agent/connect</c>: connects (registering once with a token, then
+/// with the saved identity), says hello, takes assignment sets in, acks and heartbeats, and
+/// reconnects forever with back-off and jitter.
+/// </summary>
+public sealed partial class AgentConnection
+{
+    private const int MinHeartbeatMs = 100;
+    private readonly AgentConnectionOptions _options;
+    private readonly NodeIdentityStore _identityStore;
+    private readonly ReplicaManager _replicas;
+    private readonly Func<HelloMessage> _hello;
+    private readonly TimeProvider _time;
+    private readonly ILogger<AgentConnection> _logger;
+    private readonly ExponentialBackoff _backoff;
+    private NodeIdentity? _identity;
+
+    public AgentConnection(
+        AgentConnectionOptions options,
+        NodeIdentityStore identityStore,
+        NodeIdentity? identity,
+        ReplicaManager replicas,
+        Func<HelloMessage> hello,
+        TimeProvider timeProvider,
+        ILogger<AgentConnection> logger)
+    {
+        _options = options;
+        _identityStore = identityStore;
+        _identity = identity;
+        _replicas = replicas;
+        _hello = hello;
+        _time = timeProvider;
+        _logger = logger;
+        _backoff = new ExponentialBackoff(options.ReconnectMin, options.ReconnectMax, jitter: 0.5);
+        if (identity is null && string.IsNullOrEmpty(options.ProvisioningToken))
+        {
+            throw new AgentConfigurationException("this node has no saved identity and no provisioning token");
+        }
+    }
+
+    /// <summary>The node id, once known.</summary>
+    public string? NodeId => _identity?.NodeId;
+
+    /// <summary>Connections that got as far as welcome.</summary>
+    public int SessionCount { get; private set; }
+
+    /// <summary>Runs until cancelled. Throws <see cref="AgentConfigurationException"/> when the provisioning token is refused.</summary>
+    public async Task RunAsync(CancellationToken ct)
+    {
+        while (!ct.IsCancellationRequested)
+        {
+            var registering = _identity is null;
+            TimeSpan delay;
+            using (var ws = new ClientWebSocket())
+            {
+                ws.Options.CollectHttpResponseDetails = true;
+                ws.Options.KeepAliveInterval = TimeSpan.FromSeconds(15);
+                if (_identity is { } id)
+                {
+                    ws.Options.SetRequestHeader(AgentProtocol.NodeIdHeader, id.NodeId);
+                    ws.Options.SetRequestHeader(AgentProtocol.NodeSecretHeader, id.NodeSecret);
+                }
+                else
+                {
+                    ws.Options.SetRequestHeader(AgentProtocol.ProvisioningTokenHeader, _options.ProvisioningToken);
+                }
+                ws.Options.SetRequestHeader(AgentProtocol.NodeNameHeader, _options.NodeName);
+
+                try
+                {
+                    using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _time);
+                    using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
+                    await ws.ConnectAsync(_options.ConnectUri, linked.Token);
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception ex) when (ex is WebSocketException or HttpRequestException or OperationCanceledException)
+                {
+                    if (ws.HttpStatusCode == HttpStatusCode.Unauthorized)
+                    {
+                        if (registering)
+                        {
+                            throw new AgentConfigurationException(
+                                $"the control plane at {_options.Server} refused the provisioning token (HTTP 401): it is wrong, expired, revoked or used up; create a new one with 'shoal tokens create'");
+                        }
+                        delay = _backoff.AtMax();
+                        LogCredentialsRefused(_identity!.NodeId, _options.Server, _identityStore.FilePath, delay);
+                    }
+                    else
+                    {
+                        delay = _backoff.Next();
+                        LogConnectFailed(_options.ConnectUri, ex.Message, delay);
+                    }
+                    if (!await DelayAsync(delay, ct))
+                    {
+                        return;
+                    }
+                    continue;
+                }
+
+                LogConnected(_options.ConnectUri, registering ? "provisioning token" : $"node {_identity!.NodeId}");
+                try
+                {
+                    await RunSessionAsync(ws, ct);
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    await CloseQuietlyAsync(ws, WebSocketCloseStatus.NormalClosure, "agent shutting down");
+                    return;
+                }
+                catch (AgentProtocolException ex)
+                {
+                    LogProtocolViolation(ex.Message);
+                    await CloseQuietlyAsync(ws, WebSocketCloseStatus.PolicyViolation, ex.Message);
+                }
+                catch (Exception ex) when (ex is WebSocketException or IOException or OperationCanceledException)
+                {
+                    LogConnectionLost(ex.Message);
+                }
+                delay = _backoff.Next();
+                LogReconnecting(delay);
+            }
+            if (!await DelayAsync(delay, ct))
+            {
+                return;
+            }
+        }
+    }
+
+    private async Task RunSessionAsync(ClientWebSocket ws, CancellationToken ct)
+    {
+        using var sendLock = new SemaphoreSlim(1, 1);
+        await SendAsync(ws, sendLock, _hello(), ct);
+
+        var first = await ReceiveAsync(ws, ct) ?? throw new WebSocketException("the server closed the connection before welcome");
+        if (first is not WelcomeMessage welcome)
+        {
+            throw new AgentProtocolException($"expected welcome, got {Describe(first)}");
+        }
+        if (_identity is null)
+        {
+            if (string.IsNullOrEmpty(welcome.NodeSecret) || string.IsNullOrEmpty(welcome.NodeId))
+            {
+                throw new AgentProtocolException("welcome after registration carries no node id and secret");
+            }
+            // Saved before anything else: the token is spent, this secret is the node's only way back.
+            var identity = new NodeIdentity { NodeId = welcome.NodeId, NodeSecret = welcome.NodeSecret, Server = _options.Server };
+            _identityStore.Save(identity);
+            _identity = identity;
+            LogRegistered(welcome.NodeId, _identityStore.FilePath);
+        }
+        else if (!string.Equals(welcome.NodeId, _identity.NodeId, StringComparison.Ordinal))
+        {
+            LogNodeIdMismatch(_identity.NodeId, welcome.NodeId);
+        }
+        SessionCount++;
+        _backoff.Reset();
+
+        using var sessionCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var interval = TimeSpan.FromMilliseconds(Math.Max(MinHeartbeatMs, welcome.HeartbeatIntervalMs));
+        var heartbeats = HeartbeatLoopAsync(ws, sendLock, interval, sessionCts.Token);
+        try
+        {
+            while (true)
+            {
+                var message = await ReceiveAsync(ws, ct);
+                switch (message)
+                {
+                    case null:
+                        LogServerClosed(ws.CloseStatus, ws.CloseStatusDescription);
+                        await CloseQuietlyAsync(ws, WebSocketCloseStatus.NormalClosure, "");
+                        return;
+                    case AssignmentsMessage assignments:
+                        _replicas.Apply(assignments.Revision, assignments.Replicas);
+                        await SendAsync(ws, sendLock, new AckMessage { Revision = assignments.Revision }, ct);
+                        break;
+                    default:
+                        throw new AgentProtocolException($"unexpected {Describe(message)} from the server");
+                }
+            }
+        }
+        finally
+        {
+            await sessionCts.CancelAsync();
+            await heartbeats.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+    }
+
+    private async Task HeartbeatLoopAsync(ClientWebSocket ws, SemaphoreSlim sendLock, TimeSpan interval, CancellationToken ct)
+    {
+        Task<bool>? changed = null;
+        try
+        {
+            while (!ct.IsCancellationRequested)
+            {
+                changed ??= _replicas.Changes.WaitToReadAsync(ct).AsTask();
+                var tick = Task.Delay(interval, _time, ct);
+                await Task.WhenAny(changed, tick);
+                ct.ThrowIfCancellationRequested();
+                if (changed.IsCompleted)
+                {
+                    changed = null;
+                    _replicas.Changes.TryRead(out _);
+                }
+                await SendAsync(ws, sendLock, new HeartbeatMessage
+                {
+                    AppliedRevision = _replicas.AppliedRevision,
+                    Replicas = _replicas.Snapshot(),
+                }, ct);
+            }
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+        catch (Exception ex) when (ex is WebSocketException or IOException or ObjectDisposedException)
+        {
+            // The receive loop sees the broken socket too; make sure it does not wait forever.
+            LogHeartbeatFailed(ex.Message);
+            ws.Abort();
+        }
+    }
+
+    private static async Task SendAsync(ClientWebSocket ws, SemaphoreSlim sendLock, AgentMessage message, CancellationToken ct)
+    {
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(message, ShoalJsonContext.Default.AgentMessage);
+        await sendLock.WaitAsync(ct);
+        try
+        {
+            await ws.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, ct);
+        }
+        finally
+        {
+            sendLock.Release();
+        }
+    }
+
+    /// <summary>Reads one message; null when the server closed the connection.</summary>
+    /// <exception cref="AgentProtocolException">Too large, binary, or not an agent message.</exception>
+    internal static async Task<AgentMessage?> ReceiveAsync(WebSocket ws, CancellationToken ct)
+    {
+        var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
+        var length = 0;
+        try
+        {
+            while (true)
+            {
+                if (length == buffer.Length)
+                {
+                    var bigger = ArrayPool<byte>.Shared.Rent(Math.Min(buffer.Length * 2, AgentProtocol.MaxMessageBytes + 1));
+                    buffer.AsSpan(0, length).CopyTo(bigger);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = bigger;
+                }
+                var room = Math.Min(buffer.Length - length, AgentProtocol.MaxMessageBytes + 1 - length);
+                var result = await ws.ReceiveAsync(buffer.AsMemory(length, room), ct);
+                if (result.MessageType == WebSocketMessageType.Close)
+                {
+                    return null;
+                }
+                if (result.MessageType != WebSocketMessageType.Text)
+                {
+                    throw new AgentProtocolException("binary frames are not part of the agent protocol");
+                }
+                length += result.Count;
+                if (length > AgentProtocol.MaxMessageBytes)
+                {
+                    throw new AgentProtocolException($"message larger than {AgentProtocol.MaxMessageBytes} bytes");
+                }
+                if (result.EndOfMessage)
+                {
+                    break;
+                }
+            }
+            try
+            {
+                return JsonSerializer.Deserialize(buffer.AsSpan(0, length), ShoalJsonContext.Default.AgentMessage)
+                    ?? throw new AgentProtocolException("empty message");
+            }
+            catch (JsonException ex)
+            {
+                throw new AgentProtocolException($"malformed message: {ex.Message}");
+            }
+            catch (NotSupportedException ex)
+            {
+                throw new AgentProtocolException($"malformed message: {ex.Message}");
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private async Task CloseQuietlyAsync(ClientWebSocket ws, WebSocketCloseStatus status, string reason)
+    {
+        if (ws.State is not (WebSocketState.Open or WebSocketState.CloseReceived))
+        {
+            ws.Abort();
+            return;
+        }
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2), _time);
+            var text = reason.Length > 120 ? reason[..120] : reason;
+            await ws.CloseOutputAsync(status, text, timeout.Token);
+        }
+        catch (Exception ex) when (ex is WebSocketException or IOException or OperationCanceledException or ObjectDisposedException)
+        {
+        }
+        ws.Abort();
+    }
+
+    private async Task<bool> DelayAsync(TimeSpan delay, CancellationToken ct)
+    {
+        try
+        {
+            await Task.Delay(delay, _time, ct);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    private static string Describe(AgentMessage message) => message switch
+    {
+        HelloMessage => "hello",
+        HeartbeatMessage => "heartbeat",
+        AckMessage => "ack",
+        WelcomeMessage => "welcome",
+        AssignmentsMessage => "assignments",
+        _ => message.GetType().Name,
+    };
+}
+
+/// <summary>The server broke the agent protocol; the connection is closed with 1008.</summary>
+public sealed class AgentProtocolException : Exception
+{
+    public AgentProtocolException(string message) : base(message)
+    {
+    }
+
+    public AgentProtocolException()
+    {
+    }
+
+    public AgentProtocolException(string message, Exception innerException) : base(message, innerException)
+    {
+    }
+}

@@ -1,0 +1,139 @@
+using System.Threading.Channels;
+using Shoal.Agent.Health;
+using Shoal.Agent.Runtimes;
+using Shoal.Contracts;
+
+namespace Shoal.Agent.Replicas;
+
+/// <summary>
+/// The replicas this node runs. Converges to each assignment set it is given and outlives
+/// connections: losing the server never stops a replica.
+/// </summary>
+public sealed partial class ReplicaManager : IAsyncDisposable
+{
+    private readonly IReadOnlyList<IReplicaRuntime> _runtimes;
+    private readonly IReplicaProbe _probe;
+    private readonly ReplicaManagerOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger<ReplicaManager> _logger;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly Lock _lock = new();
+    private readonly Dictionary<string, ReplicaWorker> _workers = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (ReplicaWorker Worker, Task Stopped)> _stopping = new(StringComparer.Ordinal);
+    private readonly Channel<bool> _changes = Channel.CreateBounded<bool>(new BoundedChannelOptions(1)
+    {
+        FullMode = BoundedChannelFullMode.DropWrite,
+    });
+    private long _appliedRevision;
+
+    public ReplicaManager(
+        IReadOnlyList<IReplicaRuntime> runtimes,
+        IReplicaProbe probe,
+        ReplicaManagerOptions options,
+        TimeProvider timeProvider,
+        ILoggerFactory loggerFactory)
+    {
+        _runtimes = runtimes;
+        _probe = probe;
+        _options = options;
+        _time = timeProvider;
+        _logger = loggerFactory.CreateLogger<ReplicaManager>();
+        _loggerFactory = loggerFactory;
+    }
+
+    /// <summary>Signals (coalesced) that some replica changed state; heartbeats go out at once.</summary>
+    public ChannelReader<bool> Changes => _changes.Reader;
+
+    /// <summary>The last assignment revision taken in.</summary>
+    public long AppliedRevision => Interlocked.Read(ref _appliedRevision);
+
+    /// <summary>Runtime names, for hello.</summary>
+    public string[] RuntimeNames => [.. _runtimes.Select(r => r.Name)];
+
+    /// <summary>Images the runtimes are known to run, for hello.</summary>
+    public string[] Images => [.. _runtimes.SelectMany(r => r.Images).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
+
+    /// <summary>
+    /// Converges to <paramref name="assignments"/>: starts the missing, stops the unlisted, leaves
+    /// the rest. Returns at once; starting and stopping go on in the background.
+    /// </summary>
+    public ConvergePlan Apply(long revision, IReadOnlyList<Assignment> assignments)
+    {
+        ConvergePlan plan;
+        lock (_lock)
+        {
+            plan = Converger.Plan(_workers.Keys, assignments);
+            foreach (var id in plan.ToStop)
+            {
+                var worker = _workers[id];
+                _workers.Remove(id);
+                var stopped = StopWorkerAsync(worker);
+                _stopping[id] = (worker, stopped);
+                LogStopping(id);
+            }
+            foreach (var assignment in plan.ToStart)
+            {
+                var runtime = _runtimes.FirstOrDefault(r => r.CanRun(assignment.Image));
+                var rejection = runtime is not null ? null
+                    : _runtimes.Count == 0 ? $"image {assignment.Image} cannot run: no runtime is enabled on this node"
+                    : _runtimes.Count == 1 ? _runtimes[0].DescribeRejection(assignment.Image)
+                    : string.Join("; ", _runtimes.Select(r => r.DescribeRejection(assignment.Image)));
+                var worker = new ReplicaWorker(assignment, runtime, rejection, _probe, _options, _time, _loggerFactory.CreateLogger<ReplicaWorker>(), SignalChange);
+                var previous = _stopping.TryGetValue(assignment.ReplicaId, out var s) ? s.Stopped : null;
+                _workers[assignment.ReplicaId] = worker;
+                worker.Start(previous);
+                LogStarting(assignment.ReplicaId, assignment.Cluster, assignment.Image);
+            }
+            Interlocked.Exchange(ref _appliedRevision, revision);
+        }
+        if (!plan.IsEmpty)
+        {
+            LogConverged(revision, plan.ToStart.Count, plan.ToStop.Count, plan.Unchanged.Count);
+            SignalChange();
+        }
+        return plan;
+    }
+
+    /// <summary>What each replica is doing now, including ones being stopped.</summary>
+    public ReplicaReport[] Snapshot()
+    {
+        lock (_lock)
+        {
+            return [.. _workers.Values.Select(w => w.Report), .. _stopping.Values.Where(s => !_workers.ContainsKey(s.Worker.ReplicaId)).Select(s => s.Worker.Report)];
+        }
+    }
+
+    /// <summary>Stops every replica and waits for them to be gone.</summary>
+    public async Task StopAllAsync()
+    {
+        Task[] pending;
+        lock (_lock)
+        {
+            foreach (var (id, worker) in _workers)
+            {
+                _stopping[id] = (worker, StopWorkerAsync(worker));
+            }
+            _workers.Clear();
+            pending = [.. _stopping.Values.Select(s => s.Stopped)];
+        }
+        await Task.WhenAll(pending);
+    }
+
+    public async ValueTask DisposeAsync() => await StopAllAsync();
+
+    private async Task StopWorkerAsync(ReplicaWorker worker)
+    {
+        await Task.Yield();
+        await worker.StopAsync();
+        lock (_lock)
+        {
+            if (_stopping.TryGetValue(worker.ReplicaId, out var s) && ReferenceEquals(s.Worker, worker))
+            {
+                _stopping.Remove(worker.ReplicaId);
+            }
+        }
+        SignalChange();
+    }
+
+    private void SignalChange() => _changes.Writer.TryWrite(true);
+}

@@ -1,0 +1,282 @@
+using Shoal.Agent.Connection;
+using Shoal.Agent.Health;
+using Shoal.Agent.Runtimes;
+using Shoal.Contracts;
+
+namespace Shoal.Agent.Replicas;
+
+/// <summary>
+/// Supervises one replica: starts it, probes its health, restarts it with back-off when it
+/// exits, and stops it on request. Its <see cref="Report"/> is what heartbeats carry.
+/// </summary>
+internal sealed partial class ReplicaWorker
+{
+    private readonly Assignment _assignment;
+    private readonly IReplicaRuntime? _runtime;
+    private readonly string? _rejection;
+    private readonly IReplicaProbe _probe;
+    private readonly ReplicaManagerOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger _logger;
+    private readonly Action _onStateChanged;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Lock _lock = new();
+    private ReplicaReport _report;
+    private Task _loop = Task.CompletedTask;
+
+    public ReplicaWorker(
+        Assignment assignment,
+        IReplicaRuntime? runtime,
+        string? rejection,
+        IReplicaProbe probe,
+        ReplicaManagerOptions options,
+        TimeProvider time,
+        ILogger logger,
+        Action onStateChanged)
+    {
+        _assignment = assignment;
+        _runtime = runtime;
+        _rejection = rejection;
+        _probe = probe;
+        _options = options;
+        _time = time;
+        _logger = logger;
+        _onStateChanged = onStateChanged;
+        _report = new ReplicaReport { ReplicaId = assignment.ReplicaId, State = ReplicaState.Assigned };
+    }
+
+    public string ReplicaId => _assignment.ReplicaId;
+
+    public Assignment Assignment => _assignment;
+
+    public ReplicaReport Report
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _report;
+            }
+        }
+    }
+
+    /// <summary>Begins supervising, after <paramref name="after"/> (an earlier instance with the same id stopping).</summary>
+    public void Start(Task? after) => _loop = Task.Run(() => RunAsync(after));
+
+    /// <summary>Stops the replica (grace, then kill) and returns when it is gone.</summary>
+    public async Task StopAsync()
+    {
+        await _stop.CancelAsync();
+        try
+        {
+            await _loop;
+        }
+        catch (Exception ex)
+        {
+            LogLoopFailed(_assignment.ReplicaId, ex);
+        }
+        finally
+        {
+            _stop.Dispose();
+        }
+    }
+
+    private async Task RunAsync(Task? after)
+    {
+        if (after is not null)
+        {
+            await after.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
+        if (_runtime is null)
+        {
+            Update(r => r with { State = ReplicaState.Failed, Healthy = false, Reason = _rejection });
+            LogRejected(_assignment.ReplicaId, _rejection ?? "");
+            return;
+        }
+
+        var stop = _stop.Token;
+        var backoff = new ExponentialBackoff(_options.RestartBackoffMin, _options.RestartBackoffMax);
+        var restarts = 0;
+        while (!stop.IsCancellationRequested)
+        {
+            var startedAt = _time.GetUtcNow();
+            Update(r => r with
+            {
+                State = ReplicaState.Starting,
+                Healthy = false,
+                Reason = null,
+                Restarts = restarts,
+                PulledAt = startedAt,
+                StartedAt = startedAt,
+                ReadyAt = null,
+                Load = null,
+            });
+
+            IReplicaInstance instance;
+            try
+            {
+                instance = await _runtime.StartAsync(_assignment, stop);
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (ReplicaStartException ex) when (ex.Permanent)
+            {
+                Update(r => r with { State = ReplicaState.Failed, Reason = ex.Message });
+                LogRejected(_assignment.ReplicaId, ex.Message);
+                return;
+            }
+            catch (Exception ex)
+            {
+                var delay = backoff.Next();
+                var wait = DelayAsync(delay, stop);
+                Update(r => r with { State = ReplicaState.Failed, Reason = $"start failed: {ex.Message}; retrying in {delay.TotalSeconds:0.#} s" });
+                LogStartFailed(_assignment.ReplicaId, delay, ex);
+                if (!await wait)
+                {
+                    break;
+                }
+                restarts++;
+                continue;
+            }
+
+            try
+            {
+                Update(r => r with { HostPort = instance.HostPort });
+                using var healthCts = CancellationTokenSource.CreateLinkedTokenSource(stop);
+                var health = HealthLoopAsync(instance.HostPort, healthCts.Token);
+                var stopped = Task.Delay(Timeout.InfiniteTimeSpan, stop);
+                await Task.WhenAny(instance.Exited, stopped);
+                await healthCts.CancelAsync();
+                await health.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+
+                if (stop.IsCancellationRequested)
+                {
+                    Update(r => r with { State = ReplicaState.Draining, Healthy = false });
+                    await instance.StopAsync(_options.StopGracePeriod, CancellationToken.None);
+                    var code = instance.Exited.IsCompletedSuccessfully ? instance.Exited.Result : (int?)null;
+                    Update(r => r with { State = ReplicaState.Stopped, ExitCode = code, Load = null });
+                    LogStopped(_assignment.ReplicaId);
+                    return;
+                }
+
+                var exitCode = await instance.Exited;
+                if (_time.GetUtcNow() - startedAt >= _options.RestartBackoffResetAfter)
+                {
+                    backoff.Reset();
+                }
+                var restartIn = backoff.Next();
+                // The timer starts before the failure is visible, so observers never race it.
+                var restartWait = DelayAsync(restartIn, stop);
+                Update(r => r with
+                {
+                    State = ReplicaState.Failed,
+                    Healthy = false,
+                    ExitCode = exitCode,
+                    Load = null,
+                    Reason = $"exited with code {exitCode}; restarting in {restartIn.TotalSeconds:0.#} s",
+                });
+                LogExited(_assignment.ReplicaId, exitCode, restartIn);
+                if (!await restartWait)
+                {
+                    Update(r => r with { State = ReplicaState.Stopped });
+                    return;
+                }
+                restarts++;
+            }
+            finally
+            {
+                await instance.DisposeAsync();
+            }
+        }
+        Update(r => r with { State = ReplicaState.Stopped, Healthy = false });
+    }
+
+    private async Task HealthLoopAsync(int port, CancellationToken ct)
+    {
+        var spec = _assignment.Health;
+        var successes = 0;
+        var failures = 0;
+        var interval = TimeSpan.FromMilliseconds(Math.Max(10, spec.IntervalMs));
+        var timeout = TimeSpan.FromMilliseconds(Math.Max(1, spec.TimeoutMs));
+        while (!ct.IsCancellationRequested)
+        {
+            var ok = await _probe.ProbeAsync(port, spec, ct);
+            ct.ThrowIfCancellationRequested();
+            var state = ReplicaState.Starting;
+            Update(r =>
+            {
+                if (ok)
+                {
+                    failures = 0;
+                    successes++;
+                    if (r.State is ReplicaState.Starting or ReplicaState.Unhealthy && successes >= Math.Max(1, spec.SuccessThreshold))
+                    {
+                        r = r with { State = ReplicaState.Ready, Healthy = true, Reason = null, ReadyAt = r.ReadyAt ?? _time.GetUtcNow() };
+                    }
+                }
+                else
+                {
+                    successes = 0;
+                    failures++;
+                    if (r.State == ReplicaState.Ready && failures >= Math.Max(1, spec.FailureThreshold))
+                    {
+                        r = r with { State = ReplicaState.Unhealthy, Healthy = false, Reason = $"health check {spec.Path} failed {failures} times in a row" };
+                    }
+                }
+                state = r.State;
+                return r;
+            });
+
+            if (state is ReplicaState.Ready or ReplicaState.Unhealthy)
+            {
+                var load = await _probe.ScrapeLoadAsync(port, timeout, ct);
+                lock (_lock)
+                {
+                    if (_report.State is ReplicaState.Ready or ReplicaState.Unhealthy)
+                    {
+                        _report = _report with { Load = load };
+                    }
+                }
+            }
+            await Task.Delay(state == ReplicaState.Starting ? _options.StartingProbeInterval : interval, _time, ct);
+        }
+    }
+
+    private async Task<bool> DelayAsync(TimeSpan delay, CancellationToken ct)
+    {
+        try
+        {
+            await Task.Delay(delay, _time, ct);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    // Applies a change; state, health, port or restarts changing is worth an immediate heartbeat.
+    private void Update(Func<ReplicaReport, ReplicaReport> change)
+    {
+        bool notify;
+        ReplicaReport before, after;
+        lock (_lock)
+        {
+            before = _report;
+            after = change(before);
+            _report = after;
+            notify = before.State != after.State || before.Healthy != after.Healthy
+                || before.HostPort != after.HostPort || before.Restarts != after.Restarts;
+        }
+        if (notify)
+        {
+            if (before.State != after.State)
+            {
+                LogStateChanged(_assignment.ReplicaId, before.State, after.State);
+            }
+            _onStateChanged();
+        }
+    }
+}

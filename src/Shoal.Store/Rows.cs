@@ -1,0 +1,172 @@
+using System.Data;
+using System.Data.Common;
+using System.Text.Json;
+using Shoal.Contracts;
+using Shoal.Core;
+
+namespace Shoal.Store;
+
+/// <summary>A column and the parameter type its values are sent with.</summary>
+internal readonly record struct Column(string Name, DbType Type);
+
+/// <summary>
+/// How each record maps to its table: the column list (in the order used by SELECT and by the
+/// parameters of INSERT) and the conversions both ways. Times are Unix milliseconds.
+/// </summary>
+internal static class Rows
+{
+    public static readonly Column[] ClusterColumns =
+    [
+        new("id", DbType.String), new("project", DbType.String), new("name", DbType.String),
+        new("spec", DbType.String), new("generation", DbType.Int64), new("created_at", DbType.Int64),
+        new("updated_at", DbType.Int64),
+    ];
+
+    public static readonly Column[] ReplicaColumns =
+    [
+        new("id", DbType.String), new("cluster_id", DbType.String), new("generation", DbType.Int64),
+        new("node_id", DbType.String), new("gpu_indexes", DbType.String), new("state", DbType.String),
+        new("reason", DbType.String), new("healthy", DbType.Boolean), new("restarts", DbType.Int32),
+        new("exit_code", DbType.Int32), new("host_port", DbType.Int32), new("created_at", DbType.Int64),
+        new("assigned_at", DbType.Int64), new("pulled_at", DbType.Int64), new("started_at", DbType.Int64),
+        new("ready_at", DbType.Int64), new("updated_at", DbType.Int64),
+    ];
+
+    public static readonly Column[] NodeColumns =
+    [
+        new("id", DbType.String), new("name", DbType.String), new("secret_hash", DbType.String),
+        new("hardware", DbType.String), new("runtimes", DbType.String), new("images", DbType.String),
+        new("address", DbType.String), new("state", DbType.String), new("cordoned", DbType.Boolean),
+        new("revision", DbType.Int64), new("acked_revision", DbType.Int64), new("disconnects", DbType.Int32),
+        new("registered_at", DbType.Int64), new("last_seen_at", DbType.Int64),
+    ];
+
+    public static readonly Column[] TokenColumns =
+    [
+        new("id", DbType.String), new("hash", DbType.String), new("description", DbType.String),
+        new("max_uses", DbType.Int32), new("uses", DbType.Int32), new("created_at", DbType.Int64),
+        new("expires_at", DbType.Int64), new("revoked_at", DbType.Int64),
+    ];
+
+    public static readonly Column[] IdColumn = [new("id", DbType.String)];
+
+    public static string Select(string table, Column[] columns, string orderBy) =>
+        $"SELECT {string.Join(", ", columns.Select(c => c.Name))} FROM {table} ORDER BY {orderBy}";
+
+    public static string Insert(string table, Column[] columns) =>
+        $"INSERT INTO {table} ({string.Join(", ", columns.Select(c => c.Name))}) " +
+        $"VALUES ({string.Join(", ", columns.Select(c => "@" + c.Name))})";
+
+    /// <summary>INSERT … ON CONFLICT (id) DO UPDATE, which SQLite and PostgreSQL both understand.</summary>
+    public static string Upsert(string table, Column[] columns) =>
+        Insert(table, columns) + " ON CONFLICT (id) DO UPDATE SET " +
+        string.Join(", ", columns.Where(c => c.Name != "id").Select(c => $"{c.Name} = excluded.{c.Name}"));
+
+    public static long Ms(DateTimeOffset value) => value.ToUnixTimeMilliseconds();
+
+    public static object Ms(DateTimeOffset? value) => value is { } v ? v.ToUnixTimeMilliseconds() : DBNull.Value;
+
+    private static object OrNull(object? value) => value ?? DBNull.Value;
+
+    public static object?[] Values(ClusterRecord c) =>
+    [
+        c.Id, c.Project, c.Spec.Name, JsonSerializer.Serialize(c.Spec, CoreJsonContext.Default.ClusterSpec),
+        c.Generation, Ms(c.CreatedAt), Ms(c.UpdatedAt),
+    ];
+
+    public static object?[] Values(ReplicaRecord r) =>
+    [
+        r.Id, r.ClusterId, r.Generation, OrNull(r.NodeId),
+        JsonSerializer.Serialize(r.GpuIndexes ?? [], ShoalJsonContext.Default.Int32Array),
+        r.State.ToWire(), OrNull(r.Reason), r.Healthy, r.Restarts, OrNull(r.ExitCode), OrNull(r.HostPort),
+        Ms(r.CreatedAt), Ms(r.AssignedAt), Ms(r.PulledAt), Ms(r.StartedAt), Ms(r.ReadyAt), Ms(r.UpdatedAt),
+    ];
+
+    public static object?[] Values(NodeRecord n) =>
+    [
+        n.Id, n.Name, n.SecretHash,
+        JsonSerializer.Serialize(n.Hardware ?? new NodeHardware(), ShoalJsonContext.Default.NodeHardware),
+        JsonSerializer.Serialize(n.Runtimes ?? [], ShoalJsonContext.Default.StringArray),
+        JsonSerializer.Serialize(n.Images ?? [], ShoalJsonContext.Default.StringArray),
+        n.Address, n.State.ToWire(), n.Cordoned, n.Revision, n.AckedRevision, n.Disconnects,
+        Ms(n.RegisteredAt), Ms(n.LastSeenAt),
+    ];
+
+    public static object?[] Values(ProvisioningTokenRecord t) =>
+    [
+        t.Id, t.Hash, OrNull(t.Description), t.MaxUses, t.Uses, Ms(t.CreatedAt), Ms(t.ExpiresAt), Ms(t.RevokedAt),
+    ];
+
+    private static DateTimeOffset Time(DbDataReader r, int i) => DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(i));
+
+    private static DateTimeOffset? NullableTime(DbDataReader r, int i) =>
+        r.IsDBNull(i) ? null : DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(i));
+
+    private static string? NullableString(DbDataReader r, int i) => r.IsDBNull(i) ? null : r.GetString(i);
+
+    private static int? NullableInt(DbDataReader r, int i) => r.IsDBNull(i) ? null : r.GetInt32(i);
+
+    private static T Json<T>(string json, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string what) =>
+        JsonSerializer.Deserialize(json, type) ?? throw new InvalidDataException($"stored {what} is null");
+
+    public static ClusterRecord ReadCluster(DbDataReader r) => new()
+    {
+        Id = r.GetString(0),
+        Project = r.GetString(1),
+        Spec = Json(r.GetString(3), CoreJsonContext.Default.ClusterSpec, "cluster spec"),
+        Generation = r.GetInt64(4),
+        CreatedAt = Time(r, 5),
+        UpdatedAt = Time(r, 6),
+    };
+
+    public static ReplicaRecord ReadReplica(DbDataReader r) => new()
+    {
+        Id = r.GetString(0),
+        ClusterId = r.GetString(1),
+        Generation = r.GetInt64(2),
+        NodeId = NullableString(r, 3),
+        GpuIndexes = Json(r.GetString(4), ShoalJsonContext.Default.Int32Array, "gpu indexes"),
+        State = EnumNames.ParseReplicaState(r.GetString(5)),
+        Reason = NullableString(r, 6),
+        Healthy = r.GetBoolean(7),
+        Restarts = r.GetInt32(8),
+        ExitCode = NullableInt(r, 9),
+        HostPort = NullableInt(r, 10),
+        CreatedAt = Time(r, 11),
+        AssignedAt = NullableTime(r, 12),
+        PulledAt = NullableTime(r, 13),
+        StartedAt = NullableTime(r, 14),
+        ReadyAt = NullableTime(r, 15),
+        UpdatedAt = Time(r, 16),
+    };
+
+    public static NodeRecord ReadNode(DbDataReader r) => new()
+    {
+        Id = r.GetString(0),
+        Name = r.GetString(1),
+        SecretHash = r.GetString(2),
+        Hardware = Json(r.GetString(3), ShoalJsonContext.Default.NodeHardware, "node hardware"),
+        Runtimes = Json(r.GetString(4), ShoalJsonContext.Default.StringArray, "node runtimes"),
+        Images = Json(r.GetString(5), ShoalJsonContext.Default.StringArray, "node images"),
+        Address = r.GetString(6),
+        State = EnumNames.ParseNodeState(r.GetString(7)),
+        Cordoned = r.GetBoolean(8),
+        Revision = r.GetInt64(9),
+        AckedRevision = r.GetInt64(10),
+        Disconnects = r.GetInt32(11),
+        RegisteredAt = Time(r, 12),
+        LastSeenAt = NullableTime(r, 13),
+    };
+
+    public static ProvisioningTokenRecord ReadToken(DbDataReader r) => new()
+    {
+        Id = r.GetString(0),
+        Hash = r.GetString(1),
+        Description = NullableString(r, 2),
+        MaxUses = r.GetInt32(3),
+        Uses = r.GetInt32(4),
+        CreatedAt = Time(r, 5),
+        ExpiresAt = Time(r, 6),
+        RevokedAt = NullableTime(r, 7),
+    };
+}

@@ -1,0 +1,84 @@
+namespace Shoal.Store;
+
+/// <summary>
+/// The schema, as an ordered list of migrations. The same SQL runs on SQLite and PostgreSQL, so
+/// it sticks to the common subset: TEXT, INTEGER, BIGINT, BOOLEAN, foreign keys with cascade.
+/// Append new migrations; never edit one that has shipped.
+/// </summary>
+public static class Schema
+{
+    /// <summary>Applied migrations, one row each.</summary>
+    internal const string CreateMigrationsTable =
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)";
+
+    /// <summary>All migrations in order; versions start at 1 and have no gaps.</summary>
+    public static IReadOnlyList<(int Version, string Sql)> Migrations { get; } =
+    [
+        (1, """
+            CREATE TABLE clusters (
+                id TEXT PRIMARY KEY,
+                project TEXT NOT NULL,
+                name TEXT NOT NULL,
+                spec TEXT NOT NULL,
+                generation BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                CONSTRAINT ux_clusters_project_name UNIQUE (project, name)
+            );
+
+            CREATE TABLE replicas (
+                id TEXT PRIMARY KEY,
+                cluster_id TEXT NOT NULL REFERENCES clusters (id) ON DELETE CASCADE,
+                generation BIGINT NOT NULL,
+                node_id TEXT NULL,
+                gpu_indexes TEXT NOT NULL,
+                state TEXT NOT NULL,
+                reason TEXT NULL,
+                healthy BOOLEAN NOT NULL,
+                restarts INTEGER NOT NULL,
+                exit_code INTEGER NULL,
+                host_port INTEGER NULL,
+                created_at BIGINT NOT NULL,
+                assigned_at BIGINT NULL,
+                pulled_at BIGINT NULL,
+                started_at BIGINT NULL,
+                ready_at BIGINT NULL,
+                updated_at BIGINT NOT NULL
+            );
+            CREATE INDEX ix_replicas_cluster_id ON replicas (cluster_id);
+            CREATE INDEX ix_replicas_node_id ON replicas (node_id);
+
+            CREATE TABLE nodes (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                secret_hash TEXT NOT NULL,
+                hardware TEXT NOT NULL,
+                runtimes TEXT NOT NULL,
+                images TEXT NOT NULL,
+                address TEXT NOT NULL,
+                state TEXT NOT NULL,
+                cordoned BOOLEAN NOT NULL,
+                revision BIGINT NOT NULL,
+                acked_revision BIGINT NOT NULL,
+                disconnects INTEGER NOT NULL,
+                registered_at BIGINT NOT NULL,
+                last_seen_at BIGINT NULL
+            );
+
+            CREATE TABLE provisioning_tokens (
+                id TEXT PRIMARY KEY,
+                hash TEXT NOT NULL,
+                description TEXT NULL,
+                max_uses INTEGER NOT NULL,
+                uses INTEGER NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                revoked_at BIGINT NULL,
+                CONSTRAINT ux_provisioning_tokens_hash UNIQUE (hash)
+            );
+            """),
+    ];
+
+    /// <summary>The version a fully migrated store reports.</summary>
+    public static int LatestVersion => Migrations[^1].Version;
+}

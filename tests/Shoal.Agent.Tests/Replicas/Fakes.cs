@@ -1,0 +1,75 @@
+using System.Collections.Concurrent;
+using Shoal.Agent.Health;
+using Shoal.Agent.Runtimes;
+using Shoal.Contracts;
+
+namespace Shoal.Agent.Tests.Replicas;
+
+internal sealed class FakeRuntime : IReplicaRuntime
+{
+    private int _nextPort = 20000;
+
+    public ConcurrentQueue<FakeInstance> Started { get; } = new();
+
+    public string Name => "fake";
+
+    public IReadOnlyCollection<string> Images => ["fake/app"];
+
+    public bool CanRun(string image) => image == "fake/app";
+
+    public string DescribeRejection(string image) => $"image {image} is not allowed by the fake runtime";
+
+    public Task<IReplicaInstance> StartAsync(Assignment assignment, CancellationToken ct)
+    {
+        var instance = new FakeInstance(assignment.ReplicaId, Interlocked.Increment(ref _nextPort));
+        Started.Enqueue(instance);
+        return Task.FromResult<IReplicaInstance>(instance);
+    }
+
+    public FakeInstance Last(string replicaId) => Started.Last(i => i.ReplicaId == replicaId);
+
+    public int Count(string replicaId) => Started.Count(i => i.ReplicaId == replicaId);
+}
+
+internal sealed class FakeInstance(string replicaId, int port) : IReplicaInstance
+{
+    private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public string ReplicaId { get; } = replicaId;
+
+    public int HostPort { get; } = port;
+
+    public Task<int> Exited => _exited.Task;
+
+    public bool StopRequested { get; private set; }
+
+    public void Exit(int code) => _exited.TrySetResult(code);
+
+    public Task StopAsync(TimeSpan grace, CancellationToken ct)
+    {
+        StopRequested = true;
+        _exited.TrySetResult(143);
+        return Task.CompletedTask;
+    }
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+}
+
+internal sealed class FakeProbe : IReplicaProbe
+{
+    private int _probes;
+
+    public volatile bool Healthy = true;
+
+    public int Probes => Volatile.Read(ref _probes);
+
+    public ReplicaLoad? Load { get; set; } = new() { Running = 2, Waiting = 5 };
+
+    public Task<bool> ProbeAsync(int port, HealthCheckSpec spec, CancellationToken ct)
+    {
+        Interlocked.Increment(ref _probes);
+        return Task.FromResult(Healthy);
+    }
+
+    public Task<ReplicaLoad?> ScrapeLoadAsync(int port, TimeSpan timeout, CancellationToken ct) => Task.FromResult(Load);
+}

@@ -1,0 +1,215 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging.Abstractions;
+using Shoal.Agent.Health;
+using Shoal.Agent.Replicas;
+using Shoal.Agent.Runtimes;
+using Shoal.Contracts;
+using Shoal.Testing;
+
+namespace Shoal.Agent.Tests.Runtimes;
+
+public sealed class ProcessRuntimeTests : IDisposable
+{
+    internal const string PythonImage = "test/python-http";
+    private readonly TempDirectory _dir = new("shoal-agent");
+    private readonly HttpClient _http = HttpReplicaProbe.CreateClient();
+
+    public void Dispose()
+    {
+        _http.Dispose();
+        _dir.Dispose();
+    }
+
+    /// <summary>A web root holding <c>health</c> and <c>metrics</c>, and the command line that serves it on $PORT.</summary>
+    internal static string PythonServerCommand(string root)
+    {
+        Directory.CreateDirectory(root);
+        File.WriteAllText(Path.Combine(root, "health"), "ok\n");
+        File.WriteAllText(Path.Combine(root, "metrics"), "vllm:num_requests_running{model_name=\"m\"} 1\nvllm:num_requests_waiting{model_name=\"m\"} 4\n");
+        return $"python3 -m http.server --bind 127.0.0.1 --directory {CommandLine.Quote(root)} $PORT";
+    }
+
+    private ProcessRuntime Runtime(bool enabled = true) => new(
+        new ProcessRuntimeOptions
+        {
+            Enabled = enabled,
+            Images = new Dictionary<string, string> { [PythonImage] = PythonServerCommand(_dir.Combine("www")) },
+            SimCommand = "shoal sim",
+            ReplicasDir = _dir.Combine("replicas"),
+        },
+        TimeProvider.System,
+        NullLogger<ProcessRuntime>.Instance);
+
+    private static Assignment Python(string id) => new()
+    {
+        ReplicaId = id,
+        Cluster = "web",
+        Image = PythonImage,
+        Gpu = "rtx-4090",
+        GpuIndexes = [0, 1],
+        Env = new() { ["GREETING"] = "hi" },
+        Health = new HealthCheckSpec { Path = "/health", IntervalMs = 200, TimeoutMs = 1000 },
+    };
+
+    [Fact]
+    public void Allow_list_decides_what_runs()
+    {
+        var runtime = Runtime();
+
+        Assert.True(runtime.CanRun(PythonImage));
+        Assert.True(runtime.CanRun("shoal/sim"));
+        Assert.False(runtime.CanRun("docker.io/evil/miner"));
+        Assert.Equal("image docker.io/evil/miner is not allowed by the process runtime on this node", runtime.DescribeRejection("docker.io/evil/miner"));
+        Assert.Contains(PythonImage, runtime.Images);
+        Assert.False(Runtime(enabled: false).CanRun("shoal/sim"));
+        Assert.Empty(Runtime(enabled: false).Images);
+    }
+
+    [Fact]
+    public async Task Disallowed_image_is_a_permanent_start_failure()
+    {
+        var ex = await Assert.ThrowsAsync<ReplicaStartException>(() => Runtime().StartAsync(Python("r") with { Image = "evil/miner" }, CancellationToken.None));
+
+        Assert.True(ex.Permanent);
+        Assert.Equal("image evil/miner is not allowed by the process runtime on this node", ex.Message);
+    }
+
+    [Fact]
+    public void Replica_environment_carries_port_gpus_and_identity()
+    {
+        var env = ProcessRuntime.ReplicaEnvironment(Python("r-1") with { Env = new() { ["PORT"] = "1", ["X"] = "y" } }, 4321);
+
+        Assert.Equal("4321", env["PORT"]);
+        Assert.Equal("0,1", env["CUDA_VISIBLE_DEVICES"]);
+        Assert.Equal("rtx-4090", env["SHOAL_GPU_TYPE"]);
+        Assert.Equal("r-1", env["SHOAL_REPLICA_ID"]);
+        Assert.Equal("web", env["SHOAL_CLUSTER"]);
+        Assert.Equal("y", env["X"]);
+    }
+
+    [Fact]
+    public async Task Child_gets_its_environment_and_output_goes_to_the_log()
+    {
+        var runtime = new ProcessRuntime(
+            new ProcessRuntimeOptions
+            {
+                Enabled = true,
+                Images = new Dictionary<string, string> { ["test/env"] = "python3 -c \"import os; print('PORT=' + os.environ['PORT'], 'CUDA=' + os.environ['CUDA_VISIBLE_DEVICES'], 'G=' + os.environ['GREETING'], 'ARG=' + __import__('sys').argv[1])\"" },
+                ReplicasDir = _dir.Combine("replicas"),
+            },
+            TimeProvider.System,
+            NullLogger<ProcessRuntime>.Instance);
+
+        await using var instance = await runtime.StartAsync(Python("env-1") with { Image = "test/env", Args = ["$SHOAL_CLUSTER"] }, CancellationToken.None);
+        var code = await instance.Exited.WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.Equal(0, code);
+        var logPath = _dir.Combine("replicas", "env-1.log");
+        await Poll.UntilAsync(() => File.Exists(logPath) && File.ReadAllText(logPath).Contains("ARG=", StringComparison.Ordinal), "the log");
+        var log = File.ReadAllText(logPath);
+        Assert.Contains($"PORT={instance.HostPort} CUDA=0,1 G=hi ARG=web", log, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Real_process_becomes_ready_restarts_after_a_crash_and_stops()
+    {
+        await using var manager = new ReplicaManager(
+            [Runtime()],
+            new HttpReplicaProbe(_http, TimeProvider.System),
+            new ReplicaManagerOptions { StopGracePeriod = TimeSpan.FromSeconds(5) },
+            TimeProvider.System,
+            NullLoggerFactory.Instance);
+        ReplicaReport? Report() => manager.Snapshot().FirstOrDefault(r => r.ReplicaId == "py-1");
+
+        manager.Apply(1, [Python("py-1")]);
+
+        var ready = await Poll.UntilAsync(() => Report() is { State: ReplicaState.Ready } r ? r : null, "ready", 20_000);
+        Assert.True(ready.Healthy);
+        Assert.NotNull(ready.HostPort);
+        Assert.NotNull(ready.ReadyAt);
+        Assert.True(ready.ReadyAt >= ready.StartedAt);
+        using (var response = await _http.GetAsync(new Uri($"http://127.0.0.1:{ready.HostPort}/health")))
+        {
+            Assert.True(response.IsSuccessStatusCode);
+        }
+        var loaded = await Poll.UntilAsync(() => Report()?.Load, "load from /metrics");
+        Assert.Equal(4, loaded.Waiting);
+        Assert.Equal(1, loaded.Running);
+
+        // Kill the process behind the agent's back: it must be seen as failed, then restarted.
+        var pid = FindListener(ready.HostPort!.Value);
+        Process.GetProcessById(pid).Kill();
+        await Poll.UntilAsync(() => Report() is { Restarts: 1, State: ReplicaState.Ready }, "restart after the crash", 20_000);
+        var restarted = Report()!;
+        Assert.NotNull(restarted.ExitCode);
+        Assert.NotEqual(pid, FindListener(restarted.HostPort!.Value));
+
+        var pid2 = FindListener(restarted.HostPort!.Value);
+        manager.Apply(2, []);
+        await Poll.UntilAsync(() => Report() is null, "stopped", 20_000);
+        Assert.True(HasExited(pid2));
+        Assert.True(File.Exists(_dir.Combine("replicas", "py-1.log")));
+    }
+
+    [Fact]
+    public async Task Stop_kills_a_process_that_ignores_sigterm()
+    {
+        var runtime = new ProcessRuntime(
+            new ProcessRuntimeOptions
+            {
+                Enabled = true,
+                Images = new Dictionary<string, string> { ["test/stubborn"] = "python3 -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(600)\"" },
+                ReplicasDir = _dir.Combine("replicas"),
+            },
+            TimeProvider.System,
+            NullLogger<ProcessRuntime>.Instance);
+        var logPath = _dir.Combine("replicas", "s-1.log");
+
+        await using var instance = (ProcessReplicaInstance)await runtime.StartAsync(Python("s-1") with { Image = "test/stubborn" }, CancellationToken.None);
+        await Poll.UntilAsync(() => File.Exists(logPath) && File.ReadAllText(logPath).Contains("up", StringComparison.Ordinal), "the process to ignore SIGTERM");
+        await instance.StopAsync(TimeSpan.FromMilliseconds(300), CancellationToken.None);
+
+        Assert.True(instance.Exited.IsCompleted);
+        Assert.True(HasExited(instance.ProcessId));
+    }
+
+    private static bool HasExited(int pid)
+    {
+        try
+        {
+            using var p = Process.GetProcessById(pid);
+            return p.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return true;
+        }
+    }
+
+    // The pid listening on a loopback port, from /proc (the test runs on Linux).
+    private static int FindListener(int port)
+    {
+        var hex = port.ToString("X4", System.Globalization.CultureInfo.InvariantCulture);
+        var inode = File.ReadAllLines("/proc/net/tcp").Skip(1)
+            .Select(l => l.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            .Where(f => f[1].EndsWith(":" + hex, StringComparison.Ordinal) && f[3] == "0A")
+            .Select(f => f[9]).First();
+        foreach (var dir in Directory.GetDirectories("/proc").Where(d => int.TryParse(Path.GetFileName(d), out _)))
+        {
+            try
+            {
+                foreach (var fd in Directory.GetFiles(Path.Combine(dir, "fd")))
+                {
+                    if (new FileInfo(fd).LinkTarget == $"socket:[{inode}]")
+                    {
+                        return int.Parse(Path.GetFileName(dir), System.Globalization.CultureInfo.InvariantCulture);
+                    }
+                }
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+            }
+        }
+        throw new InvalidOperationException($"no process listens on port {port}");
+    }
+}

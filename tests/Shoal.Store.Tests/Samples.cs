@@ -1,0 +1,140 @@
+using Shoal.Contracts;
+using Shoal.Core.Clusters;
+using Shoal.Store;
+
+namespace Shoal.Store.Tests;
+
+/// <summary>Records with every field set to a non-default value, and comparisons that see into arrays.</summary>
+internal static class Samples
+{
+    // Non-UTC offsets on purpose: the store keeps the instant, not the offset.
+    public static readonly DateTimeOffset T0 = DateTimeOffset.FromUnixTimeMilliseconds(1_735_689_600_123).ToOffset(TimeSpan.FromHours(2));
+
+    public static DateTimeOffset At(int seconds) => T0.AddSeconds(seconds);
+
+    public static ClusterSpec Spec(string name = "llama", string gpu = "rtx-4090") => new()
+    {
+        Name = name,
+        Image = "ghcr.io/acme/vllm:0.6.3",
+        Gpu = gpu,
+        GpuCount = 2,
+        Replicas = 3,
+        Port = 8123,
+        Env = new(StringComparer.Ordinal) { ["HF_TOKEN"] = "secret value", ["EMPTY"] = "", ["UNICODE"] = "héllo ✓" },
+        Args = ["--model", "meta/llama-3-8b", "--max-model-len=8192"],
+        Health = new HealthCheckSpec { Path = "/ready", IntervalMs = 1500, TimeoutMs = 700, FailureThreshold = 5, SuccessThreshold = 2 },
+    };
+
+    public static ClusterRecord Cluster(string id = "c1", string name = "llama", string project = "team-a") => new()
+    {
+        Id = id,
+        Project = project,
+        Spec = Spec(name),
+        Generation = 7,
+        CreatedAt = At(1),
+        UpdatedAt = At(2),
+    };
+
+    public static ReplicaRecord FullReplica(string id = "r1", string clusterId = "c1") => new()
+    {
+        Id = id,
+        ClusterId = clusterId,
+        Generation = 4,
+        NodeId = "n1",
+        GpuIndexes = [3, 1],
+        State = ReplicaState.Unhealthy,
+        Reason = "health probe failed: 503",
+        Healthy = true,
+        Restarts = 9,
+        ExitCode = -11,
+        HostPort = 41234,
+        CreatedAt = At(10),
+        AssignedAt = At(11),
+        PulledAt = At(12),
+        StartedAt = At(13),
+        ReadyAt = At(14),
+        UpdatedAt = At(15),
+    };
+
+    /// <summary>Every nullable left null, every default left default.</summary>
+    public static ReplicaRecord BareReplica(string id = "r2", string clusterId = "c1") => new()
+    {
+        Id = id,
+        ClusterId = clusterId,
+        CreatedAt = At(20),
+        UpdatedAt = At(21),
+    };
+
+    public static NodeRecord FullNode(string id = "n1") => new()
+    {
+        Id = id,
+        Name = "gpu-box-" + id,
+        SecretHash = "sha256:" + new string('a', 64),
+        Hardware = new NodeHardware
+        {
+            Gpus =
+            [
+                new GpuInfo { Index = 0, Uuid = "GPU-0000", Name = "NVIDIA GeForce RTX 4090", Type = "rtx-4090", MemoryMiB = 24564, Simulated = true },
+                new GpuInfo { Index = 1, Uuid = "GPU-1111", Name = "NVIDIA GeForce RTX 4090", Type = "rtx-4090", MemoryMiB = 24564 },
+            ],
+            CpuCores = 32,
+            MemoryMiB = 257_000,
+            DiskFreeMiB = 1_800_000,
+            Os = "Debian GNU/Linux 12",
+            Hostname = "box-1",
+        },
+        Runtimes = ["docker", "process"],
+        Images = ["shoal/sim", "ghcr.io/acme/vllm:0.6.3"],
+        Address = "10.1.2.3",
+        State = NodeState.Draining,
+        Cordoned = true,
+        Revision = 42,
+        AckedRevision = 41,
+        Disconnects = 3,
+        RegisteredAt = At(30),
+        LastSeenAt = At(31),
+    };
+
+    public static NodeRecord BareNode(string id = "n2") => new()
+    {
+        Id = id,
+        Name = "bare",
+        SecretHash = "h",
+        RegisteredAt = At(40),
+    };
+
+    public static ProvisioningTokenRecord Token(string id = "t1", int maxUses = 1, string? hash = null) => new()
+    {
+        Id = id,
+        Hash = hash ?? "hash-" + id,
+        Description = "rack 7",
+        MaxUses = maxUses,
+        CreatedAt = At(0),
+        ExpiresAt = At(3600),
+    };
+
+    public static void Equal(ClusterRecord expected, ClusterRecord actual)
+    {
+        Assert.Equal(expected.Spec.Env, actual.Spec.Env);
+        Assert.Equal(expected.Spec.Args, actual.Spec.Args);
+        Assert.Equal(expected.Spec.Health, actual.Spec.Health);
+        var spec = actual.Spec with { Env = expected.Spec.Env, Args = expected.Spec.Args };
+        Assert.Equal(expected, actual with { Spec = expected.Spec });
+        Assert.Equal(expected.Spec, spec);
+    }
+
+    public static void Equal(ReplicaRecord expected, ReplicaRecord actual)
+    {
+        Assert.Equal(expected.GpuIndexes, actual.GpuIndexes);
+        Assert.Equal(expected, actual with { GpuIndexes = expected.GpuIndexes });
+    }
+
+    public static void Equal(NodeRecord expected, NodeRecord actual)
+    {
+        Assert.Equal(expected.Hardware.Gpus, actual.Hardware.Gpus);
+        Assert.Equal(expected.Hardware, actual.Hardware with { Gpus = expected.Hardware.Gpus });
+        Assert.Equal(expected.Runtimes, actual.Runtimes);
+        Assert.Equal(expected.Images, actual.Images);
+        Assert.Equal(expected, actual with { Hardware = expected.Hardware, Runtimes = expected.Runtimes, Images = expected.Images });
+    }
+}

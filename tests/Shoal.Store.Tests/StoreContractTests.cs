@@ -1,0 +1,430 @@
+using System.Diagnostics;
+using Shoal.Contracts;
+using Shoal.Store;
+using Xunit.Abstractions;
+
+namespace Shoal.Store.Tests;
+
+/// <summary>
+/// The behaviour every <see cref="IShoalStore"/> must have. Each subclass runs all of it against
+/// one implementation, each test on a fresh, empty database.
+/// </summary>
+public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private readonly List<IShoalStore> _opened = [];
+
+    protected ITestOutputHelper Output { get; } = output;
+
+    protected abstract string ExpectedKind { get; }
+
+    /// <summary>Creates this test's empty database.</summary>
+    protected abstract Task CreateDatabaseAsync();
+
+    /// <summary>Opens a new store object on this test's database (not migrated).</summary>
+    protected abstract IShoalStore OpenStore();
+
+    /// <summary>Removes this test's database.</summary>
+    protected virtual Task DropDatabaseAsync() => Task.CompletedTask;
+
+    public Task InitializeAsync() => CreateDatabaseAsync();
+
+    public async Task DisposeAsync()
+    {
+        foreach (var store in _opened)
+        {
+            await store.DisposeAsync();
+        }
+
+        await DropDatabaseAsync();
+    }
+
+    private IShoalStore Open()
+    {
+        var store = OpenStore();
+        _opened.Add(store);
+        return store;
+    }
+
+    private async Task<IShoalStore> OpenMigratedAsync()
+    {
+        var store = Open();
+        await store.MigrateAsync();
+        return store;
+    }
+
+    private static async Task CommitAsync(IShoalStore store, Action<StoreChanges> build)
+    {
+        var changes = new StoreChanges();
+        build(changes);
+        await store.CommitAsync(changes);
+    }
+
+    [Fact]
+    public void Kind_names_the_implementation()
+    {
+        Assert.Equal(ExpectedKind, Open().Kind);
+    }
+
+    [Fact]
+    public async Task Migrate_is_idempotent_and_reports_the_schema_version()
+    {
+        var store = Open();
+        Assert.Equal(0, await store.GetSchemaVersionAsync());
+
+        await store.MigrateAsync();
+        Assert.Equal(Schema.LatestVersion, await store.GetSchemaVersionAsync());
+        await CommitAsync(store, c => c.UpsertClusters.Add(Samples.Cluster()));
+
+        await store.MigrateAsync();
+        await Open().MigrateAsync();
+
+        Assert.Equal(Schema.LatestVersion, await store.GetSchemaVersionAsync());
+        Assert.Single((await store.LoadAsync()).Clusters);
+    }
+
+    [Fact]
+    public async Task Several_servers_can_migrate_at_once()
+    {
+        var stores = Enumerable.Range(0, 4).Select(_ => Open()).ToList();
+
+        await Task.WhenAll(stores.Select(s => Task.Run(() => s.MigrateAsync())));
+
+        foreach (var store in stores)
+        {
+            Assert.Equal(Schema.LatestVersion, await store.GetSchemaVersionAsync());
+        }
+
+        await CommitAsync(stores[0], c => c.UpsertClusters.Add(Samples.Cluster()));
+        Assert.Single((await stores[3].LoadAsync()).Clusters);
+    }
+
+    [Fact]
+    public async Task An_empty_store_loads_empty_and_an_empty_commit_changes_nothing()
+    {
+        var store = await OpenMigratedAsync();
+        await store.CommitAsync(new StoreChanges());
+
+        var snapshot = await store.LoadAsync();
+
+        Assert.Empty(snapshot.Clusters);
+        Assert.Empty(snapshot.Replicas);
+        Assert.Empty(snapshot.Nodes);
+        Assert.Empty(await store.ListTokensAsync());
+    }
+
+    [Fact]
+    public async Task Every_field_of_every_record_round_trips()
+    {
+        var store = await OpenMigratedAsync();
+        var cluster = Samples.Cluster();
+        var defaults = new ClusterRecord
+        {
+            Id = "c2",
+            Spec = new() { Name = "minimal", Image = "shoal/sim", Gpu = "a100-80gb" },
+            CreatedAt = Samples.At(5),
+            UpdatedAt = Samples.At(5),
+        };
+        var full = Samples.FullReplica();
+        var bare = Samples.BareReplica();
+        var node = Samples.FullNode();
+        var bareNode = Samples.BareNode();
+
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.AddRange([cluster, defaults]);
+            c.UpsertReplicas.AddRange([full, bare]);
+            c.UpsertNodes.AddRange([node, bareNode]);
+        });
+        var snapshot = await store.LoadAsync();
+
+        Assert.Equal(2, snapshot.Clusters.Count);
+        Samples.Equal(cluster, snapshot.Clusters.Single(x => x.Id == "c1"));
+        Samples.Equal(defaults, snapshot.Clusters.Single(x => x.Id == "c2"));
+        Assert.Equal("default", snapshot.Clusters.Single(x => x.Id == "c2").Project);
+        Assert.Equal(2, snapshot.Replicas.Count);
+        Samples.Equal(full, snapshot.Replicas.Single(x => x.Id == "r1"));
+        Samples.Equal(bare, snapshot.Replicas.Single(x => x.Id == "r2"));
+        Assert.Null(snapshot.Replicas.Single(x => x.Id == "r2").NodeId);
+        Assert.Empty(snapshot.Replicas.Single(x => x.Id == "r2").GpuIndexes);
+        Assert.Equal(2, snapshot.Nodes.Count);
+        Samples.Equal(node, snapshot.Nodes.Single(x => x.Id == "n1"));
+        Samples.Equal(bareNode, snapshot.Nodes.Single(x => x.Id == "n2"));
+    }
+
+    [Fact]
+    public async Task Times_are_kept_to_the_millisecond()
+    {
+        var store = await OpenMigratedAsync();
+        var precise = Samples.T0.AddTicks(4_999); // 0.4999 ms past T0
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.Add(Samples.Cluster() with { CreatedAt = precise, UpdatedAt = Samples.T0.AddMilliseconds(1) });
+            c.UpsertReplicas.Add(Samples.BareReplica() with { ReadyAt = Samples.T0.AddMilliseconds(-1) });
+        });
+
+        var snapshot = await store.LoadAsync();
+
+        Assert.Equal(Samples.T0, snapshot.Clusters[0].CreatedAt);
+        Assert.Equal(Samples.T0.ToUnixTimeMilliseconds() + 1, snapshot.Clusters[0].UpdatedAt.ToUnixTimeMilliseconds());
+        Assert.Equal(Samples.T0.AddMilliseconds(-1), snapshot.Replicas[0].ReadyAt);
+    }
+
+    [Fact]
+    public async Task Upserts_replace_existing_rows()
+    {
+        var store = await OpenMigratedAsync();
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.Add(Samples.Cluster());
+            c.UpsertReplicas.Add(Samples.BareReplica());
+            c.UpsertNodes.Add(Samples.BareNode());
+        });
+
+        var spec = Samples.Spec() with { Replicas = 9, Env = new() { ["ONLY"] = "this" }, Args = [] };
+        var cluster = Samples.Cluster() with { Spec = spec, Generation = 8, UpdatedAt = Samples.At(99) };
+        var replica = Samples.BareReplica() with
+        {
+            NodeId = "n2", GpuIndexes = [0], State = ReplicaState.Ready, Healthy = true, HostPort = 5000, ReadyAt = Samples.At(98),
+        };
+        var node = Samples.BareNode() with { State = NodeState.Ready, Revision = 5, AckedRevision = 5, LastSeenAt = Samples.At(97) };
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.Add(cluster);
+            c.UpsertReplicas.Add(replica);
+            c.UpsertNodes.Add(node);
+        });
+        var snapshot = await store.LoadAsync();
+
+        Samples.Equal(cluster, Assert.Single(snapshot.Clusters));
+        Samples.Equal(replica, Assert.Single(snapshot.Replicas));
+        Samples.Equal(node, Assert.Single(snapshot.Nodes));
+    }
+
+    [Fact]
+    public async Task Deleting_a_cluster_deletes_its_replicas_only()
+    {
+        var store = await OpenMigratedAsync();
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.AddRange([Samples.Cluster("c1", "one"), Samples.Cluster("c2", "two")]);
+            c.UpsertReplicas.AddRange([
+                Samples.BareReplica("r1", "c1"), Samples.BareReplica("r2", "c1"), Samples.BareReplica("r3", "c2"), Samples.BareReplica("r4", "c2")]);
+        });
+
+        await CommitAsync(store, c =>
+        {
+            c.DeleteClusters.Add("c1");
+            c.DeleteReplicas.Add("r4");
+            c.DeleteClusters.Add("no-such-cluster");
+        });
+        var snapshot = await store.LoadAsync();
+
+        Assert.Equal("c2", Assert.Single(snapshot.Clusters).Id);
+        Assert.Equal("r3", Assert.Single(snapshot.Replicas).Id);
+    }
+
+    [Fact]
+    public async Task A_deleted_cluster_name_can_be_reused_in_the_same_commit()
+    {
+        var store = await OpenMigratedAsync();
+        await CommitAsync(store, c => c.UpsertClusters.Add(Samples.Cluster("old", "llama")));
+
+        await CommitAsync(store, c =>
+        {
+            c.DeleteClusters.Add("old");
+            c.UpsertClusters.Add(Samples.Cluster("new", "llama"));
+        });
+
+        Assert.Equal("new", Assert.Single((await store.LoadAsync()).Clusters).Id);
+    }
+
+    [Fact]
+    public async Task A_duplicate_cluster_name_conflicts_and_nothing_of_that_commit_is_kept()
+    {
+        var store = await OpenMigratedAsync();
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.AddRange([Samples.Cluster("c1", "llama"), Samples.Cluster("c9", "doomed")]);
+            c.UpsertReplicas.Add(Samples.BareReplica("r1", "c1"));
+        });
+        var before = await store.LoadAsync();
+
+        var changes = new StoreChanges();
+        changes.DeleteClusters.Add("c9");
+        changes.DeleteReplicas.Add("r1");
+        changes.UpsertClusters.Add(Samples.Cluster("c2", "fine"));
+        changes.UpsertClusters.Add(Samples.Cluster("c3", "llama"));
+        changes.UpsertNodes.Add(Samples.FullNode());
+        changes.UpsertReplicas.Add(Samples.BareReplica("r2", "c2"));
+        var ex = await Assert.ThrowsAsync<StoreConflictException>(() => store.CommitAsync(changes));
+        var after = await store.LoadAsync();
+
+        Assert.Equal("cluster 'llama' already exists", ex.Message);
+        Assert.Equal(before.Clusters.Select(c => c.Id).Order(), after.Clusters.Select(c => c.Id).Order());
+        Assert.Equal(["r1"], after.Replicas.Select(r => r.Id));
+        Assert.Empty(after.Nodes);
+    }
+
+    [Fact]
+    public async Task Two_new_clusters_with_one_name_conflict_but_other_projects_may_share_it()
+    {
+        var store = await OpenMigratedAsync();
+
+        var changes = new StoreChanges();
+        changes.UpsertClusters.AddRange([Samples.Cluster("a", "same"), Samples.Cluster("b", "same")]);
+        await Assert.ThrowsAsync<StoreConflictException>(() => store.CommitAsync(changes));
+        Assert.Empty((await store.LoadAsync()).Clusters);
+
+        await CommitAsync(store, c => c.UpsertClusters.AddRange(
+            [Samples.Cluster("a", "same", "team-a"), Samples.Cluster("b", "same", "team-b")]));
+        Assert.Equal(2, (await store.LoadAsync()).Clusters.Count);
+    }
+
+    [Fact]
+    public async Task A_failed_commit_leaves_the_store_usable()
+    {
+        var store = await OpenMigratedAsync();
+        await CommitAsync(store, c => c.UpsertClusters.Add(Samples.Cluster("c1", "llama")));
+        var dup = new StoreChanges();
+        dup.UpsertClusters.Add(Samples.Cluster("c2", "llama"));
+        await Assert.ThrowsAsync<StoreConflictException>(() => store.CommitAsync(dup));
+
+        await CommitAsync(store, c => c.UpsertClusters.Add(Samples.Cluster("c2", "other")));
+
+        Assert.Equal(2, (await store.LoadAsync()).Clusters.Count);
+    }
+
+    [Fact]
+    public async Task Ten_thousand_replicas_commit_in_one_go()
+    {
+        var store = await OpenMigratedAsync();
+        await CommitAsync(store, c => c.UpsertClusters.Add(Samples.Cluster()));
+        var changes = new StoreChanges();
+        changes.UpsertReplicas.AddRange(Enumerable.Range(0, 10_000).Select(i => Samples.FullReplica($"r{i:D5}") with { HostPort = i }));
+
+        var watch = Stopwatch.StartNew();
+        await store.CommitAsync(changes);
+        var insert = watch.Elapsed;
+        var updates = new StoreChanges();
+        updates.UpsertReplicas.AddRange(changes.UpsertReplicas.Select(r => r with { State = ReplicaState.Ready }));
+        watch.Restart();
+        await store.CommitAsync(updates);
+        var update = watch.Elapsed;
+        watch.Restart();
+        var snapshot = await store.LoadAsync();
+        var load = watch.Elapsed;
+        Output.WriteLine($"{ExpectedKind}: insert 10k {insert.TotalMilliseconds:F0} ms, update 10k {update.TotalMilliseconds:F0} ms, load {load.TotalMilliseconds:F0} ms");
+
+        Assert.Equal(10_000, snapshot.Replicas.Count);
+        Assert.All(snapshot.Replicas, r => Assert.Equal(ReplicaState.Ready, r.State));
+        Assert.Equal(Enumerable.Range(0, 10_000).Sum(), snapshot.Replicas.Sum(r => r.HostPort!.Value));
+        // Generous: a shared CI machine; typical runs are far below this.
+        Assert.True(insert < TimeSpan.FromSeconds(10), $"10k upserts took {insert}");
+        Assert.True(update < TimeSpan.FromSeconds(10), $"10k updates took {update}");
+    }
+
+    [Fact]
+    public async Task Data_survives_closing_and_reopening()
+    {
+        var store = await OpenMigratedAsync();
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.Add(Samples.Cluster());
+            c.UpsertReplicas.Add(Samples.FullReplica());
+            c.UpsertNodes.Add(Samples.FullNode());
+        });
+        await store.CreateTokenAsync(Samples.Token());
+        await store.DisposeAsync();
+        _opened.Remove(store);
+
+        var reopened = await OpenMigratedAsync();
+        var snapshot = await reopened.LoadAsync();
+
+        Samples.Equal(Samples.Cluster(), Assert.Single(snapshot.Clusters));
+        Samples.Equal(Samples.FullReplica(), Assert.Single(snapshot.Replicas));
+        Samples.Equal(Samples.FullNode(), Assert.Single(snapshot.Nodes));
+        Assert.Equal(Samples.Token(), Assert.Single(await reopened.ListTokensAsync()));
+        Assert.Equal(Schema.LatestVersion, await reopened.GetSchemaVersionAsync());
+    }
+
+    [Fact]
+    public async Task Tokens_round_trip_and_count_uses_until_exhausted()
+    {
+        var store = await OpenMigratedAsync();
+        var token = Samples.Token("t1", maxUses: 2);
+        var bare = new ProvisioningTokenRecord { Id = "t2", Hash = "h2", CreatedAt = Samples.At(1), ExpiresAt = Samples.At(2) };
+        await store.CreateTokenAsync(token);
+        await store.CreateTokenAsync(bare);
+        var listed = await store.ListTokensAsync();
+        Assert.Equal([token, bare], listed);
+
+        var now = Samples.At(60);
+        Assert.Equal(TokenUseOutcome.Accepted, await store.UseTokenAsync(token.Hash, now));
+        Assert.Equal(1, (await store.ListTokensAsync()).Single(t => t.Id == "t1").Uses);
+        Assert.Equal(TokenUseOutcome.Accepted, await store.UseTokenAsync(token.Hash, now));
+        Assert.Equal(TokenUseOutcome.Exhausted, await store.UseTokenAsync(token.Hash, now));
+        Assert.Equal(2, (await store.ListTokensAsync()).Single(t => t.Id == "t1").Uses);
+    }
+
+    [Fact]
+    public async Task An_expired_token_is_refused_at_and_after_its_expiry()
+    {
+        var store = await OpenMigratedAsync();
+        var token = Samples.Token("t1", maxUses: 5);
+        await store.CreateTokenAsync(token);
+
+        Assert.Equal(TokenUseOutcome.Accepted, await store.UseTokenAsync(token.Hash, token.ExpiresAt.AddMilliseconds(-1)));
+        Assert.Equal(TokenUseOutcome.Expired, await store.UseTokenAsync(token.Hash, token.ExpiresAt));
+        Assert.Equal(TokenUseOutcome.Expired, await store.UseTokenAsync(token.Hash, token.ExpiresAt.AddDays(1)));
+        Assert.Equal(1, Assert.Single(await store.ListTokensAsync()).Uses);
+    }
+
+    [Fact]
+    public async Task A_revoked_token_is_refused_and_keeps_its_first_revocation_time()
+    {
+        var store = await OpenMigratedAsync();
+        await store.CreateTokenAsync(Samples.Token("t1", maxUses: 5));
+
+        Assert.True(await store.RevokeTokenAsync("t1", Samples.At(10)));
+        Assert.True(await store.RevokeTokenAsync("t1", Samples.At(20)));
+        Assert.False(await store.RevokeTokenAsync("nope", Samples.At(20)));
+
+        Assert.Equal(TokenUseOutcome.Revoked, await store.UseTokenAsync("hash-t1", Samples.At(30)));
+        var stored = Assert.Single(await store.ListTokensAsync());
+        Assert.Equal(Samples.At(10), stored.RevokedAt);
+        Assert.Equal(0, stored.Uses);
+    }
+
+    [Fact]
+    public async Task An_unknown_token_is_not_found_and_a_duplicate_hash_conflicts()
+    {
+        var store = await OpenMigratedAsync();
+        await store.CreateTokenAsync(Samples.Token("t1", hash: "h"));
+
+        Assert.Equal(TokenUseOutcome.NotFound, await store.UseTokenAsync("other", Samples.At(1)));
+        await Assert.ThrowsAsync<StoreConflictException>(() => store.CreateTokenAsync(Samples.Token("t2", hash: "h")));
+        Assert.Single(await store.ListTokensAsync());
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public async Task Concurrent_uses_never_exceed_the_limit(int maxUses)
+    {
+        var store = await OpenMigratedAsync();
+        await store.CreateTokenAsync(Samples.Token("t1", maxUses));
+        var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var callers = Enumerable.Range(0, 8).Select(_ => Task.Run(async () =>
+        {
+            await start.Task;
+            return await store.UseTokenAsync("hash-t1", Samples.At(5));
+        })).ToList();
+
+        start.SetResult();
+        var outcomes = await Task.WhenAll(callers);
+
+        Assert.Equal(maxUses, outcomes.Count(o => o == TokenUseOutcome.Accepted));
+        Assert.Equal(8 - maxUses, outcomes.Count(o => o == TokenUseOutcome.Exhausted));
+        Assert.Equal(maxUses, Assert.Single(await store.ListTokensAsync()).Uses);
+    }
+}

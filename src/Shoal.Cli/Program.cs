@@ -1,1 +1,4 @@
-return 0;
+using Shoal.Cli;
+using Shoal.Cli.Commands;
+
+return await new ShoalRootCommand(CliContext.CreateDefault()).InvokeAsync(args);

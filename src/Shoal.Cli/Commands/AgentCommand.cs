@@ -1,0 +1,84 @@
+using System.CommandLine;
+using Shoal.Agent;
+
+namespace Shoal.Cli.Commands;
+
+/// <summary><c>shoal agent</c>: the node agent on a GPU machine.</summary>
+public sealed class AgentCommand : Command
+{
+    private static readonly Option<string?> s_server = new("--server") { Description = "Control plane address (default: the one saved in node.json, else http://127.0.0.1:7400)" };
+    private static readonly Option<string?> s_token = new("--token") { Description = "Provisioning token, needed only the first time (see `shoal tokens create`)" };
+    private static readonly Option<string?> s_dataDir = new("--data-dir") { Description = "Where node.json and replica logs are kept" };
+    private static readonly Option<string?> s_name = new("--name") { Description = "Node name asked for at registration (default: host name)" };
+    private static readonly Option<string?> s_simulateGpus = new("--simulate-gpus") { Description = "Declare simulated GPUs instead of detecting them, e.g. rtx-4090:2" };
+    private static readonly Option<string> s_address = new("--address") { Description = "Address the edge uses to reach this node's replicas", DefaultValueFactory = _ => "127.0.0.1" };
+    private static readonly Option<bool> s_process = new("--enable-process-runtime") { Description = "Run allow-listed local commands as replicas (shoal/sim is built in)" };
+    private static readonly Option<string[]> s_processImage = new("--process-image") { Description = "Allow an image on the process runtime: IMAGE=COMMAND (repeatable)", AllowMultipleArgumentsPerToken = false };
+    private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Information };
+
+    private readonly CliContext _context;
+
+    public AgentCommand(CliContext context)
+        : base("agent", "Run the node agent: registers with the control plane and runs the replicas it is given")
+    {
+        _context = context;
+        Options.Add(s_server);
+        Options.Add(s_token);
+        Options.Add(s_dataDir);
+        Options.Add(s_name);
+        Options.Add(s_simulateGpus);
+        Options.Add(s_address);
+        Options.Add(s_process);
+        Options.Add(s_processImage);
+        Options.Add(s_logLevel);
+        SetAction(ExecuteAsync);
+    }
+
+    private async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+    {
+        var options = new AgentOptions
+        {
+            Server = result.GetValue(s_server),
+            Token = result.GetValue(s_token),
+            DataDir = result.GetValue(s_dataDir),
+            Name = result.GetValue(s_name),
+            SimulateGpus = result.GetValue(s_simulateGpus),
+            Address = result.GetValue(s_address)!,
+            EnableProcessRuntime = result.GetValue(s_process),
+        };
+        foreach (var entry in result.GetValue(s_processImage) ?? [])
+        {
+            var eq = entry.IndexOf('=', StringComparison.Ordinal);
+            if (eq <= 0 || eq == entry.Length - 1)
+            {
+                _context.Interaction.DisplayError($"--process-image '{entry}' must be IMAGE=COMMAND");
+                return ExitCodes.InvalidInput;
+            }
+            options.ProcessImages[entry[..eq]] = entry[(eq + 1)..];
+        }
+
+        using var loggerFactory = LoggerFactory.Create(b => b
+            .SetMinimumLevel(result.GetValue(s_logLevel))
+            .AddFilter("Microsoft", LogLevel.Warning)
+            .AddFilter("System", LogLevel.Warning)
+            .AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            }));
+        try
+        {
+            await AgentHost.RunAsync(options, loggerFactory, TimeProvider.System, ct);
+            return ExitCodes.Success;
+        }
+        catch (AgentConfigurationException e)
+        {
+            _context.Interaction.DisplayError(e.Message);
+            return ExitCodes.InvalidInput;
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            return ExitCodes.Success;
+        }
+    }
+}

@@ -1,0 +1,170 @@
+using System.CommandLine;
+using System.Globalization;
+using Shoal.Cli.Client;
+using Shoal.Cli.Interaction;
+using Shoal.Cli.Parsing;
+using Shoal.Contracts;
+
+namespace Shoal.Cli.Commands;
+
+/// <summary><c>shoal deploy NAME --image IMG --gpu TYPE …</c>: creates a cluster, and with <c>--wait</c> follows it until ready.</summary>
+public sealed class DeployCommand : ApiCommand
+{
+    private static readonly Argument<string> s_nameArgument = new("name") { Description = "Cluster name (a DNS label, e.g. demo)" };
+
+    private static readonly Option<string> s_imageOption = new("--image")
+    {
+        Description = "Container image to run (e.g. vllm/vllm-openai:latest, or shoal/sim)",
+        Required = true,
+    };
+
+    private static readonly Option<string> s_gpuOption = new("--gpu")
+    {
+        Description = "GPU type each replica runs on (e.g. rtx-4090; see `shoal gpu-types`)",
+        Required = true,
+    };
+
+    private static readonly Option<int?> s_gpuCountOption = CommonOptions.CreateIntOption("--gpu-count", "GPUs per replica (default 1)", 1, 64);
+
+    private static readonly Option<int?> s_replicasOption = CommonOptions.CreateIntOption("--replicas", "Number of replicas (default 1)", 0);
+
+    private static readonly Option<int?> s_portOption = CommonOptions.CreateIntOption("--port", "Port the container listens on (default 8000)", 1, 65535);
+
+    private static readonly Option<Dictionary<string, string>> s_envOption = new("--env", "-e")
+    {
+        Description = "Environment variable for the replicas, KEY=VALUE; repeat for more",
+        HelpName = "KEY=VALUE",
+        Arity = ArgumentArity.ZeroOrMore,
+        DefaultValueFactory = static _ => [],
+        CustomParser = static result =>
+        {
+            if (EnvParser.TryParse(result.Tokens.Select(t => t.Value), out var env, out var error))
+            {
+                return env;
+            }
+
+            result.AddError(error!);
+            return [];
+        },
+    };
+
+    private static readonly Option<string[]> s_argOption = new("--arg")
+    {
+        Description = "Argument passed to the container; repeat for more (use --arg=--flag for values starting with '-')",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+
+    private static readonly Option<string?> s_healthPathOption = CreateHealthPathOption();
+
+    private static readonly Option<bool> s_waitOption = new("--wait")
+    {
+        Description = "Wait until every replica is ready, showing progress",
+    };
+
+    private static readonly TimeSpan s_defaultTimeout = TimeSpan.FromMinutes(5);
+
+    private static readonly Option<TimeSpan?> s_timeoutOption =
+        CommonOptions.CreateDurationOption("--timeout", "How long --wait waits, default 5m", TimeSpan.Zero, TimeSpan.FromDays(1));
+
+    private static readonly Option<OutputFormat> s_outputOption = CommonOptions.CreateOutputOption();
+
+    public DeployCommand(CliContext context)
+        : base("deploy", "Deploy a cluster: one image, one GPU type, N replicas, one endpoint", context, s_outputOption)
+    {
+        Arguments.Add(s_nameArgument);
+        Options.Add(s_imageOption);
+        Options.Add(s_gpuOption);
+        Options.Add(s_gpuCountOption);
+        Options.Add(s_replicasOption);
+        Options.Add(s_portOption);
+        Options.Add(s_envOption);
+        Options.Add(s_argOption);
+        Options.Add(s_healthPathOption);
+        Options.Add(s_waitOption);
+        Options.Add(s_timeoutOption);
+    }
+
+    protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
+    {
+        var env = result.GetValue(s_envOption) ?? [];
+        var args = result.GetValue(s_argOption) ?? [];
+        var healthPath = result.GetValue(s_healthPathOption);
+        var request = new CreateClusterRequest
+        {
+            Name = result.GetValue(s_nameArgument),
+            Image = result.GetValue(s_imageOption),
+            Gpu = result.GetValue(s_gpuOption),
+            GpuCount = result.GetValue(s_gpuCountOption),
+            Replicas = result.GetValue(s_replicasOption),
+            Port = result.GetValue(s_portOption),
+            Env = env.Count == 0 ? null : env,
+            Args = args.Length == 0 ? null : args,
+            Health = healthPath is null ? null : new HealthCheckSpec { Path = healthPath },
+        };
+
+        var cluster = await client.CreateClusterAsync(request, ct);
+        if (!result.GetValue(s_waitOption))
+        {
+            if (IsJson)
+            {
+                Interaction.WriteJson(cluster, ShoalJsonContext.Default.ClusterDto);
+                return ExitCodes.Success;
+            }
+
+            Interaction.DisplaySuccess(string.Create(CultureInfo.InvariantCulture,
+                $"deployed {cluster.Name}: {cluster.Replicas} replica(s) of {cluster.Image} on {Formats.ClusterGpu(cluster)} (generation {cluster.Generation})"));
+            Interaction.DisplayMessage($"endpoint: {cluster.Endpoint}");
+            Interaction.DisplayHint($"follow it with `shoal status {cluster.Name}`, or deploy with --wait");
+            return ExitCodes.Success;
+        }
+
+        Interaction.DisplayMessage(string.Create(CultureInfo.InvariantCulture,
+            $"deployed {cluster.Name} (generation {cluster.Generation}); waiting for {cluster.Replicas} replica(s) to be ready…"));
+        var timeout = result.GetValue(s_timeoutOption) ?? s_defaultTimeout;
+        var outcome = await Interaction.ShowProgressAsync(progress =>
+            DeploymentWaiter.WaitAsync(
+                token => client.GetClusterStatusAsync(cluster.Name, token),
+                timeout,
+                Context.PollInterval,
+                Context.TimeProvider,
+                status => progress.Report(Views.DeployProgress(status), Views.ProgressSummary(status)),
+                ct));
+
+        if (!outcome.Ready)
+        {
+            var last = outcome.Last;
+            var readyText = last is null ? "no status received" : $"{Views.CountReady(last)}/{last.Cluster.Replicas} replicas ready";
+            Interaction.DisplayError(
+                $"timed out after {Formats.Duration(timeout)} waiting for {cluster.Name}: {readyText}",
+                last is null ? null : DeploymentWaiter.DescribePending(last));
+            Interaction.DisplayHint($"the cluster stays deployed; see `shoal status {cluster.Name}` or remove it with `shoal rm {cluster.Name}`");
+            return ExitCodes.Timeout;
+        }
+
+        var ready = outcome.Last!;
+        if (IsJson)
+        {
+            Interaction.WriteJson(ready.Cluster, ShoalJsonContext.Default.ClusterDto);
+            return ExitCodes.Success;
+        }
+
+        Interaction.DisplaySuccess(string.Create(CultureInfo.InvariantCulture,
+            $"{ready.Cluster.Name} is ready: {Views.CountReady(ready)}/{ready.Cluster.Replicas} replicas"));
+        Interaction.DisplayMessage($"endpoint: {ready.Cluster.Endpoint}");
+        return ExitCodes.Success;
+    }
+
+    private static Option<string?> CreateHealthPathOption()
+    {
+        var option = new Option<string?>("--health-path") { Description = "HTTP path probed for readiness (default /health)" };
+        option.Validators.Add(static result =>
+        {
+            var path = result.GetValueOrDefault<string?>();
+            if (path is not null && !path.StartsWith('/'))
+            {
+                result.AddError($"--health-path must start with '/', got '{path}'");
+            }
+        });
+        return option;
+    }
+}

@@ -1,0 +1,170 @@
+using System.CommandLine;
+using Shoal.Agent;
+using Shoal.Cli.Client;
+using Shoal.Contracts;
+using Shoal.ControlPlane;
+
+namespace Shoal.Cli.Commands;
+
+/// <summary>
+/// <c>shoal dev</c>: everything on one machine. Server and edge, three local agents with simulated
+/// GPUs on the process runtime, and a <c>demo</c> cluster running the simulator.
+/// </summary>
+public sealed class DevCommand : Command
+{
+    /// <summary>The dev node layout: name and simulated GPUs.</summary>
+    public static readonly (string Name, string Gpus)[] Nodes = [("node-1", "rtx-4090:2"), ("node-2", "rtx-4090:1"), ("node-3", "rtx-3090:1")];
+
+    private static readonly Option<string> s_listen = new("--listen") { Description = "API address (host:port)", DefaultValueFactory = _ => "127.0.0.1:7400" };
+    private static readonly Option<string> s_edgeListen = new("--edge-listen") { Description = "Edge address (host:port)", DefaultValueFactory = _ => "127.0.0.1:8080" };
+    private static readonly Option<string> s_dataDir = new("--data-dir") { Description = "Where dev keeps its store and agent identities", DefaultValueFactory = _ => Path.Combine(".shoal", "dev") };
+    private static readonly Option<bool> s_noDemo = new("--no-demo") { Description = "Do not deploy the demo cluster" };
+    private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Warning };
+
+    private readonly CliContext _context;
+
+    public DevCommand(CliContext context)
+        : base("dev", "Run server, edge, three simulated GPU nodes and a demo cluster on this machine")
+    {
+        _context = context;
+        Options.Add(s_listen);
+        Options.Add(s_edgeListen);
+        Options.Add(s_dataDir);
+        Options.Add(s_noDemo);
+        Options.Add(s_logLevel);
+        SetAction(ExecuteAsync);
+    }
+
+    private async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+    {
+        var ui = _context.Interaction;
+        var dataDir = Path.GetFullPath(result.GetValue(s_dataDir)!);
+        var logLevel = result.GetValue(s_logLevel);
+        var options = new ServerOptions
+        {
+            Listen = result.GetValue(s_listen)!,
+            EdgeListen = result.GetValue(s_edgeListen)!,
+            DataDir = Path.Combine(dataDir, "server"),
+            LogLevel = logLevel,
+        };
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            ui.DisplayError("invalid options", errors);
+            return ExitCodes.InvalidInput;
+        }
+
+        using var loggerFactory = LoggerFactory.Create(b => b
+            .SetMinimumLevel(logLevel)
+            .AddFilter("Microsoft", LogLevel.Warning)
+            .AddFilter("System", LogLevel.Warning)
+            .AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            }));
+
+        ShoalServer server;
+        try
+        {
+            server = await ShoalServer.StartAsync(options, ct: ct);
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException)
+        {
+            ui.DisplayError($"the server could not start: {e.Message}");
+            return ExitCodes.Failure;
+        }
+
+        await using (server)
+        {
+            using var agentsStop = new CancellationTokenSource();
+            var agents = new List<Task>();
+            try
+            {
+                using var client = new ShoalClient(server.ApiAddress);
+                var needToken = Nodes.Any(n => !File.Exists(Path.Combine(dataDir, n.Name, "node.json")));
+                var token = needToken
+                    ? (await client.CreateTokenAsync(new CreateTokenRequest { Uses = Nodes.Length, TtlSeconds = 600, Description = "shoal dev" }, ct)).Token
+                    : null;
+                foreach (var (name, gpus) in Nodes)
+                {
+                    var agentOptions = new AgentOptions
+                    {
+                        Server = server.ApiAddress.ToString(),
+                        DataDir = Path.Combine(dataDir, name),
+                        Token = token,
+                        Name = name,
+                        SimulateGpus = gpus,
+                        EnableProcessRuntime = true,
+                        ReconnectMin = TimeSpan.FromMilliseconds(200),
+                        StopGracePeriod = TimeSpan.FromSeconds(3),
+                    };
+                    agents.Add(Task.Run(() => AgentHost.RunAsync(agentOptions, loggerFactory, TimeProvider.System, agentsStop.Token), CancellationToken.None));
+                }
+
+                await WaitAsync(async () => (await client.ListNodesAsync(ct)).Count(n => n.State == NodeState.Ready) >= Nodes.Length, agents, ct);
+                ClientConfig.Save(server.ApiAddress.ToString().TrimEnd('/'));
+
+                if (!result.GetValue(s_noDemo))
+                {
+                    var existing = await client.ListClustersAsync(ct);
+                    if (!existing.Any(c => c.Name == "demo"))
+                    {
+                        await client.CreateClusterAsync(new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 2 }, ct);
+                    }
+                    await WaitAsync(async () => (await client.GetClusterAsync("demo", ct)).ReadyReplicas >= 1, agents, ct);
+                }
+
+                var edge = server.EdgeAddress!.ToString().TrimEnd('/');
+                ui.DisplaySuccess($"Shoal is running: API {server.ApiAddress.ToString().TrimEnd('/')}, edge {edge}, {Nodes.Length} nodes");
+                if (!result.GetValue(s_noDemo))
+                {
+                    ui.DisplayMessage($"endpoint: {edge}/c/demo  (or http://demo.localhost:{server.EdgeAddress.Port})");
+                    ui.DisplayMessage("try:");
+                    ui.DisplayMessage($"  curl -s {edge}/c/demo/v1/chat/completions -H 'Content-Type: application/json' -d '{{\"model\":\"shoal-sim\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'");
+                    ui.DisplayMessage("  shoal status demo");
+                }
+                ui.DisplayHint("Ctrl-C stops everything");
+                await Task.WhenAny(Task.Delay(Timeout.Infinite, ct), Task.WhenAny(agents));
+                if (!ct.IsCancellationRequested)
+                {
+                    ui.DisplayError("an agent stopped unexpectedly; shutting down");
+                    return ExitCodes.Failure;
+                }
+                return ExitCodes.Success;
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                return ExitCodes.Success;
+            }
+            catch (AgentConfigurationException e)
+            {
+                ui.DisplayError(e.Message);
+                return ExitCodes.Failure;
+            }
+            finally
+            {
+                await agentsStop.CancelAsync();
+                try
+                {
+                    await Task.WhenAll(agents);
+                }
+                catch (Exception)
+                {
+                    // Agents report their own failures; shutting down goes on regardless.
+                }
+            }
+        }
+    }
+
+    private static async Task WaitAsync(Func<Task<bool>> done, List<Task> agents, CancellationToken ct)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (!await done())
+        {
+            if (agents.FirstOrDefault(a => a.IsFaulted) is { } failed) await failed;
+            if (DateTime.UtcNow > deadline) throw new InvalidOperationException("dev did not become ready within 60 s; run with --log-level Information to see why");
+            await Task.Delay(100, ct);
+        }
+    }
+}

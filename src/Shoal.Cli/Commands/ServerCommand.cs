@@ -1,0 +1,86 @@
+using System.CommandLine;
+using Shoal.ControlPlane;
+
+namespace Shoal.Cli.Commands;
+
+/// <summary><c>shoal server</c>: the control plane (REST API, agent gateway, reconciler) and an in-process edge.</summary>
+public sealed class ServerCommand : Command
+{
+    private static readonly Option<string> s_listen = new("--listen") { Description = "API and agent gateway address (host:port)", DefaultValueFactory = _ => "127.0.0.1:7400" };
+    private static readonly Option<string> s_edgeListen = new("--edge-listen") { Description = "Edge address (host:port)", DefaultValueFactory = _ => "127.0.0.1:8080" };
+    private static readonly Option<bool> s_noEdge = new("--no-edge") { Description = "Do not run an edge in this process" };
+    private static readonly Option<string?> s_dataDir = new("--data-dir") { Description = "Directory for the embedded SQLite store (default ./.shoal/server)" };
+    private static readonly Option<string?> s_database = new("--database") { Description = "PostgreSQL connection string (\"Host=…;Username=…;Database=…\") instead of SQLite" };
+    private static readonly Option<TimeSpan?> s_grace = CommonOptions.CreateDurationOption("--grace-period", "How long a disconnected node keeps its replicas before they are replaced (default 10s)", TimeSpan.Zero, TimeSpan.FromHours(24));
+    private static readonly Option<TimeSpan?> s_heartbeat = CommonOptions.CreateDurationOption("--heartbeat-interval", "How often agents report (default 2s)", TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(5));
+    private static readonly Option<string> s_edgeDomain = new("--edge-domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
+    private static readonly Option<string?> s_publicEdgeUrl = new("--public-edge-url") { Description = "Edge URL shown in cluster endpoints (default from --edge-listen)" };
+    private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level (Trace, Debug, Information, Warning, Error)", DefaultValueFactory = _ => LogLevel.Information };
+
+    private readonly CliContext _context;
+
+    public ServerCommand(CliContext context)
+        : base("server", "Run the control plane: REST API, agent gateway, scheduler and reconciler, plus an edge")
+    {
+        _context = context;
+        Options.Add(s_listen);
+        Options.Add(s_edgeListen);
+        Options.Add(s_noEdge);
+        Options.Add(s_dataDir);
+        Options.Add(s_database);
+        Options.Add(s_grace);
+        Options.Add(s_heartbeat);
+        Options.Add(s_edgeDomain);
+        Options.Add(s_publicEdgeUrl);
+        Options.Add(s_logLevel);
+        SetAction(ExecuteAsync);
+    }
+
+    private async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+    {
+        var options = new ServerOptions
+        {
+            Listen = result.GetValue(s_listen)!,
+            EdgeListen = result.GetValue(s_edgeListen)!,
+            NoEdge = result.GetValue(s_noEdge),
+            DataDir = result.GetValue(s_dataDir) ?? Path.Combine(".shoal", "server"),
+            Database = result.GetValue(s_database),
+            EdgeDomain = result.GetValue(s_edgeDomain)!,
+            PublicEdgeUrl = result.GetValue(s_publicEdgeUrl),
+            LogLevel = result.GetValue(s_logLevel),
+        };
+        if (result.GetValue(s_grace) is { } grace) options.NodeGracePeriod = grace;
+        if (result.GetValue(s_heartbeat) is { } hb) options.HeartbeatInterval = hb;
+
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            _context.Interaction.DisplayError("invalid server options", errors);
+            return ExitCodes.InvalidInput;
+        }
+
+        ShoalServer server;
+        try
+        {
+            server = await ShoalServer.StartAsync(options, ct: ct);
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or Npgsql.NpgsqlException or System.Net.Sockets.SocketException)
+        {
+            _context.Interaction.DisplayError($"the server could not start: {e.Message}");
+            return ExitCodes.Failure;
+        }
+
+        await using (server)
+        {
+            _context.Interaction.DisplayMessage($"shoal server: API {server.ApiAddress}" + (server.EdgeAddress is null ? "" : $", edge {server.EdgeAddress}"));
+            try
+            {
+                await server.WaitForShutdownAsync(ct);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+        return ExitCodes.Success;
+    }
+}

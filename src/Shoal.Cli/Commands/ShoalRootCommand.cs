@@ -1,0 +1,78 @@
+using System.CommandLine;
+using System.CommandLine.Invocation;
+
+namespace Shoal.Cli.Commands;
+
+/// <summary>The <c>shoal</c> root command: every role and client command hangs off it.</summary>
+public sealed class ShoalRootCommand : RootCommand
+{
+    /// <summary><c>--addr</c>: the server's API address; overrides <c>SHOAL_ADDR</c> and the config file. Valid on every subcommand.</summary>
+    public static readonly Option<string?> AddrOption = new("--addr")
+    {
+        Description = "Shoal server API address (default: $SHOAL_ADDR, then the client config file, then http://127.0.0.1:7400)",
+        HelpName = "url",
+        Recursive = true,
+    };
+
+    private readonly CliContext _context;
+
+    public ShoalRootCommand(CliContext context)
+        : base("Shoal: an overlay network for GPU inference. One cluster = one image = one GPU type = one endpoint.")
+    {
+        _context = context;
+        Options.Add(AddrOption);
+        foreach (var command in CreateSubcommands(context))
+        {
+            Subcommands.Add(command);
+        }
+    }
+
+    /// <summary>Every subcommand, in the order help lists them. Add a command here, one line each.</summary>
+    private static IEnumerable<Command> CreateSubcommands(CliContext context) =>
+    [
+        new DeployCommand(context),
+        new ClustersCommand(context),
+        new StatusCommand(context),
+        new ScaleCommand(context),
+        new RemoveCommand(context),
+        new NodesCommand(context),
+        new TokensCommand(context),
+        new GpuTypesCommand(context),
+        new ServerCommand(context),
+        new AgentCommand(context),
+        new DevCommand(context),
+        new SimCommand(context),
+    ];
+
+    /// <summary>Parses and runs <paramref name="args"/>; a command line that does not parse ends with <see cref="ExitCodes.InvalidInput"/>.</summary>
+    public async Task<int> InvokeAsync(IReadOnlyList<string> args, CancellationToken ct = default)
+    {
+        // Bare `shoal` shows the help rather than an error.
+        var result = Parse(args.Count == 0 ? ["--help"] : args);
+        if (result.Action is ParseErrorAction)
+        {
+            // Everything on stderr: a script reading stdout gets nothing rather than a hint.
+            var commandPath = string.Join(' ', EnumerateCommandPath(result.CommandResult.Command));
+            for (var i = 0; i < result.Errors.Count; i++)
+            {
+                var last = i == result.Errors.Count - 1;
+                _context.Interaction.DisplayError(result.Errors[i].Message, last ? [$"see `{commandPath} --help`"] : null);
+            }
+
+            return ExitCodes.InvalidInput;
+        }
+
+        return await result.InvokeAsync(new InvocationConfiguration { Output = _context.HelpOutput, ProcessTerminationTimeout = TimeSpan.FromSeconds(30) }, ct);
+    }
+
+    private static IEnumerable<string> EnumerateCommandPath(Command command)
+    {
+        var names = new Stack<string>();
+        for (Symbol? symbol = command; symbol is not null; symbol = symbol.Parents.FirstOrDefault())
+        {
+            names.Push(symbol is RootCommand ? "shoal" : symbol.Name);
+        }
+
+        return names;
+    }
+}

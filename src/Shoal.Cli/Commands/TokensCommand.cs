@@ -1,0 +1,70 @@
+using System.CommandLine;
+using System.Globalization;
+using Shoal.Cli.Client;
+using Shoal.Cli.Interaction;
+using Shoal.Contracts;
+
+namespace Shoal.Cli.Commands;
+
+/// <summary><c>shoal tokens</c>: provisioning tokens that let new nodes join.</summary>
+public sealed class TokensCommand : Command
+{
+    public TokensCommand(CliContext context)
+        : base("tokens", "Manage provisioning tokens (how new nodes join)")
+    {
+        Subcommands.Add(new TokensCreateCommand(context));
+    }
+}
+
+/// <summary><c>shoal tokens create</c>: creates a provisioning token and shows it once.</summary>
+public sealed class TokensCreateCommand : ApiCommand
+{
+    private static readonly Option<int?> s_usesOption =
+        CommonOptions.CreateIntOption("--uses", "How many nodes may register with the token (default 1)", 1);
+
+    private static readonly Option<TimeSpan?> s_ttlOption =
+        CommonOptions.CreateDurationOption("--ttl", "How long the token stays valid, default 1h, at most 30d", TimeSpan.FromSeconds(1), TimeSpan.FromDays(30));
+
+    private static readonly Option<string?> s_descriptionOption = new("--description")
+    {
+        Description = "Note to remember what the token is for",
+    };
+
+    private static readonly Option<OutputFormat> s_outputOption = CommonOptions.CreateOutputOption();
+
+    public TokensCreateCommand(CliContext context)
+        : base("create", "Create a provisioning token for new nodes (shown once)", context, s_outputOption)
+    {
+        Options.Add(s_usesOption);
+        Options.Add(s_ttlOption);
+        Options.Add(s_descriptionOption);
+    }
+
+    protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
+    {
+        var ttl = result.GetValue(s_ttlOption);
+        var token = await client.CreateTokenAsync(
+            new CreateTokenRequest
+            {
+                Description = result.GetValue(s_descriptionOption),
+                TtlSeconds = ttl is { } t ? (int)Math.Ceiling(t.TotalSeconds) : null,
+                Uses = result.GetValue(s_usesOption),
+            },
+            ct);
+
+        if (IsJson)
+        {
+            Interaction.WriteJson(token, ShoalJsonContext.Default.TokenCreatedDto);
+            return ExitCodes.Success;
+        }
+
+        Interaction.DisplaySuccess(string.Create(CultureInfo.InvariantCulture,
+            $"created provisioning token {token.Id} ({token.Uses} use(s), expires {token.ExpiresAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC)"));
+        Interaction.DisplayMessage("");
+        Interaction.DisplayMessage("    " + token.Token);
+        Interaction.DisplayMessage("");
+        Interaction.DisplayHint("it is shown only this once. On the GPU machine, run:");
+        Interaction.DisplayMessage($"    shoal agent --server {client.Address.ToString().TrimEnd('/')} --token {token.Token}");
+        return ExitCodes.Success;
+    }
+}

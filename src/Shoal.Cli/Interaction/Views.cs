@@ -1,0 +1,170 @@
+using System.Globalization;
+using Shoal.Contracts;
+using Spectre.Console;
+using Spectre.Console.Rendering;
+
+namespace Shoal.Cli.Interaction;
+
+/// <summary>The tables and summaries the client commands print.</summary>
+public static class Views
+{
+    public static Table Clusters(IEnumerable<ClusterDto> clusters)
+    {
+        var table = NewTable("NAME", "IMAGE", "GPU", "READY", "GENERATION", "ENDPOINT");
+        foreach (var c in clusters)
+        {
+            table.AddRow(
+                Cell(c.Name),
+                Cell(c.Image),
+                Cell(Formats.ClusterGpu(c)),
+                ReadyCell(c.ReadyReplicas, c.Replicas),
+                Cell(c.Generation.ToString(CultureInfo.InvariantCulture)),
+                Cell(c.Endpoint));
+        }
+
+        return table;
+    }
+
+    /// <summary>The cluster header of <c>shoal status</c>.</summary>
+    public static Grid ClusterSummary(ClusterDto c, int readyReplicas)
+    {
+        var grid = new Grid().AddColumn(new GridColumn().NoWrap()).AddColumn();
+        void Row(string label, IRenderable value) => grid.AddRow(new Markup($"[bold]{label}[/]"), value);
+        Row("cluster", Cell(c.Name));
+        Row("image", Cell(c.Image));
+        Row("gpu", Cell(Formats.ClusterGpu(c)));
+        Row("replicas", ReadyCell(readyReplicas, c.Replicas, " ready"));
+        Row("generation", Cell(c.Generation.ToString(CultureInfo.InvariantCulture)));
+        Row("port", Cell(c.Port.ToString(CultureInfo.InvariantCulture)));
+        Row("health", Cell(c.Health.Path));
+        Row("endpoint", Cell(c.Endpoint));
+        return grid;
+    }
+
+    /// <summary>The replica table of <c>shoal status</c>, with the cold-start parts.</summary>
+    public static Table Replicas(IEnumerable<ReplicaDto> replicas)
+    {
+        var table = NewTable("ID", "NODE", "GPUS", "STATE", "HEALTHY", "REASON", "RESTARTS", "WAIT FOR NODE", "PULL", "START TO READY");
+        foreach (var r in replicas)
+        {
+            table.AddRow(
+                Cell(r.Id),
+                Cell(r.NodeName ?? r.Node ?? "-"),
+                Cell(r.Gpus.Length == 0 ? "-" : string.Join(',', r.Gpus)),
+                StateCell(r.State),
+                Cell(r.Healthy ? "yes" : "no"),
+                Cell(r.Reason ?? "-"),
+                Cell(r.Restarts.ToString(CultureInfo.InvariantCulture)),
+                Cell(Formats.Between(r.CreatedAt, r.AssignedAt)),
+                Cell(Formats.Between(r.AssignedAt, r.PulledAt)),
+                Cell(Formats.Between(r.StartedAt, r.ReadyAt)));
+        }
+
+        return table;
+    }
+
+    public static IRenderable ClusterStatus(ClusterStatusDto status) =>
+        new Rows(
+            ClusterSummary(status.Cluster, CountReady(status)),
+            new Text(""),
+            status.Replicas.Length == 0 ? new Markup("[grey]no replicas[/]") : Replicas(status.Replicas));
+
+    public static Table Nodes(IEnumerable<NodeDto> nodes, DateTimeOffset now)
+    {
+        var table = NewTable("ID", "NAME", "STATE", "GPUS", "FREE GPUS", "REPLICAS", "LAST SEEN");
+        foreach (var n in nodes)
+        {
+            table.AddRow(
+                Cell(n.Id),
+                Cell(n.Name),
+                new Markup(Markup.Escape(n.State.ToWire()), n.State == NodeState.Ready ? new Style(Color.Green) : new Style(Color.Yellow)),
+                Cell(Formats.Gpus(n.Hardware)),
+                Cell(n.FreeGpus.ToString(CultureInfo.InvariantCulture)),
+                Cell(n.Replicas.ToString(CultureInfo.InvariantCulture)),
+                Cell(Formats.Age(n.LastSeenAt, now)));
+        }
+
+        return table;
+    }
+
+    public static Table GpuTypes(IEnumerable<GpuTypeDto> types)
+    {
+        var table = NewTable("TYPE", "NAME", "MEMORY", "TOTAL", "FREE");
+        foreach (var t in types)
+        {
+            table.AddRow(
+                Cell(t.Type),
+                Cell(t.DisplayName),
+                Cell(Formats.MemoryMiB(t.MemoryMiB)),
+                Cell(t.Total.ToString(CultureInfo.InvariantCulture)),
+                Cell(t.Free.ToString(CultureInfo.InvariantCulture)));
+        }
+
+        return table;
+    }
+
+    /// <summary>The live view of <c>deploy --wait</c>: replicas ready x/N and each replica's state.</summary>
+    public static IRenderable DeployProgress(ClusterStatusDto status)
+    {
+        var table = NewTable("ID", "NODE", "STATE", "REASON");
+        foreach (var r in status.Replicas)
+        {
+            table.AddRow(Cell(r.Id), Cell(r.NodeName ?? r.Node ?? "-"), StateCell(r.State), Cell(r.Reason ?? "-"));
+        }
+
+        return new Rows(new Text(ProgressSummary(status)), table);
+    }
+
+    /// <summary>One line: "1/3 replicas ready (1 pulling, 1 pending)".</summary>
+    public static string ProgressSummary(ClusterStatusDto status)
+    {
+        var ready = CountReady(status);
+        var others = status.Replicas
+            .Where(r => r.State != ReplicaState.Ready)
+            .GroupBy(r => r.State)
+            .OrderBy(g => g.Key)
+            .Select(g => string.Create(CultureInfo.InvariantCulture, $"{g.Count()} {g.Key.ToWire()}"))
+            .ToList();
+        var missing = status.Cluster.Replicas - status.Replicas.Length;
+        if (missing > 0)
+        {
+            others.Add(string.Create(CultureInfo.InvariantCulture, $"{missing} not created yet"));
+        }
+
+        var line = string.Create(CultureInfo.InvariantCulture, $"{ready}/{status.Cluster.Replicas} replicas ready");
+        return others.Count == 0 ? line : $"{line} ({string.Join(", ", others)})";
+    }
+
+    public static int CountReady(ClusterStatusDto status) => status.Replicas.Count(r => r.State == ReplicaState.Ready);
+
+    private static Table NewTable(params string[] headers)
+    {
+        var table = new Table().Border(TableBorder.Simple);
+        foreach (var header in headers)
+        {
+            table.AddColumn(new TableColumn(new Text(header, new Style(decoration: Decoration.Bold))));
+        }
+
+        return table;
+    }
+
+    private static Text Cell(string value) => new(value);
+
+    private static Markup ReadyCell(int ready, int desired, string suffix = "")
+    {
+        var color = ready >= desired ? "green" : ready == 0 && desired > 0 ? "red" : "yellow";
+        return new Markup(string.Create(CultureInfo.InvariantCulture, $"[{color}]{ready}/{desired}[/]{Markup.Escape(suffix)}"));
+    }
+
+    private static Markup StateCell(ReplicaState state)
+    {
+        var color = state switch
+        {
+            ReplicaState.Ready => Color.Green,
+            ReplicaState.Failed or ReplicaState.Unhealthy => Color.Red,
+            ReplicaState.Stopped or ReplicaState.Draining => Color.Grey,
+            _ => Color.Yellow,
+        };
+        return new Markup(state.ToWire(), new Style(color));
+    }
+}

@@ -1,0 +1,45 @@
+namespace Shoal.Cli.Parsing;
+
+/// <summary>Parses <c>--env KEY=VALUE</c> pairs into the cluster's environment.</summary>
+public static class EnvParser
+{
+    /// <summary>Splits each item at its first '='; the value may be empty or contain '='. Returns false with a message on the first bad item.</summary>
+    public static bool TryParse(IEnumerable<string> items, out Dictionary<string, string> env, out string? error)
+    {
+        ArgumentNullException.ThrowIfNull(items);
+        env = new Dictionary<string, string>(StringComparer.Ordinal);
+        error = null;
+        foreach (var item in items)
+        {
+            var eq = item.IndexOf('=', StringComparison.Ordinal);
+            if (eq < 0)
+            {
+                error = $"--env '{item}' is not KEY=VALUE (for example --env MODEL=llama-3-8b)";
+                return false;
+            }
+
+            var key = item[..eq];
+            if (!IsValidName(key))
+            {
+                error = key.Length == 0
+                    ? $"--env '{item}' has no name before '='"
+                    : $"--env name '{key}' is not valid: use letters, digits and '_', not starting with a digit";
+                return false;
+            }
+
+            if (!env.TryAdd(key, item[(eq + 1)..]))
+            {
+                error = $"--env '{key}' is given more than once";
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>POSIX-style environment names: <c>[A-Za-z_][A-Za-z0-9_]*</c>.</summary>
+    public static bool IsValidName(string name) =>
+        name.Length > 0
+        && (char.IsAsciiLetter(name[0]) || name[0] == '_')
+        && name.All(c => char.IsAsciiLetterOrDigit(c) || c == '_');
+}

@@ -1,0 +1,137 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace Shoal.EndToEnd.Tests;
+
+/// <summary>The real <c>shoal</c> executable started as a child process, with its output kept for diagnosis.</summary>
+public sealed partial class ShoalProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly ConcurrentQueue<string> _output = new();
+
+    private ShoalProcess(Process process, string name)
+    {
+        _process = process;
+        Name = name;
+    }
+
+    public string Name { get; }
+
+    public int Pid => _process.Id;
+
+    public bool HasExited => _process.HasExited;
+
+    public string Output => string.Join('\n', _output);
+
+    /// <summary>Path of the built <c>shoal</c> apphost, next to this test assembly's configuration.</summary>
+    public static string ExecutablePath
+    {
+        get
+        {
+            var dir = new DirectoryInfo(AppContext.BaseDirectory);
+            while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Shoal.slnx"))) dir = dir.Parent;
+            if (dir is null) throw new InvalidOperationException("cannot find the repository root (Shoal.slnx) above " + AppContext.BaseDirectory);
+            var configuration = AppContext.BaseDirectory.Contains($"{Path.DirectorySeparatorChar}Release{Path.DirectorySeparatorChar}", StringComparison.Ordinal) ? "Release" : "Debug";
+            var path = Path.Combine(dir.FullName, "src", "Shoal.Cli", "bin", configuration, "net10.0", "shoal");
+            return File.Exists(path) ? path : throw new FileNotFoundException("build src/Shoal.Cli first", path);
+        }
+    }
+
+    public static ShoalProcess Start(string name, IEnumerable<string> args, IDictionary<string, string>? env = null)
+    {
+        var info = new ProcessStartInfo(ExecutablePath)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in args) info.ArgumentList.Add(a);
+        if (env is not null)
+        {
+            foreach (var (k, v) in env) info.Environment[k] = v;
+        }
+        var process = new Process { StartInfo = info, EnableRaisingEvents = true };
+        var result = new ShoalProcess(process, name);
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) result._output.Enqueue(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) result._output.Enqueue(e.Data); };
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        return result;
+    }
+
+    /// <summary>SIGTERM, then waits for a clean exit; kills the tree if it does not come.</summary>
+    public async Task StopAsync(TimeSpan? timeout = null)
+    {
+        if (_process.HasExited) return;
+        _ = Kill(_process.Id, 15);
+        using var cts = new CancellationTokenSource(timeout ?? TimeSpan.FromSeconds(20));
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+    }
+
+    /// <summary>SIGKILL of this process only (its children live on, as when a machine's agent crashes).</summary>
+    public async Task KillAsync()
+    {
+        if (_process.HasExited) return;
+        _process.Kill(entireProcessTree: false);
+        await _process.WaitForExitAsync();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill(entireProcessTree: true);
+                await _process.WaitForExitAsync();
+            }
+        }
+        catch (InvalidOperationException)
+        {
+        }
+        _process.Dispose();
+    }
+
+    [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
+}
+
+/// <summary>Finds replica processes by the SHOAL_REPLICA_ID in their environment (Linux /proc).</summary>
+public static class ReplicaProcesses
+{
+    public static Dictionary<string, List<int>> Find()
+    {
+        var result = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            string environ;
+            try
+            {
+                environ = File.ReadAllText(Path.Combine(dir, "environ"));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                continue;
+            }
+            foreach (var entry in environ.Split('\0'))
+            {
+                if (!entry.StartsWith("SHOAL_REPLICA_ID=", StringComparison.Ordinal)) continue;
+                var id = entry["SHOAL_REPLICA_ID=".Length..];
+                if (!result.TryGetValue(id, out var list)) result[id] = list = [];
+                list.Add(pid);
+            }
+        }
+        return result;
+    }
+}

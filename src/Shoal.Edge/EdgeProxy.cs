@@ -69,9 +69,9 @@ public sealed partial class EdgeProxy : IDisposable
         }
 
         context.Request.Path = forwardPath;
-        context.Response.Headers[ReplicaHeader] = destination.ReplicaId;
+        context.Items[ReplicaHeader] = destination.ReplicaId;
         using var lease = Selector.Begin(destination.ReplicaId);
-        var error = await _forwarder.SendAsync(context, destination.Address, _client, _requestConfig, HttpTransformer.Default);
+        var error = await _forwarder.SendAsync(context, destination.Address, _client, _requestConfig, ReplicaHeaderTransformer.Instance);
         if (error != ForwarderError.None)
         {
             var feature = context.GetForwarderErrorFeature();
@@ -88,6 +88,19 @@ public sealed partial class EdgeProxy : IDisposable
     }
 
     public void Dispose() => _client.Dispose();
+
+    /// <summary>Default forwarding, plus the name of the replica that served, set after the upstream headers so the edge's value wins.</summary>
+    private sealed class ReplicaHeaderTransformer : HttpTransformer
+    {
+        public static readonly ReplicaHeaderTransformer Instance = new();
+
+        public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+        {
+            var result = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+            if (httpContext.Items[ReplicaHeader] is string replica) httpContext.Response.Headers[ReplicaHeader] = replica;
+            return result;
+        }
+    }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Forwarding to cluster {Cluster} replica {Replica} failed: {Error} {Detail}")]
     private static partial void LogForwardFailed(ILogger logger, string cluster, string replica, ForwarderError error, string? detail);

@@ -1,1 +1,136 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Json;
+using Microsoft.Extensions.Logging;
+using Shoal.Agent;
+using Shoal.Contracts;
+using Shoal.ControlPlane;
+using Shoal.Core.Scheduling;
+
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|all]
+var which = args.Length > 0 ? args[0] : "all";
+if (which is "schedule" or "all") Schedule();
+if (which is "deploy" or "all") await DeployAsync();
 return 0;
+
+static void Schedule()
+{
+    Console.WriteLine("## Scheduler: 10,000 replicas over 10,000 nodes");
+    string[] types = ["rtx-4090", "rtx-3090", "a100-80gb", "h100"];
+    var nodes = Enumerable.Range(0, 10_000)
+        .Select(i => new NodeCapacity($"n{i:D5}", true, Enumerable.Range(0, 1 + (i / 4) % 4).Select(g => new GpuSlot(g, types[i % types.Length])).ToArray(), 1.0 - (i % 10) / 20.0))
+        .ToArray();
+    var homogeneous = Enumerable.Range(0, 10_000)
+        .Select(i => new NodeCapacity($"n{i:D5}", true, [new GpuSlot(0, "rtx-4090"), new GpuSlot(1, "rtx-4090")], 1.0 - (i % 10) / 20.0))
+        .ToArray();
+    var scenarios = new (string Name, NodeCapacity[] Fleet, PlacementRequest[] Requests)[]
+    {
+        ("1 cluster x 10,000 replicas, 10,000 nodes with 2x rtx-4090", homogeneous, Enumerable.Range(0, 10_000).Select(i => new PlacementRequest($"r{i}", "c0", "rtx-4090", 1, "img")).ToArray()),
+        ("100 clusters x 100 replicas, mixed fleet of 10,000 nodes", nodes, Enumerable.Range(0, 10_000).Select(i => new PlacementRequest($"r{i}", $"c{i / 100}", types[(i / 100) % types.Length], 1, "img")).ToArray()),
+        ("1,000 clusters x 10 replicas, mixed fleet of 10,000 nodes", nodes, Enumerable.Range(0, 10_000).Select(i => new PlacementRequest($"r{i}", $"c{i / 10}", types[(i / 10) % types.Length], 1, "img")).ToArray()),
+    };
+    foreach (var (name, fleet, requests) in scenarios)
+    {
+        Scheduler.Schedule(fleet, [], requests); // warm-up
+        var times = new List<double>();
+        var placed = 0;
+        for (var i = 0; i < 15; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            var result = Scheduler.Schedule(fleet, [], requests);
+            times.Add(sw.Elapsed.TotalMilliseconds);
+            placed = result.Count(p => p.Placed);
+        }
+        Console.WriteLine(Fmt($"{name}: median {Pct(times, 50):F1} ms, p99 {Pct(times, 99):F1} ms, min {times.Min():F1} ms ({placed} placed, 15 runs)"));
+    }
+}
+
+static async Task DeployAsync()
+{
+    Console.WriteLine("## Deploy to first ready replica (simulator, no startup delay)");
+    var dir = Directory.CreateTempSubdirectory("shoal-bench-");
+    using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning));
+    await using var server = await ShoalServer.StartAsync(new ServerOptions
+    {
+        Listen = "127.0.0.1:0",
+        EdgeListen = "127.0.0.1:0",
+        DataDir = Path.Combine(dir.FullName, "server"),
+        LogLevel = LogLevel.Warning,
+    }, logging: l => l.SetMinimumLevel(LogLevel.Warning));
+    using var http = new HttpClient { BaseAddress = server.ApiAddress };
+    var token = (await (await http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest(), ShoalJsonContext.Default.CreateTokenRequest))
+        .Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
+    using var stop = new CancellationTokenSource();
+    var agent = AgentHost.RunAsync(new AgentOptions
+    {
+        Server = server.ApiAddress.ToString(),
+        Token = token,
+        Name = "bench-node",
+        DataDir = Path.Combine(dir.FullName, "agent"),
+        SimulateGpus = "rtx-4090:1",
+        EnableProcessRuntime = true,
+        SimCommand = $"{ShoalExecutable()} sim",
+        StopGracePeriod = TimeSpan.FromSeconds(2),
+    }, loggers, TimeProvider.System, stop.Token);
+    while ((await http.GetFromJsonAsync("/v1/nodes", ShoalJsonContext.Default.NodeDtoArray))!.All(n => n.State != NodeState.Ready)) await Task.Delay(20);
+
+    var total = new List<double>();
+    var waitForNode = new List<double>();
+    var startToReady = new List<double>();
+    const int Runs = 20;
+    for (var i = 0; i < Runs + 2; i++)
+    {
+        var name = $"bench-{i}";
+        var sw = Stopwatch.StartNew();
+        var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = name, Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 }, ShoalJsonContext.Default.CreateClusterRequest);
+        created.EnsureSuccessStatusCode();
+        ClusterStatusDto status;
+        while (true)
+        {
+            status = (await http.GetFromJsonAsync($"/v1/clusters/{name}/status", ShoalJsonContext.Default.ClusterStatusDto))!;
+            if (status.Cluster.ReadyReplicas == 1) break;
+            if (sw.Elapsed > TimeSpan.FromSeconds(30)) throw new TimeoutException("replica never became ready");
+            await Task.Delay(2);
+        }
+        var elapsed = sw.Elapsed.TotalMilliseconds;
+        var r = status.Replicas.Single();
+        if (i >= 2)
+        {
+            total.Add(elapsed);
+            waitForNode.Add((r.AssignedAt!.Value - r.CreatedAt).TotalMilliseconds);
+            startToReady.Add((r.ReadyAt!.Value - r.StartedAt!.Value).TotalMilliseconds);
+        }
+        (await http.DeleteAsync($"/v1/clusters/{name}")).EnsureSuccessStatusCode();
+        // Let the agent stop the replica so the GPU is free for the next run.
+        while ((await http.GetFromJsonAsync("/v1/nodes", ShoalJsonContext.Default.NodeDtoArray))!.Single().Replicas > 0) await Task.Delay(5);
+        await Task.Delay(200);
+    }
+    Console.WriteLine(Fmt($"deploy -> first ready, seen by the API client: median {Pct(total, 50):F0} ms, p99 {Pct(total, 99):F0} ms, max {total.Max():F0} ms ({Runs} runs)"));
+    Console.WriteLine(Fmt($"  of which waiting for a node: median {Pct(waitForNode, 50):F1} ms; process start to first healthy probe: median {Pct(startToReady, 50):F0} ms"));
+    await stop.CancelAsync();
+    try
+    {
+        await agent;
+    }
+    catch (OperationCanceledException)
+    {
+    }
+    dir.Delete(recursive: true);
+}
+
+static string ShoalExecutable()
+{
+    var d = new DirectoryInfo(AppContext.BaseDirectory);
+    while (d is not null && !File.Exists(Path.Combine(d.FullName, "Shoal.slnx"))) d = d.Parent;
+    var config = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+    return Path.Combine(d!.FullName, "src", "Shoal.Cli", "bin", config, "net10.0", "shoal");
+}
+
+static double Pct(List<double> values, double p)
+{
+    var sorted = values.Order().ToArray();
+    var rank = (int)Math.Ceiling(p / 100 * sorted.Length) - 1;
+    return sorted[Math.Clamp(rank, 0, sorted.Length - 1)];
+}
+
+static string Fmt(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);

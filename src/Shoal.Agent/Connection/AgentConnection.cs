@@ -115,7 +115,7 @@ public sealed partial class AgentConnection
                         delay = _backoff.Next();
                         LogConnectFailed(_options.ConnectUri, ex.Message, delay);
                     }
-                    if (!await DelayAsync(delay, ct))
+                    if (!await _time.TryDelayAsync(delay, ct))
                     {
                         return;
                     }
@@ -144,7 +144,7 @@ public sealed partial class AgentConnection
                 delay = _backoff.Next();
                 LogReconnecting(delay);
             }
-            if (!await DelayAsync(delay, ct))
+            if (!await _time.TryDelayAsync(delay, ct))
             {
                 return;
             }
@@ -332,19 +332,6 @@ public sealed partial class AgentConnection
         {
         }
         ws.Abort();
-    }
-
-    private async Task<bool> DelayAsync(TimeSpan delay, CancellationToken ct)
-    {
-        try
-        {
-            await Task.Delay(delay, _time, ct);
-            return true;
-        }
-        catch (OperationCanceledException)
-        {
-            return false;
-        }
     }
 
     private static string Describe(AgentMessage message) => message switch

@@ -130,7 +130,7 @@ internal sealed partial class ReplicaWorker
             catch (Exception ex)
             {
                 var delay = backoff.Next();
-                var wait = DelayAsync(delay, stop);
+                var wait = _time.TryDelayAsync(delay, stop);
                 Update(r => r with { State = ReplicaState.Failed, Reason = $"start failed: {ex.Message}; retrying in {delay.TotalSeconds:0.#} s" });
                 LogStartFailed(_assignment.ReplicaId, delay, ex);
                 if (!await wait)
@@ -168,7 +168,7 @@ internal sealed partial class ReplicaWorker
                 }
                 var restartIn = backoff.Next();
                 // The timer starts before the failure is visible, so observers never race it.
-                var restartWait = DelayAsync(restartIn, stop);
+                var restartWait = _time.TryDelayAsync(restartIn, stop);
                 Update(r => r with
                 {
                     State = ReplicaState.Failed,
@@ -241,19 +241,6 @@ internal sealed partial class ReplicaWorker
                 }
             }
             await Task.Delay(state == ReplicaState.Starting ? _options.StartingProbeInterval : interval, _time, ct);
-        }
-    }
-
-    private async Task<bool> DelayAsync(TimeSpan delay, CancellationToken ct)
-    {
-        try
-        {
-            await Task.Delay(delay, _time, ct);
-            return true;
-        }
-        catch (OperationCanceledException)
-        {
-            return false;
         }
     }
 

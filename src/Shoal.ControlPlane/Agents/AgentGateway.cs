@@ -211,17 +211,18 @@ public sealed partial class AgentGateway
     /// <summary>Sends the current assignment set to each of these nodes that is connected.</summary>
     public async Task PushAssignmentsAsync(IReadOnlyCollection<string> nodeIds)
     {
-        foreach (var id in nodeIds)
+        var connected = nodeIds.Where(_sessions.ContainsKey).ToList();
+        if (connected.Count == 0) return;
+        try
         {
-            if (!_sessions.TryGetValue(id, out var session)) continue;
-            try
+            foreach (var (id, assignments) in await _state.GetAssignmentsAsync(connected, CancellationToken.None))
             {
-                session.Enqueue(await _state.GetAssignmentsAsync(id, CancellationToken.None));
+                if (_sessions.TryGetValue(id, out var session)) session.Enqueue(assignments);
             }
-            catch (Exception e)
-            {
-                LogPushFailed(_logger, id, e);
-            }
+        }
+        catch (Exception e)
+        {
+            LogPushFailed(_logger, string.Join(',', connected.Take(5)), e);
         }
     }
 

@@ -191,7 +191,8 @@ public sealed partial class ControlPlaneState : IDisposable
         await _gate.WaitAsync(ct);
         try
         {
-            return _clusterIdsByName.TryGetValue(name, out var id) ? ViewOf(_clustersById[id]) : null;
+            if (!_clusterIdsByName.TryGetValue(name, out var id)) return null;
+            return ViewOf(_clustersById[id], _replicas.Values.Where(r => r.ClusterId == id));
         }
         finally
         {
@@ -204,7 +205,9 @@ public sealed partial class ControlPlaneState : IDisposable
         await _gate.WaitAsync(ct);
         try
         {
-            return _clustersById.Values.OrderBy(c => c.Name, StringComparer.Ordinal).Select(ViewOf).ToList();
+            // Group once: a scan of all replicas per cluster would be clusters x replicas under the lock.
+            var byCluster = _replicas.Values.ToLookup(r => r.ClusterId, StringComparer.Ordinal);
+            return _clustersById.Values.OrderBy(c => c.Name, StringComparer.Ordinal).Select(c => ViewOf(c, byCluster[c.Id])).ToList();
         }
         finally
         {
@@ -217,7 +220,9 @@ public sealed partial class ControlPlaneState : IDisposable
         await _gate.WaitAsync(ct);
         try
         {
-            return _nodes.Values.OrderBy(n => n.Name, StringComparer.Ordinal).ThenBy(n => n.Id, StringComparer.Ordinal).Select(NodeViewOf).ToList();
+            var byNode = _replicas.Values.Where(r => r.NodeId is not null).ToLookup(r => r.NodeId!, StringComparer.Ordinal);
+            return _nodes.Values.OrderBy(n => n.Name, StringComparer.Ordinal).ThenBy(n => n.Id, StringComparer.Ordinal)
+                .Select(n => NodeViewOf(n, byNode[n.Id])).ToList();
         }
         finally
         {
@@ -230,9 +235,14 @@ public sealed partial class ControlPlaneState : IDisposable
         await _gate.WaitAsync(ct);
         try
         {
-            if (_nodes.TryGetValue(idOrName, out var byId)) return NodeViewOf(byId);
-            var byName = _nodes.Values.Where(n => n.Name == idOrName).ToList();
-            return byName.Count == 1 ? NodeViewOf(byName[0]) : null;
+            var node = _nodes.GetValueOrDefault(idOrName);
+            if (node is null)
+            {
+                var byName = _nodes.Values.Where(n => n.Name == idOrName).ToList();
+                if (byName.Count != 1) return null;
+                node = byName[0];
+            }
+            return NodeViewOf(node, _replicas.Values.Where(r => r.NodeId == node.Id));
         }
         finally
         {
@@ -240,10 +250,9 @@ public sealed partial class ControlPlaneState : IDisposable
         }
     }
 
-    private ClusterView ViewOf(ClusterRecord cluster)
+    private ClusterView ViewOf(ClusterRecord cluster, IEnumerable<ReplicaRecord> clusterReplicas)
     {
-        var replicas = _replicas.Values
-            .Where(r => r.ClusterId == cluster.Id)
+        var replicas = clusterReplicas
             .OrderBy(r => r.CreatedAt)
             .ThenBy(r => r.Id, StringComparer.Ordinal)
             .Select(r => new ReplicaView(r, r.NodeId is null ? null : _nodes.GetValueOrDefault(r.NodeId), _loads.GetValueOrDefault(r.Id), IsRoutable(r)))
@@ -251,9 +260,9 @@ public sealed partial class ControlPlaneState : IDisposable
         return new ClusterView(cluster, replicas);
     }
 
-    private NodeView NodeViewOf(NodeRecord node)
+    private static NodeView NodeViewOf(NodeRecord node, IEnumerable<ReplicaRecord> nodeReplicas)
     {
-        var used = _replicas.Values.Where(r => r.NodeId == node.Id).ToList();
+        var used = nodeReplicas.ToList();
         var usedGpus = used.Sum(r => r.GpuIndexes.Length);
         return new NodeView(node, used.Count, Math.Max(0, node.Hardware.Gpus.Length - usedGpus));
     }
@@ -335,7 +344,7 @@ public sealed partial class ControlPlaneState : IDisposable
             live.LastSeen = now;
             live.DisconnectedSince = null;
             ApplyReportsLocked(nodeId, hello.Replicas, now);
-            assignments = BuildAssignmentsLocked(nodeId);
+            assignments = BuildAssignmentsLocked(nodeId, _replicas.Values.Where(r => r.NodeId == nodeId));
         }
         finally
         {
@@ -426,13 +435,15 @@ public sealed partial class ControlPlaneState : IDisposable
         FlushNeeded?.Invoke();
     }
 
-    /// <summary>The current assignment set of a node.</summary>
-    public async Task<AssignmentsMessage> GetAssignmentsAsync(string nodeId, CancellationToken ct)
+    /// <summary>The current assignment sets of these nodes, built from one pass over the replicas.</summary>
+    public async Task<IReadOnlyDictionary<string, AssignmentsMessage>> GetAssignmentsAsync(IReadOnlyCollection<string> nodeIds, CancellationToken ct)
     {
         await _gate.WaitAsync(ct);
         try
         {
-            return BuildAssignmentsLocked(nodeId);
+            var wanted = nodeIds.Where(_nodes.ContainsKey).ToHashSet(StringComparer.Ordinal);
+            var byNode = _replicas.Values.Where(r => r.NodeId is not null && wanted.Contains(r.NodeId)).ToLookup(r => r.NodeId!, StringComparer.Ordinal);
+            return wanted.ToDictionary(id => id, id => BuildAssignmentsLocked(id, byNode[id]), StringComparer.Ordinal);
         }
         finally
         {
@@ -492,13 +503,12 @@ public sealed partial class ControlPlaneState : IDisposable
         return routes;
     }
 
-    private AssignmentsMessage BuildAssignmentsLocked(string nodeId)
+    private AssignmentsMessage BuildAssignmentsLocked(string nodeId, IEnumerable<ReplicaRecord> nodeReplicas)
     {
         var node = _nodes[nodeId];
         var list = new List<Assignment>();
-        foreach (var r in _replicas.Values)
+        foreach (var r in nodeReplicas)
         {
-            if (r.NodeId != nodeId) continue;
             var spec = _clustersById[r.ClusterId].Spec;
             list.Add(new Assignment
             {

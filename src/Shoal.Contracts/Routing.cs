@@ -16,7 +16,30 @@ public sealed record RouteTable
 public sealed record ClusterRoute
 {
     public required string Cluster { get; init; }
+    /// <summary>How the edge picks a replica: <see cref="BalancingPolicy.LeastOutstanding"/> (default) or <see cref="BalancingPolicy.RoundRobin"/>.</summary>
+    public string Balancing { get; init; } = BalancingPolicy.LeastOutstanding;
+    /// <summary>How long a request waits for a ready replica before it gets 503, in milliseconds.</summary>
+    public int QueueTimeoutMs { get; init; } = BalancingPolicy.DefaultQueueTimeoutMs;
     public RouteDestination[] Destinations { get; init; } = [];
+}
+
+/// <summary>Names of the edge's balancing policies, as they appear in cluster specs and route tables.</summary>
+public static class BalancingPolicy
+{
+    public const string LeastOutstanding = "least-outstanding";
+    public const string RoundRobin = "round-robin";
+    public const int DefaultQueueTimeoutMs = 30_000;
+
+    public static bool IsKnown(string? value) => value is LeastOutstanding or RoundRobin;
+}
+
+/// <summary>How the edge reaches a replica.</summary>
+public static class RouteVia
+{
+    /// <summary>The edge connects to <see cref="RouteDestination.Address"/> itself.</summary>
+    public const string Direct = "direct";
+    /// <summary>The edge sends the request over one of the node's tunnels; the agent connects to the replica's local port.</summary>
+    public const string Tunnel = "tunnel";
 }
 
 /// <summary>A ready replica and how to reach it.</summary>
@@ -26,5 +49,7 @@ public sealed record RouteDestination
     public required string NodeId { get; init; }
     /// <summary>Base address, such as <c>http://127.0.0.1:41234</c>.</summary>
     public required string Address { get; init; }
+    /// <summary><see cref="RouteVia.Direct"/> or <see cref="RouteVia.Tunnel"/>; with a tunnel, the port of <see cref="Address"/> is the replica's port on its node.</summary>
+    public string Via { get; init; } = RouteVia.Direct;
     public double Waiting { get; init; }
 }

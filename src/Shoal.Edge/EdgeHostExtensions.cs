@@ -1,4 +1,6 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Shoal.Edge.Routing;
+using Shoal.Edge.Upstreams;
 
 namespace Shoal.Edge;
 
@@ -12,6 +14,7 @@ public static class EdgeHostExtensions
         services.AddSingleton(options);
         services.AddSingleton(routes);
         services.AddSingleton<ReplicaSelector>();
+        services.TryAddSingleton<IUpstreamConnector, DirectUpstreamConnector>();
         services.AddSingleton<EdgeProxy>();
         return services;
     }

@@ -1,7 +1,7 @@
-using System.Net;
 using System.Text.Json;
 using Shoal.Contracts;
 using Shoal.Edge.Routing;
+using Shoal.Edge.Upstreams;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Shoal.Edge;
@@ -10,7 +10,7 @@ namespace Shoal.Edge;
 /// The edge's request path: find the cluster, pick a ready replica, forward with YARP's
 /// <see cref="IHttpForwarder"/>. No ready replica: 503 with Retry-After.
 /// </summary>
-public sealed partial class EdgeProxy : IDisposable
+public sealed partial class EdgeProxy
 {
     /// <summary>Response header naming the replica that served the request.</summary>
     public const string ReplicaHeader = "x-shoal-replica";
@@ -19,27 +19,17 @@ public sealed partial class EdgeProxy : IDisposable
     private readonly IRouteTableSource _routes;
     private readonly EdgeOptions _options;
     private readonly ILogger<EdgeProxy> _logger;
-    private readonly HttpMessageInvoker _client;
+    private readonly IUpstreamConnector _upstreams;
     private readonly ForwarderRequestConfig _requestConfig = new() { ActivityTimeout = TimeSpan.FromMinutes(5) };
 
-    public EdgeProxy(IHttpForwarder forwarder, IRouteTableSource routes, EdgeOptions options, ReplicaSelector selector, ILogger<EdgeProxy> logger)
+    public EdgeProxy(IHttpForwarder forwarder, IRouteTableSource routes, EdgeOptions options, ReplicaSelector selector, IUpstreamConnector upstreams, ILogger<EdgeProxy> logger)
     {
         _forwarder = forwarder;
         _routes = routes;
         _options = options;
         Selector = selector;
         _logger = logger;
-        _client = new HttpMessageInvoker(new SocketsHttpHandler
-        {
-            UseProxy = false,
-            AllowAutoRedirect = false,
-            AutomaticDecompression = DecompressionMethods.None,
-            UseCookies = false,
-            EnableMultipleHttp2Connections = true,
-            ActivityHeadersPropagator = null,
-            ConnectTimeout = TimeSpan.FromSeconds(5),
-            PooledConnectionIdleTimeout = TimeSpan.FromMinutes(1),
-        });
+        _upstreams = upstreams;
     }
 
     public ReplicaSelector Selector { get; }
@@ -71,7 +61,8 @@ public sealed partial class EdgeProxy : IDisposable
         context.Request.Path = forwardPath;
         context.Items[ReplicaHeader] = destination.ReplicaId;
         using var lease = Selector.Begin(destination.ReplicaId);
-        var error = await _forwarder.SendAsync(context, destination.Address, _client, _requestConfig, ReplicaHeaderTransformer.Instance);
+        var (client, address) = _upstreams.Resolve(destination);
+        var error = await _forwarder.SendAsync(context, address, client, _requestConfig, ReplicaHeaderTransformer.Instance);
         if (error != ForwarderError.None)
         {
             var feature = context.GetForwarderErrorFeature();
@@ -86,8 +77,6 @@ public sealed partial class EdgeProxy : IDisposable
         return JsonSerializer.SerializeAsync(context.Response.Body, new ErrorResponse(new ErrorBody(code, message, status)),
             ShoalJsonContext.Default.ErrorResponse, context.RequestAborted);
     }
-
-    public void Dispose() => _client.Dispose();
 
     /// <summary>Default forwarding, plus the name of the replica that served, set after the upstream headers so the edge's value wins.</summary>
     private sealed class ReplicaHeaderTransformer : HttpTransformer

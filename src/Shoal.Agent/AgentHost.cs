@@ -5,6 +5,7 @@ using Shoal.Agent.Health;
 using Shoal.Agent.Identity;
 using Shoal.Agent.Replicas;
 using Shoal.Agent.Runtimes;
+using Shoal.Agent.Tunnels;
 using Shoal.Contracts;
 
 namespace Shoal.Agent;
@@ -88,10 +89,17 @@ public static partial class AgentHost
             Runtimes = replicas.RuntimeNames,
             Images = replicas.Images,
             Address = options.Address,
+            Tunnel = !options.Direct,
             AgentVersion = version,
             AppliedRevision = replicas.AppliedRevision,
             Replicas = replicas.Snapshot(),
         };
+
+        await using var tunnels = new TunnelManager(
+            new TunnelOptions { IdlePerEdge = options.TunnelsPerEdge },
+            replicas.IsReplicaPort,
+            timeProvider,
+            loggerFactory);
 
         var connection = new AgentConnection(
             new AgentConnectionOptions
@@ -103,6 +111,7 @@ public static partial class AgentHost
                 ReconnectMin = options.ReconnectMin,
                 ReconnectMax = options.ReconnectMax,
                 ConnectTimeout = options.ConnectTimeout,
+                EdgesChanged = options.Direct ? null : tunnels.Update,
             },
             identityStore,
             identity,
@@ -119,6 +128,7 @@ public static partial class AgentHost
         }
         finally
         {
+            await tunnels.DisposeAsync();
             if (options.StopReplicasOnShutdown)
             {
                 LogStoppingReplicas(logger);
@@ -149,6 +159,10 @@ public static partial class AgentHost
         if (options.StopGracePeriod < TimeSpan.Zero)
         {
             throw new AgentConfigurationException("the stop grace period cannot be negative");
+        }
+        if (options.TunnelsPerEdge is < 1 or > 64)
+        {
+            throw new AgentConfigurationException("tunnels per edge must be between 1 and 64");
         }
         if (string.IsNullOrWhiteSpace(options.Address))
         {

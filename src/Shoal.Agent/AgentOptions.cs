@@ -36,6 +36,15 @@ public sealed class AgentOptions
     /// <summary>Address the edge uses to reach this node's replicas. Default: <c>127.0.0.1</c>.</summary>
     public string Address { get; set; } = "127.0.0.1";
 
+    /// <summary>
+    /// Direct mode: edges connect to <see cref="Address"/> themselves. Off by default: the node keeps
+    /// tunnels open to every edge and needs no inbound port.
+    /// </summary>
+    public bool Direct { get; set; }
+
+    /// <summary>Idle tunnels kept open per edge (tunnel mode).</summary>
+    public int TunnelsPerEdge { get; set; } = 4;
+
     /// <summary>Enables the process runtime (allow-listed local commands). Default: false.</summary>
     public bool EnableProcessRuntime { get; set; }
 

@@ -13,6 +13,7 @@ namespace Shoal.Contracts;
 [JsonDerivedType(typeof(AckMessage), "ack")]
 [JsonDerivedType(typeof(WelcomeMessage), "welcome")]
 [JsonDerivedType(typeof(AssignmentsMessage), "assignments")]
+[JsonDerivedType(typeof(EdgesMessage), "edges")]
 public abstract record AgentMessage;
 
 /// <summary>Headers and limits of the agent connection.</summary>
@@ -41,6 +42,8 @@ public sealed record HelloMessage : AgentMessage
     public string[] Images { get; init; } = [];
     /// <summary>The address the edge uses to reach this node's replicas (direct mode).</summary>
     public string Address { get; init; } = "127.0.0.1";
+    /// <summary>True when edges must reach this node's replicas over its tunnels (the node has no reachable address).</summary>
+    public bool Tunnel { get; init; }
     public string? AgentVersion { get; init; }
     /// <summary>The last revision the agent converged to before this connection.</summary>
     public long AppliedRevision { get; init; }
@@ -66,6 +69,14 @@ public sealed record WelcomeMessage : AgentMessage
     public required string NodeId { get; init; }
     public string? NodeSecret { get; init; }
     public int HeartbeatIntervalMs { get; init; } = AgentProtocol.DefaultHeartbeatIntervalMs;
+    /// <summary>Base URLs of the edges this node should keep tunnels open to.</summary>
+    public string[] Edges { get; init; } = [];
+}
+
+/// <summary>The set of edges changed: keep tunnels open to exactly these (base URLs).</summary>
+public sealed record EdgesMessage : AgentMessage
+{
+    public string[] Edges { get; init; } = [];
 }
 
 /// <summary>The full set of replicas a node should run. Replaces any earlier set.</summary>

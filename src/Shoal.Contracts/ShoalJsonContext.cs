@@ -9,6 +9,7 @@ namespace Shoal.Contracts;
     DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     UseStringEnumConverter = true)]
 [JsonSerializable(typeof(AgentMessage))]
+[JsonSerializable(typeof(EdgeMessage))]
 [JsonSerializable(typeof(CreateClusterRequest))]
 [JsonSerializable(typeof(UpdateClusterRequest))]
 [JsonSerializable(typeof(ClusterDto))]

@@ -1,3 +1,5 @@
+using Shoal.Edge;
+
 namespace Shoal.ControlPlane;
 
 /// <summary>Settings of <c>shoal server</c>.</summary>
@@ -36,6 +38,9 @@ public sealed class ServerOptions
     /// <summary>Domain for host-based routing at the edge. Default <c>localhost</c>.</summary>
     public string EdgeDomain { get; set; } = "localhost";
 
+    /// <summary>Key standalone edges present (<c>shoal edge --key</c>). Unset: generated once into <c>{DataDir}/edge.key</c>.</summary>
+    public string? EdgeKey { get; set; }
+
     /// <summary>Minimum log level for Shoal's own categories.</summary>
     public Microsoft.Extensions.Logging.LogLevel LogLevel { get; set; } = Microsoft.Extensions.Logging.LogLevel.Information;
 
@@ -49,23 +54,5 @@ public sealed class ServerOptions
         if (NodeGracePeriod < TimeSpan.Zero) errors.Add("grace period must not be negative");
         if (MissedHeartbeats < 1) errors.Add("missed heartbeats must be at least 1");
         return errors;
-    }
-}
-
-/// <summary>Parses <c>host:port</c> listen addresses into URLs Kestrel understands.</summary>
-public static class ListenAddress
-{
-    public static bool TryParse(string value, out string url)
-    {
-        url = "";
-        if (string.IsNullOrWhiteSpace(value)) return false;
-        var v = value.Trim();
-        if (v.StartsWith("http://", StringComparison.OrdinalIgnoreCase)) v = v[7..];
-        var colon = v.LastIndexOf(':');
-        if (colon <= 0 || colon == v.Length - 1) return false;
-        if (!int.TryParse(v[(colon + 1)..], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port) || port > 65535) return false;
-        var host = v[..colon];
-        url = $"http://{host}:{port}";
-        return Uri.TryCreate(url, UriKind.Absolute, out _);
     }
 }

@@ -3,10 +3,12 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Shoal.Contracts;
 using Shoal.ControlPlane.Agents;
 using Shoal.ControlPlane.Apis;
+using Shoal.ControlPlane.Edges;
 using Shoal.ControlPlane.Reconciliation;
 using Shoal.ControlPlane.State;
 using Shoal.Edge;
 using Shoal.Edge.Routing;
+using Shoal.Edge.Tunnels;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane;
@@ -33,6 +35,12 @@ public sealed class ShoalServer : IAsyncDisposable
     public Uri? EdgeAddress { get; }
 
     public IServiceProvider Services => _api.Services;
+
+    /// <summary>The in-process edge's services; null with <see cref="ServerOptions.NoEdge"/>.</summary>
+    public IServiceProvider? EdgeServices => _edge?.Services;
+
+    /// <summary>The file holding the generated edge key; null when the key was configured.</summary>
+    public string? EdgeKeyFile => _api.Services.GetRequiredService<EdgeKey>().FilePath;
 
     /// <summary>Opens the store, migrates it, loads state and starts listening.</summary>
     public static async Task<ShoalServer> StartAsync(ServerOptions options, TimeProvider? time = null, Action<ILoggingBuilder>? logging = null, CancellationToken ct = default)
@@ -67,6 +75,9 @@ public sealed class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton(routes);
         builder.Services.AddSingleton<ControlPlaneState>();
         builder.Services.AddSingleton<AgentGateway>();
+        builder.Services.AddSingleton<EdgeDirectory>();
+        builder.Services.AddSingleton(EdgeKey.Load(options));
+        builder.Services.AddSingleton<EdgeGateway>();
         builder.Services.AddHostedService<ControlLoops>();
         ListenAddress.TryParse(options.EdgeListen, out var edgeUrl);
         builder.Services.AddSingleton(_ => new ServerOptionsAccessor(options.PublicEdgeUrl ?? edgeUrl));
@@ -82,6 +93,7 @@ public sealed class ShoalServer : IAsyncDisposable
         api.MapGpuTypesApi();
         var gateway = api.Services.GetRequiredService<AgentGateway>();
         api.Map(AgentProtocol.ConnectPath, gateway.HandleAsync).ExcludeFromDescription();
+        api.Map(EdgeProtocol.ConnectPath, api.Services.GetRequiredService<EdgeGateway>().HandleAsync).ExcludeFromDescription();
 
         await api.Services.GetRequiredService<ControlPlaneState>().LoadAsync(ct);
         await api.StartAsync(ct);
@@ -96,8 +108,10 @@ public sealed class ShoalServer : IAsyncDisposable
             ConfigureLogging(eb.Logging, options, logging);
             eb.WebHost.UseUrls(edgeUrl);
             eb.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = edgeOptions.MaxRequestBodyBytes);
+            eb.Services.AddShoalTunnels(api.Services.GetRequiredService<ControlPlaneState>());
             eb.Services.AddShoalEdge(edgeOptions, routes);
             edge = eb.Build();
+            edge.MapShoalTunnels();
             edge.MapShoalEdge();
             try
             {
@@ -110,6 +124,7 @@ public sealed class ShoalServer : IAsyncDisposable
                 throw;
             }
             edgeAddress = new Uri(BoundAddress(edge));
+            api.Services.GetRequiredService<EdgeDirectory>().SetLocal((options.PublicEdgeUrl ?? edgeAddress.ToString()).TrimEnd('/'));
         }
 
         return new ShoalServer(api, edge, apiAddress, edgeAddress);

@@ -15,4 +15,7 @@ public static class Eventually
             await Task.Delay(25);
         }
     }
+
+    public static Task UntilAsync(Func<bool> condition, TimeSpan? timeout = null, string? what = null) =>
+        GetAsync(() => Task.FromResult(condition()), static ok => ok, timeout, what);
 }

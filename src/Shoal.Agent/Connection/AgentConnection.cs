@@ -18,6 +18,8 @@ public sealed class AgentConnectionOptions
     public TimeSpan ReconnectMin { get; init; } = TimeSpan.FromSeconds(1);
     public TimeSpan ReconnectMax { get; init; } = TimeSpan.FromSeconds(30);
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Called with the node's identity and the edges to keep tunnels to, on welcome and whenever the set changes.</summary>
+    public Action<NodeIdentity, string[]>? EdgesChanged { get; init; }
 }
 
 /// <summary>
@@ -179,6 +181,7 @@ public sealed partial class AgentConnection
         }
         SessionCount++;
         _backoff.Reset();
+        _options.EdgesChanged?.Invoke(_identity, welcome.Edges);
 
         using var sessionCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var interval = TimeSpan.FromMilliseconds(Math.Max(MinHeartbeatMs, welcome.HeartbeatIntervalMs));
@@ -197,6 +200,9 @@ public sealed partial class AgentConnection
                     case AssignmentsMessage assignments:
                         _replicas.Apply(assignments.Revision, assignments.Replicas);
                         await SendAsync(ws, sendLock, new AckMessage { Revision = assignments.Revision }, ct);
+                        break;
+                    case EdgesMessage edges:
+                        _options.EdgesChanged?.Invoke(_identity, edges.Edges);
                         break;
                     default:
                         throw new AgentProtocolException($"unexpected {Describe(message)} from the server");
@@ -341,6 +347,7 @@ public sealed partial class AgentConnection
         AckMessage => "ack",
         WelcomeMessage => "welcome",
         AssignmentsMessage => "assignments",
+        EdgesMessage => "edges",
         _ => message.GetType().Name,
     };
 }

@@ -103,6 +103,19 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         }
     }
 
+    /// <summary>True when a replica this agent runs listens on <paramref name="port"/>; tunnels open only to those.</summary>
+    public bool IsReplicaPort(int port)
+    {
+        lock (_lock)
+        {
+            foreach (var w in _workers.Values)
+            {
+                if (w.Report.HostPort == port) return true;
+            }
+            return false;
+        }
+    }
+
     /// <summary>Stops every replica and waits for them to be gone.</summary>
     public async Task StopAllAsync()
     {

@@ -11,7 +11,9 @@ public sealed class AgentCommand : Command
     private static readonly Option<string?> s_dataDir = new("--data-dir") { Description = "Where node.json and replica logs are kept" };
     private static readonly Option<string?> s_name = new("--name") { Description = "Node name asked for at registration (default: host name)" };
     private static readonly Option<string?> s_simulateGpus = new("--simulate-gpus") { Description = "Declare simulated GPUs instead of detecting them, e.g. rtx-4090:2" };
-    private static readonly Option<string> s_address = new("--address") { Description = "Address the edge uses to reach this node's replicas", DefaultValueFactory = _ => "127.0.0.1" };
+    private static readonly Option<string> s_address = new("--address") { Description = "Address edges connect to in direct mode", DefaultValueFactory = _ => "127.0.0.1" };
+    private static readonly Option<bool> s_direct = new("--direct") { Description = "Direct mode: edges connect to --address; by default the node keeps tunnels open to the edges and needs no inbound port" };
+    private static readonly Option<int> s_tunnels = new("--tunnels-per-edge") { Description = "Idle tunnels kept open to each edge", DefaultValueFactory = _ => 4 };
     private static readonly Option<bool> s_process = new("--enable-process-runtime") { Description = "Run allow-listed local commands as replicas (shoal/sim is built in)" };
     private static readonly Option<string[]> s_processImage = new("--process-image") { Description = "Allow an image on the process runtime: IMAGE=COMMAND (repeatable)", AllowMultipleArgumentsPerToken = false };
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Information };
@@ -28,6 +30,8 @@ public sealed class AgentCommand : Command
         Options.Add(s_name);
         Options.Add(s_simulateGpus);
         Options.Add(s_address);
+        Options.Add(s_direct);
+        Options.Add(s_tunnels);
         Options.Add(s_process);
         Options.Add(s_processImage);
         Options.Add(s_logLevel);
@@ -44,6 +48,8 @@ public sealed class AgentCommand : Command
             Name = result.GetValue(s_name),
             SimulateGpus = result.GetValue(s_simulateGpus),
             Address = result.GetValue(s_address)!,
+            Direct = result.GetValue(s_direct),
+            TunnelsPerEdge = result.GetValue(s_tunnels),
             EnableProcessRuntime = result.GetValue(s_process),
         };
         foreach (var entry in result.GetValue(s_processImage) ?? [])

@@ -15,6 +15,7 @@ public sealed class ServerCommand : Command
     private static readonly Option<TimeSpan?> s_heartbeat = CommonOptions.CreateDurationOption("--heartbeat-interval", "How often agents report (default 2s)", TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(5));
     private static readonly Option<string> s_edgeDomain = new("--edge-domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
     private static readonly Option<string?> s_publicEdgeUrl = new("--public-edge-url") { Description = "Edge URL shown in cluster endpoints (default from --edge-listen)" };
+    private static readonly Option<string?> s_edgeKey = new("--edge-key") { Description = "Key standalone edges (shoal edge) present; default: generated once into edge.key in the data dir (env SHOAL_EDGE_KEY)" };
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level (Trace, Debug, Information, Warning, Error)", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -32,6 +33,7 @@ public sealed class ServerCommand : Command
         Options.Add(s_heartbeat);
         Options.Add(s_edgeDomain);
         Options.Add(s_publicEdgeUrl);
+        Options.Add(s_edgeKey);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -47,6 +49,7 @@ public sealed class ServerCommand : Command
             Database = result.GetValue(s_database),
             EdgeDomain = result.GetValue(s_edgeDomain)!,
             PublicEdgeUrl = result.GetValue(s_publicEdgeUrl),
+            EdgeKey = result.GetValue(s_edgeKey) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_KEY"),
             LogLevel = result.GetValue(s_logLevel),
         };
         if (result.GetValue(s_grace) is { } grace) options.NodeGracePeriod = grace;
@@ -73,6 +76,7 @@ public sealed class ServerCommand : Command
         await using (server)
         {
             _context.Interaction.DisplayMessage($"shoal server: API {server.ApiAddress}" + (server.EdgeAddress is null ? "" : $", edge {server.EdgeAddress}"));
+            if (server.EdgeKeyFile is { } keyFile) _context.Interaction.DisplayMessage($"standalone edges: shoal edge --server {server.ApiAddress} --key-file {keyFile}");
             try
             {
                 await server.WaitForShutdownAsync(ct);

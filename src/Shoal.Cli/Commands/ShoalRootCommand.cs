@@ -39,6 +39,7 @@ public sealed class ShoalRootCommand : RootCommand
         new TokensCommand(context),
         new GpuTypesCommand(context),
         new ServerCommand(context),
+        new EdgeCommand(context),
         new AgentCommand(context),
         new DevCommand(context),
         new SimCommand(context),

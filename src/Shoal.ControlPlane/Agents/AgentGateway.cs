@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Net.WebSockets;
 using Shoal.Contracts;
+using Shoal.ControlPlane.Edges;
 using Shoal.ControlPlane.State;
 using Shoal.Core.Clusters;
 using Shoal.Core.Security;
@@ -24,9 +25,16 @@ public sealed partial class AgentGateway
     private readonly ServerOptions _options;
     private readonly ILogger<AgentGateway> _logger;
     private readonly ConcurrentDictionary<string, AgentSession> _sessions = new(StringComparer.Ordinal);
+    private readonly EdgeDirectory _edges;
 
-    public AgentGateway(ControlPlaneState state, IShoalStore store, TimeProvider time, ServerOptions options, ILogger<AgentGateway> logger)
+    public AgentGateway(ControlPlaneState state, IShoalStore store, TimeProvider time, ServerOptions options, EdgeDirectory edges, ILogger<AgentGateway> logger)
     {
+        _edges = edges;
+        _edges.Changed += urls =>
+        {
+            var message = new EdgesMessage { Edges = urls };
+            foreach (var session in _sessions.Values) session.Enqueue(message);
+        };
         _state = state;
         _store = store;
         _time = time;
@@ -138,6 +146,7 @@ public sealed partial class AgentGateway
                     NodeId = session.NodeId,
                     NodeSecret = newSecret,
                     HeartbeatIntervalMs = (int)_options.HeartbeatInterval.TotalMilliseconds,
+                    Edges = _edges.Urls,
                 });
                 session.Enqueue(assignments);
             }

@@ -1,4 +1,5 @@
 using Shoal.Contracts;
+using Shoal.Edge.Tunnels;
 using Shoal.Core.Clusters;
 using Shoal.Core.Scheduling;
 using Shoal.Core.Security;
@@ -12,7 +13,7 @@ namespace Shoal.ControlPlane.State;
 /// and only then applied in memory, under one lock. Observed state (what agents report) is
 /// applied in memory at once and flushed to the store in batches: agents re-report it anyway.
 /// </summary>
-public sealed partial class ControlPlaneState : IDisposable
+public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSource
 {
     private readonly IShoalStore _store;
     private readonly TimeProvider _time;
@@ -49,11 +50,31 @@ public sealed partial class ControlPlaneState : IDisposable
     /// <summary>Raised when observed state is waiting to be flushed to the store.</summary>
     public event Action? FlushNeeded;
 
+    /// <summary>Raised after a node registered, so edges learn its credential hash.</summary>
+    public event Action? NodeCredentialsChanged;
+
+    private volatile Dictionary<string, string> _credentials = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Node id → secret hash of every node, as an immutable snapshot readable without the lock
+    /// (edges authenticate tunnels with it on their hot path).
+    /// </summary>
+    public IReadOnlyDictionary<string, string> NodeCredentials => _credentials;
+
+    private void RefreshCredentialsLocked()
+    {
+        var next = new Dictionary<string, string>(_nodes.Count, StringComparer.Ordinal);
+        foreach (var n in _nodes.Values) next[n.Id] = n.SecretHash;
+        _credentials = next;
+    }
+
     private sealed class NodeLiveness
     {
         public object? Session { get; set; }
         public DateTimeOffset LastSeen { get; set; }
         public DateTimeOffset? DisconnectedSince { get; set; }
+        /// <summary>The node's agent asked to be reached over its tunnels.</summary>
+        public bool Tunnel { get; set; }
     }
 
     public async Task LoadAsync(CancellationToken ct)
@@ -77,6 +98,7 @@ public sealed partial class ControlPlaneState : IDisposable
                 _nodes[n.Id] = n with { State = state };
                 _liveness[n.Id] = new NodeLiveness { DisconnectedSince = state == NodeState.Disconnected ? now : null };
             }
+            RefreshCredentialsLocked();
         }
         finally
         {
@@ -289,12 +311,14 @@ public sealed partial class ControlPlaneState : IDisposable
             await _store.CommitAsync(changes, ct);
             _nodes[node.Id] = node;
             _liveness[node.Id] = new NodeLiveness { DisconnectedSince = now };
+            RefreshCredentialsLocked();
         }
         finally
         {
             _gate.Release();
         }
         LogNodeRegistered(_logger, node.Id, name);
+        NodeCredentialsChanged?.Invoke();
         return node;
     }
 
@@ -343,6 +367,7 @@ public sealed partial class ControlPlaneState : IDisposable
             live.Session = session;
             live.LastSeen = now;
             live.DisconnectedSince = null;
+            live.Tunnel = hello.Tunnel;
             ApplyReportsLocked(nodeId, hello.Replicas, now);
             assignments = BuildAssignmentsLocked(nodeId, _replicas.Values.Where(r => r.NodeId == nodeId));
         }
@@ -752,11 +777,14 @@ public sealed partial class ControlPlaneState : IDisposable
             {
                 if (!IsRoutable(r)) continue;
                 if (!perCluster.TryGetValue(r.ClusterId, out var list)) perCluster[r.ClusterId] = list = [];
+                var tunnel = _liveness[r.NodeId!].Tunnel;
                 list.Add(new RouteDestination
                 {
                     ReplicaId = r.Id,
                     NodeId = r.NodeId!,
-                    Address = $"http://{FormatHost(_nodes[r.NodeId!].Address)}:{r.HostPort}",
+                    // Over a tunnel the agent connects to the replica on its own loopback.
+                    Address = tunnel ? $"http://127.0.0.1:{r.HostPort}" : $"http://{FormatHost(_nodes[r.NodeId!].Address)}:{r.HostPort}",
+                    Via = tunnel ? RouteVia.Tunnel : RouteVia.Direct,
                     Waiting = _loads.GetValueOrDefault(r.Id)?.Waiting ?? 0,
                 });
             }

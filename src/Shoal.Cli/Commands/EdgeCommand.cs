@@ -1,0 +1,89 @@
+using System.CommandLine;
+using Shoal.Edge;
+using Shoal.Edge.Control;
+
+namespace Shoal.Cli.Commands;
+
+/// <summary><c>shoal edge</c>: a standalone edge fed by the control plane's route-table stream.</summary>
+public sealed class EdgeCommand : Command
+{
+    private static readonly Option<string> s_server = new("--server") { Description = "Control plane API address", DefaultValueFactory = _ => "http://127.0.0.1:7400" };
+    private static readonly Option<string?> s_key = new("--key") { Description = "Edge key (env SHOAL_EDGE_KEY); the server keeps it in edge.key in its data dir" };
+    private static readonly Option<string?> s_keyFile = new("--key-file") { Description = "Read the edge key from this file" };
+    private static readonly Option<string> s_listen = new("--listen") { Description = "Address to serve requests and tunnels on (host:port)", DefaultValueFactory = _ => "127.0.0.1:8080" };
+    private static readonly Option<string> s_domain = new("--domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
+    private static readonly Option<string?> s_advertise = new("--advertise") { Description = "URL agents open tunnels to (default: the listen address)" };
+    private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Information };
+
+    private readonly CliContext _context;
+
+    public EdgeCommand(CliContext context)
+        : base("edge", "Run a standalone edge: routes requests to replicas, takes tunnels from agents, gets its routes from the control plane")
+    {
+        _context = context;
+        Options.Add(s_server);
+        Options.Add(s_key);
+        Options.Add(s_keyFile);
+        Options.Add(s_listen);
+        Options.Add(s_domain);
+        Options.Add(s_advertise);
+        Options.Add(s_logLevel);
+        SetAction(ExecuteAsync);
+    }
+
+    private async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
+    {
+        var key = result.GetValue(s_key) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_KEY");
+        if (result.GetValue(s_keyFile) is { } keyFile)
+        {
+            try
+            {
+                key = File.ReadAllText(keyFile).Trim();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                _context.Interaction.DisplayError($"cannot read the edge key file {keyFile}: {e.Message}");
+                return ExitCodes.InvalidInput;
+            }
+        }
+        var options = new EdgeServerOptions
+        {
+            Server = result.GetValue(s_server)!,
+            Key = key,
+            AdvertiseUrl = result.GetValue(s_advertise),
+            LogLevel = result.GetValue(s_logLevel),
+            Edge = new EdgeOptions { Listen = result.GetValue(s_listen)!, Domain = result.GetValue(s_domain)! },
+        };
+        var errors = options.Validate();
+        if (errors.Count > 0)
+        {
+            _context.Interaction.DisplayError("invalid edge options", errors);
+            return ExitCodes.InvalidInput;
+        }
+
+        EdgeServer edge;
+        try
+        {
+            edge = await EdgeServer.StartAsync(options, ct: ct);
+        }
+        catch (Exception e) when (e is IOException or EdgeConfigurationException or InvalidOperationException or System.Net.Sockets.SocketException)
+        {
+            _context.Interaction.DisplayError($"the edge could not start: {e.Message}");
+            return ExitCodes.Failure;
+        }
+
+        await using (edge)
+        {
+            _context.Interaction.DisplayMessage($"shoal edge: serving on {edge.Address}, routes from {options.Server}");
+            var stopped = new TaskCompletionSource();
+            await using var registration = ct.Register(() => stopped.TrySetResult());
+            await Task.WhenAny(edge.ControlLink, stopped.Task);
+            if (edge.ControlLink is { IsFaulted: true, Exception.InnerException: EdgeConfigurationException config })
+            {
+                _context.Interaction.DisplayError(config.Message);
+                return ExitCodes.InvalidInput;
+            }
+        }
+        return ExitCodes.Success;
+    }
+}

@@ -1,0 +1,43 @@
+using System.Text.Json.Serialization;
+
+namespace Shoal.Contracts;
+
+/// <summary>
+/// A message from the control plane to a standalone edge on <c>/v1/edge/connect</c>, one JSON text
+/// frame each, with a <c>type</c> discriminator. The edge only listens; each message replaces what
+/// the edge had of that kind.
+/// </summary>
+[JsonPolymorphic(TypeDiscriminatorPropertyName = "type", UnknownDerivedTypeHandling = JsonUnknownDerivedTypeHandling.FailSerialization)]
+[JsonDerivedType(typeof(RoutesMessage), "routes")]
+[JsonDerivedType(typeof(NodeCredentialsMessage), "nodes")]
+public abstract record EdgeMessage;
+
+/// <summary>The whole route table; the edge swaps it in at once.</summary>
+public sealed record RoutesMessage : EdgeMessage
+{
+    public required RouteTable Table { get; init; }
+}
+
+/// <summary>Every node's credential hash, so the edge can authenticate tunnels without asking the server.</summary>
+public sealed record NodeCredentialsMessage : EdgeMessage
+{
+    /// <summary>Node id → SHA-256 hash (hex) of the node secret.</summary>
+    public Dictionary<string, string> Nodes { get; init; } = new(StringComparer.Ordinal);
+}
+
+/// <summary>Paths, headers and limits of the edge's control stream and of tunnels.</summary>
+public static class EdgeProtocol
+{
+    /// <summary>WebSocket on the control plane's API address where standalone edges take their route table.</summary>
+    public const string ConnectPath = "/v1/edge/connect";
+    /// <summary>Header a standalone edge sends with the URL agents should open tunnels to.</summary>
+    public const string AdvertiseHeader = "X-Shoal-Edge-Url";
+    /// <summary>WebSocket on the edge where agents open tunnels (node credentials in <see cref="AgentProtocol.NodeIdHeader"/> and <see cref="AgentProtocol.NodeSecretHeader"/>).</summary>
+    public const string TunnelPath = "/_shoal/tunnel";
+    /// <summary>Largest control message an edge accepts (route tables of large fleets are big).</summary>
+    public const int MaxMessageBytes = 64 * 1024 * 1024;
+    /// <summary>First frame on a claimed tunnel, edge to agent: <c>open {port}</c>.</summary>
+    public const string OpenVerb = "open";
+    /// <summary>The agent's answer when it has connected to the replica; anything else is an error text.</summary>
+    public const string OpenOk = "ok";
+}

@@ -1,0 +1,169 @@
+using System.Net.WebSockets;
+using System.Text.Json;
+using Shoal.Contracts;
+using Shoal.ControlPlane.State;
+using Shoal.Edge.Routing;
+
+namespace Shoal.ControlPlane.Edges;
+
+/// <summary>
+/// The control plane's end of <c>/v1/edge/connect</c>: authenticates a standalone edge by the edge
+/// key, registers the URL it advertises for tunnels, and streams it node credentials and the route
+/// table, always the newest (a slow edge skips tables, never queues them).
+/// </summary>
+public sealed partial class EdgeGateway
+{
+    private readonly RouteTableHolder _routes;
+    private readonly ControlPlaneState _state;
+    private readonly EdgeDirectory _directory;
+    private readonly EdgeKey _key;
+    private readonly ILogger<EdgeGateway> _logger;
+    private int _connected;
+
+    public EdgeGateway(RouteTableHolder routes, ControlPlaneState state, EdgeDirectory directory, EdgeKey key, ILogger<EdgeGateway> logger)
+    {
+        _routes = routes;
+        _state = state;
+        _directory = directory;
+        _key = key;
+        _logger = logger;
+    }
+
+    /// <summary>Standalone edges connected now.</summary>
+    public int ConnectedCount => Volatile.Read(ref _connected);
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        var auth = context.Request.Headers.Authorization.ToString();
+        var presented = auth.StartsWith("Bearer ", StringComparison.Ordinal) ? auth["Bearer ".Length..].Trim() : null;
+        if (!_key.Matches(presented))
+        {
+            await ApiResults.WriteAsync(context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized, "a valid edge key is required (Authorization: Bearer …)");
+            return;
+        }
+        if (!context.WebSockets.IsWebSocketRequest)
+        {
+            await ApiResults.WriteAsync(context, StatusCodes.Status400BadRequest, ErrorCodes.InvalidArgument, "this endpoint takes a WebSocket upgrade");
+            return;
+        }
+        var advertised = context.Request.Headers[EdgeProtocol.AdvertiseHeader].ToString();
+        if (advertised.Length > 0 && !IsHttpUrl(advertised))
+        {
+            await ApiResults.WriteAsync(context, StatusCodes.Status400BadRequest, ErrorCodes.InvalidArgument, $"{EdgeProtocol.AdvertiseHeader} must be an absolute http or https URL");
+            return;
+        }
+
+        using var socket = await context.WebSockets.AcceptWebSocketAsync();
+        using var registration = advertised.Length > 0 ? _directory.Register(advertised.TrimEnd('/')) : null;
+        Interlocked.Increment(ref _connected);
+        LogEdgeConnected(_logger, advertised, context.Connection.RemoteIpAddress);
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        var changed = new SemaphoreSlim(0, 1);
+        void Wake()
+        {
+            try
+            {
+                changed.Release();
+            }
+            catch (SemaphoreFullException)
+            {
+                // Already woken: the writer sends the newest state anyway.
+            }
+        }
+        _state.NodeCredentialsChanged += Wake;
+        try
+        {
+            var reader = DrainAsync(socket, cts.Token);
+            var writer = WriteAsync(socket, changed, cts.Token);
+            await Task.WhenAny(reader, writer);
+            await cts.CancelAsync();
+            await Task.WhenAll(Quietly(reader), Quietly(writer));
+        }
+        finally
+        {
+            _state.NodeCredentialsChanged -= Wake;
+            Interlocked.Decrement(ref _connected);
+            changed.Dispose();
+            LogEdgeDisconnected(_logger, advertised);
+        }
+    }
+
+    private async Task WriteAsync(WebSocket socket, SemaphoreSlim changed, CancellationToken ct)
+    {
+        IReadOnlyDictionary<string, string>? sentCredentials = null;
+        RouteTable? sentTable = null;
+        while (!ct.IsCancellationRequested)
+        {
+            // Take the change token before reading the table so no update slips between them.
+            var token = _routes.GetChangeToken();
+            var credentials = _state.NodeCredentials;
+            if (!ReferenceEquals(credentials, sentCredentials))
+            {
+                await SendAsync(socket, new NodeCredentialsMessage { Nodes = new Dictionary<string, string>(credentials, StringComparer.Ordinal) }, ct);
+                sentCredentials = credentials;
+            }
+            var table = _routes.Current;
+            if (!ReferenceEquals(table, sentTable))
+            {
+                await SendAsync(socket, new RoutesMessage { Table = table }, ct);
+                sentTable = table;
+            }
+            using var registration = token.RegisterChangeCallback(static s => Wake((SemaphoreSlim)s!), changed);
+            await changed.WaitAsync(TimeSpan.FromSeconds(30), ct);
+        }
+
+        static void Wake(SemaphoreSlim s)
+        {
+            try
+            {
+                s.Release();
+            }
+            catch (Exception e) when (e is SemaphoreFullException or ObjectDisposedException)
+            {
+                // Already woken, or the connection is over.
+            }
+        }
+    }
+
+    private static async Task SendAsync(WebSocket socket, EdgeMessage message, CancellationToken ct)
+    {
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(message, ShoalJsonContext.Default.EdgeMessage);
+        await socket.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, ct);
+    }
+
+    /// <summary>Edges send nothing; read until they close so the close handshake completes.</summary>
+    private static async Task DrainAsync(WebSocket socket, CancellationToken ct)
+    {
+        var buffer = new byte[1024];
+        while (true)
+        {
+            var result = await socket.ReceiveAsync(buffer, ct);
+            if (result.MessageType == WebSocketMessageType.Close)
+            {
+                await socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, ct);
+                return;
+            }
+        }
+    }
+
+    private static async Task Quietly(Task task)
+    {
+        try
+        {
+            await task;
+        }
+        catch (Exception e) when (e is OperationCanceledException or WebSocketException or ObjectDisposedException)
+        {
+            // The edge went away or we are shutting down.
+        }
+    }
+
+    private static bool IsHttpUrl(string value) =>
+        Uri.TryCreate(value, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps) && value.Length <= 2048;
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Edge connected (tunnel URL {Url}) from {Remote}")]
+    private static partial void LogEdgeConnected(ILogger logger, string url, System.Net.IPAddress? remote);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Edge disconnected (tunnel URL {Url})")]
+    private static partial void LogEdgeDisconnected(ILogger logger, string url);
+}

@@ -1,0 +1,205 @@
+using System.Net;
+using System.Net.WebSockets;
+using System.Text.Json;
+using Shoal.Contracts;
+using Shoal.Edge.Routing;
+using Shoal.Edge.Tunnels;
+
+namespace Shoal.Edge.Control;
+
+/// <summary>Where a standalone edge takes its route table from.</summary>
+public sealed class EdgeControlOptions
+{
+    /// <summary>The control plane's API address, such as <c>http://127.0.0.1:7400</c>.</summary>
+    public required string Server { get; init; }
+    /// <summary>The edge key (<c>edge.key</c> in the server's data dir, or its <c>--edge-key</c>).</summary>
+    public required string Key { get; init; }
+    /// <summary>The URL agents should open tunnels to; null: none (the edge then reaches only direct-mode nodes).</summary>
+    public string? AdvertiseUrl { get; init; }
+    public TimeSpan ReconnectMin { get; init; } = TimeSpan.FromMilliseconds(250);
+    public TimeSpan ReconnectMax { get; init; } = TimeSpan.FromSeconds(10);
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+}
+
+/// <summary>A standalone edge was misconfigured (bad server address, refused key).</summary>
+public sealed class EdgeConfigurationException(string message) : Exception(message);
+
+/// <summary>
+/// A standalone edge's link to the control plane: a WebSocket on <c>/v1/edge/connect</c> carrying
+/// node credentials and whole route tables, swapped in atomically. When the link breaks the edge keeps
+/// serving from the last table and reconnects with back-off; the server sends the current state on
+/// every connect, so nothing needs replaying.
+/// </summary>
+public sealed partial class EdgeControlClient
+{
+    private readonly EdgeControlOptions _options;
+    private readonly Uri _connectUri;
+    private readonly RouteTableHolder _routes;
+    private readonly NodeCredentialHolder _credentials;
+    private readonly TimeProvider _time;
+    private readonly ILogger<EdgeControlClient> _logger;
+    private readonly TaskCompletionSource _firstTable = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private int _connected;
+
+    public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, TimeProvider time, ILogger<EdgeControlClient> logger)
+    {
+        _options = options;
+        _connectUri = ConnectUri(options.Server);
+        _routes = routes;
+        _credentials = credentials;
+        _time = time;
+        _logger = logger;
+    }
+
+    /// <summary>True while the stream from the control plane is up.</summary>
+    public bool Connected => Volatile.Read(ref _connected) == 1;
+
+    /// <summary>Route tables taken in since start.</summary>
+    public int TablesReceived { get; private set; }
+
+    /// <summary>Completes when the first route table has arrived.</summary>
+    public Task FirstTable => _firstTable.Task;
+
+    /// <summary>
+    /// Runs until cancelled. Throws <see cref="EdgeConfigurationException"/> when the server refuses
+    /// the key on the first attempt (a later refusal, say after a key rotation, is retried).
+    /// </summary>
+    public async Task RunAsync(CancellationToken ct)
+    {
+        var delay = _options.ReconnectMin;
+        var everConnected = false;
+        while (!ct.IsCancellationRequested)
+        {
+            using (var ws = new ClientWebSocket())
+            {
+                ws.Options.CollectHttpResponseDetails = true;
+                ws.Options.KeepAliveInterval = TimeSpan.FromSeconds(5);
+                ws.Options.KeepAliveTimeout = TimeSpan.FromSeconds(15);
+                ws.Options.SetRequestHeader("Authorization", "Bearer " + _options.Key);
+                if (_options.AdvertiseUrl is { Length: > 0 } url) ws.Options.SetRequestHeader(EdgeProtocol.AdvertiseHeader, url);
+                try
+                {
+                    using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _time);
+                    using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
+                    await ws.ConnectAsync(_connectUri, linked.Token);
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception e) when (e is WebSocketException or HttpRequestException or OperationCanceledException)
+                {
+                    if (ws.HttpStatusCode == HttpStatusCode.Unauthorized && !everConnected)
+                    {
+                        throw new EdgeConfigurationException($"the control plane at {_options.Server} refused the edge key (HTTP 401); use the key in the server's data dir ({"edge.key"}) or its --edge-key");
+                    }
+                    LogConnectFailed(_logger, _connectUri, e.Message, delay);
+                    if (!await DelayAsync(delay, ct)) return;
+                    delay = Next(delay);
+                    continue;
+                }
+
+                everConnected = true;
+                delay = _options.ReconnectMin;
+                Volatile.Write(ref _connected, 1);
+                LogConnected(_logger, _connectUri);
+                try
+                {
+                    await ReceiveLoopAsync(ws, ct);
+                    LogConnectionLost(_logger, "closed by the server");
+                }
+                catch (OperationCanceledException) when (ct.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (Exception e) when (e is WebSocketException or IOException or OperationCanceledException or JsonException or InvalidDataException)
+                {
+                    LogConnectionLost(_logger, e.Message);
+                }
+                finally
+                {
+                    Volatile.Write(ref _connected, 0);
+                }
+            }
+            if (!await DelayAsync(delay, ct)) return;
+            delay = Next(delay);
+        }
+    }
+
+    private async Task ReceiveLoopAsync(ClientWebSocket ws, CancellationToken ct)
+    {
+        var buffer = new byte[64 * 1024];
+        using var message = new MemoryStream();
+        while (true)
+        {
+            message.SetLength(0);
+            ValueWebSocketReceiveResult result;
+            do
+            {
+                result = await ws.ReceiveAsync(buffer.AsMemory(), ct);
+                if (result.MessageType == WebSocketMessageType.Close) return;
+                if (message.Length + result.Count > EdgeProtocol.MaxMessageBytes)
+                {
+                    throw new InvalidDataException($"a control message is larger than {EdgeProtocol.MaxMessageBytes} bytes");
+                }
+                message.Write(buffer, 0, result.Count);
+            }
+            while (!result.EndOfMessage);
+
+            var parsed = JsonSerializer.Deserialize(message.GetBuffer().AsSpan(0, (int)message.Length), ShoalJsonContext.Default.EdgeMessage);
+            switch (parsed)
+            {
+                case RoutesMessage routes:
+                    _routes.Update(routes.Table);
+                    TablesReceived++;
+                    _firstTable.TrySetResult();
+                    break;
+                case NodeCredentialsMessage nodes:
+                    _credentials.Update(nodes.Nodes);
+                    break;
+            }
+        }
+    }
+
+    private TimeSpan Next(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(_options.ReconnectMax.Ticks, delay.Ticks * 2));
+
+    private async Task<bool> DelayAsync(TimeSpan delay, CancellationToken ct)
+    {
+        // Up to half of each delay is random, so edges that lost the same server spread out.
+        var jittered = delay * (0.5 + Random.Shared.NextDouble() * 0.5);
+        try
+        {
+            await Task.Delay(jittered, _time, ct);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary><c>http://h:p</c> → <c>ws://h:p/v1/edge/connect</c>; https → wss.</summary>
+    public static Uri ConnectUri(string server)
+    {
+        if (!Uri.TryCreate(server.Trim(), UriKind.Absolute, out var uri) || string.IsNullOrEmpty(uri.Host))
+        {
+            throw new EdgeConfigurationException($"invalid server address '{server}': expected a URL such as http://127.0.0.1:7400");
+        }
+        var scheme = uri.Scheme switch
+        {
+            "http" or "ws" => "ws",
+            "https" or "wss" => "wss",
+            _ => throw new EdgeConfigurationException($"invalid server address '{server}': the scheme must be http or https"),
+        };
+        return new UriBuilder(uri) { Scheme = scheme, Port = uri.IsDefaultPort ? -1 : uri.Port, Path = uri.AbsolutePath.TrimEnd('/') + EdgeProtocol.ConnectPath, Query = "", Fragment = "" }.Uri;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Connected to the control plane at {Uri}")]
+    private static partial void LogConnected(ILogger logger, Uri uri);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Cannot reach the control plane at {Uri} ({Error}); serving the last route table, retrying in about {Delay}")]
+    private static partial void LogConnectFailed(ILogger logger, Uri uri, string error, TimeSpan delay);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Lost the control plane ({Reason}); serving the last route table while reconnecting")]
+    private static partial void LogConnectionLost(ILogger logger, string reason);
+}

@@ -1,0 +1,135 @@
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Shoal.Edge.Control;
+using Shoal.Edge.Routing;
+using Shoal.Edge.Tunnels;
+
+namespace Shoal.Edge;
+
+/// <summary>Settings of a standalone edge (<c>shoal edge</c>).</summary>
+public sealed class EdgeServerOptions
+{
+    /// <summary>The control plane's API address.</summary>
+    public string Server { get; set; } = "http://127.0.0.1:7400";
+    /// <summary>The edge key the control plane expects.</summary>
+    public string? Key { get; set; }
+    /// <summary>The URL agents open tunnels to; default: the address the edge listens on.</summary>
+    public string? AdvertiseUrl { get; set; }
+    /// <summary>Proxy settings (listen address, domain, limits).</summary>
+    public EdgeOptions Edge { get; set; } = new();
+    public LogLevel LogLevel { get; set; } = LogLevel.Information;
+
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        if (string.IsNullOrWhiteSpace(Key)) errors.Add("an edge key is required (--key, --key-file or SHOAL_EDGE_KEY; the server writes one to edge.key in its data dir)");
+        if (!ListenAddress.TryParse(Edge.Listen, out _)) errors.Add($"--listen '{Edge.Listen}' is not host:port");
+        if (!Uri.TryCreate(Server, UriKind.Absolute, out var server) || (server.Scheme != Uri.UriSchemeHttp && server.Scheme != Uri.UriSchemeHttps))
+        {
+            errors.Add($"--server '{Server}' is not an http(s) URL");
+        }
+        if (AdvertiseUrl is { Length: > 0 } a && (!Uri.TryCreate(a, UriKind.Absolute, out var adv) || (adv.Scheme != Uri.UriSchemeHttp && adv.Scheme != Uri.UriSchemeHttps)))
+        {
+            errors.Add($"--advertise '{a}' is not an http(s) URL");
+        }
+        return errors;
+    }
+}
+
+/// <summary>
+/// A standalone edge: the proxy and the tunnel endpoint on one listener, fed by a route-table
+/// stream from the control plane. Stateless: restarting it loses nothing.
+/// </summary>
+public sealed class EdgeServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly CancellationTokenSource _stop;
+    private readonly Task _control;
+
+    private EdgeServer(WebApplication app, Uri address, EdgeControlClient control, Task controlTask, CancellationTokenSource stop)
+    {
+        _app = app;
+        _stop = stop;
+        Address = address;
+        Control = control;
+        _control = controlTask;
+    }
+
+    public Uri Address { get; }
+
+    public EdgeControlClient Control { get; }
+
+    public IServiceProvider Services => _app.Services;
+
+    /// <summary>The link to the control plane; it ends only when stopped or when the server refuses the key.</summary>
+    public Task ControlLink => _control;
+
+    public static async Task<EdgeServer> StartAsync(EdgeServerOptions options, TimeProvider? time = null, Action<ILoggingBuilder>? logging = null, CancellationToken ct = default)
+    {
+        var errors = options.Validate();
+        if (errors.Count > 0) throw new EdgeConfigurationException(string.Join("; ", errors));
+        time ??= TimeProvider.System;
+        ListenAddress.TryParse(options.Edge.Listen, out var url);
+
+        var routes = new RouteTableHolder();
+        var credentials = new NodeCredentialHolder();
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
+        builder.Logging.ClearProviders();
+        builder.Logging.SetMinimumLevel(options.LogLevel);
+        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Logging.AddFilter("System", LogLevel.Warning);
+        if (logging is null)
+        {
+            builder.Logging.AddSimpleConsole(o =>
+            {
+                o.SingleLine = true;
+                o.TimestampFormat = "HH:mm:ss.fff ";
+            });
+        }
+        else
+        {
+            logging(builder.Logging);
+        }
+        builder.WebHost.UseUrls(url);
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.Edge.MaxRequestBodyBytes);
+        builder.Services.AddSingleton(time);
+        builder.Services.AddShoalTunnels(credentials);
+        builder.Services.AddShoalEdge(options.Edge, routes);
+        var app = builder.Build();
+        app.MapShoalTunnels();
+        app.MapShoalEdge();
+        await app.StartAsync(ct);
+        var address = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+
+        var control = new EdgeControlClient(
+            new EdgeControlOptions
+            {
+                Server = options.Server,
+                Key = options.Key!.Trim(),
+                AdvertiseUrl = string.IsNullOrWhiteSpace(options.AdvertiseUrl) ? address.ToString().TrimEnd('/') : options.AdvertiseUrl.TrimEnd('/'),
+            },
+            routes,
+            credentials,
+            time,
+            app.Services.GetRequiredService<ILogger<EdgeControlClient>>());
+        var stop = new CancellationTokenSource();
+        return new EdgeServer(app, address, control, Task.Run(() => control.RunAsync(stop.Token), CancellationToken.None), stop);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync();
+        try
+        {
+            await _control;
+        }
+        catch (Exception e) when (e is OperationCanceledException or EdgeConfigurationException)
+        {
+            // Stopping, or it already failed and the caller saw it through Completion.
+        }
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        await _app.StopAsync(timeout.Token);
+        await _app.DisposeAsync();
+        _stop.Dispose();
+    }
+}

@@ -1,0 +1,47 @@
+using Shoal.Contracts;
+using Shoal.Edge.Upstreams;
+
+namespace Shoal.Edge.Tunnels;
+
+/// <summary>
+/// Reaches direct destinations with the direct client and tunnel destinations over their node's
+/// tunnels: the tunnel client's connections are tunnels (HTTP/1.1, one connection per tunnel,
+/// pooled and kept alive by the client per replica).
+/// </summary>
+public sealed class TunnelUpstreamConnector : IUpstreamConnector, IDisposable
+{
+    private const string HostSuffix = ".tunnel";
+    private readonly DirectUpstreamConnector _direct = new();
+    private readonly TunnelRegistry _registry;
+    private readonly HttpMessageInvoker _tunnelClient;
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<RouteDestination, string> _addresses = new();
+
+    public TunnelUpstreamConnector(TunnelRegistry registry)
+    {
+        _registry = registry;
+        var handler = DirectUpstreamConnector.CreateHandler();
+        handler.ConnectCallback = async (context, ct) =>
+        {
+            var host = context.DnsEndPoint.Host;
+            var nodeId = host.EndsWith(HostSuffix, StringComparison.Ordinal) ? host[..^HostSuffix.Length] : host;
+            return await _registry.OpenAsync(nodeId, context.DnsEndPoint.Port, ct);
+        };
+        _tunnelClient = new HttpMessageInvoker(handler);
+    }
+
+    public bool IsReachable(RouteDestination destination) =>
+        destination.Via != RouteVia.Tunnel || _registry.HasTunnels(destination.NodeId);
+
+    public (HttpMessageInvoker Client, string Address) Resolve(RouteDestination destination)
+    {
+        if (destination.Via != RouteVia.Tunnel) return _direct.Resolve(destination);
+        var address = _addresses.GetValue(destination, static d => $"http://{d.NodeId}{HostSuffix}:{new Uri(d.Address).Port}");
+        return (_tunnelClient, address);
+    }
+
+    public void Dispose()
+    {
+        _tunnelClient.Dispose();
+        _direct.Dispose();
+    }
+}

@@ -1,0 +1,164 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.WebSockets;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Shoal.Agent.Identity;
+using Shoal.Agent.Tunnels;
+using Shoal.Contracts;
+using Shoal.Edge.Tunnels;
+using Shoal.Edge.Upstreams;
+using Shoal.Testing;
+
+namespace Shoal.ControlPlane.Tests;
+
+/// <summary>
+/// Tunnels between the agent's tunnel pool and the in-process edge, over real WebSockets on loopback:
+/// a tunnel-mode node's replica is reached only through its tunnels, bad credentials are refused,
+/// and a node whose tunnels close is unreachable at once.
+/// </summary>
+public sealed class TunnelTests : IAsyncLifetime
+{
+    private TestServer _server = null!;
+    private WebApplication _replica = null!;
+    private int _replicaPort;
+
+    public async Task InitializeAsync()
+    {
+        _server = await TestServer.StartAsync();
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        _replica = builder.Build();
+        _replica.Run(async ctx =>
+        {
+            if (ctx.Request.Path != "/stream")
+            {
+                await ctx.Response.WriteAsync($"path={ctx.Request.Path}");
+                return;
+            }
+            ctx.Response.ContentType = "text/event-stream";
+            for (var i = 0; i < 3; i++)
+            {
+                await ctx.Response.WriteAsync($"data: {i}\n\n");
+                await ctx.Response.Body.FlushAsync();
+            }
+        });
+        await _replica.StartAsync();
+        _replicaPort = new Uri(_replica.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _replica.DisposeAsync();
+        await _server.DisposeAsync();
+    }
+
+    private TunnelRegistry Registry => _server.Server.EdgeServices!.GetRequiredService<TunnelRegistry>();
+
+    /// <summary>Registers a tunnel-mode node, deploys a one-replica cluster to it and reports the replica ready.</summary>
+    private async Task<(WireAgent Agent, NodeIdentity Identity, string[] Edges, string ReplicaId)> TunnelNodeWithReadyReplicaAsync()
+    {
+        var token = await _server.CreateTokenAsync();
+        var (agent, _) = await WireAgent.RegisterAsync(_server.AgentUri, token, "node-t");
+        await agent!.SendAsync(WireAgent.Hello("node-t", ("rtx-4090", 1)) with { Tunnel = true });
+        var welcome = await agent.ReceiveAsync<WelcomeMessage>();
+        await agent.ReceiveAsync<AssignmentsMessage>();
+        (await _server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090" },
+            ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+        var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
+        var replicaId = Assert.Single(assigned.Replicas).ReplicaId;
+        await agent.SendAsync(new HeartbeatMessage
+        {
+            AppliedRevision = assigned.Revision,
+            Replicas = [new ReplicaReport { ReplicaId = replicaId, State = ReplicaState.Ready, Healthy = true, HostPort = _replicaPort }],
+        });
+        return (agent, new NodeIdentity { NodeId = welcome.NodeId, NodeSecret = welcome.NodeSecret! }, welcome.Edges, replicaId);
+    }
+
+    private TunnelManager Tunnels(Func<int, bool>? isReplicaPort = null) =>
+        new(new TunnelOptions { IdlePerEdge = 2 }, isReplicaPort ?? (p => p == _replicaPort), TimeProvider.System, NullLoggerFactory.Instance);
+
+    [Fact]
+    public async Task A_tunnel_node_is_reached_through_its_tunnels_and_becomes_unreachable_when_they_close()
+    {
+        var (agent, identity, edges, replicaId) = await TunnelNodeWithReadyReplicaAsync();
+        await using var _ = agent;
+        Assert.Equal([_server.Server.EdgeAddress!.ToString().TrimEnd('/')], edges);
+
+        // The route says "tunnel", with the replica's port on the node's own loopback.
+        var table = _server.Server.Services.GetRequiredService<Shoal.Edge.Routing.RouteTableHolder>();
+        var destination = await Eventually.GetAsync(() => Task.FromResult(table.Current.Clusters.GetValueOrDefault("demo")?.Destinations.SingleOrDefault()), d => d is not null, what: "routed");
+        Assert.Equal(RouteVia.Tunnel, destination!.Via);
+        var upstreams = _server.Server.EdgeServices!.GetRequiredService<IUpstreamConnector>();
+        Assert.False(upstreams.IsReachable(destination), "no tunnel is open yet");
+
+        var tunnels = Tunnels();
+        tunnels.Update(identity, edges);
+        await Eventually.UntilAsync(() => Registry.LiveCount(identity.NodeId) == 2, what: "two idle tunnels");
+        Assert.True(upstreams.IsReachable(destination));
+
+        using var edge = new HttpClient { BaseAddress = _server.Server.EdgeAddress };
+        for (var i = 0; i < 20; i++)
+        {
+            var response = await edge.GetAsync($"/c/demo/v1/models/{i}");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal($"path=/v1/models/{i}", await response.Content.ReadAsStringAsync());
+            Assert.Equal(replicaId, response.Headers.GetValues("x-shoal-replica").Single());
+        }
+        Assert.InRange(Registry.Opened, 1, 20);
+
+        // Server-sent events pass through the tunnel in order.
+        var stream = await edge.GetStringAsync("/c/demo/stream");
+        Assert.Equal("data: 0\n\ndata: 1\n\ndata: 2\n\n", stream);
+
+        // The agent goes away: its tunnels close, and the node is unreachable without waiting for any heartbeat.
+        await tunnels.DisposeAsync();
+        await Eventually.UntilAsync(() => !Registry.HasTunnels(identity.NodeId), what: "tunnels gone");
+        Assert.False(upstreams.IsReachable(destination));
+    }
+
+    [Theory]
+    [InlineData("known-node-wrong-secret")]
+    [InlineData("unknown-node")]
+    [InlineData("no-credentials")]
+    public async Task A_tunnel_without_valid_node_credentials_is_refused_and_nothing_is_routed_to_it(string kind)
+    {
+        var (agent, identity, _, _) = await TunnelNodeWithReadyReplicaAsync();
+        await using var _ = agent;
+        using var ws = new ClientWebSocket();
+        ws.Options.CollectHttpResponseDetails = true;
+        if (kind != "no-credentials")
+        {
+            ws.Options.SetRequestHeader(AgentProtocol.NodeIdHeader, kind == "unknown-node" ? "n-doesnotexist" : identity.NodeId);
+            ws.Options.SetRequestHeader(AgentProtocol.NodeSecretHeader, kind == "unknown-node" ? identity.NodeSecret : "not-the-secret");
+        }
+        var uri = new Uri(_server.Server.EdgeAddress!.ToString().Replace("http://", "ws://", StringComparison.Ordinal).TrimEnd('/') + EdgeProtocol.TunnelPath);
+        await Assert.ThrowsAsync<WebSocketException>(() => ws.ConnectAsync(uri, CancellationToken.None));
+        Assert.Equal(HttpStatusCode.Unauthorized, ws.HttpStatusCode);
+        Assert.Equal(0, Registry.TotalLive);
+    }
+
+    [Fact]
+    public async Task The_agent_opens_tunnels_only_to_its_own_replica_ports()
+    {
+        var (agent, identity, edges, _) = await TunnelNodeWithReadyReplicaAsync();
+        await using var _ = agent;
+        await using var tunnels = Tunnels(isReplicaPort: _ => false);
+        tunnels.Update(identity, edges);
+        await Eventually.UntilAsync(() => Registry.LiveCount(identity.NodeId) == 2, what: "two idle tunnels");
+
+        using var edge = new HttpClient { BaseAddress = _server.Server.EdgeAddress, Timeout = TimeSpan.FromSeconds(30) };
+        var response = await edge.GetAsync("/c/demo/v1/models");
+        Assert.False(response.IsSuccessStatusCode);
+        Assert.True(response.StatusCode is HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable, $"got {response.StatusCode}");
+        // The refused tunnel is replaced: the pool is back to its size.
+        await Eventually.UntilAsync(() => Registry.LiveCount(identity.NodeId) == 2, what: "pool refilled");
+    }
+}

@@ -21,6 +21,7 @@ public sealed class ShoalServer : IAsyncDisposable
 {
     private readonly WebApplication _api;
     private readonly WebApplication? _edge;
+    private int _disposed;
 
     private ShoalServer(WebApplication api, WebApplication? edge, Uri apiAddress, Uri? edgeAddress)
     {
@@ -158,6 +159,7 @@ public sealed class ShoalServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1) return;
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
         if (_edge is not null)
         {

@@ -18,10 +18,18 @@ public sealed partial class EdgeGateway
     private readonly EdgeDirectory _directory;
     private readonly EdgeKey _key;
     private readonly ILogger<EdgeGateway> _logger;
+    private readonly IHostApplicationLifetime _lifetime;
     private int _connected;
 
-    public EdgeGateway(RouteTableHolder routes, ControlPlaneState state, EdgeDirectory directory, EdgeKey key, ILogger<EdgeGateway> logger)
+    private readonly TimeSpan _warmup;
+    private readonly TimeProvider _time;
+
+    public EdgeGateway(RouteTableHolder routes, ControlPlaneState state, EdgeDirectory directory, EdgeKey key, IHostApplicationLifetime lifetime,
+        ServerOptions options, TimeProvider time, ILogger<EdgeGateway> logger)
     {
+        _warmup = options.HeartbeatInterval * options.MissedHeartbeats;
+        _time = time;
+        _lifetime = lifetime;
         _routes = routes;
         _state = state;
         _directory = directory;
@@ -57,7 +65,9 @@ public sealed partial class EdgeGateway
         using var registration = advertised.Length > 0 ? _directory.Register(advertised.TrimEnd('/')) : null;
         Interlocked.Increment(ref _connected);
         LogEdgeConnected(_logger, advertised, context.Connection.RemoteIpAddress);
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted);
+        // Stop streaming as soon as the server begins to stop: its agents are about to disconnect, and a
+        // table without their replicas must never reach an edge that will keep serving from it.
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _lifetime.ApplicationStopping);
         var changed = new SemaphoreSlim(0, 1);
         void Wake()
         {
@@ -77,6 +87,7 @@ public sealed partial class EdgeGateway
             var writer = WriteAsync(socket, changed, cts.Token);
             await Task.WhenAny(reader, writer);
             await cts.CancelAsync();
+            socket.Abort();
             await Task.WhenAll(Quietly(reader), Quietly(writer));
         }
         finally
@@ -90,6 +101,7 @@ public sealed partial class EdgeGateway
 
     private async Task WriteAsync(WebSocket socket, SemaphoreSlim changed, CancellationToken ct)
     {
+
         IReadOnlyDictionary<string, string>? sentCredentials = null;
         RouteTable? sentTable = null;
         while (!ct.IsCancellationRequested)
@@ -101,6 +113,13 @@ public sealed partial class EdgeGateway
             {
                 await SendAsync(socket, new NodeCredentialsMessage { Nodes = new Dictionary<string, string>(credentials, StringComparer.Ordinal) }, ct);
                 sentCredentials = credentials;
+            }
+            // Just after a server start, agents are still reconnecting: hold tables back (the edge keeps
+            // serving from the one it has) until they are back or the warm-up is over.
+            if (_state.AwaitingReconnects && _time.GetUtcNow() < _state.LoadedAt + _warmup)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(50), _time, ct);
+                continue;
             }
             var table = _routes.Current;
             if (!ReferenceEquals(table, sentTable))

@@ -54,6 +54,17 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
     public event Action? NodeCredentialsChanged;
 
     private volatile Dictionary<string, string> _credentials = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _awaitingReconnect = new(StringComparer.Ordinal);
+    private int _awaitingReconnectCount;
+
+    /// <summary>When the state was loaded (server start).</summary>
+    public DateTimeOffset LoadedAt { get; private set; }
+
+    /// <summary>
+    /// True until every node that was serving before this server started has reconnected. Until then
+    /// the route table lacks their replicas, so edges are better off keeping the table they had.
+    /// </summary>
+    public bool AwaitingReconnects => Volatile.Read(ref _awaitingReconnectCount) > 0;
 
     /// <summary>
     /// Node id → secret hash of every node, as an immutable snapshot readable without the lock
@@ -97,7 +108,10 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 var state = n.State is NodeState.Offline ? NodeState.Offline : NodeState.Disconnected;
                 _nodes[n.Id] = n with { State = state };
                 _liveness[n.Id] = new NodeLiveness { DisconnectedSince = state == NodeState.Disconnected ? now : null };
+                if (n.State is NodeState.Ready or NodeState.Cordoned) _awaitingReconnect.Add(n.Id);
             }
+            Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
+            LoadedAt = now;
             RefreshCredentialsLocked();
         }
         finally
@@ -368,6 +382,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             live.LastSeen = now;
             live.DisconnectedSince = null;
             live.Tunnel = hello.Tunnel;
+            if (_awaitingReconnect.Remove(nodeId)) Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
             ApplyReportsLocked(nodeId, hello.Replicas, now);
             assignments = BuildAssignmentsLocked(nodeId, _replicas.Values.Where(r => r.NodeId == nodeId));
         }

@@ -124,13 +124,13 @@ public sealed class DeployEndToEndTests(ITestOutputHelper output)
         }
     }
 
-    private static Dictionary<string, List<int>> OurProcesses(IEnumerable<string> ids)
+    internal static Dictionary<string, List<int>> OurProcesses(IEnumerable<string> ids)
     {
         var all = ReplicaProcesses.Find();
         return ids.Where(all.ContainsKey).ToDictionary(id => id, id => all[id]);
     }
 
-    private static async Task WaitForServerAsync(HttpClient http) =>
+    internal static async Task WaitForServerAsync(HttpClient http) =>
         await Eventually.GetAsync(async () =>
         {
             try
@@ -143,14 +143,14 @@ public sealed class DeployEndToEndTests(ITestOutputHelper output)
             }
         }, ok => ok, TimeSpan.FromSeconds(30), "server up");
 
-    private static async Task<string> CreateTokenAsync(HttpClient http, int uses)
+    internal static async Task<string> CreateTokenAsync(HttpClient http, int uses)
     {
         var response = await http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = uses }, ShoalJsonContext.Default.CreateTokenRequest);
         response.EnsureSuccessStatusCode();
         return (await response.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
     }
 
-    private static async Task<NodeDto[]> NodesAsync(HttpClient http)
+    internal static async Task<NodeDto[]> NodesAsync(HttpClient http)
     {
         try
         {
@@ -162,10 +162,10 @@ public sealed class DeployEndToEndTests(ITestOutputHelper output)
         }
     }
 
-    private static async Task<ClusterStatusDto> StatusAsync(HttpClient http) =>
+    internal static async Task<ClusterStatusDto> StatusAsync(HttpClient http) =>
         (await http.GetFromJsonAsync("/v1/clusters/demo/status", ShoalJsonContext.Default.ClusterStatusDto))!;
 
-    private static Task<ClusterStatusDto> WaitForReadyAsync(HttpClient http, int ready) =>
+    internal static Task<ClusterStatusDto> WaitForReadyAsync(HttpClient http, int ready) =>
         Eventually.GetAsync(() => StatusAsync(http), s => s.Cluster.ReadyReplicas == ready, TimeSpan.FromSeconds(30), $"{ready} ready replicas");
 
     private static async Task ScaleAsync(HttpClient http, int replicas)
@@ -174,7 +174,7 @@ public sealed class DeployEndToEndTests(ITestOutputHelper output)
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
     }
 
-    private static async Task<Dictionary<string, int>> SendChatsAsync(HttpClient edge, int count)
+    internal static async Task<Dictionary<string, int>> SendChatsAsync(HttpClient edge, int count)
     {
         var served = new Dictionary<string, int>(StringComparer.Ordinal);
         for (var i = 0; i < count; i++)

@@ -38,14 +38,19 @@ public sealed partial class ShoalProcess : IAsyncDisposable
         }
     }
 
-    public static ShoalProcess Start(string name, IEnumerable<string> args, IDictionary<string, string>? env = null)
+    /// <param name="netns">Run inside this network namespace (<c>ip netns exec</c>, which execs, so the PID is shoal's).</param>
+    public static ShoalProcess Start(string name, IEnumerable<string> args, IDictionary<string, string>? env = null, string? netns = null)
     {
-        var info = new ProcessStartInfo(ExecutablePath)
+        var info = new ProcessStartInfo(netns is null ? ExecutablePath : "ip")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
+        if (netns is not null)
+        {
+            foreach (var a in (string[])["netns", "exec", netns, ExecutablePath]) info.ArgumentList.Add(a);
+        }
         foreach (var a in args) info.ArgumentList.Add(a);
         if (env is not null)
         {

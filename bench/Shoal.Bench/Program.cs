@@ -7,8 +7,14 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|all]
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|proxy [seconds] [rounds]|all]
 var which = args.Length > 0 ? args[0] : "all";
+if (which == "backend")
+{
+    await Shoal.Bench.ProxyBench.BackendAsync(int.Parse(args[1], CultureInfo.InvariantCulture));
+    return 0;
+}
+if (which == "proxy") await Shoal.Bench.ProxyBench.RunAsync(args);
 if (which is "schedule" or "all") Schedule();
 if (which is "deploy" or "all") await DeployAsync();
 return 0;

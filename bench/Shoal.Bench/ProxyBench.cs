@@ -1,0 +1,352 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Json;
+using System.Net.WebSockets;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Shoal.Agent.Identity;
+using Shoal.Agent.Tunnels;
+using Shoal.Contracts;
+
+namespace Shoal.Bench;
+
+/// <summary>
+/// Proxy throughput and latency, side by side in one run: a small Kestrel backend called directly,
+/// through nginx (one worker, upstream keep-alive), through the edge in direct mode, and through the
+/// edge over tunnels. The proxies (nginx, the shoal server process hosting the edge) are pinned to
+/// CPU 1; wrk, the backend and the tunnel agent (this process) to CPU 0. Rounds alternate targets.
+/// </summary>
+internal static partial class ProxyBench
+{
+    private const int Connections = 32;
+
+    public static async Task RunAsync(string[] args)
+    {
+        var seconds = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 8;
+        var rounds = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 3;
+        foreach (var tool in (string[])["wrk", "nginx", "taskset"])
+        {
+            if (Which(tool) is null) throw new InvalidOperationException($"{tool} is missing: apt-get install -y wrk nginx-light util-linux");
+        }
+        using var self = Process.GetCurrentProcess();
+        if (OperatingSystem.IsLinux()) self.ProcessorAffinity = 1; // CPU 0: load generator side
+
+        var dir = Directory.CreateTempSubdirectory("shoal-proxy-bench-");
+        var processes = new List<Process>();
+        try
+        {
+            var backendPort = FreePort();
+            processes.Add(Start("taskset", ["-c", "0", "dotnet", typeof(ProxyBench).Assembly.Location, "backend", backendPort.ToString(CultureInfo.InvariantCulture)]));
+            await WaitForAsync($"http://127.0.0.1:{backendPort}/");
+
+            var nginxPort = FreePort();
+            var conf = Path.Combine(dir.FullName, "nginx.conf");
+            await File.WriteAllTextAsync(conf, $$"""
+                worker_processes 1;
+                daemon off;
+                pid {{dir.FullName}}/nginx.pid;
+                error_log {{dir.FullName}}/error.log warn;
+                events { worker_connections 4096; }
+                http {
+                    access_log off;
+                    upstream backend { server 127.0.0.1:{{backendPort}}; keepalive 64; }
+                    server {
+                        listen 127.0.0.1:{{nginxPort}};
+                        location / {
+                            proxy_pass http://backend;
+                            proxy_http_version 1.1;
+                            proxy_set_header Connection "";
+                        }
+                    }
+                }
+                """);
+            processes.Add(Start("taskset", ["-c", "1", "nginx", "-c", conf, "-p", dir.FullName]));
+            await WaitForAsync($"http://127.0.0.1:{nginxPort}/");
+
+            var apiPort = FreePort();
+            var edgePort = FreePort();
+            processes.Add(Start("taskset", ["-c", "1", ShoalExecutable(), "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}",
+                "--data-dir", Path.Combine(dir.FullName, "server"), "--log-level", "Warning"]));
+            var api = new Uri($"http://127.0.0.1:{apiPort}");
+            await WaitForAsync(api + "healthz");
+            using var http = new HttpClient { BaseAddress = api };
+            await using var direct = await FakeNode.StartAsync(http, "direct-node", "rtx-4090", tunnel: false, backendPort);
+            await using var tunneled = await FakeNode.StartAsync(http, "tunnel-node", "rtx-3090", tunnel: true, backendPort);
+            await CreateClusterAsync(http, "direct", "rtx-4090");
+            await CreateClusterAsync(http, "tunnel", "rtx-3090");
+            await direct.ReportReadyAsync();
+            await tunneled.ReportReadyAsync();
+            await using var tunnels = new TunnelManager(new TunnelOptions { IdlePerEdge = 8 }, p => p == backendPort, TimeProvider.System, NullLoggerFactory.Instance);
+            tunnels.Update(tunneled.Identity, tunneled.Edges);
+            await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/");
+            await WaitForAsync($"http://127.0.0.1:{edgePort}/c/tunnel/");
+
+            var targets = new (string Name, string Url)[]
+            {
+                ("backend (direct)", $"http://127.0.0.1:{backendPort}/"),
+                ("nginx", $"http://127.0.0.1:{nginxPort}/"),
+                ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/"),
+                ("edge, tunnel mode", $"http://127.0.0.1:{edgePort}/c/tunnel/"),
+            };
+            foreach (var (_, url) in targets) await WrkAsync(url, 2); // warm-up (JIT, pools)
+            var results = targets.ToDictionary(t => t.Name, _ => new List<WrkResult>());
+            for (var round = 0; round < rounds; round++)
+            {
+                foreach (var (name, url) in targets)
+                {
+                    var r = await WrkAsync(url, seconds);
+                    results[name].Add(r);
+                    Console.Error.WriteLine(Fmt($"  round {round + 1} {name}: {r.Rps:F0} req/s, p50 {r.P50Ms:F2} ms, p99 {r.P99Ms:F2} ms, errors {r.Errors}"));
+                }
+            }
+
+            Console.WriteLine(Fmt($"## Proxy: wrk -t1 -c{Connections} -d{seconds}s, {rounds} alternated rounds, proxies pinned to 1 CPU (medians of rounds)"));
+            Console.WriteLine("| target | requests/s | p50 ms | p99 ms | errors | vs nginx | vs backend |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+            var nginxRps = Median(results["nginx"].Select(r => r.Rps));
+            var backendRps = Median(results["backend (direct)"].Select(r => r.Rps));
+            foreach (var (name, _) in targets)
+            {
+                var rs = results[name];
+                var rps = Median(rs.Select(r => r.Rps));
+                Console.WriteLine(Fmt($"| {name} | {rps:F0} | {Median(rs.Select(r => r.P50Ms)):F2} | {Median(rs.Select(r => r.P99Ms)):F2} | {rs.Sum(r => r.Errors)} | {rps / nginxRps:F2}x | {rps / backendRps:F2}x |"));
+            }
+            var tunnelRatio = Median(results["edge, tunnel mode"].Select(r => r.Rps)) / Median(results["edge, direct mode"].Select(r => r.Rps));
+            Console.WriteLine(Fmt($"tunnel mode / direct mode throughput: {tunnelRatio:F2}x"));
+        }
+        finally
+        {
+            foreach (var p in processes)
+            {
+                try
+                {
+                    p.Kill(entireProcessTree: true);
+                    await p.WaitForExitAsync();
+                }
+                catch (InvalidOperationException)
+                {
+                }
+                p.Dispose();
+            }
+            dir.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>The backend: a small Kestrel app answering every request with a short text body.</summary>
+    public static async Task BackendAsync(int port)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
+        var app = builder.Build();
+        app.Run(static ctx =>
+        {
+            ctx.Response.ContentType = "text/plain";
+            return ctx.Response.WriteAsync("Hello from the backend\n");
+        });
+        await app.RunAsync();
+    }
+
+    private readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors);
+
+    private static async Task<WrkResult> WrkAsync(string url, int seconds)
+    {
+        using var p = Start("taskset", ["-c", "0", "wrk", "-t1", $"-c{Connections}", $"-d{seconds}s", "--latency", url], capture: true);
+        var output = await p.StandardOutput.ReadToEndAsync();
+        await p.WaitForExitAsync();
+        var rps = double.Parse(RpsRegex().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
+        var errors = 0L;
+        foreach (Match m in ErrorsRegex().Matches(output)) errors += long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+        var non2xx = Non2xxRegex().Match(output);
+        if (non2xx.Success) errors += long.Parse(non2xx.Groups[1].Value, CultureInfo.InvariantCulture);
+        return new WrkResult(rps, Latency(output, "50%"), Latency(output, "99%"), errors);
+    }
+
+    private static double Latency(string output, string percentile)
+    {
+        var m = Regex.Match(output, $@"^\s*{Regex.Escape(percentile)}\s+([\d.]+)(us|ms|s)\s*$", RegexOptions.Multiline);
+        var v = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+        return m.Groups[2].Value switch { "us" => v / 1000, "s" => v * 1000, _ => v };
+    }
+
+    [GeneratedRegex(@"Requests/sec:\s+([\d.]+)")]
+    private static partial Regex RpsRegex();
+
+    [GeneratedRegex(@"(?:connect|read|write|timeout) (\d+)")]
+    private static partial Regex ErrorsRegex();
+
+    [GeneratedRegex(@"Non-2xx or 3xx responses: (\d+)")]
+    private static partial Regex Non2xxRegex();
+
+    private static async Task CreateClusterAsync(HttpClient http, string name, string gpu) =>
+        (await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = name, Image = "shoal/sim", Gpu = gpu }, ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+
+    private static async Task WaitForAsync(string url)
+    {
+        using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            try
+            {
+                if ((await client.GetAsync(url)).IsSuccessStatusCode) return;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+            }
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"{url} never answered 2xx");
+            await Task.Delay(50);
+        }
+    }
+
+    internal static Process Start(string file, IEnumerable<string> args, bool capture = false)
+    {
+        var info = new ProcessStartInfo(file) { UseShellExecute = false, RedirectStandardOutput = capture, RedirectStandardError = capture };
+        foreach (var a in args) info.ArgumentList.Add(a);
+        return Process.Start(info)!;
+    }
+
+    private static string? Which(string tool) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => Path.Combine(d, tool)).FirstOrDefault(File.Exists);
+
+    internal static int FreePort()
+    {
+        using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        l.Start();
+        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    internal static string ShoalExecutable()
+    {
+        var d = new DirectoryInfo(AppContext.BaseDirectory);
+        while (d is not null && !File.Exists(Path.Combine(d.FullName, "Shoal.slnx"))) d = d.Parent;
+        var config = AppContext.BaseDirectory.Contains("/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+        return Path.Combine(d!.FullName, "src", "Shoal.Cli", "bin", config, "net10.0", "shoal");
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    private static string Fmt(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>A node played over the agent protocol, holding one ready replica at the backend's port.</summary>
+    private sealed class FakeNode : IAsyncDisposable
+    {
+        private readonly ClientWebSocket _ws;
+        private readonly CancellationTokenSource _stop = new();
+        private readonly int _port;
+        private readonly SemaphoreSlim _send = new(1, 1);
+        private Task? _heartbeats;
+        private string? _replicaId;
+        private long _revision;
+
+        private FakeNode(ClientWebSocket ws, int port, NodeIdentity identity, string[] edges)
+        {
+            _ws = ws;
+            _port = port;
+            Identity = identity;
+            Edges = edges;
+        }
+
+        public NodeIdentity Identity { get; }
+        public string[] Edges { get; }
+
+        public static async Task<FakeNode> StartAsync(HttpClient http, string name, string gpu, bool tunnel, int port)
+        {
+            var token = (await (await http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest(), ShoalJsonContext.Default.CreateTokenRequest))
+                .Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
+            var ws = new ClientWebSocket();
+            ws.Options.SetRequestHeader(AgentProtocol.ProvisioningTokenHeader, token);
+            ws.Options.SetRequestHeader(AgentProtocol.NodeNameHeader, name);
+            await ws.ConnectAsync(new Uri(http.BaseAddress!.ToString().Replace("http://", "ws://", StringComparison.Ordinal).TrimEnd('/') + AgentProtocol.ConnectPath), CancellationToken.None);
+            await SendAsync(ws, new HelloMessage
+            {
+                NodeName = name,
+                Tunnel = tunnel,
+                Runtimes = ["process"],
+                Hardware = new NodeHardware { Gpus = [new GpuInfo { Index = 0, Uuid = $"GPU-{name}", Name = gpu, Type = gpu, MemoryMiB = 24576, Simulated = true }], CpuCores = 8, MemoryMiB = 32768 },
+            });
+            var welcome = (WelcomeMessage)(await ReceiveAsync(ws))!;
+            return new FakeNode(ws, port, new NodeIdentity { NodeId = welcome.NodeId, NodeSecret = welcome.NodeSecret! }, welcome.Edges);
+        }
+
+        /// <summary>Waits for the replica assignment, reports it ready, and keeps heartbeating.</summary>
+        public async Task ReportReadyAsync()
+        {
+            while (_replicaId is null)
+            {
+                if (await ReceiveAsync(_ws) is AssignmentsMessage { Replicas.Length: > 0 } a)
+                {
+                    _replicaId = a.Replicas[0].ReplicaId;
+                    _revision = a.Revision;
+                }
+            }
+            await HeartbeatAsync();
+            _heartbeats = Task.Run(async () =>
+            {
+                var buffer = new byte[64 * 1024];
+                var drain = Task.Run(async () =>
+                {
+                    while (!_stop.IsCancellationRequested) await _ws.ReceiveAsync(buffer, _stop.Token);
+                });
+                while (!_stop.IsCancellationRequested)
+                {
+                    await Task.Delay(1000, _stop.Token);
+                    await HeartbeatAsync();
+                }
+                await drain;
+            });
+        }
+
+        private async Task HeartbeatAsync()
+        {
+            await _send.WaitAsync();
+            try
+            {
+                await SendAsync(_ws, new HeartbeatMessage
+                {
+                    AppliedRevision = _revision,
+                    Replicas = [new ReplicaReport { ReplicaId = _replicaId!, State = ReplicaState.Ready, Healthy = true, HostPort = _port }],
+                });
+            }
+            finally
+            {
+                _send.Release();
+            }
+        }
+
+        private static Task SendAsync(ClientWebSocket ws, AgentMessage message) =>
+            ws.SendAsync(JsonSerializer.SerializeToUtf8Bytes(message, ShoalJsonContext.Default.AgentMessage), WebSocketMessageType.Text, true, CancellationToken.None);
+
+        private static async Task<AgentMessage?> ReceiveAsync(ClientWebSocket ws)
+        {
+            var buffer = new byte[1 << 20];
+            var count = 0;
+            while (true)
+            {
+                var r = await ws.ReceiveAsync(buffer.AsMemory(count), CancellationToken.None);
+                if (r.MessageType == WebSocketMessageType.Close) return null;
+                count += r.Count;
+                if (r.EndOfMessage) break;
+            }
+            return JsonSerializer.Deserialize(buffer.AsSpan(0, count), ShoalJsonContext.Default.AgentMessage);
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            if (_heartbeats is not null) await _heartbeats.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            _ws.Abort();
+            _ws.Dispose();
+            _send.Dispose();
+        }
+    }
+}

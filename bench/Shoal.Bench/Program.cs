@@ -7,7 +7,7 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|proxy [seconds] [rounds]|all]
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|proxy [seconds] [rounds]|all]
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "backend")
 {
@@ -15,6 +15,7 @@ if (which == "backend")
     return 0;
 }
 if (which == "proxy") await Shoal.Bench.ProxyBench.RunAsync(args);
+if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
 if (which is "schedule" or "all") Schedule();
 if (which is "deploy" or "all") await DeployAsync();
 return 0;

@@ -238,7 +238,7 @@ internal static partial class ProxyBench
     private static string Fmt(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>A node played over the agent protocol, holding one ready replica at the backend's port.</summary>
-    private sealed class FakeNode : IAsyncDisposable
+    internal sealed class FakeNode : IAsyncDisposable
     {
         private readonly ClientWebSocket _ws;
         private readonly CancellationTokenSource _stop = new();
@@ -306,6 +306,15 @@ internal static partial class ProxyBench
             });
         }
 
+        /// <summary>Reports the replica in <paramref name="state"/> right away (as an agent does on a change).</summary>
+        public async Task ReportAsync(ReplicaState state)
+        {
+            _state = state;
+            await HeartbeatAsync();
+        }
+
+        private ReplicaState _state = ReplicaState.Ready;
+
         private async Task HeartbeatAsync()
         {
             await _send.WaitAsync();
@@ -314,7 +323,7 @@ internal static partial class ProxyBench
                 await SendAsync(_ws, new HeartbeatMessage
                 {
                     AppliedRevision = _revision,
-                    Replicas = [new ReplicaReport { ReplicaId = _replicaId!, State = ReplicaState.Ready, Healthy = true, HostPort = _port }],
+                    Replicas = [new ReplicaReport { ReplicaId = _replicaId!, State = _state, Healthy = _state == ReplicaState.Ready, HostPort = _port }],
                 });
             }
             finally

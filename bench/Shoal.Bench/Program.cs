@@ -69,6 +69,7 @@ static async Task DeployAsync()
         DataDir = Path.Combine(dir.FullName, "agent"),
         SimulateGpus = "rtx-4090:1",
         EnableProcessRuntime = true,
+        Runtime = "process",
         SimCommand = $"{ShoalExecutable()} sim",
         StopGracePeriod = TimeSpan.FromSeconds(2),
     }, loggers, TimeProvider.System, stop.Token);

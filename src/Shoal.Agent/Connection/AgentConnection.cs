@@ -183,6 +183,7 @@ public sealed partial class AgentConnection
         using var sessionCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var interval = TimeSpan.FromMilliseconds(Math.Max(MinHeartbeatMs, welcome.HeartbeatIntervalMs));
         var heartbeats = HeartbeatLoopAsync(ws, sendLock, interval, sessionCts.Token);
+        using var logs = new LogStreamer(_replicas, (message, token) => SendAsync(ws, sendLock, message, token), sessionCts.Token);
         try
         {
             while (true)
@@ -197,6 +198,9 @@ public sealed partial class AgentConnection
                     case AssignmentsMessage assignments:
                         _replicas.Apply(assignments.Revision, assignments.Replicas);
                         await SendAsync(ws, sendLock, new AckMessage { Revision = assignments.Revision }, ct);
+                        break;
+                    case LogsRequestMessage or LogsCancelMessage:
+                        logs.Handle(message);
                         break;
                     default:
                         throw new AgentProtocolException($"unexpected {Describe(message)} from the server");
@@ -230,6 +234,7 @@ public sealed partial class AgentConnection
                 {
                     AppliedRevision = _replicas.AppliedRevision,
                     Replicas = _replicas.Snapshot(),
+                    Images = _replicas.TakeChangedImages(),
                 }, ct);
             }
         }

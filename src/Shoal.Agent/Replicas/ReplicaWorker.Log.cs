@@ -20,6 +20,9 @@ internal sealed partial class ReplicaWorker
     [LoggerMessage(Level = LogLevel.Information, Message = "Replica {ReplicaId} stopped")]
     private partial void LogStopped(string replicaId);
 
+    [LoggerMessage(Level = LogLevel.Information, Message = "Replica {ReplicaId} left running for the next agent to re-adopt")]
+    private partial void LogDetached(string replicaId);
+
     [LoggerMessage(Level = LogLevel.Error, Message = "Supervision of replica {ReplicaId} failed")]
     private partial void LogLoopFailed(string replicaId, Exception exception);
 }

@@ -489,7 +489,8 @@ public sealed partial class ControlPlaneState : IDisposable
                 HostPort = report.HostPort,
                 Restarts = report.Restarts,
                 ExitCode = report.ExitCode,
-                PulledAt = report.PulledAt ?? replica.PulledAt,
+                // The first pull is the cold start's; a restarted or re-adopting agent does not move it.
+                PulledAt = replica.PulledAt ?? report.PulledAt,
                 StartedAt = report.StartedAt ?? replica.StartedAt,
                 ReadyAt = report.ReadyAt ?? replica.ReadyAt,
                 PullProgress = report.PullProgress,

@@ -19,7 +19,13 @@ public sealed class DockerReplicaInstance : IReplicaInstance
         _logger = logger;
         ContainerId = containerId;
         HostPort = hostPort;
+    }
+
+    /// <summary>Begins waiting for the container to end; only once it runs (a created container counts as not running).</summary>
+    internal DockerReplicaInstance Watch()
+    {
         _ = WatchAsync();
+        return this;
     }
 
     public string ContainerId { get; }

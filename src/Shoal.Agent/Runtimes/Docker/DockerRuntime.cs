@@ -331,7 +331,7 @@ public sealed partial class DockerRuntime : IReplicaRuntime, IDisposable
                 if (adopted is null && IsAdoptable(c, assignment)
                     && int.TryParse(Label(c, DockerLabels.HostPort), NumberStyles.None, CultureInfo.InvariantCulture, out var port))
                 {
-                    adopted = new DockerReplicaInstance(_client, c.ID, port, _logger);
+                    adopted = new DockerReplicaInstance(_client, c.ID, port, _logger).Watch();
                     LogAdopted(assignment.ReplicaId, c.ID, port);
                     continue;
                 }
@@ -367,7 +367,7 @@ public sealed partial class DockerRuntime : IReplicaRuntime, IDisposable
                 throw;
             }
             LogStarted(assignment.ReplicaId, created.ID, image, hostPort);
-            return instance;
+            return instance.Watch();
         }
         catch (DockerApiException ex)
         {

@@ -14,6 +14,9 @@ internal sealed partial class ReplicaWorker
     [LoggerMessage(Level = LogLevel.Warning, Message = "Replica {ReplicaId} failed to start; retrying in {Delay}")]
     private partial void LogStartFailed(string replicaId, TimeSpan delay, Exception exception);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Replica {ReplicaId} failed to start ({Reason}); retrying in {Delay}")]
+    private partial void LogStartFailed(string replicaId, string reason, TimeSpan delay);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "Replica {ReplicaId} exited with code {ExitCode}; restarting in {Delay}")]
     private partial void LogExited(string replicaId, int exitCode, TimeSpan delay);
 

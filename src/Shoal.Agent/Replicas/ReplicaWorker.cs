@@ -254,7 +254,15 @@ internal sealed partial class ReplicaWorker
         // The timer starts before the failure is visible, so observers never race it.
         var wait = _time.TryDelayAsync(delay, stop);
         Update(r => r with { State = ReplicaState.Failed, Healthy = false, PullProgress = null, Reason = $"{reason}; retrying in {delay.TotalSeconds:0.#} s" });
-        LogStartFailed(_assignment.ReplicaId, delay, ex);
+        if (ex is ReplicaStartException)
+        {
+            // An expected failure (no such image, engine refused): its message says it all.
+            LogStartFailed(_assignment.ReplicaId, reason, delay);
+        }
+        else
+        {
+            LogStartFailed(_assignment.ReplicaId, delay, ex);
+        }
         return await wait;
     }
 

@@ -274,7 +274,7 @@ public sealed partial class DockerRuntime : IReplicaRuntime, IDisposable
             kind = $"no such tag: {reference}";
         }
         else if (lower.Contains("unauthorized", StringComparison.Ordinal) || lower.Contains("authentication required", StringComparison.Ordinal)
-            || lower.Contains("access denied", StringComparison.Ordinal) || lower.Contains("denied", StringComparison.Ordinal) || status == HttpStatusCode.Unauthorized)
+            || lower.Contains("access denied", StringComparison.Ordinal) || lower.Contains("auth credentials", StringComparison.Ordinal) || lower.Contains("denied", StringComparison.Ordinal) || status == HttpStatusCode.Unauthorized)
         {
             kind = $"access denied to {reference.Repository} (wrong or missing registry credentials)";
         }

@@ -7,10 +7,12 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|all]
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|container|all]
+// `container` needs a Docker engine and a static busybox; it is not part of `all`.
 var which = args.Length > 0 ? args[0] : "all";
 if (which is "schedule" or "all") Schedule();
 if (which is "deploy" or "all") await DeployAsync();
+if (which is "container") await Shoal.Bench.ContainerStart.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 20);
 return 0;
 
 static void Schedule()

@@ -37,7 +37,7 @@ public sealed class DockerEngine : IAsyncLifetime
     // `docker import` of a tiny root file system: faster than a build, and needs no base image.
     private async Task<string> ImportWebImageAsync()
     {
-        var busybox = s_busyboxCandidates.FirstOrDefault(p => File.Exists(p) && new FileInfo(p).Length > 500_000)
+        var busybox = s_busyboxCandidates.FirstOrDefault(IsStatic)
             ?? throw new InvalidOperationException("a static busybox is needed to build the test image: apt-get install busybox-static");
         using var tar = new MemoryStream();
         using (var writer = new TarWriter(tar, TarEntryFormat.Pax, leaveOpen: true))
@@ -69,6 +69,19 @@ public sealed class DockerEngine : IAsyncLifetime
             CancellationToken.None);
         var image = await Client.Images.InspectImageAsync(WebImage);
         return image.ID;
+    }
+
+    // A scratch image has no dynamic loader: only a statically linked busybox runs in it.
+    private static bool IsStatic(string path)
+    {
+        if (!File.Exists(path))
+        {
+            return false;
+        }
+        using var file = File.OpenRead(path);
+        var head = new byte[Math.Min(4096, file.Length)];
+        file.ReadExactly(head);
+        return head.AsSpan().IndexOf("/ld-linux"u8) < 0 && head.AsSpan().IndexOf("/ld-musl"u8) < 0;
     }
 
     private static void AddFile(TarWriter writer, string name, string content, int mode)

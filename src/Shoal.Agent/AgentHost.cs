@@ -123,7 +123,7 @@ public static partial class AgentHost
         var runtimeNames = string.Join(",", replicas.RuntimeNames);
         LogStarting(logger, nodeName, connectUri, gpus.Count, runtimeNames);
         using var imagesCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var imagesLoop = docker is null ? Task.CompletedTask : RefreshImagesLoopAsync(docker, timeProvider, imagesCts.Token);
+        var imagesLoop = docker is null ? Task.CompletedTask : RefreshImagesLoopAsync(docker, timeProvider, logger, imagesCts.Token);
         try
         {
             await connection.RunAsync(ct);
@@ -185,7 +185,7 @@ public static partial class AgentHost
         return runtime;
     }
 
-    private static async Task RefreshImagesLoopAsync(DockerRuntime docker, TimeProvider time, CancellationToken ct)
+    private static async Task RefreshImagesLoopAsync(DockerRuntime docker, TimeProvider time, ILogger logger, CancellationToken ct)
     {
         // Images pulled by hand count for placement too; pulls by the agent refresh at once.
         while (await time.TryDelayAsync(TimeSpan.FromSeconds(30), ct))
@@ -197,7 +197,7 @@ public static partial class AgentHost
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
                 // The engine may be restarting; the next round tries again.
-                _ = ex;
+                LogDockerImagesFailed(logger, ex.Message);
             }
         }
     }

@@ -130,8 +130,10 @@ public sealed class DockerRuntimeTests(DockerEngine engine, ITestOutputHelper ou
         Assert.All(await engine.NodeContainersAsync(stack.NodeId), c => Assert.Equal("running", c.State));
 
         // It comes back: the same containers are re-adopted, none started twice.
+        var restartedAt = DateTimeOffset.UtcNow;
         await stack.StartAgentAsync();
-        var status = await stack.WaitAsync("web", s => s.Replicas.Length == 2 && s.Replicas.All(r => r is { State: ReplicaState.Ready, Healthy: true }), "replicas ready after the agent restart");
+        // Ready as reported by the new agent (its supervision began after the restart).
+        var status = await stack.WaitAsync("web", s => s.Replicas.Length == 2 && s.Replicas.All(r => r is { State: ReplicaState.Ready, Healthy: true } && r.StartedAt > restartedAt), "replicas re-adopted by the new agent");
         Assert.All(status.Replicas, r => Assert.Equal(0, r.Restarts));
         Assert.Equal(before, (await engine.NodeContainersAsync(stack.NodeId)).Select(c => c.ID).Order().ToArray());
         using (var response = await stack.Edge.GetAsync("/c/web/health"))

@@ -224,6 +224,12 @@ public sealed partial class ReplicaManager : IAsyncDisposable
                 _stopping.Remove(worker.ReplicaId);
             }
         }
+        if (!detach && worker.Runtime?.KeepsReplicasOnAgentExit == true)
+        {
+            // Stopped before it had adopted or started its container (say, while pulling): the
+            // container, if any, is now an orphan of this node.
+            _ = RemoveOrphansAsync();
+        }
         SignalChange();
     }
 

@@ -94,6 +94,17 @@ internal sealed class PullingFakeRuntime : IReplicaRuntime
 
     public bool PullsImages => true;
 
+    public bool KeepsReplicasOnAgentExit => true;
+
+    /// <summary>The keep sets of every orphan sweep, in order.</summary>
+    public ConcurrentQueue<IReadOnlySet<string>> Sweeps { get; } = new();
+
+    public Task RemoveOrphansAsync(IReadOnlySet<string> keep, CancellationToken ct)
+    {
+        Sweeps.Enqueue(keep);
+        return Task.CompletedTask;
+    }
+
     public bool CanRun(string image) => true;
 
     public string DescribeRejection(string image) => "";

@@ -67,4 +67,33 @@ public class PullingReplicaTests : IAsyncLifetime
         Assert.Null(Report("r1")!.Reason);
         Assert.Equal(0, _runtime.Inner.Started.Count(i => i.StopRequested));
     }
+
+    [Fact]
+    public async Task A_replica_stopped_while_pulling_leaves_no_container_behind()
+    {
+        _runtime.PullGate = new TaskCompletionSource();
+        _manager.Apply(1, [A("r1", "fake/app"), A("r2", "fake/app")]);
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Pulling, "pulling");
+        Assert.Contains(_runtime.Sweeps, keep => keep.SetEquals(["r1", "r2"]));
+
+        _manager.Apply(2, [A("r2", "fake/app")]);
+
+        // Once r1's worker is gone, a sweep keeps r2 only, so whatever r1 had is removed.
+        await Poll.UntilAsync(() => _runtime.Sweeps.Any(keep => keep.SetEquals(["r2"])), "a sweep without r1");
+        Assert.Null(Report("r1"));
+    }
+
+    [Fact]
+    public async Task On_agent_shutdown_replicas_of_a_runtime_that_outlives_it_are_left_running()
+    {
+        _runtime.PullError = null;
+        _manager.Apply(1, [A("r1", "fake/app")]);
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Ready, "ready");
+
+        await _manager.ShutdownAsync();
+
+        Assert.False(_runtime.Inner.Last("r1").StopRequested);
+        Assert.False(_runtime.Inner.Last("r1").Exited.IsCompleted);
+        Assert.Empty(_manager.Snapshot());
+    }
 }

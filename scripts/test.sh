@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds the solution once and runs every test project, PostgreSQL tests included (their server
-# binaries are installed with apt when missing and we are root; the tests start their own server).
+# binaries are installed with apt when missing and we are root; the tests start their own server),
+# and Docker tests included: Debian's docker.io (and busybox-static, for the test image) are
+# installed when missing and we are root, and dockerd is started with --bridge=none when no engine
+# answers; a dockerd started here is stopped at the end.
 # Extra arguments go to `dotnet test`, e.g.:
 #   scripts/test.sh --filter "Category!=Postgres&Category!=EndToEnd&Category!=Docker"
 # The last line printed is always "Tests: N passed, N failed" (", N skipped" when some were).
@@ -81,6 +84,54 @@ elif [ "$is_root" -eq 1 ]; then
 else
     echo "warning: PostgreSQL server binaries not found and not root, so not installing them;" \
         "the PostgreSQL tests will fail (install the 'postgresql' package or set SHOAL_PG_BIN)." >&2
+fi
+
+docker_pid=""
+docker_started_here=0
+stop_docker() {
+    if [ "$docker_started_here" -eq 1 ] && [ -n "$docker_pid" ]; then
+        kill "$docker_pid" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$docker_pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        docker_started_here=0
+    fi
+}
+trap stop_docker EXIT
+
+docker_answers() {
+    command -v docker > /dev/null 2>&1 && timeout 10 docker version > /dev/null 2>&1
+}
+
+# The Docker tests need an engine (no bridge network: every container uses host networking and
+# only loopback) and a static busybox to build their image from.
+if ! docker_answers; then
+    if [ "$is_root" -eq 1 ]; then
+        if ! command -v dockerd > /dev/null 2>&1 || ! dpkg -s busybox-static > /dev/null 2>&1; then
+            echo "Docker engine or busybox-static missing; installing them with apt-get."
+            export DEBIAN_FRONTEND=noninteractive
+            apt-get update && apt-get install -y --no-install-recommends docker.io busybox-static \
+                || echo "warning: could not install docker.io; the Docker tests will fail" >&2
+        fi
+        if command -v dockerd > /dev/null 2>&1; then
+            mkdir -p "$repo_root/artifacts"
+            echo "Starting dockerd --bridge=none (stopped when the tests end)."
+            dockerd --bridge=none --iptables=false --ip6tables=false > "$repo_root/artifacts/dockerd.log" 2>&1 &
+            docker_pid=$!
+            docker_started_here=1
+            for _ in $(seq 1 100); do
+                docker_answers && break
+                sleep 0.3
+            done
+            docker_answers || echo "warning: dockerd did not answer; see artifacts/dockerd.log" >&2
+        fi
+    else
+        echo "warning: no Docker engine answers and not root, so not installing one; the Docker tests will fail." >&2
+    fi
+elif [ "$is_root" -eq 1 ] && ! dpkg -s busybox-static > /dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends busybox-static \
+        || echo "warning: could not install busybox-static; the Docker tests will fail" >&2
 fi
 
 # initdb and postgres refuse to run as root, so as root the tests run them as this user.

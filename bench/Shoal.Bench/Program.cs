@@ -7,7 +7,8 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|proxy [seconds] [rounds]|all]
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|proxy [seconds] [rounds]|container|all]
+// `container` needs a Docker engine and a static busybox; it is not part of `all`.
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "backend")
 {
@@ -18,6 +19,7 @@ if (which == "proxy") await Shoal.Bench.ProxyBench.RunAsync(args);
 if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
 if (which is "schedule" or "all") Schedule();
 if (which is "deploy" or "all") await DeployAsync();
+if (which is "container") await Shoal.Bench.ContainerStart.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 20);
 return 0;
 
 static void Schedule()
@@ -76,6 +78,7 @@ static async Task DeployAsync()
         DataDir = Path.Combine(dir.FullName, "agent"),
         SimulateGpus = "rtx-4090:1",
         EnableProcessRuntime = true,
+        Runtime = "process",
         SimCommand = $"{ShoalExecutable()} sim",
         StopGracePeriod = TimeSpan.FromSeconds(2),
     }, loggers, TimeProvider.System, stop.Token);

@@ -6,6 +6,7 @@ using Shoal.Agent.Identity;
 using Shoal.Agent.Replicas;
 using Shoal.Agent.Runtimes;
 using Shoal.Agent.Tunnels;
+using Shoal.Agent.Runtimes.Docker;
 using Shoal.Contracts;
 
 namespace Shoal.Agent;
@@ -54,7 +55,8 @@ public static partial class AgentHost
         var version = typeof(AgentHost).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion;
 
         var runtimes = new List<IReplicaRuntime>();
-        if (options.EnableProcessRuntime)
+        AgentConnection? connection = null;
+        if (options.EnableProcessRuntime || options.Runtime == "process")
         {
             runtimes.Add(new ProcessRuntime(
                 new ProcessRuntimeOptions
@@ -67,6 +69,13 @@ public static partial class AgentHost
                 },
                 timeProvider,
                 loggerFactory.CreateLogger<ProcessRuntime>()));
+        }
+
+        // After process: an image the operator allow-listed as a local command runs as that command.
+        using var docker = options.Runtime == "process" ? null : await ConnectDockerAsync(options, gpus, dataDir, () => connection?.NodeId ?? identity?.NodeId, loggerFactory, ct);
+        if (docker is not null)
+        {
+            runtimes.Add(docker);
         }
 
         using var http = HttpReplicaProbe.CreateClient();
@@ -101,7 +110,7 @@ public static partial class AgentHost
             timeProvider,
             loggerFactory);
 
-        var connection = new AgentConnection(
+        connection = new AgentConnection(
             new AgentConnectionOptions
             {
                 ConnectUri = connectUri,
@@ -122,6 +131,8 @@ public static partial class AgentHost
 
         var runtimeNames = string.Join(",", replicas.RuntimeNames);
         LogStarting(logger, nodeName, connectUri, gpus.Count, runtimeNames);
+        using var imagesCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var imagesLoop = docker is null ? Task.CompletedTask : RefreshImagesLoopAsync(docker, timeProvider, logger, imagesCts.Token);
         try
         {
             await connection.RunAsync(ct);
@@ -129,10 +140,12 @@ public static partial class AgentHost
         finally
         {
             await tunnels.DisposeAsync();
+            await imagesCts.CancelAsync();
+            await imagesLoop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             if (options.StopReplicasOnShutdown)
             {
                 LogStoppingReplicas(logger);
-                await replicas.StopAllAsync();
+                await replicas.ShutdownAsync();
             }
             else
             {
@@ -142,8 +155,77 @@ public static partial class AgentHost
         LogStopped(logger, nodeName);
     }
 
+    private static async Task<DockerRuntime?> ConnectDockerAsync(
+        AgentOptions options, IReadOnlyList<GpuInfo> gpus, string dataDir, Func<string?> nodeId, ILoggerFactory loggerFactory, CancellationToken ct)
+    {
+        var logger = loggerFactory.CreateLogger(typeof(AgentHost).FullName!);
+        var endpoint = string.IsNullOrWhiteSpace(options.DockerHost) ? null : new Uri(options.DockerHost);
+        var client = DockerRuntime.CreateClient(endpoint);
+        var version = await DockerRuntime.ProbeAsync(client, TimeSpan.FromSeconds(5), ct);
+        var where = options.DockerHost ?? "the default Docker endpoint";
+        if (version is null)
+        {
+            client.Dispose();
+            if (options.Runtime == "docker")
+            {
+                throw new AgentConfigurationException($"--runtime docker: no Docker engine answers at {where}; start dockerd or point --docker-host at it");
+            }
+            LogDockerAbsent(logger, where);
+            return null;
+        }
+        var hardware = HardwareProbe.Describe(gpus, dataDir);
+        var runtime = new DockerRuntime(client, new DockerRuntimeOptions
+        {
+            Network = options.DockerNetwork == "host" ? DockerNetworkMode.Host : DockerNetworkMode.Bridge,
+            OciRuntime = string.IsNullOrWhiteSpace(options.OciRuntime) ? null : options.OciRuntime.Trim(),
+            Gpus = gpus,
+            CpuCores = hardware.CpuCores,
+            MemoryMiB = hardware.MemoryMiB,
+            NodeId = nodeId,
+        }, loggerFactory.CreateLogger<DockerRuntime>());
+        try
+        {
+            await runtime.RefreshImagesAsync(ct);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            LogDockerImagesFailed(logger, ex.Message);
+        }
+        LogDockerFound(logger, version, where, options.DockerNetwork, options.OciRuntime ?? "default");
+        return runtime;
+    }
+
+    private static async Task RefreshImagesLoopAsync(DockerRuntime docker, TimeProvider time, ILogger logger, CancellationToken ct)
+    {
+        // Images pulled by hand count for placement too; pulls by the agent refresh at once.
+        while (await time.TryDelayAsync(TimeSpan.FromSeconds(30), ct))
+        {
+            try
+            {
+                await docker.RefreshImagesAsync(ct);
+            }
+            catch (Exception ex) when (ex is not OperationCanceledException)
+            {
+                // The engine may be restarting; the next round tries again.
+                LogDockerImagesFailed(logger, ex.Message);
+            }
+        }
+    }
+
     private static void Validate(AgentOptions options)
     {
+        if (options.Runtime is not ("auto" or "docker" or "process"))
+        {
+            throw new AgentConfigurationException($"unknown runtime '{options.Runtime}': use auto, docker or process");
+        }
+        if (options.DockerNetwork is not ("bridge" or "host"))
+        {
+            throw new AgentConfigurationException($"unknown docker network mode '{options.DockerNetwork}': use bridge or host");
+        }
+        if (options.DockerHost is { Length: > 0 } dockerHost && !Uri.TryCreate(dockerHost, UriKind.Absolute, out _))
+        {
+            throw new AgentConfigurationException($"--docker-host '{dockerHost}' is not a URI such as unix:///var/run/docker.sock or tcp://127.0.0.1:2375");
+        }
         if (options.ReconnectMin <= TimeSpan.Zero || options.ReconnectMax < options.ReconnectMin)
         {
             throw new AgentConfigurationException($"invalid reconnect back-off: min {options.ReconnectMin} must be positive and no more than max {options.ReconnectMax}");
@@ -207,6 +289,15 @@ public static partial class AgentHost
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Agent {NodeName} starting: server {Uri}, {GpuCount} GPU(s), runtimes [{Runtimes}]")]
     private static partial void LogStarting(ILogger logger, string nodeName, Uri uri, int gpuCount, string runtimes);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "No Docker engine at {Where}; the docker runtime is off")]
+    private static partial void LogDockerAbsent(ILogger logger, string where);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not list the Docker images: {Message}")]
+    private static partial void LogDockerImagesFailed(ILogger logger, string message);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Docker engine {Version} at {Where}: docker runtime on ({Network} networking, OCI runtime {OciRuntime})")]
+    private static partial void LogDockerFound(ILogger logger, string version, string where, string network, string ociRuntime);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} already has an identity in {IdentityFile}; the provisioning token is not used")]
     private static partial void LogTokenIgnored(ILogger logger, string nodeId, string identityFile);

@@ -45,6 +45,22 @@ public sealed class AgentOptions
     /// <summary>Idle tunnels kept open per edge (tunnel mode).</summary>
     public int TunnelsPerEdge { get; set; } = 4;
 
+    /// <summary>
+    /// Which runtimes to use: <c>auto</c> (docker when an engine answers, plus process when
+    /// enabled), <c>docker</c> (an engine is required) or <c>process</c> (no engine is probed;
+    /// enables the process runtime). Default: <c>auto</c>.
+    /// </summary>
+    public string Runtime { get; set; } = "auto";
+
+    /// <summary>Docker Engine API address, such as <c>unix:///var/run/docker.sock</c> or <c>tcp://127.0.0.1:2375</c>. Default: <c>DOCKER_HOST</c>, else the local socket.</summary>
+    public string? DockerHost { get; set; }
+
+    /// <summary>How containers reach the network: <c>bridge</c> (port published on 127.0.0.1) or <c>host</c> (<c>PORT</c> set). Default: bridge.</summary>
+    public string DockerNetwork { get; set; } = "bridge";
+
+    /// <summary>OCI runtime for every container (<c>kata-runtime</c>, <c>runsc</c>). Default: the engine's default.</summary>
+    public string? OciRuntime { get; set; }
+
     /// <summary>Enables the process runtime (allow-listed local commands). Default: false.</summary>
     public bool EnableProcessRuntime { get; set; }
 

@@ -22,6 +22,8 @@ public sealed record CreateClusterRequest
     public Dictionary<string, string>? Env { get; init; }
     public string[]? Args { get; init; }
     public HealthCheckSpec? Health { get; init; }
+    /// <summary>Credentials for a private registry; kept as a secret (never shown again).</summary>
+    public RegistryCredentials? RegistryAuth { get; init; }
 }
 
 /// <summary>Body of <c>PATCH /v1/clusters/{name}</c>; only the fields given change.</summary>
@@ -45,6 +47,10 @@ public sealed record ClusterDto
     public string[] Args { get; init; } = [];
     public HealthCheckSpec Health { get; init; } = new();
     public required string Endpoint { get; init; }
+    /// <summary>The digest the image is pinned to, once a node resolved it.</summary>
+    public string? ImageDigest { get; init; }
+    /// <summary>The registry user when pull credentials are set (the password is never shown).</summary>
+    public string? RegistryUser { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
     public DateTimeOffset UpdatedAt { get; init; }
 }
@@ -71,6 +77,10 @@ public sealed record ReplicaDto
     public DateTimeOffset? StartedAt { get; init; }
     public DateTimeOffset? ReadyAt { get; init; }
     public ReplicaLoad? Load { get; init; }
+    /// <summary>Image pull progress, 0-100, while pulling.</summary>
+    public double? PullProgress { get; init; }
+    /// <summary>The exact image the replica runs.</summary>
+    public string? ImageDigest { get; init; }
 }
 
 /// <summary>Body of <c>GET /v1/clusters/{name}/status</c>.</summary>

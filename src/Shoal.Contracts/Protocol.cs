@@ -14,6 +14,9 @@ namespace Shoal.Contracts;
 [JsonDerivedType(typeof(WelcomeMessage), "welcome")]
 [JsonDerivedType(typeof(AssignmentsMessage), "assignments")]
 [JsonDerivedType(typeof(EdgesMessage), "edges")]
+[JsonDerivedType(typeof(LogsRequestMessage), "logsRequest")]
+[JsonDerivedType(typeof(LogsCancelMessage), "logsCancel")]
+[JsonDerivedType(typeof(LogsDataMessage), "logsData")]
 public abstract record AgentMessage;
 
 /// <summary>Headers and limits of the agent connection.</summary>
@@ -54,6 +57,8 @@ public sealed record HelloMessage : AgentMessage
 public sealed record HeartbeatMessage : AgentMessage
 {
     public long AppliedRevision { get; init; }
+    /// <summary>The images on the node, when they changed since the last hello or heartbeat; null otherwise.</summary>
+    public string[]? Images { get; init; }
     public ReplicaReport[] Replicas { get; init; } = [];
 }
 
@@ -100,6 +105,53 @@ public sealed record Assignment
     public Dictionary<string, string> Env { get; init; } = [];
     public string[] Args { get; init; } = [];
     public HealthCheckSpec Health { get; init; } = new();
+    /// <summary>
+    /// The image the cluster is pinned to (a repo digest <c>repo@sha256:…</c> or a local image id
+    /// <c>sha256:…</c>), once a node has resolved it; null until then.
+    /// </summary>
+    public string? ImageDigest { get; init; }
+    /// <summary>Credentials for pulling the image from a private registry; sent only to nodes that run the cluster.</summary>
+    public RegistryCredentials? RegistryAuth { get; init; }
+}
+
+/// <summary>Credentials of a private registry, for pulling one cluster's image.</summary>
+public sealed record RegistryCredentials
+{
+    /// <summary>Registry host, such as <c>ghcr.io</c>; default: the image reference's host.</summary>
+    public string? Server { get; init; }
+    public required string Username { get; init; }
+    public required string Password { get; init; }
+}
+
+/// <summary>Server to agent: stream a replica's output with <see cref="LogsDataMessage"/> frames.</summary>
+public sealed record LogsRequestMessage : AgentMessage
+{
+    public required string RequestId { get; init; }
+    public required string ReplicaId { get; init; }
+    /// <summary>Keep streaming new output until cancelled.</summary>
+    public bool Follow { get; init; }
+    /// <summary>Lines from the end to start with; null for all.</summary>
+    public int? Tail { get; init; }
+}
+
+/// <summary>Server to agent: stop a logs stream (the client went away).</summary>
+public sealed record LogsCancelMessage : AgentMessage
+{
+    public required string RequestId { get; init; }
+}
+
+/// <summary>Agent to server: a piece of a replica's output, or the end of the stream.</summary>
+public sealed record LogsDataMessage : AgentMessage
+{
+    /// <summary>Largest <see cref="Data"/> an agent sends in one frame, in characters.</summary>
+    public const int MaxChunkChars = 32 * 1024;
+
+    public required string RequestId { get; init; }
+    public string Data { get; init; } = "";
+    /// <summary>The stream is over (the replica is gone, or not followed and all sent).</summary>
+    public bool End { get; init; }
+    /// <summary>Why the stream could not be served, when it could not.</summary>
+    public string? Error { get; init; }
 }
 
 /// <summary>What an agent observes of one replica.</summary>
@@ -117,6 +169,10 @@ public sealed record ReplicaReport
     public DateTimeOffset? StartedAt { get; init; }
     public DateTimeOffset? ReadyAt { get; init; }
     public ReplicaLoad? Load { get; init; }
+    /// <summary>Image pull progress, 0-100, while the replica is pulling.</summary>
+    public double? PullProgress { get; init; }
+    /// <summary>The exact image the replica runs (repo digest, or image id for a local image).</summary>
+    public string? ImageDigest { get; init; }
 }
 
 /// <summary>Load read from the replica's Prometheus metrics (vLLM names).</summary>

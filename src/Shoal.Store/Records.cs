@@ -11,6 +11,8 @@ public sealed record ClusterRecord
     public required ClusterSpec Spec { get; init; }
     /// <summary>Increases with every spec change (not with scaling).</summary>
     public long Generation { get; init; } = 1;
+    /// <summary>The image pinned by digest (first one a node resolved), so every replica runs the same bits.</summary>
+    public string? ImageDigest { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
     public DateTimeOffset UpdatedAt { get; init; }
 
@@ -37,6 +39,10 @@ public sealed record ReplicaRecord
     public DateTimeOffset? StartedAt { get; init; }
     public DateTimeOffset? ReadyAt { get; init; }
     public DateTimeOffset UpdatedAt { get; init; }
+    /// <summary>The exact image the replica runs, as its node reported.</summary>
+    public string? ImageDigest { get; init; }
+    /// <summary>Pull progress (0-100) while pulling; observed only, not stored.</summary>
+    public double? PullProgress { get; init; }
 }
 
 /// <summary>A registered node. The secret is kept only as a hash.</summary>

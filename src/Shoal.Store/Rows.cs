@@ -19,7 +19,7 @@ internal static class Rows
     [
         new("id", DbType.String), new("project", DbType.String), new("name", DbType.String),
         new("spec", DbType.String), new("generation", DbType.Int64), new("created_at", DbType.Int64),
-        new("updated_at", DbType.Int64),
+        new("updated_at", DbType.Int64), new("image_digest", DbType.String),
     ];
 
     public static readonly Column[] ReplicaColumns =
@@ -29,7 +29,7 @@ internal static class Rows
         new("reason", DbType.String), new("healthy", DbType.Boolean), new("restarts", DbType.Int32),
         new("exit_code", DbType.Int32), new("host_port", DbType.Int32), new("created_at", DbType.Int64),
         new("assigned_at", DbType.Int64), new("pulled_at", DbType.Int64), new("started_at", DbType.Int64),
-        new("ready_at", DbType.Int64), new("updated_at", DbType.Int64),
+        new("ready_at", DbType.Int64), new("updated_at", DbType.Int64), new("image_digest", DbType.String),
     ];
 
     public static readonly Column[] NodeColumns =
@@ -71,7 +71,7 @@ internal static class Rows
     public static object?[] Values(ClusterRecord c) =>
     [
         c.Id, c.Project, c.Spec.Name, JsonSerializer.Serialize(c.Spec, CoreJsonContext.Default.ClusterSpec),
-        c.Generation, Ms(c.CreatedAt), Ms(c.UpdatedAt),
+        c.Generation, Ms(c.CreatedAt), Ms(c.UpdatedAt), OrNull(c.ImageDigest),
     ];
 
     public static object?[] Values(ReplicaRecord r) =>
@@ -80,6 +80,7 @@ internal static class Rows
         JsonSerializer.Serialize(r.GpuIndexes ?? [], ShoalJsonContext.Default.Int32Array),
         r.State.ToWire(), OrNull(r.Reason), r.Healthy, r.Restarts, OrNull(r.ExitCode), OrNull(r.HostPort),
         Ms(r.CreatedAt), Ms(r.AssignedAt), Ms(r.PulledAt), Ms(r.StartedAt), Ms(r.ReadyAt), Ms(r.UpdatedAt),
+        OrNull(r.ImageDigest),
     ];
 
     public static object?[] Values(NodeRecord n) =>
@@ -117,6 +118,7 @@ internal static class Rows
         Generation = r.GetInt64(4),
         CreatedAt = Time(r, 5),
         UpdatedAt = Time(r, 6),
+        ImageDigest = NullableString(r, 7),
     };
 
     public static ReplicaRecord ReadReplica(DbDataReader r) => new()
@@ -138,6 +140,7 @@ internal static class Rows
         StartedAt = NullableTime(r, 14),
         ReadyAt = NullableTime(r, 15),
         UpdatedAt = Time(r, 16),
+        ImageDigest = NullableString(r, 17),
     };
 
     public static NodeRecord ReadNode(DbDataReader r) => new()

@@ -77,6 +77,10 @@ public static class Schema
                 CONSTRAINT ux_provisioning_tokens_hash UNIQUE (hash)
             );
             """),
+        (2, """
+            ALTER TABLE clusters ADD COLUMN image_digest TEXT NULL;
+            ALTER TABLE replicas ADD COLUMN image_digest TEXT NULL;
+            """),
     ];
 
     /// <summary>The version a fully migrated store reports.</summary>

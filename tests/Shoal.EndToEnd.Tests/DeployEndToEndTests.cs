@@ -51,7 +51,7 @@ public sealed class DeployEndToEndTests(ITestOutputHelper output)
                 processes.Add(ShoalProcess.Start(name,
                 [
                     "agent", "--server", api, "--token", token, "--name", name, "--simulate-gpus", gpus,
-                    "--data-dir", dir.Combine(name), "--enable-process-runtime", "--log-level", "Warning",
+                    "--data-dir", dir.Combine(name), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
                 ]));
             }
             await Eventually.GetAsync(() => NodesAsync(http), n => n.Count(x => x.State == NodeState.Ready) == 3, TimeSpan.FromSeconds(30), "three ready nodes");

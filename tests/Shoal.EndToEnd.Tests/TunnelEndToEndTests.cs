@@ -37,7 +37,7 @@ public sealed class TunnelEndToEndTests(ITestOutputHelper output)
             var agent = ShoalProcess.Start("agent-in-ns",
             [
                 "agent", "--server", api, "--token", token, "--name", "hidden", "--simulate-gpus", "rtx-4090:2",
-                "--data-dir", dir.Combine("agent"), "--enable-process-runtime", "--log-level", "Warning",
+                "--data-dir", dir.Combine("agent"), "--runtime", "process", "--enable-process-runtime", "--log-level", "Warning",
             ], netns: ns.Name);
             processes.Add(agent);
             await Eventually.GetAsync(() => DeployEndToEndTests.NodesAsync(http), n => n.Any(x => x.State == NodeState.Ready), TimeSpan.FromSeconds(30), "node ready");

@@ -186,6 +186,7 @@ public sealed partial class AgentConnection
         using var sessionCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var interval = TimeSpan.FromMilliseconds(Math.Max(MinHeartbeatMs, welcome.HeartbeatIntervalMs));
         var heartbeats = HeartbeatLoopAsync(ws, sendLock, interval, sessionCts.Token);
+        using var logs = new LogStreamer(_replicas, (message, token) => SendAsync(ws, sendLock, message, token), sessionCts.Token);
         try
         {
             while (true)
@@ -203,6 +204,9 @@ public sealed partial class AgentConnection
                         break;
                     case EdgesMessage edges:
                         _options.EdgesChanged?.Invoke(_identity, edges.Edges);
+                        break;
+                    case LogsRequestMessage or LogsCancelMessage:
+                        logs.Handle(message);
                         break;
                     default:
                         throw new AgentProtocolException($"unexpected {Describe(message)} from the server");
@@ -236,6 +240,7 @@ public sealed partial class AgentConnection
                 {
                     AppliedRevision = _replicas.AppliedRevision,
                     Replicas = _replicas.Snapshot(),
+                    Images = _replicas.TakeChangedImages(),
                 }, ct);
             }
         }

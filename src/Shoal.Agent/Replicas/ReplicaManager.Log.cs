@@ -11,4 +11,7 @@ public sealed partial class ReplicaManager
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Converging to revision {Revision}: {Started} to start, {Stopped} to stop, {Unchanged} unchanged")]
     private partial void LogConverged(long revision, int started, int stopped, int unchanged);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Removing containers no longer assigned failed")]
+    private partial void LogOrphanSweepFailed(Exception exception);
 }

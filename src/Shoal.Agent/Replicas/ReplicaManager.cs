@@ -24,7 +24,9 @@ public sealed partial class ReplicaManager : IAsyncDisposable
     {
         FullMode = BoundedChannelFullMode.DropWrite,
     });
+    private readonly SemaphoreSlim _orphanSweep = new(1, 1);
     private long _appliedRevision;
+    private string[] _reportedImages = [];
 
     public ReplicaManager(
         IReadOnlyList<IReplicaRuntime> runtimes,
@@ -50,8 +52,31 @@ public sealed partial class ReplicaManager : IAsyncDisposable
     /// <summary>Runtime names, for hello.</summary>
     public string[] RuntimeNames => [.. _runtimes.Select(r => r.Name)];
 
-    /// <summary>Images the runtimes are known to run, for hello.</summary>
-    public string[] Images => [.. _runtimes.SelectMany(r => r.Images).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
+    /// <summary>Images the runtimes are known to run (the images on the node, for docker), for hello.</summary>
+    public string[] Images
+    {
+        get
+        {
+            var images = CurrentImages();
+            Volatile.Write(ref _reportedImages, images);
+            return images;
+        }
+    }
+
+    /// <summary>The images, when they changed since they were last read; null otherwise. For heartbeats.</summary>
+    public string[]? TakeChangedImages()
+    {
+        var images = CurrentImages();
+        var previous = Volatile.Read(ref _reportedImages);
+        if (images.SequenceEqual(previous, StringComparer.Ordinal))
+        {
+            return null;
+        }
+        Volatile.Write(ref _reportedImages, images);
+        return images;
+    }
+
+    private string[] CurrentImages() => [.. _runtimes.SelectMany(r => r.Images).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)];
 
     /// <summary>
     /// Converges to <paramref name="assignments"/>: starts the missing, stops the unlisted, leaves
@@ -91,7 +116,74 @@ public sealed partial class ReplicaManager : IAsyncDisposable
             LogConverged(revision, plan.ToStart.Count, plan.ToStop.Count, plan.Unchanged.Count);
             SignalChange();
         }
+        if (_runtimes.Any(r => r.KeepsReplicasOnAgentExit))
+        {
+            _ = RemoveOrphansAsync();
+        }
         return plan;
+    }
+
+    // What an earlier agent left running for replicas no longer assigned here is removed; only
+    // after an assignment set arrived, so a restart without the server removes nothing.
+    private async Task RemoveOrphansAsync()
+    {
+        await _orphanSweep.WaitAsync();
+        try
+        {
+            HashSet<string> keep;
+            lock (_lock)
+            {
+                keep = new HashSet<string>(_workers.Keys.Concat(_stopping.Keys), StringComparer.Ordinal);
+            }
+            foreach (var runtime in _runtimes.Where(r => r.KeepsReplicasOnAgentExit))
+            {
+                await runtime.RemoveOrphansAsync(keep, CancellationToken.None);
+            }
+        }
+        catch (Exception ex)
+        {
+            LogOrphanSweepFailed(ex);
+        }
+        finally
+        {
+            _orphanSweep.Release();
+        }
+    }
+
+    /// <summary>Streams the output of a replica this node runs.</summary>
+    /// <exception cref="IOException">The replica is not on this node, or its runtime keeps no output.</exception>
+    public Task StreamLogsAsync(string replicaId, bool follow, int? tail, Func<string, Task> write, CancellationToken ct)
+    {
+        ReplicaWorker? worker;
+        lock (_lock)
+        {
+            worker = _workers.GetValueOrDefault(replicaId) ?? (_stopping.TryGetValue(replicaId, out var s) ? s.Worker : null);
+        }
+        if (worker?.Runtime is not { } runtime)
+        {
+            throw new IOException($"replica {replicaId} is not running on this node");
+        }
+        return runtime.StreamLogsAsync(replicaId, follow, tail, write, ct);
+    }
+
+    /// <summary>
+    /// The agent is exiting: replicas of runtimes that outlive the agent (docker) are left running
+    /// to be re-adopted; the others are stopped. Returns when that is done.
+    /// </summary>
+    public async Task ShutdownAsync()
+    {
+        Task[] pending;
+        lock (_lock)
+        {
+            foreach (var (id, worker) in _workers)
+            {
+                var detach = worker.Runtime?.KeepsReplicasOnAgentExit == true;
+                _stopping[id] = (worker, StopWorkerAsync(worker, detach));
+            }
+            _workers.Clear();
+            pending = [.. _stopping.Values.Select(s => s.Stopped)];
+        }
+        await Task.WhenAll(pending);
     }
 
     /// <summary>What each replica is doing now, including ones being stopped.</summary>
@@ -134,16 +226,22 @@ public sealed partial class ReplicaManager : IAsyncDisposable
 
     public async ValueTask DisposeAsync() => await StopAllAsync();
 
-    private async Task StopWorkerAsync(ReplicaWorker worker)
+    private async Task StopWorkerAsync(ReplicaWorker worker, bool detach = false)
     {
         await Task.Yield();
-        await worker.StopAsync();
+        await worker.StopAsync(detach);
         lock (_lock)
         {
             if (_stopping.TryGetValue(worker.ReplicaId, out var s) && ReferenceEquals(s.Worker, worker))
             {
                 _stopping.Remove(worker.ReplicaId);
             }
+        }
+        if (!detach && worker.Runtime?.KeepsReplicasOnAgentExit == true)
+        {
+            // Stopped before it had adopted or started its container (say, while pulling): the
+            // container, if any, is now an orphan of this node.
+            _ = RemoveOrphansAsync();
         }
         SignalChange();
     }

@@ -23,6 +23,7 @@ internal sealed partial class ReplicaWorker
     private readonly Lock _lock = new();
     private ReplicaReport _report;
     private Task _loop = Task.CompletedTask;
+    private volatile bool _detach;
 
     public ReplicaWorker(
         Assignment assignment,
@@ -49,6 +50,9 @@ internal sealed partial class ReplicaWorker
 
     public Assignment Assignment => _assignment;
 
+    /// <summary>The runtime that runs this replica, or null when none can.</summary>
+    public IReplicaRuntime? Runtime => _runtime;
+
     public ReplicaReport Report
     {
         get
@@ -63,9 +67,13 @@ internal sealed partial class ReplicaWorker
     /// <summary>Begins supervising, after <paramref name="after"/> (an earlier instance with the same id stopping).</summary>
     public void Start(Task? after) => _loop = Task.Run(() => RunAsync(after));
 
-    /// <summary>Stops the replica (grace, then kill) and returns when it is gone.</summary>
-    public async Task StopAsync()
+    /// <summary>
+    /// Stops the replica (grace, then kill) and returns when it is gone; with <paramref name="detach"/>,
+    /// stops supervising only and leaves a running instance as it is.
+    /// </summary>
+    public async Task StopAsync(bool detach = false)
     {
+        _detach = detach;
         await _stop.CancelAsync();
         try
         {
@@ -99,14 +107,58 @@ internal sealed partial class ReplicaWorker
         var restarts = 0;
         while (!stop.IsCancellationRequested)
         {
+            var assignment = _assignment;
+            if (_runtime.PullsImages)
+            {
+                Update(r => r with
+                {
+                    State = ReplicaState.Pulling,
+                    Healthy = false,
+                    Reason = null,
+                    Restarts = restarts,
+                    PullProgress = 0,
+                    ReadyAt = null,
+                    Load = null,
+                });
+                string? digest;
+                try
+                {
+                    var progress = new InlineProgress<double>(p => Update(r => r.State == ReplicaState.Pulling ? r with { PullProgress = p } : r));
+                    digest = await _runtime.PrepareAsync(_assignment, progress, stop);
+                }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    break;
+                }
+                catch (ReplicaStartException ex) when (ex.Permanent)
+                {
+                    Update(r => r with { State = ReplicaState.Failed, Reason = ex.Message, PullProgress = null });
+                    LogRejected(_assignment.ReplicaId, ex.Message);
+                    return;
+                }
+                catch (Exception ex)
+                {
+                    if (!await FailAndWaitAsync(backoff, ex is ReplicaStartException ? ex.Message : $"image pull failed: {ex.Message}", ex, stop))
+                    {
+                        break;
+                    }
+                    restarts++;
+                    continue;
+                }
+                var pulledAt = _time.GetUtcNow();
+                assignment = _assignment with { ImageDigest = digest ?? _assignment.ImageDigest };
+                Update(r => r with { PulledAt = r.PulledAt ?? pulledAt, PullProgress = null, ImageDigest = digest ?? r.ImageDigest });
+            }
+
             var startedAt = _time.GetUtcNow();
+            var pulls = _runtime.PullsImages;
             Update(r => r with
             {
                 State = ReplicaState.Starting,
                 Healthy = false,
                 Reason = null,
                 Restarts = restarts,
-                PulledAt = startedAt,
+                PulledAt = pulls ? r.PulledAt : startedAt,
                 StartedAt = startedAt,
                 ReadyAt = null,
                 Load = null,
@@ -115,7 +167,7 @@ internal sealed partial class ReplicaWorker
             IReplicaInstance instance;
             try
             {
-                instance = await _runtime.StartAsync(_assignment, stop);
+                instance = await _runtime.StartAsync(assignment, stop);
             }
             catch (OperationCanceledException) when (stop.IsCancellationRequested)
             {
@@ -129,11 +181,7 @@ internal sealed partial class ReplicaWorker
             }
             catch (Exception ex)
             {
-                var delay = backoff.Next();
-                var wait = _time.TryDelayAsync(delay, stop);
-                Update(r => r with { State = ReplicaState.Failed, Reason = $"start failed: {ex.Message}; retrying in {delay.TotalSeconds:0.#} s" });
-                LogStartFailed(_assignment.ReplicaId, delay, ex);
-                if (!await wait)
+                if (!await FailAndWaitAsync(backoff, $"start failed: {ex.Message}", ex, stop))
                 {
                     break;
                 }
@@ -151,6 +199,12 @@ internal sealed partial class ReplicaWorker
                 await healthCts.CancelAsync();
                 await health.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
 
+                if (stop.IsCancellationRequested && _detach)
+                {
+                    // The agent exits and this runtime's replicas outlive it: leave it running, to be re-adopted.
+                    LogDetached(_assignment.ReplicaId);
+                    return;
+                }
                 if (stop.IsCancellationRequested)
                 {
                     Update(r => r with { State = ReplicaState.Draining, Healthy = false });
@@ -175,7 +229,7 @@ internal sealed partial class ReplicaWorker
                     Healthy = false,
                     ExitCode = exitCode,
                     Load = null,
-                    Reason = $"exited with code {exitCode}; restarting in {restartIn.TotalSeconds:0.#} s",
+                    Reason = $"{instance.ExitReason ?? $"exited with code {exitCode}"}; restarting in {restartIn.TotalSeconds:0.#} s",
                 });
                 LogExited(_assignment.ReplicaId, exitCode, restartIn);
                 if (!await restartWait)
@@ -191,6 +245,31 @@ internal sealed partial class ReplicaWorker
             }
         }
         Update(r => r with { State = ReplicaState.Stopped, Healthy = false });
+    }
+
+    // Shows the failure, then waits out the back-off; false when stopped meanwhile.
+    private async Task<bool> FailAndWaitAsync(ExponentialBackoff backoff, string reason, Exception ex, CancellationToken stop)
+    {
+        var delay = backoff.Next();
+        // The timer starts before the failure is visible, so observers never race it.
+        var wait = _time.TryDelayAsync(delay, stop);
+        Update(r => r with { State = ReplicaState.Failed, Healthy = false, PullProgress = null, Reason = $"{reason}; retrying in {delay.TotalSeconds:0.#} s" });
+        if (ex is ReplicaStartException)
+        {
+            // An expected failure (no such image, engine refused): its message says it all.
+            LogStartFailed(_assignment.ReplicaId, reason, delay);
+        }
+        else
+        {
+            LogStartFailed(_assignment.ReplicaId, delay, ex);
+        }
+        return await wait;
+    }
+
+    /// <summary>An <see cref="IProgress{T}"/> that runs its handler on the reporting thread.</summary>
+    private sealed class InlineProgress<T>(Action<T> handler) : IProgress<T>
+    {
+        public void Report(T value) => handler(value);
     }
 
     private async Task HealthLoopAsync(int port, CancellationToken ct)

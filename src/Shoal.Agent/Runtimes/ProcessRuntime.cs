@@ -169,6 +169,66 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
         return Task.FromResult<IReplicaInstance>(new ProcessReplicaInstance(process, port, exited.Task, log, _time));
     }
 
+    /// <summary>Streams the replica's log file (<c>replicas/&lt;id&gt;.log</c>); with follow, polls it for more.</summary>
+    public async Task StreamLogsAsync(string replicaId, bool follow, int? tail, Func<string, Task> write, CancellationToken ct)
+    {
+        var path = Path.Combine(_options.ReplicasDir, replicaId + ".log");
+        if (replicaId.AsSpan().IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || !File.Exists(path))
+        {
+            throw new IOException($"replica {replicaId} has no log on this node");
+        }
+        await using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        if (tail is { } lines)
+        {
+            stream.Position = TailOffset(stream, lines);
+        }
+        using var reader = new StreamReader(stream, System.Text.Encoding.UTF8);
+        var buffer = new char[16 * 1024];
+        while (true)
+        {
+            var n = await reader.ReadAsync(buffer, ct);
+            if (n > 0)
+            {
+                await write(new string(buffer, 0, n));
+                continue;
+            }
+            if (!follow)
+            {
+                return;
+            }
+            await Task.Delay(TimeSpan.FromMilliseconds(250), _time, ct);
+        }
+    }
+
+    // The offset where the last <lines> lines begin (the log is at most MaxLogBytes, so reading it back is bounded).
+    private static long TailOffset(FileStream stream, int lines)
+    {
+        if (lines <= 0)
+        {
+            return stream.Length;
+        }
+        var length = stream.Length;
+        var buffer = new byte[4096];
+        var seen = 0;
+        var position = length;
+        while (position > 0)
+        {
+            var size = (int)Math.Min(buffer.Length, position);
+            position -= size;
+            stream.Position = position;
+            stream.ReadExactly(buffer, 0, size);
+            for (var i = size - 1; i >= 0; i--)
+            {
+                // The newline that ends the last line does not count.
+                if (buffer[i] == (byte)'\n' && position + i != length - 1 && ++seen == lines)
+                {
+                    return position + i + 1;
+                }
+            }
+        }
+        return 0;
+    }
+
     /// <summary>A port that was free on 127.0.0.1 a moment ago.</summary>
     public static int FreeLoopbackPort()
     {

@@ -64,6 +64,38 @@ public sealed class ShoalClient : IDisposable
     public Task<ClusterStatusDto> GetClusterStatusAsync(string name, CancellationToken ct = default) =>
         GetAsync($"v1/clusters/{Escape(name)}/status", ShoalJsonContext.Default.ClusterStatusDto, ct);
 
+    /// <summary>
+    /// Streams a cluster's output (one replica's, or all of them, lines prefixed with the replica id)
+    /// to <paramref name="write"/> until the server ends it or <paramref name="ct"/> is cancelled.
+    /// </summary>
+    public async Task StreamLogsAsync(string name, string? replica, bool follow, int? tail, Func<string, Task> write, CancellationToken ct = default)
+    {
+        var query = new List<string>();
+        if (replica is not null)
+        {
+            query.Add("replica=" + Escape(replica));
+        }
+        if (follow)
+        {
+            query.Add("follow=true");
+        }
+        if (tail is { } t)
+        {
+            query.Add("tail=" + t.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        }
+        var path = $"v1/clusters/{Escape(name)}/logs" + (query.Count > 0 ? "?" + string.Join('&', query) : "");
+        using var request = new HttpRequestMessage(HttpMethod.Get, path);
+        using var response = await SendCoreAsync(request, ct);
+        await using var body = await response.Content.ReadAsStreamAsync(ct);
+        using var reader = new StreamReader(body, System.Text.Encoding.UTF8);
+        var buffer = new char[8192];
+        int n;
+        while ((n = await reader.ReadAsync(buffer, ct)) > 0)
+        {
+            await write(new string(buffer, 0, n));
+        }
+    }
+
     public Task<NodeDto[]> ListNodesAsync(CancellationToken ct = default) =>
         GetAsync("v1/nodes", ShoalJsonContext.Default.NodeDtoArray, ct);
 

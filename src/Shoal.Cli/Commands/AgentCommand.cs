@@ -16,6 +16,10 @@ public sealed class AgentCommand : Command
     private static readonly Option<int> s_tunnels = new("--tunnels-per-edge") { Description = "Idle tunnels kept open to each edge", DefaultValueFactory = _ => 4 };
     private static readonly Option<bool> s_process = new("--enable-process-runtime") { Description = "Run allow-listed local commands as replicas (shoal/sim is built in)" };
     private static readonly Option<string[]> s_processImage = new("--process-image") { Description = "Allow an image on the process runtime: IMAGE=COMMAND (repeatable)", AllowMultipleArgumentsPerToken = false };
+    private static readonly Option<string> s_runtime = new("--runtime") { Description = "auto (docker when an engine answers, plus process when enabled), docker (engine required) or process", DefaultValueFactory = _ => "auto" };
+    private static readonly Option<string?> s_dockerHost = new("--docker-host") { Description = "Docker Engine API address (default: DOCKER_HOST, else unix:///var/run/docker.sock)" };
+    private static readonly Option<string> s_dockerNetwork = new("--docker-network") { Description = "bridge (ports published on 127.0.0.1) or host (PORT set)", DefaultValueFactory = _ => "bridge" };
+    private static readonly Option<string?> s_ociRuntime = new("--oci-runtime") { Description = "OCI runtime for every container, e.g. kata-runtime or runsc (default: the engine's)" };
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -34,6 +38,10 @@ public sealed class AgentCommand : Command
         Options.Add(s_tunnels);
         Options.Add(s_process);
         Options.Add(s_processImage);
+        Options.Add(s_runtime);
+        Options.Add(s_dockerHost);
+        Options.Add(s_dockerNetwork);
+        Options.Add(s_ociRuntime);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -51,6 +59,10 @@ public sealed class AgentCommand : Command
             Direct = result.GetValue(s_direct),
             TunnelsPerEdge = result.GetValue(s_tunnels),
             EnableProcessRuntime = result.GetValue(s_process),
+            Runtime = result.GetValue(s_runtime)!,
+            DockerHost = result.GetValue(s_dockerHost),
+            DockerNetwork = result.GetValue(s_dockerNetwork)!,
+            OciRuntime = result.GetValue(s_ociRuntime),
         };
         foreach (var entry in result.GetValue(s_processImage) ?? [])
         {

@@ -68,6 +68,19 @@ public sealed class DeployCommand : ApiCommand
 
     private static readonly Option<OutputFormat> s_outputOption = CommonOptions.CreateOutputOption();
 
+    private static readonly Option<string?> s_registryUserOption = new("--registry-user")
+    {
+        Description = "User for a private registry; the password is read from $SHOAL_REGISTRY_PASSWORD (kept as a secret)",
+    };
+
+    private static readonly Option<string?> s_registryServerOption = new("--registry-server")
+    {
+        Description = "Registry host the credentials are for (default: the image's registry)",
+    };
+
+    /// <summary>Environment variable with the registry password, so it stays out of the command line and shell history.</summary>
+    public const string RegistryPasswordVariable = "SHOAL_REGISTRY_PASSWORD";
+
     public DeployCommand(CliContext context)
         : base("deploy", "Deploy a cluster: one image, one GPU type, N replicas, one endpoint", context, s_outputOption)
     {
@@ -82,6 +95,8 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_healthPathOption);
         Options.Add(s_waitOption);
         Options.Add(s_timeoutOption);
+        Options.Add(s_registryUserOption);
+        Options.Add(s_registryServerOption);
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
@@ -89,6 +104,17 @@ public sealed class DeployCommand : ApiCommand
         var env = result.GetValue(s_envOption) ?? [];
         var args = result.GetValue(s_argOption) ?? [];
         var healthPath = result.GetValue(s_healthPathOption);
+        RegistryCredentials? registryAuth = null;
+        if (result.GetValue(s_registryUserOption) is { } registryUser)
+        {
+            var password = Context.GetEnvironmentVariable(RegistryPasswordVariable);
+            if (string.IsNullOrEmpty(password))
+            {
+                Interaction.DisplayError($"--registry-user needs the password in ${RegistryPasswordVariable}");
+                return ExitCodes.InvalidInput;
+            }
+            registryAuth = new RegistryCredentials { Username = registryUser, Password = password, Server = result.GetValue(s_registryServerOption) };
+        }
         var request = new CreateClusterRequest
         {
             Name = result.GetValue(s_nameArgument),
@@ -100,6 +126,7 @@ public sealed class DeployCommand : ApiCommand
             Env = env.Count == 0 ? null : env,
             Args = args.Length == 0 ? null : args,
             Health = healthPath is null ? null : new HealthCheckSpec { Path = healthPath },
+            RegistryAuth = registryAuth,
         };
 
         var cluster = await client.CreateClusterAsync(request, ct);

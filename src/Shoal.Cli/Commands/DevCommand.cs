@@ -96,6 +96,7 @@ public sealed class DevCommand : Command
                         Name = name,
                         SimulateGpus = gpus,
                         EnableProcessRuntime = true,
+                        Runtime = "process",
                         ReconnectMin = TimeSpan.FromMilliseconds(200),
                         StopGracePeriod = TimeSpan.FromSeconds(3),
                     };

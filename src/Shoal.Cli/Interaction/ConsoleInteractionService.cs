@@ -55,6 +55,13 @@ public sealed class ConsoleInteractionService : IInteractionService
         _stdout.Write(renderable);
     }
 
+    public void WriteRaw(string text)
+    {
+        var writer = _stdout.Profile.Out.Writer;
+        writer.Write(text);
+        writer.Flush();
+    }
+
     public void WriteJson<T>(T value, JsonTypeInfo<T> typeInfo)
     {
         using var buffer = new MemoryStream();

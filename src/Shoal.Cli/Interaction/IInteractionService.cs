@@ -18,6 +18,9 @@ public interface IInteractionService
     /// <summary>Writes <paramref name="value"/> as indented JSON to stdout, nothing else.</summary>
     void WriteJson<T>(T value, JsonTypeInfo<T> typeInfo);
 
+    /// <summary>Text as it is (a replica's output) to stdout, unformatted and flushed at once.</summary>
+    void WriteRaw(string text);
+
     /// <summary>A line of plain text for people: stdout in table mode, stderr in JSON mode.</summary>
     void DisplayMessage(string text);
 

@@ -32,6 +32,14 @@ public static class Views
         void Row(string label, IRenderable value) => grid.AddRow(new Markup($"[bold]{label}[/]"), value);
         Row("cluster", Cell(c.Name));
         Row("image", Cell(c.Image));
+        if (c.ImageDigest is { } digest)
+        {
+            Row("pinned", Cell(digest));
+        }
+        if (c.RegistryUser is { } user)
+        {
+            Row("registry user", Cell(user));
+        }
         Row("gpu", Cell(Formats.ClusterGpu(c)));
         Row("replicas", ReadyCell(readyReplicas, c.Replicas, " ready"));
         Row("generation", Cell(c.Generation.ToString(CultureInfo.InvariantCulture)));
@@ -51,7 +59,7 @@ public static class Views
                 Cell(r.Id),
                 Cell(r.NodeName ?? r.Node ?? "-"),
                 Cell(r.Gpus.Length == 0 ? "-" : string.Join(',', r.Gpus)),
-                StateCell(r.State),
+                StateCell(r.State, r.PullProgress),
                 Cell(r.Healthy ? "yes" : "no"),
                 Cell(r.Reason ?? "-"),
                 Cell(r.Restarts.ToString(CultureInfo.InvariantCulture)),
@@ -156,8 +164,12 @@ public static class Views
         return new Markup(string.Create(CultureInfo.InvariantCulture, $"[{color}]{ready}/{desired}[/]{Markup.Escape(suffix)}"));
     }
 
-    private static Markup StateCell(ReplicaState state)
+    private static Markup StateCell(ReplicaState state, double? pullProgress = null)
     {
+        if (state == ReplicaState.Pulling && pullProgress is { } percent)
+        {
+            return new Markup(string.Create(CultureInfo.InvariantCulture, $"pulling {percent:0}%"), new Style(Color.Yellow));
+        }
         var color = state switch
         {
             ReplicaState.Ready => Color.Green,

@@ -167,6 +167,9 @@ public sealed partial class AgentGateway
                     case AckMessage ack:
                         await _state.AckAsync(session.NodeId, session, ack.Revision, ct);
                         break;
+                    case LogsDataMessage logs:
+                        session.Logs.Deliver(logs);
+                        break;
                     default:
                         reason = read.ViolationReason ?? $"unexpected message from an agent: {read.Message?.GetType().Name}";
                         await ViolationAsync(session, reason);
@@ -184,6 +187,7 @@ public sealed partial class AgentGateway
         }
         finally
         {
+            session.Logs.FailAll($"the connection to node {session.NodeId} ended");
             session.Complete();
             await cts.CancelAsync();
             try
@@ -232,6 +236,52 @@ public sealed partial class AgentGateway
         catch (Exception e)
         {
             LogPushFailed(_logger, string.Join(',', connected.Take(5)), e);
+        }
+    }
+
+    /// <summary>
+    /// Streams a replica's output from its node: asks the agent for it, then hands each piece to
+    /// <paramref name="write"/> until the agent ends the stream or <paramref name="ct"/> is cancelled.
+    /// </summary>
+    /// <exception cref="IOException">The node is not connected, or the stream broke off.</exception>
+    public async Task StreamLogsAsync(string nodeId, string replicaId, bool follow, int? tail, Func<string, Task> write, CancellationToken ct)
+    {
+        if (!_sessions.TryGetValue(nodeId, out var session))
+        {
+            throw new IOException($"node {nodeId} is not connected");
+        }
+        var requestId = Secrets.RandomId(16);
+        var reader = session.Logs.Open(requestId);
+        session.Enqueue(new LogsRequestMessage { RequestId = requestId, ReplicaId = replicaId, Follow = follow, Tail = tail });
+        var ended = false;
+        try
+        {
+            await foreach (var chunk in reader.ReadAllAsync(ct))
+            {
+                if (chunk.Error is { } error)
+                {
+                    ended = true;
+                    throw new IOException(error);
+                }
+                if (chunk.Data.Length > 0)
+                {
+                    await write(chunk.Data);
+                }
+                if (chunk.End)
+                {
+                    ended = true;
+                    break;
+                }
+            }
+            ended = true;
+        }
+        finally
+        {
+            session.Logs.Close(requestId);
+            if (!ended)
+            {
+                session.Enqueue(new LogsCancelMessage { RequestId = requestId });
+            }
         }
     }
 

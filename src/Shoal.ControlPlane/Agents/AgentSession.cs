@@ -18,6 +18,9 @@ internal sealed class AgentSession(WebSocket socket, string nodeId)
 
     public WebSocket Socket { get; } = socket;
 
+    /// <summary>Log streams this session is serving.</summary>
+    public LogStreams Logs { get; } = new();
+
     public void Enqueue(AgentMessage message) => _outbox.Writer.TryWrite(message);
 
     public void Complete() => _outbox.Writer.TryComplete();

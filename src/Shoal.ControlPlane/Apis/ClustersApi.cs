@@ -1,4 +1,6 @@
+using System.Text;
 using Shoal.Contracts;
+using Shoal.ControlPlane.Agents;
 using Shoal.ControlPlane.State;
 using Shoal.Core.Clusters;
 using Shoal.Store;
@@ -20,6 +22,10 @@ public static class ClustersApi
         group.MapPatch("/{name}", UpdateAsync).Produces<ClusterDto>().Produces<ErrorResponse>(StatusCodes.Status400BadRequest).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         group.MapDelete("/{name}", DeleteAsync).Produces(StatusCodes.Status204NoContent).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         group.MapGet("/{name}/status", StatusAsync).Produces<ClusterStatusDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        group.MapGet("/{name}/logs", LogsAsync)
+            .Produces<string>(StatusCodes.Status200OK, "text/plain")
+            .Produces<ErrorResponse>(StatusCodes.Status404NotFound)
+            .Produces<ErrorResponse>(StatusCodes.Status503ServiceUnavailable);
         return group;
     }
 
@@ -80,7 +86,123 @@ public static class ClustersApi
         return Results.Json(dto, ShoalJsonContext.Default.ClusterStatusDto);
     }
 
+    /// <summary>
+    /// <c>GET /v1/clusters/{name}/logs?replica=ID&amp;follow=true&amp;tail=N</c>: the replicas' output,
+    /// streamed from their nodes as text. Several replicas are merged line by line, each line
+    /// prefixed with <c>[replica-id] </c>.
+    /// </summary>
+    private static async Task LogsAsync(HttpContext context, string name, string? replica, bool? follow, int? tail, ControlPlaneState state, AgentGateway gateway)
+    {
+        var ct = context.RequestAborted;
+        var view = await state.GetClusterAsync(name, ct);
+        if (view is null)
+        {
+            await ApiResults.WriteAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"cluster '{name}' not found");
+            return;
+        }
+        if (tail is < 0)
+        {
+            await ApiResults.WriteAsync(context, StatusCodes.Status400BadRequest, ErrorCodes.InvalidArgument, "tail cannot be negative");
+            return;
+        }
+        var chosen = view.Replicas.Where(r => r.Replica.NodeId is not null && (replica is null || r.Replica.Id == replica)).ToList();
+        if (replica is not null && chosen.Count == 0)
+        {
+            var exists = view.Replicas.Any(r => r.Replica.Id == replica);
+            await ApiResults.WriteAsync(context,
+                exists ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status404NotFound,
+                exists ? ErrorCodes.Unavailable : ErrorCodes.NotFound,
+                exists ? $"replica '{replica}' is not placed on a node yet" : $"replica '{replica}' not found in cluster '{name}'");
+            return;
+        }
+
+        context.Response.ContentType = "text/plain; charset=utf-8";
+        context.Response.Headers.CacheControl = "no-cache";
+        await context.Response.StartAsync(ct);
+        var body = context.Response.Body;
+        using var writeLock = new SemaphoreSlim(1, 1);
+        async Task WriteAsync(string text)
+        {
+            await writeLock.WaitAsync(ct);
+            try
+            {
+                await body.WriteAsync(Encoding.UTF8.GetBytes(text), ct);
+                await body.FlushAsync(ct);
+            }
+            finally
+            {
+                writeLock.Release();
+            }
+        }
+
+        var prefix = chosen.Count > 1;
+        var streams = chosen.Select(async r =>
+        {
+            var id = r.Replica.Id;
+            var lines = new LinePrefixer(prefix ? $"[{id}] " : "");
+            try
+            {
+                await gateway.StreamLogsAsync(r.Replica.NodeId!, id, follow ?? false, tail, text => WriteAsync(lines.Add(text)), ct);
+                if (lines.Flush() is { Length: > 0 } rest)
+                {
+                    await WriteAsync(rest);
+                }
+            }
+            catch (IOException e)
+            {
+                await WriteAsync(lines.Flush() + $"{lines.Prefix}shoal: logs of {id} unavailable: {e.Message}\n");
+            }
+        });
+        try
+        {
+            await Task.WhenAll(streams);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+        }
+    }
+
     private static IResult NotFound(string name) => ApiResults.NotFound($"cluster '{name}' not found");
+}
+
+/// <summary>Puts a prefix in front of every line of a stream that arrives in arbitrary pieces.</summary>
+internal sealed class LinePrefixer(string prefix)
+{
+    private readonly StringBuilder _partial = new();
+
+    public string Prefix => prefix;
+
+    /// <summary>The complete lines in <paramref name="text"/> (with what was left over before), prefixed.</summary>
+    public string Add(string text)
+    {
+        if (prefix.Length == 0)
+        {
+            return text;
+        }
+        var output = new StringBuilder();
+        foreach (var c in text)
+        {
+            _partial.Append(c);
+            if (c == '\n')
+            {
+                output.Append(prefix).Append(_partial);
+                _partial.Clear();
+            }
+        }
+        return output.ToString();
+    }
+
+    /// <summary>An unterminated last line, prefixed and terminated; empty when there is none.</summary>
+    public string Flush()
+    {
+        if (_partial.Length == 0)
+        {
+            return "";
+        }
+        var line = prefix + _partial + "\n";
+        _partial.Clear();
+        return line;
+    }
 }
 
 /// <summary>The public edge URL, for showing endpoints.</summary>

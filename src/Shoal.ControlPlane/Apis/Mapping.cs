@@ -23,6 +23,8 @@ internal static class Mapping
             Args = c.Spec.Args,
             Health = c.Spec.Health,
             Endpoint = $"{edgeUrl.TrimEnd('/')}/c/{c.Name}",
+            ImageDigest = c.ImageDigest,
+            RegistryUser = c.Spec.RegistryAuth?.Username,
             CreatedAt = c.CreatedAt,
             UpdatedAt = c.UpdatedAt,
         };
@@ -51,6 +53,8 @@ internal static class Mapping
             StartedAt = r.StartedAt,
             ReadyAt = r.ReadyAt,
             Load = view.Load,
+            PullProgress = r.PullProgress,
+            ImageDigest = r.ImageDigest,
         };
     }
 

@@ -29,6 +29,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
     private readonly Dictionary<string, ReplicaLoad> _loads = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirtyReplicas = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirtyNodes = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _dirtyClusters = new(StringComparer.Ordinal);
 
     public ControlPlaneState(IShoalStore store, TimeProvider time, ServerOptions options, ILogger<ControlPlaneState> logger)
     {
@@ -443,6 +444,11 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 _nodes[nodeId] = node with { AckedRevision = acked, LastSeenAt = now };
                 _dirtyNodes.Add(nodeId);
             }
+            if (heartbeat.Images is { } images && !images.SequenceEqual(_nodes[nodeId].Images, StringComparer.Ordinal))
+            {
+                _nodes[nodeId] = _nodes[nodeId] with { Images = images };
+                _dirtyNodes.Add(nodeId);
+            }
             routes = ApplyReportsLocked(nodeId, heartbeat.Replicas, now);
         }
         finally
@@ -523,10 +529,20 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 HostPort = report.HostPort,
                 Restarts = report.Restarts,
                 ExitCode = report.ExitCode,
-                PulledAt = report.PulledAt ?? replica.PulledAt,
+                // The first pull is the cold start's; a restarted or re-adopting agent does not move it.
+                PulledAt = replica.PulledAt ?? report.PulledAt,
                 StartedAt = report.StartedAt ?? replica.StartedAt,
                 ReadyAt = report.ReadyAt ?? replica.ReadyAt,
+                PullProgress = report.PullProgress,
+                ImageDigest = report.ImageDigest ?? replica.ImageDigest,
             };
+            if (report.ImageDigest is { Length: > 0 } digest && _clustersById.TryGetValue(replica.ClusterId, out var cluster)
+                && cluster.ImageDigest is null && replica.Generation == cluster.Generation)
+            {
+                // The first digest a node resolves pins the cluster: later replicas run exactly it.
+                _clustersById[cluster.Id] = cluster with { ImageDigest = digest };
+                _dirtyClusters.Add(cluster.Id);
+            }
             if (report.Load is { } load)
             {
                 var previous = _loads.GetValueOrDefault(report.ReplicaId);
@@ -562,6 +578,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 Env = spec.Env,
                 Args = spec.Args,
                 Health = spec.Health,
+                ImageDigest = _clustersById[r.ClusterId].ImageDigest,
+                RegistryAuth = spec.RegistryAuth,
             });
         }
         list.Sort((a, b) => string.CompareOrdinal(a.ReplicaId, b.ReplicaId));
@@ -574,8 +592,12 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         await _gate.WaitAsync(ct);
         try
         {
-            if (_dirtyReplicas.Count == 0 && _dirtyNodes.Count == 0) return;
+            if (_dirtyReplicas.Count == 0 && _dirtyNodes.Count == 0 && _dirtyClusters.Count == 0) return;
             var changes = new StoreChanges();
+            foreach (var id in _dirtyClusters)
+            {
+                if (_clustersById.TryGetValue(id, out var c)) changes.UpsertClusters.Add(c);
+            }
             foreach (var id in _dirtyReplicas)
             {
                 if (_replicas.TryGetValue(id, out var r)) changes.UpsertReplicas.Add(r);
@@ -587,6 +609,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             await _store.CommitAsync(changes, ct);
             _dirtyReplicas.Clear();
             _dirtyNodes.Clear();
+            _dirtyClusters.Clear();
         }
         finally
         {

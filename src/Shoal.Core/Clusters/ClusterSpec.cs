@@ -17,4 +17,6 @@ public sealed record ClusterSpec
     public Dictionary<string, string> Env { get; init; } = new(StringComparer.Ordinal);
     public string[] Args { get; init; } = [];
     public HealthCheckSpec Health { get; init; } = new();
+    /// <summary>Pull credentials for a private registry; never shown by the API, sent only to nodes running the cluster.</summary>
+    public RegistryCredentials? RegistryAuth { get; init; }
 }

@@ -129,6 +129,22 @@ public static partial class ClusterSpecValidator
         if (health.FailureThreshold is < 1 or > 100) errors.Add("health.failureThreshold must be between 1 and 100");
         if (health.SuccessThreshold is < 1 or > 100) errors.Add("health.successThreshold must be between 1 and 100");
 
+        if (request.RegistryAuth is { } auth)
+        {
+            if (string.IsNullOrWhiteSpace(auth.Username) || auth.Username.Length > 256)
+            {
+                errors.Add("registryAuth.username must be 1-256 characters");
+            }
+            if (string.IsNullOrEmpty(auth.Password) || auth.Password.Length > 4096)
+            {
+                errors.Add("registryAuth.password must be 1-4096 characters");
+            }
+            if (auth.Server is { } server && (server.Length is 0 or > 253 || server.Any(char.IsWhiteSpace)))
+            {
+                errors.Add("registryAuth.server must be a registry host such as 'ghcr.io'");
+            }
+        }
+
         if (errors.Count > 0)
         {
             return new Validated<ClusterSpec>(null, errors);
@@ -145,6 +161,7 @@ public static partial class ClusterSpecValidator
             Env = env,
             Args = args,
             Health = health,
+            RegistryAuth = request.RegistryAuth,
         }, errors);
     }
 

@@ -22,6 +22,7 @@ public sealed class AgentHostTests : IDisposable
         Name = "node-a",
         SimulateGpus = "rtx-4090:2",
         EnableProcessRuntime = true,
+        Runtime = "process",
         ProcessImages = new() { [ProcessRuntimeTests.PythonImage] = ProcessRuntimeTests.PythonServerCommand(_dir.Combine("www")) },
         ReconnectMin = TimeSpan.FromMilliseconds(50),
         ReconnectMax = TimeSpan.FromMilliseconds(200),

@@ -73,3 +73,60 @@ internal sealed class FakeProbe : IReplicaProbe
 
     public Task<ReplicaLoad?> ScrapeLoadAsync(int port, TimeSpan timeout, CancellationToken ct) => Task.FromResult(Load);
 }
+
+/// <summary>A runtime with a pull phase: pulls report progress, then succeed or fail as told.</summary>
+internal sealed class PullingFakeRuntime : IReplicaRuntime
+{
+    private readonly FakeRuntime _inner = new();
+    private int _pulls;
+
+    public volatile string? PullError = "image pull failed: no such tag: fake/app:nosuchtag";
+
+    public TaskCompletionSource PullGate { get; set; } = CompletedGate();
+
+    public int Pulls => Volatile.Read(ref _pulls);
+
+    public FakeRuntime Inner => _inner;
+
+    public string Name => "pulling";
+
+    public IReadOnlyCollection<string> Images => [];
+
+    public bool PullsImages => true;
+
+    public bool KeepsReplicasOnAgentExit => true;
+
+    /// <summary>The keep sets of every orphan sweep, in order.</summary>
+    public ConcurrentQueue<IReadOnlySet<string>> Sweeps { get; } = new();
+
+    public Task RemoveOrphansAsync(IReadOnlySet<string> keep, CancellationToken ct)
+    {
+        Sweeps.Enqueue(keep);
+        return Task.CompletedTask;
+    }
+
+    public bool CanRun(string image) => true;
+
+    public string DescribeRejection(string image) => "";
+
+    public async Task<string?> PrepareAsync(Assignment assignment, IProgress<double> progress, CancellationToken ct)
+    {
+        Interlocked.Increment(ref _pulls);
+        progress.Report(42);
+        await PullGate.Task.WaitAsync(ct);
+        if (PullError is { } error)
+        {
+            throw new ReplicaStartException(error);
+        }
+        return "sha256:" + new string('f', 64);
+    }
+
+    public Task<IReplicaInstance> StartAsync(Assignment assignment, CancellationToken ct) => _inner.StartAsync(assignment, ct);
+
+    private static TaskCompletionSource CompletedGate()
+    {
+        var tcs = new TaskCompletionSource();
+        tcs.SetResult();
+        return tcs;
+    }
+}

@@ -2,7 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 
-namespace Shoal.EndToEnd.Tests;
+namespace Shoal.Testing;
 
 /// <summary>The real <c>shoal</c> executable started as a child process, with its output kept for diagnosis.</summary>
 public sealed partial class ShoalProcess : IAsyncDisposable

@@ -1,0 +1,99 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Shoal.Agent.Replicas;
+using Shoal.Contracts;
+using static Shoal.Agent.Tests.Replicas.ConvergerTests;
+
+namespace Shoal.Agent.Tests.Replicas;
+
+public class PullingReplicaTests : IAsyncLifetime
+{
+    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2025, 1, 1, 0, 0, 0, TimeSpan.Zero));
+    private readonly PullingFakeRuntime _runtime = new();
+    private readonly ReplicaManager _manager;
+
+    public PullingReplicaTests()
+    {
+        _manager = new ReplicaManager([_runtime], new FakeProbe(), new ReplicaManagerOptions(), _time, NullLoggerFactory.Instance);
+    }
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync() => await _manager.DisposeAsync();
+
+    private ReplicaReport? Report(string id) => _manager.Snapshot().FirstOrDefault(r => r.ReplicaId == id);
+
+    [Fact]
+    public async Task Pulling_shows_its_progress_then_the_pinned_digest_and_cold_start_times()
+    {
+        _runtime.PullError = null;
+        _runtime.PullGate = new TaskCompletionSource();
+        _manager.Apply(1, [A("r1", "fake/app")]);
+
+        await Poll.UntilAsync(() => Report("r1") is { State: ReplicaState.Pulling, PullProgress: 42 }, "pulling at 42%");
+        _time.Advance(TimeSpan.FromSeconds(3));
+        _runtime.PullGate.SetResult();
+
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Ready, "ready");
+        var report = Report("r1")!;
+        Assert.Null(report.PullProgress);
+        Assert.Equal("sha256:" + new string('f', 64), report.ImageDigest);
+        Assert.Equal(_time.GetUtcNow(), report.PulledAt);
+        Assert.Equal(report.PulledAt, report.StartedAt);
+        Assert.Equal(report.StartedAt, report.ReadyAt);
+    }
+
+    [Fact]
+    public async Task A_failed_pull_shows_its_reason_and_is_retried_with_doubling_backoff()
+    {
+        _manager.Apply(1, [A("r1", "fake/app")]);
+
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Failed, "failed");
+        var failed = Report("r1")!;
+        Assert.Equal("image pull failed: no such tag: fake/app:nosuchtag; retrying in 1 s", failed.Reason);
+        Assert.False(failed.Healthy);
+        Assert.Null(failed.PullProgress);
+        Assert.Equal(1, _runtime.Pulls);
+
+        _time.Advance(TimeSpan.FromMilliseconds(999));
+        Assert.Equal(1, _runtime.Pulls);
+        _time.Advance(TimeSpan.FromMilliseconds(1));
+        await Poll.UntilAsync(() => _runtime.Pulls == 2 && Report("r1")?.Reason?.EndsWith("retrying in 2 s", StringComparison.Ordinal) == true, "second pull, then 2 s");
+        Assert.Equal(1, Report("r1")!.Restarts);
+
+        _runtime.PullError = null;
+        _time.Advance(TimeSpan.FromSeconds(2));
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Ready, "ready once the image is there");
+        Assert.Null(Report("r1")!.Reason);
+        Assert.Equal(0, _runtime.Inner.Started.Count(i => i.StopRequested));
+    }
+
+    [Fact]
+    public async Task A_replica_stopped_while_pulling_leaves_no_container_behind()
+    {
+        _runtime.PullGate = new TaskCompletionSource();
+        _manager.Apply(1, [A("r1", "fake/app"), A("r2", "fake/app")]);
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Pulling, "pulling");
+        Assert.Contains(_runtime.Sweeps, keep => keep.SetEquals(["r1", "r2"]));
+
+        _manager.Apply(2, [A("r2", "fake/app")]);
+
+        // Once r1's worker is gone, a sweep keeps r2 only, so whatever r1 had is removed.
+        await Poll.UntilAsync(() => _runtime.Sweeps.Any(keep => keep.SetEquals(["r2"])), "a sweep without r1");
+        Assert.Null(Report("r1"));
+    }
+
+    [Fact]
+    public async Task On_agent_shutdown_replicas_of_a_runtime_that_outlives_it_are_left_running()
+    {
+        _runtime.PullError = null;
+        _manager.Apply(1, [A("r1", "fake/app")]);
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Ready, "ready");
+
+        await _manager.ShutdownAsync();
+
+        Assert.False(_runtime.Inner.Last("r1").StopRequested);
+        Assert.False(_runtime.Inner.Last("r1").Exited.IsCompleted);
+        Assert.Empty(_manager.Snapshot());
+    }
+}

@@ -23,7 +23,7 @@ public sealed class DevEndToEndTests(ITestOutputHelper output)
         string[] replicaIds = [];
         try
         {
-            await Eventually.GetAsync(() => Task.FromResult(dev.Output), o => o.Contains("Shoal is running", StringComparison.Ordinal) || dev.HasExited, TimeSpan.FromSeconds(60), "dev ready");
+            await Eventually.GetAsync(() => Task.FromResult(dev.Output), o => o.Contains("curl -s", StringComparison.Ordinal) || dev.HasExited, TimeSpan.FromSeconds(60), "dev ready");
             Assert.False(dev.HasExited, dev.Output);
             Assert.Contains($"curl -s http://127.0.0.1:{edgePort}/c/demo/v1/chat/completions", dev.Output, StringComparison.Ordinal);
             Assert.Contains($"127.0.0.1:{apiPort}", await File.ReadAllTextAsync(config));

@@ -22,6 +22,10 @@ public sealed record CreateClusterRequest
     public Dictionary<string, string>? Env { get; init; }
     public string[]? Args { get; init; }
     public HealthCheckSpec? Health { get; init; }
+    /// <summary><c>least-outstanding</c> (default) or <c>round-robin</c>.</summary>
+    public string? Routing { get; init; }
+    /// <summary>How long the edge holds a request while no replica is ready, 0..300 s (default 30).</summary>
+    public int? QueueTimeoutSeconds { get; init; }
 }
 
 /// <summary>Body of <c>PATCH /v1/clusters/{name}</c>; only the fields given change.</summary>
@@ -44,6 +48,8 @@ public sealed record ClusterDto
     public Dictionary<string, string> Env { get; init; } = [];
     public string[] Args { get; init; } = [];
     public HealthCheckSpec Health { get; init; } = new();
+    public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
+    public int QueueTimeoutSeconds { get; init; }
     public required string Endpoint { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
     public DateTimeOffset UpdatedAt { get; init; }

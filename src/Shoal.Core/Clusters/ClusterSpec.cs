@@ -17,4 +17,11 @@ public sealed record ClusterSpec
     public Dictionary<string, string> Env { get; init; } = new(StringComparer.Ordinal);
     public string[] Args { get; init; } = [];
     public HealthCheckSpec Health { get; init; } = new();
+    /// <summary>How the edge balances requests: <see cref="BalancingPolicy.LeastOutstanding"/> (default) or <see cref="BalancingPolicy.RoundRobin"/>.</summary>
+    public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
+    /// <summary>How long the edge holds a request while the cluster has no ready replica, in seconds. Default 30.</summary>
+    public int QueueTimeoutSeconds { get; init; } = DefaultQueueTimeoutSeconds;
+
+    public const int DefaultQueueTimeoutSeconds = 30;
+    public const int MaxQueueTimeoutSeconds = 300;
 }

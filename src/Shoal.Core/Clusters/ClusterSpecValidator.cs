@@ -129,6 +129,17 @@ public static partial class ClusterSpecValidator
         if (health.FailureThreshold is < 1 or > 100) errors.Add("health.failureThreshold must be between 1 and 100");
         if (health.SuccessThreshold is < 1 or > 100) errors.Add("health.successThreshold must be between 1 and 100");
 
+        var routing = string.IsNullOrEmpty(request.Routing) ? BalancingPolicy.LeastOutstanding : request.Routing;
+        if (!BalancingPolicy.IsKnown(routing))
+        {
+            errors.Add($"routing '{Truncate(routing)}' is unknown: use '{BalancingPolicy.LeastOutstanding}' or '{BalancingPolicy.RoundRobin}'");
+        }
+        var queueTimeout = request.QueueTimeoutSeconds ?? ClusterSpec.DefaultQueueTimeoutSeconds;
+        if (queueTimeout is < 0 or > ClusterSpec.MaxQueueTimeoutSeconds)
+        {
+            errors.Add($"queueTimeoutSeconds must be between 0 and {ClusterSpec.MaxQueueTimeoutSeconds}, got {queueTimeout}");
+        }
+
         if (errors.Count > 0)
         {
             return new Validated<ClusterSpec>(null, errors);
@@ -145,6 +156,8 @@ public static partial class ClusterSpecValidator
             Env = env,
             Args = args,
             Health = health,
+            Routing = routing,
+            QueueTimeoutSeconds = queueTimeout,
         }, errors);
     }
 

@@ -39,6 +39,12 @@ public sealed class EdgeOptions
     /// </summary>
     public TimeSpan ActivityTimeout { get; set; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// A client that takes longer than this to accept a write of the response (it stopped reading a
+    /// stream) is disconnected, so it cannot hold a replica slot. Default 30 s.
+    /// </summary>
+    public TimeSpan ClientStallTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
     /// <summary>How long a client may take to send its request headers. Default 15 s.</summary>
     public TimeSpan RequestHeadersTimeout { get; set; } = TimeSpan.FromSeconds(15);
 
@@ -80,9 +86,10 @@ public sealed class EdgeOptions
         if (EjectionThreshold is < 1 or > 100) errors.Add("ejection threshold must be between 1 and 100");
         if (BaseEjection <= TimeSpan.Zero || MaxEjection < BaseEjection) errors.Add("ejection periods must be positive, the longest at least the first");
         if (ActivityTimeout <= TimeSpan.Zero) errors.Add("activity timeout must be positive");
+        if (ClientStallTimeout <= TimeSpan.Zero) errors.Add("client stall timeout must be positive");
         if (RequestHeadersTimeout <= TimeSpan.Zero) errors.Add("request headers timeout must be positive");
         if (!double.IsFinite(MinDataRateBytesPerSecond) || MinDataRateBytesPerSecond <= 0) errors.Add("minimum data rate must be a positive number");
-        if (MinDataRateGracePeriod < TimeSpan.FromSeconds(1)) errors.Add("minimum data rate grace period must be at least 1 s");
+        if (MinDataRateGracePeriod <= TimeSpan.FromSeconds(1)) errors.Add("minimum data rate grace period must be more than 1 s");
 
         var pem = !string.IsNullOrEmpty(TlsCertificatePath);
         var pfx = !string.IsNullOrEmpty(TlsPfxPath);

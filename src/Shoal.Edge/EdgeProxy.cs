@@ -117,6 +117,7 @@ public sealed partial class EdgeProxy
         if (!accepted) return;
         using var _ = body;
         request.Path = forwardPath;
+        context.Response.Body = new ClientStallGuard(context.Response.Body, context, _options.ClientStallTimeout, _time);
 
         var view = exchange.View;
         EdgeReplica? last = null;

@@ -7,10 +7,12 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|all]
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|all|edge|edge-ttft|routing [seconds]]
 var which = args.Length > 0 ? args[0] : "all";
 if (which is "schedule" or "all") Schedule();
 if (which is "deploy" or "all") await DeployAsync();
+if (which is "edge-ttft" or "edge") await EdgeBench.TimeToFirstTokenAsync();
+if (which is "routing" or "edge") await EdgeBench.RoutingAsync(TimeSpan.FromSeconds(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 60), load: 0.8);
 return 0;
 
 static void Schedule()

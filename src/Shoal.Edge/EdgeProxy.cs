@@ -238,7 +238,7 @@ public sealed partial class EdgeProxy
     /// Reads a body of up to <see cref="EdgeOptions.ReplayBufferBytes"/> into a pooled buffer so it can be replayed.
     /// Larger bodies stream through once. Over <see cref="EdgeOptions.MaxRequestBodyBytes"/>: 413.
     /// </summary>
-    private async Task<(bool Accepted, BufferedBody? Body, bool Replayable)> ReadBodyAsync(HttpContext context)
+    private async ValueTask<(bool Accepted, BufferedBody? Body, bool Replayable)> ReadBodyAsync(HttpContext context)
     {
         var request = context.Request;
         var length = request.ContentLength;

@@ -125,9 +125,21 @@ public sealed partial class EdgeProxy
         var attempts = 0;
         while (true)
         {
-            // Taken before looking, so a change between the look and the wait still wakes us.
-            var wake = _signal.Next;
             var picked = Selector.Pick(view, last, tried);
+            var wake = Task.CompletedTask;
+            if (picked is null)
+            {
+                // Look again with the signal taken first, so a change between this look and the wait still wakes us.
+                wake = _signal.Next;
+                view = _router.Find(cluster);
+                if (view is null)
+                {
+                    await WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"cluster '{cluster}' not found");
+                    return;
+                }
+                exchange.View = view;
+                picked = Selector.Pick(view, last, tried);
+            }
             if (picked is not { } target)
             {
                 if (!await HoldAsync(context, view, wake, arrived, exchange))

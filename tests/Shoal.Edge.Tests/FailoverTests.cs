@@ -32,6 +32,9 @@ public sealed class FailoverTests
         Assert.Contains("shoal_edge_upstream_attempts_total{cluster=\"demo\",replica=\"dead\",outcome=\"error\"} 1\n", metrics);
         Assert.Contains("shoal_edge_upstream_attempts_total{cluster=\"demo\",replica=\"good\",outcome=\"2xx\"} 4\n", metrics);
         Assert.Contains("shoal_edge_requests_total{cluster=\"demo\",code=\"2xx\"} 4\n", metrics);
+        Assert.Contains("shoal_edge_request_duration_seconds_bucket{cluster=\"demo\",le=\"+Inf\"} 4\n", metrics);
+        Assert.Contains("shoal_edge_request_duration_seconds_count{cluster=\"demo\"} 4\n", metrics);
+        Assert.Contains("shoal_edge_time_to_first_byte_seconds_count{cluster=\"demo\"} 4\n", metrics);
     }
 
     [Fact]

@@ -7,8 +7,8 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|proxy [seconds] [rounds]|container|all]
-// `container` needs a Docker engine and a static busybox; it is not part of `all`.
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|all|proxy [seconds] [rounds]|edge|edge-ttft|routing [seconds]|container [rounds]]
+// `container` needs a Docker engine and a static busybox; `proxy` needs wrk and nginx; neither is part of `all`.
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "backend")
 {
@@ -20,6 +20,8 @@ if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
 if (which is "schedule" or "all") Schedule();
 if (which is "deploy" or "all") await DeployAsync();
 if (which is "container") await Shoal.Bench.ContainerStart.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 20);
+if (which is "edge-ttft" or "edge") await EdgeBench.TimeToFirstTokenAsync();
+if (which is "routing" or "edge") await EdgeBench.RoutingAsync(TimeSpan.FromSeconds(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 60), load: 0.8);
 return 0;
 
 static void Schedule()

@@ -24,6 +24,10 @@ public sealed record CreateClusterRequest
     public HealthCheckSpec? Health { get; init; }
     /// <summary>Credentials for a private registry; kept as a secret (never shown again).</summary>
     public RegistryCredentials? RegistryAuth { get; init; }
+    /// <summary><c>least-outstanding</c> (default) or <c>round-robin</c>.</summary>
+    public string? Routing { get; init; }
+    /// <summary>How long the edge holds a request while no replica is ready, 0..300 s (default 30).</summary>
+    public int? QueueTimeoutSeconds { get; init; }
 }
 
 /// <summary>Body of <c>PATCH /v1/clusters/{name}</c>; only the fields given change.</summary>
@@ -46,6 +50,8 @@ public sealed record ClusterDto
     public Dictionary<string, string> Env { get; init; } = [];
     public string[] Args { get; init; } = [];
     public HealthCheckSpec Health { get; init; } = new();
+    public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
+    public int QueueTimeoutSeconds { get; init; }
     public required string Endpoint { get; init; }
     /// <summary>The digest the image is pinned to, once a node resolved it.</summary>
     public string? ImageDigest { get; init; }

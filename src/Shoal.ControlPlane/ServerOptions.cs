@@ -40,6 +40,28 @@ public sealed class ServerOptions
 
     /// <summary>Key standalone edges present (<c>shoal edge --key</c>). Unset: generated once into <c>{DataDir}/edge.key</c>.</summary>
     public string? EdgeKey { get; set; }
+    /// <summary>PEM certificate the edge serves HTTPS with (with <see cref="EdgeTlsKey"/>). Default none: plain HTTP.</summary>
+    public string? EdgeTlsCertificate { get; set; }
+
+    /// <summary>PEM private key of <see cref="EdgeTlsCertificate"/>.</summary>
+    public string? EdgeTlsKey { get; set; }
+
+    /// <summary>PKCS#12 (PFX) file with the edge's certificate and key, instead of PEM files.</summary>
+    public string? EdgeTlsPfx { get; set; }
+
+    /// <summary>Password of <see cref="EdgeTlsPfx"/> (or of an encrypted PEM key).</summary>
+    public string? EdgeTlsPassword { get; set; }
+
+    /// <summary>The in-process edge's settings drawn from these options.</summary>
+    public Shoal.Edge.EdgeOptions ToEdgeOptions() => new()
+    {
+        Listen = EdgeListen,
+        Domain = EdgeDomain,
+        TlsCertificatePath = EdgeTlsCertificate,
+        TlsKeyPath = EdgeTlsKey,
+        TlsPfxPath = EdgeTlsPfx,
+        TlsPassword = EdgeTlsPassword,
+    };
 
     /// <summary>Minimum log level for Shoal's own categories.</summary>
     public Microsoft.Extensions.Logging.LogLevel LogLevel { get; set; } = Microsoft.Extensions.Logging.LogLevel.Information;
@@ -50,6 +72,7 @@ public sealed class ServerOptions
         var errors = new List<string>();
         if (!ListenAddress.TryParse(Listen, out _)) errors.Add($"--listen '{Listen}' is not host:port");
         if (!NoEdge && !ListenAddress.TryParse(EdgeListen, out _)) errors.Add($"--edge-listen '{EdgeListen}' is not host:port");
+        else if (!NoEdge) errors.AddRange(ToEdgeOptions().Validate());
         if (HeartbeatInterval < TimeSpan.FromMilliseconds(50)) errors.Add("heartbeat interval must be at least 50 ms");
         if (NodeGracePeriod < TimeSpan.Zero) errors.Add("grace period must not be negative");
         if (MissedHeartbeats < 1) errors.Add("missed heartbeats must be at least 1");

@@ -81,6 +81,8 @@ public sealed class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton<EdgeGateway>();
         builder.Services.AddHostedService<ControlLoops>();
         ListenAddress.TryParse(options.EdgeListen, out var edgeUrl);
+        var edgeOptions = options.ToEdgeOptions();
+        if (edgeOptions.UsesTls) edgeUrl = "https://" + edgeUrl["http://".Length..];
         builder.Services.AddSingleton(_ => new ServerOptionsAccessor(options.PublicEdgeUrl ?? edgeUrl));
 
         var api = builder.Build();
@@ -104,11 +106,10 @@ public sealed class ShoalServer : IAsyncDisposable
         Uri? edgeAddress = null;
         if (!options.NoEdge)
         {
-            var edgeOptions = new EdgeOptions { Listen = options.EdgeListen, Domain = options.EdgeDomain };
             var eb = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
             ConfigureLogging(eb.Logging, options, logging);
-            eb.WebHost.UseUrls(edgeUrl);
-            eb.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = edgeOptions.MaxRequestBodyBytes);
+            eb.WebHost.ConfigureKestrel(k => k.ConfigureEdgeKestrel(edgeOptions));
+            eb.Services.AddSingleton(time);
             eb.Services.AddShoalTunnels(api.Services.GetRequiredService<ControlPlaneState>());
             eb.Services.AddShoalEdge(edgeOptions, routes);
             edge = eb.Build();

@@ -1,10 +1,13 @@
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Shoal.Edge.Metrics;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Upstreams;
 
 namespace Shoal.Edge;
 
-/// <summary>Registers and maps the edge proxy in a web application.</summary>
+/// <summary>Registers and maps the edge proxy in a web application, and configures its Kestrel listener.</summary>
 public static class EdgeHostExtensions
 {
     /// <summary>Adds the edge's services; the route table comes from <paramref name="routes"/>.</summary>
@@ -13,17 +16,72 @@ public static class EdgeHostExtensions
         services.AddHttpForwarder();
         services.AddSingleton(options);
         services.AddSingleton(routes);
+        services.TryAddSingleton(TimeProvider.System);
+        services.TryAddSingleton<RoutingSignal>();
+        services.AddSingleton<EdgeRouter>();
+        services.AddSingleton<PassiveHealth>();
         services.AddSingleton<ReplicaSelector>();
+        services.AddSingleton<EdgeMetrics>();
         services.TryAddSingleton<IUpstreamConnector, DirectUpstreamConnector>();
         services.AddSingleton<EdgeProxy>();
         return services;
     }
 
-    /// <summary>Every request that reaches this point goes through the edge proxy.</summary>
+    /// <summary>
+    /// Every request that reaches this point goes through the edge proxy; requests that name no
+    /// cluster get the edge's own <c>/metrics</c> and <c>/healthz</c>, or 404.
+    /// </summary>
     public static WebApplication MapShoalEdge(this WebApplication app)
     {
         var proxy = app.Services.GetRequiredService<EdgeProxy>();
         app.Run(proxy.InvokeAsync);
         return app;
+    }
+
+    /// <summary>
+    /// Listens on <see cref="EdgeOptions.Listen"/> (HTTPS with HTTP/1.1 and HTTP/2 when a certificate
+    /// is configured) and sets the limits that keep slow or stalled clients from holding a replica:
+    /// request headers timeout, minimum request and response data rates, the largest body.
+    /// </summary>
+    /// <exception cref="ArgumentException">The options are invalid.</exception>
+    public static KestrelServerOptions ConfigureEdgeKestrel(this KestrelServerOptions kestrel, EdgeOptions options)
+    {
+        var errors = options.Validate();
+        if (errors.Count > 0) throw new ArgumentException("invalid edge settings: " + string.Join("; ", errors));
+        EdgeListenAddress.TryParse(options.Listen, out var endpoint);
+
+        kestrel.AddServerHeader = false;
+        var limits = kestrel.Limits;
+        limits.MaxRequestBodySize = options.MaxRequestBodyBytes;
+        limits.RequestHeadersTimeout = options.RequestHeadersTimeout;
+        limits.MinRequestBodyDataRate = new MinDataRate(options.MinDataRateBytesPerSecond, options.MinDataRateGracePeriod);
+        limits.MinResponseDataRate = new MinDataRate(options.MinDataRateBytesPerSecond, options.MinDataRateGracePeriod);
+
+        var certificate = LoadCertificate(options);
+        void Configure(ListenOptions listen)
+        {
+            if (certificate is null) return;
+            listen.Protocols = HttpProtocols.Http1AndHttp2;
+            listen.UseHttps(certificate);
+        }
+        if (endpoint.Address is null) kestrel.ListenLocalhost(endpoint.Port, Configure);
+        else kestrel.Listen(endpoint.Address, endpoint.Port, Configure);
+        return kestrel;
+    }
+
+    /// <summary>The configured TLS certificate with its private key (PEM pair or PFX), or null for plain HTTP.</summary>
+    public static X509Certificate2? LoadCertificate(EdgeOptions options)
+    {
+        if (!string.IsNullOrEmpty(options.TlsPfxPath))
+        {
+            return X509CertificateLoader.LoadPkcs12FromFile(options.TlsPfxPath, options.TlsPassword);
+        }
+        if (!string.IsNullOrEmpty(options.TlsCertificatePath))
+        {
+            return string.IsNullOrEmpty(options.TlsPassword)
+                ? X509Certificate2.CreateFromPemFile(options.TlsCertificatePath, options.TlsKeyPath)
+                : X509Certificate2.CreateFromEncryptedPemFile(options.TlsCertificatePath, options.TlsPassword, options.TlsKeyPath);
+        }
+        return null;
     }
 }

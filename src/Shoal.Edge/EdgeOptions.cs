@@ -1,9 +1,12 @@
 namespace Shoal.Edge;
 
-/// <summary>Settings of the edge proxy.</summary>
+/// <summary>Settings of the edge proxy; every property has a documented default.</summary>
 public sealed class EdgeOptions
 {
-    /// <summary>Address the edge listens on. Default <c>127.0.0.1:8080</c>.</summary>
+    /// <summary>Request bodies up to this size are buffered so a failed attempt can be replayed on another replica (1 MiB).</summary>
+    public const int ReplayBufferBytes = 1024 * 1024;
+
+    /// <summary>Address the edge listens on (<c>host:port</c>; host an IP, <c>localhost</c> or <c>*</c>). Default <c>127.0.0.1:8080</c>.</summary>
     public string Listen { get; set; } = "127.0.0.1:8080";
 
     /// <summary>Domain for host-based routing: <c>{cluster}.{Domain}</c>. Default <c>localhost</c>.</summary>
@@ -12,6 +15,91 @@ public sealed class EdgeOptions
     /// <summary>Seconds clients are told to wait (Retry-After) when a cluster has no ready replica.</summary>
     public int RetryAfterSeconds { get; set; } = 1;
 
-    /// <summary>Largest request body accepted, in bytes. Default 16 MiB.</summary>
+    /// <summary>Largest request body accepted, in bytes; larger ones get 413. Default 16 MiB.</summary>
     public long MaxRequestBodyBytes { get; set; } = 16 * 1024 * 1024;
+
+    /// <summary>Most replicas one request is tried on (distinct while there are untried ones). Default 3.</summary>
+    public int MaxAttempts { get; set; } = 3;
+
+    /// <summary>A retry is only started this soon after the request arrived. Default 30 s.</summary>
+    public TimeSpan RetryBudget { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Consecutive failures (502/503, errors before a response) that eject a replica. Default 3; a refused connection ejects at once.</summary>
+    public int EjectionThreshold { get; set; } = 3;
+
+    /// <summary>First ejection period; it doubles with each ejection in a row up to <see cref="MaxEjection"/>, and resets on a success. Default 1 s.</summary>
+    public TimeSpan BaseEjection { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Longest ejection period. Default 30 s.</summary>
+    public TimeSpan MaxEjection { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// A forwarded request is cancelled when nothing moves in either direction for this long
+    /// (waiting for response headers included, so it bounds a replica's time to first byte). Default 5 min.
+    /// </summary>
+    public TimeSpan ActivityTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// A client that takes longer than this to accept a write of the response (it stopped reading a
+    /// stream) is disconnected, so it cannot hold a replica slot. Default 30 s.
+    /// </summary>
+    public TimeSpan ClientStallTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a client may take to send its request headers. Default 15 s.</summary>
+    public TimeSpan RequestHeadersTimeout { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>
+    /// Slowest a client may send a request body or read a response, in bytes per second, after
+    /// <see cref="MinDataRateGracePeriod"/>; slower connections are closed, so a stalled client
+    /// cannot hold a replica slot. Default 240 (Kestrel's).
+    /// </summary>
+    public double MinDataRateBytesPerSecond { get; set; } = 240;
+
+    /// <summary>Grace period before <see cref="MinDataRateBytesPerSecond"/> applies. Default 5 s.</summary>
+    public TimeSpan MinDataRateGracePeriod { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>PEM certificate file for TLS (with <see cref="TlsKeyPath"/>). Default none: plain HTTP.</summary>
+    public string? TlsCertificatePath { get; set; }
+
+    /// <summary>PEM private key file of <see cref="TlsCertificatePath"/>.</summary>
+    public string? TlsKeyPath { get; set; }
+
+    /// <summary>PKCS#12 (PFX) file holding certificate and key, instead of PEM files.</summary>
+    public string? TlsPfxPath { get; set; }
+
+    /// <summary>Password of <see cref="TlsPfxPath"/> (or of an encrypted PEM key). Default none.</summary>
+    public string? TlsPassword { get; set; }
+
+    /// <summary>True when a certificate is configured, so the edge serves HTTPS.</summary>
+    public bool UsesTls => !string.IsNullOrEmpty(TlsCertificatePath) || !string.IsNullOrEmpty(TlsPfxPath);
+
+    /// <summary>Every problem with these settings, one message each; empty when they are usable.</summary>
+    public IReadOnlyList<string> Validate()
+    {
+        var errors = new List<string>();
+        if (!EdgeListenAddress.TryParse(Listen, out _)) errors.Add($"edge listen address '{Listen}' is not host:port (host an IP address, 'localhost' or '*')");
+        if (string.IsNullOrWhiteSpace(Domain)) errors.Add("edge domain must not be empty");
+        if (RetryAfterSeconds is < 0 or > 3600) errors.Add("Retry-After seconds must be between 0 and 3600");
+        if (MaxRequestBodyBytes < 1) errors.Add("the largest request body must be at least 1 byte");
+        if (MaxAttempts is < 1 or > 10) errors.Add("attempts per request must be between 1 and 10");
+        if (RetryBudget < TimeSpan.Zero) errors.Add("retry budget must not be negative");
+        if (EjectionThreshold is < 1 or > 100) errors.Add("ejection threshold must be between 1 and 100");
+        if (BaseEjection <= TimeSpan.Zero || MaxEjection < BaseEjection) errors.Add("ejection periods must be positive, the longest at least the first");
+        if (ActivityTimeout <= TimeSpan.Zero) errors.Add("activity timeout must be positive");
+        if (ClientStallTimeout <= TimeSpan.Zero) errors.Add("client stall timeout must be positive");
+        if (RequestHeadersTimeout <= TimeSpan.Zero) errors.Add("request headers timeout must be positive");
+        if (!double.IsFinite(MinDataRateBytesPerSecond) || MinDataRateBytesPerSecond <= 0) errors.Add("minimum data rate must be a positive number");
+        if (MinDataRateGracePeriod <= TimeSpan.FromSeconds(1)) errors.Add("minimum data rate grace period must be more than 1 s");
+
+        var pem = !string.IsNullOrEmpty(TlsCertificatePath);
+        var pfx = !string.IsNullOrEmpty(TlsPfxPath);
+        if (pem && pfx) errors.Add("give either a PEM certificate and key or a PFX file, not both");
+        if (pem && string.IsNullOrEmpty(TlsKeyPath)) errors.Add("a PEM certificate needs its key file (--edge-tls-key)");
+        if (!pem && !string.IsNullOrEmpty(TlsKeyPath)) errors.Add("a TLS key file needs its certificate (--edge-tls-cert)");
+        foreach (var path in (ReadOnlySpan<string?>)[TlsCertificatePath, TlsKeyPath, TlsPfxPath])
+        {
+            if (!string.IsNullOrEmpty(path) && !File.Exists(path)) errors.Add($"TLS file '{path}' does not exist");
+        }
+        return errors;
+    }
 }

@@ -1,5 +1,9 @@
+using System.Buffers;
+using System.Globalization;
 using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
 using Shoal.Contracts;
+using Shoal.Edge.Metrics;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Upstreams;
 using Yarp.ReverseProxy.Forwarder;
@@ -8,7 +12,10 @@ namespace Shoal.Edge;
 
 /// <summary>
 /// The edge's request path: find the cluster, pick a ready replica, forward with YARP's
-/// <see cref="IHttpForwarder"/>. No ready replica: 503 with Retry-After.
+/// <see cref="IHttpForwarder"/>. A failure before the first response byte (no connection, 502/503,
+/// or 429 from a full replica) is retried on another replica with the buffered body; with no
+/// replica to send to, the request is held until one appears or the cluster's queue timeout
+/// passes (then 503 with Retry-After). Responses stream through unbuffered.
 /// </summary>
 public sealed partial class EdgeProxy
 {
@@ -16,20 +23,32 @@ public sealed partial class EdgeProxy
     public const string ReplicaHeader = "x-shoal-replica";
 
     private readonly IHttpForwarder _forwarder;
-    private readonly IRouteTableSource _routes;
-    private readonly EdgeOptions _options;
-    private readonly ILogger<EdgeProxy> _logger;
+    private readonly EdgeRouter _router;
+    private readonly PassiveHealth _health;
     private readonly IUpstreamConnector _upstreams;
-    private readonly ForwarderRequestConfig _requestConfig = new() { ActivityTimeout = TimeSpan.FromMinutes(5) };
+    private readonly RoutingSignal _signal;
+    private readonly EdgeMetrics _metrics;
+    private readonly EdgeOptions _options;
+    private readonly TimeProvider _time;
+    private readonly ILogger<EdgeProxy> _logger;
+    private readonly ForwarderRequestConfig _requestConfig;
+    private readonly string _retryAfter;
 
-    public EdgeProxy(IHttpForwarder forwarder, IRouteTableSource routes, EdgeOptions options, ReplicaSelector selector, IUpstreamConnector upstreams, ILogger<EdgeProxy> logger)
+    public EdgeProxy(IHttpForwarder forwarder, EdgeRouter router, ReplicaSelector selector, PassiveHealth health, IUpstreamConnector upstreams,
+        RoutingSignal signal, EdgeMetrics metrics, EdgeOptions options, TimeProvider time, ILogger<EdgeProxy> logger)
     {
         _forwarder = forwarder;
-        _routes = routes;
-        _options = options;
+        _router = router;
         Selector = selector;
-        _logger = logger;
+        _health = health;
         _upstreams = upstreams;
+        _signal = signal;
+        _metrics = metrics;
+        _options = options;
+        _time = time;
+        _logger = logger;
+        _requestConfig = new ForwarderRequestConfig { ActivityTimeout = options.ActivityTimeout };
+        _retryAfter = options.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
     }
 
     public ReplicaSelector Selector { get; }
@@ -38,37 +57,315 @@ public sealed partial class EdgeProxy
     {
         if (!ClusterNameResolver.TryResolve(context.Request, _options.Domain, out var cluster, out var forwardPath))
         {
-            await WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound,
-                "no cluster in the request: use http://{cluster}." + _options.Domain + "/… or /c/{cluster}/…");
+            await ServeEdgeAsync(context);
             return;
         }
 
-        if (!_routes.Current.Clusters.TryGetValue(cluster, out var route))
+        var view = _router.Find(cluster);
+        if (view is null)
         {
+            _metrics.CountUnknownCluster();
             await WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"cluster '{cluster}' not found");
             return;
         }
 
-        var destination = Selector.Pick(route.Destinations);
-        if (destination is null)
+        var arrived = _time.GetTimestamp();
+        var exchange = new Exchange(this, view);
+        var state = view.State;
+        try
         {
-            context.Response.Headers.RetryAfter = _options.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, ErrorCodes.Unavailable,
-                $"cluster '{cluster}' has no ready replica yet; retry shortly");
-            return;
+            await ForwardAsync(context, cluster, forwardPath, exchange, arrived);
         }
-
-        context.Request.Path = forwardPath;
-        context.Items[ReplicaHeader] = destination.ReplicaId;
-        using var lease = Selector.Begin(destination.ReplicaId);
-        var (client, address) = _upstreams.Resolve(destination);
-        var error = await _forwarder.SendAsync(context, address, client, _requestConfig, ReplicaHeaderTransformer.Instance);
-        if (error != ForwarderError.None)
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
-            var feature = context.GetForwarderErrorFeature();
-            LogForwardFailed(_logger, cluster, destination.ReplicaId, error, feature?.Exception?.Message);
+            // The client went away while its request was held or its body was read.
+        }
+        finally
+        {
+            state.CountResponse(context.Response.StatusCode);
+            state.Duration.Observe(_time.GetElapsedTime(arrived));
+            if (exchange.FirstByte != 0) state.TimeToFirstByte.Observe(_time.GetElapsedTime(arrived, exchange.FirstByte));
         }
     }
+
+    /// <summary>The edge's own endpoints, for requests that name no cluster.</summary>
+    private Task ServeEdgeAsync(HttpContext context)
+    {
+        var request = context.Request;
+        if (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method))
+        {
+            if (request.Path.Equals("/metrics", StringComparison.Ordinal))
+            {
+                context.Response.ContentType = EdgeMetrics.ContentType;
+                return context.Response.WriteAsync(_metrics.Render(), context.RequestAborted);
+            }
+            if (request.Path.Equals("/healthz", StringComparison.Ordinal))
+            {
+                context.Response.ContentType = "text/plain";
+                return context.Response.WriteAsync("ok", context.RequestAborted);
+            }
+        }
+        _metrics.CountUnknownCluster();
+        return WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound,
+            "no cluster in the request: use http://{cluster}." + _options.Domain + "/… or /c/{cluster}/…");
+    }
+
+    private async Task ForwardAsync(HttpContext context, string cluster, PathString forwardPath, Exchange exchange, long arrived)
+    {
+        var request = context.Request;
+        var (accepted, body, replayable) = await ReadBodyAsync(context);
+        if (!accepted) return;
+        using var _ = body;
+        request.Path = forwardPath;
+        context.Response.Body = new ClientStallGuard(context.Response.Body, context, _options.ClientStallTimeout, _time);
+
+        var view = exchange.View;
+        EdgeReplica? last = null;
+        EdgeReplica?[]? tried = null;
+        var attempts = 0;
+        while (true)
+        {
+            var picked = Selector.Pick(view, last, tried);
+            var wake = Task.CompletedTask;
+            if (picked is null)
+            {
+                // Look again with the signal taken first, so a change between this look and the wait still wakes us.
+                wake = _signal.Next;
+                view = _router.Find(cluster);
+                if (view is null)
+                {
+                    await WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"cluster '{cluster}' not found");
+                    return;
+                }
+                exchange.View = view;
+                picked = Selector.Pick(view, last, tried);
+            }
+            if (picked is not { } target)
+            {
+                if (!await HoldAsync(context, view, wake, arrived, exchange))
+                {
+                    if (exchange.Held) Interlocked.Increment(ref view.State._holdTimeouts);
+                    context.Response.Headers.RetryAfter = _retryAfter;
+                    await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, ErrorCodes.Unavailable,
+                        $"cluster '{cluster}' has no ready replica; retry shortly");
+                    return;
+                }
+                view = _router.Find(cluster);
+                if (view is null)
+                {
+                    await WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"cluster '{cluster}' not found");
+                    return;
+                }
+                exchange.View = view;
+                // Time has passed and the world changed: the replica that failed before may be back.
+                last = null;
+                continue;
+            }
+
+            attempts++;
+            exchange.Begin(target, replayable && attempts < _options.MaxAttempts && _time.GetElapsedTime(arrived) < _options.RetryBudget);
+            if (body is not null) request.Body = body.Open();
+            var (client, address) = _upstreams.Resolve(target.Destination);
+            var replica = target.State;
+            Interlocked.Increment(ref replica._inFlight);
+            ForwarderError error;
+            try
+            {
+                error = await _forwarder.SendAsync(context, address, client, _requestConfig, exchange);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref replica._inFlight);
+            }
+
+            if (exchange.Refused != 0)
+            {
+                // The replica answered 502/503/429 and the transformer held the answer back for a retry.
+                LogRetryStatus(_logger, cluster, replica.ReplicaId, exchange.Refused);
+                ResetResponse(context);
+            }
+            else if (error == ForwarderError.None)
+            {
+                var status = context.Response.StatusCode;
+                if (exchange.Accounted) return;
+                replica.CountOutcome(status);
+                if (status is StatusCodes.Status502BadGateway or StatusCodes.Status503ServiceUnavailable) ReportFailure(replica, refused: false);
+                else if (status != StatusCodes.Status429TooManyRequests) _health.ReportSuccess(replica);
+                return;
+            }
+            else
+            {
+                var exception = context.GetForwarderErrorFeature()?.Exception;
+                if (IsDestinationFault(error))
+                {
+                    replica.CountError();
+                    ReportFailure(replica, IsConnectionRefused(exception));
+                }
+                if (context.RequestAborted.IsCancellationRequested) return;
+                if (context.Response.HasStarted || !exchange.MayRetry || !IsRetryable(error) || !CanRetryAfter(view, replica))
+                {
+                    LogForwardFailed(_logger, cluster, replica.ReplicaId, error, exception?.Message);
+                    if (!context.Response.HasStarted) await WriteForwardErrorAsync(context, error, exception);
+                    return;
+                }
+                LogRetryError(_logger, cluster, replica.ReplicaId, error);
+                ResetResponse(context);
+            }
+
+            Interlocked.Increment(ref view.State._retries);
+            last = replica;
+            tried ??= new EdgeReplica?[_options.MaxAttempts];
+            tried[attempts - 1] = replica;
+        }
+    }
+
+    /// <summary>Waits for a change that may give the cluster a replica, up to its queue timeout from arrival; false when it passed.</summary>
+    private async Task<bool> HoldAsync(HttpContext context, ClusterView view, Task wake, long arrived, Exchange exchange)
+    {
+        var left = TimeSpan.FromMilliseconds(view.Route.QueueTimeoutMs) - _time.GetElapsedTime(arrived);
+        if (left <= TimeSpan.Zero) return false;
+        var state = view.State;
+        if (!exchange.Held)
+        {
+            exchange.Held = true;
+            Interlocked.Increment(ref state._held);
+        }
+        Interlocked.Increment(ref state._holding);
+        try
+        {
+            await wake.WaitAsync(left, _time, context.RequestAborted);
+            return true;
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref state._holding);
+        }
+    }
+
+    /// <summary>
+    /// Reads a body of up to <see cref="EdgeOptions.ReplayBufferBytes"/> into a pooled buffer so it can be replayed.
+    /// Larger bodies stream through once. Over <see cref="EdgeOptions.MaxRequestBodyBytes"/>: 413.
+    /// </summary>
+    private async ValueTask<(bool Accepted, BufferedBody? Body, bool Replayable)> ReadBodyAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var length = request.ContentLength;
+        if (length > _options.MaxRequestBodyBytes)
+        {
+            await WriteTooLargeAsync(context);
+            return (false, null, false);
+        }
+        if (length == 0 || context.Features.Get<IHttpRequestBodyDetectionFeature>() is { CanHaveBody: false }) return (true, null, true);
+        if (length > EdgeOptions.ReplayBufferBytes) return (true, null, false);
+
+        // Known length: read exactly that. Chunked: read until the end or one byte past the replay limit.
+        var limit = length is { } known ? (int)known : EdgeOptions.ReplayBufferBytes + 1;
+        var buffer = ArrayPool<byte>.Shared.Rent(Math.Min(limit, length is null ? 16 * 1024 : limit));
+        var read = 0;
+        try
+        {
+            while (read < limit)
+            {
+                if (read == buffer.Length)
+                {
+                    var bigger = ArrayPool<byte>.Shared.Rent(Math.Min(limit, buffer.Length * 2));
+                    buffer.AsSpan(0, read).CopyTo(bigger);
+                    ArrayPool<byte>.Shared.Return(buffer);
+                    buffer = bigger;
+                }
+                var n = await request.Body.ReadAsync(buffer.AsMemory(read, Math.Min(buffer.Length, limit) - read), context.RequestAborted);
+                if (n == 0) break;
+                read += n;
+            }
+        }
+        catch (Exception e)
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            if (e is BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge })
+            {
+                await WriteTooLargeAsync(context);
+                return (false, null, false);
+            }
+            if (e is BadHttpRequestException bad)
+            {
+                await WriteErrorAsync(context, bad.StatusCode, ErrorCodes.InvalidArgument, "the request body could not be read: " + bad.Message);
+                return (false, null, false);
+            }
+            throw;
+        }
+
+        if (read > EdgeOptions.ReplayBufferBytes)
+        {
+            var rest = new PrefixedStream(buffer, read, request.Body);
+            context.Response.RegisterForDispose(rest);
+            request.Body = rest;
+            return (true, null, false);
+        }
+        return (true, new BufferedBody(buffer, read), true);
+    }
+
+    private void ReportFailure(EdgeReplica replica, bool refused)
+    {
+        if (_health.ReportFailure(replica, refused))
+        {
+            LogEjected(_logger, replica.Cluster, replica.ReplicaId, _health.EjectedFor(replica).TotalSeconds);
+        }
+    }
+
+    /// <summary>A retry makes sense when another replica can take it now, or this one was ejected (then the request may wait for one).</summary>
+    private bool CanRetryAfter(ClusterView view, EdgeReplica failed) => _health.IsEjected(failed) || Selector.HasOther(view, failed);
+
+    /// <summary>Called by the transformer when a replica answers 502/503/429: true to drop that answer and try another replica.</summary>
+    private bool TakeRefusal(Exchange exchange, int status)
+    {
+        var replica = exchange.Target.State;
+        exchange.Accounted = true;
+        replica.CountOutcome(status);
+        // 429 means "full", not "broken": another replica may have room, but it is no reason to eject.
+        if (status != StatusCodes.Status429TooManyRequests) ReportFailure(replica, refused: false);
+        return CanRetryAfter(exchange.View, replica);
+    }
+
+    private static bool IsDestinationFault(ForwarderError error) => error is ForwarderError.Request or ForwarderError.RequestTimedOut
+        or ForwarderError.RequestBodyDestination or ForwarderError.ResponseBodyDestination;
+
+    private static bool IsRetryable(ForwarderError error) => error is ForwarderError.Request or ForwarderError.RequestTimedOut or ForwarderError.RequestBodyDestination;
+
+    private static bool IsConnectionRefused(Exception? exception)
+    {
+        for (var e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError }) return true;
+            if (e is System.Net.Sockets.SocketException { SocketErrorCode: System.Net.Sockets.SocketError.ConnectionRefused }) return true;
+        }
+        return false;
+    }
+
+    private static void ResetResponse(HttpContext context)
+    {
+        context.Features.Set<IForwarderErrorFeature>(null);
+        context.Response.StatusCode = StatusCodes.Status200OK;
+        context.Response.Headers.Clear();
+    }
+
+    private static Task WriteForwardErrorAsync(HttpContext context, ForwarderError error, Exception? exception)
+    {
+        if (exception is BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge }) return WriteTooLargeAsync(context);
+        return error switch
+        {
+            ForwarderError.RequestTimedOut => WriteErrorAsync(context, StatusCodes.Status504GatewayTimeout, ErrorCodes.Unavailable, "the replica did not answer in time"),
+            ForwarderError.RequestCanceled or ForwarderError.RequestBodyCanceled or ForwarderError.RequestBodyClient =>
+                WriteErrorAsync(context, StatusCodes.Status400BadRequest, ErrorCodes.InvalidArgument, "the request body could not be read from the client"),
+            _ => WriteErrorAsync(context, StatusCodes.Status502BadGateway, ErrorCodes.Unavailable, "no replica could be reached to answer the request"),
+        };
+    }
+
+    private static Task WriteTooLargeAsync(HttpContext context) =>
+        WriteErrorAsync(context, StatusCodes.Status413PayloadTooLarge, ErrorCodes.PayloadTooLarge, "the request body is larger than the edge accepts");
 
     internal static Task WriteErrorAsync(HttpContext context, int status, string code, string message)
     {
@@ -78,19 +375,71 @@ public sealed partial class EdgeProxy
             ShoalJsonContext.Default.ErrorResponse, context.RequestAborted);
     }
 
-    /// <summary>Default forwarding, plus the name of the replica that served, set after the upstream headers so the edge's value wins.</summary>
-    private sealed class ReplicaHeaderTransformer : HttpTransformer
+    /// <summary>
+    /// One request's attempts: YARP's default forwarding, plus the name of the replica that served
+    /// (set after the upstream headers so the edge's value wins), the time of the first response
+    /// byte, and holding back a 502/503/429 while another replica may still answer.
+    /// </summary>
+    private sealed class Exchange : HttpTransformer
     {
-        public static readonly ReplicaHeaderTransformer Instance = new();
+        private readonly EdgeProxy _proxy;
+
+        public Exchange(EdgeProxy proxy, ClusterView view)
+        {
+            _proxy = proxy;
+            View = view;
+        }
+
+        public ClusterView View { get; set; }
+
+        public RouteTarget Target { get; private set; }
+
+        public bool MayRetry { get; private set; }
+
+        public bool Held { get; set; }
+
+        /// <summary>The attempt's outcome was already counted and reported to passive health (by <see cref="TakeRefusal"/>).</summary>
+        public bool Accounted { get; set; }
+
+        /// <summary>Status of an answer held back for a retry; 0 when the last attempt was not.</summary>
+        public int Refused { get; private set; }
+
+        public long FirstByte { get; private set; }
+
+        public void Begin(RouteTarget target, bool mayRetry)
+        {
+            Target = target;
+            MayRetry = mayRetry;
+            Refused = 0;
+            Accounted = false;
+        }
 
         public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
         {
-            var result = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
-            if (httpContext.Items[ReplicaHeader] is string replica) httpContext.Response.Headers[ReplicaHeader] = replica;
-            return result;
+            if (proxyResponse is null) return false;
+            var status = (int)proxyResponse.StatusCode;
+            if (MayRetry && status is StatusCodes.Status502BadGateway or StatusCodes.Status503ServiceUnavailable or StatusCodes.Status429TooManyRequests
+                && _proxy.TakeRefusal(this, status))
+            {
+                Refused = status;
+                return false;
+            }
+            var copy = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+            httpContext.Response.Headers[ReplicaHeader] = Target.Destination.ReplicaId;
+            FirstByte = _proxy._time.GetTimestamp();
+            return copy;
         }
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Forwarding to cluster {Cluster} replica {Replica} failed: {Error} {Detail}")]
     private static partial void LogForwardFailed(ILogger logger, string cluster, string replica, ForwarderError error, string? detail);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Cluster} replica {Replica} answered {Status}; retrying on another replica")]
+    private static partial void LogRetryStatus(ILogger logger, string cluster, string replica, int status);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Cluster} replica {Replica} failed before answering ({Error}); retrying on another replica")]
+    private static partial void LogRetryError(ILogger logger, string cluster, string replica, ForwarderError error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Cluster {Cluster} replica {Replica} ejected for {Seconds} s after consecutive failures")]
+    private static partial void LogEjected(ILogger logger, string cluster, string replica, double seconds);
 }

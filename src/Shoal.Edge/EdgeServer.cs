@@ -23,7 +23,7 @@ public sealed class EdgeServerOptions
     {
         var errors = new List<string>();
         if (string.IsNullOrWhiteSpace(Key)) errors.Add("an edge key is required (--key, --key-file or SHOAL_EDGE_KEY; the server writes one to edge.key in its data dir)");
-        if (!ListenAddress.TryParse(Edge.Listen, out _)) errors.Add($"--listen '{Edge.Listen}' is not host:port");
+        errors.AddRange(Edge.Validate());
         if (!Uri.TryCreate(Server, UriKind.Absolute, out var server) || (server.Scheme != Uri.UriSchemeHttp && server.Scheme != Uri.UriSchemeHttps))
         {
             errors.Add($"--server '{Server}' is not an http(s) URL");
@@ -69,7 +69,6 @@ public sealed class EdgeServer : IAsyncDisposable
         var errors = options.Validate();
         if (errors.Count > 0) throw new EdgeConfigurationException(string.Join("; ", errors));
         time ??= TimeProvider.System;
-        ListenAddress.TryParse(options.Edge.Listen, out var url);
 
         var routes = new RouteTableHolder();
         var credentials = new NodeCredentialHolder();
@@ -90,8 +89,7 @@ public sealed class EdgeServer : IAsyncDisposable
         {
             logging(builder.Logging);
         }
-        builder.WebHost.UseUrls(url);
-        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = options.Edge.MaxRequestBodyBytes);
+        builder.WebHost.ConfigureKestrel(k => k.ConfigureEdgeKestrel(options.Edge));
         builder.Services.AddSingleton(time);
         builder.Services.AddShoalTunnels(credentials);
         builder.Services.AddShoalEdge(options.Edge, routes);

@@ -47,10 +47,17 @@ public sealed class EdgeRoutingTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
         Assert.Equal(ErrorCodes.NotFound, (await unknown.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ErrorResponse))!.Error.Code);
 
-        (await _server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090" },
-            ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+        // Queue timeout 0: no holding, so the 503 comes at once.
+        var created = await _server.Http.PostAsJsonAsync("/v1/clusters",
+            new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Routing = BalancingPolicy.RoundRobin, QueueTimeoutSeconds = 0 },
+            ShoalJsonContext.Default.CreateClusterRequest);
+        created.EnsureSuccessStatusCode();
+        var dto = (await created.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ClusterDto))!;
+        Assert.Equal((BalancingPolicy.RoundRobin, 0), (dto.Routing, dto.QueueTimeoutSeconds));
         var waiting = await Eventually.GetAsync(() => edge.GetAsync("/c/demo/v1/models"), r => r.StatusCode != HttpStatusCode.NotFound, what: "route table has demo");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, waiting.StatusCode);
+        var route = _server.Server.Services.GetRequiredService<Shoal.Edge.Routing.RouteTableHolder>().Current.Clusters["demo"];
+        Assert.Equal((BalancingPolicy.RoundRobin, 0), (route.Balancing, route.QueueTimeoutMs));
         Assert.NotNull(waiting.Headers.RetryAfter);
         Assert.Equal(ErrorCodes.Unavailable, (await waiting.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ErrorResponse))!.Error.Code);
     }

@@ -4,6 +4,7 @@ using Shoal.Cli.Client;
 using Shoal.Cli.Interaction;
 using Shoal.Cli.Parsing;
 using Shoal.Contracts;
+using Shoal.Core.Clusters;
 
 namespace Shoal.Cli.Commands;
 
@@ -56,6 +57,11 @@ public sealed class DeployCommand : ApiCommand
 
     private static readonly Option<string?> s_healthPathOption = CreateHealthPathOption();
 
+    private static readonly Option<string?> s_routingOption = CreateRoutingOption();
+
+    private static readonly Option<TimeSpan?> s_queueTimeoutOption = CommonOptions.CreateDurationOption("--queue-timeout",
+        "How long the edge holds a request while no replica is ready, before 503 (default 30s, at most 5m)", TimeSpan.Zero, TimeSpan.FromSeconds(ClusterSpec.MaxQueueTimeoutSeconds));
+
     private static readonly Option<bool> s_waitOption = new("--wait")
     {
         Description = "Wait until every replica is ready, showing progress",
@@ -93,6 +99,8 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_envOption);
         Options.Add(s_argOption);
         Options.Add(s_healthPathOption);
+        Options.Add(s_routingOption);
+        Options.Add(s_queueTimeoutOption);
         Options.Add(s_waitOption);
         Options.Add(s_timeoutOption);
         Options.Add(s_registryUserOption);
@@ -127,6 +135,8 @@ public sealed class DeployCommand : ApiCommand
             Args = args.Length == 0 ? null : args,
             Health = healthPath is null ? null : new HealthCheckSpec { Path = healthPath },
             RegistryAuth = registryAuth,
+            Routing = result.GetValue(s_routingOption),
+            QueueTimeoutSeconds = result.GetValue(s_queueTimeoutOption) is { } queueTimeout ? (int)Math.Ceiling(queueTimeout.TotalSeconds) : null,
         };
 
         var cluster = await client.CreateClusterAsync(request, ct);
@@ -179,6 +189,13 @@ public sealed class DeployCommand : ApiCommand
             $"{ready.Cluster.Name} is ready: {Views.CountReady(ready)}/{ready.Cluster.Replicas} replicas"));
         Interaction.DisplayMessage($"endpoint: {ready.Cluster.Endpoint}");
         return ExitCodes.Success;
+    }
+
+    private static Option<string?> CreateRoutingOption()
+    {
+        var option = new Option<string?>("--routing") { Description = "How the edge balances requests (default least-outstanding)" };
+        option.AcceptOnlyFromAmong(BalancingPolicy.LeastOutstanding, BalancingPolicy.RoundRobin);
+        return option;
     }
 
     private static Option<string?> CreateHealthPathOption()

@@ -13,6 +13,10 @@ public sealed class EdgeCommand : Command
     private static readonly Option<string> s_listen = new("--listen") { Description = "Address to serve requests and tunnels on (host:port)", DefaultValueFactory = _ => "127.0.0.1:8080" };
     private static readonly Option<string> s_domain = new("--domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
     private static readonly Option<string?> s_advertise = new("--advertise") { Description = "URL agents open tunnels to (default: the listen address)" };
+    private static readonly Option<string?> s_tlsCert = new("--tls-cert") { Description = "PEM certificate file: serve HTTPS (needs --tls-key)" };
+    private static readonly Option<string?> s_tlsKey = new("--tls-key") { Description = "PEM private key file of --tls-cert" };
+    private static readonly Option<string?> s_tlsPfx = new("--tls-pfx") { Description = "PKCS#12 (PFX) file with the certificate and key, instead of PEM files" };
+    private static readonly Option<string?> s_tlsPassword = new("--tls-password") { Description = "Password of the PFX file or encrypted PEM key (or set SHOAL_EDGE_TLS_PASSWORD)" };
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -27,6 +31,10 @@ public sealed class EdgeCommand : Command
         Options.Add(s_listen);
         Options.Add(s_domain);
         Options.Add(s_advertise);
+        Options.Add(s_tlsCert);
+        Options.Add(s_tlsKey);
+        Options.Add(s_tlsPfx);
+        Options.Add(s_tlsPassword);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -52,7 +60,15 @@ public sealed class EdgeCommand : Command
             Key = key,
             AdvertiseUrl = result.GetValue(s_advertise),
             LogLevel = result.GetValue(s_logLevel),
-            Edge = new EdgeOptions { Listen = result.GetValue(s_listen)!, Domain = result.GetValue(s_domain)! },
+            Edge = new EdgeOptions
+            {
+                Listen = result.GetValue(s_listen)!,
+                Domain = result.GetValue(s_domain)!,
+                TlsCertificatePath = result.GetValue(s_tlsCert),
+                TlsKeyPath = result.GetValue(s_tlsKey),
+                TlsPfxPath = result.GetValue(s_tlsPfx),
+                TlsPassword = result.GetValue(s_tlsPassword) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_TLS_PASSWORD"),
+            },
         };
         var errors = options.Validate();
         if (errors.Count > 0)
@@ -66,7 +82,8 @@ public sealed class EdgeCommand : Command
         {
             edge = await EdgeServer.StartAsync(options, ct: ct);
         }
-        catch (Exception e) when (e is IOException or EdgeConfigurationException or InvalidOperationException or System.Net.Sockets.SocketException)
+        catch (Exception e) when (e is IOException or EdgeConfigurationException or InvalidOperationException or ArgumentException
+            or System.Net.Sockets.SocketException or System.Security.Cryptography.CryptographicException)
         {
             _context.Interaction.DisplayError($"the edge could not start: {e.Message}");
             return ExitCodes.Failure;

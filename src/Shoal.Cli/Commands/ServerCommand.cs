@@ -16,6 +16,10 @@ public sealed class ServerCommand : Command
     private static readonly Option<string> s_edgeDomain = new("--edge-domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
     private static readonly Option<string?> s_publicEdgeUrl = new("--public-edge-url") { Description = "Edge URL shown in cluster endpoints (default from --edge-listen)" };
     private static readonly Option<string?> s_edgeKey = new("--edge-key") { Description = "Key standalone edges (shoal edge) present; default: generated once into edge.key in the data dir (env SHOAL_EDGE_KEY)" };
+    private static readonly Option<string?> s_edgeTlsCert = new("--edge-tls-cert") { Description = "PEM certificate file: the edge serves HTTPS (needs --edge-tls-key)" };
+    private static readonly Option<string?> s_edgeTlsKey = new("--edge-tls-key") { Description = "PEM private key file of --edge-tls-cert" };
+    private static readonly Option<string?> s_edgeTlsPfx = new("--edge-tls-pfx") { Description = "PKCS#12 (PFX) file with the edge's certificate and key, instead of PEM files" };
+    private static readonly Option<string?> s_edgeTlsPassword = new("--edge-tls-password") { Description = "Password of the PFX file or encrypted PEM key (or set SHOAL_EDGE_TLS_PASSWORD)" };
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level (Trace, Debug, Information, Warning, Error)", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -34,6 +38,10 @@ public sealed class ServerCommand : Command
         Options.Add(s_edgeDomain);
         Options.Add(s_publicEdgeUrl);
         Options.Add(s_edgeKey);
+        Options.Add(s_edgeTlsCert);
+        Options.Add(s_edgeTlsKey);
+        Options.Add(s_edgeTlsPfx);
+        Options.Add(s_edgeTlsPassword);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -51,6 +59,10 @@ public sealed class ServerCommand : Command
             PublicEdgeUrl = result.GetValue(s_publicEdgeUrl),
             EdgeKey = result.GetValue(s_edgeKey) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_KEY"),
             LogLevel = result.GetValue(s_logLevel),
+            EdgeTlsCertificate = result.GetValue(s_edgeTlsCert),
+            EdgeTlsKey = result.GetValue(s_edgeTlsKey),
+            EdgeTlsPfx = result.GetValue(s_edgeTlsPfx),
+            EdgeTlsPassword = result.GetValue(s_edgeTlsPassword) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_TLS_PASSWORD"),
         };
         if (result.GetValue(s_grace) is { } grace) options.NodeGracePeriod = grace;
         if (result.GetValue(s_heartbeat) is { } hb) options.HeartbeatInterval = hb;
@@ -67,7 +79,7 @@ public sealed class ServerCommand : Command
         {
             server = await ShoalServer.StartAsync(options, ct: ct);
         }
-        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or Npgsql.NpgsqlException or System.Net.Sockets.SocketException)
+        catch (Exception e) when (e is IOException or ArgumentException or InvalidOperationException or Npgsql.NpgsqlException or System.Net.Sockets.SocketException or System.Security.Cryptography.CryptographicException)
         {
             _context.Interaction.DisplayError($"the server could not start: {e.Message}");
             return ExitCodes.Failure;

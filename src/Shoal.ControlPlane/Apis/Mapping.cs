@@ -22,6 +22,8 @@ internal static class Mapping
             Env = c.Spec.Env,
             Args = c.Spec.Args,
             Health = c.Spec.Health,
+            Routing = c.Spec.Routing,
+            QueueTimeoutSeconds = c.Spec.QueueTimeoutSeconds,
             Endpoint = $"{edgeUrl.TrimEnd('/')}/c/{c.Name}",
             ImageDigest = c.ImageDigest,
             RegistryUser = c.Spec.RegistryAuth?.Username,

@@ -831,7 +831,13 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             {
                 var destinations = perCluster.GetValueOrDefault(c.Id) ?? [];
                 destinations.Sort((a, b) => string.CompareOrdinal(a.ReplicaId, b.ReplicaId));
-                clusters[c.Name] = new ClusterRoute { Cluster = c.Name, Destinations = [.. destinations] };
+                clusters[c.Name] = new ClusterRoute
+                {
+                    Cluster = c.Name,
+                    Balancing = c.Spec.Routing,
+                    QueueTimeoutMs = c.Spec.QueueTimeoutSeconds * 1000,
+                    Destinations = [.. destinations],
+                };
             }
             return new RouteTable { Version = version, Clusters = clusters };
         }

@@ -19,4 +19,11 @@ public sealed record ClusterSpec
     public HealthCheckSpec Health { get; init; } = new();
     /// <summary>Pull credentials for a private registry; never shown by the API, sent only to nodes running the cluster.</summary>
     public RegistryCredentials? RegistryAuth { get; init; }
+    /// <summary>How the edge balances requests: <see cref="BalancingPolicy.LeastOutstanding"/> (default) or <see cref="BalancingPolicy.RoundRobin"/>.</summary>
+    public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
+    /// <summary>How long the edge holds a request while the cluster has no ready replica, in seconds. Default 30.</summary>
+    public int QueueTimeoutSeconds { get; init; } = DefaultQueueTimeoutSeconds;
+
+    public const int DefaultQueueTimeoutSeconds = 30;
+    public const int MaxQueueTimeoutSeconds = 300;
 }

@@ -144,6 +144,16 @@ public static partial class ClusterSpecValidator
                 errors.Add("registryAuth.server must be a registry host such as 'ghcr.io'");
             }
         }
+        var routing = string.IsNullOrEmpty(request.Routing) ? BalancingPolicy.LeastOutstanding : request.Routing;
+        if (!BalancingPolicy.IsKnown(routing))
+        {
+            errors.Add($"routing '{Truncate(routing)}' is unknown: use '{BalancingPolicy.LeastOutstanding}' or '{BalancingPolicy.RoundRobin}'");
+        }
+        var queueTimeout = request.QueueTimeoutSeconds ?? ClusterSpec.DefaultQueueTimeoutSeconds;
+        if (queueTimeout is < 0 or > ClusterSpec.MaxQueueTimeoutSeconds)
+        {
+            errors.Add($"queueTimeoutSeconds must be between 0 and {ClusterSpec.MaxQueueTimeoutSeconds}, got {queueTimeout}");
+        }
 
         if (errors.Count > 0)
         {
@@ -162,6 +172,8 @@ public static partial class ClusterSpecValidator
             Args = args,
             Health = health,
             RegistryAuth = request.RegistryAuth,
+            Routing = routing,
+            QueueTimeoutSeconds = queueTimeout,
         }, errors);
     }
 

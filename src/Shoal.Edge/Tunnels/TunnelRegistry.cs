@@ -12,6 +12,9 @@ public sealed class TunnelRegistry
     private readonly ConcurrentDictionary<string, NodeTunnels> _nodes = new(StringComparer.Ordinal);
     private long _opened;
 
+    /// <summary>Raised when a node goes from no tunnel to one: its replicas became reachable.</summary>
+    public event Action<string>? NodeReachable;
+
     /// <summary>Tunnels claimed for an upstream connection since start.</summary>
     public long Opened => Interlocked.Read(ref _opened);
 
@@ -41,12 +44,13 @@ public sealed class TunnelRegistry
     internal void Add(EdgeTunnel tunnel)
     {
         var node = _nodes.GetOrAdd(tunnel.NodeId, static _ => new NodeTunnels());
-        Interlocked.Increment(ref node.Live);
+        var first = Interlocked.Increment(ref node.Live) == 1;
         tunnel.Done.ContinueWith(static (_, n) => Interlocked.Decrement(ref ((NodeTunnels)n!).Live), node,
             CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         tunnel.Watch(static _ => { });
         node.Idle.Enqueue(tunnel);
         node.Signal();
+        if (first) NodeReachable?.Invoke(tunnel.NodeId);
     }
 
     /// <summary>Claims an idle tunnel of the node and opens it to the replica's port.</summary>

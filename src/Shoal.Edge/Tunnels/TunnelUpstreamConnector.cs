@@ -1,4 +1,5 @@
 using Shoal.Contracts;
+using Shoal.Edge.Routing;
 using Shoal.Edge.Upstreams;
 
 namespace Shoal.Edge.Tunnels;
@@ -16,9 +17,11 @@ public sealed class TunnelUpstreamConnector : IUpstreamConnector, IDisposable
     private readonly HttpMessageInvoker _tunnelClient;
     private readonly System.Runtime.CompilerServices.ConditionalWeakTable<RouteDestination, string> _addresses = new();
 
-    public TunnelUpstreamConnector(TunnelRegistry registry)
+    public TunnelUpstreamConnector(TunnelRegistry registry, RoutingSignal signal)
     {
         _registry = registry;
+        // Requests held for a ready replica wake up when a node's first tunnel arrives.
+        _registry.NodeReachable += _ => signal.Fire();
         var handler = DirectUpstreamConnector.CreateHandler();
         handler.ConnectCallback = async (context, ct) =>
         {

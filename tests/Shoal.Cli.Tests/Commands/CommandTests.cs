@@ -33,7 +33,8 @@ public sealed class CommandTests : IAsyncLifetime
 
         var exit = await _cli.RunAsync(
             "deploy", "demo", "--image", "shoal/sim", "--gpu", "rtx-4090", "--gpu-count", "2", "--replicas", "3", "--port", "9000",
-            "--env", "MODEL=llama", "-e", "OPTS=a=b", "--arg", "serve", "--arg=--max-len=4096", "--health-path", "/ready");
+            "--env", "MODEL=llama", "-e", "OPTS=a=b", "--arg", "serve", "--arg=--max-len=4096", "--health-path", "/ready",
+            "--routing", "round-robin", "--queue-timeout", "90s");
 
         Assert.Equal(ExitCodes.Success, exit);
         var sent = JsonSerializer.Deserialize(Assert.Single(_server.Requests).Body, ShoalJsonContext.Default.CreateClusterRequest)!;
@@ -46,6 +47,8 @@ public sealed class CommandTests : IAsyncLifetime
         Assert.Equal(new Dictionary<string, string> { ["MODEL"] = "llama", ["OPTS"] = "a=b" }, sent.Env);
         Assert.Equal(["serve", "--max-len=4096"], sent.Args!);
         Assert.Equal("/ready", sent.Health!.Path);
+        Assert.Equal("round-robin", sent.Routing);
+        Assert.Equal(90, sent.QueueTimeoutSeconds);
         Assert.Contains("deployed demo", _cli.Out, StringComparison.Ordinal);
         Assert.Contains("endpoint: http://127.0.0.1:8080/c/demo", _cli.Out, StringComparison.Ordinal);
     }
@@ -66,6 +69,8 @@ public sealed class CommandTests : IAsyncLifetime
     [InlineData("--timeout", "5 minutes", "--timeout: '5 minutes'")]
     [InlineData("--health-path", "health", "--health-path must start with '/'")]
     [InlineData("--output", "yaml", "--output 'yaml' is not supported")]
+    [InlineData("--routing", "random", "'random'")]
+    [InlineData("--queue-timeout", "10m", "--queue-timeout")]
     public async Task Deploy_with_a_bad_flag_fails_clearly_and_sends_nothing(string flag, string value, string expected)
     {
         var exit = await _cli.RunAsync("deploy", "demo", "--image", "shoal/sim", "--gpu", "rtx-4090", flag, value);

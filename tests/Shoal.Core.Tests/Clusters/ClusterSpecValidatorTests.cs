@@ -16,6 +16,22 @@ public sealed class ClusterSpecValidatorTests
         Assert.Equal(1, v.Value.GpuCount);
         Assert.Equal(8000, v.Value.Port);
         Assert.Equal("/health", v.Value.Health.Path);
+        Assert.Equal(BalancingPolicy.LeastOutstanding, v.Value.Routing);
+        Assert.Equal(30, v.Value.QueueTimeoutSeconds);
+    }
+
+    [Theory]
+    [InlineData("round-robin", 0, true)]
+    [InlineData("least-outstanding", 300, true)]
+    [InlineData("random", 30, false)]
+    [InlineData("least-outstanding", -1, false)]
+    [InlineData("least-outstanding", 301, false)]
+    public void Routing_and_queue_timeout_are_checked(string routing, int queueTimeout, bool valid)
+    {
+        var v = ClusterSpecValidator.Validate(Valid with { Routing = routing, QueueTimeoutSeconds = queueTimeout });
+        Assert.Equal(valid, v.IsValid);
+        if (valid) Assert.Equal((routing, queueTimeout), (v.Value!.Routing, v.Value.QueueTimeoutSeconds));
+        else Assert.Contains(v.Errors, e => e.Contains("routing", StringComparison.Ordinal) || e.Contains("queueTimeoutSeconds", StringComparison.Ordinal));
     }
 
     [Theory]

@@ -1,0 +1,117 @@
+namespace Shoal.Edge.Routing;
+
+/// <summary>
+/// What the edge knows about one replica beyond the route table: its in-flight requests, passive
+/// health (consecutive failures, ejection) and counters. Lives across route-table swaps; updated
+/// with interlocked operations only, so the request path takes no lock.
+/// </summary>
+public sealed class EdgeReplica
+{
+    /// <summary>Attempt outcomes counted per replica: status classes 1xx..5xx, then transport errors.</summary>
+    internal const int OutcomeCount = 6;
+    internal const int ErrorOutcome = 5;
+
+    internal int _inFlight;
+    internal int _consecutiveFailures;
+    // TimeProvider timestamp until which the replica is ejected; 0 when it never was.
+    internal long _ejectedUntil;
+    // Ejections in a row without a success in between: the exponent of the back-off.
+    internal int _ejectionLevel;
+    internal long _ejections;
+    internal readonly long[] _outcomes = new long[OutcomeCount];
+
+    public EdgeReplica(string cluster, string replicaId)
+    {
+        Cluster = cluster;
+        ReplicaId = replicaId;
+    }
+
+    public string Cluster { get; }
+
+    public string ReplicaId { get; }
+
+    /// <summary>Requests the edge is forwarding to this replica now.</summary>
+    public int InFlight => Volatile.Read(ref _inFlight);
+
+    public int ConsecutiveFailures => Volatile.Read(ref _consecutiveFailures);
+
+    /// <summary>Times this replica has been ejected.</summary>
+    public long Ejections => Interlocked.Read(ref _ejections);
+
+    internal void CountOutcome(int statusCode)
+    {
+        var i = statusCode is >= 100 and < 600 ? statusCode / 100 - 1 : ErrorOutcome;
+        Interlocked.Increment(ref _outcomes[i]);
+    }
+
+    internal void CountError() => Interlocked.Increment(ref _outcomes[ErrorOutcome]);
+}
+
+/// <summary>Per-cluster counters and the round-robin cursor; lives across route-table swaps.</summary>
+public sealed class ClusterState
+{
+    internal int _roundRobin = -1;
+    internal long _retries;
+    internal long _held;
+    internal long _holdTimeouts;
+    internal int _holding;
+    internal readonly long[] _responses = new long[5];
+
+    public ClusterState(string name) => Name = name;
+
+    public string Name { get; }
+
+    /// <summary>Time from arrival until the response is complete (streams included).</summary>
+    public Histogram Duration { get; } = new();
+
+    /// <summary>Time from arrival until the response headers came from a replica (for streams, the first token).</summary>
+    public Histogram TimeToFirstByte { get; } = new();
+
+    public long Retries => Interlocked.Read(ref _retries);
+
+    public long Held => Interlocked.Read(ref _held);
+
+    public long HoldTimeouts => Interlocked.Read(ref _holdTimeouts);
+
+    /// <summary>Responses sent to clients with a status in <paramref name="statusClass"/> (1..5).</summary>
+    public long Responses(int statusClass) => Interlocked.Read(ref _responses[statusClass - 1]);
+
+    internal void CountResponse(int statusCode)
+    {
+        if (statusCode is >= 100 and < 600) Interlocked.Increment(ref _responses[statusCode / 100 - 1]);
+    }
+}
+
+/// <summary>A lock-free histogram with fixed buckets, in seconds, for Prometheus.</summary>
+public sealed class Histogram
+{
+    /// <summary>Upper bounds (seconds) of the buckets; +Inf is implied.</summary>
+    public static readonly double[] Bounds = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+    private readonly long[] _counts = new long[Bounds.Length + 1];
+    private long _sumMicros;
+
+    public void Observe(TimeSpan elapsed)
+    {
+        var seconds = elapsed.TotalSeconds;
+        var i = 0;
+        while (i < Bounds.Length && seconds > Bounds[i]) i++;
+        Interlocked.Increment(ref _counts[i]);
+        Interlocked.Add(ref _sumMicros, (long)(seconds * 1e6));
+    }
+
+    /// <summary>Observations in bucket <paramref name="i"/> alone (not cumulative); index <c>Bounds.Length</c> is +Inf.</summary>
+    public long BucketCount(int i) => Interlocked.Read(ref _counts[i]);
+
+    public double SumSeconds => Interlocked.Read(ref _sumMicros) / 1e6;
+
+    public long Count
+    {
+        get
+        {
+            long total = 0;
+            for (var i = 0; i < _counts.Length; i++) total += Interlocked.Read(ref _counts[i]);
+            return total;
+        }
+    }
+}

@@ -1,0 +1,91 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Primitives;
+using Shoal.Contracts;
+
+namespace Shoal.Edge.Routing;
+
+/// <summary>A routable replica: its route-table entry and the edge's live state for it.</summary>
+public readonly record struct RouteTarget(RouteDestination Destination, EdgeReplica State);
+
+/// <summary>One cluster of the current route table, with its replicas' live state attached.</summary>
+public sealed class ClusterView
+{
+    internal ClusterView(ClusterRoute route, RouteTarget[] targets, ClusterState state)
+    {
+        Route = route;
+        Targets = targets;
+        State = state;
+        RoundRobin = route.Balancing == BalancingPolicy.RoundRobin;
+    }
+
+    public ClusterRoute Route { get; }
+
+    public RouteTarget[] Targets { get; }
+
+    public ClusterState State { get; }
+
+    public bool RoundRobin { get; }
+}
+
+/// <summary>
+/// The route table as the request path reads it: each cluster's destinations joined once per
+/// table (not per request) to the per-replica state that outlives tables. Rebuilt lazily when the
+/// source's table is replaced; fires <see cref="RoutingSignal"/> on every change so held requests look again.
+/// </summary>
+public sealed class EdgeRouter : IDisposable
+{
+    private readonly IRouteTableSource _source;
+    private readonly ConcurrentDictionary<string, EdgeReplica> _replicas = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, ClusterState> _clusters = new(StringComparer.Ordinal);
+    private readonly IDisposable _subscription;
+    private volatile Snapshot _snapshot = new(null, new Dictionary<string, ClusterView>(StringComparer.Ordinal));
+
+    public EdgeRouter(IRouteTableSource source, RoutingSignal signal)
+    {
+        _source = source;
+        _subscription = ChangeToken.OnChange(source.GetChangeToken, signal.Fire);
+    }
+
+    /// <summary>Every replica the edge has seen (for metrics), including ones no longer routed to.</summary>
+    public ICollection<EdgeReplica> Replicas => _replicas.Values;
+
+    /// <summary>Every cluster the edge has seen (for metrics).</summary>
+    public ICollection<ClusterState> Clusters => _clusters.Values;
+
+    public ClusterView? Find(string cluster)
+    {
+        var table = _source.Current;
+        var snapshot = _snapshot;
+        if (!ReferenceEquals(snapshot.Table, table)) snapshot = Rebuild(table);
+        return snapshot.Clusters.GetValueOrDefault(cluster);
+    }
+
+    /// <summary>The live state of a replica (created on first use).</summary>
+    public EdgeReplica Replica(string cluster, string replicaId) =>
+        _replicas.GetOrAdd(replicaId, static (id, c) => new EdgeReplica(c, id), cluster);
+
+    public ClusterState Cluster(string name) => _clusters.GetOrAdd(name, static n => new ClusterState(n));
+
+    private Snapshot Rebuild(RouteTable table)
+    {
+        // Racing rebuilds of the same table produce equal snapshots; the last write wins harmlessly.
+        var clusters = new Dictionary<string, ClusterView>(table.Clusters.Count, StringComparer.Ordinal);
+        foreach (var (name, route) in table.Clusters)
+        {
+            var targets = new RouteTarget[route.Destinations.Length];
+            for (var i = 0; i < targets.Length; i++)
+            {
+                var d = route.Destinations[i];
+                targets[i] = new RouteTarget(d, Replica(name, d.ReplicaId));
+            }
+            clusters[name] = new ClusterView(route, targets, Cluster(name));
+        }
+        var snapshot = new Snapshot(table, clusters);
+        _snapshot = snapshot;
+        return snapshot;
+    }
+
+    public void Dispose() => _subscription.Dispose();
+
+    private sealed record Snapshot(RouteTable? Table, Dictionary<string, ClusterView> Clusters);
+}

@@ -1,0 +1,56 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Net.Security;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using Shoal.Contracts;
+using Shoal.Testing;
+
+namespace Shoal.ControlPlane.Tests;
+
+/// <summary><c>shoal server</c>'s in-process edge serves HTTPS with the certificate from the server options.</summary>
+public sealed class EdgeTlsTests
+{
+    [Fact]
+    public async Task The_in_process_edge_serves_https_and_cluster_endpoints_say_so()
+    {
+        using var dir = new TempDirectory("shoal-tls");
+        using var key = RSA.Create(2048);
+        var request = new CertificateRequest("CN=localhost", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        var pfx = dir.Combine("edge.pfx");
+        await File.WriteAllBytesAsync(pfx, certificate.Export(X509ContentType.Pkcs12, "pw"));
+
+        await using var server = await TestServer.StartAsync(configure: o =>
+        {
+            o.EdgeTlsPfx = pfx;
+            o.EdgeTlsPassword = "pw";
+        });
+        var edge = server.Server.EdgeAddress!;
+        Assert.Equal("https", edge.Scheme);
+
+        using var handler = new SocketsHttpHandler
+        {
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                RemoteCertificateValidationCallback = (_, cert, _, _) => cert?.GetCertHashString() == certificate.GetCertHashString(),
+            },
+        };
+        using var client = new HttpClient(handler) { BaseAddress = edge };
+        using var health = await client.GetAsync("/healthz");
+        Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+
+        var created = await server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090" },
+            ShoalJsonContext.Default.CreateClusterRequest);
+        var dto = (await created.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ClusterDto))!;
+        Assert.StartsWith("https://", dto.Endpoint, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_certificate_without_its_key_is_refused_before_starting()
+    {
+        var errors = new ServerOptions { EdgeTlsCertificate = "/nonexistent/cert.pem" }.Validate();
+        Assert.Contains(errors, e => e.Contains("key", StringComparison.Ordinal));
+        Assert.Contains(errors, e => e.Contains("does not exist", StringComparison.Ordinal));
+    }
+}

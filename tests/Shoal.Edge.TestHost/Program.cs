@@ -1,0 +1,29 @@
+using System.Text.Json;
+using Shoal.Contracts;
+using Shoal.Edge;
+using Shoal.Edge.Routing;
+
+// The edge alone in its own process, over a fixed route table read from a JSON file, so tests can
+// measure the edge's own memory. Usage: Shoal.Edge.TestHost <routes.json>. Prints "listening <url>".
+if (args.Length != 1)
+{
+    Console.Error.WriteLine("usage: Shoal.Edge.TestHost <routes.json>");
+    return 2;
+}
+
+var table = JsonSerializer.Deserialize(File.ReadAllText(args[0]), ShoalJsonContext.Default.RouteTable)
+    ?? throw new InvalidDataException("empty route table");
+var routes = new RouteTableHolder();
+routes.Update(table);
+var options = new EdgeOptions { Listen = "127.0.0.1:0" };
+
+var builder = WebApplication.CreateSlimBuilder(args);
+builder.Logging.ClearProviders();
+builder.WebHost.ConfigureKestrel(k => k.ConfigureEdgeKestrel(options));
+builder.Services.AddShoalEdge(options, routes);
+var app = builder.Build();
+app.MapShoalEdge();
+await app.StartAsync();
+Console.WriteLine("listening " + app.Urls.First());
+await app.WaitForShutdownAsync();
+return 0;

@@ -1,0 +1,163 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using Shoal.Contracts;
+
+namespace Shoal.Edge.Tests;
+
+/// <summary>Retries before the first response byte, body replay, passive ejection, 413.</summary>
+public sealed class FailoverTests
+{
+    [Fact]
+    public async Task A_refused_connection_is_retried_on_another_replica_with_the_same_body_and_the_dead_replica_is_ejected()
+    {
+        await using var edge = await TestEdge.StartAsync();
+        await using var good = await TestReplica.EchoAsync("good");
+        edge.SetCluster("demo", [("dead", DeadAddress.Next()), good.Route], BalancingPolicy.RoundRobin);
+        using var client = edge.Client();
+
+        // Round robin starts with "dead": the first request fails over, later ones skip the ejected replica.
+        for (var i = 0; i < 4; i++)
+        {
+            using var response = await client.PostAsync("/c/demo/v1/chat/completions", new StringContent("{\"n\":" + i + "}"));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal("good:/v1/chat/completions:{\"n\":" + i + "}", await response.Content.ReadAsStringAsync());
+            Assert.Equal("good", response.Headers.GetValues(EdgeProxy.ReplicaHeader).Single());
+        }
+
+        var metrics = await edge.MetricsAsync();
+        Assert.Contains("shoal_edge_retries_total{cluster=\"demo\"} 1\n", metrics);
+        Assert.Contains("shoal_edge_ejections_total{cluster=\"demo\",replica=\"dead\"} 1\n", metrics);
+        Assert.Contains("shoal_edge_replica_ejected{cluster=\"demo\",replica=\"dead\"} 1\n", metrics);
+        Assert.Contains("shoal_edge_upstream_attempts_total{cluster=\"demo\",replica=\"dead\",outcome=\"error\"} 1\n", metrics);
+        Assert.Contains("shoal_edge_upstream_attempts_total{cluster=\"demo\",replica=\"good\",outcome=\"2xx\"} 4\n", metrics);
+        Assert.Contains("shoal_edge_requests_total{cluster=\"demo\",code=\"2xx\"} 4\n", metrics);
+        Assert.Contains("shoal_edge_request_duration_seconds_bucket{cluster=\"demo\",le=\"+Inf\"} 4\n", metrics);
+        Assert.Contains("shoal_edge_request_duration_seconds_count{cluster=\"demo\"} 4\n", metrics);
+        Assert.Contains("shoal_edge_time_to_first_byte_seconds_count{cluster=\"demo\"} 4\n", metrics);
+    }
+
+    [Fact]
+    public async Task A_503_is_retried_on_another_replica_never_the_same_twice_in_a_row_and_the_last_answer_passes_through()
+    {
+        var log = new List<string>();
+        await using var edge = await TestEdge.StartAsync();
+        await using var a = await TestReplica.StatusAsync("a", 503, log);
+        await using var b = await TestReplica.StatusAsync("b", 502, log);
+        edge.SetCluster("demo", [a.Route, b.Route], BalancingPolicy.RoundRobin);
+        using var client = edge.Client();
+
+        using var response = await client.PostAsync("/c/demo/v1/completions", new StringContent("{}"));
+        // Three attempts (the default), alternating, and the third replica's answer is what the client gets.
+        Assert.Equal(["a", "b", "a"], log);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("a says 503", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task A_503_from_the_only_replica_is_passed_on_at_once_and_a_429_is_retried_elsewhere_without_ejecting()
+    {
+        await using var edge = await TestEdge.StartAsync();
+        await using var only = await TestReplica.StatusAsync("only", 503);
+        edge.SetCluster("single", [only.Route]);
+        await using var full = await TestReplica.StatusAsync("full", 429);
+        await using var good = await TestReplica.EchoAsync("good");
+        edge.SetCluster("demo", [full.Route, good.Route], BalancingPolicy.RoundRobin);
+        using var client = edge.Client();
+
+        using var single = await client.GetAsync("/c/single/x");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, single.StatusCode);
+        Assert.Equal(1, only.Hits);
+
+        for (var i = 0; i < 6; i++)
+        {
+            using var response = await client.GetAsync("/c/demo/x");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+        // A full replica keeps getting its turn: 429 is "busy", not "broken".
+        Assert.Equal(6, full.Hits);
+        Assert.Equal(6, good.Hits);
+        Assert.Contains("shoal_edge_ejections_total{cluster=\"demo\",replica=\"full\"} 0\n", await edge.MetricsAsync());
+    }
+
+    [Fact]
+    public async Task A_body_larger_than_the_replay_buffer_is_sent_once_and_never_replayed()
+    {
+        var log = new List<string>();
+        await using var edge = await TestEdge.StartAsync();
+        await using var bad = await TestReplica.StartAsync("bad", async ctx =>
+        {
+            await ctx.Request.Body.CopyToAsync(Stream.Null);
+            ctx.Response.StatusCode = 503;
+        }, log);
+        await using var good = await TestReplica.EchoAsync("good", log);
+        edge.SetCluster("demo", [bad.Route, good.Route], BalancingPolicy.RoundRobin);
+        using var client = edge.Client();
+
+        var big = new string('x', EdgeOptions.ReplayBufferBytes + 10);
+        using var response = await client.PostAsync("/c/demo/v1/completions", new StringContent(big));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal(["bad"], log);
+
+        // The same size chunked (no Content-Length) is also forwarded whole, once.
+        using var chunked = new HttpRequestMessage(HttpMethod.Post, "/c/demo/v1/completions") { Content = new StreamContent(new MemoryStream(Encoding.ASCII.GetBytes(big))) };
+        chunked.Headers.TransferEncodingChunked = true;
+        using var second = await client.SendAsync(chunked);
+        Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        Assert.Equal("good:/v1/completions:" + big, await second.Content.ReadAsStringAsync());
+
+        // A chunked body under the replay limit is buffered and replayed.
+        log.Clear();
+        using var small = new HttpRequestMessage(HttpMethod.Post, "/c/demo/v1/completions") { Content = new StreamContent(new MemoryStream("hello"u8.ToArray())) };
+        small.Headers.TransferEncodingChunked = true;
+        using var third = await client.SendAsync(small);
+        Assert.Equal(["bad", "good"], log);
+        Assert.Equal("good:/v1/completions:hello", await third.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task A_body_over_the_limit_is_refused_with_413_and_the_error_json()
+    {
+        await using var edge = await TestEdge.StartAsync(new EdgeOptions { MaxRequestBodyBytes = 1000 });
+        await using var good = await TestReplica.EchoAsync("good");
+        edge.SetCluster("demo", [good.Route]);
+        using var client = edge.Client();
+
+        using var declared = await client.PostAsync("/c/demo/v1/completions", new StringContent(new string('x', 1001)));
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, declared.StatusCode);
+        Assert.Equal(ErrorCodes.PayloadTooLarge, (await declared.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ErrorResponse))!.Error.Code);
+
+        using var chunked = new HttpRequestMessage(HttpMethod.Post, "/c/demo/v1/completions") { Content = new StreamContent(new MemoryStream(new byte[5000])) };
+        chunked.Headers.TransferEncodingChunked = true;
+        using var streamed = await client.SendAsync(chunked);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, streamed.StatusCode);
+        Assert.Equal(ErrorCodes.PayloadTooLarge, (await streamed.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ErrorResponse))!.Error.Code);
+        Assert.Equal(0, good.Hits);
+
+        using var fits = await client.PostAsync("/c/demo/v1/completions", new StringContent(new string('x', 1000)));
+        Assert.Equal(HttpStatusCode.OK, fits.StatusCode);
+    }
+
+    [Fact]
+    public async Task Unknown_clusters_get_404_and_the_edge_serves_its_own_metrics_and_health_only_outside_clusters()
+    {
+        await using var edge = await TestEdge.StartAsync();
+        await using var good = await TestReplica.EchoAsync("good");
+        edge.SetCluster("demo", [good.Route]);
+        using var client = edge.Client();
+
+        using var unknown = await client.GetAsync("/c/nope/v1/models");
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        Assert.Equal(ErrorCodes.NotFound, (await unknown.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ErrorResponse))!.Error.Code);
+        using var nothing = await client.GetAsync("/v1/models");
+        Assert.Equal(HttpStatusCode.NotFound, nothing.StatusCode);
+
+        Assert.Equal("ok", await client.GetStringAsync("/healthz"));
+        Assert.Contains("# TYPE shoal_edge_request_duration_seconds histogram", await client.GetStringAsync("/metrics"));
+        // Inside a cluster, /metrics is the replica's.
+        Assert.Equal("good:/metrics:", await client.GetStringAsync("/c/demo/metrics"));
+        using var byHost = new HttpRequestMessage(HttpMethod.Get, "/metrics");
+        byHost.Headers.Host = "demo.localhost";
+        Assert.Equal("good:/metrics:", await (await client.SendAsync(byHost)).Content.ReadAsStringAsync());
+    }
+}

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.Logging;
 using Shoal.Contracts;
 using Shoal.Edge;
@@ -148,7 +147,7 @@ internal static class EdgeBench
         var options = new EdgeOptions { Listen = "127.0.0.1:0" };
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.ConfigureEdgeKestrel(options));
+        builder.WebHost.UseShoalEdgeKestrel(options);
         builder.Services.AddShoalEdge(options, routes);
         var app = builder.Build();
         app.MapShoalEdge();

@@ -39,6 +39,14 @@ public static class EdgeHostExtensions
     }
 
     /// <summary>
+    /// The edge's web host: Kestrel set up by <see cref="ConfigureEdgeKestrel"/>. (Kestrel's inline
+    /// scheduling was measured and lost throughput with the edge pinned to one CPU, so the default
+    /// thread-pool scheduling stays.)
+    /// </summary>
+    public static IWebHostBuilder UseShoalEdgeKestrel(this IWebHostBuilder builder, EdgeOptions options) =>
+        builder.ConfigureKestrel(k => k.ConfigureEdgeKestrel(options));
+
+    /// <summary>
     /// Listens on <see cref="EdgeOptions.Listen"/> (HTTPS with HTTP/1.1 and HTTP/2 when a certificate
     /// is configured) and sets the limits that keep slow or stalled clients from holding a replica:
     /// request headers timeout, minimum request and response data rates, the largest body.

@@ -47,7 +47,13 @@ public sealed partial class EdgeProxy
         _options = options;
         _time = time;
         _logger = logger;
-        _requestConfig = new ForwarderRequestConfig { ActivityTimeout = options.ActivityTimeout };
+        // Replicas speak HTTP/1.1 (over a socket or a tunnel); asking for it outright skips version negotiation.
+        _requestConfig = new ForwarderRequestConfig
+        {
+            ActivityTimeout = options.ActivityTimeout,
+            Version = System.Net.HttpVersion.Version11,
+            VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
+        };
         _retryAfter = options.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
     }
 

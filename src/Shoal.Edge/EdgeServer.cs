@@ -89,7 +89,7 @@ public sealed class EdgeServer : IAsyncDisposable
         {
             logging(builder.Logging);
         }
-        builder.WebHost.ConfigureKestrel(k => k.ConfigureEdgeKestrel(options.Edge));
+        builder.WebHost.UseShoalEdgeKestrel(options.Edge);
         builder.Services.AddSingleton(time);
         builder.Services.AddShoalTunnels(credentials);
         builder.Services.AddShoalEdge(options.Edge, routes);

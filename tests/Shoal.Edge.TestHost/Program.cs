@@ -19,7 +19,7 @@ var options = new EdgeOptions { Listen = "127.0.0.1:0" };
 
 var builder = WebApplication.CreateSlimBuilder(args);
 builder.Logging.ClearProviders();
-builder.WebHost.ConfigureKestrel(k => k.ConfigureEdgeKestrel(options));
+builder.WebHost.UseShoalEdgeKestrel(options);
 builder.Services.AddShoalEdge(options, routes);
 var app = builder.Build();
 app.MapShoalEdge();

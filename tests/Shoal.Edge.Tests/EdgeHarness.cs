@@ -38,7 +38,7 @@ public sealed class TestEdge : IAsyncDisposable
         routes ??= new RouteTableHolder();
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.ConfigureEdgeKestrel(options));
+        builder.WebHost.UseShoalEdgeKestrel(options);
         builder.Services.AddShoalEdge(options, routes);
         var app = builder.Build();
         app.MapShoalEdge();

@@ -29,19 +29,23 @@ internal static partial class ProxyBench
     {
         var seconds = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 8;
         var rounds = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 3;
+        // "pinned" (default): proxies on CPU 1, load generator side on CPU 0. "unpinned": every process
+        // may use both CPUs (nginx still runs one worker), as in the issue's calibration.
+        var pinned = !(args.Length > 3 && args[3] == "unpinned");
+        string[] Cpu(int cpu) => pinned ? ["-c", cpu.ToString(CultureInfo.InvariantCulture)] : ["-c", "0,1"];
         foreach (var tool in (string[])["wrk", "nginx", "taskset"])
         {
             if (Which(tool) is null) throw new InvalidOperationException($"{tool} is missing: apt-get install -y wrk nginx-light util-linux");
         }
         using var self = Process.GetCurrentProcess();
-        if (OperatingSystem.IsLinux()) self.ProcessorAffinity = 1; // CPU 0: load generator side
+        if (OperatingSystem.IsLinux()) self.ProcessorAffinity = pinned ? 1 : 3; // CPU 0: load generator side
 
         var dir = Directory.CreateTempSubdirectory("shoal-proxy-bench-");
         var processes = new List<Process>();
         try
         {
             var backendPort = FreePort();
-            processes.Add(Start("taskset", ["-c", "0", "dotnet", typeof(ProxyBench).Assembly.Location, "backend", backendPort.ToString(CultureInfo.InvariantCulture)]));
+            processes.Add(Start("taskset", [.. Cpu(0), "dotnet", typeof(ProxyBench).Assembly.Location, "backend", backendPort.ToString(CultureInfo.InvariantCulture)]));
             await WaitForAsync($"http://127.0.0.1:{backendPort}/");
 
             var nginxPort = FreePort();
@@ -65,12 +69,12 @@ internal static partial class ProxyBench
                     }
                 }
                 """);
-            processes.Add(Start("taskset", ["-c", "1", "nginx", "-c", conf, "-p", dir.FullName]));
+            processes.Add(Start("taskset", [.. Cpu(1), "nginx", "-c", conf, "-p", dir.FullName]));
             await WaitForAsync($"http://127.0.0.1:{nginxPort}/");
 
             var apiPort = FreePort();
             var edgePort = FreePort();
-            processes.Add(Start("taskset", ["-c", "1", ShoalExecutable(), "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}",
+            processes.Add(Start("taskset", [.. Cpu(1), ShoalExecutable(), "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}",
                 "--data-dir", Path.Combine(dir.FullName, "server"), "--log-level", "Warning"]));
             var api = new Uri($"http://127.0.0.1:{apiPort}");
             await WaitForAsync(api + "healthz");
@@ -93,19 +97,19 @@ internal static partial class ProxyBench
                 ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/"),
                 ("edge, tunnel mode", $"http://127.0.0.1:{edgePort}/c/tunnel/"),
             };
-            foreach (var (_, url) in targets) await WrkAsync(url, 2); // warm-up (JIT, pools)
+            foreach (var (_, url) in targets) await WrkAsync(url, 2, Cpu(0)); // warm-up (JIT, pools)
             var results = targets.ToDictionary(t => t.Name, _ => new List<WrkResult>());
             for (var round = 0; round < rounds; round++)
             {
                 foreach (var (name, url) in targets)
                 {
-                    var r = await WrkAsync(url, seconds);
+                    var r = await WrkAsync(url, seconds, Cpu(0));
                     results[name].Add(r);
                     Console.Error.WriteLine(Fmt($"  round {round + 1} {name}: {r.Rps:F0} req/s, p50 {r.P50Ms:F2} ms, p99 {r.P99Ms:F2} ms, errors {r.Errors}"));
                 }
             }
 
-            Console.WriteLine(Fmt($"## Proxy: wrk -t1 -c{Connections} -d{seconds}s, {rounds} alternated rounds, proxies pinned to 1 CPU (medians of rounds)"));
+            Console.WriteLine(Fmt($"## Proxy: wrk -t1 -c{Connections} -d{seconds}s, {rounds} alternated rounds, {(pinned ? "proxies pinned to CPU 1, wrk and backend to CPU 0" : "unpinned (nginx one worker)")} (medians of rounds)"));
             Console.WriteLine("| target | requests/s | p50 ms | p99 ms | errors | vs nginx | vs backend |");
             Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
             var nginxRps = Median(results["nginx"].Select(r => r.Rps));
@@ -154,9 +158,9 @@ internal static partial class ProxyBench
 
     private readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors);
 
-    private static async Task<WrkResult> WrkAsync(string url, int seconds)
+    private static async Task<WrkResult> WrkAsync(string url, int seconds, string[] cpu)
     {
-        using var p = Start("taskset", ["-c", "0", "wrk", "-t1", $"-c{Connections}", $"-d{seconds}s", "--latency", url], capture: true);
+        using var p = Start("taskset", [.. cpu, "wrk", "-t1", $"-c{Connections}", $"-d{seconds}s", "--latency", url], capture: true);
         var output = await p.StandardOutput.ReadToEndAsync();
         await p.WaitForExitAsync();
         var rps = double.Parse(RpsRegex().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);

@@ -116,6 +116,9 @@ internal sealed class ChaosStack : IAsyncDisposable
     public async Task<ClusterStatusDto> StatusAsync() =>
         (await Api.GetFromJsonAsync($"/v1/clusters/{Cluster}/status", ShoalJsonContext.Default.ClusterStatusDto))!;
 
+    public async Task<ClusterEventDto[]> EventsAsync() =>
+        (await Api.GetFromJsonAsync($"/v1/clusters/{Cluster}/events?limit=1000", ShoalJsonContext.Default.ClusterEventDtoArray))!;
+
     public void DumpOutput()
     {
         foreach (var p in _processes) _output.WriteLine($"--- {p.Name} (pid {p.Pid}, exited {p.HasExited})\n{p.Output}");

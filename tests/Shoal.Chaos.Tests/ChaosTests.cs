@@ -37,6 +37,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
             Assert.Contains(load.Outcomes, o => o.Replica == victim.Id);
 
             // The machine dies: agent and replicas, all SIGKILL, no goodbye.
+            var killedAtUtc = DateTimeOffset.UtcNow;
             var killedAt = clock.Elapsed.TotalMilliseconds;
             KillNow(agent.Pid);
             foreach (var pid in replicaPids) KillNow(pid);
@@ -57,6 +58,19 @@ public sealed class ChaosTests(ITestOutputHelper output)
             await Eventually.UntilAsync(() => load.Outcomes.Any(o => o.Replica == replacement.Id), TimeSpan.FromSeconds(15), "a request served by the replacement");
             await load.StopAsync();
 
+            // The events tell the story, with the server's timestamps.
+            var events = await stack.EventsAsync();
+            foreach (var e in events.Where(e => e.At >= killedAtUtc.AddSeconds(-1)))
+            {
+                output.WriteLine($"{(e.At - killedAtUtc).TotalMilliseconds,8:0} ms  {e.Type,-10} {e.Replica,-14} {e.NodeName,-8} {e.Message}");
+            }
+            var lost = Assert.Single(events, e => e.Type == ClusterEventTypes.NodeLost && e.Replica == victim.Id);
+            Assert.Equal(victim.NodeName, lost.NodeName);
+            var replacedEvent = Assert.Single(events, e => e.Type == ClusterEventTypes.Replaced && e.Replica == victim.Id);
+            Assert.Contains(events, e => e.Type == ClusterEventTypes.Scheduled && e.Replica == replacement.Id && e.Seq > replacedEvent.Seq);
+            Assert.Contains(events, e => e.Type == ClusterEventTypes.Ready && e.Replica == replacement.Id);
+            Assert.True(lost.Seq < replacedEvent.Seq);
+
             var outcomes = load.Outcomes.ToList();
             var lastServed = outcomes.Where(o => o.Replica == victim.Id).Max(o => o.EndMs);
             var lastAttempt = attempts.LastAttemptMs(victim.Id) ?? killedAt;
@@ -67,6 +81,8 @@ public sealed class ChaosTests(ITestOutputHelper output)
             [
                 ("routed_away_ms", routedAwayMs),
                 ("disconnected_ms", disconnectedMs),
+                ("node_lost_event_ms", (lost.At - killedAtUtc).TotalMilliseconds),
+                ("replaced_event_ms", (replacedEvent.At - killedAtUtc).TotalMilliseconds),
                 ("replacement_ready_ms", replacementMs),
                 ("grace_ms", ChaosStack.GracePeriod.TotalMilliseconds),
                 ("requests", outcomes.Count),
@@ -130,6 +146,10 @@ public sealed class ChaosTests(ITestOutputHelper output)
             var backAt = clock.Elapsed.TotalMilliseconds;
             await Eventually.UntilAsync(() => load.Outcomes.Any(o => o.Replica == victim.Id && o.StartMs > backAt), TimeSpan.FromSeconds(15), "the restarted replica serving");
             await load.StopAsync();
+
+            var events = await stack.EventsAsync();
+            Assert.Contains(events, e => e.Type == ClusterEventTypes.Failed && e.Replica == victim.Id && e.Message.Contains("137", StringComparison.Ordinal));
+            Assert.Contains(events, e => e.Type == ClusterEventTypes.Restarted && e.Replica == victim.Id && e.Message.StartsWith("restart 1", StringComparison.Ordinal));
 
             var outcomes = load.Outcomes.ToList();
             var failed = outcomes.Where(o => o.Failed).ToList();

@@ -77,6 +77,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
             var routedAwayMs = Math.Max(0, Math.Max(lastServed, lastAttempt) - killedAt);
             var failed = outcomes.Where(o => o.Failed).ToList();
             var duringOutage = outcomes.Where(o => o.StartMs >= killedAt && o.StartMs < killedAt + replacementMs).ToList();
+            PrintSlowest(outcomes, killedAt);
             Figures.Report(output, "agent-kill",
             [
                 ("routed_away_ms", routedAwayMs),
@@ -155,6 +156,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
             var failed = outcomes.Where(o => o.Failed).ToList();
             var gone = outcomes.Where(o => o.Replica == victim.Id && o.StartMs > killedAt).Select(o => o.StartMs).DefaultIfEmpty(double.NaN).Min();
             var duringOutage = outcomes.Where(o => o.StartMs >= killedAt && o.StartMs < killedAt + restartedMs).ToList();
+            PrintSlowest(outcomes, killedAt);
             Figures.Report(output, "replica-kill",
             [
                 ("restarted_ready_ms", restartedMs),
@@ -174,6 +176,15 @@ public sealed class ChaosTests(ITestOutputHelper output)
         {
             stack.DumpOutput();
             throw;
+        }
+    }
+
+    // The slowest requests around the fault, for diagnosis: where the time went shows in their start and replica.
+    private void PrintSlowest(IEnumerable<RequestOutcome> outcomes, double killedAt)
+    {
+        foreach (var o in outcomes.OrderByDescending(o => o.EndMs - o.StartMs).Take(5))
+        {
+            output.WriteLine($"slow: start {o.StartMs - killedAt:0} ms after the kill, took {o.EndMs - o.StartMs:0} ms, {o.Status} from {o.Replica}");
         }
     }
 

@@ -21,7 +21,8 @@ public abstract class SqlShoalStore : IShoalStore
     private static readonly string s_upsertReplica = Rows.Upsert("replicas", Rows.ReplicaColumns);
     private static readonly string s_upsertNode = Rows.Upsert("nodes", Rows.NodeColumns);
     private static readonly string s_insertToken = Rows.Insert("provisioning_tokens", Rows.TokenColumns);
-    private static readonly string s_insertEvent = Rows.Insert("cluster_events", Rows.EventColumns);
+    // A sequence number already stored (two servers writing at once) drops that event, not the commit.
+    private static readonly string s_insertEvent = Rows.Insert("cluster_events", Rows.EventColumns) + " ON CONFLICT (seq) DO NOTHING";
 
     // Everything older than the cluster's RetainedPerCluster-th newest event (nothing while it has fewer).
     private static readonly string s_trimEvents =

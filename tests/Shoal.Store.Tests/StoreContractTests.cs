@@ -458,9 +458,18 @@ public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifet
             c.AppendEvents.Add(new ClusterEventRecord { Seq = 4, ClusterId = "c1", At = Samples.At(4), Type = ClusterEventTypes.Scaled, Message = "m" });
         });
 
+        // A sequence number already taken is ignored, and the rest of the commit stands.
+        await CommitAsync(store, c =>
+        {
+            c.AppendEvents.Add(Event(3) with { Message = "duplicate" });
+            c.UpsertClusters.Add(Samples.Cluster("c3", "c"));
+        });
+        Assert.Equal(3, (await store.LoadAsync()).Clusters.Count);
+
         var all = await store.ListEventsAsync("c1", 100);
         Assert.Equal(new long[] { 1, 3, 4 }, all.Select(e => e.Seq).ToArray());
         Assert.Equal(Event(1, type: ClusterEventTypes.Created), all[0]);
+        Assert.Equal(Event(3), all[1]);
         Assert.Null(all[2].ReplicaId);
         Assert.Null(all[2].NodeName);
         var lastTwo = await store.ListEventsAsync("c1", 2);

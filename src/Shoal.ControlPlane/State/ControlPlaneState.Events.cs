@@ -14,10 +14,13 @@ public sealed partial class ControlPlaneState
     private readonly List<ClusterEventRecord> _pendingEvents = [];
     private long _eventSeq;
 
-    // Caller holds the lock.
+    // Caller holds the lock. Sequence numbers follow the clock (µs-ish: ms × 1000, then +1 per event
+    // within a millisecond), so a second server on the same store (say, one starting while the old
+    // one still flushes) does not reuse the numbers the first is writing; the store also ignores a
+    // duplicate rather than failing the commit.
     private ClusterEventRecord NewEventLocked(string clusterId, DateTimeOffset at, string type, string message, string? replicaId = null, string? nodeId = null) => new()
     {
-        Seq = ++_eventSeq,
+        Seq = _eventSeq = Math.Max(_eventSeq + 1, at.ToUnixTimeMilliseconds() * 1000),
         ClusterId = clusterId,
         At = at,
         Type = type,

@@ -184,6 +184,96 @@ public sealed class ChaosTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public async Task A_frozen_node_goes_silent_fails_no_request_and_its_replica_is_replaced()
+    {
+        await using var stack = await ChaosStack.StartAsync(output);
+        var frozen = new List<int>();
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            var before = await stack.StatusAsync();
+            var victim = before.Replicas[0];
+            var victimNode = victim.Node!;
+            var agent = stack.Agents[victim.NodeName!];
+            var replicaPids = ReplicaProcesses.Find().GetValueOrDefault(victim.Id) ?? [];
+            Assert.NotEmpty(replicaPids);
+
+            await using var load = new SteadyLoad(stack.EdgeAddress, ChaosStack.Cluster, clock);
+            await load.WaitForMoreAsync(200, TimeSpan.FromSeconds(30));
+
+            // SIGSTOP: the machine hangs or its link goes dark. Unlike a crash, no socket closes: the
+            // kernel keeps them open, so only missed heartbeats and tunnel pings can tell.
+            var killedAtUtc = DateTimeOffset.UtcNow;
+            var killedAt = clock.Elapsed.TotalMilliseconds;
+            foreach (var pid in replicaPids.Append(agent.Pid))
+            {
+                Signal(pid, "STOP");
+                frozen.Add(pid);
+            }
+
+            await Eventually.GetAsync(stack.NodesAsync,
+                n => n.Any(x => x.Id == victimNode && x.State is NodeState.Disconnected or NodeState.Offline), TimeSpan.FromSeconds(30), "node disconnected");
+            var disconnectedMs = clock.Elapsed.TotalMilliseconds - killedAt;
+            var replaced = await Eventually.GetAsync(stack.StatusAsync,
+                s => s.Cluster.ReadyReplicas == 2 && s.Replicas.Length == 2 && s.Replicas.All(r => r.Node != victimNode && r.State == ReplicaState.Ready),
+                TimeSpan.FromSeconds(60), "replacement ready");
+            var replacementMs = clock.Elapsed.TotalMilliseconds - killedAt;
+            var replacement = Assert.Single(replaced.Replicas, r => before.Replicas.All(b => b.Id != r.Id));
+            await Eventually.UntilAsync(() => load.Outcomes.Any(o => o.Replica == replacement.Id), TimeSpan.FromSeconds(15), "a request served by the replacement");
+            // Requests stuck on the frozen node end when the edge gives up on its tunnels (ping timeout).
+            await load.WaitForMoreAsync(50, TimeSpan.FromSeconds(30));
+            await load.StopAsync();
+
+            var events = await stack.EventsAsync();
+            var lost = Assert.Single(events, e => e.Type == ClusterEventTypes.NodeLost && e.Replica == victim.Id);
+            Assert.Contains("missed heartbeats", lost.Message, StringComparison.Ordinal);
+            Assert.Contains(events, e => e.Type == ClusterEventTypes.Replaced && e.Replica == victim.Id);
+
+            var outcomes = load.Outcomes.ToList();
+            var failed = outcomes.Where(o => o.Failed).ToList();
+            var afterKill = outcomes.Where(o => o.StartMs >= killedAt).ToList();
+            // A request that started after the freeze and took over a second was sent to the frozen node:
+            // the last such start is when the edge stopped sending there.
+            var stuck = afterKill.Where(o => o.EndMs - o.StartMs > 1000).ToList();
+            var routedAwayMs = stuck.Count == 0 ? 0 : stuck.Max(o => o.StartMs) - killedAt;
+            PrintSlowest(outcomes, killedAt);
+            Figures.Report(output, "node-freeze",
+            [
+                ("routed_away_ms", routedAwayMs),
+                ("disconnected_ms", disconnectedMs),
+                ("node_lost_event_ms", (lost.At - killedAtUtc).TotalMilliseconds),
+                ("replacement_ready_ms", replacementMs),
+                ("grace_ms", ChaosStack.GracePeriod.TotalMilliseconds),
+                ("requests", outcomes.Count),
+                ("failed", failed.Count),
+                ("stuck_requests", stuck.Count),
+                ("max_ms_after_freeze", afterKill.Count == 0 ? 0 : afterKill.Max(o => o.EndMs - o.StartMs)),
+            ]);
+
+            Assert.True(failed.Count == 0, $"{failed.Count} of {outcomes.Count} requests failed, first: {failed.FirstOrDefault()}");
+            // 3 heartbeats of 2 s missed, plus up to one 1 s sweep: the goal is 6 s.
+            Assert.True(disconnectedMs < 15_000, $"disconnected after {disconnectedMs:0} ms (goal 6 s)");
+            Assert.True(replacementMs < disconnectedMs + ChaosStack.GracePeriod.TotalMilliseconds + 15_000, $"replacement ready after {replacementMs:0} ms");
+        }
+        catch
+        {
+            stack.DumpOutput();
+            throw;
+        }
+        finally
+        {
+            // Frozen processes die with the stack (SIGKILL works on stopped processes); let them go first.
+            foreach (var pid in frozen) Signal(pid, "CONT");
+        }
+    }
+
+    private static void Signal(int pid, string signal)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill", $"-{signal} {pid}") { UseShellExecute = false })!;
+        kill.WaitForExit();
+    }
+
     // The slowest requests around the fault, for diagnosis: where the time went shows in their start and replica.
     private void PrintSlowest(IEnumerable<RequestOutcome> outcomes, double killedAt)
     {

@@ -96,6 +96,53 @@ public sealed record ClusterStatusDto
     public required ReplicaDto[] Replicas { get; init; }
 }
 
+/// <summary>The kinds of <see cref="ClusterEventDto"/>, as their wire strings.</summary>
+public static class ClusterEventTypes
+{
+    /// <summary>The cluster was created.</summary>
+    public const string Created = "created";
+    /// <summary>Its replica count changed.</summary>
+    public const string Scaled = "scaled";
+    /// <summary>A replica was placed on a node.</summary>
+    public const string Scheduled = "scheduled";
+    /// <summary>A replica cannot be placed (the message says why); repeated only when the reason changes.</summary>
+    public const string Pending = "pending";
+    /// <summary>A replica's node is pulling its image.</summary>
+    public const string Pulling = "pulling";
+    /// <summary>A replica's process or container started (first start).</summary>
+    public const string Started = "started";
+    /// <summary>A replica was started again by its agent after it exited or failed its probes.</summary>
+    public const string Restarted = "restarted";
+    /// <summary>A replica passed its health probe and takes traffic.</summary>
+    public const string Ready = "ready";
+    /// <summary>A replica failed its health probes: out of routing.</summary>
+    public const string Unhealthy = "unhealthy";
+    /// <summary>A replica exited or could not start (the message has the exit code or error).</summary>
+    public const string Failed = "failed";
+    /// <summary>The node under some of the cluster's replicas disconnected (socket closed or heartbeats missed).</summary>
+    public const string NodeLost = "node-lost";
+    /// <summary>That node came back before its replicas were replaced.</summary>
+    public const string NodeBack = "node-back";
+    /// <summary>A replica on a node gone past its grace period was removed; a new one is placed elsewhere.</summary>
+    public const string Replaced = "replaced";
+    /// <summary>A replica was removed because the cluster scaled down.</summary>
+    public const string Removed = "removed";
+}
+
+/// <summary>One entry of <c>GET /v1/clusters/{name}/events</c>.</summary>
+public sealed record ClusterEventDto
+{
+    /// <summary>Orders events; higher is later.</summary>
+    public long Seq { get; init; }
+    public DateTimeOffset At { get; init; }
+    /// <summary>One of <see cref="ClusterEventTypes"/>.</summary>
+    public required string Type { get; init; }
+    public string? Replica { get; init; }
+    public string? Node { get; init; }
+    public string? NodeName { get; init; }
+    public required string Message { get; init; }
+}
+
 /// <summary>A node as the API shows it.</summary>
 public sealed record NodeDto
 {

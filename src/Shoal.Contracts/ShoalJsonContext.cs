@@ -15,6 +15,7 @@ namespace Shoal.Contracts;
 [JsonSerializable(typeof(ClusterDto))]
 [JsonSerializable(typeof(ClusterDto[]))]
 [JsonSerializable(typeof(ClusterStatusDto))]
+[JsonSerializable(typeof(ClusterEventDto[]))]
 [JsonSerializable(typeof(NodeDto))]
 [JsonSerializable(typeof(NodeDto[]))]
 [JsonSerializable(typeof(GpuTypeDto[]))]

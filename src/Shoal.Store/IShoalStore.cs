@@ -23,6 +23,12 @@ public interface IShoalStore : IAsyncDisposable
     /// </summary>
     Task CommitAsync(StoreChanges changes, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The last <paramref name="limit"/> events of a cluster, oldest first. The store keeps at most
+    /// <see cref="ClusterEventRecord.RetainedPerCluster"/> per cluster; they go with the cluster.
+    /// </summary>
+    Task<IReadOnlyList<ClusterEventRecord>> ListEventsAsync(string clusterId, int limit, CancellationToken cancellationToken = default);
+
     Task CreateTokenAsync(ProvisioningTokenRecord token, CancellationToken cancellationToken = default);
 
     /// <summary>

@@ -80,11 +80,36 @@ public sealed record ProvisioningTokenRecord
     public DateTimeOffset? RevokedAt { get; init; }
 }
 
+/// <summary>
+/// Something that happened to a cluster, a replica of it, or the node under one (scheduled,
+/// ready, node lost, replaced…). <see cref="Seq"/> orders events across all clusters.
+/// </summary>
+public sealed record ClusterEventRecord
+{
+    /// <summary>How many events the store keeps per cluster; older ones are dropped as new ones come.</summary>
+    public const int RetainedPerCluster = 1000;
+
+    public required long Seq { get; init; }
+    public required string ClusterId { get; init; }
+    public DateTimeOffset At { get; init; }
+    /// <summary>One of <see cref="ClusterEventTypes"/>.</summary>
+    public required string Type { get; init; }
+    public string? ReplicaId { get; init; }
+    public string? NodeId { get; init; }
+    /// <summary>The node's name when the event happened (the node may be gone when it is read).</summary>
+    public string? NodeName { get; init; }
+    public required string Message { get; init; }
+}
+
 /// <summary>Everything the control plane loads at start.</summary>
 public sealed record StoreSnapshot(
     IReadOnlyList<ClusterRecord> Clusters,
     IReadOnlyList<ReplicaRecord> Replicas,
-    IReadOnlyList<NodeRecord> Nodes);
+    IReadOnlyList<NodeRecord> Nodes)
+{
+    /// <summary>The highest event sequence number stored (0 when none), so new events continue after it.</summary>
+    public long LastEventSeq { get; init; }
+}
 
 /// <summary>A set of writes applied in one transaction: all or nothing.</summary>
 public sealed class StoreChanges
@@ -95,10 +120,12 @@ public sealed class StoreChanges
     public List<ReplicaRecord> UpsertReplicas { get; } = [];
     public List<string> DeleteReplicas { get; } = [];
     public List<NodeRecord> UpsertNodes { get; } = [];
+    /// <summary>Events to add (after the upserts, so a new cluster's first event can refer to it).</summary>
+    public List<ClusterEventRecord> AppendEvents { get; } = [];
 
     public bool IsEmpty =>
         UpsertClusters.Count == 0 && DeleteClusters.Count == 0 && UpsertReplicas.Count == 0 &&
-        DeleteReplicas.Count == 0 && UpsertNodes.Count == 0;
+        DeleteReplicas.Count == 0 && UpsertNodes.Count == 0 && AppendEvents.Count == 0;
 }
 
 /// <summary>Why a provisioning token was refused, or <see cref="Accepted"/>.</summary>

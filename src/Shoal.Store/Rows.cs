@@ -48,6 +48,13 @@ internal static class Rows
         new("expires_at", DbType.Int64), new("revoked_at", DbType.Int64),
     ];
 
+    public static readonly Column[] EventColumns =
+    [
+        new("seq", DbType.Int64), new("cluster_id", DbType.String), new("at", DbType.Int64),
+        new("type", DbType.String), new("replica_id", DbType.String), new("node_id", DbType.String),
+        new("node_name", DbType.String), new("message", DbType.String),
+    ];
+
     public static readonly Column[] IdColumn = [new("id", DbType.String)];
 
     public static string Select(string table, Column[] columns, string orderBy) =>
@@ -97,6 +104,23 @@ internal static class Rows
     [
         t.Id, t.Hash, OrNull(t.Description), t.MaxUses, t.Uses, Ms(t.CreatedAt), Ms(t.ExpiresAt), Ms(t.RevokedAt),
     ];
+
+    public static object?[] Values(ClusterEventRecord e) =>
+    [
+        e.Seq, e.ClusterId, Ms(e.At), e.Type, OrNull(e.ReplicaId), OrNull(e.NodeId), OrNull(e.NodeName), e.Message,
+    ];
+
+    public static ClusterEventRecord ReadEvent(DbDataReader r) => new()
+    {
+        Seq = r.GetInt64(0),
+        ClusterId = r.GetString(1),
+        At = Time(r, 2),
+        Type = r.GetString(3),
+        ReplicaId = NullableString(r, 4),
+        NodeId = NullableString(r, 5),
+        NodeName = NullableString(r, 6),
+        Message = r.GetString(7),
+    };
 
     private static DateTimeOffset Time(DbDataReader r, int i) => DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(i));
 

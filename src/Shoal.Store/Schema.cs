@@ -81,6 +81,19 @@ public static class Schema
             ALTER TABLE clusters ADD COLUMN image_digest TEXT NULL;
             ALTER TABLE replicas ADD COLUMN image_digest TEXT NULL;
             """),
+        (3, """
+            CREATE TABLE cluster_events (
+                seq BIGINT PRIMARY KEY,
+                cluster_id TEXT NOT NULL REFERENCES clusters (id) ON DELETE CASCADE,
+                at BIGINT NOT NULL,
+                type TEXT NOT NULL,
+                replica_id TEXT NULL,
+                node_id TEXT NULL,
+                node_name TEXT NULL,
+                message TEXT NOT NULL
+            );
+            CREATE INDEX ix_cluster_events_cluster_seq ON cluster_events (cluster_id, seq);
+            """),
     ];
 
     /// <summary>The version a fully migrated store reports.</summary>

@@ -21,6 +21,17 @@ public abstract class SqlShoalStore : IShoalStore
     private static readonly string s_upsertReplica = Rows.Upsert("replicas", Rows.ReplicaColumns);
     private static readonly string s_upsertNode = Rows.Upsert("nodes", Rows.NodeColumns);
     private static readonly string s_insertToken = Rows.Insert("provisioning_tokens", Rows.TokenColumns);
+    // A sequence number already stored (two servers writing at once) drops that event, not the commit.
+    private static readonly string s_insertEvent = Rows.Insert("cluster_events", Rows.EventColumns) + " ON CONFLICT (seq) DO NOTHING";
+
+    // Everything older than the cluster's RetainedPerCluster-th newest event (nothing while it has fewer).
+    private static readonly string s_trimEvents =
+        "DELETE FROM cluster_events WHERE cluster_id = @id AND seq < (SELECT seq FROM cluster_events " +
+        $"WHERE cluster_id = @id ORDER BY seq DESC LIMIT 1 OFFSET {ClusterEventRecord.RetainedPerCluster - 1})";
+
+    private static readonly string s_listEvents =
+        $"SELECT {string.Join(", ", Rows.EventColumns.Select(c => c.Name))} FROM cluster_events " +
+        "WHERE cluster_id = @id ORDER BY seq DESC LIMIT @limit";
 
     private protected SqlShoalStore()
     {
@@ -105,8 +116,13 @@ public abstract class SqlShoalStore : IShoalStore
             Rows.Select("replicas", Rows.ReplicaColumns, "created_at, id"), Rows.ReadReplica, cancellationToken);
         var nodes = await QueryAsync(connection, transaction,
             Rows.Select("nodes", Rows.NodeColumns, "registered_at, id"), Rows.ReadNode, cancellationToken);
+        long lastEventSeq;
+        await using (var maxSeq = Command(connection, transaction, "SELECT COALESCE(MAX(seq), 0) FROM cluster_events"))
+        {
+            lastEventSeq = Convert.ToInt64(await maxSeq.ExecuteScalarAsync(cancellationToken), CultureInfo.InvariantCulture);
+        }
         await transaction.CommitAsync(cancellationToken);
-        return new StoreSnapshot(clusters, replicas, nodes);
+        return new StoreSnapshot(clusters, replicas, nodes) { LastEventSeq = lastEventSeq };
     }
 
     public async Task CommitAsync(StoreChanges changes, CancellationToken cancellationToken = default)
@@ -160,7 +176,35 @@ public abstract class SqlShoalStore : IShoalStore
                 changes.UpsertReplicas.Select(Rows.Values).ToList(), cancellationToken);
         }
 
+        if (changes.AppendEvents.Count > 0)
+        {
+            await ExecuteManyAsync(connection, transaction, s_insertEvent, Rows.EventColumns,
+                changes.AppendEvents.Select(Rows.Values).ToList(), cancellationToken);
+            await ExecuteManyAsync(connection, transaction, s_trimEvents, Rows.IdColumn,
+                changes.AppendEvents.Select(e => e.ClusterId).Distinct(StringComparer.Ordinal).Select(id => new object?[] { id }).ToList(),
+                cancellationToken);
+        }
+
         await transaction.CommitAsync(cancellationToken);
+    }
+
+    public async Task<IReadOnlyList<ClusterEventRecord>> ListEventsAsync(string clusterId, int limit, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(clusterId);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(limit);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
+        await using var command = Command(connection, null, s_listEvents);
+        AddParameter(command, "id", DbType.String, clusterId);
+        AddParameter(command, "limit", DbType.Int32, limit);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        var newestFirst = new List<ClusterEventRecord>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            newestFirst.Add(Rows.ReadEvent(reader));
+        }
+
+        newestFirst.Reverse();
+        return newestFirst;
     }
 
     public async Task CreateTokenAsync(ProvisioningTokenRecord token, CancellationToken cancellationToken = default)

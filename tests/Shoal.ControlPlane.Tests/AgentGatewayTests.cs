@@ -206,4 +206,78 @@ public sealed class AgentGatewayTests : IAsyncLifetime
         Assert.Equal(ReplicaState.Pending, replacement.State);
         Assert.Equal(NodeState.Offline, (await state.ListNodesAsync(default)).Single().Node.State);
     }
+    private async Task<ClusterEventDto[]> EventsAsync(string query = "") =>
+        (await _server.Http.GetFromJsonAsync("/v1/clusters/demo/events" + query, ShoalJsonContext.Default.ClusterEventDtoArray))!;
+
+    [Fact]
+    public async Task Events_tell_a_replica_s_life_a_crash_a_lost_node_and_the_replacement_in_order()
+    {
+        var (agent, _, _) = await JoinAsync("node-a", ("rtx-4090", 1));
+        (await _server.Http.PostAsJsonAsync("/v1/clusters",
+            new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 },
+            ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+        var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
+        var id = Assert.Single(assigned.Replicas).ReplicaId;
+        var started = _time.GetUtcNow();
+
+        async Task ReportAsync(ReplicaState state, int restarts = 0, string? reason = null) =>
+            await agent.SendAsync(new HeartbeatMessage
+            {
+                AppliedRevision = assigned.Revision,
+                Replicas = [new ReplicaReport { ReplicaId = id, State = state, Healthy = state == ReplicaState.Ready, HostPort = 4000, Restarts = restarts, Reason = reason, StartedAt = started }],
+            });
+        await ReportAsync(ReplicaState.Starting);
+        _time.Advance(TimeSpan.FromSeconds(1.5));
+        await ReportAsync(ReplicaState.Ready);
+        await ReportAsync(ReplicaState.Unhealthy, reason: "health check /health failed 3 times in a row");
+        await ReportAsync(ReplicaState.Failed, reason: "exited with code 137; restarting in 1 s");
+        await ReportAsync(ReplicaState.Starting, restarts: 1);
+        await ReportAsync(ReplicaState.Ready, restarts: 1);
+        await Eventually.GetAsync(() => EventsAsync(), e => e.Count(x => x.Type == ClusterEventTypes.Ready) == 2, what: "second ready");
+
+        // The node goes; after the grace the replica is replaced, pending until a second node joins.
+        await agent.DisposeAsync();
+        var state = _server.Server.Services.GetRequiredService<ControlPlaneState>();
+        await Eventually.GetAsync(() => EventsAsync(), e => e.Any(x => x.Type == ClusterEventTypes.NodeLost), what: "node-lost event");
+        _time.Advance(TimeSpan.FromSeconds(11));
+        await state.ReconcileAsync(default);
+        var (other, _, _) = await JoinAsync("node-b", ("rtx-4090", 1));
+        await using var _1 = other;
+        var replacement = (await Eventually.GetAsync(() => state.GetClusterAsync("demo", default),
+            c => c!.Replicas.Single().Replica.NodeId is not null, what: "replacement placed"))!.Replicas.Single().Replica;
+        Assert.NotEqual(id, replacement.Id);
+
+        var events = await EventsAsync();
+        Assert.Equal(
+        [
+            ClusterEventTypes.Created, ClusterEventTypes.Scheduled, ClusterEventTypes.Started, ClusterEventTypes.Ready,
+            ClusterEventTypes.Unhealthy, ClusterEventTypes.Failed, ClusterEventTypes.Restarted, ClusterEventTypes.Ready,
+            ClusterEventTypes.NodeLost, ClusterEventTypes.Replaced, ClusterEventTypes.Pending, ClusterEventTypes.Scheduled,
+        ], events.Select(e => e.Type).ToArray());
+        Assert.True(events.Zip(events.Skip(1)).All(p => p.First.Seq < p.Second.Seq && p.First.At <= p.Second.At));
+        Assert.All(events.Skip(1).Take(9), e => Assert.Equal(id, e.Replica));
+        Assert.All(events.Skip(1).Take(9), e => Assert.Equal("node-a", e.NodeName));
+        Assert.Equal("ready 1.5 s after start: in routing", events[3].Message);
+        Assert.Contains("health check /health failed 3 times", events[4].Message, StringComparison.Ordinal);
+        Assert.Equal("restart 1 (after: exited with code 137; restarting in 1 s)", events[6].Message);
+        Assert.Contains("gone for 11.0 s", events[9].Message, StringComparison.Ordinal);
+        Assert.StartsWith("cannot be placed: no ready node with rtx-4090", events[10].Message, StringComparison.Ordinal);
+        Assert.Equal(replacement.Id, events[11].Replica);
+        Assert.Equal("node-b", events[11].NodeName);
+        Assert.Equal("scheduled on node-b (GPU 0)", events[11].Message);
+
+        // A limit keeps the newest; a bad one is refused; an unknown cluster is not found.
+        Assert.Equal(events[^2..].Select(e => e.Seq), (await EventsAsync("?limit=2")).Select(e => e.Seq));
+        Assert.Equal(System.Net.HttpStatusCode.BadRequest, (await _server.Http.GetAsync("/v1/clusters/demo/events?limit=0")).StatusCode);
+        Assert.Equal(System.Net.HttpStatusCode.NotFound, (await _server.Http.GetAsync("/v1/clusters/ghost/events")).StatusCode);
+
+        // Scaling down is an event too; and the events survive in the store once flushed.
+        (await _server.Http.PatchAsJsonAsync("/v1/clusters/demo", new UpdateClusterRequest { Replicas = 0 }, ShoalJsonContext.Default.UpdateClusterRequest)).EnsureSuccessStatusCode();
+        await state.ReconcileAsync(default);
+        await state.FlushAsync(default);
+        var clusterId = (await state.GetClusterAsync("demo", default))!.Cluster.Id;
+        var stored = await _server.Server.Services.GetRequiredService<Shoal.Store.IShoalStore>().ListEventsAsync(clusterId, 100);
+        Assert.Equal([ClusterEventTypes.Scaled, ClusterEventTypes.Removed], stored.TakeLast(2).Select(e => e.Type).ToArray());
+        Assert.Equal(events.Length + 2, stored.Count);
+    }
 }

@@ -427,4 +427,82 @@ public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifet
         Assert.Equal(8 - maxUses, outcomes.Count(o => o == TokenUseOutcome.Exhausted));
         Assert.Equal(maxUses, Assert.Single(await store.ListTokensAsync()).Uses);
     }
+    private static ClusterEventRecord Event(long seq, string clusterId = "c1", string type = ClusterEventTypes.Ready) => new()
+    {
+        Seq = seq,
+        ClusterId = clusterId,
+        At = Samples.At((int)seq),
+        Type = type,
+        ReplicaId = $"r{seq}",
+        NodeId = "n1",
+        NodeName = "node-1",
+        Message = $"event {seq} ✓",
+    };
+
+    [Fact]
+    public async Task Events_round_trip_in_order_with_a_limit_and_the_last_sequence_loads()
+    {
+        var store = await OpenMigratedAsync();
+        Assert.Equal(0, (await store.LoadAsync()).LastEventSeq);
+        // A new cluster and its first event in one commit: the cluster row is written first.
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.Add(Samples.Cluster("c1", "a"));
+            c.UpsertClusters.Add(Samples.Cluster("c2", "b"));
+            c.AppendEvents.Add(Event(1, type: ClusterEventTypes.Created));
+            c.AppendEvents.Add(Event(2, "c2"));
+        });
+        await CommitAsync(store, c =>
+        {
+            c.AppendEvents.Add(Event(3));
+            c.AppendEvents.Add(new ClusterEventRecord { Seq = 4, ClusterId = "c1", At = Samples.At(4), Type = ClusterEventTypes.Scaled, Message = "m" });
+        });
+
+        // A sequence number already taken is ignored, and the rest of the commit stands.
+        await CommitAsync(store, c =>
+        {
+            c.AppendEvents.Add(Event(3) with { Message = "duplicate" });
+            c.UpsertClusters.Add(Samples.Cluster("c3", "c"));
+        });
+        Assert.Equal(3, (await store.LoadAsync()).Clusters.Count);
+
+        var all = await store.ListEventsAsync("c1", 100);
+        Assert.Equal(new long[] { 1, 3, 4 }, all.Select(e => e.Seq).ToArray());
+        Assert.Equal(Event(1, type: ClusterEventTypes.Created), all[0]);
+        Assert.Equal(Event(3), all[1]);
+        Assert.Null(all[2].ReplicaId);
+        Assert.Null(all[2].NodeName);
+        var lastTwo = await store.ListEventsAsync("c1", 2);
+        Assert.Equal(new long[] { 3, 4 }, lastTwo.Select(e => e.Seq).ToArray());
+        Assert.Equal(2, Assert.Single(await store.ListEventsAsync("c2", 100)).Seq);
+        Assert.Empty(await store.ListEventsAsync("nope", 100));
+        Assert.Equal(4, (await store.LoadAsync()).LastEventSeq);
+    }
+
+    [Fact]
+    public async Task Each_cluster_keeps_its_newest_events_only_and_they_go_with_the_cluster()
+    {
+        var store = await OpenMigratedAsync();
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.Add(Samples.Cluster("c1", "a"));
+            c.UpsertClusters.Add(Samples.Cluster("c2", "b"));
+            c.AppendEvents.Add(Event(1, "c2"));
+        });
+        var retained = ClusterEventRecord.RetainedPerCluster;
+        // Two commits, so trimming works across commits as well as within one.
+        await CommitAsync(store, c => c.AppendEvents.AddRange(Enumerable.Range(2, retained).Select(i => Event(i))));
+        await CommitAsync(store, c => c.AppendEvents.AddRange(Enumerable.Range(retained + 2, 10).Select(i => Event(i))));
+
+        var kept = await store.ListEventsAsync("c1", retained * 2);
+        Assert.Equal(retained, kept.Count);
+        Assert.Equal(12, kept[0].Seq);
+        Assert.Equal(retained + 11, kept[^1].Seq);
+        // Another cluster's events are not trimmed by this one's.
+        Assert.Single(await store.ListEventsAsync("c2", 10));
+
+        await CommitAsync(store, c => c.DeleteClusters.Add("c1"));
+        Assert.Empty(await store.ListEventsAsync("c1", 10));
+        Assert.Single(await store.ListEventsAsync("c2", 10));
+    }
 }

@@ -7,4 +7,7 @@ public static class Categories
     public const string Postgres = "Postgres";
     public const string Docker = "Docker";
     public const string EndToEnd = "EndToEnd";
+
+    /// <summary>The chaos suite (also <see cref="EndToEnd"/>): <c>--filter Category=Chaos</c> runs it alone.</summary>
+    public const string Chaos = "Chaos";
 }

@@ -15,6 +15,14 @@ public sealed class ReplicaManagerOptions
     /// <summary>A replica that ran this long before exiting restarts after the shortest delay again. Default: 60 s.</summary>
     public TimeSpan RestartBackoffResetAfter { get; set; } = TimeSpan.FromSeconds(60);
 
+    /// <summary>
+    /// How long a replica may stay unhealthy (failing its health check after the failure threshold;
+    /// it is out of routing all that time) before the agent stops it and starts it again, with the
+    /// same back-off as after a crash. Rides out a short stall without paying for a model reload.
+    /// Default: 10 s.
+    /// </summary>
+    public TimeSpan UnhealthyRestartAfter { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>Probe interval while a replica starts, so readiness is seen quickly. Default: 100 ms.</summary>
     public TimeSpan StartingProbeInterval { get; set; } = TimeSpan.FromMilliseconds(100);
 }

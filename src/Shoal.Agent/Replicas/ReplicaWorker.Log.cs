@@ -20,6 +20,9 @@ internal sealed partial class ReplicaWorker
     [LoggerMessage(Level = LogLevel.Warning, Message = "Replica {ReplicaId} exited with code {ExitCode}; restarting in {Delay}")]
     private partial void LogExited(string replicaId, int exitCode, TimeSpan delay);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Replica {ReplicaId} stays unhealthy ({Reason}): stopping it to start it again")]
+    private partial void LogUnhealthyRestart(string replicaId, string reason);
+
     [LoggerMessage(Level = LogLevel.Information, Message = "Replica {ReplicaId} stopped")]
     private partial void LogStopped(string replicaId);
 

@@ -7,7 +7,7 @@ namespace Shoal.Agent.Replicas;
 
 /// <summary>
 /// Supervises one replica: starts it, probes its health, restarts it with back-off when it
-/// exits, and stops it on request. Its <see cref="Report"/> is what heartbeats carry.
+/// exits or stays unhealthy, and stops it on request. Its <see cref="Report"/> is what heartbeats carry.
 /// </summary>
 internal sealed partial class ReplicaWorker
 {
@@ -193,9 +193,10 @@ internal sealed partial class ReplicaWorker
             {
                 Update(r => r with { HostPort = instance.HostPort });
                 using var healthCts = CancellationTokenSource.CreateLinkedTokenSource(stop);
-                var health = HealthLoopAsync(instance.HostPort, healthCts.Token);
+                var unhealthyTooLong = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+                var health = HealthLoopAsync(instance.HostPort, unhealthyTooLong, healthCts.Token);
                 var stopped = Task.Delay(Timeout.InfiniteTimeSpan, stop);
-                await Task.WhenAny(instance.Exited, stopped);
+                await Task.WhenAny(instance.Exited, stopped, unhealthyTooLong.Task);
                 await healthCts.CancelAsync();
                 await health.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
 
@@ -215,6 +216,15 @@ internal sealed partial class ReplicaWorker
                     return;
                 }
 
+                // Still running but unhealthy for too long: stopped here, then restarted like a crash.
+                string? unhealthyReason = null;
+                if (!instance.Exited.IsCompleted && unhealthyTooLong.Task.IsCompleted)
+                {
+                    unhealthyReason = await unhealthyTooLong.Task;
+                    LogUnhealthyRestart(_assignment.ReplicaId, unhealthyReason);
+                    await instance.StopAsync(_options.StopGracePeriod, CancellationToken.None);
+                }
+
                 var exitCode = await instance.Exited;
                 if (_time.GetUtcNow() - startedAt >= _options.RestartBackoffResetAfter)
                 {
@@ -225,11 +235,12 @@ internal sealed partial class ReplicaWorker
                 var restartWait = _time.TryDelayAsync(restartIn, stop);
                 Update(r => r with
                 {
-                    State = ReplicaState.Failed,
+                    // A health restart stays "unhealthy" (that is what it is); an exit is a failure.
+                    State = unhealthyReason is null ? ReplicaState.Failed : ReplicaState.Unhealthy,
                     Healthy = false,
                     ExitCode = exitCode,
                     Load = null,
-                    Reason = $"{instance.ExitReason ?? $"exited with code {exitCode}"}; restarting in {restartIn.TotalSeconds:0.#} s",
+                    Reason = $"{unhealthyReason ?? instance.ExitReason ?? $"exited with code {exitCode}"}; restarting in {restartIn.TotalSeconds:0.#} s",
                 });
                 LogExited(_assignment.ReplicaId, exitCode, restartIn);
                 if (!await restartWait)
@@ -272,11 +283,17 @@ internal sealed partial class ReplicaWorker
         public void Report(T value) => handler(value);
     }
 
-    private async Task HealthLoopAsync(int port, CancellationToken ct)
+    /// <summary>
+    /// Probes until cancelled: ready after the success threshold, unhealthy after the failure
+    /// threshold; completes <paramref name="unhealthyTooLong"/> (with the reason) once the replica
+    /// has been unhealthy for <see cref="ReplicaManagerOptions.UnhealthyRestartAfter"/>.
+    /// </summary>
+    private async Task HealthLoopAsync(int port, TaskCompletionSource<string> unhealthyTooLong, CancellationToken ct)
     {
         var spec = _assignment.Health;
         var successes = 0;
         var failures = 0;
+        DateTimeOffset? unhealthySince = null;
         var interval = TimeSpan.FromMilliseconds(Math.Max(10, spec.IntervalMs));
         var timeout = TimeSpan.FromMilliseconds(Math.Max(1, spec.TimeoutMs));
         while (!ct.IsCancellationRequested)
@@ -307,6 +324,21 @@ internal sealed partial class ReplicaWorker
                 state = r.State;
                 return r;
             });
+
+            if (state != ReplicaState.Unhealthy)
+            {
+                unhealthySince = null;
+            }
+            else
+            {
+                var now = _time.GetUtcNow();
+                unhealthySince ??= now;
+                if (!ok && now - unhealthySince.Value >= _options.UnhealthyRestartAfter)
+                {
+                    unhealthyTooLong.TrySetResult($"health check {spec.Path} failing for {(now - unhealthySince.Value).TotalSeconds:0.#} s");
+                    return;
+                }
+            }
 
             if (state is ReplicaState.Ready or ReplicaState.Unhealthy)
             {

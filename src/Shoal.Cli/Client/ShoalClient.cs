@@ -64,6 +64,11 @@ public sealed class ShoalClient : IDisposable
     public Task<ClusterStatusDto> GetClusterStatusAsync(string name, CancellationToken ct = default) =>
         GetAsync($"v1/clusters/{Escape(name)}/status", ShoalJsonContext.Default.ClusterStatusDto, ct);
 
+    /// <summary>The last <paramref name="limit"/> events of a cluster (the server's default when null), oldest first.</summary>
+    public Task<ClusterEventDto[]> ListEventsAsync(string name, int? limit = null, CancellationToken ct = default) =>
+        GetAsync($"v1/clusters/{Escape(name)}/events" + (limit is { } n ? "?limit=" + n.ToString(System.Globalization.CultureInfo.InvariantCulture) : ""),
+            ShoalJsonContext.Default.ClusterEventDtoArray, ct);
+
     /// <summary>
     /// Streams a cluster's output (one replica's, or all of them, lines prefixed with the replica id)
     /// to <paramref name="write"/> until the server ends it or <paramref name="ct"/> is cancelled.

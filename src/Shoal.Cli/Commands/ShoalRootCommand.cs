@@ -33,6 +33,7 @@ public sealed class ShoalRootCommand : RootCommand
         new DeployCommand(context),
         new ClustersCommand(context),
         new StatusCommand(context),
+        new EventsCommand(context),
         new LogsCommand(context),
         new ScaleCommand(context),
         new RemoveCommand(context),

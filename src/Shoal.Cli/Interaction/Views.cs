@@ -95,6 +95,30 @@ public static class Views
         return table;
     }
 
+    /// <summary>The table of <c>shoal events</c>: times in UTC to the millisecond, so failover steps can be timed.</summary>
+    public static Table Events(IEnumerable<ClusterEventDto> events)
+    {
+        var table = NewTable("TIME (UTC)", "TYPE", "REPLICA", "NODE", "MESSAGE");
+        foreach (var e in events)
+        {
+            var color = e.Type switch
+            {
+                ClusterEventTypes.Ready or ClusterEventTypes.NodeBack => Color.Green,
+                ClusterEventTypes.Failed or ClusterEventTypes.Unhealthy or ClusterEventTypes.NodeLost => Color.Red,
+                ClusterEventTypes.Replaced or ClusterEventTypes.Restarted or ClusterEventTypes.Pending => Color.Yellow,
+                _ => Color.Default,
+            };
+            table.AddRow(
+                Cell(e.At.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss.fff", CultureInfo.InvariantCulture)),
+                new Markup(Markup.Escape(e.Type), new Style(color)),
+                Cell(e.Replica ?? "-"),
+                Cell(e.NodeName ?? e.Node ?? "-"),
+                Cell(e.Message));
+        }
+
+        return table;
+    }
+
     public static Table GpuTypes(IEnumerable<GpuTypeDto> types)
     {
         var table = NewTable("TYPE", "NAME", "MEMORY", "TOTAL", "FREE");

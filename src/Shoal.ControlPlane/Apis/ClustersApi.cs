@@ -7,7 +7,7 @@ using Shoal.Store;
 
 namespace Shoal.ControlPlane.Apis;
 
-/// <summary><c>/v1/clusters</c>: create, list, get, scale, delete, status.</summary>
+/// <summary><c>/v1/clusters</c>: create, list, get, scale, delete, status, events, logs.</summary>
 public static class ClustersApi
 {
     public static RouteGroupBuilder MapClustersApi(this IEndpointRouteBuilder app)
@@ -22,6 +22,10 @@ public static class ClustersApi
         group.MapPatch("/{name}", UpdateAsync).Produces<ClusterDto>().Produces<ErrorResponse>(StatusCodes.Status400BadRequest).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         group.MapDelete("/{name}", DeleteAsync).Produces(StatusCodes.Status204NoContent).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         group.MapGet("/{name}/status", StatusAsync).Produces<ClusterStatusDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        group.MapGet("/{name}/events", EventsAsync)
+            .Produces<ClusterEventDto[]>()
+            .Produces<ErrorResponse>(StatusCodes.Status400BadRequest)
+            .Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         group.MapGet("/{name}/logs", LogsAsync)
             .Produces<string>(StatusCodes.Status200OK, "text/plain")
             .Produces<ErrorResponse>(StatusCodes.Status404NotFound)
@@ -84,6 +88,20 @@ public static class ClustersApi
             Replicas = view.Replicas.Select(r => r.ToDto(name)).ToArray(),
         };
         return Results.Json(dto, ShoalJsonContext.Default.ClusterStatusDto);
+    }
+
+    /// <summary>Most events <c>GET /v1/clusters/{name}/events</c> returns when no limit is given.</summary>
+    public const int DefaultEventLimit = 100;
+
+    /// <summary><c>GET /v1/clusters/{name}/events?limit=N</c>: the last N events (default 100, at most 1,000), oldest first.</summary>
+    private static async Task<IResult> EventsAsync(string name, int? limit, ControlPlaneState state, CancellationToken ct)
+    {
+        if (limit is < 1 or > ClusterEventRecord.RetainedPerCluster)
+        {
+            return ApiResults.BadRequest($"limit must be between 1 and {ClusterEventRecord.RetainedPerCluster}");
+        }
+        var events = await state.ListEventsAsync(name, limit ?? DefaultEventLimit, ct);
+        return events is null ? NotFound(name) : Results.Json(events.Select(e => e.ToDto()).ToArray(), ShoalJsonContext.Default.ClusterEventDtoArray);
     }
 
     /// <summary>

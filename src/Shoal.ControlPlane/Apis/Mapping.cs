@@ -1,5 +1,6 @@
 using Shoal.Contracts;
 using Shoal.ControlPlane.State;
+using Shoal.Store;
 
 namespace Shoal.ControlPlane;
 
@@ -59,6 +60,17 @@ internal static class Mapping
             ImageDigest = r.ImageDigest,
         };
     }
+
+    public static ClusterEventDto ToDto(this ClusterEventRecord e) => new()
+    {
+        Seq = e.Seq,
+        At = e.At,
+        Type = e.Type,
+        Replica = e.ReplicaId,
+        Node = e.NodeId,
+        NodeName = e.NodeName,
+        Message = e.Message,
+    };
 
     public static NodeDto ToDto(this NodeView view)
     {

@@ -113,6 +113,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             }
             Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
             LoadedAt = now;
+            _eventSeq = snapshot.LastEventSeq;
             RefreshCredentialsLocked();
         }
         finally
@@ -146,6 +147,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             };
             var changes = new StoreChanges();
             changes.UpsertClusters.Add(cluster);
+            changes.AppendEvents.Add(NewEventLocked(cluster.Id, now, ClusterEventTypes.Created,
+                $"created: {spec.Image} on {spec.Gpu}, {spec.Replicas} replicas"));
             await _store.CommitAsync(changes, ct);
             _clustersById[cluster.Id] = cluster;
             _clusterIdsByName[spec.Name] = cluster.Id;
@@ -174,6 +177,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             updated = cluster with { Spec = cluster.Spec with { Replicas = replicas }, UpdatedAt = now };
             var changes = new StoreChanges();
             changes.UpsertClusters.Add(updated);
+            changes.AppendEvents.Add(NewEventLocked(id, now, ClusterEventTypes.Scaled, $"scaled from {cluster.Spec.Replicas} to {replicas} replicas"));
             await _store.CommitAsync(changes, ct);
             _clustersById[id] = updated;
         }
@@ -205,6 +209,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             await _store.CommitAsync(changes, ct);
             _clustersById.Remove(id);
             _clusterIdsByName.Remove(name);
+            // Its events went with it in the store; those not yet flushed go too.
+            _pendingEvents.RemoveAll(e => e.ClusterId == id);
             foreach (var r in replicas)
             {
                 _replicas.Remove(r.Id);
@@ -379,6 +385,15 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             _nodes[nodeId] = updated;
             _dirtyNodes.Remove(nodeId);
             var live = _liveness[nodeId];
+            if (live.DisconnectedSince is { } away && !_awaitingReconnect.Contains(nodeId) && node.State != NodeState.Offline)
+            {
+                // Back within its grace period (a server restart is not the node's doing, so says nothing).
+                foreach (var r in _replicas.Values.Where(r => r.NodeId == nodeId))
+                {
+                    RecordObservedLocked(r.ClusterId, now, ClusterEventTypes.NodeBack,
+                        $"node {hello.NodeName} back after {Seconds(now - away)} s: replica kept", r.Id, nodeId);
+                }
+            }
             live.Session = session;
             live.LastSeen = now;
             live.DisconnectedSince = null;
@@ -416,6 +431,12 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             };
             _nodes[nodeId] = updated;
             _dirtyNodes.Add(nodeId);
+            foreach (var r in _replicas.Values.Where(r => r.NodeId == nodeId))
+            {
+                RecordObservedLocked(r.ClusterId, now, ClusterEventTypes.NodeLost,
+                    $"node {node.Name} disconnected ({reason}): replica out of routing; replaced after {Seconds(_options.NodeGracePeriod)} s unless the node returns",
+                    r.Id, nodeId);
+            }
         }
         finally
         {
@@ -551,6 +572,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             }
             if (updated != replica)
             {
+                RecordReplicaTransitionLocked(replica, updated, now);
                 routes |= updated.State != replica.State || updated.Healthy != replica.Healthy || updated.HostPort != replica.HostPort;
                 _replicas[replica.Id] = updated with { UpdatedAt = now };
                 _dirtyReplicas.Add(replica.Id);
@@ -592,8 +614,9 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         await _gate.WaitAsync(ct);
         try
         {
-            if (_dirtyReplicas.Count == 0 && _dirtyNodes.Count == 0 && _dirtyClusters.Count == 0) return;
+            if (_dirtyReplicas.Count == 0 && _dirtyNodes.Count == 0 && _dirtyClusters.Count == 0 && _pendingEvents.Count == 0) return;
             var changes = new StoreChanges();
+            changes.AppendEvents.AddRange(_pendingEvents);
             foreach (var id in _dirtyClusters)
             {
                 if (_clustersById.TryGetValue(id, out var c)) changes.UpsertClusters.Add(c);
@@ -610,6 +633,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             _dirtyReplicas.Clear();
             _dirtyNodes.Clear();
             _dirtyClusters.Clear();
+            _pendingEvents.Clear();
         }
         finally
         {
@@ -635,6 +659,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             var nodes = new Dictionary<string, NodeRecord>(StringComparer.Ordinal);
             var replicas = new Dictionary<string, ReplicaRecord>(_replicas, StringComparer.Ordinal);
             var deleted = new List<string>();
+            var events = new List<ClusterEventRecord>();
 
             // 1. Nodes gone longer than the grace period: offline, replicas replaced elsewhere.
             foreach (var (id, live) in _liveness)
@@ -648,6 +673,9 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                     replicas.Remove(r.Id);
                     deleted.Add(r.Id);
                     removed++;
+                    events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Replaced,
+                        $"node {node.Name} gone for {Seconds(now - since)} s (grace {Seconds(_options.NodeGracePeriod)} s): replica removed, a replacement is placed elsewhere",
+                        r.Id, id));
                 }
                 changedNodes.Add(id);
                 LogNodeOffline(_logger, id, node.Name);
@@ -683,6 +711,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                         replicas.Remove(id);
                         deleted.Add(id);
                         removed++;
+                        events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Removed, "removed: the cluster scaled down", r.Id, r.NodeId));
                     }
                 }
             }
@@ -730,11 +759,18 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                         };
                         changedNodes.Add(p.NodeId!);
                         placed++;
+                        var gpus = string.Join(',', p.GpuIndexes);
+                        events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Scheduled,
+                            $"scheduled on {_nodes[p.NodeId!].Name} (GPU {gpus})", r.Id, p.NodeId));
                     }
                     else
                     {
                         pending++;
-                        if (r.Reason != p.Reason) replicas[r.Id] = r with { Reason = p.Reason, UpdatedAt = now };
+                        if (r.Reason != p.Reason)
+                        {
+                            replicas[r.Id] = r with { Reason = p.Reason, UpdatedAt = now };
+                            events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Pending, $"cannot be placed: {p.Reason}", r.Id));
+                        }
                     }
                 }
             }
@@ -751,6 +787,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 nodes[id] = n with { Revision = n.Revision + 1 };
             }
             foreach (var n in nodes.Values) changes.UpsertNodes.Add(n);
+            changes.AppendEvents.AddRange(events);
 
             if (changes.IsEmpty) return new ReconcileResult(0, 0, 0, pending);
 

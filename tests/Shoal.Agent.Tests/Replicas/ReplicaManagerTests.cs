@@ -137,6 +137,58 @@ public class ReplicaManagerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_replica_unhealthy_for_too_long_is_stopped_and_restarted_with_doubling_backoff()
+    {
+        _manager.Apply(1, [A("r1", "fake/app") with { Health = new HealthCheckSpec { IntervalMs = 1000, FailureThreshold = 3 } }]);
+        await WaitForState("r1", ReplicaState.Ready);
+
+        for (var round = 1; round <= 2; round++)
+        {
+            var instance = _runtime.Last("r1");
+            _probe.Healthy = false;
+            while (Report("r1")!.State != ReplicaState.Unhealthy)
+            {
+                await AdvanceOneProbe(instance);
+            }
+            var unhealthyAt = _time.GetUtcNow();
+            Assert.False(Report("r1")!.Healthy);
+
+            // Out of routing at once, but left running for UnhealthyRestartAfter (10 s) in case it recovers.
+            while (!instance.StopRequested)
+            {
+                Assert.True(_time.GetUtcNow() - unhealthyAt < TimeSpan.FromSeconds(11), "not stopped 10 s after turning unhealthy");
+                await AdvanceOneProbe(instance);
+            }
+            Assert.True(_time.GetUtcNow() - unhealthyAt >= TimeSpan.FromSeconds(10), "stopped before 10 s unhealthy");
+
+            // Restarted after the crash back-off: 1 s, then 2 s.
+            var backoff = TimeSpan.FromSeconds(round == 1 ? 1 : 2);
+            await Poll.UntilAsync(() => Report("r1")!.Reason?.Contains("; restarting in", StringComparison.Ordinal) == true, "restart reason");
+            var waiting = Report("r1")!;
+            Assert.Equal(ReplicaState.Unhealthy, waiting.State);
+            Assert.Equal($"health check /health failing for 10 s; restarting in {backoff.TotalSeconds:0} s", waiting.Reason);
+            _time.Advance(backoff - TimeSpan.FromMilliseconds(1));
+            await Task.Delay(50);
+            Assert.Equal(round, _runtime.Count("r1"));
+            _probe.Healthy = true;
+            _time.Advance(TimeSpan.FromMilliseconds(1));
+            await Poll.UntilAsync(() => _runtime.Count("r1") == round + 1, "restart");
+            await WaitForState("r1", ReplicaState.Ready);
+            Assert.Equal(round, Report("r1")!.Restarts);
+        }
+    }
+
+    // One probe interval on the fake clock, then waits (real time) for that probe to have run, so
+    // the worker has acted on it before the clock moves again.
+    private async Task AdvanceOneProbe(FakeInstance instance)
+    {
+        var probes = _probe.Probes;
+        _time.Advance(TimeSpan.FromMilliseconds(1000));
+        await Poll.UntilAsync(() => _probe.Probes > probes || instance.StopRequested, "a probe");
+        await Task.Delay(10);
+    }
+
+    [Fact]
     public async Task State_changes_signal_a_heartbeat()
     {
         while (_manager.Changes.TryRead(out _))

@@ -254,6 +254,52 @@ public sealed class CommandTests : IAsyncLifetime
         Assert.Matches(@"n-box\s+box\s+ready\s+2× rtx-4090\s+1\s+1\s+3s ago", _cli.Out);
     }
 
+    private static ClusterEventDto[] SampleEvents() =>
+    [
+        new() { Seq = 1, At = Samples.T0, Type = ClusterEventTypes.Scheduled, Replica = "demo-a", Node = "n-1", NodeName = "node-1", Message = "scheduled on node-1 (GPU 0)" },
+        new() { Seq = 2, At = Samples.T0.AddMilliseconds(1234), Type = ClusterEventTypes.NodeLost, Replica = "demo-a", Node = "n-1", NodeName = "node-1", Message = "node node-1 disconnected" },
+        new() { Seq = 3, At = Samples.T0.AddSeconds(4), Type = ClusterEventTypes.Scheduled, Replica = "demo-b", Node = "n-3", NodeName = "node-3", Message = "scheduled on node-3 (GPU 0)" },
+    ];
+
+    [Fact]
+    public async Task Events_lists_time_type_replica_node_and_message_oldest_first()
+    {
+        _server.On("GET", "/v1/clusters/demo/events", CannedResponse.Json(SampleEvents(), ShoalJsonContext.Default.ClusterEventDtoArray));
+
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("events", "demo"));
+
+        var lines = Lines(_cli.Out);
+        var at = Samples.T0.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture);
+        var first = Array.FindIndex(lines, l => l.Contains("scheduled on node-1", StringComparison.Ordinal));
+        var lost = Array.FindIndex(lines, l => l.Contains("node-lost", StringComparison.Ordinal));
+        Assert.True(first >= 0 && lost > first, _cli.Out);
+        Assert.Matches($@"{at}\.\d\d\d\s+scheduled\s+demo-a\s+node-1\s+scheduled on node-1 \(GPU 0\)", lines[first]);
+        Assert.Contains(".234", lines[lost], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Events_json_filtered_by_replica_and_a_bad_limit_is_refused()
+    {
+        _server.On("GET", "/v1/clusters/demo/events", CannedResponse.Json(SampleEvents(), ShoalJsonContext.Default.ClusterEventDtoArray));
+
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("events", "demo", "--replica", "demo-a", "--limit", "50", "-o", "json"));
+        var events = JsonSerializer.Deserialize(_cli.Out, ShoalJsonContext.Default.ClusterEventDtoArray)!;
+        Assert.Equal([1L, 2], events.Select(e => e.Seq).ToArray());
+        Assert.Equal(ClusterEventTypes.NodeLost, events[1].Type);
+
+        Assert.Equal(ExitCodes.InvalidInput, await _cli.RunAsync("events", "demo", "--limit", "0"));
+        Assert.Contains("--limit must be between 1 and 1000", _cli.Err, StringComparison.Ordinal);
+        Assert.Single(_server.Requests);
+    }
+
+    [Fact]
+    public async Task Events_of_a_missing_cluster_is_not_found()
+    {
+        _server.On("GET", "/v1/clusters/ghost/events", CannedResponse.Error(404, ErrorCodes.NotFound, "cluster 'ghost' not found"));
+        Assert.Equal(ExitCodes.NotFound, await _cli.RunAsync("events", "ghost"));
+        Assert.Contains("cluster 'ghost' not found", _cli.Err, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Tokens_create_sends_ttl_and_uses_and_prints_the_agent_command()
     {

@@ -1,9 +1,5 @@
 using System.Net;
 using System.Net.Http.Json;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -15,20 +11,15 @@ namespace Shoal.ControlPlane.Tests;
 public sealed class EdgeRoutingTests : IAsyncLifetime
 {
     private TestServer _server = null!;
-    private WebApplication _replica = null!;
+    private LoopbackReplica _replica = null!;
     private int _replicaPort;
 
     public async Task InitializeAsync()
     {
         _server = await TestServer.StartAsync();
         // A real HTTP server on loopback standing in for a replica's port.
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        _replica = builder.Build();
-        _replica.Run(ctx => ctx.Response.WriteAsync($"path={ctx.Request.Path}{ctx.Request.QueryString}"));
-        await _replica.StartAsync();
-        _replicaPort = new Uri(_replica.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        _replica = await LoopbackReplica.StartAsync(ctx => ctx.Response.WriteAsync($"path={ctx.Request.Path}{ctx.Request.QueryString}"));
+        _replicaPort = _replica.Port;
     }
 
     public async Task DisposeAsync()

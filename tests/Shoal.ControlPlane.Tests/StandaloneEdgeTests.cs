@@ -1,9 +1,5 @@
 using System.Net;
 using System.Net.Http.Json;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -23,18 +19,13 @@ public sealed class StandaloneEdgeTests : IAsyncLifetime
 {
     private readonly TempDirectory _dir = new("shoal-edge");
     private readonly int _apiPort = FreePort.Next();
-    private WebApplication _replica = null!;
+    private LoopbackReplica _replica = null!;
     private int _replicaPort;
 
     public async Task InitializeAsync()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        _replica = builder.Build();
-        _replica.Run(ctx => ctx.Response.WriteAsync($"path={ctx.Request.Path}"));
-        await _replica.StartAsync();
-        _replicaPort = new Uri(_replica.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        _replica = await LoopbackReplica.StartAsync(ctx => ctx.Response.WriteAsync($"path={ctx.Request.Path}"));
+        _replicaPort = _replica.Port;
     }
 
     public async Task DisposeAsync()

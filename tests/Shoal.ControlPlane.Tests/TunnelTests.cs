@@ -1,10 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Net.WebSockets;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -26,17 +22,13 @@ namespace Shoal.ControlPlane.Tests;
 public sealed class TunnelTests : IAsyncLifetime
 {
     private TestServer _server = null!;
-    private WebApplication _replica = null!;
+    private LoopbackReplica _replica = null!;
     private int _replicaPort;
 
     public async Task InitializeAsync()
     {
         _server = await TestServer.StartAsync();
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        _replica = builder.Build();
-        _replica.Run(async ctx =>
+        _replica = await LoopbackReplica.StartAsync(async ctx =>
         {
             if (ctx.Request.Path != "/stream")
             {
@@ -50,8 +42,7 @@ public sealed class TunnelTests : IAsyncLifetime
                 await ctx.Response.Body.FlushAsync();
             }
         });
-        await _replica.StartAsync();
-        _replicaPort = new Uri(_replica.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        _replicaPort = _replica.Port;
     }
 
     public async Task DisposeAsync()

@@ -292,9 +292,10 @@ public sealed partial class AgentGateway
         {
             LogStale(_logger, nodeId, _options.MissedHeartbeats);
             var s = (AgentSession)session;
+            // Mark it first, so the reason recorded is this one and not the aborted socket's.
+            await _state.NodeDisconnectedAsync(nodeId, session, "missed heartbeats");
             await s.CloseAsync(WebSocketCloseStatus.PolicyViolation, "missed heartbeats");
             s.Socket.Abort();
-            await _state.NodeDisconnectedAsync(nodeId, session, "missed heartbeats");
         }
     }
 

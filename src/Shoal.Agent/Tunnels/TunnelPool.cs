@@ -43,18 +43,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     public int Open => Volatile.Read(ref _open);
 
     /// <summary><c>http://edge:8080</c> → <c>ws://edge:8080/_shoal/tunnel</c>; null when not an http(s) URL.</summary>
-    public static Uri? TunnelUri(string edge)
-    {
-        if (!Uri.TryCreate(edge, UriKind.Absolute, out var uri) || string.IsNullOrEmpty(uri.Host)) return null;
-        var scheme = uri.Scheme switch
-        {
-            "http" or "ws" => "ws",
-            "https" or "wss" => "wss",
-            _ => null,
-        };
-        if (scheme is null) return null;
-        return new UriBuilder(uri) { Scheme = scheme, Port = uri.IsDefaultPort ? -1 : uri.Port, Path = uri.AbsolutePath.TrimEnd('/') + EdgeProtocol.TunnelPath, Query = "", Fragment = "" }.Uri;
-    }
+    public static Uri? TunnelUri(string edge) => WebSocketAddress.Create(edge, EdgeProtocol.TunnelPath);
 
     public void Start()
     {

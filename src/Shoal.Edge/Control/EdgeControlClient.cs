@@ -179,20 +179,9 @@ public sealed partial class EdgeControlClient
     }
 
     /// <summary><c>http://h:p</c> → <c>ws://h:p/v1/edge/connect</c>; https → wss.</summary>
-    public static Uri ConnectUri(string server)
-    {
-        if (!Uri.TryCreate(server.Trim(), UriKind.Absolute, out var uri) || string.IsNullOrEmpty(uri.Host))
-        {
-            throw new EdgeConfigurationException($"invalid server address '{server}': expected a URL such as http://127.0.0.1:7400");
-        }
-        var scheme = uri.Scheme switch
-        {
-            "http" or "ws" => "ws",
-            "https" or "wss" => "wss",
-            _ => throw new EdgeConfigurationException($"invalid server address '{server}': the scheme must be http or https"),
-        };
-        return new UriBuilder(uri) { Scheme = scheme, Port = uri.IsDefaultPort ? -1 : uri.Port, Path = uri.AbsolutePath.TrimEnd('/') + EdgeProtocol.ConnectPath, Query = "", Fragment = "" }.Uri;
-    }
+    public static Uri ConnectUri(string server) =>
+        WebSocketAddress.Create(server, EdgeProtocol.ConnectPath)
+            ?? throw new EdgeConfigurationException($"invalid server address '{server}': expected an http or https URL such as http://127.0.0.1:7400");
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Connected to the control plane at {Uri}")]
     private static partial void LogConnected(ILogger logger, Uri uri);

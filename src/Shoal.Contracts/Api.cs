@@ -8,6 +8,11 @@ public sealed record HealthCheckSpec
     public int TimeoutMs { get; init; } = 2000;
     public int FailureThreshold { get; init; } = 3;
     public int SuccessThreshold { get; init; } = 1;
+    /// <summary>
+    /// How long after a start the first probe waits (a slow model load); the replica is starting,
+    /// not unhealthy, meanwhile. Default 0.
+    /// </summary>
+    public int InitialDelayMs { get; init; }
 }
 
 /// <summary>Body of <c>POST /v1/clusters</c>.</summary>
@@ -28,12 +33,64 @@ public sealed record CreateClusterRequest
     public string? Routing { get; init; }
     /// <summary>How long the edge holds a request while no replica is ready, 0..300 s (default 30).</summary>
     public int? QueueTimeoutSeconds { get; init; }
+    /// <summary>How long a replica being drained may take to finish its in-flight requests before it is stopped, 0..3600 s (default 30).</summary>
+    public int? DrainTimeoutSeconds { get; init; }
+    /// <summary>How long a new replica of an update may take to become ready before the update is rolled back, 10..86400 s (default 120).</summary>
+    public int? ProgressDeadlineSeconds { get; init; }
 }
 
-/// <summary>Body of <c>PATCH /v1/clusters/{name}</c>; only the fields given change.</summary>
+/// <summary>
+/// Body of <c>PATCH /v1/clusters/{name}</c>; only the fields given change. A change of what the
+/// replicas run (image, env, args, port, health) starts a rolling update to a new generation;
+/// the other fields apply at once.
+/// </summary>
 public sealed record UpdateClusterRequest
 {
     public int? Replicas { get; init; }
+    public string? Image { get; init; }
+    /// <summary>Env variables to set (added or replaced); the others are kept.</summary>
+    public Dictionary<string, string>? Env { get; init; }
+    /// <summary>Env variables to remove.</summary>
+    public string[]? UnsetEnv { get; init; }
+    /// <summary>The container's arguments, replacing the current ones (an empty array clears them).</summary>
+    public string[]? Args { get; init; }
+    public int? Port { get; init; }
+    /// <summary>The health check, replacing the current one as a whole.</summary>
+    public HealthCheckSpec? Health { get; init; }
+    public string? Routing { get; init; }
+    public int? QueueTimeoutSeconds { get; init; }
+    public int? DrainTimeoutSeconds { get; init; }
+    public int? ProgressDeadlineSeconds { get; init; }
+}
+
+/// <summary>The <c>state</c> of a <see cref="RolloutDto"/>.</summary>
+public static class RolloutStates
+{
+    /// <summary>Replicas of an older generation are being replaced, one at a time.</summary>
+    public const string Progressing = "progressing";
+    /// <summary>Every replica runs the current generation.</summary>
+    public const string Complete = "complete";
+    /// <summary>The last update failed and the cluster went back to the generation before it (the reason says why).</summary>
+    public const string RolledBack = "rolled-back";
+}
+
+/// <summary>Where a cluster's latest update stands.</summary>
+public sealed record RolloutDto
+{
+    /// <summary>The generation the cluster is converging to.</summary>
+    public long Generation { get; init; }
+    /// <summary>One of <see cref="RolloutStates"/>.</summary>
+    public required string State { get; init; }
+    /// <summary>What the update changed, or why it was rolled back.</summary>
+    public string? Reason { get; init; }
+    public DateTimeOffset? StartedAt { get; init; }
+    public DateTimeOffset? FinishedAt { get; init; }
+    /// <summary>Replicas (not draining) that run the current generation.</summary>
+    public int UpdatedReplicas { get; init; }
+    /// <summary>Replicas (not draining) that still run an older generation or must move (node drained, crash loop).</summary>
+    public int OutdatedReplicas { get; init; }
+    /// <summary>Replicas out of routing, finishing their in-flight requests before they stop.</summary>
+    public int DrainingReplicas { get; init; }
 }
 
 /// <summary>A cluster as the API shows it.</summary>
@@ -52,6 +109,10 @@ public sealed record ClusterDto
     public HealthCheckSpec Health { get; init; } = new();
     public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
     public int QueueTimeoutSeconds { get; init; }
+    public int DrainTimeoutSeconds { get; init; }
+    public int ProgressDeadlineSeconds { get; init; }
+    /// <summary>The latest update (rolling replacement of replicas) and where it stands.</summary>
+    public RolloutDto? Rollout { get; init; }
     public required string Endpoint { get; init; }
     /// <summary>The digest the image is pinned to, once a node resolved it.</summary>
     public string? ImageDigest { get; init; }
@@ -71,8 +132,10 @@ public sealed record ReplicaDto
     public string? NodeName { get; init; }
     public int[] Gpus { get; init; } = [];
     public ReplicaState State { get; init; }
-    /// <summary>Why the replica is in its state (for example why it is pending), or null.</summary>
+    /// <summary>Why the replica is in its state (for example why it is pending, or why it drains), or null.</summary>
     public string? Reason { get; init; }
+    /// <summary>When the replica left routing to finish its in-flight requests before it stops; null unless draining.</summary>
+    public DateTimeOffset? DrainingSince { get; init; }
     public bool Healthy { get; init; }
     public int Restarts { get; init; }
     public int? ExitCode { get; init; }
@@ -127,6 +190,20 @@ public static class ClusterEventTypes
     public const string Replaced = "replaced";
     /// <summary>A replica was removed because the cluster scaled down.</summary>
     public const string Removed = "removed";
+    /// <summary>An update started: a new generation replaces the replicas one at a time.</summary>
+    public const string UpdateStarted = "update-started";
+    /// <summary>Every replica runs the new generation.</summary>
+    public const string UpdateCompleted = "update-completed";
+    /// <summary>An update failed (the message says why) and the cluster went back to the previous generation.</summary>
+    public const string RolledBack = "rolled-back";
+    /// <summary>A replica left routing and waits for its in-flight requests before it stops (update, scale down, node drain…).</summary>
+    public const string Draining = "draining";
+    /// <summary>A draining replica finished (or its drain timeout passed) and was stopped.</summary>
+    public const string Drained = "drained";
+    /// <summary>The node under a replica was cordoned (no new replicas) or set to drain.</summary>
+    public const string Cordoned = "cordoned";
+    /// <summary>The node under a replica takes new replicas again.</summary>
+    public const string Uncordoned = "uncordoned";
 }
 
 /// <summary>One entry of <c>GET /v1/clusters/{name}/events</c>.</summary>
@@ -154,6 +231,10 @@ public sealed record NodeDto
     public string? Address { get; init; }
     public int Replicas { get; init; }
     public int FreeGpus { get; init; }
+    /// <summary>No new replicas are placed on the node.</summary>
+    public bool Cordoned { get; init; }
+    /// <summary>The node's replicas are being moved to other nodes (it is cordoned too).</summary>
+    public bool Draining { get; init; }
     public long Revision { get; init; }
     public long AckedRevision { get; init; }
     public DateTimeOffset RegisteredAt { get; init; }

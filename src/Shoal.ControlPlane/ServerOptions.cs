@@ -32,6 +32,25 @@ public sealed class ServerOptions
     /// <summary>Period of the reconciler's sweep (it also runs on every change). Default 1 s.</summary>
     public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>Restarts within <see cref="CrashLoopWindow"/> after which a replica counts as crash-looping and is replaced on another node. Default 3.</summary>
+    public int CrashLoopRestarts { get; set; } = 3;
+
+    /// <summary>The window in which <see cref="CrashLoopRestarts"/> restarts make a crash loop. Default 5 min.</summary>
+    public TimeSpan CrashLoopWindow { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>How long new replicas of a cluster avoid a node where one of its replicas crash-looped (while other nodes have room). Default 10 min.</summary>
+    public TimeSpan CrashLoopAvoidFor { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Restarts of a new replica during an update after which the update is rolled back. Default 3.</summary>
+    public int RolloutFailureRestarts { get; set; } = 3;
+
+    /// <summary>
+    /// How long after a drain began (on top of the replica's probe interval, which is how often the
+    /// agent reads its load) a report of no work in flight ends the drain: time for the edges to
+    /// drop the replica and for requests already sent to show in its metrics. Default 1 s.
+    /// </summary>
+    public TimeSpan DrainSettle { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Public base URL of the edge, used to show cluster endpoints. Default from <see cref="EdgeListen"/>.</summary>
     public string? PublicEdgeUrl { get; set; }
 
@@ -76,6 +95,9 @@ public sealed class ServerOptions
         if (HeartbeatInterval < TimeSpan.FromMilliseconds(50)) errors.Add("heartbeat interval must be at least 50 ms");
         if (NodeGracePeriod < TimeSpan.Zero) errors.Add("grace period must not be negative");
         if (MissedHeartbeats < 1) errors.Add("missed heartbeats must be at least 1");
+        if (CrashLoopRestarts < 1) errors.Add("crash-loop restarts must be at least 1");
+        if (RolloutFailureRestarts < 1) errors.Add("rollout failure restarts must be at least 1");
+        if (CrashLoopWindow <= TimeSpan.Zero || CrashLoopAvoidFor < TimeSpan.Zero || DrainSettle < TimeSpan.Zero) errors.Add("crash-loop window must be positive; avoid time and drain settle must not be negative");
         return errors;
     }
 }

@@ -7,4 +7,5 @@ namespace Shoal.Core;
 /// <summary>JSON for domain types kept in the store.</summary>
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(ClusterSpec))]
+[JsonSerializable(typeof(ClusterRollout))]
 public sealed partial class CoreJsonContext : JsonSerializerContext;

@@ -15,6 +15,8 @@ public sealed record ClusterRecord
     public string? ImageDigest { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
     public DateTimeOffset UpdatedAt { get; init; }
+    /// <summary>The latest update's state, earlier generations' specs still in use, nodes to avoid.</summary>
+    public ClusterRollout Rollout { get; init; } = new();
 
     public string Name => Spec.Name;
 }
@@ -43,6 +45,10 @@ public sealed record ReplicaRecord
     public string? ImageDigest { get; init; }
     /// <summary>Pull progress (0-100) while pulling; observed only, not stored.</summary>
     public double? PullProgress { get; init; }
+    /// <summary>When the replica left routing to finish its in-flight requests before it stops; null unless draining.</summary>
+    public DateTimeOffset? DrainingSince { get; init; }
+    /// <summary>Why it drains (scale down, replaced by generation N, node drained…).</summary>
+    public string? DrainReason { get; init; }
 }
 
 /// <summary>A registered node. The secret is kept only as a hash.</summary>
@@ -57,6 +63,8 @@ public sealed record NodeRecord
     public string Address { get; init; } = "127.0.0.1";
     public NodeState State { get; init; } = NodeState.Disconnected;
     public bool Cordoned { get; init; }
+    /// <summary>Its replicas are being moved elsewhere (set by <c>shoal nodes drain</c>, cleared when none is left).</summary>
+    public bool Draining { get; init; }
     /// <summary>Bumped whenever the node's assignment set changes.</summary>
     public long Revision { get; init; }
     /// <summary>The last revision the agent acknowledged.</summary>

@@ -3,6 +3,7 @@ using System.Data.Common;
 using System.Text.Json;
 using Shoal.Contracts;
 using Shoal.Core;
+using Shoal.Core.Clusters;
 
 namespace Shoal.Store;
 
@@ -19,7 +20,7 @@ internal static class Rows
     [
         new("id", DbType.String), new("project", DbType.String), new("name", DbType.String),
         new("spec", DbType.String), new("generation", DbType.Int64), new("created_at", DbType.Int64),
-        new("updated_at", DbType.Int64), new("image_digest", DbType.String),
+        new("updated_at", DbType.Int64), new("image_digest", DbType.String), new("rollout", DbType.String),
     ];
 
     public static readonly Column[] ReplicaColumns =
@@ -30,6 +31,7 @@ internal static class Rows
         new("exit_code", DbType.Int32), new("host_port", DbType.Int32), new("created_at", DbType.Int64),
         new("assigned_at", DbType.Int64), new("pulled_at", DbType.Int64), new("started_at", DbType.Int64),
         new("ready_at", DbType.Int64), new("updated_at", DbType.Int64), new("image_digest", DbType.String),
+        new("draining_since", DbType.Int64), new("drain_reason", DbType.String),
     ];
 
     public static readonly Column[] NodeColumns =
@@ -38,7 +40,7 @@ internal static class Rows
         new("hardware", DbType.String), new("runtimes", DbType.String), new("images", DbType.String),
         new("address", DbType.String), new("state", DbType.String), new("cordoned", DbType.Boolean),
         new("revision", DbType.Int64), new("acked_revision", DbType.Int64), new("disconnects", DbType.Int32),
-        new("registered_at", DbType.Int64), new("last_seen_at", DbType.Int64),
+        new("registered_at", DbType.Int64), new("last_seen_at", DbType.Int64), new("draining", DbType.Boolean),
     ];
 
     public static readonly Column[] TokenColumns =
@@ -79,6 +81,7 @@ internal static class Rows
     [
         c.Id, c.Project, c.Spec.Name, JsonSerializer.Serialize(c.Spec, CoreJsonContext.Default.ClusterSpec),
         c.Generation, Ms(c.CreatedAt), Ms(c.UpdatedAt), OrNull(c.ImageDigest),
+        JsonSerializer.Serialize(c.Rollout ?? new ClusterRollout(), CoreJsonContext.Default.ClusterRollout),
     ];
 
     public static object?[] Values(ReplicaRecord r) =>
@@ -87,7 +90,7 @@ internal static class Rows
         JsonSerializer.Serialize(r.GpuIndexes ?? [], ShoalJsonContext.Default.Int32Array),
         r.State.ToWire(), OrNull(r.Reason), r.Healthy, r.Restarts, OrNull(r.ExitCode), OrNull(r.HostPort),
         Ms(r.CreatedAt), Ms(r.AssignedAt), Ms(r.PulledAt), Ms(r.StartedAt), Ms(r.ReadyAt), Ms(r.UpdatedAt),
-        OrNull(r.ImageDigest),
+        OrNull(r.ImageDigest), Ms(r.DrainingSince), OrNull(r.DrainReason),
     ];
 
     public static object?[] Values(NodeRecord n) =>
@@ -97,7 +100,7 @@ internal static class Rows
         JsonSerializer.Serialize(n.Runtimes ?? [], ShoalJsonContext.Default.StringArray),
         JsonSerializer.Serialize(n.Images ?? [], ShoalJsonContext.Default.StringArray),
         n.Address, n.State.ToWire(), n.Cordoned, n.Revision, n.AckedRevision, n.Disconnects,
-        Ms(n.RegisteredAt), Ms(n.LastSeenAt),
+        Ms(n.RegisteredAt), Ms(n.LastSeenAt), n.Draining,
     ];
 
     public static object?[] Values(ProvisioningTokenRecord t) =>
@@ -143,6 +146,10 @@ internal static class Rows
         CreatedAt = Time(r, 5),
         UpdatedAt = Time(r, 6),
         ImageDigest = NullableString(r, 7),
+        // Clusters stored before migration 4 have none: a finished rollout of their generation.
+        Rollout = NullableString(r, 8) is { } rollout
+            ? Json(rollout, CoreJsonContext.Default.ClusterRollout, "cluster rollout")
+            : new ClusterRollout { StableGeneration = r.GetInt64(4) },
     };
 
     public static ReplicaRecord ReadReplica(DbDataReader r) => new()
@@ -165,6 +172,8 @@ internal static class Rows
         ReadyAt = NullableTime(r, 15),
         UpdatedAt = Time(r, 16),
         ImageDigest = NullableString(r, 17),
+        DrainingSince = NullableTime(r, 18),
+        DrainReason = NullableString(r, 19),
     };
 
     public static NodeRecord ReadNode(DbDataReader r) => new()
@@ -183,6 +192,7 @@ internal static class Rows
         Disconnects = r.GetInt32(11),
         RegisteredAt = Time(r, 12),
         LastSeenAt = NullableTime(r, 13),
+        Draining = r.GetBoolean(14),
     };
 
     public static ProvisioningTokenRecord ReadToken(DbDataReader r) => new()

@@ -94,6 +94,12 @@ public static class Schema
             );
             CREATE INDEX ix_cluster_events_cluster_seq ON cluster_events (cluster_id, seq);
             """),
+        (4, """
+            ALTER TABLE clusters ADD COLUMN rollout TEXT NULL;
+            ALTER TABLE replicas ADD COLUMN draining_since BIGINT NULL;
+            ALTER TABLE replicas ADD COLUMN drain_reason TEXT NULL;
+            ALTER TABLE nodes ADD COLUMN draining BOOLEAN NOT NULL DEFAULT FALSE;
+            """),
     ];
 
     /// <summary>The version a fully migrated store reports.</summary>

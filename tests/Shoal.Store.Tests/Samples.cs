@@ -22,7 +22,9 @@ internal static class Samples
         Port = 8123,
         Env = new(StringComparer.Ordinal) { ["HF_TOKEN"] = "secret value", ["EMPTY"] = "", ["UNICODE"] = "héllo ✓" },
         Args = ["--model", "meta/llama-3-8b", "--max-model-len=8192"],
-        Health = new HealthCheckSpec { Path = "/ready", IntervalMs = 1500, TimeoutMs = 700, FailureThreshold = 5, SuccessThreshold = 2 },
+        Health = new HealthCheckSpec { Path = "/ready", IntervalMs = 1500, TimeoutMs = 700, FailureThreshold = 5, SuccessThreshold = 2, InitialDelayMs = 45_000 },
+        DrainTimeoutSeconds = 12,
+        ProgressDeadlineSeconds = 600,
     };
 
     public static ClusterRecord Cluster(string id = "c1", string name = "llama", string project = "team-a") => new()
@@ -33,6 +35,15 @@ internal static class Samples
         Generation = 7,
         CreatedAt = At(1),
         UpdatedAt = At(2),
+        Rollout = new ClusterRollout
+        {
+            State = RolloutStates.Progressing,
+            Reason = "image a → b",
+            StartedAt = At(3),
+            StableGeneration = 6,
+            Generations = { [6] = new GenerationSpec(Spec(name) with { Image = "ghcr.io/acme/vllm:0.6.2" }, "ghcr.io/acme/vllm@sha256:" + new string('b', 64)) },
+            AvoidNodes = { ["n9"] = At(600) },
+        },
     };
 
     public static ReplicaRecord FullReplica(string id = "r1", string clusterId = "c1") => new()
@@ -54,6 +65,8 @@ internal static class Samples
         StartedAt = At(13),
         ReadyAt = At(14),
         UpdatedAt = At(15),
+        DrainingSince = At(16),
+        DrainReason = "the cluster scaled down",
     };
 
     /// <summary>Every nullable left null, every default left default.</summary>
@@ -88,6 +101,7 @@ internal static class Samples
         Address = "10.1.2.3",
         State = NodeState.Draining,
         Cordoned = true,
+        Draining = true,
         Revision = 42,
         AckedRevision = 41,
         Disconnects = 3,
@@ -119,7 +133,11 @@ internal static class Samples
         Assert.Equal(expected.Spec.Args, actual.Spec.Args);
         Assert.Equal(expected.Spec.Health, actual.Spec.Health);
         var spec = actual.Spec with { Env = expected.Spec.Env, Args = expected.Spec.Args };
-        Assert.Equal(expected, actual with { Spec = expected.Spec });
+        // The rollout holds dictionaries (compared by reference in a record): compare it as stored.
+        Assert.Equal(
+            System.Text.Json.JsonSerializer.Serialize(expected.Rollout, Shoal.Core.CoreJsonContext.Default.ClusterRollout),
+            System.Text.Json.JsonSerializer.Serialize(actual.Rollout, Shoal.Core.CoreJsonContext.Default.ClusterRollout));
+        Assert.Equal(expected, actual with { Spec = expected.Spec, Rollout = expected.Rollout });
         Assert.Equal(expected.Spec, spec);
     }
 

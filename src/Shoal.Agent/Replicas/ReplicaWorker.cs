@@ -296,6 +296,11 @@ internal sealed partial class ReplicaWorker
         DateTimeOffset? unhealthySince = null;
         var interval = TimeSpan.FromMilliseconds(Math.Max(10, spec.IntervalMs));
         var timeout = TimeSpan.FromMilliseconds(Math.Max(1, spec.TimeoutMs));
+        if (spec.InitialDelayMs > 0)
+        {
+            // A slow model load: no probe until it is due; the replica stays "starting" (never unhealthy) meanwhile.
+            await Task.Delay(TimeSpan.FromMilliseconds(spec.InitialDelayMs), _time, ct);
+        }
         while (!ct.IsCancellationRequested)
         {
             var ok = await _probe.ProbeAsync(port, spec, ct);

@@ -63,14 +63,16 @@ public static class ClustersApi
         return view is null ? NotFound(name) : Results.Json(view.ToDto(edge.EdgeUrl), ShoalJsonContext.Default.ClusterDto);
     }
 
+    /// <summary>
+    /// <c>PATCH /v1/clusters/{name}</c>: scale, change settings, or update what replicas run (image,
+    /// env, args, port, health), which starts a rolling update to a new generation.
+    /// </summary>
     private static async Task<IResult> UpdateAsync(string name, UpdateClusterRequest? request, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
     {
-        if (request?.Replicas is not { } replicas) return ApiResults.BadRequest("nothing to change: give replicas");
-        var errors = new List<string>();
-        ClusterSpecValidator.ValidateReplicas(replicas, errors);
-        if (errors.Count > 0) return ApiResults.BadRequest(string.Join("; ", errors));
-        var updated = await state.ScaleClusterAsync(name, replicas, ct);
-        if (updated is null) return NotFound(name);
+        if (request is null) return ApiResults.BadRequest("request body is required");
+        var outcome = await state.UpdateClusterAsync(name, request, ct);
+        if (outcome.NotFound) return NotFound(name);
+        if (outcome.Error is { } error) return ApiResults.BadRequest(error);
         var view = await state.GetClusterAsync(name, ct);
         return view is null ? NotFound(name) : Results.Json(view.ToDto(edge.EdgeUrl), ShoalJsonContext.Default.ClusterDto);
     }

@@ -3,7 +3,7 @@ using Shoal.ControlPlane.State;
 
 namespace Shoal.ControlPlane.Apis;
 
-/// <summary><c>/v1/nodes</c>: list and get nodes.</summary>
+/// <summary><c>/v1/nodes</c>: list and get nodes; cordon, uncordon and drain them.</summary>
 public static class NodesApi
 {
     public static RouteGroupBuilder MapNodesApi(this IEndpointRouteBuilder app)
@@ -17,6 +17,19 @@ public static class NodesApi
                 ? Results.Json(node.ToDto(), ShoalJsonContext.Default.NodeDto)
                 : ApiResults.NotFound($"node '{id}' not found"))
             .Produces<NodeDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        MapScheduling(group, "cordon", NodeSchedulingAction.Cordon);
+        MapScheduling(group, "uncordon", NodeSchedulingAction.Uncordon);
+        MapScheduling(group, "drain", NodeSchedulingAction.Drain);
         return group;
+    }
+
+    // POST /v1/nodes/{id}/cordon|uncordon|drain (id or unique name): the node as it is now; a drain goes on in the background.
+    private static void MapScheduling(RouteGroupBuilder group, string verb, NodeSchedulingAction action)
+    {
+        group.MapPost("/{id}/" + verb, async (string id, ControlPlaneState state, CancellationToken ct) =>
+            await state.SetNodeSchedulingAsync(id, action, ct) is { } node
+                ? Results.Json(node.ToDto(), ShoalJsonContext.Default.NodeDto)
+                : ApiResults.NotFound($"node '{id}' not found"))
+            .Produces<NodeDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
     }
 }

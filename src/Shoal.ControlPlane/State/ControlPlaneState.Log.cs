@@ -28,4 +28,13 @@ public sealed partial class ControlPlaneState
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Reconciled: {Created} created, {Removed} removed, {Placed} placed, {Pending} pending")]
     private static partial void LogReconciled(ILogger logger, int created, int removed, int placed, int pending);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Name} updated to generation {Generation}: {Change}")]
+    private static partial void LogClusterUpdated(ILogger logger, string name, long generation, string change);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Cluster {Name} rolled back to generation {Generation}: {Reason}")]
+    private static partial void LogRolledBack(ILogger logger, string name, long generation, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} ({Name}): {Action}")]
+    private static partial void LogNodeScheduling(ILogger logger, string nodeId, string name, NodeSchedulingAction action);
 }

@@ -27,6 +27,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
     private readonly Dictionary<string, NodeRecord> _nodes = new(StringComparer.Ordinal);
     private readonly Dictionary<string, NodeLiveness> _liveness = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ReplicaLoad> _loads = new(StringComparer.Ordinal);
+    // When each replica's load was last reported: a drain ends on a report of no work taken after it began.
+    private readonly Dictionary<string, DateTimeOffset> _loadsAt = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirtyReplicas = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirtyNodes = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirtyClusters = new(StringComparer.Ordinal);
@@ -213,9 +215,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             _pendingEvents.RemoveAll(e => e.ClusterId == id);
             foreach (var r in replicas)
             {
-                _replicas.Remove(r.Id);
-                _loads.Remove(r.Id);
-                _dirtyReplicas.Remove(r.Id);
+                ForgetReplicaLocked(r.Id);
             }
             ApplyNodes(bumped);
         }
@@ -295,12 +295,29 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
 
     private ClusterView ViewOf(ClusterRecord cluster, IEnumerable<ReplicaRecord> clusterReplicas)
     {
+        var now = _time.GetUtcNow();
         var replicas = clusterReplicas
             .OrderBy(r => r.CreatedAt)
             .ThenBy(r => r.Id, StringComparer.Ordinal)
             .Select(r => new ReplicaView(r, r.NodeId is null ? null : _nodes.GetValueOrDefault(r.NodeId), _loads.GetValueOrDefault(r.Id), IsRoutable(r)))
             .ToList();
-        return new ClusterView(cluster, replicas);
+        int updated = 0, outdated = 0, draining = 0;
+        foreach (var r in replicas)
+        {
+            if (r.Replica.DrainingSince is not null) draining++;
+            else if (ReplacementReasonLocked(cluster, r.Replica, now) is null) updated++;
+            else outdated++;
+        }
+        return new ClusterView(cluster, replicas, updated, outdated, draining);
+    }
+
+    private void ForgetReplicaLocked(string id)
+    {
+        _replicas.Remove(id);
+        _loads.Remove(id);
+        _loadsAt.Remove(id);
+        _restartTimes.Remove(id);
+        _dirtyReplicas.Remove(id);
     }
 
     private static NodeView NodeViewOf(NodeRecord node, IEnumerable<ReplicaRecord> nodeReplicas)
@@ -375,7 +392,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 Runtimes = hello.Runtimes,
                 Images = hello.Images,
                 Address = string.IsNullOrWhiteSpace(hello.Address) ? "127.0.0.1" : hello.Address,
-                State = node.Cordoned ? NodeState.Cordoned : NodeState.Ready,
+                State = node.Draining ? NodeState.Draining : node.Cordoned ? NodeState.Cordoned : NodeState.Ready,
                 AckedRevision = Math.Min(node.Revision, hello.AppliedRevision),
                 LastSeenAt = now,
             };
@@ -452,7 +469,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
     public async Task HeartbeatAsync(string nodeId, object session, HeartbeatMessage heartbeat, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
-        bool routes;
+        bool routes, reconcile;
         await _gate.WaitAsync(ct);
         try
         {
@@ -470,13 +487,15 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 _nodes[nodeId] = _nodes[nodeId] with { Images = images };
                 _dirtyNodes.Add(nodeId);
             }
-            routes = ApplyReportsLocked(nodeId, heartbeat.Replicas, now);
+            (routes, reconcile) = ApplyReportsLocked(nodeId, heartbeat.Replicas, now);
         }
         finally
         {
             _gate.Release();
         }
         if (routes) RoutesChanged?.Invoke();
+        // A replica ready, failed or restarted moves a rollout on (or back); a draining one's load may end its drain.
+        if (reconcile) ReconcileNeeded?.Invoke();
         FlushNeeded?.Invoke();
     }
 
@@ -536,9 +555,10 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         }
     }
 
-    private bool ApplyReportsLocked(string nodeId, ReplicaReport[] reports, DateTimeOffset now)
+    private (bool Routes, bool Reconcile) ApplyReportsLocked(string nodeId, ReplicaReport[] reports, DateTimeOffset now)
     {
         var routes = false;
+        var reconcile = false;
         foreach (var report in reports)
         {
             if (!_replicas.TryGetValue(report.ReplicaId, out var replica) || replica.NodeId != nodeId) continue;
@@ -558,7 +578,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 ImageDigest = report.ImageDigest ?? replica.ImageDigest,
             };
             if (report.ImageDigest is { Length: > 0 } digest && _clustersById.TryGetValue(replica.ClusterId, out var cluster)
-                && cluster.ImageDigest is null && replica.Generation == cluster.Generation)
+                && cluster.ImageDigest is null && IsCurrent(cluster, replica))
             {
                 // The first digest a node resolves pins the cluster: later replicas run exactly it.
                 _clustersById[cluster.Id] = cluster with { ImageDigest = digest };
@@ -568,17 +588,24 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             {
                 var previous = _loads.GetValueOrDefault(report.ReplicaId);
                 _loads[report.ReplicaId] = load;
+                _loadsAt[report.ReplicaId] = now;
                 routes |= previous is null || previous.Waiting != load.Waiting;
+                reconcile |= replica.DrainingSince is not null && load.Running + load.Waiting <= 0;
+            }
+            if (updated.Restarts > replica.Restarts)
+            {
+                RecordRestartsLocked(replica.Id, updated.Restarts - replica.Restarts, now);
             }
             if (updated != replica)
             {
                 RecordReplicaTransitionLocked(replica, updated, now);
                 routes |= updated.State != replica.State || updated.Healthy != replica.Healthy || updated.HostPort != replica.HostPort;
+                reconcile |= updated.State != replica.State || updated.Restarts != replica.Restarts;
                 _replicas[replica.Id] = updated with { UpdatedAt = now };
                 _dirtyReplicas.Add(replica.Id);
             }
         }
-        return routes;
+        return (routes, reconcile);
     }
 
     private AssignmentsMessage BuildAssignmentsLocked(string nodeId, IEnumerable<ReplicaRecord> nodeReplicas)
@@ -587,7 +614,9 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         var list = new List<Assignment>();
         foreach (var r in nodeReplicas)
         {
-            var spec = _clustersById[r.ClusterId].Spec;
+            // Each replica runs its own generation's spec: an update must not restart the replicas it has not replaced yet.
+            var cluster = _clustersById[r.ClusterId];
+            var spec = SpecFor(cluster, r.Generation);
             list.Add(new Assignment
             {
                 ReplicaId = r.Id,
@@ -600,7 +629,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 Env = spec.Env,
                 Args = spec.Args,
                 Health = spec.Health,
-                ImageDigest = _clustersById[r.ClusterId].ImageDigest,
+                ImageDigest = DigestFor(cluster, r.Generation),
                 RegistryAuth = spec.RegistryAuth,
             });
         }
@@ -644,22 +673,23 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
     // ---------------------------------------------------------------- reconciliation
 
     /// <summary>
-    /// One pass: nodes past their grace lose their replicas; every cluster gets exactly its
-    /// replica count; pending replicas are placed. All writes of the pass commit together.
+    /// One pass: nodes past their grace lose their replicas; then per cluster, finished drains
+    /// are stopped, a failing update is rolled back, replicas that must go are replaced surge-first
+    /// (one extra at a time, an old one drained only once the others keep the desired ready count),
+    /// the replica count is met (surplus drained), and pending replicas are placed. All writes of the
+    /// pass commit together.
     /// </summary>
     public async Task<ReconcileResult> ReconcileAsync(CancellationToken ct)
     {
         var now = _time.GetUtcNow();
-        var changedNodes = new HashSet<string>(StringComparer.Ordinal);
-        int created = 0, removed = 0, placed = 0, pending = 0;
+        ReconcilePass pass;
         await _gate.WaitAsync(ct);
         try
         {
+            pass = new ReconcilePass(now, new Dictionary<string, ReplicaRecord>(_replicas, StringComparer.Ordinal));
+            var replicas = pass.Replicas;
+            var nodes = pass.Nodes;
             var changes = new StoreChanges();
-            var nodes = new Dictionary<string, NodeRecord>(StringComparer.Ordinal);
-            var replicas = new Dictionary<string, ReplicaRecord>(_replicas, StringComparer.Ordinal);
-            var deleted = new List<string>();
-            var events = new List<ClusterEventRecord>();
 
             // 1. Nodes gone longer than the grace period: offline, replicas replaced elsewhere.
             foreach (var (id, live) in _liveness)
@@ -670,51 +700,22 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 nodes[id] = node with { State = NodeState.Offline };
                 foreach (var r in replicas.Values.Where(r => r.NodeId == id).ToList())
                 {
-                    replicas.Remove(r.Id);
-                    deleted.Add(r.Id);
-                    removed++;
-                    events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Replaced,
+                    pass.Remove(r);
+                    pass.Events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Replaced,
                         $"node {node.Name} gone for {Seconds(now - since)} s (grace {Seconds(_options.NodeGracePeriod)} s): replica removed, a replacement is placed elsewhere",
                         r.Id, id));
                 }
-                changedNodes.Add(id);
+                pass.ChangedNodes.Add(id);
                 LogNodeOffline(_logger, id, node.Name);
             }
 
-            // 2. Replica counts.
+            // 2. Per cluster: drains, rollout, replacements, replica counts.
             var byCluster = replicas.Values.GroupBy(r => r.ClusterId).ToDictionary(g => g.Key, g => g.ToList(), StringComparer.Ordinal);
-            foreach (var cluster in _clustersById.Values)
+            foreach (var cluster in _clustersById.Values.ToList())
             {
-                var existing = byCluster.GetValueOrDefault(cluster.Id) ?? [];
-                var diff = cluster.Spec.Replicas - existing.Count;
-                for (var i = 0; i < diff; i++)
-                {
-                    var r = new ReplicaRecord
-                    {
-                        Id = $"{cluster.Name}-{Secrets.RandomId(6)}",
-                        ClusterId = cluster.Id,
-                        Generation = cluster.Generation,
-                        State = ReplicaState.Pending,
-                        CreatedAt = now,
-                        UpdatedAt = now,
-                    };
-                    replicas[r.Id] = r;
-                    created++;
-                }
-                if (diff < 0)
-                {
-                    var views = existing.Select(r => new Core.Clusters.ReplicaView(r.Id, r.NodeId, r.State, r.CreatedAt)).ToList();
-                    foreach (var id in ReplicaPlanner.ChooseForRemoval(views, -diff))
-                    {
-                        var r = replicas[id];
-                        if (r.NodeId is not null) changedNodes.Add(r.NodeId);
-                        replicas.Remove(id);
-                        deleted.Add(id);
-                        removed++;
-                        events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Removed, "removed: the cluster scaled down", r.Id, r.NodeId));
-                    }
-                }
+                ReconcileClusterLocked(pass, cluster, byCluster.GetValueOrDefault(cluster.Id) ?? []);
             }
+            FinishNodeDrainsLocked(pass);
 
             // 3. Placement of everything without a node.
             var requests = replicas.Values
@@ -723,8 +724,9 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 .ThenBy(r => r.Id, StringComparer.Ordinal)
                 .Select(r =>
                 {
-                    var spec = _clustersById[r.ClusterId].Spec;
-                    return new PlacementRequest(r.Id, r.ClusterId, spec.Gpu, spec.GpuCount, spec.Image);
+                    var cluster = pass.ClusterOf(r.ClusterId, _clustersById);
+                    var spec = SpecFor(cluster, r.Generation);
+                    return new PlacementRequest(r.Id, r.ClusterId, spec.Gpu, spec.GpuCount, spec.Image, AvoidedNodes(cluster, now));
                 })
                 .ToList();
             if (requests.Count > 0)
@@ -757,48 +759,48 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                             AssignedAt = now,
                             UpdatedAt = now,
                         };
-                        changedNodes.Add(p.NodeId!);
-                        placed++;
+                        pass.ChangedNodes.Add(p.NodeId!);
+                        pass.Placed++;
                         var gpus = string.Join(',', p.GpuIndexes);
-                        events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Scheduled,
+                        pass.Events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Scheduled,
                             $"scheduled on {_nodes[p.NodeId!].Name} (GPU {gpus})", r.Id, p.NodeId));
                     }
                     else
                     {
-                        pending++;
+                        pass.Pending++;
                         if (r.Reason != p.Reason)
                         {
                             replicas[r.Id] = r with { Reason = p.Reason, UpdatedAt = now };
-                            events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Pending, $"cannot be placed: {p.Reason}", r.Id));
+                            pass.Events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Pending, $"cannot be placed: {p.Reason}", r.Id));
                         }
                     }
                 }
             }
 
-            // 4. Collect writes: new or changed replicas, deletions, bumped node revisions.
+            // 4. Collect writes: clusters changed, new or changed replicas, deletions, bumped node revisions.
+            changes.UpsertClusters.AddRange(pass.Clusters.Values);
             foreach (var r in replicas.Values)
             {
                 if (!_replicas.TryGetValue(r.Id, out var before) || before != r) changes.UpsertReplicas.Add(r);
             }
-            changes.DeleteReplicas.AddRange(deleted);
-            foreach (var id in changedNodes)
+            changes.DeleteReplicas.AddRange(pass.Deleted);
+            foreach (var id in pass.ChangedNodes)
             {
                 var n = nodes.GetValueOrDefault(id) ?? _nodes[id];
                 nodes[id] = n with { Revision = n.Revision + 1 };
             }
             foreach (var n in nodes.Values) changes.UpsertNodes.Add(n);
-            changes.AppendEvents.AddRange(events);
+            changes.AppendEvents.AddRange(pass.Events);
 
-            if (changes.IsEmpty) return new ReconcileResult(0, 0, 0, pending);
+            if (changes.IsEmpty) return new ReconcileResult(0, 0, 0, pass.Pending);
 
             await _store.CommitAsync(changes, ct);
-            foreach (var id in deleted)
+            foreach (var id in pass.Deleted)
             {
-                _replicas.Remove(id);
-                _loads.Remove(id);
-                _dirtyReplicas.Remove(id);
+                ForgetReplicaLocked(id);
             }
             foreach (var r in changes.UpsertReplicas) _replicas[r.Id] = r;
+            foreach (var c in pass.Clusters.Values) _clustersById[c.Id] = c;
             ApplyNodes(nodes.Values);
         }
         finally
@@ -806,10 +808,48 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             _gate.Release();
         }
 
-        if (changedNodes.Count > 0) AssignmentsChanged?.Invoke(changedNodes);
-        if (removed > 0 || placed > 0) RoutesChanged?.Invoke();
-        if (created > 0 || removed > 0 || placed > 0) LogReconciled(_logger, created, removed, placed, pending);
-        return new ReconcileResult(created, removed, placed, pending);
+        if (pass.ChangedNodes.Count > 0) AssignmentsChanged?.Invoke(pass.ChangedNodes);
+        if (pass.Removed > 0 || pass.Placed > 0 || pass.Routes) RoutesChanged?.Invoke();
+        if (pass.Created > 0 || pass.Removed > 0 || pass.Placed > 0) LogReconciled(_logger, pass.Created, pass.Removed, pass.Placed, pass.Pending);
+        return new ReconcileResult(pass.Created, pass.Removed, pass.Placed, pass.Pending);
+    }
+
+    /// <summary>What one reconcile pass changes, gathered under the lock and committed at its end.</summary>
+    private sealed class ReconcilePass(DateTimeOffset now, Dictionary<string, ReplicaRecord> replicas)
+    {
+        public DateTimeOffset Now { get; } = now;
+        /// <summary>Every replica as the pass leaves it (a working copy of the state's).</summary>
+        public Dictionary<string, ReplicaRecord> Replicas { get; } = replicas;
+        /// <summary>Nodes the pass changed.</summary>
+        public Dictionary<string, NodeRecord> Nodes { get; } = new(StringComparer.Ordinal);
+        /// <summary>Clusters the pass changed (rollout progress, rollback, generations pruned).</summary>
+        public Dictionary<string, ClusterRecord> Clusters { get; } = new(StringComparer.Ordinal);
+        public List<string> Deleted { get; } = [];
+        public List<ClusterEventRecord> Events { get; } = [];
+        public HashSet<string> ChangedNodes { get; } = new(StringComparer.Ordinal);
+        public int Created { get; set; }
+        public int Removed { get; set; }
+        public int Placed { get; set; }
+        public int Pending { get; set; }
+        /// <summary>A replica left routing (drain started).</summary>
+        public bool Routes { get; set; }
+
+        public ClusterRecord ClusterOf(string id, Dictionary<string, ClusterRecord> current) =>
+            Clusters.GetValueOrDefault(id) ?? current[id];
+
+        public void Remove(ReplicaRecord r)
+        {
+            if (!Replicas.Remove(r.Id)) return;
+            Deleted.Add(r.Id);
+            Removed++;
+            if (r.NodeId is not null) ChangedNodes.Add(r.NodeId);
+        }
+
+        public void Add(ReplicaRecord r)
+        {
+            Replicas[r.Id] = r;
+            Created++;
+        }
     }
 
     private List<NodeRecord> BumpRevisions(IEnumerable<string> nodeIds, StoreChanges changes)
@@ -837,7 +877,11 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
 
     // ---------------------------------------------------------------- routing
 
-    private bool IsRoutable(ReplicaRecord r) =>
+    /// <summary>Takes requests: ready, healthy, on a connected node, and not draining.</summary>
+    private bool IsRoutable(ReplicaRecord r) => r.DrainingSince is null && IsServing(r);
+
+    /// <summary>Could take requests (ready, healthy, on a connected node), draining or not.</summary>
+    private bool IsServing(ReplicaRecord r) =>
         r.State == ReplicaState.Ready && r.Healthy && r.HostPort is not null &&
         r.NodeId is not null && _liveness.TryGetValue(r.NodeId, out var live) && live.Session is not null;
 
@@ -893,8 +937,11 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
 /// <summary>What one reconcile pass did.</summary>
 public readonly record struct ReconcileResult(int Created, int Removed, int Placed, int Pending);
 
-/// <summary>A cluster with its replicas, read under the state lock.</summary>
-public sealed record ClusterView(ClusterRecord Cluster, IReadOnlyList<ReplicaView> Replicas);
+/// <summary>
+/// A cluster with its replicas, read under the state lock, and how many replicas run its current
+/// generation, still have to be replaced (older generation, drained node, crash loop), or drain.
+/// </summary>
+public sealed record ClusterView(ClusterRecord Cluster, IReadOnlyList<ReplicaView> Replicas, int UpdatedReplicas = 0, int OutdatedReplicas = 0, int DrainingReplicas = 0);
 
 /// <summary>A replica with the node it is on and its last reported load.</summary>
 public sealed record ReplicaView(ReplicaRecord Replica, NodeRecord? Node, ReplicaLoad? Load, bool Routable);

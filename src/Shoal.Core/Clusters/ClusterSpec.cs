@@ -24,6 +24,31 @@ public sealed record ClusterSpec
     /// <summary>How long the edge holds a request while the cluster has no ready replica, in seconds. Default 30.</summary>
     public int QueueTimeoutSeconds { get; init; } = DefaultQueueTimeoutSeconds;
 
+    /// <summary>How long a draining replica may take to finish its in-flight requests before it is stopped, in seconds. Default 30.</summary>
+    public int DrainTimeoutSeconds { get; init; } = DefaultDrainTimeoutSeconds;
+    /// <summary>How long a new replica of an update may take to become ready before the update is rolled back, in seconds. Default 120.</summary>
+    public int ProgressDeadlineSeconds { get; init; } = DefaultProgressDeadlineSeconds;
+
     public const int DefaultQueueTimeoutSeconds = 30;
     public const int MaxQueueTimeoutSeconds = 300;
+    public const int DefaultDrainTimeoutSeconds = 30;
+    public const int MaxDrainTimeoutSeconds = 3600;
+    public const int DefaultProgressDeadlineSeconds = 120;
+    public const int MinProgressDeadlineSeconds = 10;
+    public const int MaxProgressDeadlineSeconds = 86_400;
+
+    /// <summary>
+    /// True when replicas of <paramref name="a"/> and <paramref name="b"/> run the same thing: same
+    /// image, GPU, port, env, args, health check and pull credentials. Replica count, routing and
+    /// timeouts are not part of it. A change of this is a new generation (a rolling update).
+    /// </summary>
+    public static bool SameRuntime(ClusterSpec a, ClusterSpec b)
+    {
+        ArgumentNullException.ThrowIfNull(a);
+        ArgumentNullException.ThrowIfNull(b);
+        return a.Image == b.Image && a.Gpu == b.Gpu && a.GpuCount == b.GpuCount && a.Port == b.Port
+            && a.Health == b.Health && a.RegistryAuth == b.RegistryAuth
+            && a.Args.AsSpan().SequenceEqual(b.Args)
+            && a.Env.Count == b.Env.Count && a.Env.All(kv => b.Env.TryGetValue(kv.Key, out var v) && v == kv.Value);
+    }
 }

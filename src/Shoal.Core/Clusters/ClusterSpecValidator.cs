@@ -19,6 +19,7 @@ public static partial class ClusterSpecValidator
     public const int MaxArgs = 256;
     public const int MaxArgLength = 4096;
     public const int MaxGpuCount = 16;
+    public const int MaxInitialDelayMs = 3_600_000;
 
     // RFC 1123 label, starting with a letter so that it is also a valid host name label.
     [GeneratedRegex("^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")]
@@ -128,6 +129,7 @@ public static partial class ClusterSpecValidator
         if (health.TimeoutMs is < 50 or > 600_000) errors.Add("health.timeoutMs must be between 50 and 600000");
         if (health.FailureThreshold is < 1 or > 100) errors.Add("health.failureThreshold must be between 1 and 100");
         if (health.SuccessThreshold is < 1 or > 100) errors.Add("health.successThreshold must be between 1 and 100");
+        if (health.InitialDelayMs is < 0 or > MaxInitialDelayMs) errors.Add($"health.initialDelayMs must be between 0 and {MaxInitialDelayMs} (1 hour), got {health.InitialDelayMs}");
 
         if (request.RegistryAuth is { } auth)
         {
@@ -155,6 +157,21 @@ public static partial class ClusterSpecValidator
             errors.Add($"queueTimeoutSeconds must be between 0 and {ClusterSpec.MaxQueueTimeoutSeconds}, got {queueTimeout}");
         }
 
+        var drainTimeout = request.DrainTimeoutSeconds ?? ClusterSpec.DefaultDrainTimeoutSeconds;
+        if (drainTimeout is < 0 or > ClusterSpec.MaxDrainTimeoutSeconds)
+        {
+            errors.Add($"drainTimeoutSeconds must be between 0 and {ClusterSpec.MaxDrainTimeoutSeconds}, got {drainTimeout}");
+        }
+        var progressDeadline = request.ProgressDeadlineSeconds ?? ClusterSpec.DefaultProgressDeadlineSeconds;
+        if (progressDeadline is < ClusterSpec.MinProgressDeadlineSeconds or > ClusterSpec.MaxProgressDeadlineSeconds)
+        {
+            errors.Add($"progressDeadlineSeconds must be between {ClusterSpec.MinProgressDeadlineSeconds} and {ClusterSpec.MaxProgressDeadlineSeconds}, got {progressDeadline}");
+        }
+        else if (health.InitialDelayMs >= progressDeadline * 1000L)
+        {
+            errors.Add($"progressDeadlineSeconds ({progressDeadline}) must be longer than health.initialDelayMs ({health.InitialDelayMs} ms), or every update would roll back");
+        }
+
         if (errors.Count > 0)
         {
             return new Validated<ClusterSpec>(null, errors);
@@ -174,7 +191,68 @@ public static partial class ClusterSpecValidator
             RegistryAuth = request.RegistryAuth,
             Routing = routing,
             QueueTimeoutSeconds = queueTimeout,
+            DrainTimeoutSeconds = drainTimeout,
+            ProgressDeadlineSeconds = progressDeadline,
         }, errors);
+    }
+
+    /// <summary>
+    /// The spec <paramref name="current"/> becomes with <paramref name="update"/> applied (only the
+    /// fields given change; env is merged: set, then unset), validated by the same rules as a new cluster.
+    /// </summary>
+    public static Validated<ClusterSpec> ApplyUpdate(ClusterSpec current, UpdateClusterRequest update)
+    {
+        ArgumentNullException.ThrowIfNull(current);
+        ArgumentNullException.ThrowIfNull(update);
+        var errors = new List<string>();
+        if (update.Replicas is null && update.Image is null && update.Env is null && update.UnsetEnv is null && update.Args is null
+            && update.Port is null && update.Health is null && update.Routing is null && update.QueueTimeoutSeconds is null
+            && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null)
+        {
+            errors.Add("nothing to change: give replicas, image, env, unsetEnv, args, port, health, routing, queueTimeoutSeconds, drainTimeoutSeconds or progressDeadlineSeconds");
+            return new Validated<ClusterSpec>(null, errors);
+        }
+
+        var env = new Dictionary<string, string>(current.Env, StringComparer.Ordinal);
+        foreach (var (key, value) in update.Env ?? [])
+        {
+            env[key] = value;
+        }
+        foreach (var key in update.UnsetEnv ?? [])
+        {
+            if (key is null || !EnvName().IsMatch(key))
+            {
+                errors.Add($"unsetEnv name '{Truncate(key ?? "")}' is invalid: use letters, digits and '_', not starting with a digit");
+            }
+            else if (update.Env?.ContainsKey(key) == true)
+            {
+                errors.Add($"env '{key}' is both set and unset");
+            }
+            else
+            {
+                env.Remove(key);
+            }
+        }
+
+        var merged = Validate(new CreateClusterRequest
+        {
+            Name = current.Name,
+            Image = update.Image ?? current.Image,
+            Gpu = current.Gpu,
+            GpuCount = current.GpuCount,
+            Replicas = update.Replicas ?? current.Replicas,
+            Port = update.Port ?? current.Port,
+            Env = env,
+            Args = update.Args ?? current.Args,
+            Health = update.Health ?? current.Health,
+            RegistryAuth = current.RegistryAuth,
+            Routing = update.Routing ?? current.Routing,
+            QueueTimeoutSeconds = update.QueueTimeoutSeconds ?? current.QueueTimeoutSeconds,
+            DrainTimeoutSeconds = update.DrainTimeoutSeconds ?? current.DrainTimeoutSeconds,
+            ProgressDeadlineSeconds = update.ProgressDeadlineSeconds ?? current.ProgressDeadlineSeconds,
+        });
+        errors.AddRange(merged.Errors);
+        return errors.Count > 0 ? new Validated<ClusterSpec>(null, errors) : merged;
     }
 
     /// <summary>Checks a replica count; adds a message to <paramref name="errors"/> when out of range.</summary>

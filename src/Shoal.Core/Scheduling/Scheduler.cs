@@ -20,7 +20,11 @@ public sealed record NodeCapacity(
 public readonly record struct PlacedReplica(string ClusterId, string NodeId, IReadOnlyList<int> GpuIndexes);
 
 /// <summary>A replica that needs a node.</summary>
-public sealed record PlacementRequest(string ReplicaId, string ClusterId, string Gpu, int GpuCount, string Image);
+/// <param name="AvoidNodes">
+/// Nodes to use only when no other has room (say, where a replica of the cluster crash-looped);
+/// the same for every request of a cluster. Null for none.
+/// </param>
+public sealed record PlacementRequest(string ReplicaId, string ClusterId, string Gpu, int GpuCount, string Image, IReadOnlySet<string>? AvoidNodes = null);
 
 /// <summary>Where a replica goes, or why it cannot go anywhere.</summary>
 public sealed record Placement(string ReplicaId, string? NodeId, int[] GpuIndexes, string? Reason)
@@ -30,8 +34,8 @@ public sealed record Placement(string ReplicaId, string? NodeId, int[] GpuIndexe
 
 /// <summary>
 /// Filter-then-score placement. Filters: node schedulable, GPU type matches, enough free GPUs.
-/// Replicas of one cluster go to distinct nodes when possible (fewest replicas of the cluster
-/// first), otherwise onto a node's further free GPUs. Among equals: image cached, reliability,
+/// Nodes the request avoids come last. Replicas of one cluster go to distinct nodes when possible
+/// (fewest replicas of the cluster first), otherwise onto a node's further free GPUs. Among equals: image cached, reliability,
 /// share of GPUs free, then node id, so the result is deterministic.
 /// Pure: no I/O, no clock; O((N + R) log N) per cluster.
 /// </summary>
@@ -75,6 +79,7 @@ public static class Scheduler
         {
             var (clusterId, gpu, gpuCount, image) = key;
             clusterCounts.TryGetValue(clusterId, out var counts);
+            var avoid = requests[groups[key][0]].AvoidNodes;
             var heap = new PriorityQueue<int, Rank>(RankComparer.Instance);
             var anyOfType = false;
             for (var i = 0; i < work.Length; i++)
@@ -84,7 +89,7 @@ public static class Scheduler
                 anyOfType = true;
                 if (w.FreeCount(gpu) >= gpuCount)
                 {
-                    heap.Enqueue(i, w.Rank(i, counts is null ? 0 : counts.GetValueOrDefault(i), gpu, image));
+                    heap.Enqueue(i, w.Rank(i, counts is null ? 0 : counts.GetValueOrDefault(i), gpu, image, avoid));
                 }
             }
 
@@ -108,7 +113,7 @@ public static class Scheduler
                 results[ri] = new Placement(request.ReplicaId, w.Node.Id, gpus, null);
                 if (w.FreeCount(gpu) >= gpuCount)
                 {
-                    heap.Enqueue(nodeIdx, w.Rank(nodeIdx, count, gpu, image));
+                    heap.Enqueue(nodeIdx, w.Rank(nodeIdx, count, gpu, image, avoid));
                 }
             }
         }
@@ -121,7 +126,7 @@ public static class Scheduler
         perNode[nodeIdx] = perNode.GetValueOrDefault(nodeIdx) + 1;
     }
 
-    private readonly record struct Rank(int ClusterReplicas, double Score, int Ordinal);
+    private readonly record struct Rank(bool Avoided, int ClusterReplicas, double Score, int Ordinal);
 
     private sealed class RankComparer : IComparer<Rank>
     {
@@ -129,7 +134,9 @@ public static class Scheduler
 
         public int Compare(Rank x, Rank y)
         {
-            var c = x.ClusterReplicas.CompareTo(y.ClusterReplicas);
+            var c = x.Avoided.CompareTo(y.Avoided);
+            if (c != 0) return c;
+            c = x.ClusterReplicas.CompareTo(y.ClusterReplicas);
             if (c != 0) return c;
             c = y.Score.CompareTo(x.Score);
             return c != 0 ? c : x.Ordinal.CompareTo(y.Ordinal);
@@ -179,11 +186,11 @@ public static class Scheduler
             return taken;
         }
 
-        public Rank Rank(int ordinal, int clusterReplicas, string type, string image)
+        public Rank Rank(int ordinal, int clusterReplicas, string type, string image, IReadOnlySet<string>? avoid)
         {
             var cached = Node.CachedImages?.Contains(image) == true ? 2.0 : 0.0;
             var freeShare = _total == 0 ? 0 : (double)(_total - _used) / _total;
-            return new Rank(clusterReplicas, cached + Math.Clamp(Node.Reliability, 0, 1) + 0.5 * freeShare, ordinal);
+            return new Rank(avoid?.Contains(Node.Id) == true, clusterReplicas, cached + Math.Clamp(Node.Reliability, 0, 1) + 0.5 * freeShare, ordinal);
         }
     }
 }

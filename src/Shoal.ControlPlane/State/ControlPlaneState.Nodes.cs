@@ -1,0 +1,92 @@
+using Shoal.Contracts;
+using Shoal.Store;
+
+namespace Shoal.ControlPlane.State;
+
+/// <summary>What an operator does to a node's scheduling.</summary>
+public enum NodeSchedulingAction
+{
+    /// <summary>No new replicas on the node; those it runs stay.</summary>
+    Cordon,
+    /// <summary>New replicas may go to the node again (ends a drain too).</summary>
+    Uncordon,
+    /// <summary>Cordon, and move the node's replicas elsewhere the way an update does: a replacement ready first, then the old one drained.</summary>
+    Drain,
+}
+
+/// <summary>Cordoning and draining nodes.</summary>
+public sealed partial class ControlPlaneState
+{
+    /// <summary>Cordons, uncordons or drains a node (by id, or by name when unique); null when there is no such node.</summary>
+    public async Task<NodeView?> SetNodeSchedulingAsync(string idOrName, NodeSchedulingAction action, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        NodeRecord updated;
+        await _gate.WaitAsync(ct);
+        try
+        {
+            var node = FindNodeLocked(idOrName);
+            if (node is null) return null;
+            updated = action switch
+            {
+                NodeSchedulingAction.Cordon => node with { Cordoned = true },
+                NodeSchedulingAction.Drain => node with { Cordoned = true, Draining = true },
+                _ => node with { Cordoned = false, Draining = false },
+            };
+            updated = updated with { State = SchedulingState(updated) };
+            var nodeReplicas = _replicas.Values.Where(r => r.NodeId == node.Id).ToList();
+            if (updated != node)
+            {
+                var changes = new StoreChanges();
+                changes.UpsertNodes.Add(updated);
+                var (type, message) = action switch
+                {
+                    NodeSchedulingAction.Cordon => (ClusterEventTypes.Cordoned, $"node {node.Name} cordoned: no new replicas there; this one stays"),
+                    NodeSchedulingAction.Drain => (ClusterEventTypes.Cordoned, $"node {node.Name} drained: the replica moves to another node (a replacement first, then it drains)"),
+                    _ => (ClusterEventTypes.Uncordoned, $"node {node.Name} uncordoned: it takes new replicas again"),
+                };
+                foreach (var r in nodeReplicas)
+                {
+                    changes.AppendEvents.Add(NewEventLocked(r.ClusterId, now, type, message, r.Id, node.Id));
+                }
+                await _store.CommitAsync(changes, ct);
+                _nodes[node.Id] = updated;
+                _dirtyNodes.Remove(node.Id);
+            }
+            LogNodeScheduling(_logger, node.Id, node.Name, action);
+            return NodeViewOf(updated, nodeReplicas);
+        }
+        finally
+        {
+            _gate.Release();
+            ReconcileNeeded?.Invoke();
+        }
+    }
+
+    private NodeRecord? FindNodeLocked(string idOrName)
+    {
+        if (_nodes.TryGetValue(idOrName, out var node)) return node;
+        var byName = _nodes.Values.Where(n => n.Name == idOrName).ToList();
+        return byName.Count == 1 ? byName[0] : null;
+    }
+
+    // A connected node's state follows its flags; a disconnected or offline one keeps saying so.
+    private static NodeState SchedulingState(NodeRecord node) =>
+        node.State is NodeState.Disconnected or NodeState.Offline ? node.State
+        : node.Draining ? NodeState.Draining
+        : node.Cordoned ? NodeState.Cordoned
+        : NodeState.Ready;
+
+    // A drained node with no replica left is done draining; it stays cordoned until uncordoned.
+    private void FinishNodeDrainsLocked(ReconcilePass pass)
+    {
+        foreach (var node in _nodes.Values)
+        {
+            var current = pass.Nodes.GetValueOrDefault(node.Id) ?? node;
+            if (!current.Draining) continue;
+            if (pass.Replicas.Values.Any(r => r.NodeId == node.Id)) continue;
+            var done = current with { Draining = false };
+            pass.Nodes[node.Id] = done with { State = SchedulingState(done) };
+        }
+    }
+}

@@ -24,6 +24,9 @@ public static class ExitCodes
     /// <summary><c>deploy --wait</c> gave up before every replica was ready.</summary>
     public const int Timeout = 7;
 
+    /// <summary><c>update --wait</c>: the update failed and the cluster was rolled back to its previous generation.</summary>
+    public const int RolledBack = 8;
+
     /// <summary>Interrupted with Ctrl+C (128 + SIGINT, as shells report it).</summary>
     public const int Cancelled = 130;
 }

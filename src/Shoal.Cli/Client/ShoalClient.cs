@@ -104,6 +104,18 @@ public sealed class ShoalClient : IDisposable
     public Task<NodeDto[]> ListNodesAsync(CancellationToken ct = default) =>
         GetAsync("v1/nodes", ShoalJsonContext.Default.NodeDtoArray, ct);
 
+    /// <summary>A node by id, or by name when the name is unique.</summary>
+    public Task<NodeDto> GetNodeAsync(string idOrName, CancellationToken ct = default) =>
+        GetAsync($"v1/nodes/{Escape(idOrName)}", ShoalJsonContext.Default.NodeDto, ct);
+
+    /// <summary><c>POST /v1/nodes/{id}/{action}</c> with <paramref name="action"/> one of cordon, uncordon, drain.</summary>
+    public async Task<NodeDto> SetNodeSchedulingAsync(string idOrName, string action, CancellationToken ct = default)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"v1/nodes/{Escape(idOrName)}/{Escape(action)}");
+        using var response = await SendCoreAsync(request, ct);
+        return await ReadAsync(response, ShoalJsonContext.Default.NodeDto, ct);
+    }
+
     public Task<TokenCreatedDto> CreateTokenAsync(CreateTokenRequest request, CancellationToken ct = default) =>
         SendAsync(HttpMethod.Post, "v1/tokens", request, ShoalJsonContext.Default.CreateTokenRequest, ShoalJsonContext.Default.TokenCreatedDto, ct);
 

@@ -59,6 +59,12 @@ public sealed class DeployCommand : ApiCommand
 
     private static readonly Option<string?> s_routingOption = CreateRoutingOption();
 
+    private static readonly Option<TimeSpan?> s_initialDelayOption = CreateInitialDelayOption();
+
+    private static readonly Option<TimeSpan?> s_drainTimeoutOption = CreateDrainTimeoutOption();
+
+    private static readonly Option<TimeSpan?> s_progressDeadlineOption = CreateProgressDeadlineOption();
+
     private static readonly Option<TimeSpan?> s_queueTimeoutOption = CommonOptions.CreateDurationOption("--queue-timeout",
         "How long the edge holds a request while no replica is ready, before 503 (default 30s, at most 5m)", TimeSpan.Zero, TimeSpan.FromSeconds(ClusterSpec.MaxQueueTimeoutSeconds));
 
@@ -100,6 +106,9 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_argOption);
         Options.Add(s_healthPathOption);
         Options.Add(s_routingOption);
+        Options.Add(s_initialDelayOption);
+        Options.Add(s_drainTimeoutOption);
+        Options.Add(s_progressDeadlineOption);
         Options.Add(s_queueTimeoutOption);
         Options.Add(s_waitOption);
         Options.Add(s_timeoutOption);
@@ -112,6 +121,7 @@ public sealed class DeployCommand : ApiCommand
         var env = result.GetValue(s_envOption) ?? [];
         var args = result.GetValue(s_argOption) ?? [];
         var healthPath = result.GetValue(s_healthPathOption);
+        var initialDelay = result.GetValue(s_initialDelayOption);
         RegistryCredentials? registryAuth = null;
         if (result.GetValue(s_registryUserOption) is { } registryUser)
         {
@@ -133,7 +143,13 @@ public sealed class DeployCommand : ApiCommand
             Port = result.GetValue(s_portOption),
             Env = env.Count == 0 ? null : env,
             Args = args.Length == 0 ? null : args,
-            Health = healthPath is null ? null : new HealthCheckSpec { Path = healthPath },
+            Health = healthPath is null && initialDelay is null ? null : new HealthCheckSpec
+            {
+                Path = healthPath ?? new HealthCheckSpec().Path,
+                InitialDelayMs = initialDelay is { } delay ? (int)delay.TotalMilliseconds : 0,
+            },
+            DrainTimeoutSeconds = result.GetValue(s_drainTimeoutOption) is { } drain ? (int)Math.Ceiling(drain.TotalSeconds) : null,
+            ProgressDeadlineSeconds = result.GetValue(s_progressDeadlineOption) is { } deadline ? (int)Math.Ceiling(deadline.TotalSeconds) : null,
             RegistryAuth = registryAuth,
             Routing = result.GetValue(s_routingOption),
             QueueTimeoutSeconds = result.GetValue(s_queueTimeoutOption) is { } queueTimeout ? (int)Math.Ceiling(queueTimeout.TotalSeconds) : null,
@@ -198,9 +214,20 @@ public sealed class DeployCommand : ApiCommand
         return option;
     }
 
-    private static Option<string?> CreateHealthPathOption()
+    internal static Option<TimeSpan?> CreateInitialDelayOption() => CommonOptions.CreateDurationOption("--initial-delay",
+        "Wait this long after a start before the first health probe, for a slow model load (default 0s)", TimeSpan.Zero, TimeSpan.FromHours(1));
+
+    internal static Option<TimeSpan?> CreateDrainTimeoutOption() => CommonOptions.CreateDurationOption("--drain-timeout",
+        "How long a replica taken out of routing may finish its in-flight requests before it is stopped (default 30s)",
+        TimeSpan.Zero, TimeSpan.FromSeconds(ClusterSpec.MaxDrainTimeoutSeconds));
+
+    internal static Option<TimeSpan?> CreateProgressDeadlineOption() => CommonOptions.CreateDurationOption("--progress-deadline",
+        "How long a new replica of an update may take to become ready before the update is rolled back (default 2m)",
+        TimeSpan.FromSeconds(ClusterSpec.MinProgressDeadlineSeconds), TimeSpan.FromSeconds(ClusterSpec.MaxProgressDeadlineSeconds));
+
+    internal static Option<string?> CreateHealthPathOption()
     {
-        var option = new Option<string?>("--health-path") { Description = "HTTP path probed for readiness (default /health)" };
+        var option = new Option<string?>("--health-path") { Description = "HTTP path probed for readiness (default /health; a model endpoint such as /v1/models works too)" };
         option.Validators.Add(static result =>
         {
             var path = result.GetValueOrDefault<string?>();

@@ -36,6 +36,7 @@ public sealed class ShoalRootCommand : RootCommand
         new EventsCommand(context),
         new LogsCommand(context),
         new ScaleCommand(context),
+        new UpdateCommand(context),
         new RemoveCommand(context),
         new NodesCommand(context),
         new TokensCommand(context),

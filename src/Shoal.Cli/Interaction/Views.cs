@@ -43,6 +43,16 @@ public static class Views
         Row("gpu", Cell(Formats.ClusterGpu(c)));
         Row("replicas", ReadyCell(readyReplicas, c.Replicas, " ready"));
         Row("generation", Cell(c.Generation.ToString(CultureInfo.InvariantCulture)));
+        if (c.Rollout is { } rollout)
+        {
+            var color = rollout.State switch
+            {
+                RolloutStates.Complete => "green",
+                RolloutStates.RolledBack => "red",
+                _ => "yellow",
+            };
+            Row("rollout", new Markup($"[{color}]{Markup.Escape(rollout.State)}[/]{Markup.Escape(RolloutDetail(rollout))}"));
+        }
         Row("port", Cell(c.Port.ToString(CultureInfo.InvariantCulture)));
         Row("health", Cell(c.Health.Path));
         Row("endpoint", Cell(c.Endpoint));
@@ -71,6 +81,32 @@ public static class Views
         return table;
     }
 
+    /// <summary>"rolling out generation 2 (image a → b): 1 updated, 1 outdated, 1 draining" or where the last update ended.</summary>
+    public static string RolloutSummary(ClusterDto c)
+    {
+        if (c.Rollout is not { } rollout)
+        {
+            return string.Create(CultureInfo.InvariantCulture, $"generation {c.Generation}");
+        }
+
+        var what = rollout.State switch
+        {
+            RolloutStates.Progressing => "rolling out",
+            RolloutStates.RolledBack => "rolled back to",
+            _ => "complete:",
+        };
+        return string.Create(CultureInfo.InvariantCulture, $"{what} generation {rollout.Generation}{RolloutDetail(rollout)}");
+    }
+
+    private static string RolloutDetail(RolloutDto rollout)
+    {
+        var reason = rollout.Reason is { Length: > 0 } r ? $" ({r})" : "";
+        return rollout.State == RolloutStates.Progressing || rollout.DrainingReplicas > 0
+            ? string.Create(CultureInfo.InvariantCulture,
+                $"{reason}: {rollout.UpdatedReplicas} updated, {rollout.OutdatedReplicas} outdated, {rollout.DrainingReplicas} draining")
+            : reason;
+    }
+
     public static IRenderable ClusterStatus(ClusterStatusDto status) =>
         new Rows(
             ClusterSummary(status.Cluster, CountReady(status)),
@@ -85,7 +121,8 @@ public static class Views
             table.AddRow(
                 Cell(n.Id),
                 Cell(n.Name),
-                new Markup(Markup.Escape(n.State.ToWire()), n.State == NodeState.Ready ? new Style(Color.Green) : new Style(Color.Yellow)),
+                new Markup(Markup.Escape(n.State.ToWire() + (n.Cordoned && n.State is not (NodeState.Cordoned or NodeState.Draining) ? ", cordoned" : "")),
+                    n.State == NodeState.Ready && !n.Cordoned ? new Style(Color.Green) : new Style(Color.Yellow)),
                 Cell(Formats.Gpus(n.Hardware)),
                 Cell(n.FreeGpus.ToString(CultureInfo.InvariantCulture)),
                 Cell(n.Replicas.ToString(CultureInfo.InvariantCulture)),
@@ -103,9 +140,9 @@ public static class Views
         {
             var color = e.Type switch
             {
-                ClusterEventTypes.Ready or ClusterEventTypes.NodeBack => Color.Green,
-                ClusterEventTypes.Failed or ClusterEventTypes.Unhealthy or ClusterEventTypes.NodeLost => Color.Red,
-                ClusterEventTypes.Replaced or ClusterEventTypes.Restarted or ClusterEventTypes.Pending => Color.Yellow,
+                ClusterEventTypes.Ready or ClusterEventTypes.NodeBack or ClusterEventTypes.UpdateCompleted => Color.Green,
+                ClusterEventTypes.Failed or ClusterEventTypes.Unhealthy or ClusterEventTypes.NodeLost or ClusterEventTypes.RolledBack => Color.Red,
+                ClusterEventTypes.Replaced or ClusterEventTypes.Restarted or ClusterEventTypes.Pending or ClusterEventTypes.Draining => Color.Yellow,
                 _ => Color.Default,
             };
             table.AddRow(

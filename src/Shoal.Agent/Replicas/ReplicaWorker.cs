@@ -299,7 +299,10 @@ internal sealed partial class ReplicaWorker
         if (spec.InitialDelayMs > 0)
         {
             // A slow model load: no probe until it is due; the replica stays "starting" (never unhealthy) meanwhile.
-            await Task.Delay(TimeSpan.FromMilliseconds(spec.InitialDelayMs), _time, ct);
+            // The timer starts before the reason is visible, so observers never race it.
+            var initialDelay = Task.Delay(TimeSpan.FromMilliseconds(spec.InitialDelayMs), _time, ct);
+            Update(r => r with { Reason = $"first health probe after the initial delay of {spec.InitialDelayMs / 1000.0:0.#} s" });
+            await initialDelay;
         }
         while (!ct.IsCancellationRequested)
         {

@@ -211,4 +211,21 @@ public class ReplicaManagerTests : IAsyncLifetime
             await Task.Delay(10);
         }
     }
+
+    [Fact]
+    public async Task The_first_probe_waits_for_the_initial_delay_and_the_replica_stays_starting()
+    {
+        _manager.Apply(1, [A("r1", "fake/app") with { Health = new HealthCheckSpec { InitialDelayMs = 60_000 } }]);
+        await Poll.UntilAsync(() => Report("r1")?.Reason == "first health probe after the initial delay of 60 s", "waiting for the initial delay");
+
+        _time.Advance(TimeSpan.FromSeconds(59));
+        await Task.Delay(50);
+        Assert.Equal(0, _probe.Probes);
+        Assert.Equal(ReplicaState.Starting, Report("r1")!.State);
+
+        _time.Advance(TimeSpan.FromSeconds(1));
+        await WaitForState("r1", ReplicaState.Ready);
+        Assert.True(_probe.Probes >= 1);
+        Assert.Equal(_time.GetUtcNow(), Report("r1")!.ReadyAt);
+    }
 }

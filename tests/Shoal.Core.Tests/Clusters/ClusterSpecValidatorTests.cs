@@ -102,4 +102,41 @@ public sealed class ClusterSpecValidatorTests
 
     [Fact]
     public void Zero_replicas_is_allowed() => Assert.True(ClusterSpecValidator.Validate(Valid with { Replicas = 0 }).IsValid);
+
+    [Fact]
+    public void An_update_merges_env_keeps_the_rest_and_only_runtime_changes_count_as_a_new_generation()
+    {
+        var current = ClusterSpecValidator.Validate(Valid with { Env = new() { ["A"] = "1", ["B"] = "2" }, Args = ["--x"], Replicas = 2 }).Value!;
+
+        var updated = ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { Env = new() { ["C"] = "3" }, UnsetEnv = ["B"], Image = "shoal/sim:2" });
+
+        Assert.True(updated.IsValid, updated.Message);
+        Assert.Equal(new Dictionary<string, string> { ["A"] = "1", ["C"] = "3" }, updated.Value!.Env);
+        Assert.Equal(["--x"], updated.Value.Args);
+        Assert.Equal(2, updated.Value.Replicas);
+        Assert.Equal("shoal/sim:2", updated.Value.Image);
+        Assert.False(ClusterSpec.SameRuntime(current, updated.Value));
+
+        var scaled = ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { Replicas = 5, DrainTimeoutSeconds = 0, Routing = BalancingPolicy.RoundRobin });
+        Assert.True(ClusterSpec.SameRuntime(current, scaled.Value!));
+        Assert.True(ClusterSpec.SameRuntime(current, current with { Env = new(current.Env), Args = [.. current.Args] }));
+        Assert.False(ClusterSpec.SameRuntime(current, current with { Health = current.Health with { InitialDelayMs = 1000 } }));
+    }
+
+    [Theory]
+    [InlineData(-1, 120, 0, "drainTimeoutSeconds must be between 0 and 3600")]
+    [InlineData(30, 5, 0, "progressDeadlineSeconds must be between 10 and 86400")]
+    [InlineData(30, 60, 60_000, "progressDeadlineSeconds (60) must be longer than health.initialDelayMs (60000 ms)")]
+    [InlineData(30, 120, -5, "health.initialDelayMs must be between 0 and 3600000")]
+    public void Drain_timeout_progress_deadline_and_initial_delay_are_checked(int drain, int deadline, int initialDelayMs, string expected)
+    {
+        var v = ClusterSpecValidator.Validate(Valid with
+        {
+            DrainTimeoutSeconds = drain,
+            ProgressDeadlineSeconds = deadline,
+            Health = new HealthCheckSpec { InitialDelayMs = initialDelayMs },
+        });
+        Assert.False(v.IsValid);
+        Assert.Contains(expected, v.Message, StringComparison.Ordinal);
+    }
 }

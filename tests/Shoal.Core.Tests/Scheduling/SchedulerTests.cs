@@ -91,4 +91,16 @@ public sealed class SchedulerTests
         Assert.Equal(100, perNode.Count(c => c == 2));
         Assert.All(result, p => Assert.Equal(0, int.Parse(p.NodeId![1..], System.Globalization.CultureInfo.InvariantCulture) % 2));
     }
+
+    [Fact]
+    public void Avoided_nodes_come_last_but_are_used_when_nothing_else_has_room()
+    {
+        var nodes = new[] { Node("n1", "rtx-4090", 2), Node("n2", "rtx-4090", 1) };
+        var avoid = new HashSet<string> { "n1" };
+        Assert.Equal("n1", Scheduler.Schedule(nodes, [], [Req("r1")])[0].NodeId);
+
+        var result = Scheduler.Schedule(nodes, [], [Req("r1") with { AvoidNodes = avoid }, Req("r2") with { AvoidNodes = avoid }, Req("r3") with { AvoidNodes = avoid }]);
+
+        Assert.Equal(["n2", "n1", "n1"], result.Select(p => p.NodeId!).ToArray());
+    }
 }

@@ -5,6 +5,8 @@
 # A failed run still counts its figures (a failure is an assertion on them); the exit status says
 # how many runs failed.
 #   scripts/chaos.sh [RUNS]
+# CHAOS_FILTER picks scenarios (default Category=Chaos: all), e.g.
+#   CHAOS_FILTER=FullyQualifiedName~RolloutChaosTests scripts/chaos.sh 3
 # Figures of each run are appended to artifacts/chaos/figures.jsonl (one JSON object per scenario run).
 set -euo pipefail
 
@@ -23,7 +25,7 @@ dotnet build tests/Shoal.Chaos.Tests -c "$configuration" -v q
 failures=0
 for i in $(seq 1 "$runs"); do
     echo "run $i of $runs"
-    SHOAL_CHAOS_FIGURES="$figures" dotnet test tests/Shoal.Chaos.Tests --no-build -c "$configuration" --filter "Category=Chaos" \
+    SHOAL_CHAOS_FIGURES="$figures" dotnet test tests/Shoal.Chaos.Tests --no-build -c "$configuration" --filter "${CHAOS_FILTER:-Category=Chaos}" \
         --logger "console;verbosity=normal" || failures=$((failures + 1))
 done
 

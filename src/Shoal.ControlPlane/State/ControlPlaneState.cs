@@ -165,33 +165,6 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         return cluster;
     }
 
-    /// <summary>Sets a cluster's replica count; null when there is no such cluster.</summary>
-    public async Task<ClusterRecord?> ScaleClusterAsync(string name, int replicas, CancellationToken ct)
-    {
-        var now = _time.GetUtcNow();
-        await _gate.WaitAsync(ct);
-        ClusterRecord updated;
-        try
-        {
-            if (!_clusterIdsByName.TryGetValue(name, out var id)) return null;
-            var cluster = _clustersById[id];
-            if (cluster.Spec.Replicas == replicas) return cluster;
-            updated = cluster with { Spec = cluster.Spec with { Replicas = replicas }, UpdatedAt = now };
-            var changes = new StoreChanges();
-            changes.UpsertClusters.Add(updated);
-            changes.AppendEvents.Add(NewEventLocked(id, now, ClusterEventTypes.Scaled, $"scaled from {cluster.Spec.Replicas} to {replicas} replicas"));
-            await _store.CommitAsync(changes, ct);
-            _clustersById[id] = updated;
-        }
-        finally
-        {
-            _gate.Release();
-        }
-        LogClusterScaled(_logger, name, replicas);
-        ReconcileNeeded?.Invoke();
-        return updated;
-    }
-
     /// <summary>Deletes a cluster and its replicas; false when there is no such cluster.</summary>
     public async Task<bool> DeleteClusterAsync(string name, CancellationToken ct)
     {

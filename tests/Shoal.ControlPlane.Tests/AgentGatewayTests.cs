@@ -174,9 +174,12 @@ public sealed class AgentGatewayTests : IAsyncLifetime
         Assert.NotNull(replica.ReadyAt);
         Assert.Equal(1, status.Cluster.ReadyReplicas);
 
-        // Socket gone: out of routing at once.
+        Assert.Empty(routes.Current.LostNodes);
+
+        // Socket gone: out of routing at once, and the node is listed as lost so edges cut what they still have in flight to it.
         await agent.DisposeAsync();
-        await Eventually.GetAsync(() => Task.FromResult(routes.Current), t => t.Clusters["demo"].Destinations.Length == 0, what: "route removed");
+        var table = await Eventually.GetAsync(() => Task.FromResult(routes.Current), t => t.Clusters["demo"].Destinations.Length == 0, what: "route removed");
+        Assert.Equal([destination.NodeId], table.LostNodes);
     }
 
     [Fact]

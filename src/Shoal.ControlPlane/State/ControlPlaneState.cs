@@ -876,7 +876,12 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                     Destinations = [.. destinations],
                 };
             }
-            return new RouteTable { Version = version, Clusters = clusters };
+            var lost = _liveness
+                .Where(kv => kv.Value.Session is null && kv.Value.DisconnectedSince is not null && _nodes[kv.Key].State == NodeState.Disconnected)
+                .Select(kv => kv.Key)
+                .Order(StringComparer.Ordinal)
+                .ToArray();
+            return new RouteTable { Version = version, Clusters = clusters, LostNodes = lost };
         }
         finally
         {

@@ -87,6 +87,17 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         public DateTimeOffset? DisconnectedSince { get; set; }
         /// <summary>The node's agent asked to be reached over its tunnels.</summary>
         public bool Tunnel { get; set; }
+        /// <summary>When the current session began; null while disconnected.</summary>
+        public DateTimeOffset? ConnectedSince { get; set; }
+        /// <summary>When the node lost its connection, within <see cref="NodeReliability.Window"/> (kept in memory only).</summary>
+        public Queue<DateTimeOffset> RecentDisconnects { get; } = new();
+    }
+
+    private NodeReliability ReliabilityLocked(string nodeId, DateTimeOffset now)
+    {
+        if (!_liveness.TryGetValue(nodeId, out var live)) return NodeReliability.Steady;
+        while (live.RecentDisconnects.TryPeek(out var oldest) && now - oldest > NodeReliability.Window) live.RecentDisconnects.Dequeue();
+        return NodeReliability.Compute(live.RecentDisconnects, live.ConnectedSince, now);
     }
 
     public async Task LoadAsync(CancellationToken ct)
@@ -260,12 +271,13 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
 
     public async Task<IReadOnlyList<NodeView>> ListNodesAsync(CancellationToken ct)
     {
+        var now = _time.GetUtcNow();
         await _gate.WaitAsync(ct);
         try
         {
             var byNode = _replicas.Values.Where(r => r.NodeId is not null).ToLookup(r => r.NodeId!, StringComparer.Ordinal);
             return _nodes.Values.OrderBy(n => n.Name, StringComparer.Ordinal).ThenBy(n => n.Id, StringComparer.Ordinal)
-                .Select(n => NodeViewOf(n, byNode[n.Id])).ToList();
+                .Select(n => NodeViewOf(n, byNode[n.Id], ReliabilityLocked(n.Id, now))).ToList();
         }
         finally
         {
@@ -285,7 +297,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 if (byName.Count != 1) return null;
                 node = byName[0];
             }
-            return NodeViewOf(node, _replicas.Values.Where(r => r.NodeId == node.Id));
+            return NodeViewOf(node, _replicas.Values.Where(r => r.NodeId == node.Id), ReliabilityLocked(node.Id, _time.GetUtcNow()));
         }
         finally
         {
@@ -303,11 +315,11 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         return new ClusterView(cluster, replicas);
     }
 
-    private static NodeView NodeViewOf(NodeRecord node, IEnumerable<ReplicaRecord> nodeReplicas)
+    private static NodeView NodeViewOf(NodeRecord node, IEnumerable<ReplicaRecord> nodeReplicas, NodeReliability reliability)
     {
         var used = nodeReplicas.ToList();
         var usedGpus = used.Sum(r => r.GpuIndexes.Length);
-        return new NodeView(node, used.Count, Math.Max(0, node.Hardware.Gpus.Length - usedGpus));
+        return new NodeView(node, used.Count, Math.Max(0, node.Hardware.Gpus.Length - usedGpus), reliability);
     }
 
     // ---------------------------------------------------------------- nodes (gateway)
@@ -397,6 +409,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             live.Session = session;
             live.LastSeen = now;
             live.DisconnectedSince = null;
+            live.ConnectedSince = now;
             live.Tunnel = hello.Tunnel;
             if (_awaitingReconnect.Remove(nodeId)) Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
             ApplyReportsLocked(nodeId, hello.Replicas, now);
@@ -423,6 +436,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
             live.Session = null;
             live.DisconnectedSince = now;
+            live.ConnectedSince = null;
+            live.RecentDisconnects.Enqueue(now);
             var node = _nodes[nodeId];
             var updated = node with
             {
@@ -733,12 +748,14 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 {
                     var current = nodes.GetValueOrDefault(n.Id) ?? n;
                     var schedulable = current.State == NodeState.Ready && !current.Cordoned && _liveness[n.Id].Session is not null;
+                    var reliability = ReliabilityLocked(n.Id, now);
                     return new NodeCapacity(
                         n.Id,
                         schedulable,
                         n.Hardware.Gpus.Select(g => new GpuSlot(g.Index, g.Type)).ToArray(),
-                        Reliability(n),
-                        n.Images.Length == 0 ? null : n.Images.ToHashSet(StringComparer.Ordinal));
+                        reliability.Score,
+                        n.Images.Length == 0 ? null : n.Images.ToHashSet(StringComparer.Ordinal),
+                        reliability.Flapping);
                 }).ToList();
                 var placedReplicas = replicas.Values
                     .Where(r => r.NodeId is not null)
@@ -833,8 +850,6 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         }
     }
 
-    private static double Reliability(NodeRecord node) => 1.0 / (1.0 + 0.1 * node.Disconnects);
-
     // ---------------------------------------------------------------- routing
 
     private bool IsRoutable(ReplicaRecord r) =>
@@ -905,4 +920,4 @@ public sealed record ClusterView(ClusterRecord Cluster, IReadOnlyList<ReplicaVie
 public sealed record ReplicaView(ReplicaRecord Replica, NodeRecord? Node, ReplicaLoad? Load, bool Routable);
 
 /// <summary>A node with how much of it is used.</summary>
-public sealed record NodeView(NodeRecord Node, int Replicas, int FreeGpus);
+public sealed record NodeView(NodeRecord Node, int Replicas, int FreeGpus, NodeReliability Reliability);

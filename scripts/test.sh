@@ -138,7 +138,7 @@ fi
 # brings it in too; a machine with an engine already may not have it).
 if [ "$is_root" -eq 1 ] && ! command -v iptables > /dev/null 2>&1; then
     echo "iptables missing; installing it with apt-get."
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables \
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables; } \
         || echo "warning: could not install iptables; the network-cut chaos tests will fail" >&2
 fi
 

@@ -23,12 +23,12 @@ public sealed class TunnelManagerTests
         // b drops out of the list (its control stream broke, or a restarted server does not know it yet).
         tunnels.Update(s_identity, [a]);
         time.Advance(TimeSpan.FromSeconds(59));
-        Assert.Equal([a, b], tunnels.Edges.Order(StringComparer.Ordinal));
+        Assert.Equal(new[] { a, b }.Order(StringComparer.Ordinal), tunnels.Edges.Order(StringComparer.Ordinal));
 
         // Named again within the linger: kept, and no longer on its way out.
         tunnels.Update(s_identity, [a, b]);
         time.Advance(TimeSpan.FromSeconds(120));
-        Assert.Equal([a, b], tunnels.Edges.Order(StringComparer.Ordinal));
+        Assert.Equal(new[] { a, b }.Order(StringComparer.Ordinal), tunnels.Edges.Order(StringComparer.Ordinal));
 
         // Not named again: closed once the linger is over.
         tunnels.Update(s_identity, [a]);

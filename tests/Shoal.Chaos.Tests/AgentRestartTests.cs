@@ -18,7 +18,12 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
     [Fact]
     public async Task An_agent_killed_or_stopped_and_started_again_re_adopts_its_replica_without_restarting_it_and_fails_no_request()
     {
-        await using var stack = await ChaosStack.StartAsync(output, new ChaosStackOptions { AgentArgs = ["--keep-replicas-on-exit"] });
+        await using var stack = await ChaosStack.StartAsync(output, new ChaosStackOptions
+        {
+            AgentArgs = ["--keep-replicas-on-exit"],
+            // Nothing is to be replaced: the new agent's start (seconds of .NET start-up on a busy box) must not outlast the grace.
+            GracePeriod = TimeSpan.FromSeconds(10),
+        });
         try
         {
             await using var s = await Scenario.StartAsync(stack, output);
@@ -45,6 +50,7 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
                 var startAt = s.Now;
                 stack.StartAgent(s.VictimNodeName);
                 var readyAt = await s.WaitForNodeReadyAsync(TimeSpan.FromSeconds(30));
+                Assert.Contains((await stack.StatusAsync()).Replicas, r => r.Id == s.Victim.Id);
                 await Eventually.GetAsync(stack.StatusAsync, st => st.Cluster.ReadyReplicas == 2, TimeSpan.FromSeconds(30), "both replicas ready again");
                 var replicaReadyAt = s.Now;
                 var servedAt = await s.WaitForServedAsync(s.Victim.Id, startAt, TimeSpan.FromSeconds(20), "the re-adopted replica serving again");

@@ -85,6 +85,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         public object? Session { get; set; }
         public DateTimeOffset LastSeen { get; set; }
         public DateTimeOffset? DisconnectedSince { get; set; }
+        /// <summary>The grace of this disconnect when not the usual one (after a server start).</summary>
+        public TimeSpan? Grace { get; set; }
         /// <summary>The node's agent asked to be reached over its tunnels.</summary>
         public bool Tunnel { get; set; }
         /// <summary>When the current session began; null while disconnected.</summary>
@@ -120,7 +122,12 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 var state = n.State is NodeState.Offline ? NodeState.Offline : NodeState.Disconnected;
                 _nodes[n.Id] = n with { State = state };
                 _liveness[n.Id] = new NodeLiveness { DisconnectedSince = state == NodeState.Disconnected ? now : null };
-                if (n.State is NodeState.Ready or NodeState.Cordoned) _awaitingReconnect.Add(n.Id);
+                if (n.State is NodeState.Ready or NodeState.Cordoned)
+                {
+                    _awaitingReconnect.Add(n.Id);
+                    // Its agent may be in a long reconnect back-off while this server was down.
+                    _liveness[n.Id].Grace = _options.RestartGracePeriod > _options.NodeGracePeriod ? _options.RestartGracePeriod : null;
+                }
             }
             Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
             LoadedAt = now;
@@ -410,6 +417,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             live.LastSeen = now;
             live.DisconnectedSince = null;
             live.ConnectedSince = now;
+            live.Grace = null;
             live.Tunnel = hello.Tunnel;
             if (_awaitingReconnect.Remove(nodeId)) Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
             ApplyReportsLocked(nodeId, hello.Replicas, now);
@@ -681,7 +689,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             {
                 if (live.Session is not null || live.DisconnectedSince is not { } since) continue;
                 var node = _nodes[id];
-                if (node.State == NodeState.Offline || now - since < _options.NodeGracePeriod) continue;
+                var grace = live.Grace ?? _options.NodeGracePeriod;
+                if (node.State == NodeState.Offline || now - since < grace) continue;
                 nodes[id] = node with { State = NodeState.Offline };
                 foreach (var r in replicas.Values.Where(r => r.NodeId == id).ToList())
                 {
@@ -689,7 +698,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                     deleted.Add(r.Id);
                     removed++;
                     events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Replaced,
-                        $"node {node.Name} gone for {Seconds(now - since)} s (grace {Seconds(_options.NodeGracePeriod)} s): replica removed, a replacement is placed elsewhere",
+                        $"node {node.Name} gone for {Seconds(now - since)} s (grace {Seconds(grace)} s): replica removed, a replacement is placed elsewhere",
                         r.Id, id));
                 }
                 changedNodes.Add(id);

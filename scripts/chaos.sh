@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs the chaos suite (tests/Shoal.Chaos.Tests: real server, agents and simulator replicas under
-# steady load, then kill -9 of an agent with its replicas, and of one replica) RUNS times (default 3)
-# and prints the median of every figure per scenario, the numbers in docs/reliability.md.
+# steady load, then a fault: kill -9 of an agent with its replicas, of one replica, a frozen node, a
+# node cut off the network for less and more than the grace, the server killed or stopped mid-deploy
+# on SQLite and PostgreSQL, an agent restarted) RUNS times (default 3) and prints the median of every
+# figure per scenario, the numbers in docs/reliability.md. Needs root (network namespaces, iptables)
+# and PostgreSQL's binaries (scripts/test.sh installs them; or SHOAL_PG_BIN).
 # A failed run still counts its figures (a failure is an assertion on them); the exit status says
 # how many runs failed.
 #   scripts/chaos.sh [RUNS]

@@ -134,6 +134,14 @@ elif [ "$is_root" -eq 1 ] && ! dpkg -s busybox-static > /dev/null 2>&1; then
         || echo "warning: could not install busybox-static; the Docker tests will fail" >&2
 fi
 
+# The chaos suite's network-cut scenarios drop a namespace's packets with iptables (docker.io
+# brings it in too; a machine with an engine already may not have it).
+if [ "$is_root" -eq 1 ] && ! command -v iptables > /dev/null 2>&1; then
+    echo "iptables missing; installing it with apt-get."
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iptables; } \
+        || echo "warning: could not install iptables; the network-cut chaos tests will fail" >&2
+fi
+
 # initdb and postgres refuse to run as root, so as root the tests run them as this user.
 if [ "$is_root" -eq 1 ] && ! id -u postgres > /dev/null 2>&1; then
     useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres

@@ -7,7 +7,7 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|all|proxy [seconds] [rounds]|edge|edge-ttft|routing [seconds]|container [rounds]]
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|all|proxy [seconds] [rounds] [pinned|unpinned] [warm-up seconds]|edge|edge-ttft|routing [seconds]|container [rounds]]
 // `container` needs a Docker engine and a static busybox; `proxy` needs wrk and nginx; neither is part of `all`.
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "backend")

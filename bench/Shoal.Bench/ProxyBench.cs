@@ -32,6 +32,10 @@ internal static partial class ProxyBench
         // "pinned" (default): proxies on CPU 1, load generator side on CPU 0. "unpinned": every process
         // may use both CPUs (nginx still runs one worker), as in the issue's calibration.
         var pinned = !(args.Length > 3 && args[3] == "unpinned");
+        // Seconds of load each target gets before the measured rounds (JIT tiering, pools).
+        var warmup = args.Length > 4 ? int.Parse(args[4], CultureInfo.InvariantCulture) : 2;
+        // Another build of shoal (or a script that runs one with other settings), measured as a fifth target.
+        var compare = Environment.GetEnvironmentVariable("SHOAL_BENCH_COMPARE");
         string[] Cpu(int cpu) => pinned ? ["-c", cpu.ToString(CultureInfo.InvariantCulture)] : ["-c", "0,1"];
         foreach (var tool in (string[])["wrk", "nginx", "taskset"])
         {
@@ -72,17 +76,37 @@ internal static partial class ProxyBench
             processes.Add(Start("taskset", [.. Cpu(1), "nginx", "-c", conf, "-p", dir.FullName]));
             await WaitForAsync($"http://127.0.0.1:{nginxPort}/");
 
+            // The control plane (no edge of its own) on the load generator's CPU: it is idle while wrk runs.
             var apiPort = FreePort();
-            var edgePort = FreePort();
-            processes.Add(Start("taskset", [.. Cpu(1), ShoalExecutable(), "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}",
+            processes.Add(Start("taskset", [.. Cpu(0), ShoalExecutable(), "server", "--listen", $"127.0.0.1:{apiPort}", "--no-edge",
                 "--data-dir", Path.Combine(dir.FullName, "server"), "--log-level", "Warning"]));
             var api = new Uri($"http://127.0.0.1:{apiPort}");
             await WaitForAsync(api + "healthz");
             using var http = new HttpClient { BaseAddress = api };
-            await using var direct = await FakeNode.StartAsync(http, "direct-node", "rtx-4090", tunnel: false, backendPort);
-            await using var tunneled = await FakeNode.StartAsync(http, "tunnel-node", "rtx-3090", tunnel: true, backendPort);
+            var keyFile = Path.Combine(dir.FullName, "server", "edge.key");
+
+            // The edge as in production: a standalone `shoal edge` process fed by the server. A second
+            // one from another build (SHOAL_BENCH_COMPARE) is measured against it in the same rounds.
+            async Task<(int Port, Process Process)> StartEdgeAsync(string executable)
+            {
+                var port = FreePort();
+                var process = Start("taskset", [.. Cpu(1), executable, "edge", "--server", api.ToString(), "--key-file", keyFile,
+                    "--listen", $"127.0.0.1:{port}", "--log-level", "Warning"]);
+                processes.Add(process);
+                await WaitForAsync($"http://127.0.0.1:{port}/healthz");
+                return (port, process);
+            }
+            var (edgePort, edgeProcess) = await StartEdgeAsync(ShoalExecutable());
+            var compareEdge = string.IsNullOrEmpty(compare) ? ((int Port, Process Process)?)null : await StartEdgeAsync(compare);
+            // The nodes connect after every edge has its route table (so it registered with the server):
+            // then the tunnel node learns of every edge. Until a replica is ready, the edges answer 503.
             await CreateClusterAsync(http, "direct", "rtx-4090");
             await CreateClusterAsync(http, "tunnel", "rtx-3090");
+            await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/", 503);
+            if (compareEdge is { } c) await WaitForAsync($"http://127.0.0.1:{c.Port}/c/direct/", 503);
+
+            await using var direct = await FakeNode.StartAsync(http, "direct-node", "rtx-4090", tunnel: false, backendPort);
+            await using var tunneled = await FakeNode.StartAsync(http, "tunnel-node", "rtx-3090", tunnel: true, backendPort);
             await direct.ReportReadyAsync();
             await tunneled.ReportReadyAsync();
             await using var tunnels = new TunnelManager(new TunnelOptions { IdlePerEdge = 8 }, p => p == backendPort, TimeProvider.System, NullLoggerFactory.Instance);
@@ -90,38 +114,55 @@ internal static partial class ProxyBench
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/");
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/tunnel/");
 
-            var targets = new (string Name, string Url)[]
+            // Each target with the process whose CPU time (with its children's) a round charges to it:
+            // the backend for itself, nginx's master (its worker is a child), the edge process.
+            // Tunnel mode also pays for the agent side in this process, which is not counted.
+            var targets = new List<(string Name, string Url, int Pid)>
             {
-                ("backend (direct)", $"http://127.0.0.1:{backendPort}/"),
-                ("nginx", $"http://127.0.0.1:{nginxPort}/"),
-                ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/"),
-                ("edge, tunnel mode", $"http://127.0.0.1:{edgePort}/c/tunnel/"),
+                ("backend (direct)", $"http://127.0.0.1:{backendPort}/", processes[0].Id),
+                ("nginx", $"http://127.0.0.1:{nginxPort}/", processes[1].Id),
+                ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/", edgeProcess.Id),
+                ("edge, tunnel mode", $"http://127.0.0.1:{edgePort}/c/tunnel/", edgeProcess.Id),
             };
-            foreach (var (_, url) in targets) await WrkAsync(url, 2, Cpu(0)); // warm-up (JIT, pools)
+            if (compareEdge is { } other)
+            {
+                await WaitForAsync($"http://127.0.0.1:{other.Port}/c/direct/");
+                targets.Add(("edge, direct mode (compare)", $"http://127.0.0.1:{other.Port}/c/direct/", other.Process.Id));
+            }
+            foreach (var (_, url, _) in targets) await WrkAsync(url, warmup, Cpu(0)); // warm-up (JIT, pools)
             var results = targets.ToDictionary(t => t.Name, _ => new List<WrkResult>());
             for (var round = 0; round < rounds; round++)
             {
-                foreach (var (name, url) in targets)
+                foreach (var (name, url, pid) in targets)
                 {
+                    var cpuBefore = TreeCpuSeconds(pid);
                     var r = await WrkAsync(url, seconds, Cpu(0));
+                    r = r with { CpuUsPerRequest = (TreeCpuSeconds(pid) - cpuBefore) * 1e6 / Math.Max(1, r.Requests) };
                     results[name].Add(r);
-                    Console.Error.WriteLine(Fmt($"  round {round + 1} {name}: {r.Rps:F0} req/s, p50 {r.P50Ms:F2} ms, p99 {r.P99Ms:F2} ms, errors {r.Errors}"));
+                    Console.Error.WriteLine(Fmt($"  round {round + 1} {name}: {r.Rps:F0} req/s, p50 {r.P50Ms:F2} ms, p99 {r.P99Ms:F2} ms, errors {r.Errors}, {r.CpuUsPerRequest:F1} CPU us/request"));
                 }
             }
 
-            Console.WriteLine(Fmt($"## Proxy: wrk -t1 -c{Connections} -d{seconds}s, {rounds} alternated rounds, {(pinned ? "proxies pinned to CPU 1, wrk and backend to CPU 0" : "unpinned (nginx one worker)")} (medians of rounds)"));
-            Console.WriteLine("| target | requests/s | p50 ms | p99 ms | errors | vs nginx | vs backend |");
-            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+            Console.WriteLine(Fmt($"## Proxy: wrk -t1 -c{Connections} -d{seconds}s, {warmup} s warm-up, {rounds} alternated rounds, {(pinned ? "proxies pinned to CPU 1, wrk and backend to CPU 0" : "unpinned (nginx one worker)")} (medians of rounds)"));
+            Console.WriteLine("| target | requests/s | p50 ms | p99 ms | errors | vs nginx | vs backend | CPU us/request | CPU vs nginx |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             var nginxRps = Median(results["nginx"].Select(r => r.Rps));
             var backendRps = Median(results["backend (direct)"].Select(r => r.Rps));
-            foreach (var (name, _) in targets)
+            var nginxCpu = Median(results["nginx"].Select(r => r.CpuUsPerRequest));
+            foreach (var (name, _, _) in targets)
             {
                 var rs = results[name];
                 var rps = Median(rs.Select(r => r.Rps));
-                Console.WriteLine(Fmt($"| {name} | {rps:F0} | {Median(rs.Select(r => r.P50Ms)):F2} | {Median(rs.Select(r => r.P99Ms)):F2} | {rs.Sum(r => r.Errors)} | {rps / nginxRps:F2}x | {rps / backendRps:F2}x |"));
+                var cpu = Median(rs.Select(r => r.CpuUsPerRequest));
+                Console.WriteLine(Fmt($"| {name} | {rps:F0} | {Median(rs.Select(r => r.P50Ms)):F2} | {Median(rs.Select(r => r.P99Ms)):F2} | {rs.Sum(r => r.Errors)} | {rps / nginxRps:F2}x | {rps / backendRps:F2}x | {cpu:F1} | {cpu / nginxCpu:F2}x |"));
             }
             var tunnelRatio = Median(results["edge, tunnel mode"].Select(r => r.Rps)) / Median(results["edge, direct mode"].Select(r => r.Rps));
             Console.WriteLine(Fmt($"tunnel mode / direct mode throughput: {tunnelRatio:F2}x"));
+            if (compareEdge is not null)
+            {
+                double Of(string name, Func<WrkResult, double> f) => Median(results[name].Select(f));
+                Console.WriteLine(Fmt($"compare / edge direct mode: throughput {Of("edge, direct mode (compare)", r => r.Rps) / Of("edge, direct mode", r => r.Rps):F2}x, CPU per request {Of("edge, direct mode (compare)", r => r.CpuUsPerRequest) / Of("edge, direct mode", r => r.CpuUsPerRequest):F2}x ({compare})"));
+            }
         }
         finally
         {
@@ -156,7 +197,37 @@ internal static partial class ProxyBench
         await app.RunAsync();
     }
 
-    private readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors);
+    private readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors, long Requests, double CpuUsPerRequest = 0);
+
+    /// <summary>User + system CPU seconds of a process and all its descendants, from /proc.</summary>
+    private static double TreeCpuSeconds(int root)
+    {
+        var stats = new Dictionary<int, (int Parent, long Ticks)>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            try
+            {
+                var text = File.ReadAllText(Path.Combine(dir, "stat"));
+                // After the command name in parentheses: state ppid ... utime(14) stime(15).
+                var fields = text[(text.LastIndexOf(')') + 2)..].Split(' ');
+                stats[pid] = (int.Parse(fields[1], CultureInfo.InvariantCulture),
+                    long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture));
+            }
+            catch (IOException)
+            {
+            }
+        }
+        long total = 0;
+        var queue = new Queue<int>([root]);
+        while (queue.Count > 0)
+        {
+            var pid = queue.Dequeue();
+            if (stats.TryGetValue(pid, out var s)) total += s.Ticks;
+            foreach (var (child, c) in stats) if (c.Parent == pid) queue.Enqueue(child);
+        }
+        return total / 100.0; // USER_HZ
+    }
 
     private static async Task<WrkResult> WrkAsync(string url, int seconds, string[] cpu)
     {
@@ -168,7 +239,8 @@ internal static partial class ProxyBench
         foreach (Match m in ErrorsRegex().Matches(output)) errors += long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
         var non2xx = Non2xxRegex().Match(output);
         if (non2xx.Success) errors += long.Parse(non2xx.Groups[1].Value, CultureInfo.InvariantCulture);
-        return new WrkResult(rps, Latency(output, "50%"), Latency(output, "99%"), errors);
+        var requests = long.Parse(RequestsRegex().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
+        return new WrkResult(rps, Latency(output, "50%"), Latency(output, "99%"), errors, requests);
     }
 
     private static double Latency(string output, string percentile)
@@ -177,6 +249,9 @@ internal static partial class ProxyBench
         var v = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
         return m.Groups[2].Value switch { "us" => v / 1000, "s" => v * 1000, _ => v };
     }
+
+    [GeneratedRegex(@"(\d+) requests in ")]
+    private static partial Regex RequestsRegex();
 
     [GeneratedRegex(@"Requests/sec:\s+([\d.]+)")]
     private static partial Regex RpsRegex();
@@ -188,9 +263,9 @@ internal static partial class ProxyBench
     private static partial Regex Non2xxRegex();
 
     private static async Task CreateClusterAsync(HttpClient http, string name, string gpu) =>
-        (await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = name, Image = "shoal/sim", Gpu = gpu }, ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+        (await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = name, Image = "shoal/sim", Gpu = gpu, QueueTimeoutSeconds = 0 }, ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
 
-    private static async Task WaitForAsync(string url)
+    private static async Task WaitForAsync(string url, int status = 200)
     {
         using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
@@ -198,12 +273,12 @@ internal static partial class ProxyBench
         {
             try
             {
-                if ((await client.GetAsync(url)).IsSuccessStatusCode) return;
+                if ((int)(await client.GetAsync(url)).StatusCode == status) return;
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
             {
             }
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"{url} never answered 2xx");
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"{url} never answered {status}");
             await Task.Delay(50);
         }
     }

@@ -66,6 +66,7 @@ public static partial class AgentHost
                     SimCommand = string.IsNullOrWhiteSpace(options.SimCommand) ? AgentOptions.DefaultSimCommand : options.SimCommand,
                     ReplicasDir = Path.Combine(dataDir, "replicas"),
                     MaxLogBytes = options.MaxReplicaLogBytes,
+                    KeepReplicasOnExit = options.KeepReplicasOnExit,
                 },
                 timeProvider,
                 loggerFactory.CreateLogger<ProcessRuntime>()));

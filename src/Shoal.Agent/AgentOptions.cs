@@ -104,6 +104,13 @@ public sealed class AgentOptions
     /// <summary>Size at which a replica log (<c>replicas/&lt;id&gt;.log</c>) is rotated to <c>.log.1</c>. Default: 10 MiB.</summary>
     public long MaxReplicaLogBytes { get; set; } = 10 * 1024 * 1024;
 
+    /// <summary>
+    /// Process runtime: leave replicas running when the agent exits, to be re-adopted by the next one
+    /// (as the docker runtime always does). Default: false, they stop with the agent. Replicas left by
+    /// an agent that died are re-adopted either way.
+    /// </summary>
+    public bool KeepReplicasOnExit { get; set; }
+
     /// <summary>The data dir used when <see cref="DataDir"/> is not set.</summary>
     public static string DefaultDataDir
     {

@@ -239,6 +239,12 @@ public sealed record NodeDto
     public long AckedRevision { get; init; }
     public DateTimeOffset RegisteredAt { get; init; }
     public DateTimeOffset? LastSeenAt { get; init; }
+    /// <summary>0 (flaps all the time) to 1 (steady): placement prefers reliable nodes.</summary>
+    public double Reliability { get; init; } = 1.0;
+    /// <summary>Times the node lost its connection in the last 10 minutes.</summary>
+    public int RecentDisconnects { get; init; }
+    /// <summary>Disconnects too often: given work only when no steady node fits, and its replicas move to steady nodes.</summary>
+    public bool Flapping { get; init; }
 }
 
 /// <summary>A GPU type in the catalogue and how many are free right now.</summary>

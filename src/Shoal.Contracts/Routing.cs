@@ -10,6 +10,12 @@ public sealed record RouteTable
 
     public long Version { get; init; }
     public Dictionary<string, ClusterRoute> Clusters { get; init; } = new(StringComparer.Ordinal);
+    /// <summary>
+    /// Nodes the control plane has lost (disconnected, still within their grace period). Their
+    /// replicas are out of the table; requests an edge still has in flight to them are cut and,
+    /// when no response has started, retried elsewhere, rather than waiting on a dead or frozen node.
+    /// </summary>
+    public string[] LostNodes { get; init; } = [];
 }
 
 /// <summary>One cluster's endpoint settings and its routable replicas.</summary>

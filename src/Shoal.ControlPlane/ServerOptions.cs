@@ -29,6 +29,14 @@ public sealed class ServerOptions
     /// <summary>How long a disconnected node keeps its replicas before they are replaced. Default 10 s.</summary>
     public TimeSpan NodeGracePeriod { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// After a server start, how long the nodes that were serving before it keep their replicas while
+    /// their agents reconnect (at least <see cref="NodeGracePeriod"/>). An agent retries with back-off
+    /// up to 30 s, so after a longer server outage the first agents return only that much later: with
+    /// the plain grace their replicas would be replaced (and duplicated until they return). Default 40 s.
+    /// </summary>
+    public TimeSpan RestartGracePeriod { get; set; } = TimeSpan.FromSeconds(40);
+
     /// <summary>Period of the reconciler's sweep (it also runs on every change). Default 1 s.</summary>
     public TimeSpan ReconcileInterval { get; set; } = TimeSpan.FromSeconds(1);
 
@@ -94,6 +102,7 @@ public sealed class ServerOptions
         else if (!NoEdge) errors.AddRange(ToEdgeOptions().Validate());
         if (HeartbeatInterval < TimeSpan.FromMilliseconds(50)) errors.Add("heartbeat interval must be at least 50 ms");
         if (NodeGracePeriod < TimeSpan.Zero) errors.Add("grace period must not be negative");
+        if (RestartGracePeriod < TimeSpan.Zero) errors.Add("restart grace period must not be negative");
         if (MissedHeartbeats < 1) errors.Add("missed heartbeats must be at least 1");
         if (CrashLoopRestarts < 1) errors.Add("crash-loop restarts must be at least 1");
         if (RolloutFailureRestarts < 1) errors.Add("rollout failure restarts must be at least 1");

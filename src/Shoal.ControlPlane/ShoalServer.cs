@@ -108,6 +108,7 @@ public sealed class ShoalServer : IAsyncDisposable
         {
             var eb = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
             ConfigureLogging(eb.Logging, options, logging);
+            eb.Logging.AddEdgeLogFilters();
             eb.WebHost.UseShoalEdgeKestrel(edgeOptions);
             eb.Services.AddSingleton(time);
             eb.Services.AddShoalTunnels(api.Services.GetRequiredService<ControlPlaneState>());

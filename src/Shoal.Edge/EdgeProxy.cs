@@ -22,6 +22,9 @@ public sealed partial class EdgeProxy
     /// <summary>Response header naming the replica that served the request.</summary>
     public const string ReplicaHeader = "x-shoal-replica";
 
+    /// <summary>Responses of known length up to this size are written to the client without a stall guard: they fit in Kestrel's response buffer (64 KiB), so writing them never waits for the client.</summary>
+    private const long GuardedResponseBytes = 32 * 1024;
+
     private readonly IHttpForwarder _forwarder;
     private readonly EdgeRouter _router;
     private readonly PassiveHealth _health;
@@ -123,9 +126,9 @@ public sealed partial class EdgeProxy
         if (!accepted) return;
         using var _ = body;
         request.Path = forwardPath;
-        context.Response.Body = new ClientStallGuard(context.Response.Body, context, _options.ClientStallTimeout, _time);
 
         var view = exchange.View;
+        var clientAborted = context.RequestAborted;
         EdgeReplica? last = null;
         EdgeReplica?[]? tried = null;
         var attempts = 0;
@@ -175,13 +178,46 @@ public sealed partial class EdgeProxy
             var replica = target.State;
             Interlocked.Increment(ref replica._inFlight);
             ForwarderError error;
+            // The forwarder stops when RequestAborted fires: for the attempt it also fires when the
+            // replica's node is lost, so a request on a frozen node does not wait for its sockets to time out.
+            var cut = CancellationTokenSource.CreateLinkedTokenSource(clientAborted, replica.LostToken);
+            context.RequestAborted = cut.Token;
             try
             {
                 error = await _forwarder.SendAsync(context, address, client, _requestConfig, exchange);
             }
             finally
             {
+                context.RequestAborted = clientAborted;
                 Interlocked.Decrement(ref replica._inFlight);
+            }
+            var wasCut = cut.IsCancellationRequested && !clientAborted.IsCancellationRequested;
+            cut.Dispose();
+            if (wasCut)
+            {
+                replica.CountError();
+                if (context.Response.HasStarted)
+                {
+                    // A stream from a lost node: end it with an error the client sees.
+                    LogCutStream(_logger, cluster, replica.ReplicaId);
+                    context.Abort();
+                    return;
+                }
+                if (!exchange.MayRetry)
+                {
+                    LogForwardFailed(_logger, cluster, replica.ReplicaId, error, "the replica's node was lost");
+                    await WriteErrorAsync(context, StatusCodes.Status502BadGateway, ErrorCodes.Unavailable, "the replica's node was lost before it answered");
+                    return;
+                }
+                LogRetryLost(_logger, cluster, replica.ReplicaId);
+                ResetResponse(context);
+                // The table that said so no longer has the replica: pick from it.
+                view = exchange.View = _router.Find(cluster) ?? view;
+                Interlocked.Increment(ref view.State._retries);
+                last = replica;
+                tried ??= new EdgeReplica?[_options.MaxAttempts];
+                tried[attempts - 1] = replica;
+                continue;
             }
 
             if (exchange.Refused != 0)
@@ -432,6 +468,14 @@ public sealed partial class EdgeProxy
             }
             var copy = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
             httpContext.Response.Headers[ReplicaHeader] = Target.Destination.ReplicaId;
+            if (proxyResponse.Content.Headers.ContentLength is not { } length || length > GuardedResponseBytes)
+            {
+                // A stream, or a body larger than Kestrel buffers: a client that stops reading would
+                // hold the replica, so writes to it are timed. A small body is read from the replica
+                // whole whether or not the client reads, and skips the wrapper.
+                var proxy = _proxy;
+                httpContext.Response.Body = new ClientStallGuard(httpContext.Response.Body, httpContext, proxy._options.ClientStallTimeout, proxy._time);
+            }
             FirstByte = _proxy._time.GetTimestamp();
             return copy;
         }
@@ -445,6 +489,12 @@ public sealed partial class EdgeProxy
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Cluster} replica {Replica} failed before answering ({Error}); retrying on another replica")]
     private static partial void LogRetryError(ILogger logger, string cluster, string replica, ForwarderError error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Cluster} replica {Replica}: its node was lost before it answered; retrying on another replica")]
+    private static partial void LogRetryLost(ILogger logger, string cluster, string replica);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Cluster {Cluster} replica {Replica}: its node was lost mid-response; the client's stream is cut")]
+    private static partial void LogCutStream(ILogger logger, string cluster, string replica);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Cluster {Cluster} replica {Replica} ejected for {Seconds} s after consecutive failures")]
     private static partial void LogEjected(ILogger logger, string cluster, string replica, double seconds);

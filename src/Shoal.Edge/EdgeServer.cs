@@ -77,6 +77,7 @@ public sealed class EdgeServer : IAsyncDisposable
         builder.Logging.SetMinimumLevel(options.LogLevel);
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
         builder.Logging.AddFilter("System", LogLevel.Warning);
+        builder.Logging.AddEdgeLogFilters();
         if (logging is null)
         {
             builder.Logging.AddSimpleConsole(o =>

@@ -268,37 +268,11 @@ public sealed class ChaosTests(ITestOutputHelper output)
         }
     }
 
-    private static void Signal(int pid, string signal)
-    {
-        using var kill = Process.Start(new ProcessStartInfo("kill", $"-{signal} {pid}") { UseShellExecute = false })!;
-        kill.WaitForExit();
-    }
+    private void PrintSlowest(IEnumerable<RequestOutcome> outcomes, double killedAt) => Scenario.PrintSlowest(output, outcomes, killedAt);
 
-    // The slowest requests around the fault, for diagnosis: where the time went shows in their start and replica.
-    private void PrintSlowest(IEnumerable<RequestOutcome> outcomes, double killedAt)
-    {
-        foreach (var o in outcomes.OrderByDescending(o => o.EndMs - o.StartMs).Take(5))
-        {
-            output.WriteLine($"slow: start {o.StartMs - killedAt:0} ms after the kill, took {o.EndMs - o.StartMs:0} ms, {o.Status} from {o.Replica}");
-        }
-    }
+    private static void Signal(int pid, string signal) => Scenario.Signal(pid, signal);
 
-    private static void KillNow(int pid)
-    {
-        try
-        {
-            using var p = Process.GetProcessById(pid);
-            p.Kill(entireProcessTree: false);
-        }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException)
-        {
-            // Already gone.
-        }
-    }
+    private static void KillNow(int pid) => Scenario.KillNow(pid);
 
-    private static double Percentile(IEnumerable<double> values, double p)
-    {
-        var sorted = values.Order().ToArray();
-        return sorted.Length == 0 ? 0 : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
-    }
+    private static double Percentile(IEnumerable<double> values, double p) => Scenario.Percentile(values, p);
 }

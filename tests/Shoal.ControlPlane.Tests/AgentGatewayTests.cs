@@ -174,9 +174,12 @@ public sealed class AgentGatewayTests : IAsyncLifetime
         Assert.NotNull(replica.ReadyAt);
         Assert.Equal(1, status.Cluster.ReadyReplicas);
 
-        // Socket gone: out of routing at once.
+        Assert.Empty(routes.Current.LostNodes);
+
+        // Socket gone: out of routing at once, and the node is listed as lost so edges cut what they still have in flight to it.
         await agent.DisposeAsync();
-        await Eventually.GetAsync(() => Task.FromResult(routes.Current), t => t.Clusters["demo"].Destinations.Length == 0, what: "route removed");
+        var table = await Eventually.GetAsync(() => Task.FromResult(routes.Current), t => t.Clusters["demo"].Destinations.Length == 0, what: "route removed");
+        Assert.Equal([destination.NodeId], table.LostNodes);
     }
 
     [Fact]
@@ -280,4 +283,56 @@ public sealed class AgentGatewayTests : IAsyncLifetime
         Assert.Equal([ClusterEventTypes.Scaled, ClusterEventTypes.Removed], stored.TakeLast(2).Select(e => e.Type).ToArray());
         Assert.Equal(events.Length + 2, stored.Count);
     }
+
+    [Fact]
+    public async Task A_node_that_keeps_dropping_is_listed_as_flapping_and_new_replicas_go_to_a_steady_node()
+    {
+        var (flappy, welcome, _) = await JoinAsync("a-flappy", ("rtx-4090", 1));
+        var (steady, _, _) = await JoinAsync("b-steady", ("rtx-4090", 1));
+        await using var _1 = steady;
+        var state = _server.Server.Services.GetRequiredService<ControlPlaneState>();
+
+        // Three drops within a few seconds, reconnecting with its credentials each time.
+        for (var i = 0; i < 3; i++)
+        {
+            await flappy.DisposeAsync();
+            await Eventually.GetAsync(() => state.ListNodesAsync(default), n => n.Single(x => x.Node.Name == "a-flappy").Node.State == NodeState.Disconnected, what: "disconnected");
+            _time.Advance(TimeSpan.FromSeconds(2));
+            var (back, status) = await WireAgent.ConnectAsync(_server.AgentUri, o =>
+            {
+                o.SetRequestHeader(AgentProtocol.NodeIdHeader, welcome.NodeId);
+                o.SetRequestHeader(AgentProtocol.NodeSecretHeader, welcome.NodeSecret!);
+            });
+            Assert.Equal(101, status);
+            flappy = back!;
+            await flappy.SendAsync(WireAgent.Hello("a-flappy", ("rtx-4090", 1)));
+            await flappy.ReceiveAsync<WelcomeMessage>();
+            await flappy.ReceiveAsync<AssignmentsMessage>();
+        }
+        await using var _2 = flappy;
+
+        var nodes = await _server.Http.GetFromJsonAsync("/v1/nodes", ShoalJsonContext.Default.NodeDtoArray);
+        var a = nodes!.Single(n => n.Name == "a-flappy");
+        var b = nodes!.Single(n => n.Name == "b-steady");
+        Assert.Equal((3, true), (a.RecentDisconnects, a.Flapping));
+        Assert.True(a.Reliability < 0.26, $"reliability {a.Reliability}");
+        Assert.Equal((0, false), (b.RecentDisconnects, b.Flapping));
+        Assert.True(b.Reliability >= 0.9, $"reliability {b.Reliability}");
+
+        // The name order would pick a-flappy; reliability picks b-steady.
+        (await _server.Http.PostAsJsonAsync("/v1/clusters",
+            new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 },
+            ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+        var placed = await Eventually.GetAsync(() => state.GetClusterAsync("demo", default), c => c!.Replicas.Single().Replica.NodeId is not null, what: "placed");
+        Assert.Equal("b-steady", placed!.Replicas.Single().Node!.Name);
+
+        // Ten minutes after its last drop (it stays away: no heartbeats in a jump of the clock) the drops are forgotten.
+        await flappy.DisposeAsync();
+        await Eventually.GetAsync(() => state.ListNodesAsync(default), n => n.Single(x => x.Node.Name == "a-flappy").Node.State == NodeState.Disconnected, what: "gone");
+        _time.Advance(NodeReliabilityWindow + TimeSpan.FromSeconds(1));
+        var later = (await _server.Http.GetFromJsonAsync("/v1/nodes", ShoalJsonContext.Default.NodeDtoArray))!.Single(n => n.Name == "a-flappy");
+        Assert.Equal((0, false, 0.9), (later.RecentDisconnects, later.Flapping, later.Reliability));
+    }
+
+    private static readonly TimeSpan NodeReliabilityWindow = Shoal.Core.Scheduling.NodeReliability.Window;
 }

@@ -2,6 +2,8 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text;
 using Shoal.Contracts;
+using Microsoft.AspNetCore.Http;
+using Shoal.Testing;
 
 namespace Shoal.Edge.Tests;
 
@@ -173,5 +175,61 @@ public sealed class FailoverTests
         using var byHost = new HttpRequestMessage(HttpMethod.Get, "/metrics");
         byHost.Headers.Host = "demo.localhost";
         Assert.Equal("good:/metrics:", await (await client.SendAsync(byHost)).Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task A_request_stuck_on_a_replica_whose_node_is_lost_is_retried_elsewhere_at_once_and_a_stream_from_it_is_cut()
+    {
+        await using var edge = await TestEdge.StartAsync();
+        // "stuck" takes requests and never answers, like a frozen node whose sockets stay open;
+        // on /stream it sends the headers and one event first.
+        await using var stuck = await TestReplica.StartAsync("stuck", async ctx =>
+        {
+            if (ctx.Request.Path.StartsWithSegments("/stream", StringComparison.Ordinal))
+            {
+                ctx.Response.ContentType = "text/event-stream";
+                await ctx.Response.WriteAsync("data: first\n\n", ctx.RequestAborted);
+                await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+            }
+            await Task.Delay(Timeout.Infinite, ctx.RequestAborted);
+        });
+        await using var good = await TestReplica.EchoAsync("good");
+        edge.SetCluster("demo", [stuck.Route, good.Route], BalancingPolicy.RoundRobin);
+        using var client = edge.Client(TimeSpan.FromSeconds(20));
+
+        // Round robin: the first request goes to "stuck", the second to "good", the stream to "stuck".
+        var pending = client.PostAsync("/c/demo/v1/completions", new StringContent("{\"n\":1}"));
+        await Eventually.UntilAsync(() => stuck.Hits == 1, TimeSpan.FromSeconds(10));
+        using var warm = await client.PostAsync("/c/demo/v1/completions", new StringContent("{}"));
+        Assert.Equal("good", warm.Headers.GetValues(EdgeProxy.ReplicaHeader).Single());
+        using var streamResponse = await client.SendAsync(new HttpRequestMessage(HttpMethod.Get, "/c/demo/stream"), HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal("stuck", streamResponse.Headers.GetValues(EdgeProxy.ReplicaHeader).Single());
+        var stream = await streamResponse.Content.ReadAsStreamAsync();
+        var buffer = new byte[256];
+        Assert.True(await stream.ReadAsync(buffer) > 0);
+        Assert.False(pending.IsCompleted);
+
+        // The control plane loses the node: its replica leaves the table and the node is listed as lost.
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        edge.Routes.Update(new RouteTable
+        {
+            Version = edge.Routes.Current.Version + 1,
+            Clusters = new Dictionary<string, ClusterRoute>(StringComparer.Ordinal) { ["demo"] = TestEdge.Route("demo", [good.Route]) },
+            LostNodes = ["node-stuck"],
+        });
+
+        using var response = await pending;
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("good:/v1/completions:{\"n\":1}", await response.Content.ReadAsStringAsync());
+        // The stream from the lost node ends with an error, not a hang (the client waits 20 s at most).
+        var ended = await Record.ExceptionAsync(async () =>
+        {
+            while (await stream.ReadAsync(buffer) > 0)
+            {
+            }
+        });
+        Assert.NotNull(ended);
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(5), $"took {started.Elapsed}");
+        Assert.Contains("shoal_edge_upstream_attempts_total{cluster=\"demo\",replica=\"stuck\",outcome=\"error\"} 2\n", await edge.MetricsAsync());
     }
 }

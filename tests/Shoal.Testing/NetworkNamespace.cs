@@ -11,16 +11,21 @@ namespace Shoal.Testing;
 /// </summary>
 public sealed class NetworkNamespace : IDisposable
 {
-    private NetworkNamespace(string name, string hostLink, string hostAddress, string innerAddress)
+    private static readonly HashSet<(int, int)> s_taken = [];
+    private bool _cut;
+
+    private NetworkNamespace(string name, string hostLink, string innerLink, string hostAddress, string innerAddress)
     {
         Name = name;
         HostLink = hostLink;
+        InnerLink = innerLink;
         HostAddress = hostAddress;
         InnerAddress = innerAddress;
     }
 
     public string Name { get; }
     public string HostLink { get; }
+    public string InnerLink { get; }
     public string HostAddress { get; }
     public string InnerAddress { get; }
 
@@ -31,9 +36,18 @@ public sealed class NetworkNamespace : IDisposable
             throw new InvalidOperationException("network namespace tests need Linux and root (scripts/test.sh runs them as root in CI)");
         }
         var id = Random.Shared.Next(0x100000, 0xFFFFFF).ToString("x6", CultureInfo.InvariantCulture);
-        var subnet = Random.Shared.Next(0, 64) * 4;
-        var octet = Random.Shared.Next(1, 255);
-        var ns = new NetworkNamespace($"shoal-{id}", $"shh{id}", $"10.213.{octet}.{subnet + 1}", $"10.213.{octet}.{subnet + 2}");
+        int subnet, octet;
+        lock (s_taken)
+        {
+            // Distinct subnets within this process (a chaos stack makes several namespaces at once).
+            do
+            {
+                subnet = Random.Shared.Next(0, 64) * 4;
+                octet = Random.Shared.Next(1, 255);
+            }
+            while (!s_taken.Add((octet, subnet)));
+        }
+        var ns = new NetworkNamespace($"shoal-{id}", $"shh{id}", $"shn{id}", $"10.213.{octet}.{subnet + 1}", $"10.213.{octet}.{subnet + 2}");
         try
         {
             Ip($"netns add {ns.Name}");
@@ -50,6 +64,36 @@ public sealed class NetworkNamespace : IDisposable
             throw;
         }
         return ns;
+    }
+
+    /// <summary>
+    /// Lets the namespace reach <paramref name="address"/>, a host address outside its /30 (such as
+    /// another namespace's <see cref="HostAddress"/>, where a server listens for several namespaces):
+    /// a host route through the veth, no default route.
+    /// </summary>
+    public void RouteTo(string address) => Ip($"-n {Name} route add {address}/32 via {HostAddress}");
+
+    /// <summary>
+    /// Cuts the link silently: every packet crossing the veth is dropped, both ways (iptables in the
+    /// namespace and on the host, on input, so senders see no error: their packets just vanish).
+    /// Sockets stay open, as when a cable is pulled or a router dies. The namespace's own loopback
+    /// still works. <see cref="Restore"/> undoes it.
+    /// </summary>
+    public void Cut()
+    {
+        if (_cut) return;
+        RunChecked("ip", $"netns exec {Name} iptables -w -I INPUT -i {InnerLink} -j DROP");
+        RunChecked("iptables", $"-w -I INPUT -i {HostLink} -j DROP");
+        _cut = true;
+    }
+
+    /// <summary>Undoes <see cref="Cut"/>: packets flow again (queued retransmissions get through).</summary>
+    public void Restore()
+    {
+        if (!_cut) return;
+        RunChecked("iptables", $"-w -D INPUT -i {HostLink} -j DROP");
+        RunChecked("ip", $"netns exec {Name} iptables -w -D INPUT -i {InnerLink} -j DROP");
+        _cut = false;
     }
 
     /// <summary>PIDs of processes running in the namespace.</summary>
@@ -74,14 +118,17 @@ public sealed class NetworkNamespace : IDisposable
                 // Already gone.
             }
         }
+        if (_cut) Run("iptables", $"-w -D INPUT -i {HostLink} -j DROP");
         Run("ip", $"link del {HostLink}");
         Run("ip", $"netns del {Name}");
     }
 
-    private static void Ip(string args)
+    private static void Ip(string args) => RunChecked("ip", args);
+
+    private static void RunChecked(string file, string args)
     {
-        var (code, output) = Run("ip", args);
-        if (code != 0) throw new InvalidOperationException($"ip {args} failed ({code}): {output}");
+        var (code, output) = Run(file, args);
+        if (code != 0) throw new InvalidOperationException($"{file} {args} failed ({code}): {output}");
     }
 
     private static (int Code, string Output) Run(string file, string args)

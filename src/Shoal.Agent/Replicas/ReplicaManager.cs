@@ -116,7 +116,7 @@ public sealed partial class ReplicaManager : IAsyncDisposable
             LogConverged(revision, plan.ToStart.Count, plan.ToStop.Count, plan.Unchanged.Count);
             SignalChange();
         }
-        if (_runtimes.Any(r => r.KeepsReplicasOnAgentExit))
+        if (_runtimes.Any(r => r.AdoptsReplicas))
         {
             _ = RemoveOrphansAsync();
         }
@@ -135,7 +135,7 @@ public sealed partial class ReplicaManager : IAsyncDisposable
             {
                 keep = new HashSet<string>(_workers.Keys.Concat(_stopping.Keys), StringComparer.Ordinal);
             }
-            foreach (var runtime in _runtimes.Where(r => r.KeepsReplicasOnAgentExit))
+            foreach (var runtime in _runtimes.Where(r => r.AdoptsReplicas))
             {
                 await runtime.RemoveOrphansAsync(keep, CancellationToken.None);
             }
@@ -237,7 +237,7 @@ public sealed partial class ReplicaManager : IAsyncDisposable
                 _stopping.Remove(worker.ReplicaId);
             }
         }
-        if (!detach && worker.Runtime?.KeepsReplicasOnAgentExit == true)
+        if (!detach && worker.Runtime?.AdoptsReplicas == true)
         {
             // Stopped before it had adopted or started its container (say, while pulling): the
             // container, if any, is now an orphan of this node.

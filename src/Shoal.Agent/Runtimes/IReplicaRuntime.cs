@@ -27,6 +27,12 @@ public interface IReplicaRuntime
     bool KeepsReplicasOnAgentExit => false;
 
     /// <summary>
+    /// Whether replicas an earlier agent left running (on purpose, or by dying) are re-adopted by
+    /// <see cref="StartAsync"/>, and those no longer assigned removed by <see cref="RemoveOrphansAsync"/>.
+    /// </summary>
+    bool AdoptsReplicas => KeepsReplicasOnAgentExit;
+
+    /// <summary>
     /// Makes the image present (pulling it, reporting 0-100 to <paramref name="progress"/>) and
     /// returns the exact image to run (digest or image id), or null when the runtime has no such notion.
     /// </summary>

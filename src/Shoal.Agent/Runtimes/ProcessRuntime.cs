@@ -27,12 +27,30 @@ public sealed class ProcessRuntimeOptions
 
     /// <summary>Size at which a replica log is rotated. Default: 10 MiB.</summary>
     public long MaxLogBytes { get; set; } = 10 * 1024 * 1024;
+
+    /// <summary>
+    /// Leave replicas running when the agent exits (stopped or restarted), for the next agent to
+    /// re-adopt, as the docker runtime does. Default: false (they stop with the agent, as <c>shoal dev</c>
+    /// wants). Replicas an agent left behind by dying (kill -9, a crash) are re-adopted either way.
+    /// </summary>
+    public bool KeepReplicasOnExit { get; set; }
+
+    /// <summary>How often a replica's log size is checked for rotation. Default: 5 s.</summary>
+    public TimeSpan LogCheckInterval { get; set; } = TimeSpan.FromSeconds(5);
 }
 
 /// <summary>
 /// Runs allow-listed local commands as replicas: <c>shoal/sim</c> runs <c>shoal sim</c>, other
 /// images only when the operator listed them. For dev, tests and benchmarks; disabled by default.
 /// </summary>
+/// <remarks>
+/// A replica's output goes straight to its log file (the process does not write into a pipe to the
+/// agent), and its pid, start time (from <c>/proc</c>), port and generation are recorded in
+/// <c>replicas/&lt;id&gt;.process</c>. So a replica outlives an agent that dies, and the next agent
+/// re-adopts it when it is assigned the same replica: same process, same port, no restart. A
+/// recorded process is adopted only when <c>/proc/&lt;pid&gt;</c> still has the recorded start time
+/// (a reused pid is not ours); a live one of another generation, or no longer assigned, is stopped.
+/// </remarks>
 public sealed partial class ProcessRuntime : IReplicaRuntime
 {
     private readonly ProcessRuntimeOptions _options;
@@ -54,6 +72,10 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
     public IReadOnlyCollection<string> Images => _options.Enabled ? _images.Keys : [];
 
     public bool CanRun(string image) => _options.Enabled && _images.ContainsKey(image);
+
+    public bool KeepsReplicasOnAgentExit => _options.KeepReplicasOnExit;
+
+    public bool AdoptsReplicas => _options.Enabled;
 
     public string DescribeRejection(string image) => _options.Enabled
         ? $"image {image} is not allowed by the process runtime on this node"
@@ -99,17 +121,28 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
             throw new ReplicaStartException($"the command line for image {assignment.Image} is empty", permanent: true);
         }
 
+        var recordPath = RecordPath(assignment.ReplicaId);
+        var logPath = Path.Combine(_options.ReplicasDir, assignment.ReplicaId + ".log");
+        if (TryAdopt(assignment, recordPath, logPath) is { } adopted)
+        {
+            return Task.FromResult<IReplicaInstance>(adopted);
+        }
+
         var port = FreeLoopbackPort();
         var env = ReplicaEnvironment(assignment, port);
-        var psi = new ProcessStartInfo(CommandLine.Expand(words[0], env))
+        var program = CommandLine.Expand(words[0], env);
+        // The shell only sets up the output (appended to the log, so it survives the agent and can be
+        // rotated by truncation) and execs: the pid is the replica's own.
+        var psi = new ProcessStartInfo("/bin/sh")
         {
             UseShellExecute = false,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            RedirectStandardInput = true,
             WorkingDirectory = Path.Combine(_options.ReplicasDir, assignment.ReplicaId),
         };
         Directory.CreateDirectory(psi.WorkingDirectory);
+        foreach (var a in (string[])["-c", "f=$1; shift; exec \"$@\" </dev/null >>\"$f\" 2>&1", "shoal-replica", logPath, program])
+        {
+            psi.ArgumentList.Add(a);
+        }
         foreach (var word in words.Skip(1).Concat(assignment.Args))
         {
             psi.ArgumentList.Add(CommandLine.Expand(word, env));
@@ -119,7 +152,8 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
             psi.Environment[name] = value;
         }
 
-        var log = new ReplicaLogFile(Path.Combine(_options.ReplicasDir, assignment.ReplicaId + ".log"), _options.MaxLogBytes);
+        ReplicaLog.RotateIfLarger(logPath, _options.MaxLogBytes);
+        ReplicaLog.Append(logPath, $"--- shoal: starting {program} on port {port.ToString(CultureInfo.InvariantCulture)} at {_time.GetUtcNow():O}");
         var process = new Process { StartInfo = psi, EnableRaisingEvents = true };
         var exited = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
         process.Exited += (_, _) =>
@@ -135,20 +169,6 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
             }
             exited.TrySetResult(code);
         };
-        process.OutputDataReceived += (_, e) =>
-        {
-            if (e.Data is not null)
-            {
-                log.WriteLine(e.Data);
-            }
-        };
-        process.ErrorDataReceived += (_, e) =>
-        {
-            if (e.Data is not null)
-            {
-                log.WriteLine(e.Data);
-            }
-        };
 
         try
         {
@@ -157,17 +177,67 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
         catch (Win32Exception ex)
         {
             process.Dispose();
-            log.Dispose();
-            throw new ReplicaStartException($"cannot run '{psi.FileName}' for image {assignment.Image}: {ex.Message}", permanent: false, ex);
+            throw new ReplicaStartException($"cannot run '{program}' for image {assignment.Image}: {ex.Message}", permanent: false, ex);
         }
-        // Replicas read nothing from the agent; a closed stdin makes that plain.
-        process.StandardInput.Close();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        log.WriteLine($"--- shoal: started {psi.FileName} (pid {process.Id}) on port {port.ToString(CultureInfo.InvariantCulture)} at {_time.GetUtcNow():O}");
+        var startTicks = ProcStat.StartTicks(process.Id);
+        if (startTicks is { } ticks)
+        {
+            ProcessRecord.Write(recordPath, new ProcessRecord(process.Id, ticks, port, assignment.Generation, assignment.Image));
+        }
         LogStarted(assignment.ReplicaId, assignment.Image, process.Id, port);
-        return Task.FromResult<IReplicaInstance>(new ProcessReplicaInstance(process, port, exited.Task, log, _time));
+        return Task.FromResult<IReplicaInstance>(new ProcessReplicaInstance(process, port, exited.Task, logPath, recordPath, _options, _time));
     }
+
+    private string RecordPath(string replicaId) => Path.Combine(_options.ReplicasDir, replicaId + ProcessRecord.Extension);
+
+    // A process an earlier agent started for this replica and left running: adopted when it is
+    // really that process and of this generation; anything else recorded is cleared (and stopped).
+    private AdoptedReplicaInstance? TryAdopt(Assignment assignment, string recordPath, string logPath)
+    {
+        if (ProcessRecord.Read(recordPath) is not { } record)
+        {
+            return null;
+        }
+        var alive = ProcStat.StartTicks(record.Pid) == record.StartTicks;
+        if (alive && record.Generation == assignment.Generation && record.Image == assignment.Image)
+        {
+            LogAdopted(assignment.ReplicaId, record.Pid, record.Port);
+            return new AdoptedReplicaInstance(record, logPath, recordPath, _options, _time);
+        }
+        if (alive)
+        {
+            LogRemovingOrphan(assignment.ReplicaId, record.Pid);
+            AdoptedReplicaInstance.KillIfSame(record, Sigkill);
+        }
+        ProcessRecord.Delete(recordPath);
+        return null;
+    }
+
+    /// <summary>Stops the live processes an earlier agent left for replicas not in <paramref name="keep"/>.</summary>
+    public async Task RemoveOrphansAsync(IReadOnlySet<string> keep, CancellationToken ct)
+    {
+        if (!Directory.Exists(_options.ReplicasDir))
+        {
+            return;
+        }
+        foreach (var path in Directory.EnumerateFiles(_options.ReplicasDir, "*" + ProcessRecord.Extension))
+        {
+            var id = Path.GetFileName(path)[..^ProcessRecord.Extension.Length];
+            if (keep.Contains(id) || ProcessRecord.Read(path) is not { } record)
+            {
+                continue;
+            }
+            if (ProcStat.StartTicks(record.Pid) == record.StartTicks)
+            {
+                LogRemovingOrphan(id, record.Pid);
+                await using var orphan = new AdoptedReplicaInstance(record, Path.Combine(_options.ReplicasDir, id + ".log"), path, _options, _time);
+                await orphan.StopAsync(TimeSpan.FromSeconds(5), ct);
+            }
+            ProcessRecord.Delete(path);
+        }
+    }
+
+    private const int Sigkill = 9;
 
     /// <summary>Streams the replica's log file (<c>replicas/&lt;id&gt;.log</c>); with follow, polls it for more.</summary>
     public async Task StreamLogsAsync(string replicaId, bool follow, int? tail, Func<string, Task> write, CancellationToken ct)
@@ -239,24 +309,39 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Replica {ReplicaId} ({Image}) started as pid {Pid} on port {Port}")]
     private partial void LogStarted(string replicaId, string image, int pid, int port);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Replica {ReplicaId}: re-adopted running process {Pid} on port {Port}")]
+    private partial void LogAdopted(string replicaId, int pid, int port);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Replica {ReplicaId}: stopping process {Pid} an earlier agent left running (not assigned here, or of another generation)")]
+    private partial void LogRemovingOrphan(string replicaId, int pid);
 }
 
-/// <summary>A replica running as a local process.</summary>
+/// <summary>A replica running as a local process this agent started.</summary>
 public sealed partial class ProcessReplicaInstance : IReplicaInstance
 {
     private const int Sigterm = 15;
     private readonly Process _process;
-    private readonly ReplicaLogFile _log;
+    private readonly string _recordPath;
+    private readonly ProcessRuntimeOptions _options;
     private readonly TimeProvider _time;
+    private readonly CancellationTokenSource _cts = new();
+    private readonly Task _logs;
 
-    internal ProcessReplicaInstance(Process process, int port, Task<int> exited, ReplicaLogFile log, TimeProvider time)
+    internal ProcessReplicaInstance(Process process, int port, Task<int> exited, string logPath, string recordPath, ProcessRuntimeOptions options, TimeProvider time)
     {
         _process = process;
         HostPort = port;
-        Exited = exited;
-        _log = log;
+        _recordPath = recordPath;
+        _options = options;
         _time = time;
         ProcessId = process.Id;
+        Exited = exited.ContinueWith(t =>
+        {
+            ProcessRecord.Delete(recordPath);
+            return t.Result;
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        _logs = ReplicaLog.WatchAsync(logPath, options, time, Exited, _cts.Token);
     }
 
     public int HostPort { get; }
@@ -293,9 +378,10 @@ public sealed partial class ProcessReplicaInstance : IReplicaInstance
         }
     }
 
-    public ValueTask DisposeAsync()
+    public async ValueTask DisposeAsync()
     {
-        if (!Exited.IsCompleted)
+        // Left running for the next agent when the runtime keeps replicas; else it goes with us.
+        if (!Exited.IsCompleted && !_options.KeepReplicasOnExit)
         {
             try
             {
@@ -305,11 +391,222 @@ public sealed partial class ProcessReplicaInstance : IReplicaInstance
             {
             }
         }
+        await _cts.CancelAsync();
+        await _logs.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        _cts.Dispose();
         _process.Dispose();
-        _log.Dispose();
-        return ValueTask.CompletedTask;
     }
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
+}
+
+/// <summary>
+/// A replica process an earlier agent started and this one re-adopted: not our child, so its end
+/// is seen by polling <c>/proc</c> (its exit code is not known), and it is signalled directly.
+/// </summary>
+public sealed partial class AdoptedReplicaInstance : IReplicaInstance
+{
+    private const int Sigterm = 15;
+    private const int Sigkill = 9;
+    private static readonly TimeSpan s_poll = TimeSpan.FromMilliseconds(100);
+    private readonly ProcessRecord _record;
+    private readonly ProcessRuntimeOptions _options;
+    private readonly TimeProvider _time;
+    private readonly CancellationTokenSource _cts = new();
+    private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly Task _watch;
+    private readonly Task _logs;
+
+    internal AdoptedReplicaInstance(ProcessRecord record, string logPath, string recordPath, ProcessRuntimeOptions options, TimeProvider time)
+    {
+        _record = record;
+        _options = options;
+        _time = time;
+        _watch = WatchAsync(recordPath, _cts.Token);
+        _logs = ReplicaLog.WatchAsync(logPath, options, time, _exited.Task, _cts.Token);
+    }
+
+    public int HostPort => _record.Port;
+
+    public int ProcessId => _record.Pid;
+
+    public Task<int> Exited => _exited.Task;
+
+    public string? ExitReason => "the re-adopted process ended (exit code unknown)";
+
+    private bool IsAlive => ProcStat.StartTicks(_record.Pid) == _record.StartTicks;
+
+    private async Task WatchAsync(string recordPath, CancellationToken ct)
+    {
+        try
+        {
+            // Real time on purpose: the process ends when it ends, whatever clock the agent runs on.
+            while (IsAlive)
+            {
+                await Task.Delay(s_poll, ct);
+            }
+            ProcessRecord.Delete(recordPath);
+            _exited.TrySetResult(-1);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>Signals the recorded process, if it is still that process.</summary>
+    internal static void KillIfSame(ProcessRecord record, int signal)
+    {
+        if (ProcStat.StartTicks(record.Pid) == record.StartTicks)
+        {
+            _ = Kill(record.Pid, signal);
+        }
+    }
+
+    public async Task StopAsync(TimeSpan grace, CancellationToken ct)
+    {
+        if (Exited.IsCompleted || !IsAlive)
+        {
+            return;
+        }
+        KillIfSame(_record, Sigterm);
+        await Task.WhenAny(Exited, Task.Delay(grace, _time, ct));
+        if (!Exited.IsCompleted)
+        {
+            KillIfSame(_record, Sigkill);
+            await Exited.WaitAsync(TimeSpan.FromSeconds(10), ct);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!Exited.IsCompleted && !_options.KeepReplicasOnExit)
+        {
+            KillIfSame(_record, Sigkill);
+        }
+        await _cts.CancelAsync();
+        await Task.WhenAll(_watch, _logs).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        _cts.Dispose();
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static partial int Kill(int pid, int signal);
+}
+
+/// <summary>What the process runtime records of a replica process, in <c>replicas/&lt;id&gt;.process</c>.</summary>
+internal sealed record ProcessRecord(int Pid, long StartTicks, int Port, long Generation, string Image)
+{
+    public const string Extension = ".process";
+
+    public static void Write(string path, ProcessRecord record)
+    {
+        var temp = path + ".tmp";
+        File.WriteAllText(temp, string.Create(CultureInfo.InvariantCulture, $"{record.Pid} {record.StartTicks} {record.Port} {record.Generation}\n{record.Image}\n"));
+        File.Move(temp, path, overwrite: true);
+    }
+
+    public static ProcessRecord? Read(string path)
+    {
+        try
+        {
+            var lines = File.ReadAllLines(path);
+            var numbers = lines[0].Split(' ');
+            return new ProcessRecord(
+                int.Parse(numbers[0], CultureInfo.InvariantCulture), long.Parse(numbers[1], CultureInfo.InvariantCulture),
+                int.Parse(numbers[2], CultureInfo.InvariantCulture), long.Parse(numbers[3], CultureInfo.InvariantCulture), lines[1]);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or OverflowException)
+        {
+            return null;
+        }
+    }
+
+    public static void Delete(string path)
+    {
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+}
+
+/// <summary>Reads <c>/proc/&lt;pid&gt;/stat</c>.</summary>
+internal static class ProcStat
+{
+    /// <summary>The process's start time (clock ticks after boot), or null when there is no such live process.</summary>
+    public static long? StartTicks(int pid)
+    {
+        try
+        {
+            var stat = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/stat");
+            // Fields after the command (which may hold spaces and parentheses): state is field 3, starttime 22.
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            if (fields[0] is "Z" or "X")
+            {
+                return null;
+            }
+            return long.Parse(fields[19], CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or ArgumentOutOfRangeException)
+        {
+            return null;
+        }
+    }
+}
+
+/// <summary>A replica's log file, written by the replica itself (appending); the agent rotates it by copy and truncate.</summary>
+internal static class ReplicaLog
+{
+    public static void Append(string path, string line)
+    {
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            File.AppendAllText(path, line + "\n");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // A full disk must not keep the replica from starting.
+        }
+    }
+
+    /// <summary>When the log passed its limit: copied to <c>.log.1</c> (replacing the older one) and truncated.</summary>
+    public static void RotateIfLarger(string path, long maxBytes)
+    {
+        try
+        {
+            var info = new FileInfo(path);
+            if (!info.Exists || info.Length <= Math.Max(4096, maxBytes))
+            {
+                return;
+            }
+            File.Copy(path, path + ".1", overwrite: true);
+            // The replica appends (O_APPEND): after the truncation it goes on at the new end.
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
+            stream.SetLength(0);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+
+    /// <summary>Checks the log's size every <see cref="ProcessRuntimeOptions.LogCheckInterval"/> until the replica ends.</summary>
+    public static async Task WatchAsync(string path, ProcessRuntimeOptions options, TimeProvider time, Task exited, CancellationToken ct)
+    {
+        try
+        {
+            while (!exited.IsCompleted)
+            {
+                await Task.WhenAny(exited, Task.Delay(options.LogCheckInterval, time, ct));
+                ct.ThrowIfCancellationRequested();
+                RotateIfLarger(path, options.MaxLogBytes);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
 }

@@ -12,6 +12,15 @@ public sealed class TunnelOptions
     public TimeSpan ReplicaConnectTimeout { get; init; } = TimeSpan.FromSeconds(5);
     public TimeSpan RetryMin { get; init; } = TimeSpan.FromMilliseconds(250);
     public TimeSpan RetryMax { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>
+    /// How long tunnels to an edge the control plane stopped naming are kept (and kept open) before
+    /// they are closed. An edge drops out of the list whenever its control stream to the server
+    /// breaks, and the list a restarted server sends first lacks the standalone edges that have not
+    /// reconnected yet; an edge that is still serving must not lose its tunnels for that. Zero closes
+    /// them at once.
+    /// </summary>
+    public TimeSpan RemovedEdgeLinger { get; init; } = TimeSpan.FromSeconds(60);
 }
 
 /// <summary>
@@ -27,6 +36,7 @@ public sealed partial class TunnelManager : IAsyncDisposable
     private readonly ILogger<TunnelManager> _logger;
     private readonly Lock _lock = new();
     private readonly Dictionary<string, TunnelPool> _pools = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, ITimer> _lingering = new(StringComparer.Ordinal);
     private NodeIdentity? _identity;
     private bool _disposed;
 
@@ -39,7 +49,7 @@ public sealed partial class TunnelManager : IAsyncDisposable
         _logger = loggers.CreateLogger<TunnelManager>();
     }
 
-    /// <summary>Edges with a pool now.</summary>
+    /// <summary>Edges with a pool now (those no longer named but still lingering included).</summary>
     public IReadOnlyCollection<string> Edges
     {
         get
@@ -57,7 +67,11 @@ public sealed partial class TunnelManager : IAsyncDisposable
         }
     }
 
-    /// <summary>Keeps pools to exactly <paramref name="edges"/>; new credentials restart every pool.</summary>
+    /// <summary>
+    /// Keeps pools to <paramref name="edges"/>: starts the missing; those no longer named are closed
+    /// after <see cref="TunnelOptions.RemovedEdgeLinger"/> unless named again meanwhile. New
+    /// credentials restart every pool.
+    /// </summary>
     public void Update(NodeIdentity identity, IReadOnlyCollection<string> edges)
     {
         var stale = new List<TunnelPool>();
@@ -68,6 +82,8 @@ public sealed partial class TunnelManager : IAsyncDisposable
             {
                 stale.AddRange(_pools.Values);
                 _pools.Clear();
+                foreach (var timer in _lingering.Values) timer.Dispose();
+                _lingering.Clear();
             }
             _identity = identity;
             var wanted = new HashSet<string>(StringComparer.Ordinal);
@@ -82,11 +98,24 @@ public sealed partial class TunnelManager : IAsyncDisposable
             }
             foreach (var (url, pool) in _pools.Where(p => !wanted.Contains(p.Key)).ToList())
             {
-                _pools.Remove(url);
-                stale.Add(pool);
+                if (_options.RemovedEdgeLinger <= TimeSpan.Zero)
+                {
+                    _pools.Remove(url);
+                    stale.Add(pool);
+                }
+                else if (!_lingering.ContainsKey(url))
+                {
+                    _lingering[url] = _time.CreateTimer(static s =>
+                    {
+                        var (manager, edge) = ((TunnelManager, string))s!;
+                        manager.Expire(edge);
+                    }, (this, url), _options.RemovedEdgeLinger, Timeout.InfiniteTimeSpan);
+                    LogLingering(_logger, url, _options.RemovedEdgeLinger.TotalSeconds);
+                }
             }
             foreach (var url in wanted)
             {
+                if (_lingering.Remove(url, out var timer)) timer.Dispose();
                 if (_pools.ContainsKey(url)) continue;
                 var pool = new TunnelPool(url, identity, _options, _isReplicaPort, _time, _loggers.CreateLogger<TunnelPool>());
                 _pools[url] = pool;
@@ -97,12 +126,28 @@ public sealed partial class TunnelManager : IAsyncDisposable
         foreach (var pool in stale) _ = pool.DisposeAsync().AsTask();
     }
 
+    // The linger of an edge no longer named is over: its tunnels close.
+    private void Expire(string url)
+    {
+        TunnelPool? pool;
+        lock (_lock)
+        {
+            if (!_lingering.Remove(url, out var timer)) return;
+            timer.Dispose();
+            if (!_pools.Remove(url, out pool)) return;
+        }
+        LogPoolClosed(_logger, url);
+        _ = pool.DisposeAsync().AsTask();
+    }
+
     public async ValueTask DisposeAsync()
     {
         List<TunnelPool> pools;
         lock (_lock)
         {
             _disposed = true;
+            foreach (var timer in _lingering.Values) timer.Dispose();
+            _lingering.Clear();
             pools = [.. _pools.Values];
             _pools.Clear();
         }
@@ -111,6 +156,12 @@ public sealed partial class TunnelManager : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Keeping {Count} idle tunnel(s) open to edge {Url}")]
     private static partial void LogPoolStarted(ILogger logger, string url, int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "The control plane no longer names edge {Url}: its tunnels stay open for {Seconds} s in case it comes back")]
+    private static partial void LogLingering(ILogger logger, string url, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Closed the tunnels to edge {Url}: not named again in time")]
+    private static partial void LogPoolClosed(ILogger logger, string url);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Ignoring edge URL '{Url}': not an http(s) URL")]
     private static partial void LogBadEdge(ILogger logger, string url);

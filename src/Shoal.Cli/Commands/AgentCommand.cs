@@ -15,6 +15,7 @@ public sealed class AgentCommand : Command
     private static readonly Option<bool> s_direct = new("--direct") { Description = "Direct mode: edges connect to --address; by default the node keeps tunnels open to the edges and needs no inbound port" };
     private static readonly Option<int> s_tunnels = new("--tunnels-per-edge") { Description = "Idle tunnels kept open to each edge", DefaultValueFactory = _ => 4 };
     private static readonly Option<bool> s_process = new("--enable-process-runtime") { Description = "Run allow-listed local commands as replicas (shoal/sim is built in)" };
+    private static readonly Option<bool> s_keepReplicas = new("--keep-replicas-on-exit") { Description = "Process runtime: leave replicas running when the agent stops, for the next agent to re-adopt (replicas of an agent that died are re-adopted anyway)" };
     private static readonly Option<string[]> s_processImage = new("--process-image") { Description = "Allow an image on the process runtime: IMAGE=COMMAND (repeatable)", AllowMultipleArgumentsPerToken = false };
     private static readonly Option<string> s_runtime = new("--runtime") { Description = "auto (docker when an engine answers, plus process when enabled), docker (engine required) or process", DefaultValueFactory = _ => "auto" };
     private static readonly Option<string?> s_dockerHost = new("--docker-host") { Description = "Docker Engine API address (default: DOCKER_HOST, else unix:///var/run/docker.sock)" };
@@ -38,6 +39,7 @@ public sealed class AgentCommand : Command
         Options.Add(s_tunnels);
         Options.Add(s_process);
         Options.Add(s_processImage);
+        Options.Add(s_keepReplicas);
         Options.Add(s_runtime);
         Options.Add(s_dockerHost);
         Options.Add(s_dockerNetwork);
@@ -59,6 +61,7 @@ public sealed class AgentCommand : Command
             Direct = result.GetValue(s_direct),
             TunnelsPerEdge = result.GetValue(s_tunnels),
             EnableProcessRuntime = result.GetValue(s_process),
+            KeepReplicasOnExit = result.GetValue(s_keepReplicas),
             Runtime = result.GetValue(s_runtime)!,
             DockerHost = result.GetValue(s_dockerHost),
             DockerNetwork = result.GetValue(s_dockerNetwork)!,

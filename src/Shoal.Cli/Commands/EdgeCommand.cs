@@ -77,6 +77,8 @@ public sealed class EdgeCommand : Command
             return ExitCodes.InvalidInput;
         }
 
+        // This process is an edge and nothing else: socket completions run inline (see there why).
+        EdgeHostExtensions.PreferInlineSocketCompletions();
         EdgeServer edge;
         try
         {

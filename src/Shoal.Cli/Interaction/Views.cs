@@ -115,7 +115,7 @@ public static class Views
 
     public static Table Nodes(IEnumerable<NodeDto> nodes, DateTimeOffset now)
     {
-        var table = NewTable("ID", "NAME", "STATE", "GPUS", "FREE GPUS", "REPLICAS", "LAST SEEN");
+        var table = NewTable("ID", "NAME", "STATE", "GPUS", "FREE GPUS", "REPLICAS", "RELIABILITY", "LAST SEEN");
         foreach (var n in nodes)
         {
             table.AddRow(
@@ -126,10 +126,20 @@ public static class Views
                 Cell(Formats.Gpus(n.Hardware)),
                 Cell(n.FreeGpus.ToString(CultureInfo.InvariantCulture)),
                 Cell(n.Replicas.ToString(CultureInfo.InvariantCulture)),
+                Reliability(n),
                 Cell(Formats.Age(n.LastSeenAt, now)));
         }
 
         return table;
+    }
+
+    /// <summary>The node's reliability score, with its disconnects of the last 10 minutes; a flapping node in red.</summary>
+    private static Markup Reliability(NodeDto n)
+    {
+        var text = n.Reliability.ToString("0.00", CultureInfo.InvariantCulture);
+        if (n.Flapping) text += " flapping";
+        if (n.RecentDisconnects > 0) text += n.RecentDisconnects == 1 ? " (1 drop)" : $" ({n.RecentDisconnects.ToString(CultureInfo.InvariantCulture)} drops)";
+        return new Markup(Markup.Escape(text), n.Flapping ? new Style(Color.Red) : n.RecentDisconnects > 0 ? new Style(Color.Yellow) : Style.Plain);
     }
 
     /// <summary>The table of <c>shoal events</c>: times in UTC to the millisecond, so failover steps can be timed.</summary>

@@ -26,9 +26,11 @@ public sealed partial class AgentGateway
     private readonly ILogger<AgentGateway> _logger;
     private readonly ConcurrentDictionary<string, AgentSession> _sessions = new(StringComparer.Ordinal);
     private readonly EdgeDirectory _edges;
+    private readonly CancellationToken _stopping;
 
-    public AgentGateway(ControlPlaneState state, IShoalStore store, TimeProvider time, ServerOptions options, EdgeDirectory edges, ILogger<AgentGateway> logger)
+    public AgentGateway(ControlPlaneState state, IShoalStore store, TimeProvider time, ServerOptions options, EdgeDirectory edges, IHostApplicationLifetime lifetime, ILogger<AgentGateway> logger)
     {
+        _stopping = lifetime.ApplicationStopping;
         _edges = edges;
         _edges.Changed += urls =>
         {
@@ -107,7 +109,9 @@ public sealed partial class AgentGateway
 
     private async Task RunSessionAsync(AgentSession session, string? newSecret, CancellationToken requestAborted)
     {
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(requestAborted);
+        // Sessions end when the server begins to stop (else the host would wait out its shutdown
+        // timeout on them); the agents reconnect to the next server.
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(requestAborted, _stopping);
         var ct = cts.Token;
         var writer = session.RunWriterAsync(ct);
         var reason = "connection closed";
@@ -200,7 +204,9 @@ public sealed partial class AgentGateway
             if (registered)
             {
                 _sessions.TryRemove(new KeyValuePair<string, AgentSession>(session.NodeId, session));
-                await _state.NodeDisconnectedAsync(session.NodeId, session, reason);
+                // A stopping server is not the node's doing: no node-lost (the next start counts the
+                // grace from its own start), and no route table without the node's replicas.
+                if (!_stopping.IsCancellationRequested) await _state.NodeDisconnectedAsync(session.NodeId, session, reason);
             }
         }
     }

@@ -106,6 +106,9 @@ internal static class Mapping
             AckedRevision = n.AckedRevision,
             RegisteredAt = n.RegisteredAt,
             LastSeenAt = n.LastSeenAt,
+            Reliability = view.Reliability.Score,
+            RecentDisconnects = view.Reliability.RecentDisconnects,
+            Flapping = view.Reliability.Flapping,
         };
     }
 }

@@ -54,7 +54,7 @@ public sealed partial class ControlPlaneState
                 _dirtyNodes.Remove(node.Id);
             }
             LogNodeScheduling(_logger, node.Id, node.Name, action);
-            return NodeViewOf(updated, nodeReplicas);
+            return NodeViewOf(updated, nodeReplicas, ReliabilityLocked(node.Id, now));
         }
         finally
         {

@@ -87,8 +87,21 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         public object? Session { get; set; }
         public DateTimeOffset LastSeen { get; set; }
         public DateTimeOffset? DisconnectedSince { get; set; }
+        /// <summary>The grace of this disconnect when not the usual one (after a server start).</summary>
+        public TimeSpan? Grace { get; set; }
         /// <summary>The node's agent asked to be reached over its tunnels.</summary>
         public bool Tunnel { get; set; }
+        /// <summary>When the current session began; null while disconnected.</summary>
+        public DateTimeOffset? ConnectedSince { get; set; }
+        /// <summary>When the node lost its connection, within <see cref="NodeReliability.Window"/> (kept in memory only).</summary>
+        public Queue<DateTimeOffset> RecentDisconnects { get; } = new();
+    }
+
+    private NodeReliability ReliabilityLocked(string nodeId, DateTimeOffset now)
+    {
+        if (!_liveness.TryGetValue(nodeId, out var live)) return NodeReliability.Steady;
+        while (live.RecentDisconnects.TryPeek(out var oldest) && now - oldest > NodeReliability.Window) live.RecentDisconnects.Dequeue();
+        return NodeReliability.Compute(live.RecentDisconnects, live.ConnectedSince, now);
     }
 
     public async Task LoadAsync(CancellationToken ct)
@@ -111,7 +124,12 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 var state = n.State is NodeState.Offline ? NodeState.Offline : NodeState.Disconnected;
                 _nodes[n.Id] = n with { State = state };
                 _liveness[n.Id] = new NodeLiveness { DisconnectedSince = state == NodeState.Disconnected ? now : null };
-                if (n.State is NodeState.Ready or NodeState.Cordoned) _awaitingReconnect.Add(n.Id);
+                if (n.State is NodeState.Ready or NodeState.Cordoned)
+                {
+                    _awaitingReconnect.Add(n.Id);
+                    // Its agent may be in a long reconnect back-off while this server was down.
+                    _liveness[n.Id].Grace = _options.RestartGracePeriod > _options.NodeGracePeriod ? _options.RestartGracePeriod : null;
+                }
             }
             Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
             LoadedAt = now;
@@ -233,12 +251,13 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
 
     public async Task<IReadOnlyList<NodeView>> ListNodesAsync(CancellationToken ct)
     {
+        var now = _time.GetUtcNow();
         await _gate.WaitAsync(ct);
         try
         {
             var byNode = _replicas.Values.Where(r => r.NodeId is not null).ToLookup(r => r.NodeId!, StringComparer.Ordinal);
             return _nodes.Values.OrderBy(n => n.Name, StringComparer.Ordinal).ThenBy(n => n.Id, StringComparer.Ordinal)
-                .Select(n => NodeViewOf(n, byNode[n.Id])).ToList();
+                .Select(n => NodeViewOf(n, byNode[n.Id], ReliabilityLocked(n.Id, now))).ToList();
         }
         finally
         {
@@ -258,7 +277,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 if (byName.Count != 1) return null;
                 node = byName[0];
             }
-            return NodeViewOf(node, _replicas.Values.Where(r => r.NodeId == node.Id));
+            return NodeViewOf(node, _replicas.Values.Where(r => r.NodeId == node.Id), ReliabilityLocked(node.Id, _time.GetUtcNow()));
         }
         finally
         {
@@ -293,11 +312,11 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         _dirtyReplicas.Remove(id);
     }
 
-    private static NodeView NodeViewOf(NodeRecord node, IEnumerable<ReplicaRecord> nodeReplicas)
+    private static NodeView NodeViewOf(NodeRecord node, IEnumerable<ReplicaRecord> nodeReplicas, NodeReliability reliability)
     {
         var used = nodeReplicas.ToList();
         var usedGpus = used.Sum(r => r.GpuIndexes.Length);
-        return new NodeView(node, used.Count, Math.Max(0, node.Hardware.Gpus.Length - usedGpus));
+        return new NodeView(node, used.Count, Math.Max(0, node.Hardware.Gpus.Length - usedGpus), reliability);
     }
 
     // ---------------------------------------------------------------- nodes (gateway)
@@ -387,6 +406,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             live.Session = session;
             live.LastSeen = now;
             live.DisconnectedSince = null;
+            live.ConnectedSince = now;
+            live.Grace = null;
             live.Tunnel = hello.Tunnel;
             if (_awaitingReconnect.Remove(nodeId)) Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
             ApplyReportsLocked(nodeId, hello.Replicas, now);
@@ -413,6 +434,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
             live.Session = null;
             live.DisconnectedSince = now;
+            live.ConnectedSince = null;
+            live.RecentDisconnects.Enqueue(now);
             var node = _nodes[nodeId];
             var updated = node with
             {
@@ -669,13 +692,14 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             {
                 if (live.Session is not null || live.DisconnectedSince is not { } since) continue;
                 var node = _nodes[id];
-                if (node.State == NodeState.Offline || now - since < _options.NodeGracePeriod) continue;
+                var grace = live.Grace ?? _options.NodeGracePeriod;
+                if (node.State == NodeState.Offline || now - since < grace) continue;
                 nodes[id] = node with { State = NodeState.Offline };
                 foreach (var r in replicas.Values.Where(r => r.NodeId == id).ToList())
                 {
                     pass.Remove(r);
                     pass.Events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Replaced,
-                        $"node {node.Name} gone for {Seconds(now - since)} s (grace {Seconds(_options.NodeGracePeriod)} s): replica removed, a replacement is placed elsewhere",
+                        $"node {node.Name} gone for {Seconds(now - since)} s (grace {Seconds(grace)} s): replica removed, a replacement is placed elsewhere",
                         r.Id, id));
                 }
                 pass.ChangedNodes.Add(id);
@@ -708,12 +732,14 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 {
                     var current = nodes.GetValueOrDefault(n.Id) ?? n;
                     var schedulable = current.State == NodeState.Ready && !current.Cordoned && _liveness[n.Id].Session is not null;
+                    var reliability = ReliabilityLocked(n.Id, now);
                     return new NodeCapacity(
                         n.Id,
                         schedulable,
                         n.Hardware.Gpus.Select(g => new GpuSlot(g.Index, g.Type)).ToArray(),
-                        Reliability(n),
-                        n.Images.Length == 0 ? null : n.Images.ToHashSet(StringComparer.Ordinal));
+                        reliability.Score,
+                        n.Images.Length == 0 ? null : n.Images.ToHashSet(StringComparer.Ordinal),
+                        reliability.Flapping);
                 }).ToList();
                 var placedReplicas = replicas.Values
                     .Where(r => r.NodeId is not null)
@@ -846,8 +872,6 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         }
     }
 
-    private static double Reliability(NodeRecord node) => 1.0 / (1.0 + 0.1 * node.Disconnects);
-
     // ---------------------------------------------------------------- routing
 
     /// <summary>Takes requests: ready, healthy, on a connected node, and not draining.</summary>
@@ -893,7 +917,12 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                     Destinations = [.. destinations],
                 };
             }
-            return new RouteTable { Version = version, Clusters = clusters };
+            var lost = _liveness
+                .Where(kv => kv.Value.Session is null && kv.Value.DisconnectedSince is not null && _nodes[kv.Key].State == NodeState.Disconnected)
+                .Select(kv => kv.Key)
+                .Order(StringComparer.Ordinal)
+                .ToArray();
+            return new RouteTable { Version = version, Clusters = clusters, LostNodes = lost };
         }
         finally
         {
@@ -920,4 +949,4 @@ public sealed record ClusterView(ClusterRecord Cluster, IReadOnlyList<ReplicaVie
 public sealed record ReplicaView(ReplicaRecord Replica, NodeRecord? Node, ReplicaLoad? Load, bool Routable);
 
 /// <summary>A node with how much of it is used.</summary>
-public sealed record NodeView(NodeRecord Node, int Replicas, int FreeGpus);
+public sealed record NodeView(NodeRecord Node, int Replicas, int FreeGpus, NodeReliability Reliability);

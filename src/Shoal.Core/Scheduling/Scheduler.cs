@@ -9,12 +9,14 @@ public readonly record struct GpuSlot(int Index, string Type);
 /// <param name="Gpus">All GPUs of the node.</param>
 /// <param name="Reliability">0 (flaps all the time) to 1 (always up).</param>
 /// <param name="CachedImages">Images already on the node, or null.</param>
+/// <param name="Flapping">Disconnects too often: used only when no steady node fits.</param>
 public sealed record NodeCapacity(
     string Id,
     bool Schedulable,
     IReadOnlyList<GpuSlot> Gpus,
     double Reliability = 1.0,
-    IReadOnlySet<string>? CachedImages = null);
+    IReadOnlySet<string>? CachedImages = null,
+    bool Flapping = false);
 
 /// <summary>A replica that already holds GPUs on a node.</summary>
 public readonly record struct PlacedReplica(string ClusterId, string NodeId, IReadOnlyList<int> GpuIndexes);
@@ -34,8 +36,8 @@ public sealed record Placement(string ReplicaId, string? NodeId, int[] GpuIndexe
 
 /// <summary>
 /// Filter-then-score placement. Filters: node schedulable, GPU type matches, enough free GPUs.
-/// Nodes the request avoids come last. Replicas of one cluster go to distinct nodes when possible
-/// (fewest replicas of the cluster first), otherwise onto a node's further free GPUs. Among equals: image cached, reliability,
+/// Nodes the request avoids come last, then flapping nodes. Replicas of one cluster go to distinct
+/// nodes when possible (fewest replicas of the cluster first), otherwise onto a node's further free GPUs. Among equals: image cached, reliability,
 /// share of GPUs free, then node id, so the result is deterministic.
 /// Pure: no I/O, no clock; O((N + R) log N) per cluster.
 /// </summary>
@@ -126,7 +128,7 @@ public static class Scheduler
         perNode[nodeIdx] = perNode.GetValueOrDefault(nodeIdx) + 1;
     }
 
-    private readonly record struct Rank(bool Avoided, int ClusterReplicas, double Score, int Ordinal);
+    private readonly record struct Rank(bool Avoided, bool Flapping, int ClusterReplicas, double Score, int Ordinal);
 
     private sealed class RankComparer : IComparer<Rank>
     {
@@ -135,6 +137,8 @@ public static class Scheduler
         public int Compare(Rank x, Rank y)
         {
             var c = x.Avoided.CompareTo(y.Avoided);
+            if (c != 0) return c;
+            c = x.Flapping.CompareTo(y.Flapping);
             if (c != 0) return c;
             c = x.ClusterReplicas.CompareTo(y.ClusterReplicas);
             if (c != 0) return c;
@@ -190,7 +194,7 @@ public static class Scheduler
         {
             var cached = Node.CachedImages?.Contains(image) == true ? 2.0 : 0.0;
             var freeShare = _total == 0 ? 0 : (double)(_total - _used) / _total;
-            return new Rank(avoid?.Contains(Node.Id) == true, clusterReplicas, cached + Math.Clamp(Node.Reliability, 0, 1) + 0.5 * freeShare, ordinal);
+            return new Rank(avoid?.Contains(Node.Id) == true, Node.Flapping, clusterReplicas, cached + Math.Clamp(Node.Reliability, 0, 1) + 0.5 * freeShare, ordinal);
         }
     }
 }

@@ -19,16 +19,45 @@ public sealed class EdgeReplica
     internal int _ejectionLevel;
     internal long _ejections;
     internal readonly long[] _outcomes = new long[OutcomeCount];
+    // Cancelled (and dropped) when the replica's node is lost; created again by the next attempt.
+    private CancellationTokenSource? _lost;
 
-    public EdgeReplica(string cluster, string replicaId)
+    public EdgeReplica(string cluster, string replicaId, string? nodeId = null)
     {
         Cluster = cluster;
         ReplicaId = replicaId;
+        NodeId = nodeId;
     }
 
     public string Cluster { get; }
 
     public string ReplicaId { get; }
+
+    /// <summary>The node the replica runs on (a replica never moves).</summary>
+    public string? NodeId { get; internal set; }
+
+    /// <summary>Cancelled when the control plane reports the replica's node lost: attempts in flight to it stop.</summary>
+    internal CancellationToken LostToken
+    {
+        get
+        {
+            var cts = Volatile.Read(ref _lost);
+            if (cts is null)
+            {
+                var fresh = new CancellationTokenSource();
+                cts = Interlocked.CompareExchange(ref _lost, fresh, null) ?? fresh;
+                if (!ReferenceEquals(cts, fresh)) fresh.Dispose();
+            }
+            return cts.Token;
+        }
+    }
+
+    /// <summary>Cuts every attempt in flight to this replica (its node was lost); later attempts are unaffected.</summary>
+    internal void CutInFlight()
+    {
+        // Not disposed: attempts still hold linked registrations on it; without a timer it needs no disposal.
+        Interlocked.Exchange(ref _lost, null)?.Cancel();
+    }
 
     /// <summary>Requests the edge is forwarding to this replica now.</summary>
     public int InFlight => Volatile.Read(ref _inFlight);

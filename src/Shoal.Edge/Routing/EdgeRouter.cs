@@ -43,7 +43,22 @@ public sealed class EdgeRouter : IDisposable
     public EdgeRouter(IRouteTableSource source, RoutingSignal signal)
     {
         _source = source;
-        _subscription = ChangeToken.OnChange(source.GetChangeToken, signal.Fire);
+        _subscription = ChangeToken.OnChange(source.GetChangeToken, () =>
+        {
+            CutLostNodes(source.Current);
+            signal.Fire();
+        });
+    }
+
+    /// <summary>Requests in flight to replicas on nodes the control plane lost are cut (and retried elsewhere when they can be).</summary>
+    private void CutLostNodes(RouteTable table)
+    {
+        if (table.LostNodes.Length == 0) return;
+        var lost = new HashSet<string>(table.LostNodes, StringComparer.Ordinal);
+        foreach (var replica in _replicas.Values)
+        {
+            if (replica.InFlight > 0 && replica.NodeId is { } node && lost.Contains(node)) replica.CutInFlight();
+        }
     }
 
     /// <summary>Every replica the edge has seen (for metrics), including ones no longer routed to.</summary>
@@ -61,8 +76,12 @@ public sealed class EdgeRouter : IDisposable
     }
 
     /// <summary>The live state of a replica (created on first use).</summary>
-    public EdgeReplica Replica(string cluster, string replicaId) =>
-        _replicas.GetOrAdd(replicaId, static (id, c) => new EdgeReplica(c, id), cluster);
+    public EdgeReplica Replica(string cluster, string replicaId, string? nodeId = null)
+    {
+        var replica = _replicas.GetOrAdd(replicaId, static (id, c) => new EdgeReplica(c, id), cluster);
+        if (nodeId is not null && replica.NodeId != nodeId) replica.NodeId = nodeId;
+        return replica;
+    }
 
     public ClusterState Cluster(string name) => _clusters.GetOrAdd(name, static n => new ClusterState(n));
 
@@ -76,7 +95,7 @@ public sealed class EdgeRouter : IDisposable
             for (var i = 0; i < targets.Length; i++)
             {
                 var d = route.Destinations[i];
-                targets[i] = new RouteTarget(d, Replica(name, d.ReplicaId));
+                targets[i] = new RouteTarget(d, Replica(name, d.ReplicaId, d.NodeId));
             }
             clusters[name] = new ClusterView(route, targets, Cluster(name));
         }

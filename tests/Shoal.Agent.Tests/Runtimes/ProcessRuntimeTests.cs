@@ -29,10 +29,11 @@ public sealed class ProcessRuntimeTests : IDisposable
         return $"python3 -m http.server --bind 127.0.0.1 --directory {CommandLine.Quote(root)} $PORT";
     }
 
-    private ProcessRuntime Runtime(bool enabled = true) => new(
+    private ProcessRuntime Runtime(bool enabled = true, bool keep = false) => new(
         new ProcessRuntimeOptions
         {
             Enabled = enabled,
+            KeepReplicasOnExit = keep,
             Images = new Dictionary<string, string> { [PythonImage] = PythonServerCommand(_dir.Combine("www")) },
             SimCommand = "shoal sim",
             ReplicasDir = _dir.Combine("replicas"),
@@ -171,6 +172,72 @@ public sealed class ProcessRuntimeTests : IDisposable
 
         Assert.True(instance.Exited.IsCompleted);
         Assert.True(HasExited(instance.ProcessId));
+    }
+
+    [Fact]
+    public async Task A_replica_left_by_an_earlier_agent_is_re_adopted_as_it_is_and_one_no_longer_assigned_is_stopped()
+    {
+        // The first agent starts two replicas and goes away leaving them running.
+        var first = Runtime(keep: true);
+        var kept = await first.StartAsync(Python("keep-1"), CancellationToken.None);
+        var orphan = await first.StartAsync(Python("gone-1"), CancellationToken.None);
+        var (keptPid, keptPort) = (((ProcessReplicaInstance)kept).ProcessId, kept.HostPort);
+        var orphanPid = ((ProcessReplicaInstance)orphan).ProcessId;
+        await kept.DisposeAsync();
+        await orphan.DisposeAsync();
+        Assert.False(HasExited(keptPid));
+        Assert.False(HasExited(orphanPid));
+
+        // The next agent is assigned one of them: the same process on the same port, not a new one.
+        var second = Runtime();
+        await using var adopted = await second.StartAsync(Python("keep-1"), CancellationToken.None);
+        var instance = Assert.IsType<AdoptedReplicaInstance>(adopted);
+        Assert.Equal(keptPid, instance.ProcessId);
+        Assert.Equal(keptPort, adopted.HostPort);
+        var probe = new HttpReplicaProbe(_http, TimeProvider.System);
+        var spec = new HealthCheckSpec { Path = "/health", TimeoutMs = 1000 };
+        var healthy = false;
+        for (var i = 0; i < 100 && !healthy; i++)
+        {
+            healthy = await probe.ProbeAsync(keptPort, spec, CancellationToken.None);
+            if (!healthy) await Task.Delay(100);
+        }
+        Assert.True(healthy, "the adopted replica answers its health check");
+
+        // The other is no longer assigned: stopped.
+        await second.RemoveOrphansAsync(new HashSet<string>(["keep-1"]), CancellationToken.None);
+        Assert.True(HasExited(orphanPid));
+        Assert.False(File.Exists(_dir.Combine("replicas", "gone-1.process")));
+
+        // The adopted one stops like any other, and its end is seen.
+        await adopted.StopAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
+        await adopted.Exited.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(HasExited(keptPid));
+        Assert.False(File.Exists(_dir.Combine("replicas", "keep-1.process")));
+    }
+
+    [Fact]
+    public async Task A_left_replica_of_another_generation_is_stopped_and_a_new_one_started()
+    {
+        var first = Runtime(keep: true);
+        var old = await first.StartAsync(Python("gen-1"), CancellationToken.None);
+        var oldPid = ((ProcessReplicaInstance)old).ProcessId;
+        await old.DisposeAsync();
+
+        await using var fresh = await Runtime().StartAsync(Python("gen-1") with { Generation = 2 }, CancellationToken.None);
+        var instance = Assert.IsType<ProcessReplicaInstance>(fresh);
+        Assert.NotEqual(oldPid, instance.ProcessId);
+        await Poll.UntilAsync(() => HasExited(oldPid), "the old generation's process to stop");
+        await fresh.StopAsync(TimeSpan.FromSeconds(5), CancellationToken.None);
+    }
+
+    [Fact]
+    public async Task Without_keep_a_replica_stops_with_its_agent()
+    {
+        var instance = await Runtime().StartAsync(Python("plain-1"), CancellationToken.None);
+        var pid = ((ProcessReplicaInstance)instance).ProcessId;
+        await instance.DisposeAsync();
+        await Poll.UntilAsync(() => HasExited(pid), "the replica to stop with its agent");
     }
 
     private static bool HasExited(int pid)

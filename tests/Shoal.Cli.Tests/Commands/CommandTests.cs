@@ -251,7 +251,7 @@ public sealed class CommandTests : IAsyncLifetime
         _cli.Time = new FakeTimeProvider(now);
         _server.On("GET", "/v1/nodes", CannedResponse.Json([Samples.Node("box", now.AddSeconds(-3), "rtx-4090", "rtx-4090")], ShoalJsonContext.Default.NodeDtoArray));
         Assert.Equal(ExitCodes.Success, await _cli.RunAsync("nodes"));
-        Assert.Matches(@"n-box\s+box\s+ready\s+2× rtx-4090\s+1\s+1\s+3s ago", _cli.Out);
+        Assert.Matches(@"n-box\s+box\s+ready\s+2× rtx-4090\s+1\s+1\s+1\.00\s+3s ago", _cli.Out);
     }
 
     private static ClusterEventDto[] SampleEvents() =>

@@ -59,9 +59,15 @@ public sealed class RenderingTests
     public void Nodes_table_groups_gpus_and_shows_last_seen()
     {
         var now = Samples.T0.AddMinutes(10);
-        _interaction.Write(Views.Nodes([Samples.Node("box", now.AddSeconds(-5), "rtx-4090", "rtx-4090")], now));
+        _interaction.Write(Views.Nodes(
+            [
+                Samples.Node("box", now.AddSeconds(-5), "rtx-4090", "rtx-4090"),
+                Samples.Node("wobbly", now.AddSeconds(-1), "rtx-3090") with { Reliability = 0.25, RecentDisconnects = 3, Flapping = true },
+            ], now));
         var row = Assert.Single(Lines(_stdout.Output), l => l.StartsWith("n-box", StringComparison.Ordinal));
-        Assert.Matches(@"n-box\s+box\s+ready\s+2× rtx-4090\s+1\s+1\s+5s ago", row);
+        Assert.Matches(@"n-box\s+box\s+ready\s+2× rtx-4090\s+1\s+1\s+1\.00\s+5s ago", row);
+        var wobbly = Assert.Single(Lines(_stdout.Output), l => l.StartsWith("n-wobbly", StringComparison.Ordinal));
+        Assert.Matches(@"n-wobbly\s+wobbly\s+ready\s+1× rtx-3090\s+1\s+1\s+0\.25 flapping \(3 drops\)\s+1s ago", wobbly);
     }
 
     [Fact]

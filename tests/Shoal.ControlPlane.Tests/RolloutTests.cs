@@ -398,6 +398,49 @@ public sealed class RolloutTests
         new[] { "node-1", "node-2" }.Single(n => h.NodeId(n) == nodeId);
 
     [Fact]
+    public async Task A_flapping_node_s_replica_moves_surge_first_to_a_steady_node_but_stays_when_no_steady_node_has_room()
+    {
+        var (h, old) = await ReadyClusterAsync();
+        await using var _ = h;
+        var victim = (await h.ReplicasAsync())[0].Replica;
+        var victimNode = NodeName(h, victim.NodeId);
+
+        // Two drops: not flapping yet, nothing moves.
+        await h.BounceAsync(victimNode);
+        await h.BounceAsync(victimNode);
+        await h.ReconcileAsync();
+        Assert.Equal(old, (await h.ReplicasAsync()).Select(r => r.Replica.Id).Order(StringComparer.Ordinal).ToArray());
+
+        // The third within ten minutes: a replacement on the steady free node first, the old one still routed.
+        h.Time.Advance(TimeSpan.FromSeconds(5));
+        await h.BounceAsync(victimNode);
+        await h.ReconcileAsync();
+        var replacement = Assert.Single(await h.ReplicasAsync(), r => !old.Contains(r.Replica.Id)).Replica;
+        Assert.NotEqual(victim.NodeId, replacement.NodeId);
+        Assert.Contains(victim.Id, await h.RoutedAsync());
+
+        await h.ReadyAsync(replacement.Id);
+        await h.ReconcileAsync();
+        var draining = Assert.Single(await h.ReplicasAsync(), r => r.Replica.DrainingSince is not null).Replica;
+        Assert.Equal(victim.Id, draining.Id);
+        Assert.Equal($"node {victimNode} is flapping (3 disconnects within 10 min)", draining.DrainReason);
+        h.Time.Advance(TimeSpan.FromSeconds(3));
+        await h.LoadAsync(victim.Id, 0);
+        await h.ReconcileAsync();
+        Assert.DoesNotContain(await h.ReplicasAsync(), r => r.Replica.NodeId == victim.NodeId);
+        Assert.Equal(2, (await h.RoutedAsync()).Length);
+
+        // The other nodes are full now: a second flapping node keeps its replica (nowhere steady to go).
+        var other = (await h.ReplicasAsync()).Single(r => r.Replica.Id != replacement.Id).Replica;
+        var otherNode = NodeName(h, other.NodeId);
+        for (var i = 0; i < 3; i++) await h.BounceAsync(otherNode);
+        await h.ReconcileAsync();
+        Assert.Equal([other.Id, replacement.Id], (await h.ReplicasAsync()).Select(r => r.Replica.Id).Order(StringComparer.Ordinal).ToArray()
+            .OrderBy(id => id == replacement.Id).ToArray());
+        Assert.DoesNotContain(await h.ReplicasAsync(), r => r.Replica.DrainingSince is not null);
+    }
+
+    [Fact]
     public async Task A_server_restart_mid_rollout_continues_it_from_the_store()
     {
         var (h, old) = await ReadyClusterAsync();

@@ -78,6 +78,18 @@ internal sealed class StateHarness : IAsyncDisposable
         }
     }
 
+    /// <summary>The node's connection drops and comes back at once, reporting its replicas as they were.</summary>
+    public async Task BounceAsync(string name)
+    {
+        var (id, session) = _nodes[name];
+        var before = await AllReplicasAsync();
+        await State.NodeDisconnectedAsync(id, session, "test: connection dropped");
+        var fresh = new object();
+        _nodes[name] = (id, fresh);
+        var reports = before.Where(r => r.Replica.NodeId == id).Select(r => Report(r.Replica, r.Load)).ToArray();
+        await State.NodeConnectedAsync(id, fresh, WireAgent.Hello(name, ("rtx-4090", _gpus[name])) with { Replicas = reports }, default);
+    }
+
     private static ReplicaReport Report(ReplicaRecord r, ReplicaLoad? load) => new()
     {
         ReplicaId = r.Id,

@@ -1,4 +1,6 @@
 using System.Globalization;
+using Shoal.Contracts;
+using Shoal.Core.Scheduling;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane.State;
@@ -16,6 +18,9 @@ internal sealed record Replacement(string Message, string? AvoidNode = null);
 /// </summary>
 public sealed partial class ControlPlaneState
 {
+    // Replicas being moved off a flapping node (in memory; a restarted server decides afresh).
+    private readonly HashSet<string> _leavingFlappingNodes = new(StringComparer.Ordinal);
+
     // Replica id → when its agent reported each restart (in memory: after a server restart the count starts again).
     private readonly Dictionary<string, List<DateTimeOffset>> _restartTimes = new(StringComparer.Ordinal);
 
@@ -23,7 +28,8 @@ public sealed partial class ControlPlaneState
     private Replacement? ReplacementReasonLocked(ClusterRecord cluster, ReplicaRecord r, DateTimeOffset now) =>
         OutdatedGeneration(cluster, r)
         ?? NodeBeingDrained(r)
-        ?? CrashLooping(r, now);
+        ?? CrashLooping(r, now)
+        ?? NodeFlapping(cluster, r, now);
 
     private static Replacement? OutdatedGeneration(ClusterRecord cluster, ReplicaRecord r) =>
         IsCurrent(cluster, r) ? null : new Replacement($"generation {r.Generation} is replaced by generation {cluster.Generation}");
@@ -44,6 +50,44 @@ public sealed partial class ControlPlaneState
             string.Create(CultureInfo.InvariantCulture, $"crash-looping on {name} ({recent} restarts within {_options.CrashLoopWindow.TotalSeconds:0} s") +
             (r.Reason is { Length: > 0 } why ? $"; last: {why})" : ")"),
             nodeId);
+    }
+
+    /// <summary>
+    /// The replica's node keeps dropping (<see cref="NodeReliability.Flapping"/>): it moves to a steady
+    /// node, but only when one has room for it; otherwise it stays where it is rather than churn
+    /// between unreliable nodes.
+    /// </summary>
+    private Replacement? NodeFlapping(ClusterRecord cluster, ReplicaRecord r, DateTimeOffset now)
+    {
+        if (r.NodeId is not { } nodeId || !_nodes.TryGetValue(nodeId, out var node)) return null;
+        var reliability = ReliabilityLocked(nodeId, now);
+        if (!reliability.Flapping)
+        {
+            _leavingFlappingNodes.Remove(r.Id);
+            return null;
+        }
+        // Once a move began, its replacement holds the room it found: the move goes on.
+        if (!_leavingFlappingNodes.Contains(r.Id))
+        {
+            if (!SteadyNodeHasRoomLocked(cluster.Spec.Gpu, cluster.Spec.GpuCount, nodeId, now)) return null;
+            _leavingFlappingNodes.Add(r.Id);
+        }
+        return new Replacement(
+            string.Create(CultureInfo.InvariantCulture, $"node {node.Name} is flapping ({reliability.RecentDisconnects} disconnects within {NodeReliability.Window.TotalMinutes:0} min)"),
+            nodeId);
+    }
+
+    /// <summary>Whether a schedulable node other than <paramref name="except"/>, not flapping, has <paramref name="count"/> free GPUs of <paramref name="gpu"/>.</summary>
+    private bool SteadyNodeHasRoomLocked(string gpu, int count, string except, DateTimeOffset now)
+    {
+        foreach (var node in _nodes.Values)
+        {
+            if (node.Id == except || node.State != NodeState.Ready || node.Cordoned || node.Draining) continue;
+            if (!_liveness.TryGetValue(node.Id, out var live) || live.Session is null || ReliabilityLocked(node.Id, now).Flapping) continue;
+            var used = _replicas.Values.Where(x => x.NodeId == node.Id).SelectMany(x => x.GpuIndexes).ToHashSet();
+            if (node.Hardware.Gpus.Count(g => g.Type == gpu && !used.Contains(g.Index)) >= count) return true;
+        }
+        return false;
     }
 
     // A report said the replica restarted (count more than once if several restarts happened between reports).

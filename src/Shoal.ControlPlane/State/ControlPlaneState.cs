@@ -309,6 +309,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
         _loads.Remove(id);
         _loadsAt.Remove(id);
         _restartTimes.Remove(id);
+        _leavingFlappingNodes.Remove(id);
         _dirtyReplicas.Remove(id);
     }
 

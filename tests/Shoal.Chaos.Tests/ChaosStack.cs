@@ -12,6 +12,9 @@ internal sealed record ChaosStackOptions
     /// <summary>How long a disconnected node keeps its replicas (<c>--grace-period</c>).</summary>
     public TimeSpan GracePeriod { get; init; } = ChaosStack.GracePeriod;
 
+    /// <summary>How long nodes that were serving keep their replicas after a server restart (the server's default, passed explicitly).</summary>
+    public TimeSpan RestartGracePeriod { get; init; } = TimeSpan.FromSeconds(40);
+
     /// <summary><c>--heartbeat-interval</c>; null: the server's default (2 s, so 3 missed ones are 6 s).</summary>
     public TimeSpan? HeartbeatInterval { get; init; }
 
@@ -186,7 +189,8 @@ internal sealed class ChaosStack : IAsyncDisposable
         var args = new List<string>
         {
             "server", "--listen", $"{_host}:{_apiPort}",
-            "--data-dir", _dir.Combine("server"), "--grace-period", $"{_options.GracePeriod.TotalMilliseconds}ms", "--log-level", "Warning",
+            "--data-dir", _dir.Combine("server"), "--grace-period", $"{_options.GracePeriod.TotalMilliseconds}ms",
+            "--restart-grace-period", $"{_options.RestartGracePeriod.TotalSeconds}s", "--log-level", "Warning",
         };
         args.AddRange(_options.StandaloneEdge ? ["--no-edge", "--edge-key", _edgeKey] : ["--edge-listen", $"{_host}:{_edgePort}"]);
         if (_options.HeartbeatInterval is { } hb) args.AddRange(["--heartbeat-interval", $"{hb.TotalMilliseconds}ms"]);

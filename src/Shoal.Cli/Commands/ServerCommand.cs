@@ -12,6 +12,8 @@ public sealed class ServerCommand : Command
     private static readonly Option<string?> s_dataDir = new("--data-dir") { Description = "Directory for the embedded SQLite store (default ./.shoal/server)" };
     private static readonly Option<string?> s_database = new("--database") { Description = "PostgreSQL connection string (\"Host=…;Username=…;Database=…\") instead of SQLite" };
     private static readonly Option<TimeSpan?> s_grace = CommonOptions.CreateDurationOption("--grace-period", "How long a disconnected node keeps its replicas before they are replaced (default 10s)", TimeSpan.Zero, TimeSpan.FromHours(24));
+    private static readonly Option<TimeSpan?> s_restartGrace = CommonOptions.CreateDurationOption("--restart-grace-period",
+        "After this server starts, how long nodes that were serving keep their replicas while their agents reconnect (default 40s, at least --grace-period)", TimeSpan.Zero, TimeSpan.FromHours(24));
     private static readonly Option<TimeSpan?> s_heartbeat = CommonOptions.CreateDurationOption("--heartbeat-interval", "How often agents report (default 2s)", TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(5));
     private static readonly Option<string> s_edgeDomain = new("--edge-domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
     private static readonly Option<string?> s_publicEdgeUrl = new("--public-edge-url") { Description = "Edge URL shown in cluster endpoints (default from --edge-listen)" };
@@ -34,6 +36,7 @@ public sealed class ServerCommand : Command
         Options.Add(s_dataDir);
         Options.Add(s_database);
         Options.Add(s_grace);
+        Options.Add(s_restartGrace);
         Options.Add(s_heartbeat);
         Options.Add(s_edgeDomain);
         Options.Add(s_publicEdgeUrl);
@@ -65,6 +68,7 @@ public sealed class ServerCommand : Command
             EdgeTlsPassword = result.GetValue(s_edgeTlsPassword) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_TLS_PASSWORD"),
         };
         if (result.GetValue(s_grace) is { } grace) options.NodeGracePeriod = grace;
+        if (result.GetValue(s_restartGrace) is { } restartGrace) options.RestartGracePeriod = restartGrace;
         if (result.GetValue(s_heartbeat) is { } hb) options.HeartbeatInterval = hb;
 
         var errors = options.Validate();

@@ -213,14 +213,8 @@ public sealed partial class EdgeProxy
                 ResetResponse(context);
                 // The table that said so no longer has the replica: pick from it.
                 view = exchange.View = _router.Find(cluster) ?? view;
-                Interlocked.Increment(ref view.State._retries);
-                last = replica;
-                tried ??= new EdgeReplica?[_options.MaxAttempts];
-                tried[attempts - 1] = replica;
-                continue;
             }
-
-            if (exchange.Refused != 0)
+            else if (exchange.Refused != 0)
             {
                 // The replica answered 502/503/429 and the transformer held the answer back for a retry.
                 LogRetryStatus(_logger, cluster, replica.ReplicaId, exchange.Refused);

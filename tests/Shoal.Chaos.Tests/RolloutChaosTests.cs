@@ -88,7 +88,7 @@ public sealed class RolloutChaosTests(ITestOutputHelper output)
                 ("requests", outcomes.Count),
                 ("failed", failed.Count),
             ]);
-            Assert.True(failed.Count == 0, $"{failed.Count} of {outcomes.Count} requests failed, first: {failed.FirstOrDefault()}");
+            Scenario.AssertNoneFailed(outcomes);
         }
         catch
         {
@@ -142,7 +142,7 @@ public sealed class RolloutChaosTests(ITestOutputHelper output)
                 ("p99_ms_during_drain", Percentile(during.Select(o => o.EndMs - o.StartMs), 0.99)),
                 ("failed", failed.Count),
             ]);
-            Assert.True(failed.Count == 0, $"{failed.Count} of {outcomes.Count} requests failed, first: {failed.FirstOrDefault()}");
+            Scenario.AssertNoneFailed(outcomes);
 
             // Uncordoned, it takes replicas again.
             (await stack.Api.PostAsync($"/v1/nodes/{victim.Node}/uncordon", null)).EnsureSuccessStatusCode();
@@ -208,7 +208,7 @@ public sealed class RolloutChaosTests(ITestOutputHelper output)
                 ("requests", outcomes.Count),
                 ("failed", failed.Count),
             ]);
-            Assert.True(failed.Count == 0, $"{failed.Count} of {outcomes.Count} requests failed, first: {failed.FirstOrDefault()}");
+            Scenario.AssertNoneFailed(outcomes);
         }
         catch
         {

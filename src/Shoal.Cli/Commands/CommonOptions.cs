@@ -38,6 +38,25 @@ public static class CommonOptions
         CustomParser = result => ParseDuration(result, name, minimum, maximum),
     };
 
+    /// <summary><c>--env/-e KEY=VALUE</c>, repeatable, parsed by <see cref="EnvParser"/> with its errors as parse errors.</summary>
+    public static Option<Dictionary<string, string>> CreateEnvOption(string description) => new("--env", "-e")
+    {
+        Description = description,
+        HelpName = "KEY=VALUE",
+        Arity = ArgumentArity.ZeroOrMore,
+        DefaultValueFactory = static _ => [],
+        CustomParser = static result =>
+        {
+            if (EnvParser.TryParse(result.Tokens.Select(t => t.Value), out var env, out var error))
+            {
+                return env;
+            }
+
+            result.AddError(error!);
+            return [];
+        },
+    };
+
     /// <summary>A whole-number option checked against [<paramref name="minimum"/>, <paramref name="maximum"/>]; null when not given.</summary>
     public static Option<int?> CreateIntOption(string name, string description, int minimum, int maximum = int.MaxValue) => new(name)
     {

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Globalization;
 using Shoal.Cli.Client;
 using Shoal.Cli.Interaction;
-using Shoal.Cli.Parsing;
 using Shoal.Contracts;
 using Shoal.Core.Clusters;
 
@@ -31,23 +30,7 @@ public sealed class DeployCommand : ApiCommand
 
     private static readonly Option<int?> s_portOption = CommonOptions.CreateIntOption("--port", "Port the container listens on (default 8000)", 1, 65535);
 
-    private static readonly Option<Dictionary<string, string>> s_envOption = new("--env", "-e")
-    {
-        Description = "Environment variable for the replicas, KEY=VALUE; repeat for more",
-        HelpName = "KEY=VALUE",
-        Arity = ArgumentArity.ZeroOrMore,
-        DefaultValueFactory = static _ => [],
-        CustomParser = static result =>
-        {
-            if (EnvParser.TryParse(result.Tokens.Select(t => t.Value), out var env, out var error))
-            {
-                return env;
-            }
-
-            result.AddError(error!);
-            return [];
-        },
-    };
+    private static readonly Option<Dictionary<string, string>> s_envOption = CommonOptions.CreateEnvOption("Environment variable for the replicas, KEY=VALUE; repeat for more");
 
     private static readonly Option<string[]> s_argOption = new("--arg")
     {

@@ -20,6 +20,28 @@ public static class DeploymentWaiter
         Action<ClusterStatusDto>? onUpdate,
         CancellationToken ct)
     {
+        var (ready, last) = await PollAsync<bool>(poll, s => IsReady(s) ? true : null, timeout, interval, time, onUpdate, ct);
+        return new WaitOutcome(ready ?? false, last);
+    }
+
+    /// <summary>
+    /// Polls until <paramref name="outcome"/> gives a result or the time is up (then null), with the
+    /// last status seen. A server that stops answering after a first status (a restart) is asked again
+    /// until the deadline.
+    /// </summary>
+    public static async Task<(T? Result, ClusterStatusDto? Last)> PollAsync<T>(
+        Func<CancellationToken, Task<ClusterStatusDto>> poll,
+        Func<ClusterStatusDto, T?> outcome,
+        TimeSpan timeout,
+        TimeSpan interval,
+        TimeProvider time,
+        Action<ClusterStatusDto>? onUpdate,
+        CancellationToken ct)
+        where T : struct
+    {
+        ArgumentNullException.ThrowIfNull(poll);
+        ArgumentNullException.ThrowIfNull(outcome);
+        ArgumentNullException.ThrowIfNull(time);
         var deadline = time.GetUtcNow() + timeout;
         ClusterStatusDto? last = null;
         while (true)
@@ -28,19 +50,19 @@ public static class DeploymentWaiter
             {
                 last = await poll(ct);
                 onUpdate?.Invoke(last);
-                if (IsReady(last))
+                if (outcome(last) is { } result)
                 {
-                    return new WaitOutcome(true, last);
+                    return (result, last);
                 }
             }
             catch (ShoalServerUnreachableException) when (last is not null && time.GetUtcNow() < deadline)
             {
-                // The server went away after accepting the deploy (restart?): keep asking until the deadline.
+                // The server went away after answering once (a restart?): keep asking until the deadline.
             }
 
             if (time.GetUtcNow() >= deadline)
             {
-                return new WaitOutcome(false, last);
+                return (null, last);
             }
 
             await Task.Delay(interval, time, ct);

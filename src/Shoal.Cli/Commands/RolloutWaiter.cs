@@ -1,4 +1,3 @@
-using Shoal.Cli.Client;
 using Shoal.Contracts;
 
 namespace Shoal.Cli.Commands;
@@ -42,30 +41,8 @@ public static class RolloutWaiter
         Action<ClusterStatusDto>? onUpdate,
         CancellationToken ct)
     {
-        var deadline = time.GetUtcNow() + timeout;
-        ClusterStatusDto? last = null;
-        while (true)
-        {
-            try
-            {
-                last = await poll(ct);
-                onUpdate?.Invoke(last);
-                if (Outcome(last, generation) is { } result)
-                {
-                    return new RolloutOutcome(result, last);
-                }
-            }
-            catch (ShoalServerUnreachableException) when (last is not null && time.GetUtcNow() < deadline)
-            {
-                // A server restart mid-rollout: the rollout goes on from the store; keep asking.
-            }
-
-            if (time.GetUtcNow() >= deadline)
-            {
-                return new RolloutOutcome(RolloutResult.TimedOut, last);
-            }
-
-            await Task.Delay(interval, time, ct);
-        }
+        // A server restart mid-rollout is ridden out: the rollout goes on from the store.
+        var (result, last) = await DeploymentWaiter.PollAsync(poll, s => Outcome(s, generation), timeout, interval, time, onUpdate, ct);
+        return new RolloutOutcome(result ?? RolloutResult.TimedOut, last);
     }
 }

@@ -18,23 +18,7 @@ public sealed class UpdateCommand : ApiCommand
 
     private static readonly Option<string?> s_imageOption = new("--image") { Description = "New container image" };
 
-    private static readonly Option<Dictionary<string, string>> s_envOption = new("--env", "-e")
-    {
-        Description = "Set an environment variable, KEY=VALUE (the others are kept); repeat for more",
-        HelpName = "KEY=VALUE",
-        Arity = ArgumentArity.ZeroOrMore,
-        DefaultValueFactory = static _ => [],
-        CustomParser = static result =>
-        {
-            if (EnvParser.TryParse(result.Tokens.Select(t => t.Value), out var env, out var error))
-            {
-                return env;
-            }
-
-            result.AddError(error!);
-            return [];
-        },
-    };
+    private static readonly Option<Dictionary<string, string>> s_envOption = CommonOptions.CreateEnvOption("Set an environment variable, KEY=VALUE (the others are kept); repeat for more");
 
     private static readonly Option<string[]> s_unsetEnvOption = CreateUnsetEnvOption();
 

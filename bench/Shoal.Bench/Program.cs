@@ -15,6 +15,11 @@ if (which == "backend")
     await Shoal.Bench.ProxyBench.BackendAsync(int.Parse(args[1], CultureInfo.InvariantCulture));
     return 0;
 }
+if (which == "tunnel-agent")
+{
+    await Shoal.Bench.ProxyBench.TunnelAgentAsync(args[1].Split(','), args[2], args[3], int.Parse(args[4], CultureInfo.InvariantCulture));
+    return 0;
+}
 if (which == "proxy") await Shoal.Bench.ProxyBench.RunAsync(args);
 if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
 if (which is "schedule" or "all") Schedule();

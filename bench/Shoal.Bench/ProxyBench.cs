@@ -19,7 +19,7 @@ namespace Shoal.Bench;
 /// Proxy throughput and latency, side by side in one run: a small Kestrel backend called directly,
 /// through nginx (one worker, upstream keep-alive), through the edge in direct mode, and through the
 /// edge over tunnels. The proxies (nginx, the shoal server process hosting the edge) are pinned to
-/// CPU 1; wrk, the backend and the tunnel agent (this process) to CPU 0. Rounds alternate targets.
+/// CPU 1; wrk, the backend and the tunnel agent (its own process) to CPU 0. Rounds alternate targets.
 /// </summary>
 internal static partial class ProxyBench
 {
@@ -109,14 +109,18 @@ internal static partial class ProxyBench
             await using var tunneled = await FakeNode.StartAsync(http, "tunnel-node", "rtx-3090", tunnel: true, backendPort);
             await direct.ReportReadyAsync();
             await tunneled.ReportReadyAsync();
-            await using var tunnels = new TunnelManager(new TunnelOptions { IdlePerEdge = 8 }, p => p == backendPort, TimeProvider.System, NullLoggerFactory.Instance);
-            tunnels.Update(tunneled.Identity, tunneled.Edges);
+            // The tunnel node's agent side in its own process, as `shoal agent` would be, next to wrk and
+            // the backend. SHOAL_BENCH_AGENT_ENV="NAME=value ..." runs it with more environment (runtime settings).
+            var agentEnv = (Environment.GetEnvironmentVariable("SHOAL_BENCH_AGENT_ENV") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
+            var agent = Start("taskset", [.. Cpu(0), "env", .. agentEnv, "dotnet", typeof(ProxyBench).Assembly.Location,
+                "tunnel-agent", string.Join(',', tunneled.Edges), tunneled.Identity.NodeId, tunneled.Identity.NodeSecret, backendPort.ToString(CultureInfo.InvariantCulture)]);
+            processes.Add(agent);
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/");
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/tunnel/");
 
             // Each target with the process whose CPU time (with its children's) a round charges to it:
-            // the backend for itself, nginx's master (its worker is a child), the edge process.
-            // Tunnel mode also pays for the agent side in this process, which is not counted.
+            // the backend for itself, nginx's master (its worker is a child), the edge process; tunnel
+            // mode's agent side is counted on its own (AgentCpuUsPerRequest).
             var targets = new List<(string Name, string Url, int Pid)>
             {
                 ("backend (direct)", $"http://127.0.0.1:{backendPort}/", processes[0].Id),
@@ -136,10 +140,16 @@ internal static partial class ProxyBench
                 foreach (var (name, url, pid) in targets)
                 {
                     var cpuBefore = TreeCpuSeconds(pid);
+                    var agentBefore = TreeCpuSeconds(agent.Id);
                     var r = await WrkAsync(url, seconds, Cpu(0));
-                    r = r with { CpuUsPerRequest = (TreeCpuSeconds(pid) - cpuBefore) * 1e6 / Math.Max(1, r.Requests) };
+                    var requests = Math.Max(1, r.Requests);
+                    r = r with
+                    {
+                        CpuUsPerRequest = (TreeCpuSeconds(pid) - cpuBefore) * 1e6 / requests,
+                        AgentCpuUsPerRequest = (TreeCpuSeconds(agent.Id) - agentBefore) * 1e6 / requests,
+                    };
                     results[name].Add(r);
-                    Console.Error.WriteLine(Fmt($"  round {round + 1} {name}: {r.Rps:F0} req/s, p50 {r.P50Ms:F2} ms, p99 {r.P99Ms:F2} ms, errors {r.Errors}, {r.CpuUsPerRequest:F1} CPU us/request"));
+                    Console.Error.WriteLine(Fmt($"  round {round + 1} {name}: {r.Rps:F0} req/s, p50 {r.P50Ms:F2} ms, p99 {r.P99Ms:F2} ms, errors {r.Errors}, {r.CpuUsPerRequest:F1} CPU us/request (agent side {r.AgentCpuUsPerRequest:F1})"));
                 }
             }
 
@@ -158,6 +168,10 @@ internal static partial class ProxyBench
             }
             var tunnelRatio = Median(results["edge, tunnel mode"].Select(r => r.Rps)) / Median(results["edge, direct mode"].Select(r => r.Rps));
             Console.WriteLine(Fmt($"tunnel mode / direct mode throughput: {tunnelRatio:F2}x"));
+            var tunnelEdgeCpu = Median(results["edge, tunnel mode"].Select(r => r.CpuUsPerRequest));
+            var tunnelAgentCpu = Median(results["edge, tunnel mode"].Select(r => r.AgentCpuUsPerRequest));
+            var directEdgeCpu = Median(results["edge, direct mode"].Select(r => r.CpuUsPerRequest));
+            Console.WriteLine(Fmt($"tunnel mode CPU per request: edge {tunnelEdgeCpu:F1} us + agent side {tunnelAgentCpu:F1} us (agent environment: {(agentEnv.Length == 0 ? "default" : string.Join(' ', agentEnv))}) = {(tunnelEdgeCpu + tunnelAgentCpu) / directEdgeCpu:F2}x the edge's in direct mode"));
             if (compareEdge is not null)
             {
                 double Of(string name, Func<WrkResult, double> f) => Median(results[name].Select(f));
@@ -197,7 +211,15 @@ internal static partial class ProxyBench
         await app.RunAsync();
     }
 
-    private readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors, long Requests, double CpuUsPerRequest = 0);
+    private readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors, long Requests, double CpuUsPerRequest = 0, double AgentCpuUsPerRequest = 0);
+
+    /// <summary>The agent's tunnel side alone (as in <c>shoal agent</c>): tunnels to the edges, replica at <paramref name="backendPort"/>.</summary>
+    public static async Task TunnelAgentAsync(string[] edges, string nodeId, string secret, int backendPort)
+    {
+        await using var tunnels = new TunnelManager(new TunnelOptions { IdlePerEdge = 8 }, p => p == backendPort, TimeProvider.System, NullLoggerFactory.Instance);
+        tunnels.Update(new NodeIdentity { NodeId = nodeId, NodeSecret = secret }, edges);
+        await Task.Delay(Timeout.Infinite);
+    }
 
     /// <summary>User + system CPU seconds of a process and all its descendants, from /proc.</summary>
     private static double TreeCpuSeconds(int root)

@@ -32,11 +32,18 @@ public static class EdgeProtocol
     public const string ConnectPath = "/v1/edge/connect";
     /// <summary>Header a standalone edge sends with the URL agents should open tunnels to.</summary>
     public const string AdvertiseHeader = "X-Shoal-Edge-Url";
-    /// <summary>WebSocket on the edge where agents open tunnels (node credentials in <see cref="AgentProtocol.NodeIdHeader"/> and <see cref="AgentProtocol.NodeSecretHeader"/>).</summary>
-    public const string TunnelPath = "/_shoal/tunnel";
+    /// <summary>
+    /// First bytes an agent sends on a tunnel, a plain TCP (or TLS) connection to the edge's own
+    /// address: <c>SHOAL-TUNNEL/1 {nodeId} {secret}\n</c>. The edge answers <see cref="OpenOk"/> or
+    /// <c>error: {reason}</c> and closes. Every control line is ASCII, ends with <c>\n</c> and is at
+    /// most <see cref="MaxTunnelLineBytes"/> long.
+    /// </summary>
+    public const string TunnelGreeting = "SHOAL-TUNNEL/1";
+    /// <summary>Longest control line on a tunnel, newline included.</summary>
+    public const int MaxTunnelLineBytes = 512;
     /// <summary>Largest control message an edge accepts (route tables of large fleets are big).</summary>
     public const int MaxMessageBytes = 64 * 1024 * 1024;
-    /// <summary>First frame on a claimed tunnel, edge to agent: <c>open {port}</c>.</summary>
+    /// <summary>First line on a claimed tunnel, edge to agent: <c>open {port}</c>.</summary>
     public const string OpenVerb = "open";
     /// <summary>The agent's answer when it has connected to the replica; anything else is an error text.</summary>
     public const string OpenOk = "ok";

@@ -114,7 +114,6 @@ public sealed class ShoalServer : IAsyncDisposable
             eb.Services.AddShoalTunnels(api.Services.GetRequiredService<ControlPlaneState>());
             eb.Services.AddShoalEdge(edgeOptions, routes);
             edge = eb.Build();
-            edge.MapShoalTunnels();
             edge.MapShoalEdge();
             try
             {

@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Shoal.Edge.Metrics;
 using Shoal.Edge.Routing;
+using Shoal.Edge.Tunnels;
 using Shoal.Edge.Upstreams;
 
 namespace Shoal.Edge;
@@ -90,9 +91,12 @@ public static class EdgeHostExtensions
         var certificate = LoadCertificate(options);
         void Configure(ListenOptions listen)
         {
-            if (certificate is null) return;
-            listen.Protocols = HttpProtocols.Http1AndHttp2;
-            listen.UseHttps(certificate);
+            if (certificate is not null)
+            {
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                listen.UseHttps(certificate);
+            }
+            listen.UseShoalTunnels();
         }
         if (endpoint.Address is null) kestrel.ListenLocalhost(endpoint.Port, Configure);
         else kestrel.Listen(endpoint.Address, endpoint.Port, Configure);

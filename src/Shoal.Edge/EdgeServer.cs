@@ -95,7 +95,6 @@ public sealed class EdgeServer : IAsyncDisposable
         builder.Services.AddShoalTunnels(credentials);
         builder.Services.AddShoalEdge(options.Edge, routes);
         var app = builder.Build();
-        app.MapShoalTunnels();
         app.MapShoalEdge();
         await app.StartAsync(ct);
         var address = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Http.Json;
-using System.Net.WebSockets;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -15,7 +14,7 @@ using Shoal.Testing;
 namespace Shoal.ControlPlane.Tests;
 
 /// <summary>
-/// Tunnels between the agent's tunnel pool and the in-process edge, over real WebSockets on loopback:
+/// Tunnels between the agent's tunnel pool and the in-process edge, over real TCP connections on loopback:
 /// a tunnel-mode node's replica is reached only through its tunnels, bad credentials are refused,
 /// and a node whose tunnels close is unreachable at once.
 /// </summary>
@@ -123,17 +122,65 @@ public sealed class TunnelTests : IAsyncLifetime
     {
         var (agent, identity, _, _) = await TunnelNodeWithReadyReplicaAsync();
         await using var _ = agent;
-        using var ws = new ClientWebSocket();
-        ws.Options.CollectHttpResponseDetails = true;
-        if (kind != "no-credentials")
+        var greeting = kind switch
         {
-            ws.Options.SetRequestHeader(AgentProtocol.NodeIdHeader, kind == "unknown-node" ? "n-doesnotexist" : identity.NodeId);
-            ws.Options.SetRequestHeader(AgentProtocol.NodeSecretHeader, kind == "unknown-node" ? identity.NodeSecret : "not-the-secret");
-        }
-        var uri = new Uri(_server.Server.EdgeAddress!.ToString().Replace("http://", "ws://", StringComparison.Ordinal).TrimEnd('/') + EdgeProtocol.TunnelPath);
-        await Assert.ThrowsAsync<WebSocketException>(() => ws.ConnectAsync(uri, CancellationToken.None));
-        Assert.Equal(HttpStatusCode.Unauthorized, ws.HttpStatusCode);
+            "unknown-node" => $"{EdgeProtocol.TunnelGreeting} n-doesnotexist {identity.NodeSecret}\n",
+            "known-node-wrong-secret" => $"{EdgeProtocol.TunnelGreeting} {identity.NodeId} not-the-secret\n",
+            _ => $"{EdgeProtocol.TunnelGreeting}\n",
+        };
+        var (answer, closed) = await GreetAsync(greeting);
+        Assert.Equal("error: tunnels need valid node credentials\n", answer);
+        Assert.True(closed, "the edge closes a refused tunnel");
         Assert.Equal(0, Registry.TotalLive);
+    }
+
+    [Fact]
+    public async Task A_greeting_that_arrives_byte_by_byte_opens_a_tunnel_and_http_on_the_same_port_is_untouched()
+    {
+        var (agent, identity, _, _) = await TunnelNodeWithReadyReplicaAsync();
+        await using var _ = agent;
+        using var client = new System.Net.Sockets.TcpClient();
+        await client.ConnectAsync(IPAddress.Loopback, _server.Server.EdgeAddress!.Port);
+        var stream = client.GetStream();
+        foreach (var b in System.Text.Encoding.ASCII.GetBytes($"{EdgeProtocol.TunnelGreeting} {identity.NodeId} {identity.NodeSecret}\n"))
+        {
+            await stream.WriteAsync(new[] { b });
+            await stream.FlushAsync();
+        }
+        var answer = new byte[3];
+        await stream.ReadExactlyAsync(answer);
+        Assert.Equal("ok\n", System.Text.Encoding.ASCII.GetString(answer));
+        await Eventually.UntilAsync(() => Registry.LiveCount(identity.NodeId) == 1, what: "the tunnel joined the pool");
+
+        // A request on the edge's port that is not a tunnel reaches the HTTP server as before.
+        using var edge = new HttpClient { BaseAddress = _server.Server.EdgeAddress };
+        Assert.Equal(HttpStatusCode.OK, (await edge.GetAsync("/healthz")).StatusCode);
+        var (unknown, _) = await GreetAsync("SHOUT / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        Assert.StartsWith("HTTP/1.1 ", unknown);
+        Assert.Equal(1, Registry.LiveCount(identity.NodeId));
+
+        // The tunnel's connection closes: it leaves the pool at once.
+        client.Close();
+        await Eventually.UntilAsync(() => !Registry.HasTunnels(identity.NodeId), what: "tunnel gone");
+    }
+
+    /// <summary>Sends <paramref name="greeting"/> on a fresh connection to the edge; what came back, and whether the edge then closed.</summary>
+    private async Task<(string Answer, bool Closed)> GreetAsync(string greeting)
+    {
+        using var client = new System.Net.Sockets.TcpClient();
+        await client.ConnectAsync(IPAddress.Loopback, _server.Server.EdgeAddress!.Port);
+        var stream = client.GetStream();
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(greeting));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var received = new MemoryStream();
+        var buffer = new byte[1024];
+        int n;
+        while ((n = await stream.ReadAsync(buffer, timeout.Token)) > 0)
+        {
+            received.Write(buffer, 0, n);
+            if (received.Length > 4096) return (System.Text.Encoding.ASCII.GetString(received.ToArray()), false);
+        }
+        return (System.Text.Encoding.ASCII.GetString(received.ToArray()), true);
     }
 
     [Fact]

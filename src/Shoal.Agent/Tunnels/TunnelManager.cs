@@ -1,3 +1,4 @@
+using Shoal.Contracts;
 using Shoal.Agent.Identity;
 
 namespace Shoal.Agent.Tunnels;
@@ -89,7 +90,7 @@ public sealed partial class TunnelManager : IAsyncDisposable
             var wanted = new HashSet<string>(StringComparer.Ordinal);
             foreach (var edge in edges)
             {
-                if (TunnelPool.TunnelUri(edge) is null)
+                if (!TunnelWire.TryParseEdge(edge, out _, out _, out _))
                 {
                     LogBadEdge(_logger, edge);
                     continue;

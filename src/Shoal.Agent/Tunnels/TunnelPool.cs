@@ -1,8 +1,8 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Net;
+using System.Net.Security;
 using System.Net.Sockets;
-using System.Net.WebSockets;
 using System.Text;
 using Shoal.Agent.Identity;
 using Shoal.Contracts;
@@ -11,28 +11,31 @@ namespace Shoal.Agent.Tunnels;
 
 /// <summary>
 /// The tunnels to one edge. Each of <see cref="TunnelOptions.IdlePerEdge"/> slots keeps one idle
-/// tunnel open; when the edge claims it (<c>open {port}</c>), the agent connects to that replica
-/// port on its loopback, answers <c>ok</c>, pipes bytes both ways, and the slot opens a fresh idle
-/// tunnel at once.
+/// tunnel open: a TCP connection (TLS for an https edge) to the edge's own address that starts with
+/// the tunnel greeting and the node's credentials. When the edge claims it (<c>open {port}</c>), the
+/// agent connects to that replica port on its loopback, answers <c>ok</c>, pipes bytes both ways,
+/// and the slot opens a fresh idle tunnel at once.
 /// </summary>
 internal sealed partial class TunnelPool : IAsyncDisposable
 {
     private readonly string _url;
-    private readonly Uri _uri;
+    private readonly string _host;
+    private readonly int _port;
+    private readonly bool _tls;
     private readonly NodeIdentity _identity;
     private readonly TunnelOptions _options;
     private readonly Func<int, bool> _isReplicaPort;
     private readonly TimeProvider _time;
     private readonly ILogger<TunnelPool> _logger;
     private readonly CancellationTokenSource _cts = new();
-    private readonly ConcurrentDictionary<WebSocket, Task> _live = new();
+    private readonly ConcurrentDictionary<Socket, Task> _live = new();
     private readonly List<Task> _slots = [];
     private int _open;
 
     public TunnelPool(string url, NodeIdentity identity, TunnelOptions options, Func<int, bool> isReplicaPort, TimeProvider time, ILogger<TunnelPool> logger)
     {
         _url = url;
-        _uri = TunnelUri(url) ?? throw new ArgumentException($"not an http(s) URL: {url}", nameof(url));
+        if (!TunnelWire.TryParseEdge(url, out _host, out _port, out _tls)) throw new ArgumentException($"not an http(s) URL: {url}", nameof(url));
         _identity = identity;
         _options = options;
         _isReplicaPort = isReplicaPort;
@@ -41,9 +44,6 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     }
 
     public int Open => Volatile.Read(ref _open);
-
-    /// <summary><c>http://edge:8080</c> → <c>ws://edge:8080/_shoal/tunnel</c>; null when not an http(s) URL.</summary>
-    public static Uri? TunnelUri(string edge) => WebSocketAddress.Create(edge, EdgeProtocol.TunnelPath);
 
     public void Start()
     {
@@ -59,24 +59,28 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         var failures = 0;
         while (!ct.IsCancellationRequested)
         {
-            var ws = new ClientWebSocket();
-            ws.Options.CollectHttpResponseDetails = true;
-            ws.Options.KeepAliveInterval = TimeSpan.FromSeconds(5);
-            ws.Options.KeepAliveTimeout = TimeSpan.FromSeconds(10);
-            ws.Options.SetRequestHeader(AgentProtocol.NodeIdHeader, _identity.NodeId);
-            ws.Options.SetRequestHeader(AgentProtocol.NodeSecretHeader, _identity.NodeSecret);
+            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            Stream? stream = null;
+            LineReader? lines = null;
+            string? problem;
+            var refused = false;
             try
             {
                 using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
                 timeout.CancelAfter(_options.ConnectTimeout);
-                await ws.ConnectAsync(_uri, timeout.Token);
+                (stream, lines, problem) = await ConnectAsync(socket, timeout.Token);
+                refused = problem is not null;
             }
-            catch (Exception e) when (e is WebSocketException or HttpRequestException or OperationCanceledException)
+            catch (Exception e) when (e is SocketException or IOException or OperationCanceledException or System.Security.Authentication.AuthenticationException)
             {
-                var refused = ws.HttpStatusCode == HttpStatusCode.Unauthorized;
-                ws.Dispose();
+                problem = e.Message;
+            }
+            if (problem is not null || stream is null || lines is null)
+            {
+                if (stream is not null) await DisposeQuietlyAsync(stream);
+                socket.Dispose();
                 if (ct.IsCancellationRequested) return;
-                if (failures++ == 0 || refused) LogConnectFailed(_logger, _url, refused ? "credentials refused" : e.Message);
+                if (failures++ == 0 || refused) LogConnectFailed(_logger, _url, refused ? "refused: " + problem : problem ?? "no answer");
                 if (refused) delay = _options.RetryMax;
                 if (!await _time.TryDelayAsync(delay * (0.5 + Random.Shared.NextDouble() * 0.5), ct)) return;
                 delay = TimeSpan.FromTicks(Math.Min(_options.RetryMax.Ticks, delay.Ticks * 2));
@@ -87,62 +91,95 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             delay = _options.RetryMin;
             Interlocked.Increment(ref _open);
             var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-            _live[ws] = done.Task;
+            _live[socket] = done.Task;
 
             int port;
             try
             {
-                port = await WaitForOpenAsync(ws, ct);
+                port = await WaitForOpenAsync(lines, ct);
             }
-            catch (Exception e) when (e is WebSocketException or OperationCanceledException or IOException)
+            catch (Exception e) when (e is IOException or OperationCanceledException or SocketException or ObjectDisposedException)
             {
                 port = -1;
             }
             if (port < 0)
             {
-                Finish(ws, done);
+                await FinishAsync(socket, stream, done);
                 continue;
             }
             // Claimed: carry this connection in the background and open the next idle tunnel now.
-            _ = CarryAsync(ws, port, ct).ContinueWith(static (_, s) =>
+            _ = CarryAsync(socket, stream, lines, port, ct).ContinueWith(static (_, s) =>
             {
-                var (pool, socket, tcs) = ((TunnelPool, ClientWebSocket, TaskCompletionSource))s!;
-                pool.Finish(socket, tcs);
-            }, (this, ws, done), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                var (pool, socket, stream, tcs) = ((TunnelPool, Socket, Stream, TaskCompletionSource))s!;
+                _ = pool.FinishAsync(socket, stream, tcs);
+            }, (this, socket, stream, done), CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
     }
 
-    private void Finish(ClientWebSocket ws, TaskCompletionSource done)
+    /// <summary>Connects, greets and reads the edge's answer: the tunnel's stream, or the edge's refusal.</summary>
+    private async Task<(Stream? Stream, LineReader? Lines, string? Refusal)> ConnectAsync(Socket socket, CancellationToken ct)
+    {
+        await socket.ConnectAsync(new DnsEndPoint(_host, _port), ct);
+        TunnelWire.KeepAlive(socket);
+        Stream stream = new NetworkStream(socket, ownsSocket: false);
+        if (_tls)
+        {
+            var ssl = new SslStream(stream, leaveInnerStreamOpen: false);
+            stream = ssl;
+            await ssl.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+            {
+                TargetHost = _host,
+                ApplicationProtocols = [SslApplicationProtocol.Http11],
+            }, ct);
+        }
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"{EdgeProtocol.TunnelGreeting} {_identity.NodeId} {_identity.NodeSecret}\n"), ct);
+        var lines = new LineReader(stream);
+        var answer = await lines.ReadLineAsync(ct);
+        if (answer == EdgeProtocol.OpenOk) return (stream, lines, null);
+        return (stream, null, answer is null ? "the edge closed the connection" : answer.StartsWith("error: ", StringComparison.Ordinal) ? answer["error: ".Length..] : "not a Shoal edge");
+    }
+
+    private async Task FinishAsync(Socket socket, Stream stream, TaskCompletionSource done)
     {
         Interlocked.Decrement(ref _open);
-        _live.TryRemove(ws, out _);
-        ws.Dispose();
+        _live.TryRemove(socket, out _);
+        await DisposeQuietlyAsync(stream);
+        socket.Dispose();
         done.TrySetResult();
     }
 
-    /// <summary>Waits on an idle tunnel for <c>open {port}</c>; -1 when the edge closed it instead.</summary>
-    private async Task<int> WaitForOpenAsync(ClientWebSocket ws, CancellationToken ct)
+    private static async Task DisposeQuietlyAsync(Stream stream)
     {
-        var buffer = new byte[64];
-        var result = await ws.ReceiveAsync(buffer.AsMemory(), ct);
-        if (result.MessageType == WebSocketMessageType.Close) return -1;
-        var text = Encoding.ASCII.GetString(buffer, 0, result.Count);
+        try
+        {
+            await stream.DisposeAsync();
+        }
+        catch (Exception e) when (e is IOException or SocketException or ObjectDisposedException)
+        {
+            // Already broken.
+        }
+    }
+
+    /// <summary>Waits on an idle tunnel for <c>open {port}</c>; -1 when the edge closed it instead.</summary>
+    private async Task<int> WaitForOpenAsync(LineReader lines, CancellationToken ct)
+    {
+        var text = await lines.ReadLineAsync(ct);
+        if (text is null) return -1;
         var prefix = EdgeProtocol.OpenVerb + " ";
-        if (result.MessageType != WebSocketMessageType.Text || !result.EndOfMessage || !text.StartsWith(prefix, StringComparison.Ordinal)
+        if (!text.StartsWith(prefix, StringComparison.Ordinal)
             || !int.TryParse(text.AsSpan(prefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port is < 1 or > 65535)
         {
             LogBadOpen(_logger, _url);
-            await CloseQuietlyAsync(ws, WebSocketCloseStatus.PolicyViolation, "expected 'open {port}'");
             return -1;
         }
         return port;
     }
 
-    private async Task CarryAsync(ClientWebSocket ws, int port, CancellationToken ct)
+    private async Task CarryAsync(Socket edgeSocket, Stream tunnel, LineReader lines, int port, CancellationToken ct)
     {
         if (!_isReplicaPort(port))
         {
-            await RefuseAsync(ws, $"port {port} is not a replica on this node", ct);
+            await RefuseAsync(tunnel, $"port {port} is not a replica on this node", ct);
             return;
         }
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
@@ -154,39 +191,44 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         }
         catch (Exception e) when (e is SocketException or OperationCanceledException)
         {
-            await RefuseAsync(ws, $"cannot connect to the replica on port {port}: {e.Message}", ct);
+            await RefuseAsync(tunnel, $"cannot connect to the replica on port {port}: {e.Message}", ct);
             return;
         }
 
         try
         {
-            await ws.SendAsync(Encoding.ASCII.GetBytes(EdgeProtocol.OpenOk), WebSocketMessageType.Text, endOfMessage: true, ct);
-            await using var tunnel = WebSocketStream.Create(ws, WebSocketMessageType.Binary, ownsWebSocket: false);
+            await tunnel.WriteAsync(Encoding.ASCII.GetBytes(EdgeProtocol.OpenOk + "\n"), ct);
             await using var replica = new NetworkStream(socket, ownsSocket: false);
+            // Bytes the edge sent right behind its open line (none, in practice) go first.
+            if (lines.TakeBuffered() is { Length: > 0 } early) await replica.WriteAsync(early, ct);
             var up = PumpAsync(tunnel, replica, () =>
             {
                 socket.Shutdown(SocketShutdown.Send);
                 return Task.CompletedTask;
             }, ct);
-            var down = PumpAsync(replica, tunnel, () => ws.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, ct), ct);
+            var down = PumpAsync(replica, tunnel, async () =>
+            {
+                if (tunnel is SslStream ssl) await ssl.ShutdownAsync();
+                edgeSocket.Shutdown(SocketShutdown.Send);
+            }, ct);
             var first = await Task.WhenAny(up, down);
             if (first.IsFaulted)
             {
                 // One side broke (replica died, edge vanished): end the other at once.
-                ws.Abort();
+                edgeSocket.Close();
                 socket.Close();
             }
             var other = first == up ? down : up;
             if (await Task.WhenAny(other, Task.Delay(TimeSpan.FromSeconds(30), _time, ct)) != other)
             {
-                ws.Abort();
+                edgeSocket.Close();
                 socket.Close();
             }
             await Task.WhenAll(up, down).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
-        catch (Exception e) when (e is WebSocketException or IOException or OperationCanceledException or SocketException or ObjectDisposedException)
+        catch (Exception e) when (e is IOException or OperationCanceledException or SocketException or ObjectDisposedException)
         {
-            ws.Abort();
+            edgeSocket.Close();
         }
     }
 
@@ -210,37 +252,67 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         await endOfStream();
     }
 
-    private async Task RefuseAsync(ClientWebSocket ws, string reason, CancellationToken ct)
+    private async Task RefuseAsync(Stream tunnel, string reason, CancellationToken ct)
     {
         LogRefusedOpen(_logger, _url, reason);
         try
         {
-            await ws.SendAsync(Encoding.UTF8.GetBytes("error: " + reason), WebSocketMessageType.Text, endOfMessage: true, ct);
+            await tunnel.WriteAsync(Encoding.UTF8.GetBytes("error: " + reason.ReplaceLineEndings(" ") + "\n"), ct);
         }
-        catch (Exception e) when (e is WebSocketException or OperationCanceledException)
+        catch (Exception e) when (e is IOException or OperationCanceledException or SocketException or ObjectDisposedException)
         {
             // The edge went away first.
         }
-        await CloseQuietlyAsync(ws, WebSocketCloseStatus.NormalClosure, null);
     }
 
-    private static async Task CloseQuietlyAsync(ClientWebSocket ws, WebSocketCloseStatus status, string? reason)
+    /// <summary>
+    /// Reads the tunnel's <c>\n</c>-terminated control lines, keeping whatever follows a line for
+    /// the byte pipe.
+    /// </summary>
+    private sealed class LineReader(Stream stream)
     {
-        try
+        private readonly byte[] _buffer = new byte[EdgeProtocol.MaxTunnelLineBytes];
+        private int _start, _end;
+
+        /// <summary>The next line without its newline; null when the stream ends first.</summary>
+        /// <exception cref="IOException">The line is longer than the protocol allows.</exception>
+        public async Task<string?> ReadLineAsync(CancellationToken ct)
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-            await ws.CloseOutputAsync(status, reason, timeout.Token);
+            while (true)
+            {
+                var newline = Array.IndexOf(_buffer, (byte)'\n', _start, _end - _start);
+                if (newline >= 0)
+                {
+                    var line = Encoding.ASCII.GetString(_buffer, _start, newline - _start);
+                    _start = newline + 1;
+                    return line;
+                }
+                if (_start > 0)
+                {
+                    Buffer.BlockCopy(_buffer, _start, _buffer, 0, _end - _start);
+                    _end -= _start;
+                    _start = 0;
+                }
+                if (_end == _buffer.Length) throw new IOException("a tunnel control line is too long");
+                var n = await stream.ReadAsync(_buffer.AsMemory(_end), ct);
+                if (n == 0) return null;
+                _end += n;
+            }
         }
-        catch (Exception e) when (e is WebSocketException or OperationCanceledException or ObjectDisposedException)
+
+        /// <summary>Bytes read past the last line, handed over once.</summary>
+        public ReadOnlyMemory<byte> TakeBuffered()
         {
-            ws.Abort();
+            var rest = _buffer.AsMemory(_start, _end - _start);
+            _start = _end = 0;
+            return rest.ToArray();
         }
     }
 
     public async ValueTask DisposeAsync()
     {
         await _cts.CancelAsync();
-        foreach (var ws in _live.Keys) ws.Abort();
+        foreach (var socket in _live.Keys) socket.Close();
         await Task.WhenAll([.. _slots, .. _live.Values]).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _cts.Dispose();
     }

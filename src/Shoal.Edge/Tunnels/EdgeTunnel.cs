@@ -1,45 +1,53 @@
-using System.Net.WebSockets;
+using System.Buffers;
+using System.IO.Pipelines;
 using System.Text;
+using Microsoft.AspNetCore.Connections;
+using Shoal.Contracts;
 
 namespace Shoal.Edge.Tunnels;
 
 /// <summary>
-/// One tunnel an agent opened to this edge. While idle it waits in its node's pool with a receive
-/// pending, so a tunnel that closes is noticed at once. Claiming it sends <c>open {port}</c>; the
-/// agent connects to that port on its loopback and answers <c>ok</c>; from then on the WebSocket is
-/// a byte pipe carrying one HTTP/1.1 connection.
+/// One tunnel an agent opened to this edge: a connection on the edge's own listener that began with
+/// the tunnel greeting. While idle it waits in its node's pool with a read pending, so a tunnel that
+/// closes is noticed at once. Claiming it sends <c>open {port}</c>; the agent connects to that port
+/// on its loopback and answers <c>ok</c>; from then on the connection is a plain byte pipe carrying
+/// one HTTP/1.1 connection: no framing, nothing between the edge's HTTP client and the bytes but
+/// the connection's own pipes.
 /// </summary>
 internal sealed class EdgeTunnel
 {
     private const int Idle = 0, Claimed = 1, Dead = 2;
 
-    private readonly WebSocket _socket;
-    private readonly byte[] _control = new byte[512];
+    private readonly ConnectionContext _connection;
+    private readonly PipeReader _input;
+    private readonly PipeWriter _output;
     private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private Task<ValueWebSocketReceiveResult>? _pending;
+    private Task<ReadResult>? _pending;
     private int _state;
 
-    public EdgeTunnel(WebSocket socket, string nodeId)
+    public EdgeTunnel(ConnectionContext connection, string nodeId)
     {
-        _socket = socket;
+        _connection = connection;
+        _input = connection.Transport.Input;
+        _output = connection.Transport.Output;
         NodeId = nodeId;
     }
 
     public string NodeId { get; }
 
-    /// <summary>Completes when the tunnel is finished with; the request that carries it may then end.</summary>
+    /// <summary>Completes when the tunnel is finished with; the connection handler may then return.</summary>
     public Task Done => _done.Task;
 
     public bool IsIdle => Volatile.Read(ref _state) == Idle;
 
-    /// <summary>Starts the pending receive; <paramref name="onDead"/> runs if the tunnel closes while idle.</summary>
+    /// <summary>Starts the pending read; <paramref name="onDead"/> runs if the tunnel closes while idle.</summary>
     public void Watch(Action<EdgeTunnel> onDead)
     {
-        _pending = _socket.ReceiveAsync(_control.AsMemory(), CancellationToken.None).AsTask();
+        _pending = _input.ReadAsync(CancellationToken.None).AsTask();
         _pending.ContinueWith(static (_, state) =>
         {
             var (tunnel, dead) = ((EdgeTunnel, Action<EdgeTunnel>))state!;
-            // Anything arriving on an idle tunnel (close, error, stray data) ends it.
+            // Anything arriving on an idle tunnel (close, error, stray bytes) ends it.
             if (Interlocked.CompareExchange(ref tunnel._state, Dead, Idle) == Idle)
             {
                 dead(tunnel);
@@ -58,23 +66,19 @@ internal sealed class EdgeTunnel
         {
             using var cts = CancellationTokenSource.CreateLinkedTokenSource(ct);
             cts.CancelAfter(timeout);
-            var request = Encoding.ASCII.GetBytes($"{Shoal.Contracts.EdgeProtocol.OpenVerb} {port}");
-            await _socket.SendAsync(request, WebSocketMessageType.Text, endOfMessage: true, cts.Token);
-            var reply = await _pending!.WaitAsync(cts.Token);
-            if (reply.MessageType == WebSocketMessageType.Close)
+            var flushed = await _output.WriteAsync(Encoding.ASCII.GetBytes($"{EdgeProtocol.OpenVerb} {port}\n"), cts.Token);
+            if (flushed.IsCompleted) throw new TunnelException("the tunnel closed before the replica connection opened");
+            var reply = await ReadReplyAsync(await _pending!.WaitAsync(cts.Token), cts.Token);
+            if (reply != EdgeProtocol.OpenOk)
             {
-                throw new TunnelException("the tunnel closed before the replica connection opened");
+                throw new TunnelException($"the agent could not open port {port}: {reply}");
             }
-            var text = Encoding.UTF8.GetString(_control, 0, reply.Count);
-            if (reply.MessageType != WebSocketMessageType.Text || !reply.EndOfMessage || text != Shoal.Contracts.EdgeProtocol.OpenOk)
-            {
-                throw new TunnelException($"the agent could not open port {port}: {text}");
-            }
-            return new TunnelStream(this, WebSocketStream.Create(_socket, WebSocketMessageType.Binary, ownsWebSocket: false));
+            return new TunnelStream(this);
         }
-        catch (Exception e) when (e is WebSocketException or OperationCanceledException or IOException)
+        catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException)
         {
             Abort();
+            if (e is TunnelException) throw;
             if (e is OperationCanceledException && ct.IsCancellationRequested) throw;
             throw new TunnelException($"opening a tunnel to port {port} failed: {e.Message}", e);
         }
@@ -85,36 +89,55 @@ internal sealed class EdgeTunnel
         }
     }
 
-    /// <summary>Closes the tunnel without a handshake and lets its request end.</summary>
+    /// <summary>Reads the agent's one-line answer to <c>open</c>, starting from the pending read's result.</summary>
+    private async Task<string> ReadReplyAsync(ReadResult result, CancellationToken ct)
+    {
+        while (true)
+        {
+            var buffer = result.Buffer;
+            if (buffer.PositionOf((byte)'\n') is { } end)
+            {
+                var line = Encoding.ASCII.GetString(buffer.Slice(0, end));
+                _input.AdvanceTo(buffer.GetPosition(1, end));
+                return line;
+            }
+            if (result.IsCompleted || result.IsCanceled)
+            {
+                throw new TunnelException("the tunnel closed before the replica connection opened");
+            }
+            if (buffer.Length >= EdgeProtocol.MaxTunnelLineBytes)
+            {
+                throw new TunnelException("the agent answered with an overlong line");
+            }
+            _input.AdvanceTo(buffer.Start, buffer.End);
+            result = await _input.ReadAsync(ct);
+        }
+    }
+
+    /// <summary>Closes the tunnel's connection without a goodbye and lets its handler end.</summary>
     public void Abort()
     {
         Volatile.Write(ref _state, Dead);
-        _socket.Abort();
+        _connection.Abort(new ConnectionAbortedException("tunnel closed"));
         _done.TrySetResult();
     }
 
-    /// <summary>Closes the tunnel politely (the agent then closes its replica connection).</summary>
-    public async Task CloseAsync()
+    /// <summary>Ends the tunnel politely: the connection closes, and the agent then closes its replica connection.</summary>
+    public void Close()
     {
         Volatile.Write(ref _state, Dead);
-        try
-        {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(2));
-            if (_socket.State is WebSocketState.Open or WebSocketState.CloseReceived)
-            {
-                await _socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, timeout.Token);
-            }
-        }
-        catch (Exception e) when (e is WebSocketException or OperationCanceledException or ObjectDisposedException)
-        {
-            _socket.Abort();
-        }
         _done.TrySetResult();
     }
 
-    /// <summary>The tunnel as the HTTP client's connection stream; disposing it closes the tunnel.</summary>
-    private sealed class TunnelStream(EdgeTunnel tunnel, Stream inner) : Stream
+    /// <summary>
+    /// The tunnel as the HTTP client's connection stream, reading and writing the connection's pipes
+    /// directly; disposing it closes the tunnel. Errors surface as <see cref="IOException"/>, as a
+    /// socket's would (the HTTP client then treats them as a broken connection, not a cancellation).
+    /// </summary>
+    private sealed class TunnelStream(EdgeTunnel tunnel) : Stream
     {
+        private readonly PipeReader _input = tunnel._input;
+        private readonly PipeWriter _output = tunnel._output;
         private int _disposed;
 
         public override bool CanRead => true;
@@ -123,12 +146,55 @@ internal sealed class EdgeTunnel
         public override long Length => throw new NotSupportedException();
         public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => inner.ReadAsync(buffer, cancellationToken);
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => inner.ReadAsync(buffer, offset, count, cancellationToken);
-        public override int Read(byte[] buffer, int offset, int count) => inner.Read(buffer, offset, count);
-        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) => inner.WriteAsync(buffer, cancellationToken);
-        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => inner.WriteAsync(buffer, offset, count, cancellationToken);
-        public override void Write(byte[] buffer, int offset, int count) => inner.Write(buffer, offset, count);
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            try
+            {
+                while (true)
+                {
+                    var result = await _input.ReadAsync(cancellationToken);
+                    var data = result.Buffer;
+                    if (!data.IsEmpty)
+                    {
+                        var n = (int)Math.Min(data.Length, buffer.Length);
+                        data.Slice(0, n).CopyTo(buffer.Span);
+                        _input.AdvanceTo(data.GetPosition(n));
+                        return n;
+                    }
+                    _input.AdvanceTo(data.End);
+                    if (result.IsCompleted || result.IsCanceled) return 0;
+                }
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                throw Broken(e);
+            }
+        }
+
+        public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            FlushResult result;
+            try
+            {
+                result = await _output.WriteAsync(buffer, cancellationToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                throw Broken(e);
+            }
+            if (result.IsCompleted) throw new IOException("the tunnel closed");
+        }
+
+        private static IOException Broken(Exception e) => e as IOException ?? new IOException("the tunnel closed: " + e.Message, e);
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer, offset, count, CancellationToken.None).GetAwaiter().GetResult();
+        public override void Write(byte[] buffer, int offset, int count) => WriteAsync(buffer, offset, count, CancellationToken.None).GetAwaiter().GetResult();
         public override Task FlushAsync(CancellationToken cancellationToken) => Task.CompletedTask;
         public override void Flush() { }
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
@@ -136,22 +202,8 @@ internal sealed class EdgeTunnel
 
         protected override void Dispose(bool disposing)
         {
-            if (disposing && Interlocked.Exchange(ref _disposed, 1) == 0)
-            {
-                inner.Dispose();
-                _ = tunnel.CloseAsync();
-            }
+            if (disposing && Interlocked.Exchange(ref _disposed, 1) == 0) tunnel.Close();
             base.Dispose(disposing);
-        }
-
-        public override async ValueTask DisposeAsync()
-        {
-            if (Interlocked.Exchange(ref _disposed, 1) == 0)
-            {
-                await inner.DisposeAsync();
-                await tunnel.CloseAsync();
-            }
-            await base.DisposeAsync();
         }
     }
 }

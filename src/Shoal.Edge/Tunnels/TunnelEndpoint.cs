@@ -1,15 +1,26 @@
+using System.Buffers;
+using System.IO.Pipelines;
 using System.Security.Cryptography;
 using System.Text;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
 using Shoal.Contracts;
 
 namespace Shoal.Edge.Tunnels;
 
 /// <summary>
-/// <c>/_shoal/tunnel</c> on the edge: an agent opens a WebSocket with its node id and secret; a valid
-/// one joins the node's tunnel pool and the request stays open for as long as the tunnel lives.
+/// Tunnels arrive on the edge's own listener (after TLS, when the edge has a certificate): a
+/// connection whose first bytes are <see cref="EdgeProtocol.TunnelGreeting"/> is an agent's tunnel,
+/// anything else is passed on untouched to the HTTP server. The greeting carries the node's id and
+/// secret; a valid one joins the node's tunnel pool and the connection stays with it for as long as
+/// the tunnel lives. Taking tunnels below HTTP keeps them free of any framing: a claimed tunnel is
+/// the connection's bytes and nothing else.
 /// </summary>
 public sealed partial class TunnelEndpoint
 {
+    // "SHOAL-TUNNEL/": any version of the greeting is a tunnel (and is refused unless it is this one).
+    private static readonly byte[] Greeting = Encoding.ASCII.GetBytes(EdgeProtocol.TunnelGreeting[..(EdgeProtocol.TunnelGreeting.IndexOf('/') + 1)]);
+
     private readonly TunnelRegistry _registry;
     private readonly INodeCredentialSource _credentials;
     private readonly ILogger<TunnelEndpoint> _logger;
@@ -21,39 +32,133 @@ public sealed partial class TunnelEndpoint
         _logger = logger;
     }
 
-    /// <summary>Interval of WebSocket pings on tunnels; a peer silent for <see cref="KeepAliveTimeout"/> is dropped.</summary>
-    public static TimeSpan KeepAliveInterval { get; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// How long a new connection may stay silent before it is handed to the HTTP server undecided
+    /// (which then applies its own keep-alive timeout), and how long an agent has to finish its greeting.
+    /// </summary>
+    public static TimeSpan GreetingTimeout { get; } = TimeSpan.FromSeconds(10);
 
-    public static TimeSpan KeepAliveTimeout { get; } = TimeSpan.FromSeconds(10);
-
-    public async Task HandleAsync(HttpContext context)
+    /// <summary>The connection middleware: tunnels are handled here, everything else goes to <paramref name="next"/>.</summary>
+    public async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next)
     {
-        var nodeId = context.Request.Headers[AgentProtocol.NodeIdHeader].ToString();
-        var secret = context.Request.Headers[AgentProtocol.NodeSecretHeader].ToString();
-        if (!IsValid(nodeId, secret))
+        bool tunnel;
+        using (var silence = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed))
         {
-            LogRefused(_logger, nodeId, context.Connection.RemoteIpAddress);
-            await EdgeProxy.WriteErrorAsync(context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized, "tunnels need valid node credentials");
+            silence.CancelAfter(GreetingTimeout);
+            try
+            {
+                tunnel = await StartsWithGreetingAsync(connection.Transport.Input, silence.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                // Closed before saying anything: nothing to hand on.
+                if (connection.ConnectionClosed.IsCancellationRequested) return;
+                tunnel = false;
+            }
+        }
+        if (!tunnel)
+        {
+            await next(connection);
             return;
         }
-        if (!context.WebSockets.IsWebSocketRequest)
-        {
-            await EdgeProxy.WriteErrorAsync(context, StatusCodes.Status400BadRequest, ErrorCodes.InvalidArgument, "tunnels are WebSocket connections");
-            return;
-        }
+        await HandleTunnelAsync(connection);
+    }
 
-        var socket = await context.WebSockets.AcceptWebSocketAsync(new WebSocketAcceptContext
+    /// <summary>Looks at the first bytes without consuming them: true when they are the tunnel greeting.</summary>
+    private static async Task<bool> StartsWithGreetingAsync(PipeReader input, CancellationToken ct)
+    {
+        while (true)
         {
-            KeepAliveInterval = KeepAliveInterval,
-            KeepAliveTimeout = KeepAliveTimeout,
-        });
-        var tunnel = new EdgeTunnel(socket, nodeId);
+            var result = await input.ReadAsync(ct);
+            var buffer = result.Buffer;
+            var (matches, complete) = MatchGreeting(buffer);
+            if (!matches || complete || result.IsCompleted || result.IsCanceled)
+            {
+                // Nothing consumed or examined: whoever reads next sees the same bytes at once.
+                input.AdvanceTo(buffer.Start);
+                return matches && complete;
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+        }
+    }
+
+    /// <summary>Whether the bytes so far agree with the greeting, and whether all of it is there.</summary>
+    private static (bool Matches, bool Complete) MatchGreeting(ReadOnlySequence<byte> buffer)
+    {
+        var n = (int)Math.Min(buffer.Length, Greeting.Length);
+        Span<byte> head = stackalloc byte[Greeting.Length];
+        buffer.Slice(0, n).CopyTo(head);
+        return (head[..n].SequenceEqual(Greeting.AsSpan(0, n)), n == Greeting.Length);
+    }
+
+    private async Task HandleTunnelAsync(ConnectionContext connection)
+    {
+        string? line;
+        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed))
+        {
+            timeout.CancelAfter(GreetingTimeout);
+            try
+            {
+                line = await ReadLineAsync(connection.Transport.Input, timeout.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                line = null;
+            }
+        }
+        var parts = line?.Split(' ');
+        var nodeId = parts is { Length: 3 } ? parts[1] : "";
+        if (parts is not { Length: 3 } || parts[0] != EdgeProtocol.TunnelGreeting || !IsValid(nodeId, parts[2]))
+        {
+            LogRefused(_logger, nodeId, connection.RemoteEndPoint?.ToString());
+            await TryWriteAsync(connection.Transport.Output, "error: tunnels need valid node credentials\n");
+            return;
+        }
+        if (!await TryWriteAsync(connection.Transport.Output, EdgeProtocol.OpenOk + "\n")) return;
+
+        if (connection.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket) TunnelWire.KeepAlive(socket);
+        var tunnel = new EdgeTunnel(connection, nodeId);
         _registry.Add(tunnel);
-        using (context.RequestAborted.Register(static t => ((EdgeTunnel)t!).Abort(), tunnel))
+        using (connection.ConnectionClosed.Register(static t => ((EdgeTunnel)t!).Abort(), tunnel))
         {
             await tunnel.Done;
         }
-        socket.Dispose();
+    }
+
+    /// <summary>One <c>\n</c>-terminated ASCII line of at most <see cref="EdgeProtocol.MaxTunnelLineBytes"/>; null when the connection ends first or the line is too long.</summary>
+    private static async Task<string?> ReadLineAsync(PipeReader input, CancellationToken ct)
+    {
+        while (true)
+        {
+            var result = await input.ReadAsync(ct);
+            var buffer = result.Buffer;
+            if (buffer.PositionOf((byte)'\n') is { } end)
+            {
+                var content = buffer.Slice(0, end);
+                var line = content.Length < EdgeProtocol.MaxTunnelLineBytes ? Encoding.ASCII.GetString(content) : null;
+                input.AdvanceTo(buffer.GetPosition(1, end));
+                return line;
+            }
+            if (result.IsCompleted || result.IsCanceled || buffer.Length >= EdgeProtocol.MaxTunnelLineBytes)
+            {
+                input.AdvanceTo(buffer.End);
+                return null;
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+        }
+    }
+
+    private static async Task<bool> TryWriteAsync(PipeWriter output, string line)
+    {
+        try
+        {
+            var result = await output.WriteAsync(Encoding.ASCII.GetBytes(line));
+            return !result.IsCompleted;
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException or InvalidOperationException)
+        {
+            return false;
+        }
     }
 
     private bool IsValid(string nodeId, string secret)
@@ -63,11 +168,11 @@ public sealed partial class TunnelEndpoint
         Span<byte> digest = stackalloc byte[32];
         SHA256.HashData(Encoding.UTF8.GetBytes(secret), digest);
         Span<byte> expected = stackalloc byte[32];
-        return Convert.FromHexString(hash, expected, out _, out var written) == System.Buffers.OperationStatus.Done
+        return Convert.FromHexString(hash, expected, out _, out var written) == OperationStatus.Done
             && written == 32
             && CryptographicOperations.FixedTimeEquals(digest, expected);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Refused a tunnel for node '{NodeId}' from {Remote}: bad credentials")]
-    private static partial void LogRefused(ILogger logger, string nodeId, System.Net.IPAddress? remote);
+    private static partial void LogRefused(ILogger logger, string nodeId, string? remote);
 }

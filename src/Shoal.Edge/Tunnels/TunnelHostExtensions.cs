@@ -1,4 +1,4 @@
-using Shoal.Contracts;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Shoal.Edge.Upstreams;
 
 namespace Shoal.Edge.Tunnels;
@@ -17,17 +17,24 @@ public static class TunnelHostExtensions
         return services;
     }
 
-    /// <summary>Serves <see cref="EdgeProtocol.TunnelPath"/>; call before <c>MapShoalEdge</c>.</summary>
-    public static WebApplication MapShoalTunnels(this WebApplication app)
+    /// <summary>
+    /// Takes tunnel connections on this listener (call after <c>UseHttps</c>, so tunnels are
+    /// encrypted like everything else on it). In an application without <see cref="AddShoalTunnels"/>
+    /// every connection passes straight on to HTTP.
+    /// </summary>
+    public static ListenOptions UseShoalTunnels(this ListenOptions listen)
     {
-        var endpoint = app.Services.GetRequiredService<TunnelEndpoint>();
-        app.MapWhen(
-            static context => context.Request.Path.Equals(EdgeProtocol.TunnelPath, StringComparison.Ordinal),
-            branch =>
+        TunnelEndpoint? endpoint = null;
+        var resolved = false;
+        listen.Use(next => connection =>
+        {
+            if (!resolved)
             {
-                branch.UseWebSockets();
-                branch.Run(endpoint.HandleAsync);
-            });
-        return app;
+                endpoint = listen.ApplicationServices.GetService<TunnelEndpoint>();
+                resolved = true;
+            }
+            return endpoint is null ? next(connection) : endpoint.OnConnectionAsync(connection, next);
+        });
+        return listen;
     }
 }

@@ -12,7 +12,7 @@ using Shoal.Core.Scheduling;
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "backend")
 {
-    await Shoal.Bench.ProxyBench.BackendAsync(int.Parse(args[1], CultureInfo.InvariantCulture));
+    await Shoal.Bench.ProxyBench.BackendAsync(int.Parse(args[1], CultureInfo.InvariantCulture), args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : null);
     return 0;
 }
 if (which == "tunnel-agent")

@@ -49,7 +49,9 @@ internal static partial class ProxyBench
         try
         {
             var backendPort = FreePort();
-            processes.Add(Start("taskset", [.. Cpu(0), "dotnet", typeof(ProxyBench).Assembly.Location, "backend", backendPort.ToString(CultureInfo.InvariantCulture)]));
+            var h2cPort = FreePort();
+            processes.Add(Start("taskset", [.. Cpu(0), "dotnet", typeof(ProxyBench).Assembly.Location, "backend",
+                backendPort.ToString(CultureInfo.InvariantCulture), h2cPort.ToString(CultureInfo.InvariantCulture)]));
             await WaitForAsync($"http://127.0.0.1:{backendPort}/");
 
             var nginxPort = FreePort();
@@ -87,10 +89,10 @@ internal static partial class ProxyBench
 
             // The edge as in production: a standalone `shoal edge` process fed by the server. A second
             // one from another build (SHOAL_BENCH_COMPARE) is measured against it in the same rounds.
-            async Task<(int Port, Process Process)> StartEdgeAsync(string executable)
+            async Task<(int Port, Process Process)> StartEdgeAsync(string executable, string[]? environment = null)
             {
                 var port = FreePort();
-                var process = Start("taskset", [.. Cpu(1), executable, "edge", "--server", api.ToString(), "--key-file", keyFile,
+                var process = Start("taskset", [.. Cpu(1), "env", .. environment ?? [], executable, "edge", "--server", api.ToString(), "--key-file", keyFile,
                     "--listen", $"127.0.0.1:{port}", "--log-level", "Warning"]);
                 processes.Add(process);
                 await WaitForAsync($"http://127.0.0.1:{port}/healthz");
@@ -98,55 +100,69 @@ internal static partial class ProxyBench
             }
             var (edgePort, edgeProcess) = await StartEdgeAsync(ShoalExecutable());
             var compareEdge = string.IsNullOrEmpty(compare) ? ((int Port, Process Process)?)null : await StartEdgeAsync(compare);
+            // HTTP/2 multiplexed over one tunnel, against HTTP/1.1 per tunnel: a second edge that speaks
+            // HTTP/2 (prior knowledge) over its tunnels, to a node whose replica speaks h2c itself, so the
+            // agent side still only pipes bytes: the best case for HTTP/2 (a real agent would also have to
+            // translate to the replica's HTTP/1.1).
+            var h2Edge = await StartEdgeAsync(ShoalExecutable(), ["SHOAL_EDGE_TUNNEL_HTTP2=1"]);
             // The nodes connect after every edge has its route table (so it registered with the server):
             // then the tunnel node learns of every edge. Until a replica is ready, the edges answer 503.
             await CreateClusterAsync(http, "direct", "rtx-4090");
             await CreateClusterAsync(http, "tunnel", "rtx-3090");
+            await CreateClusterAsync(http, "tunnel-h2", "a100-80gb");
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/", 503);
             if (compareEdge is { } c) await WaitForAsync($"http://127.0.0.1:{c.Port}/c/direct/", 503);
 
             await using var direct = await FakeNode.StartAsync(http, "direct-node", "rtx-4090", tunnel: false, backendPort);
             await using var tunneled = await FakeNode.StartAsync(http, "tunnel-node", "rtx-3090", tunnel: true, backendPort);
+            await using var tunneledH2 = await FakeNode.StartAsync(http, "tunnel-h2-node", "a100-80gb", tunnel: true, h2cPort);
             await direct.ReportReadyAsync();
             await tunneled.ReportReadyAsync();
+            await tunneledH2.ReportReadyAsync();
             // The tunnel node's agent side in its own process, as `shoal agent` would be, next to wrk and
             // the backend. SHOAL_BENCH_AGENT_ENV="NAME=value ..." runs it with more environment (runtime settings).
             var agentEnv = (Environment.GetEnvironmentVariable("SHOAL_BENCH_AGENT_ENV") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
             var agent = Start("taskset", [.. Cpu(0), "env", .. agentEnv, "dotnet", typeof(ProxyBench).Assembly.Location,
                 "tunnel-agent", string.Join(',', tunneled.Edges), tunneled.Identity.NodeId, tunneled.Identity.NodeSecret, backendPort.ToString(CultureInfo.InvariantCulture)]);
             processes.Add(agent);
+            var h2Agent = Start("taskset", [.. Cpu(0), "env", .. agentEnv, "dotnet", typeof(ProxyBench).Assembly.Location,
+                "tunnel-agent", string.Join(',', tunneledH2.Edges), tunneledH2.Identity.NodeId, tunneledH2.Identity.NodeSecret, h2cPort.ToString(CultureInfo.InvariantCulture)]);
+            processes.Add(h2Agent);
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/");
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/tunnel/");
+            await WaitForAsync($"http://127.0.0.1:{h2Edge.Port}/c/tunnel-h2/");
 
             // Each target with the process whose CPU time (with its children's) a round charges to it:
             // the backend for itself, nginx's master (its worker is a child), the edge process; tunnel
-            // mode's agent side is counted on its own (AgentCpuUsPerRequest).
-            var targets = new List<(string Name, string Url, int Pid)>
+            // mode's agent side is counted on its own (AgentCpuUsPerRequest, from the agent process).
+            const string Tunnel = "edge, tunnel mode", TunnelH2 = "edge, tunnel mode, HTTP/2 over one tunnel";
+            var targets = new List<(string Name, string Url, int Pid, int AgentPid)>
             {
-                ("backend (direct)", $"http://127.0.0.1:{backendPort}/", processes[0].Id),
-                ("nginx", $"http://127.0.0.1:{nginxPort}/", processes[1].Id),
-                ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/", edgeProcess.Id),
-                ("edge, tunnel mode", $"http://127.0.0.1:{edgePort}/c/tunnel/", edgeProcess.Id),
+                ("backend (direct)", $"http://127.0.0.1:{backendPort}/", processes[0].Id, 0),
+                ("nginx", $"http://127.0.0.1:{nginxPort}/", processes[1].Id, 0),
+                ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/", edgeProcess.Id, 0),
+                (Tunnel, $"http://127.0.0.1:{edgePort}/c/tunnel/", edgeProcess.Id, agent.Id),
+                (TunnelH2, $"http://127.0.0.1:{h2Edge.Port}/c/tunnel-h2/", h2Edge.Process.Id, h2Agent.Id),
             };
             if (compareEdge is { } other)
             {
                 await WaitForAsync($"http://127.0.0.1:{other.Port}/c/direct/");
-                targets.Add(("edge, direct mode (compare)", $"http://127.0.0.1:{other.Port}/c/direct/", other.Process.Id));
+                targets.Add(("edge, direct mode (compare)", $"http://127.0.0.1:{other.Port}/c/direct/", other.Process.Id, 0));
             }
-            foreach (var (_, url, _) in targets) await WrkAsync(url, warmup, Cpu(0)); // warm-up (JIT, pools)
+            foreach (var (_, url, _, _) in targets) await WrkAsync(url, warmup, Cpu(0)); // warm-up (JIT, pools)
             var results = targets.ToDictionary(t => t.Name, _ => new List<WrkResult>());
             for (var round = 0; round < rounds; round++)
             {
-                foreach (var (name, url, pid) in targets)
+                foreach (var (name, url, pid, agentPid) in targets)
                 {
                     var cpuBefore = TreeCpuSeconds(pid);
-                    var agentBefore = TreeCpuSeconds(agent.Id);
+                    var agentBefore = agentPid == 0 ? 0 : TreeCpuSeconds(agentPid);
                     var r = await WrkAsync(url, seconds, Cpu(0));
                     var requests = Math.Max(1, r.Requests);
                     r = r with
                     {
                         CpuUsPerRequest = (TreeCpuSeconds(pid) - cpuBefore) * 1e6 / requests,
-                        AgentCpuUsPerRequest = (TreeCpuSeconds(agent.Id) - agentBefore) * 1e6 / requests,
+                        AgentCpuUsPerRequest = agentPid == 0 ? 0 : (TreeCpuSeconds(agentPid) - agentBefore) * 1e6 / requests,
                     };
                     results[name].Add(r);
                     Console.Error.WriteLine(Fmt($"  round {round + 1} {name}: {r.Rps:F0} req/s, p50 {r.P50Ms:F2} ms, p99 {r.P99Ms:F2} ms, errors {r.Errors}, {r.CpuUsPerRequest:F1} CPU us/request (agent side {r.AgentCpuUsPerRequest:F1})"));
@@ -154,27 +170,26 @@ internal static partial class ProxyBench
             }
 
             Console.WriteLine(Fmt($"## Proxy: wrk -t1 -c{Connections} -d{seconds}s, {warmup} s warm-up, {rounds} alternated rounds, {(pinned ? "proxies pinned to CPU 1, wrk and backend to CPU 0" : "unpinned (nginx one worker)")} (medians of rounds)"));
-            Console.WriteLine("| target | requests/s | p50 ms | p99 ms | errors | vs nginx | vs backend | CPU us/request | CPU vs nginx |");
-            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            Console.WriteLine("| target | requests/s | p50 ms | p99 ms | errors | vs nginx | vs backend | CPU us/request | CPU vs nginx | agent side CPU us/request |");
+            Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             var nginxRps = Median(results["nginx"].Select(r => r.Rps));
             var backendRps = Median(results["backend (direct)"].Select(r => r.Rps));
             var nginxCpu = Median(results["nginx"].Select(r => r.CpuUsPerRequest));
-            foreach (var (name, _, _) in targets)
+            double Of(string name, Func<WrkResult, double> f) => Median(results[name].Select(f));
+            foreach (var (name, _, _, agentPid) in targets)
             {
                 var rs = results[name];
-                var rps = Median(rs.Select(r => r.Rps));
-                var cpu = Median(rs.Select(r => r.CpuUsPerRequest));
-                Console.WriteLine(Fmt($"| {name} | {rps:F0} | {Median(rs.Select(r => r.P50Ms)):F2} | {Median(rs.Select(r => r.P99Ms)):F2} | {rs.Sum(r => r.Errors)} | {rps / nginxRps:F2}x | {rps / backendRps:F2}x | {cpu:F1} | {cpu / nginxCpu:F2}x |"));
+                var rps = Of(name, r => r.Rps);
+                var cpu = Of(name, r => r.CpuUsPerRequest);
+                var agentCpu = agentPid == 0 ? "" : Fmt($"{Of(name, r => r.AgentCpuUsPerRequest):F1}");
+                Console.WriteLine(Fmt($"| {name} | {rps:F0} | {Of(name, r => r.P50Ms):F2} | {Of(name, r => r.P99Ms):F2} | {rs.Sum(r => r.Errors)} | {rps / nginxRps:F2}x | {rps / backendRps:F2}x | {cpu:F1} | {cpu / nginxCpu:F2}x | {agentCpu} |"));
             }
-            var tunnelRatio = Median(results["edge, tunnel mode"].Select(r => r.Rps)) / Median(results["edge, direct mode"].Select(r => r.Rps));
-            Console.WriteLine(Fmt($"tunnel mode / direct mode throughput: {tunnelRatio:F2}x"));
-            var tunnelEdgeCpu = Median(results["edge, tunnel mode"].Select(r => r.CpuUsPerRequest));
-            var tunnelAgentCpu = Median(results["edge, tunnel mode"].Select(r => r.AgentCpuUsPerRequest));
-            var directEdgeCpu = Median(results["edge, direct mode"].Select(r => r.CpuUsPerRequest));
-            Console.WriteLine(Fmt($"tunnel mode CPU per request: edge {tunnelEdgeCpu:F1} us + agent side {tunnelAgentCpu:F1} us (agent environment: {(agentEnv.Length == 0 ? "default" : string.Join(' ', agentEnv))}) = {(tunnelEdgeCpu + tunnelAgentCpu) / directEdgeCpu:F2}x the edge's in direct mode"));
+            const string Direct = "edge, direct mode";
+            Console.WriteLine(Fmt($"tunnel mode / direct mode throughput: {Of(Tunnel, r => r.Rps) / Of(Direct, r => r.Rps):F2}x"));
+            Console.WriteLine(Fmt($"tunnel mode CPU per request, edge + agent side, / direct mode's: {(Of(Tunnel, r => r.CpuUsPerRequest) + Of(Tunnel, r => r.AgentCpuUsPerRequest)) / Of(Direct, r => r.CpuUsPerRequest):F2}x (agent environment: {(agentEnv.Length == 0 ? "default" : string.Join(' ', agentEnv))})"));
+            Console.WriteLine(Fmt($"HTTP/2 over one tunnel / HTTP/1.1 per tunnel: throughput {Of(TunnelH2, r => r.Rps) / Of(Tunnel, r => r.Rps):F2}x, edge CPU per request {Of(TunnelH2, r => r.CpuUsPerRequest) / Of(Tunnel, r => r.CpuUsPerRequest):F2}x"));
             if (compareEdge is not null)
             {
-                double Of(string name, Func<WrkResult, double> f) => Median(results[name].Select(f));
                 Console.WriteLine(Fmt($"compare / edge direct mode: throughput {Of("edge, direct mode (compare)", r => r.Rps) / Of("edge, direct mode", r => r.Rps):F2}x, CPU per request {Of("edge, direct mode (compare)", r => r.CpuUsPerRequest) / Of("edge, direct mode", r => r.CpuUsPerRequest):F2}x ({compare})"));
             }
         }
@@ -197,11 +212,16 @@ internal static partial class ProxyBench
     }
 
     /// <summary>The backend: a small Kestrel app answering every request with a short text body.</summary>
-    public static async Task BackendAsync(int port)
+    public static async Task BackendAsync(int port, int? h2cPort)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(System.Net.IPAddress.Loopback, port);
+            // The same app over HTTP/2 with prior knowledge (h2c), for the HTTP/2-over-a-tunnel experiment.
+            if (h2cPort is { } p) k.Listen(System.Net.IPAddress.Loopback, p, l => l.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2);
+        });
         var app = builder.Build();
         app.Run(static ctx =>
         {

@@ -29,6 +29,13 @@ public sealed class TunnelTests : IAsyncLifetime
         _server = await TestServer.StartAsync();
         _replica = await LoopbackReplica.StartAsync(async ctx =>
         {
+            if (ctx.Request.Path == "/close")
+            {
+                // HTTP/1.0 style: the replica closes the connection after a large response.
+                ctx.Response.Headers.Connection = "close";
+                await ctx.Response.Body.WriteAsync(new byte[256 * 1024].Select((_, i) => (byte)('a' + i % 26)).ToArray());
+                return;
+            }
             if (ctx.Request.Path != "/stream")
             {
                 await ctx.Response.WriteAsync($"path={ctx.Request.Path}");
@@ -181,6 +188,25 @@ public sealed class TunnelTests : IAsyncLifetime
             if (received.Length > 4096) return (System.Text.Encoding.ASCII.GetString(received.ToArray()), false);
         }
         return (System.Text.Encoding.ASCII.GetString(received.ToArray()), true);
+    }
+
+    [Fact]
+    public async Task A_replica_that_closes_the_connection_after_its_response_still_delivers_all_of_it()
+    {
+        var (agent, identity, edges, _) = await TunnelNodeWithReadyReplicaAsync();
+        await using var _ = agent;
+        await using var tunnels = Tunnels();
+        tunnels.Update(identity, edges);
+        await Eventually.UntilAsync(() => Registry.LiveCount(identity.NodeId) == 2, what: "two idle tunnels");
+
+        // The agent half-closes the tunnel right behind the body: the edge must deliver what came before.
+        using var edge = new HttpClient { BaseAddress = _server.Server.EdgeAddress };
+        for (var i = 0; i < 10; i++)
+        {
+            var body = await edge.GetByteArrayAsync("/c/demo/close");
+            Assert.Equal(256 * 1024, body.Length);
+            Assert.Equal((byte)('a' + (256 * 1024 - 1) % 26), body[^1]);
+        }
     }
 
     [Fact]

@@ -22,6 +22,7 @@ internal sealed class EdgeTunnel
     private readonly PipeReader _input;
     private readonly PipeWriter _output;
     private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _ended = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private Task<ReadResult>? _pending;
     private int _state;
 
@@ -37,6 +38,16 @@ internal sealed class EdgeTunnel
 
     /// <summary>Completes when the tunnel is finished with; the connection handler may then return.</summary>
     public Task Done => _done.Task;
+
+    /// <summary>
+    /// Completes when the tunnel can carry nothing new: finished with, or the agent closed its side
+    /// (which may only be a half-close behind a response the client is still reading, so the
+    /// connection itself stays until <see cref="Done"/>).
+    /// </summary>
+    public Task Ended => _ended.Task;
+
+    /// <summary>The agent closed its side of the connection.</summary>
+    public void MarkEnded() => _ended.TrySetResult();
 
     public bool IsIdle => Volatile.Read(ref _state) == Idle;
 
@@ -120,6 +131,7 @@ internal sealed class EdgeTunnel
         Volatile.Write(ref _state, Dead);
         _connection.Abort(new ConnectionAbortedException("tunnel closed"));
         _done.TrySetResult();
+        _ended.TrySetResult();
     }
 
     /// <summary>Ends the tunnel politely: the connection closes, and the agent then closes its replica connection.</summary>
@@ -127,6 +139,7 @@ internal sealed class EdgeTunnel
     {
         Volatile.Write(ref _state, Dead);
         _done.TrySetResult();
+        _ended.TrySetResult();
     }
 
     /// <summary>

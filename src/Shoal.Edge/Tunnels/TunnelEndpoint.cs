@@ -117,9 +117,13 @@ public sealed partial class TunnelEndpoint
         if (!await TryWriteAsync(connection.Transport.Output, EdgeProtocol.OpenOk + "\n")) return;
 
         if (connection.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket) TunnelWire.KeepAlive(socket);
+        // ConnectionClosed fires when the agent closes its side, also when that is only a half-close
+        // behind a response (the replica closed after it) that the HTTP client is still reading: so
+        // it only ends the tunnel for routing, and the connection stays until the client lets go.
+        // An idle tunnel's pending read notices the close and aborts it at once.
         var tunnel = new EdgeTunnel(connection, nodeId);
         _registry.Add(tunnel);
-        using (connection.ConnectionClosed.Register(static t => ((EdgeTunnel)t!).Abort(), tunnel))
+        using (connection.ConnectionClosed.Register(static t => ((EdgeTunnel)t!).MarkEnded(), tunnel))
         {
             await tunnel.Done;
         }

@@ -45,7 +45,7 @@ public sealed class TunnelRegistry
     {
         var node = _nodes.GetOrAdd(tunnel.NodeId, static _ => new NodeTunnels());
         var first = Interlocked.Increment(ref node.Live) == 1;
-        tunnel.Done.ContinueWith(static (_, n) => Interlocked.Decrement(ref ((NodeTunnels)n!).Live), node,
+        tunnel.Ended.ContinueWith(static (_, n) => Interlocked.Decrement(ref ((NodeTunnels)n!).Live), node,
             CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         tunnel.Watch(static _ => { });
         node.Idle.Enqueue(tunnel);

@@ -29,7 +29,25 @@ public sealed class TunnelUpstreamConnector : IUpstreamConnector, IDisposable
             var nodeId = host.EndsWith(HostSuffix, StringComparison.Ordinal) ? host[..^HostSuffix.Length] : host;
             return await _registry.OpenAsync(nodeId, context.DnsEndPoint.Port, ct);
         };
-        _tunnelClient = new HttpMessageInvoker(handler);
+        _tunnelClient = new HttpMessageInvoker(Http2Experiment ? new PriorKnowledgeHttp2(handler) : handler);
+    }
+
+    /// <summary>
+    /// Benchmark experiment only (<c>SHOAL_EDGE_TUNNEL_HTTP2=1</c>): speak HTTP/2 with prior knowledge
+    /// over tunnels, all requests to a replica multiplexed over one tunnel. Replicas speak HTTP/1.1,
+    /// so this works only against a replica that speaks h2c itself; it exists to measure HTTP/2 over a
+    /// tunnel against HTTP/1.1 per tunnel (docs/benchmarks.md).
+    /// </summary>
+    private static bool Http2Experiment { get; } = Environment.GetEnvironmentVariable("SHOAL_EDGE_TUNNEL_HTTP2") == "1";
+
+    private sealed class PriorKnowledgeHttp2(HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            request.Version = System.Net.HttpVersion.Version20;
+            request.VersionPolicy = HttpVersionPolicy.RequestVersionExact;
+            return base.SendAsync(request, cancellationToken);
+        }
     }
 
     public bool IsReachable(RouteDestination destination) =>

@@ -20,6 +20,11 @@ if (which == "tunnel-agent")
     await Shoal.Bench.ProxyBench.TunnelAgentAsync(args[1].Split(','), args[2], args[3], int.Parse(args[4], CultureInfo.InvariantCulture));
     return 0;
 }
+if (which == "h2-translator")
+{
+    await Shoal.Bench.ProxyBench.TranslatorAsync(int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture));
+    return 0;
+}
 if (which == "proxy") await Shoal.Bench.ProxyBench.RunAsync(args);
 if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
 if (which is "schedule" or "all") Schedule();

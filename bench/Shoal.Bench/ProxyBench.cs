@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
@@ -115,7 +116,20 @@ internal static partial class ProxyBench
 
             await using var direct = await FakeNode.StartAsync(http, "direct-node", "rtx-4090", tunnel: false, backendPort);
             await using var tunneled = await FakeNode.StartAsync(http, "tunnel-node", "rtx-3090", tunnel: true, backendPort);
-            await using var tunneledH2 = await FakeNode.StartAsync(http, "tunnel-h2-node", "a100-80gb", tunnel: true, h2cPort);
+            // The HTTP/2 tunnel's replica: by default an HTTP/2-to-HTTP/1.1 translator (Kestrel h2c + YARP's
+            // forwarder, its own process) in front of the backend, as an agent would have to run; with
+            // SHOAL_BENCH_H2_REPLICA=h2c the backend's own h2c port (the best case for HTTP/2).
+            var h2BestCase = Environment.GetEnvironmentVariable("SHOAL_BENCH_H2_REPLICA") == "h2c";
+            var translatorPort = FreePort();
+            Process? translator = null;
+            if (!h2BestCase)
+            {
+                translator = Start("taskset", [.. Cpu(0), "dotnet", typeof(ProxyBench).Assembly.Location, "h2-translator",
+                    translatorPort.ToString(CultureInfo.InvariantCulture), backendPort.ToString(CultureInfo.InvariantCulture)]);
+                processes.Add(translator);
+            }
+            var h2ReplicaPort = h2BestCase ? h2cPort : translatorPort;
+            await using var tunneledH2 = await FakeNode.StartAsync(http, "tunnel-h2-node", "a100-80gb", tunnel: true, h2ReplicaPort);
             await direct.ReportReadyAsync();
             await tunneled.ReportReadyAsync();
             await tunneledH2.ReportReadyAsync();
@@ -126,7 +140,7 @@ internal static partial class ProxyBench
                 "tunnel-agent", string.Join(',', tunneled.Edges), tunneled.Identity.NodeId, tunneled.Identity.NodeSecret, backendPort.ToString(CultureInfo.InvariantCulture)]);
             processes.Add(agent);
             var h2Agent = Start("taskset", [.. Cpu(0), "env", .. agentEnv, "dotnet", typeof(ProxyBench).Assembly.Location,
-                "tunnel-agent", string.Join(',', tunneledH2.Edges), tunneledH2.Identity.NodeId, tunneledH2.Identity.NodeSecret, h2cPort.ToString(CultureInfo.InvariantCulture)]);
+                "tunnel-agent", string.Join(',', tunneledH2.Edges), tunneledH2.Identity.NodeId, tunneledH2.Identity.NodeSecret, h2ReplicaPort.ToString(CultureInfo.InvariantCulture)]);
             processes.Add(h2Agent);
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/");
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/tunnel/");
@@ -136,33 +150,33 @@ internal static partial class ProxyBench
             // the backend for itself, nginx's master (its worker is a child), the edge process; tunnel
             // mode's agent side is counted on its own (AgentCpuUsPerRequest, from the agent process).
             const string Tunnel = "edge, tunnel mode", TunnelH2 = "edge, tunnel mode, HTTP/2 over one tunnel";
-            var targets = new List<(string Name, string Url, int Pid, int AgentPid)>
+            var targets = new List<(string Name, string Url, int Pid, int[] AgentPids)>
             {
-                ("backend (direct)", $"http://127.0.0.1:{backendPort}/", processes[0].Id, 0),
-                ("nginx", $"http://127.0.0.1:{nginxPort}/", processes[1].Id, 0),
-                ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/", edgeProcess.Id, 0),
-                (Tunnel, $"http://127.0.0.1:{edgePort}/c/tunnel/", edgeProcess.Id, agent.Id),
-                (TunnelH2, $"http://127.0.0.1:{h2Edge.Port}/c/tunnel-h2/", h2Edge.Process.Id, h2Agent.Id),
+                ("backend (direct)", $"http://127.0.0.1:{backendPort}/", processes[0].Id, []),
+                ("nginx", $"http://127.0.0.1:{nginxPort}/", processes[1].Id, []),
+                ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/", edgeProcess.Id, []),
+                (Tunnel, $"http://127.0.0.1:{edgePort}/c/tunnel/", edgeProcess.Id, [agent.Id]),
+                (TunnelH2, $"http://127.0.0.1:{h2Edge.Port}/c/tunnel-h2/", h2Edge.Process.Id, translator is null ? [h2Agent.Id] : [h2Agent.Id, translator.Id]),
             };
             if (compareEdge is { } other)
             {
                 await WaitForAsync($"http://127.0.0.1:{other.Port}/c/direct/");
-                targets.Add(("edge, direct mode (compare)", $"http://127.0.0.1:{other.Port}/c/direct/", other.Process.Id, 0));
+                targets.Add(("edge, direct mode (compare)", $"http://127.0.0.1:{other.Port}/c/direct/", other.Process.Id, []));
             }
             foreach (var (_, url, _, _) in targets) await WrkAsync(url, warmup, Cpu(0)); // warm-up (JIT, pools)
             var results = targets.ToDictionary(t => t.Name, _ => new List<WrkResult>());
             for (var round = 0; round < rounds; round++)
             {
-                foreach (var (name, url, pid, agentPid) in targets)
+                foreach (var (name, url, pid, agentPids) in targets)
                 {
                     var cpuBefore = TreeCpuSeconds(pid);
-                    var agentBefore = agentPid == 0 ? 0 : TreeCpuSeconds(agentPid);
+                    var agentBefore = agentPids.Sum(TreeCpuSeconds);
                     var r = await WrkAsync(url, seconds, Cpu(0));
                     var requests = Math.Max(1, r.Requests);
                     r = r with
                     {
                         CpuUsPerRequest = (TreeCpuSeconds(pid) - cpuBefore) * 1e6 / requests,
-                        AgentCpuUsPerRequest = agentPid == 0 ? 0 : (TreeCpuSeconds(agentPid) - agentBefore) * 1e6 / requests,
+                        AgentCpuUsPerRequest = (agentPids.Sum(TreeCpuSeconds) - agentBefore) * 1e6 / requests,
                     };
                     results[name].Add(r);
                     Console.Error.WriteLine(Fmt($"  round {round + 1} {name}: {r.Rps:F0} req/s, p50 {r.P50Ms:F2} ms, p99 {r.P99Ms:F2} ms, errors {r.Errors}, {r.CpuUsPerRequest:F1} CPU us/request (agent side {r.AgentCpuUsPerRequest:F1})"));
@@ -176,18 +190,18 @@ internal static partial class ProxyBench
             var backendRps = Median(results["backend (direct)"].Select(r => r.Rps));
             var nginxCpu = Median(results["nginx"].Select(r => r.CpuUsPerRequest));
             double Of(string name, Func<WrkResult, double> f) => Median(results[name].Select(f));
-            foreach (var (name, _, _, agentPid) in targets)
+            foreach (var (name, _, _, agentPids) in targets)
             {
                 var rs = results[name];
                 var rps = Of(name, r => r.Rps);
                 var cpu = Of(name, r => r.CpuUsPerRequest);
-                var agentCpu = agentPid == 0 ? "" : Fmt($"{Of(name, r => r.AgentCpuUsPerRequest):F1}");
+                var agentCpu = agentPids.Length == 0 ? "" : Fmt($"{Of(name, r => r.AgentCpuUsPerRequest):F1}");
                 Console.WriteLine(Fmt($"| {name} | {rps:F0} | {Of(name, r => r.P50Ms):F2} | {Of(name, r => r.P99Ms):F2} | {rs.Sum(r => r.Errors)} | {rps / nginxRps:F2}x | {rps / backendRps:F2}x | {cpu:F1} | {cpu / nginxCpu:F2}x | {agentCpu} |"));
             }
             const string Direct = "edge, direct mode";
             Console.WriteLine(Fmt($"tunnel mode / direct mode throughput: {Of(Tunnel, r => r.Rps) / Of(Direct, r => r.Rps):F2}x"));
             Console.WriteLine(Fmt($"tunnel mode CPU per request, edge + agent side, / direct mode's: {(Of(Tunnel, r => r.CpuUsPerRequest) + Of(Tunnel, r => r.AgentCpuUsPerRequest)) / Of(Direct, r => r.CpuUsPerRequest):F2}x (agent environment: {(agentEnv.Length == 0 ? "default" : string.Join(' ', agentEnv))})"));
-            Console.WriteLine(Fmt($"HTTP/2 over one tunnel / HTTP/1.1 per tunnel: throughput {Of(TunnelH2, r => r.Rps) / Of(Tunnel, r => r.Rps):F2}x, edge CPU per request {Of(TunnelH2, r => r.CpuUsPerRequest) / Of(Tunnel, r => r.CpuUsPerRequest):F2}x"));
+            Console.WriteLine(Fmt($"HTTP/2 over one tunnel ({(h2BestCase ? "replica speaks h2c" : "agent side translates to HTTP/1.1")}) / HTTP/1.1 per tunnel: throughput {Of(TunnelH2, r => r.Rps) / Of(Tunnel, r => r.Rps):F2}x, edge CPU per request {Of(TunnelH2, r => r.CpuUsPerRequest) / Of(Tunnel, r => r.CpuUsPerRequest):F2}x"));
             if (compareEdge is not null)
             {
                 Console.WriteLine(Fmt($"compare / edge direct mode: throughput {Of("edge, direct mode (compare)", r => r.Rps) / Of("edge, direct mode", r => r.Rps):F2}x, CPU per request {Of("edge, direct mode (compare)", r => r.CpuUsPerRequest) / Of("edge, direct mode", r => r.CpuUsPerRequest):F2}x ({compare})"));
@@ -232,6 +246,28 @@ internal static partial class ProxyBench
     }
 
     private readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors, long Requests, double CpuUsPerRequest = 0, double AgentCpuUsPerRequest = 0);
+
+    /// <summary>HTTP/2 (h2c) in, HTTP/1.1 out to the backend: what an agent would run to carry HTTP/2 tunnels to an HTTP/1.1 replica.</summary>
+    public static async Task TranslatorAsync(int port, int backendPort)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHttpForwarder();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.AddServerHeader = false;
+            k.Limits.MinRequestBodyDataRate = null;
+            k.Limits.MinResponseDataRate = null;
+            k.Listen(System.Net.IPAddress.Loopback, port, l => l.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2);
+        });
+        var app = builder.Build();
+        var forwarder = app.Services.GetRequiredService<Yarp.ReverseProxy.Forwarder.IHttpForwarder>();
+        var client = new HttpMessageInvoker(Shoal.Edge.Upstreams.DirectUpstreamConnector.CreateHandler());
+        var config = new Yarp.ReverseProxy.Forwarder.ForwarderRequestConfig { Version = System.Net.HttpVersion.Version11, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
+        var destination = $"http://127.0.0.1:{backendPort}/";
+        app.Run(async ctx => await forwarder.SendAsync(ctx, destination, client, config, Yarp.ReverseProxy.Forwarder.HttpTransformer.Empty));
+        await app.RunAsync();
+    }
 
     /// <summary>The agent's tunnel side alone (as in <c>shoal agent</c>): tunnels to the edges, replica at <paramref name="backendPort"/>.</summary>
     public static async Task TunnelAgentAsync(string[] edges, string nodeId, string secret, int backendPort)

@@ -12,17 +12,12 @@ using Shoal.Core.Scheduling;
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "backend")
 {
-    await Shoal.Bench.ProxyBench.BackendAsync(int.Parse(args[1], CultureInfo.InvariantCulture), args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : null);
+    await Shoal.Bench.ProxyBench.BackendAsync(int.Parse(args[1], CultureInfo.InvariantCulture));
     return 0;
 }
 if (which == "tunnel-agent")
 {
     await Shoal.Bench.ProxyBench.TunnelAgentAsync(args[1].Split(','), args[2], args[3], int.Parse(args[4], CultureInfo.InvariantCulture));
-    return 0;
-}
-if (which == "h2-translator")
-{
-    await Shoal.Bench.ProxyBench.TranslatorAsync(int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture));
     return 0;
 }
 if (which == "proxy") await Shoal.Bench.ProxyBench.RunAsync(args);

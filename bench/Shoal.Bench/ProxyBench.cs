@@ -1,4 +1,3 @@
-using Microsoft.Extensions.DependencyInjection;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
@@ -50,9 +49,7 @@ internal static partial class ProxyBench
         try
         {
             var backendPort = FreePort();
-            var h2cPort = FreePort();
-            processes.Add(Start("taskset", [.. Cpu(0), "dotnet", typeof(ProxyBench).Assembly.Location, "backend",
-                backendPort.ToString(CultureInfo.InvariantCulture), h2cPort.ToString(CultureInfo.InvariantCulture)]));
+            processes.Add(Start("taskset", [.. Cpu(0), "dotnet", typeof(ProxyBench).Assembly.Location, "backend", backendPort.ToString(CultureInfo.InvariantCulture)]));
             await WaitForAsync($"http://127.0.0.1:{backendPort}/");
 
             var nginxPort = FreePort();
@@ -101,62 +98,36 @@ internal static partial class ProxyBench
             }
             var (edgePort, edgeProcess) = await StartEdgeAsync(ShoalExecutable());
             var compareEdge = string.IsNullOrEmpty(compare) ? ((int Port, Process Process)?)null : await StartEdgeAsync(compare);
-            // HTTP/2 multiplexed over one tunnel, against HTTP/1.1 per tunnel: a second edge that speaks
-            // HTTP/2 (prior knowledge) over its tunnels, to a node whose replica speaks h2c itself, so the
-            // agent side still only pipes bytes: the best case for HTTP/2 (a real agent would also have to
-            // translate to the replica's HTTP/1.1).
-            var h2Edge = await StartEdgeAsync(ShoalExecutable(), ["SHOAL_EDGE_TUNNEL_HTTP2=1"]);
             // The nodes connect after every edge has its route table (so it registered with the server):
             // then the tunnel node learns of every edge. Until a replica is ready, the edges answer 503.
             await CreateClusterAsync(http, "direct", "rtx-4090");
             await CreateClusterAsync(http, "tunnel", "rtx-3090");
-            await CreateClusterAsync(http, "tunnel-h2", "a100-80gb");
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/", 503);
             if (compareEdge is { } c) await WaitForAsync($"http://127.0.0.1:{c.Port}/c/direct/", 503);
 
             await using var direct = await FakeNode.StartAsync(http, "direct-node", "rtx-4090", tunnel: false, backendPort);
             await using var tunneled = await FakeNode.StartAsync(http, "tunnel-node", "rtx-3090", tunnel: true, backendPort);
-            // The HTTP/2 tunnel's replica: by default an HTTP/2-to-HTTP/1.1 translator (Kestrel h2c + YARP's
-            // forwarder, its own process) in front of the backend, as an agent would have to run; with
-            // SHOAL_BENCH_H2_REPLICA=h2c the backend's own h2c port (the best case for HTTP/2).
-            var h2BestCase = Environment.GetEnvironmentVariable("SHOAL_BENCH_H2_REPLICA") == "h2c";
-            var translatorPort = FreePort();
-            Process? translator = null;
-            if (!h2BestCase)
-            {
-                translator = Start("taskset", [.. Cpu(0), "dotnet", typeof(ProxyBench).Assembly.Location, "h2-translator",
-                    translatorPort.ToString(CultureInfo.InvariantCulture), backendPort.ToString(CultureInfo.InvariantCulture)]);
-                processes.Add(translator);
-            }
-            var h2ReplicaPort = h2BestCase ? h2cPort : translatorPort;
-            await using var tunneledH2 = await FakeNode.StartAsync(http, "tunnel-h2-node", "a100-80gb", tunnel: true, h2ReplicaPort);
             await direct.ReportReadyAsync();
             await tunneled.ReportReadyAsync();
-            await tunneledH2.ReportReadyAsync();
             // The tunnel node's agent side in its own process, as `shoal agent` would be, next to wrk and
             // the backend. SHOAL_BENCH_AGENT_ENV="NAME=value ..." runs it with more environment (runtime settings).
             var agentEnv = (Environment.GetEnvironmentVariable("SHOAL_BENCH_AGENT_ENV") ?? "").Split(' ', StringSplitOptions.RemoveEmptyEntries);
             var agent = Start("taskset", [.. Cpu(0), "env", .. agentEnv, "dotnet", typeof(ProxyBench).Assembly.Location,
                 "tunnel-agent", string.Join(',', tunneled.Edges), tunneled.Identity.NodeId, tunneled.Identity.NodeSecret, backendPort.ToString(CultureInfo.InvariantCulture)]);
             processes.Add(agent);
-            var h2Agent = Start("taskset", [.. Cpu(0), "env", .. agentEnv, "dotnet", typeof(ProxyBench).Assembly.Location,
-                "tunnel-agent", string.Join(',', tunneledH2.Edges), tunneledH2.Identity.NodeId, tunneledH2.Identity.NodeSecret, h2ReplicaPort.ToString(CultureInfo.InvariantCulture)]);
-            processes.Add(h2Agent);
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/");
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/tunnel/");
-            await WaitForAsync($"http://127.0.0.1:{h2Edge.Port}/c/tunnel-h2/");
 
             // Each target with the process whose CPU time (with its children's) a round charges to it:
             // the backend for itself, nginx's master (its worker is a child), the edge process; tunnel
             // mode's agent side is counted on its own (AgentCpuUsPerRequest, from the agent process).
-            const string Tunnel = "edge, tunnel mode", TunnelH2 = "edge, tunnel mode, HTTP/2 over one tunnel";
+            const string Tunnel = "edge, tunnel mode";
             var targets = new List<(string Name, string Url, int Pid, int[] AgentPids)>
             {
                 ("backend (direct)", $"http://127.0.0.1:{backendPort}/", processes[0].Id, []),
                 ("nginx", $"http://127.0.0.1:{nginxPort}/", processes[1].Id, []),
                 ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/", edgeProcess.Id, []),
                 (Tunnel, $"http://127.0.0.1:{edgePort}/c/tunnel/", edgeProcess.Id, [agent.Id]),
-                (TunnelH2, $"http://127.0.0.1:{h2Edge.Port}/c/tunnel-h2/", h2Edge.Process.Id, translator is null ? [h2Agent.Id] : [h2Agent.Id, translator.Id]),
             };
             if (compareEdge is { } other)
             {
@@ -201,7 +172,6 @@ internal static partial class ProxyBench
             const string Direct = "edge, direct mode";
             Console.WriteLine(Fmt($"tunnel mode / direct mode throughput: {Of(Tunnel, r => r.Rps) / Of(Direct, r => r.Rps):F2}x"));
             Console.WriteLine(Fmt($"tunnel mode CPU per request, edge + agent side, / direct mode's: {(Of(Tunnel, r => r.CpuUsPerRequest) + Of(Tunnel, r => r.AgentCpuUsPerRequest)) / Of(Direct, r => r.CpuUsPerRequest):F2}x (agent environment: {(agentEnv.Length == 0 ? "default" : string.Join(' ', agentEnv))})"));
-            Console.WriteLine(Fmt($"HTTP/2 over one tunnel ({(h2BestCase ? "replica speaks h2c" : "agent side translates to HTTP/1.1")}) / HTTP/1.1 per tunnel: throughput {Of(TunnelH2, r => r.Rps) / Of(Tunnel, r => r.Rps):F2}x, edge CPU per request {Of(TunnelH2, r => r.CpuUsPerRequest) / Of(Tunnel, r => r.CpuUsPerRequest):F2}x"));
             if (compareEdge is not null)
             {
                 Console.WriteLine(Fmt($"compare / edge direct mode: throughput {Of("edge, direct mode (compare)", r => r.Rps) / Of("edge, direct mode", r => r.Rps):F2}x, CPU per request {Of("edge, direct mode (compare)", r => r.CpuUsPerRequest) / Of("edge, direct mode", r => r.CpuUsPerRequest):F2}x ({compare})"));
@@ -226,16 +196,11 @@ internal static partial class ProxyBench
     }
 
     /// <summary>The backend: a small Kestrel app answering every request with a short text body.</summary>
-    public static async Task BackendAsync(int port, int? h2cPort)
+    public static async Task BackendAsync(int port)
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.Listen(System.Net.IPAddress.Loopback, port);
-            // The same app over HTTP/2 with prior knowledge (h2c), for the HTTP/2-over-a-tunnel experiment.
-            if (h2cPort is { } p) k.Listen(System.Net.IPAddress.Loopback, p, l => l.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2);
-        });
+        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
         var app = builder.Build();
         app.Run(static ctx =>
         {
@@ -246,28 +211,6 @@ internal static partial class ProxyBench
     }
 
     private readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors, long Requests, double CpuUsPerRequest = 0, double AgentCpuUsPerRequest = 0);
-
-    /// <summary>HTTP/2 (h2c) in, HTTP/1.1 out to the backend: what an agent would run to carry HTTP/2 tunnels to an HTTP/1.1 replica.</summary>
-    public static async Task TranslatorAsync(int port, int backendPort)
-    {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.Services.AddHttpForwarder();
-        builder.WebHost.ConfigureKestrel(k =>
-        {
-            k.AddServerHeader = false;
-            k.Limits.MinRequestBodyDataRate = null;
-            k.Limits.MinResponseDataRate = null;
-            k.Listen(System.Net.IPAddress.Loopback, port, l => l.Protocols = Microsoft.AspNetCore.Server.Kestrel.Core.HttpProtocols.Http2);
-        });
-        var app = builder.Build();
-        var forwarder = app.Services.GetRequiredService<Yarp.ReverseProxy.Forwarder.IHttpForwarder>();
-        var client = new HttpMessageInvoker(Shoal.Edge.Upstreams.DirectUpstreamConnector.CreateHandler());
-        var config = new Yarp.ReverseProxy.Forwarder.ForwarderRequestConfig { Version = System.Net.HttpVersion.Version11, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
-        var destination = $"http://127.0.0.1:{backendPort}/";
-        app.Run(async ctx => await forwarder.SendAsync(ctx, destination, client, config, Yarp.ReverseProxy.Forwarder.HttpTransformer.Empty));
-        await app.RunAsync();
-    }
 
     /// <summary>The agent's tunnel side alone (as in <c>shoal agent</c>): tunnels to the edges, replica at <paramref name="backendPort"/>.</summary>
     public static async Task TunnelAgentAsync(string[] edges, string nodeId, string secret, int backendPort)

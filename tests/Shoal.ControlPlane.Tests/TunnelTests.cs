@@ -29,6 +29,12 @@ public sealed class TunnelTests : IAsyncLifetime
         _server = await TestServer.StartAsync();
         _replica = await LoopbackReplica.StartAsync(async ctx =>
         {
+            if (ctx.Request.Path == "/slow")
+            {
+                await Task.Delay(300);
+                await ctx.Response.WriteAsync($"protocol={ctx.Request.Protocol}");
+                return;
+            }
             if (ctx.Request.Path == "/close")
             {
                 // HTTP/1.0 style: the replica closes the connection after a large response.
@@ -109,7 +115,12 @@ public sealed class TunnelTests : IAsyncLifetime
             Assert.Equal($"path=/v1/models/{i}", await response.Content.ReadAsStringAsync());
             Assert.Equal(replicaId, response.Headers.GetValues("x-shoal-replica").Single());
         }
-        Assert.InRange(Registry.Opened, 1, 20);
+        Assert.Equal(1, Registry.Opened);
+
+        // Concurrent requests share that one tunnel (HTTP/2 multiplexed); the replica still gets HTTP/1.1.
+        var concurrent = await Task.WhenAll(Enumerable.Range(0, 20).Select(_ => edge.GetStringAsync("/c/demo/slow")));
+        Assert.All(concurrent, body => Assert.Equal("protocol=HTTP/1.1", body));
+        Assert.Equal(1, Registry.Opened);
 
         // Server-sent events pass through the tunnel in order.
         var stream = await edge.GetStringAsync("/c/demo/stream");

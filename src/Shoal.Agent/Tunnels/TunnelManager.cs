@@ -32,6 +32,7 @@ public sealed partial class TunnelManager : IAsyncDisposable
 {
     private readonly TunnelOptions _options;
     private readonly Func<int, bool> _isReplicaPort;
+    private readonly TunnelHttpServer _server;
     private readonly TimeProvider _time;
     private readonly ILoggerFactory _loggers;
     private readonly ILogger<TunnelManager> _logger;
@@ -45,6 +46,7 @@ public sealed partial class TunnelManager : IAsyncDisposable
     {
         _options = options;
         _isReplicaPort = isReplicaPort;
+        _server = new TunnelHttpServer(options, loggers);
         _time = time;
         _loggers = loggers;
         _logger = loggers.CreateLogger<TunnelManager>();
@@ -118,7 +120,7 @@ public sealed partial class TunnelManager : IAsyncDisposable
             {
                 if (_lingering.Remove(url, out var timer)) timer.Dispose();
                 if (_pools.ContainsKey(url)) continue;
-                var pool = new TunnelPool(url, identity, _options, _isReplicaPort, _time, _loggers.CreateLogger<TunnelPool>());
+                var pool = new TunnelPool(url, identity, _options, _isReplicaPort, _server, _time, _loggers.CreateLogger<TunnelPool>());
                 _pools[url] = pool;
                 pool.Start();
                 LogPoolStarted(_logger, url, _options.IdlePerEdge);
@@ -146,6 +148,7 @@ public sealed partial class TunnelManager : IAsyncDisposable
         List<TunnelPool> pools;
         lock (_lock)
         {
+            if (_disposed) return;
             _disposed = true;
             foreach (var timer in _lingering.Values) timer.Dispose();
             _lingering.Clear();
@@ -153,6 +156,7 @@ public sealed partial class TunnelManager : IAsyncDisposable
             _pools.Clear();
         }
         foreach (var pool in pools) await pool.DisposeAsync();
+        await _server.DisposeAsync();
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Keeping {Count} idle tunnel(s) open to edge {Url}")]

@@ -13,7 +13,8 @@ namespace Shoal.Agent.Tunnels;
 /// The tunnels to one edge. Each of <see cref="TunnelOptions.IdlePerEdge"/> slots keeps one idle
 /// tunnel open: a TCP connection (TLS for an https edge) to the edge's own address that starts with
 /// the tunnel greeting and the node's credentials. When the edge claims it (<c>open {port}</c>), the
-/// agent connects to that replica port on its loopback, answers <c>ok</c>, pipes bytes both ways,
+/// agent checks the port is one of its replicas, answers <c>ok</c> and serves HTTP/2 on the tunnel
+/// (<see cref="TunnelHttpServer"/>: every request forwarded to that replica port on its loopback),
 /// and the slot opens a fresh idle tunnel at once.
 /// </summary>
 internal sealed partial class TunnelPool : IAsyncDisposable
@@ -25,6 +26,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     private readonly NodeIdentity _identity;
     private readonly TunnelOptions _options;
     private readonly Func<int, bool> _isReplicaPort;
+    private readonly TunnelHttpServer _server;
     private readonly TimeProvider _time;
     private readonly ILogger<TunnelPool> _logger;
     private readonly CancellationTokenSource _cts = new();
@@ -32,13 +34,14 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     private readonly List<Task> _slots = [];
     private int _open;
 
-    public TunnelPool(string url, NodeIdentity identity, TunnelOptions options, Func<int, bool> isReplicaPort, TimeProvider time, ILogger<TunnelPool> logger)
+    public TunnelPool(string url, NodeIdentity identity, TunnelOptions options, Func<int, bool> isReplicaPort, TunnelHttpServer server, TimeProvider time, ILogger<TunnelPool> logger)
     {
         _url = url;
         if (!TunnelWire.TryParseEdge(url, out _host, out _port, out _tls)) throw new ArgumentException($"not an http(s) URL: {url}", nameof(url));
         _identity = identity;
         _options = options;
         _isReplicaPort = isReplicaPort;
+        _server = server;
         _time = time;
         _logger = logger;
     }
@@ -108,7 +111,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
                 continue;
             }
             // Claimed: carry this connection in the background and open the next idle tunnel now.
-            _ = CarryAsync(socket, stream, lines, port, ct).ContinueWith(static (_, s) =>
+            _ = CarryAsync(stream, lines, port, ct).ContinueWith(static (_, s) =>
             {
                 var (pool, socket, stream, tcs) = ((TunnelPool, Socket, Stream, TaskCompletionSource))s!;
                 _ = pool.FinishAsync(socket, stream, tcs);
@@ -175,81 +178,29 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         return port;
     }
 
-    private async Task CarryAsync(Socket edgeSocket, Stream tunnel, LineReader lines, int port, CancellationToken ct)
+    /// <summary>Answers <c>ok</c> and serves HTTP/2 for replica <paramref name="port"/> on the tunnel until the edge lets go.</summary>
+    private async Task CarryAsync(Stream tunnel, LineReader lines, int port, CancellationToken ct)
     {
         if (!_isReplicaPort(port))
         {
             await RefuseAsync(tunnel, $"port {port} is not a replica on this node", ct);
             return;
         }
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        try
+        if (lines.HasBuffered)
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
-            timeout.CancelAfter(_options.ReplicaConnectTimeout);
-            await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, port), timeout.Token);
-        }
-        catch (Exception e) when (e is SocketException or OperationCanceledException)
-        {
-            await RefuseAsync(tunnel, $"cannot connect to the replica on port {port}: {e.Message}", ct);
+            // The edge speaks HTTP/2 only after the agent's ok.
+            LogBadOpen(_logger, _url);
             return;
         }
-
         try
         {
             await tunnel.WriteAsync(Encoding.ASCII.GetBytes(EdgeProtocol.OpenOk + "\n"), ct);
-            await using var replica = new NetworkStream(socket, ownsSocket: false);
-            // Bytes the edge sent right behind its open line (none, in practice) go first.
-            if (lines.TakeBuffered() is { Length: > 0 } early) await replica.WriteAsync(early, ct);
-            var up = PumpAsync(tunnel, replica, () =>
-            {
-                socket.Shutdown(SocketShutdown.Send);
-                return Task.CompletedTask;
-            }, ct);
-            var down = PumpAsync(replica, tunnel, async () =>
-            {
-                if (tunnel is SslStream ssl) await ssl.ShutdownAsync();
-                edgeSocket.Shutdown(SocketShutdown.Send);
-            }, ct);
-            var first = await Task.WhenAny(up, down);
-            if (first.IsFaulted)
-            {
-                // One side broke (replica died, edge vanished): end the other at once.
-                edgeSocket.Close();
-                socket.Close();
-            }
-            var other = first == up ? down : up;
-            if (await Task.WhenAny(other, Task.Delay(TimeSpan.FromSeconds(30), _time, ct)) != other)
-            {
-                edgeSocket.Close();
-                socket.Close();
-            }
-            await Task.WhenAll(up, down).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
         catch (Exception e) when (e is IOException or OperationCanceledException or SocketException or ObjectDisposedException)
         {
-            edgeSocket.Close();
+            return;
         }
-    }
-
-    /// <summary>Copies until the source ends, then half-closes the destination.</summary>
-    private static async Task PumpAsync(Stream from, Stream to, Func<Task> endOfStream, CancellationToken ct)
-    {
-        var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(64 * 1024);
-        try
-        {
-            while (true)
-            {
-                var n = await from.ReadAsync(buffer.AsMemory(), ct);
-                if (n == 0) break;
-                await to.WriteAsync(buffer.AsMemory(0, n), ct);
-            }
-        }
-        finally
-        {
-            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
-        }
-        await endOfStream();
+        await _server.ServeAsync(tunnel, port);
     }
 
     private async Task RefuseAsync(Stream tunnel, string reason, CancellationToken ct)
@@ -300,13 +251,8 @@ internal sealed partial class TunnelPool : IAsyncDisposable
             }
         }
 
-        /// <summary>Bytes read past the last line, handed over once.</summary>
-        public ReadOnlyMemory<byte> TakeBuffered()
-        {
-            var rest = _buffer.AsMemory(_start, _end - _start);
-            _start = _end = 0;
-            return rest.ToArray();
-        }
+        /// <summary>True when bytes followed the last line read.</summary>
+        public bool HasBuffered => _end > _start;
     }
 
     public async ValueTask DisposeAsync()

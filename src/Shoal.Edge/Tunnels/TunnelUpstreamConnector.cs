@@ -6,8 +6,8 @@ namespace Shoal.Edge.Tunnels;
 
 /// <summary>
 /// Reaches direct destinations with the direct client and tunnel destinations over their node's
-/// tunnels: the tunnel client's connections are tunnels (HTTP/1.1, one connection per tunnel,
-/// pooled and kept alive by the client per replica).
+/// tunnels: the tunnel client's connections are tunnels, each carrying one HTTP/2 connection to
+/// one replica (multiplexed, pooled and kept alive by the client).
 /// </summary>
 public sealed class TunnelUpstreamConnector : IUpstreamConnector, IDisposable
 {
@@ -29,17 +29,19 @@ public sealed class TunnelUpstreamConnector : IUpstreamConnector, IDisposable
             var nodeId = host.EndsWith(HostSuffix, StringComparison.Ordinal) ? host[..^HostSuffix.Length] : host;
             return await _registry.OpenAsync(nodeId, context.DnsEndPoint.Port, ct);
         };
-        _tunnelClient = new HttpMessageInvoker(Http2Experiment ? new PriorKnowledgeHttp2(handler) : handler);
+        // Pings on every tunnel, idle or busy: a tunnel whose agent stopped answering (process frozen,
+        // link dark) fails its requests after 10 s and is replaced, even while nothing else notices.
+        handler.KeepAlivePingDelay = TimeSpan.FromSeconds(5);
+        handler.KeepAlivePingTimeout = TimeSpan.FromSeconds(10);
+        handler.KeepAlivePingPolicy = HttpKeepAlivePingPolicy.Always;
+        _tunnelClient = new HttpMessageInvoker(new PriorKnowledgeHttp2(handler));
     }
 
     /// <summary>
-    /// Benchmark experiment only (<c>SHOAL_EDGE_TUNNEL_HTTP2=1</c>): speak HTTP/2 with prior knowledge
-    /// over tunnels, all requests to a replica multiplexed over one tunnel. Replicas speak HTTP/1.1,
-    /// so this works only against a replica that speaks h2c itself; it exists to measure HTTP/2 over a
-    /// tunnel against HTTP/1.1 per tunnel (docs/benchmarks.md).
+    /// Tunnels carry HTTP/2 with prior knowledge: every request to a replica is multiplexed over one
+    /// tunnel (more tunnels only past the agent's stream limit), and the agent forwards each to the
+    /// replica over HTTP/1.1.
     /// </summary>
-    private static bool Http2Experiment { get; } = Environment.GetEnvironmentVariable("SHOAL_EDGE_TUNNEL_HTTP2") == "1";
-
     private sealed class PriorKnowledgeHttp2(HttpMessageHandler inner) : DelegatingHandler(inner)
     {
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)

@@ -15,6 +15,11 @@ if (which == "backend")
     await Shoal.Bench.ProxyBench.BackendAsync(int.Parse(args[1], CultureInfo.InvariantCulture));
     return 0;
 }
+if (which == "plain-yarp")
+{
+    await Shoal.Bench.ProxyBench.PlainYarpAsync(int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture));
+    return 0;
+}
 if (which == "tunnel-agent")
 {
     await Shoal.Bench.ProxyBench.TunnelAgentAsync(args[1].Split(','), args[2], args[3], int.Parse(args[4], CultureInfo.InvariantCulture));

@@ -7,6 +7,7 @@ using System.Text.RegularExpressions;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Shoal.Agent.Identity;
@@ -76,6 +77,12 @@ internal static partial class ProxyBench
             processes.Add(Start("taskset", [.. Cpu(1), "nginx", "-c", conf, "-p", dir.FullName]));
             await WaitForAsync($"http://127.0.0.1:{nginxPort}/");
 
+            // Plain YARP (the documented direct-forwarding setup) on the proxies' CPU, like nginx.
+            var yarpPort = FreePort();
+            var yarp = Start("taskset", [.. Cpu(1), "dotnet", typeof(ProxyBench).Assembly.Location, "plain-yarp", yarpPort.ToString(CultureInfo.InvariantCulture), backendPort.ToString(CultureInfo.InvariantCulture)]);
+            processes.Add(yarp);
+            await WaitForAsync($"http://127.0.0.1:{yarpPort}/");
+
             // The control plane (no edge of its own) on the load generator's CPU: it is idle while wrk runs.
             var apiPort = FreePort();
             processes.Add(Start("taskset", [.. Cpu(0), ShoalExecutable(), "server", "--listen", $"127.0.0.1:{apiPort}", "--no-edge",
@@ -97,13 +104,20 @@ internal static partial class ProxyBench
                 return (port, process);
             }
             var (edgePort, edgeProcess) = await StartEdgeAsync(ShoalExecutable());
-            var compareEdge = string.IsNullOrEmpty(compare) ? ((int Port, Process Process)?)null : await StartEdgeAsync(compare);
+            // SHOAL_BENCH_COMPARE may name several builds (or wrapper scripts), comma-separated: each is a target.
+            var compared = (compare ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries);
+            var compareEdges = new List<(string Executable, int Port, Process Process)>();
+            foreach (var executable in compared)
+            {
+                var (p, proc) = await StartEdgeAsync(executable);
+                compareEdges.Add((executable, p, proc));
+            }
             // The nodes connect after every edge has its route table (so it registered with the server):
             // then the tunnel node learns of every edge. Until a replica is ready, the edges answer 503.
             await CreateClusterAsync(http, "direct", "rtx-4090");
             await CreateClusterAsync(http, "tunnel", "rtx-3090");
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/", 503);
-            if (compareEdge is { } c) await WaitForAsync($"http://127.0.0.1:{c.Port}/c/direct/", 503);
+            foreach (var c in compareEdges) await WaitForAsync($"http://127.0.0.1:{c.Port}/c/direct/", 503);
 
             await using var direct = await FakeNode.StartAsync(http, "direct-node", "rtx-4090", tunnel: false, backendPort);
             await using var tunneled = await FakeNode.StartAsync(http, "tunnel-node", "rtx-3090", tunnel: true, backendPort);
@@ -126,13 +140,21 @@ internal static partial class ProxyBench
             {
                 ("backend (direct)", $"http://127.0.0.1:{backendPort}/", processes[0].Id, []),
                 ("nginx", $"http://127.0.0.1:{nginxPort}/", processes[1].Id, []),
+                ("plain YARP", $"http://127.0.0.1:{yarpPort}/", yarp.Id, []),
                 ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/", edgeProcess.Id, []),
                 (Tunnel, $"http://127.0.0.1:{edgePort}/c/tunnel/", edgeProcess.Id, [agent.Id]),
             };
-            if (compareEdge is { } other)
+            foreach (var other in compareEdges)
             {
                 await WaitForAsync($"http://127.0.0.1:{other.Port}/c/direct/");
-                targets.Add(("edge, direct mode (compare)", $"http://127.0.0.1:{other.Port}/c/direct/", other.Process.Id, []));
+                targets.Add(($"edge, direct mode ({Path.GetFileName(other.Executable)})", $"http://127.0.0.1:{other.Port}/c/direct/", other.Process.Id, []));
+            }
+            if (Environment.GetEnvironmentVariable("SHOAL_BENCH_HOLD") is { Length: > 0 } hold)
+            {
+                // Profiling: keep the setup up for that many seconds and say where each target is.
+                foreach (var (name, url, pid, agentPids) in targets) Console.WriteLine(Fmt($"{name}: {url} pid {pid} agent {string.Join(',', agentPids)}"));
+                await Task.Delay(TimeSpan.FromSeconds(int.Parse(hold, CultureInfo.InvariantCulture)));
+                return;
             }
             foreach (var (_, url, _, _) in targets) await WrkAsync(url, warmup, Cpu(0)); // warm-up (JIT, pools)
             var results = targets.ToDictionary(t => t.Name, _ => new List<WrkResult>());
@@ -172,9 +194,10 @@ internal static partial class ProxyBench
             const string Direct = "edge, direct mode";
             Console.WriteLine(Fmt($"tunnel mode / direct mode throughput: {Of(Tunnel, r => r.Rps) / Of(Direct, r => r.Rps):F2}x"));
             Console.WriteLine(Fmt($"tunnel mode CPU per request, edge + agent side, / direct mode's: {(Of(Tunnel, r => r.CpuUsPerRequest) + Of(Tunnel, r => r.AgentCpuUsPerRequest)) / Of(Direct, r => r.CpuUsPerRequest):F2}x (agent environment: {(agentEnv.Length == 0 ? "default" : string.Join(' ', agentEnv))})"));
-            if (compareEdge is not null)
+            foreach (var other in compareEdges)
             {
-                Console.WriteLine(Fmt($"compare / edge direct mode: throughput {Of("edge, direct mode (compare)", r => r.Rps) / Of("edge, direct mode", r => r.Rps):F2}x, CPU per request {Of("edge, direct mode (compare)", r => r.CpuUsPerRequest) / Of("edge, direct mode", r => r.CpuUsPerRequest):F2}x ({compare})"));
+                var name = $"edge, direct mode ({Path.GetFileName(other.Executable)})";
+                Console.WriteLine(Fmt($"{other.Executable} / edge direct mode: throughput {Of(name, r => r.Rps) / Of(Direct, r => r.Rps):F2}x, CPU per request {Of(name, r => r.CpuUsPerRequest) / Of(Direct, r => r.CpuUsPerRequest):F2}x"));
             }
         }
         finally
@@ -207,6 +230,32 @@ internal static partial class ProxyBench
             ctx.Response.ContentType = "text/plain";
             return ctx.Response.WriteAsync("Hello from the backend\n");
         });
+        await app.RunAsync();
+    }
+
+    /// <summary>
+    /// Plain YARP, as its documentation's direct-forwarding example sets it up: a slim web app whose
+    /// every request goes to <c>IHttpForwarder.SendAsync</c> with a socket client (no proxy, redirects,
+    /// cookies, decompression or activity headers). The floor for any edge built on YARP.
+    /// </summary>
+    public static async Task PlainYarpAsync(int port, int backendPort)
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Services.AddHttpForwarder();
+        builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
+        var app = builder.Build();
+        var forwarder = app.Services.GetRequiredService<Yarp.ReverseProxy.Forwarder.IHttpForwarder>();
+        var client = new HttpMessageInvoker(new SocketsHttpHandler
+        {
+            UseProxy = false,
+            AllowAutoRedirect = false,
+            AutomaticDecompression = System.Net.DecompressionMethods.None,
+            UseCookies = false,
+            ActivityHeadersPropagator = null,
+        });
+        var destination = $"http://127.0.0.1:{backendPort}/";
+        app.Run(async ctx => await Yarp.ReverseProxy.Forwarder.IHttpForwarderExtensions.SendAsync(forwarder, ctx, destination, client));
         await app.RunAsync();
     }
 

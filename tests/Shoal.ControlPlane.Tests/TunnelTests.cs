@@ -1,5 +1,8 @@
 using System.Net;
 using System.Net.Http.Json;
+using System.Net.Security;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -66,14 +69,17 @@ public sealed class TunnelTests : IAsyncLifetime
     private TunnelRegistry Registry => _server.Server.EdgeServices!.GetRequiredService<TunnelRegistry>();
 
     /// <summary>Registers a tunnel-mode node, deploys a one-replica cluster to it and reports the replica ready.</summary>
-    private async Task<(WireAgent Agent, NodeIdentity Identity, string[] Edges, string ReplicaId)> TunnelNodeWithReadyReplicaAsync()
+    private Task<(WireAgent Agent, NodeIdentity Identity, string[] Edges, string ReplicaId)> TunnelNodeWithReadyReplicaAsync() =>
+        TunnelNodeWithReadyReplicaAsync(_server);
+
+    private async Task<(WireAgent Agent, NodeIdentity Identity, string[] Edges, string ReplicaId)> TunnelNodeWithReadyReplicaAsync(TestServer server)
     {
-        var token = await _server.CreateTokenAsync();
-        var (agent, _) = await WireAgent.RegisterAsync(_server.AgentUri, token, "node-t");
+        var token = await server.CreateTokenAsync();
+        var (agent, _) = await WireAgent.RegisterAsync(server.AgentUri, token, "node-t");
         await agent!.SendAsync(WireAgent.Hello("node-t", ("rtx-4090", 1)) with { Tunnel = true });
         var welcome = await agent.ReceiveAsync<WelcomeMessage>();
         await agent.ReceiveAsync<AssignmentsMessage>();
-        (await _server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", QueueTimeoutSeconds = 1 },
+        (await server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", QueueTimeoutSeconds = 1 },
             ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
         var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
         var replicaId = Assert.Single(assigned.Replicas).ReplicaId;
@@ -130,6 +136,49 @@ public sealed class TunnelTests : IAsyncLifetime
         await tunnels.DisposeAsync();
         await Eventually.UntilAsync(() => !Registry.HasTunnels(identity.NodeId), what: "tunnels gone");
         Assert.False(upstreams.IsReachable(destination));
+    }
+
+    [Fact]
+    public async Task Tunnels_to_an_https_edge_are_tls_and_carry_requests_and_streams()
+    {
+        // Plain TCP tunnels are served on their sockets; a TLS tunnel goes through its SslStream.
+        using var dir = new TempDirectory("shoal-tunnel-tls");
+        using var key = RSA.Create(2048);
+        var request = new CertificateRequest("CN=localhost", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
+        var pfx = dir.Combine("edge.pfx");
+        await File.WriteAllBytesAsync(pfx, certificate.Export(X509ContentType.Pkcs12, "pw"));
+        await using var server = await TestServer.StartAsync(configure: o =>
+        {
+            o.EdgeTlsPfx = pfx;
+            o.EdgeTlsPassword = "pw";
+        });
+        var (agent, identity, edges, replicaId) = await TunnelNodeWithReadyReplicaAsync(server);
+        await using var _ = agent;
+        Assert.StartsWith("https://", Assert.Single(edges), StringComparison.Ordinal);
+        bool Trusted(X509Certificate? cert) => cert?.GetCertHashString() == certificate.GetCertHashString();
+
+        await using var tunnels = new TunnelManager(new TunnelOptions { IdlePerEdge = 2, EdgeCertificateValidation = (_, cert, _, _) => Trusted(cert) },
+            p => p == _replicaPort, TimeProvider.System, NullLoggerFactory.Instance);
+        tunnels.Update(identity, edges);
+        var registry = server.Server.EdgeServices!.GetRequiredService<TunnelRegistry>();
+        await Eventually.UntilAsync(() => registry.LiveCount(identity.NodeId) == 2, what: "two idle TLS tunnels");
+
+        using var handler = new SocketsHttpHandler
+        {
+            SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, cert, _, _) => Trusted(cert) },
+        };
+        using var edge = new HttpClient(handler) { BaseAddress = server.Server.EdgeAddress };
+        var concurrent = await Task.WhenAll(Enumerable.Range(0, 10).Select(async i =>
+        {
+            using var response = await edge.GetAsync($"/c/demo/v1/models/{i}");
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.Equal(replicaId, response.Headers.GetValues("x-shoal-replica").Single());
+            return await response.Content.ReadAsStringAsync();
+        }));
+        Assert.Equal(Enumerable.Range(0, 10).Select(i => $"path=/v1/models/{i}"), concurrent);
+        Assert.Equal("data: 0\n\ndata: 1\n\ndata: 2\n\n", await edge.GetStringAsync("/c/demo/stream"));
+        Assert.Equal(1, registry.Opened);
     }
 
     [Theory]

@@ -1,10 +1,13 @@
 using System.Collections.Concurrent;
 using System.IO.Pipelines;
 using System.Net;
+using System.Net.Sockets;
 using System.Threading.Channels;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
 using Yarp.ReverseProxy.Forwarder;
 
 namespace Shoal.Agent.Tunnels;
@@ -23,7 +26,7 @@ public sealed class TunnelHttpServer : IAsyncDisposable
     private readonly HttpMessageInvoker _client;
     private readonly Lazy<Task> _started;
 
-    /// <summary>Builds the server; it starts with the first tunnel and takes connections only through <see cref="ServeAsync"/>.</summary>
+    /// <summary>Builds the server; it starts with the first tunnel and takes connections only through <see cref="ServeAsync(Stream, int)"/> and <see cref="ServeAsync(Socket, int)"/>.</summary>
     public TunnelHttpServer(TunnelOptions options, ILoggerFactory loggers)
     {
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
@@ -82,6 +85,17 @@ public sealed class TunnelHttpServer : IAsyncDisposable
         await _listener.Offer(tunnel, port);
     }
 
+    /// <summary>
+    /// Serves HTTP/2 on a plain TCP tunnel's <paramref name="socket"/> with Kestrel's own socket
+    /// connection (its pipes read and write the socket directly, without a stream in between);
+    /// completes when the connection ends.
+    /// </summary>
+    public async Task ServeAsync(Socket socket, int port)
+    {
+        await _started.Value;
+        await _listener.Offer(socket, port);
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (_started.IsValueCreated)
@@ -107,10 +121,12 @@ public sealed class TunnelHttpServer : IAsyncDisposable
         public override string ToString() => "shoal-tunnels";
     }
 
-    /// <summary>Kestrel's transport for tunnels: accepts what <see cref="Offer"/> queues.</summary>
+    /// <summary>Kestrel's transport for tunnels: accepts what <see cref="Offer(Stream, int)"/> and <see cref="Offer(Socket, int)"/> queue.</summary>
     private sealed class TunnelListener : IConnectionListenerFactory, IConnectionListenerFactorySelector, IConnectionListener
     {
-        private readonly Channel<TunnelConnection> _queue = Channel.CreateUnbounded<TunnelConnection>();
+        private readonly Channel<ConnectionContext> _queue = Channel.CreateUnbounded<ConnectionContext>();
+        // Kestrel's socket connections, as its socket transport makes them, for plain TCP tunnels.
+        private readonly SocketConnectionContextFactory _sockets = new(new SocketConnectionFactoryOptions(), NullLogger.Instance);
         private readonly ConcurrentDictionary<string, int> _ports = new(StringComparer.Ordinal);
         private long _ids;
 
@@ -128,16 +144,31 @@ public sealed class TunnelHttpServer : IAsyncDisposable
 
         public Task Offer(Stream stream, int port)
         {
-            var id = "tunnel-" + Interlocked.Increment(ref _ids).ToString(System.Globalization.CultureInfo.InvariantCulture);
+            var id = NextId();
             _ports[id] = port;
             var connection = new TunnelConnection(id, stream, () => _ports.TryRemove(id, out _));
+            return Enqueue(connection, connection.Closed);
+        }
+
+        public Task Offer(Socket socket, int port)
+        {
+            var id = NextId();
+            _ports[id] = port;
+            var connection = new SocketTunnelConnection(id, _sockets.Create(socket), () => _ports.TryRemove(id, out _));
+            return Enqueue(connection, connection.Closed);
+        }
+
+        private string NextId() => "tunnel-" + Interlocked.Increment(ref _ids).ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+        private Task Enqueue(ConnectionContext connection, Task closed)
+        {
             if (!_queue.Writer.TryWrite(connection))
             {
                 // Stopped: the connection is not served.
-                _ports.TryRemove(id, out _);
-                return stream.DisposeAsync().AsTask();
+                _ports.TryRemove(connection.ConnectionId, out _);
+                return connection.DisposeAsync().AsTask();
             }
-            return connection.Closed;
+            return closed;
         }
 
         public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
@@ -158,11 +189,55 @@ public sealed class TunnelHttpServer : IAsyncDisposable
             return ValueTask.CompletedTask;
         }
 
-        public ValueTask DisposeAsync()
+        public async ValueTask DisposeAsync()
         {
             _queue.Writer.TryComplete();
-            while (_queue.Reader.TryRead(out var pending)) pending.Abort();
-            return ValueTask.CompletedTask;
+            while (_queue.Reader.TryRead(out var pending))
+            {
+                // Never accepted: ended here, which also completes what the tunnel pool waits on.
+                pending.Abort();
+                await pending.DisposeAsync();
+            }
+            _sockets.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A plain TCP tunnel as Kestrel's own socket connection, with what the tunnel pool needs on top:
+    /// the replica port's mapping dropped and <see cref="Closed"/> completed when Kestrel is done with it.
+    /// </summary>
+    private sealed class SocketTunnelConnection(string id, ConnectionContext inner, Action onClosed) : ConnectionContext
+    {
+        private readonly TaskCompletionSource _done = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private int _disposed;
+
+        public Task Closed => _done.Task;
+
+        public override string ConnectionId { get; set; } = id;
+        public override IFeatureCollection Features => inner.Features;
+        public override IDictionary<object, object?> Items { get => inner.Items; set => inner.Items = value; }
+        public override IDuplexPipe Transport { get => inner.Transport; set => inner.Transport = value; }
+        public override CancellationToken ConnectionClosed { get => inner.ConnectionClosed; set => inner.ConnectionClosed = value; }
+        public override EndPoint? LocalEndPoint { get => inner.LocalEndPoint; set => inner.LocalEndPoint = value; }
+        public override EndPoint? RemoteEndPoint { get => inner.RemoteEndPoint; set => inner.RemoteEndPoint = value; }
+
+        public override void Abort(ConnectionAbortedException abortReason) => inner.Abort(abortReason);
+
+        public override async ValueTask DisposeAsync()
+        {
+            if (Interlocked.Exchange(ref _disposed, 1) == 0)
+            {
+                onClosed();
+                try
+                {
+                    await inner.DisposeAsync();
+                }
+                finally
+                {
+                    _done.TrySetResult();
+                }
+            }
+            await base.DisposeAsync();
         }
     }
 

@@ -22,6 +22,12 @@ public sealed class TunnelOptions
     /// them at once.
     /// </summary>
     public TimeSpan RemovedEdgeLinger { get; init; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>
+    /// Decides whether an https edge's certificate is trusted for tunnels; null (the default): the
+    /// system's trust store and the edge's host name, as for any TLS client.
+    /// </summary>
+    public System.Net.Security.RemoteCertificateValidationCallback? EdgeCertificateValidation { get; init; }
 }
 
 /// <summary>

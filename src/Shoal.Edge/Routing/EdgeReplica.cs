@@ -19,6 +19,8 @@ public sealed class EdgeReplica
     internal int _ejectionLevel;
     internal long _ejections;
     internal readonly long[] _outcomes = new long[OutcomeCount];
+    // TimeProvider timestamp since which the replica is absent from the route table; 0 while present.
+    internal long _absentSince;
     // Cancelled (and dropped) when the replica's node is lost; created again by the next attempt.
     private CancellationTokenSource? _lost;
 
@@ -85,6 +87,8 @@ public sealed class ClusterState
     internal long _holdTimeouts;
     internal int _holding;
     internal readonly long[] _responses = new long[5];
+    // TimeProvider timestamp since which the cluster is absent from the route table; 0 while present.
+    internal long _absentSince;
 
     public ClusterState(string name) => Name = name;
 

@@ -34,20 +34,83 @@ public sealed class ClusterView
 /// </summary>
 public sealed class EdgeRouter : IDisposable
 {
+    /// <summary>
+    /// How long the live state (counters, passive health) of a replica or cluster that left the
+    /// route table is kept: a replica that comes back within it (not ready for a while, a node
+    /// that returned) keeps its history; one gone for longer is forgotten, so an edge that runs for
+    /// months under replica churn does not grow.
+    /// </summary>
+    public static readonly TimeSpan ForgetAfter = TimeSpan.FromMinutes(10);
+
+    /// <summary>Departed state is looked for at most this often (tables change on every heartbeat).</summary>
+    internal static readonly TimeSpan ForgetCheckInterval = TimeSpan.FromMinutes(1);
+
     private readonly IRouteTableSource _source;
+    private readonly TimeProvider _time;
     private readonly ConcurrentDictionary<string, EdgeReplica> _replicas = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, ClusterState> _clusters = new(StringComparer.Ordinal);
     private readonly IDisposable _subscription;
     private volatile Snapshot _snapshot = new(null, new Dictionary<string, ClusterView>(StringComparer.Ordinal));
+    private long _lastForgetCheck;
 
-    public EdgeRouter(IRouteTableSource source, RoutingSignal signal)
+    public EdgeRouter(IRouteTableSource source, RoutingSignal signal, TimeProvider? time = null)
     {
         _source = source;
+        _time = time ?? TimeProvider.System;
         _subscription = ChangeToken.OnChange(source.GetChangeToken, () =>
         {
-            CutLostNodes(source.Current);
+            var table = source.Current;
+            CutLostNodes(table);
+            ForgetDeparted(table);
             signal.Fire();
         });
+    }
+
+    /// <summary>
+    /// Drops the state of replicas and clusters absent from the route table for
+    /// <see cref="ForgetAfter"/> (never while requests are in flight to them or held for them).
+    /// Runs on table changes, at most once per <see cref="ForgetCheckInterval"/>.
+    /// </summary>
+    private void ForgetDeparted(RouteTable table)
+    {
+        var now = _time.GetTimestamp();
+        if (_lastForgetCheck != 0 && _time.GetElapsedTime(_lastForgetCheck, now) < ForgetCheckInterval) return;
+        _lastForgetCheck = now;
+        var present = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var route in table.Clusters.Values)
+        {
+            foreach (var d in route.Destinations) present.Add(d.ReplicaId);
+        }
+        foreach (var (id, replica) in _replicas)
+        {
+            if (Departed(present.Contains(id), ref replica._absentSince, now) && replica.InFlight == 0)
+            {
+                _replicas.TryRemove(KeyValuePair.Create(id, replica));
+            }
+        }
+        foreach (var (name, cluster) in _clusters)
+        {
+            if (Departed(table.Clusters.ContainsKey(name), ref cluster._absentSince, now) && Volatile.Read(ref cluster._holding) == 0)
+            {
+                _clusters.TryRemove(KeyValuePair.Create(name, cluster));
+            }
+        }
+    }
+
+    /// <summary>Tracks since when something is absent; true once it has been for <see cref="ForgetAfter"/>.</summary>
+    private bool Departed(bool present, ref long absentSince, long now)
+    {
+        if (present)
+        {
+            absentSince = 0;
+            return false;
+        }
+        if (absentSince == 0)
+        {
+            absentSince = now;
+            return false;
+        }
+        return _time.GetElapsedTime(absentSince, now) >= ForgetAfter;
     }
 
     /// <summary>Requests in flight to replicas on nodes the control plane lost are cut (and retried elsewhere when they can be).</summary>
@@ -61,10 +124,10 @@ public sealed class EdgeRouter : IDisposable
         }
     }
 
-    /// <summary>Every replica the edge has seen (for metrics), including ones no longer routed to.</summary>
+    /// <summary>Every replica the edge knows (for metrics): those routed to, and those that left the table less than <see cref="ForgetAfter"/> ago.</summary>
     public ICollection<EdgeReplica> Replicas => _replicas.Values;
 
-    /// <summary>Every cluster the edge has seen (for metrics).</summary>
+    /// <summary>Every cluster the edge knows (for metrics), kept like <see cref="Replicas"/>.</summary>
     public ICollection<ClusterState> Clusters => _clusters.Values;
 
     public ClusterView? Find(string cluster)

@@ -22,6 +22,8 @@ if (which == "plain-yarp")
 }
 if (which == "tunnel-agent")
 {
+    // As `shoal agent` does first thing, unless SHOAL_BENCH_AGENT_SPIN=1 keeps the runtime's default (for comparison).
+    if (Environment.GetEnvironmentVariable("SHOAL_BENCH_AGENT_SPIN") != "1") AgentHost.PreferSleepingThreadPool();
     await Shoal.Bench.ProxyBench.TunnelAgentAsync(args[1].Split(','), args[2], args[3], int.Parse(args[4], CultureInfo.InvariantCulture));
     return 0;
 }

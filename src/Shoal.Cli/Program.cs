@@ -1,4 +1,9 @@
+using Shoal.Agent;
 using Shoal.Cli;
 using Shoal.Cli.Commands;
+
+// A process that is an agent and nothing else: idle thread-pool workers sleep instead of spinning,
+// read when the thread pool starts, so before anything runs (see AgentHost.PreferSleepingThreadPool).
+if (args is ["agent", ..]) AgentHost.PreferSleepingThreadPool();
 
 return await new ShoalRootCommand(CliContext.CreateDefault()).InvokeAsync(args);

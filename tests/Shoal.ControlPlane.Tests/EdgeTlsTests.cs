@@ -1,8 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Net.Security;
-using System.Security.Cryptography;
-using System.Security.Cryptography.X509Certificates;
 using Shoal.Contracts;
 using Shoal.Testing;
 
@@ -14,18 +12,8 @@ public sealed class EdgeTlsTests
     [Fact]
     public async Task The_in_process_edge_serves_https_and_cluster_endpoints_say_so()
     {
-        using var dir = new TempDirectory("shoal-tls");
-        using var key = RSA.Create(2048);
-        var request = new CertificateRequest("CN=localhost", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
-        var pfx = dir.Combine("edge.pfx");
-        await File.WriteAllBytesAsync(pfx, certificate.Export(X509ContentType.Pkcs12, "pw"));
-
-        await using var server = await TestServer.StartAsync(configure: o =>
-        {
-            o.EdgeTlsPfx = pfx;
-            o.EdgeTlsPassword = "pw";
-        });
+        await using var tls = await TlsEdgeServer.StartAsync();
+        var server = tls.Server;
         var edge = server.Server.EdgeAddress!;
         Assert.Equal("https", edge.Scheme);
 
@@ -33,7 +21,7 @@ public sealed class EdgeTlsTests
         {
             SslOptions = new SslClientAuthenticationOptions
             {
-                RemoteCertificateValidationCallback = (_, cert, _, _) => cert?.GetCertHashString() == certificate.GetCertHashString(),
+                RemoteCertificateValidationCallback = (_, cert, _, _) => tls.IsEdgeCertificate(cert),
             },
         };
         using var client = new HttpClient(handler) { BaseAddress = edge };

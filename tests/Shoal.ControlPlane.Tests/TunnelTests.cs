@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Net.Security;
-using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
@@ -142,21 +141,12 @@ public sealed class TunnelTests : IAsyncLifetime
     public async Task Tunnels_to_an_https_edge_are_tls_and_carry_requests_and_streams()
     {
         // Plain TCP tunnels are served on their sockets; a TLS tunnel goes through its SslStream.
-        using var dir = new TempDirectory("shoal-tunnel-tls");
-        using var key = RSA.Create(2048);
-        var request = new CertificateRequest("CN=localhost", key, HashAlgorithmName.SHA256, RSASignaturePadding.Pkcs1);
-        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddDays(1));
-        var pfx = dir.Combine("edge.pfx");
-        await File.WriteAllBytesAsync(pfx, certificate.Export(X509ContentType.Pkcs12, "pw"));
-        await using var server = await TestServer.StartAsync(configure: o =>
-        {
-            o.EdgeTlsPfx = pfx;
-            o.EdgeTlsPassword = "pw";
-        });
+        await using var tls = await TlsEdgeServer.StartAsync();
+        var server = tls.Server;
         var (agent, identity, edges, replicaId) = await TunnelNodeWithReadyReplicaAsync(server);
         await using var _ = agent;
         Assert.StartsWith("https://", Assert.Single(edges), StringComparison.Ordinal);
-        bool Trusted(X509Certificate? cert) => cert?.GetCertHashString() == certificate.GetCertHashString();
+        bool Trusted(X509Certificate? cert) => tls.IsEdgeCertificate(cert);
 
         await using var tunnels = new TunnelManager(new TunnelOptions { IdlePerEdge = 2, EdgeCertificateValidation = (_, cert, _, _) => Trusted(cert) },
             p => p == _replicaPort, TimeProvider.System, NullLoggerFactory.Instance);

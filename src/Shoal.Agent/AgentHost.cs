@@ -18,8 +18,8 @@ public static partial class AgentHost
     /// Makes this process's idle thread-pool workers sleep at once instead of spinning (calling
     /// <c>sched_yield</c>) while they wait for work. An agent shares its node's CPUs with the
     /// replicas it runs, and every request in tunnel mode passes through it: spinning burns the
-    /// CPU they need (measured in <c>docs/benchmarks.md</c>: 0.78× the agent's CPU per request,
-    /// 1.1× the tunnel throughput). Process-wide and read when the thread pool starts, so only a
+    /// CPU they need (measured in <c>docs/benchmarks.md</c>, two paired runs: 0.78× the agent's CPU
+    /// per request). Process-wide and read when the thread pool starts, so only a
     /// process that is an agent and nothing else calls it (<c>shoal agent</c>), first thing. An
     /// explicit <c>DOTNET_ThreadPool_UnfairSemaphoreSpinLimit</c> in the environment wins.
     /// </summary>

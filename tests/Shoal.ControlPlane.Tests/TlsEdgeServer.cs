@@ -8,20 +8,19 @@ namespace Shoal.ControlPlane.Tests;
 internal sealed class TlsEdgeServer : IAsyncDisposable
 {
     private readonly TempDirectory _dir;
+    private readonly X509Certificate2 _certificate;
 
     private TlsEdgeServer(TempDirectory dir, X509Certificate2 certificate, TestServer server)
     {
         _dir = dir;
-        Certificate = certificate;
+        _certificate = certificate;
         Server = server;
     }
-
-    public X509Certificate2 Certificate { get; }
 
     public TestServer Server { get; }
 
     /// <summary>True for the edge's certificate: the validation a client of this edge uses.</summary>
-    public bool IsEdgeCertificate(X509Certificate? certificate) => certificate?.GetCertHashString() == Certificate.GetCertHashString();
+    public bool IsEdgeCertificate(X509Certificate? certificate) => certificate?.GetCertHashString() == _certificate.GetCertHashString();
 
     public static async Task<TlsEdgeServer> StartAsync()
     {
@@ -42,7 +41,7 @@ internal sealed class TlsEdgeServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await Server.DisposeAsync();
-        Certificate.Dispose();
+        _certificate.Dispose();
         _dir.Dispose();
     }
 }

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Net.Security;
-using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -146,9 +145,8 @@ public sealed class TunnelTests : IAsyncLifetime
         var (agent, identity, edges, replicaId) = await TunnelNodeWithReadyReplicaAsync(server);
         await using var _ = agent;
         Assert.StartsWith("https://", Assert.Single(edges), StringComparison.Ordinal);
-        bool Trusted(X509Certificate? cert) => tls.IsEdgeCertificate(cert);
 
-        await using var tunnels = new TunnelManager(new TunnelOptions { IdlePerEdge = 2, EdgeCertificateValidation = (_, cert, _, _) => Trusted(cert) },
+        await using var tunnels = new TunnelManager(new TunnelOptions { IdlePerEdge = 2, EdgeCertificateValidation = (_, cert, _, _) => tls.IsEdgeCertificate(cert) },
             p => p == _replicaPort, TimeProvider.System, NullLoggerFactory.Instance);
         tunnels.Update(identity, edges);
         var registry = server.Server.EdgeServices!.GetRequiredService<TunnelRegistry>();
@@ -156,7 +154,7 @@ public sealed class TunnelTests : IAsyncLifetime
 
         using var handler = new SocketsHttpHandler
         {
-            SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, cert, _, _) => Trusted(cert) },
+            SslOptions = new SslClientAuthenticationOptions { RemoteCertificateValidationCallback = (_, cert, _, _) => tls.IsEdgeCertificate(cert) },
         };
         using var edge = new HttpClient(handler) { BaseAddress = server.Server.EdgeAddress };
         var concurrent = await Task.WhenAll(Enumerable.Range(0, 10).Select(async i =>

@@ -111,7 +111,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
                 continue;
             }
             // Claimed: carry this connection in the background and open the next idle tunnel now.
-            _ = CarryAsync(stream, _tls ? null : socket, lines, port, ct).ContinueWith(static (_, s) =>
+            _ = CarryAsync(stream, socket, lines, port, ct).ContinueWith(static (_, s) =>
             {
                 var (pool, socket, stream, tcs) = ((TunnelPool, Socket, Stream, TaskCompletionSource))s!;
                 _ = pool.FinishAsync(socket, stream, tcs);
@@ -180,8 +180,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     }
 
     /// <summary>Answers <c>ok</c> and serves HTTP/2 for replica <paramref name="port"/> on the tunnel until the edge lets go.</summary>
-    /// <param name="plain">The tunnel's socket when the tunnel is plain TCP (nothing buffered above it); null for TLS.</param>
-    private async Task CarryAsync(Stream tunnel, Socket? plain, LineReader lines, int port, CancellationToken ct)
+    private async Task CarryAsync(Stream tunnel, Socket socket, LineReader lines, int port, CancellationToken ct)
     {
         if (!_isReplicaPort(port))
         {
@@ -202,9 +201,10 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         {
             return;
         }
-        // A plain TCP tunnel is served on its socket directly (Kestrel's socket transport); a TLS one through its stream.
-        if (plain is not null) await _server.ServeAsync(plain, port);
-        else await _server.ServeAsync(tunnel, port);
+        // A plain TCP tunnel is served on its socket directly (Kestrel's socket transport; nothing is
+        // buffered above it, checked just above); a TLS one through its stream.
+        if (_tls) await _server.ServeAsync(tunnel, port);
+        else await _server.ServeAsync(socket, port);
     }
 
     private async Task RefuseAsync(Stream tunnel, string reason, CancellationToken ct)

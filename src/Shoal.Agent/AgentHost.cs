@@ -151,12 +151,26 @@ public static partial class AgentHost
         LogStarting(logger, nodeName, connectUri, gpus.Count, runtimeNames);
         using var imagesCts = CancellationTokenSource.CreateLinkedTokenSource(ct);
         var imagesLoop = docker is null ? Task.CompletedTask : RefreshImagesLoopAsync(docker, timeProvider, logger, imagesCts.Token);
+        // The control connection closes only after the tunnels have drained: the control plane marks
+        // a node lost when it goes, and the edge then cuts every response still coming from it.
+        using var stopConnection = new CancellationTokenSource();
+        var running = connection.RunAsync(stopConnection.Token);
         try
         {
-            await connection.RunAsync(ct);
+            try
+            {
+                await running.WaitAsync(ct);
+            }
+            catch (OperationCanceledException) when (ct.IsCancellationRequested)
+            {
+                await tunnels.DisposeAsync();
+                await stopConnection.CancelAsync();
+                await running;
+            }
         }
         finally
         {
+            await stopConnection.CancelAsync();
             await tunnels.DisposeAsync();
             await imagesCts.CancelAsync();
             await imagesLoop.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);

@@ -161,8 +161,11 @@ public sealed partial class TunnelManager : IAsyncDisposable
             pools = [.. _pools.Values];
             _pools.Clear();
         }
-        foreach (var pool in pools) await pool.DisposeAsync();
+        // Graceful: no new tunnels and no idle ones, then the HTTP/2 server stops (GOAWAY; requests in
+        // flight finish, up to its stop timeout), then whatever is left is closed.
+        foreach (var pool in pools) await pool.StopIdleAsync();
         await _server.DisposeAsync();
+        foreach (var pool in pools) await pool.DisposeAsync();
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Keeping {Count} idle tunnel(s) open to edge {Url}")]

@@ -259,6 +259,9 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         public bool HasBuffered => _end > _start;
     }
 
+    /// <summary>Stops opening tunnels and closes the idle ones; claimed tunnels carry on until their HTTP/2 connection ends.</summary>
+    public Task StopIdleAsync() => _cts.CancelAsync();
+
     public async ValueTask DisposeAsync()
     {
         await _cts.CancelAsync();

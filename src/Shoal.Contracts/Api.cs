@@ -19,6 +19,10 @@ public sealed record HealthCheckSpec
 public sealed record CreateClusterRequest
 {
     public string? Name { get; init; }
+    /// <summary>The project that owns the cluster; default: the caller's project (operator keys: <c>default</c>).</summary>
+    public string? Project { get; init; }
+    /// <summary>The endpoint answers without an endpoint key (default false: keys of the project are required).</summary>
+    public bool? Public { get; init; }
     public string? Image { get; init; }
     public string? Gpu { get; init; }
     public int? GpuCount { get; init; }
@@ -47,6 +51,8 @@ public sealed record CreateClusterRequest
 public sealed record UpdateClusterRequest
 {
     public int? Replicas { get; init; }
+    /// <summary>Make the endpoint answer without (true) or only with (false) an endpoint key of the project.</summary>
+    public bool? Public { get; init; }
     public string? Image { get; init; }
     /// <summary>Env variables to set (added or replaced); the others are kept.</summary>
     public Dictionary<string, string>? Env { get; init; }
@@ -97,6 +103,9 @@ public sealed record RolloutDto
 public sealed record ClusterDto
 {
     public required string Name { get; init; }
+    public string Project { get; init; } = "default";
+    /// <summary>The endpoint answers without an endpoint key.</summary>
+    public bool Public { get; init; }
     public required string Image { get; init; }
     public required string Gpu { get; init; }
     public int GpuCount { get; init; }
@@ -218,6 +227,8 @@ public sealed record ClusterEventDto
     public string? Node { get; init; }
     public string? NodeName { get; init; }
     public required string Message { get; init; }
+    /// <summary>Who asked for it (<c>key-id (name)</c>) when an API call caused it; null for what the control plane did by itself.</summary>
+    public string? Actor { get; init; }
 }
 
 /// <summary>A node as the API shows it.</summary>
@@ -290,6 +301,8 @@ public static class ErrorCodes
     public const string NotFound = "not_found";
     public const string AlreadyExists = "already_exists";
     public const string Unauthorized = "unauthorized";
+    public const string Forbidden = "forbidden";
+    public const string RateLimited = "rate_limited";
     public const string PayloadTooLarge = "payload_too_large";
     public const string Unavailable = "unavailable";
     public const string Internal = "internal";

@@ -10,6 +10,7 @@ namespace Shoal.Contracts;
 [JsonPolymorphic(TypeDiscriminatorPropertyName = "type", UnknownDerivedTypeHandling = JsonUnknownDerivedTypeHandling.FailSerialization)]
 [JsonDerivedType(typeof(RoutesMessage), "routes")]
 [JsonDerivedType(typeof(NodeCredentialsMessage), "nodes")]
+[JsonDerivedType(typeof(EndpointKeysMessage), "endpoint-keys")]
 public abstract record EdgeMessage;
 
 /// <summary>The whole route table; the edge swaps it in at once.</summary>
@@ -24,6 +25,19 @@ public sealed record NodeCredentialsMessage : EdgeMessage
     /// <summary>Node id → SHA-256 hash (hex) of the node secret.</summary>
     public Dictionary<string, string> Nodes { get; init; } = new(StringComparer.Ordinal);
 }
+
+/// <summary>
+/// Every endpoint key that is valid now (not revoked), so the edge checks keys without asking the
+/// server; sent on connect and whenever a key is created or revoked. Expiry is checked by the edge.
+/// </summary>
+public sealed record EndpointKeysMessage : EdgeMessage
+{
+    /// <summary>SHA-256 hash (hex) of the key → what it grants.</summary>
+    public Dictionary<string, EndpointKeyGrant> Keys { get; init; } = new(StringComparer.Ordinal);
+}
+
+/// <summary>What an endpoint key may call: its project's endpoints, until it expires.</summary>
+public sealed record EndpointKeyGrant(string Project, DateTimeOffset? ExpiresAt);
 
 /// <summary>Paths, headers and limits of the edge's control stream and of tunnels.</summary>
 public static class EdgeProtocol

@@ -22,6 +22,10 @@ public sealed record RouteTable
 public sealed record ClusterRoute
 {
     public required string Cluster { get; init; }
+    /// <summary>The project that owns the cluster: endpoint keys of this project may call it.</summary>
+    public string Project { get; init; } = "default";
+    /// <summary>Answers without an endpoint key.</summary>
+    public bool Public { get; init; }
     /// <summary>How the edge picks a replica: <see cref="BalancingPolicy.LeastOutstanding"/> (default) or <see cref="BalancingPolicy.RoundRobin"/>.</summary>
     public string Balancing { get; init; } = BalancingPolicy.LeastOutstanding;
     /// <summary>How long a request waits for a ready replica before it gets 503, in milliseconds.</summary>

@@ -62,6 +62,12 @@ public sealed class ServerOptions
     /// <summary>Public base URL of the edge, used to show cluster endpoints. Default from <see cref="EdgeListen"/>.</summary>
     public string? PublicEdgeUrl { get; set; }
 
+    /// <summary>
+    /// Host names (no port) the API answers besides its listen address: the names clients and agents
+    /// use to reach it. Other Host headers are refused (DNS rebinding).
+    /// </summary>
+    public List<string> AllowedHosts { get; set; } = [];
+
     /// <summary>Domain for host-based routing at the edge. Default <c>localhost</c>.</summary>
     public string EdgeDomain { get; set; } = "localhost";
 

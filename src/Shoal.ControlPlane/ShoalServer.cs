@@ -4,6 +4,7 @@ using Shoal.Contracts;
 using Shoal.ControlPlane.Agents;
 using Shoal.ControlPlane.Apis;
 using Shoal.ControlPlane.Edges;
+using Shoal.ControlPlane.Identity;
 using Shoal.ControlPlane.Reconciliation;
 using Shoal.ControlPlane.State;
 using Shoal.Edge;
@@ -17,7 +18,7 @@ namespace Shoal.ControlPlane;
 /// <c>shoal server</c>: the control plane's web application (REST API and agent gateway) and,
 /// unless disabled, an edge in the same process reading the route table in memory.
 /// </summary>
-public sealed class ShoalServer : IAsyncDisposable
+public sealed partial class ShoalServer : IAsyncDisposable
 {
     private readonly WebApplication _api;
     private readonly WebApplication? _edge;
@@ -39,6 +40,9 @@ public sealed class ShoalServer : IAsyncDisposable
 
     /// <summary>The in-process edge's services; null with <see cref="ServerOptions.NoEdge"/>.</summary>
     public IServiceProvider? EdgeServices => _edge?.Services;
+
+    /// <summary>The file the bootstrap operator key was written to at this start; null when keys existed already.</summary>
+    public string? OperatorKeyFile => _api.Services.GetRequiredService<ApiKeyDirectory>().OperatorKeyFile;
 
     /// <summary>The file holding the generated edge key; null when the key was configured.</summary>
     public string? EdgeKeyFile => _api.Services.GetRequiredService<EdgeKey>().FilePath;
@@ -75,6 +79,15 @@ public sealed class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton(store);
         builder.Services.AddSingleton(routes);
         builder.Services.AddSingleton<ControlPlaneState>();
+        builder.Services.AddSingleton<ApiKeyDirectory>();
+        builder.Services.AddSingleton<ManagementRateLimit>();
+        builder.Services.AddShoalAuthorization();
+        var allowedHosts = AllowedHosts(options, apiUrl);
+        builder.Services.AddHostFiltering(o =>
+        {
+            o.AllowedHosts = allowedHosts ?? ["*"];
+            o.IncludeFailureMessage = false;
+        });
         builder.Services.AddSingleton<AgentGateway>();
         builder.Services.AddSingleton<EdgeDirectory>();
         builder.Services.AddSingleton(EdgeKey.Load(options));
@@ -86,18 +99,31 @@ public sealed class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton(_ => new ServerOptionsAccessor(options.PublicEdgeUrl ?? edgeUrl));
 
         var api = builder.Build();
+        // A Host that is not this server's (DNS rebinding) is refused before anything else runs.
+        api.UseHostFiltering();
         api.UseShoalErrors();
         api.UseWebSockets(new WebSocketOptions { KeepAliveInterval = TimeSpan.FromSeconds(15) });
-        api.MapOpenApi("/openapi/{documentName}.json");
-        api.MapGet("/healthz", () => Results.Text("ok")).ExcludeFromDescription();
+        api.UseRouting();
+        api.UseAuthentication();
+        api.UseAuthorization();
+        var rateLimit = api.Services.GetRequiredService<ManagementRateLimit>();
+        api.Use((context, next) => rateLimit.InvokeAsync(context, next));
+        api.MapOpenApi("/openapi/{documentName}.json").RequireShoal(Permission.Authenticated);
+        // Anonymous by design: liveness for load balancers; agents and edges authenticate with their own credentials.
+        api.MapGet("/healthz", () => Results.Text("ok")).ExcludeFromDescription().AllowAnonymous();
         api.MapClustersApi();
         api.MapNodesApi();
         api.MapTokensApi();
         api.MapGpuTypesApi();
+        api.MapKeysApi();
         var gateway = api.Services.GetRequiredService<AgentGateway>();
-        api.Map(AgentProtocol.ConnectPath, gateway.HandleAsync).ExcludeFromDescription();
-        api.Map(EdgeProtocol.ConnectPath, api.Services.GetRequiredService<EdgeGateway>().HandleAsync).ExcludeFromDescription();
+        api.Map(AgentProtocol.ConnectPath, gateway.HandleAsync).ExcludeFromDescription().AllowAnonymous();
+        api.Map(EdgeProtocol.ConnectPath, api.Services.GetRequiredService<EdgeGateway>().HandleAsync).ExcludeFromDescription().AllowAnonymous();
 
+        var startLogger = api.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Shoal.Server");
+        if (allowedHosts is null) LogAnyHost(startLogger, options.Listen);
+        else if (!IsLoopbackListen(apiUrl)) LogExposed(startLogger, options.Listen);
+        await api.Services.GetRequiredService<ApiKeyDirectory>().LoadAsync(options.DataDir, ct);
         await api.Services.GetRequiredService<ControlPlaneState>().LoadAsync(ct);
         await api.StartAsync(ct);
         var apiAddress = new Uri(BoundAddress(api));
@@ -113,6 +139,7 @@ public sealed class ShoalServer : IAsyncDisposable
             eb.Services.AddSingleton(time);
             eb.Services.AddShoalTunnels(api.Services.GetRequiredService<ControlPlaneState>());
             eb.Services.AddShoalEdge(edgeOptions, routes);
+            eb.Services.AddSingleton<Shoal.Edge.Access.IEndpointKeySource>(api.Services.GetRequiredService<ApiKeyDirectory>());
             edge = eb.Build();
             edge.MapShoalEdge();
             try
@@ -131,6 +158,33 @@ public sealed class ShoalServer : IAsyncDisposable
 
         return new ShoalServer(api, edge, apiAddress, edgeAddress);
     }
+
+    /// <summary>
+    /// The Host header values the API answers: the listen host (and localhost names on loopback) plus
+    /// <see cref="ServerOptions.AllowedHosts"/>; null (any host) when listening on every interface with none configured.
+    /// </summary>
+    internal static string[]? AllowedHosts(ServerOptions options, string apiUrl)
+    {
+        var host = new Uri(apiUrl).Host;
+        var wildcard = host is "0.0.0.0" or "[::]" or "::" or "*" or "+";
+        if (wildcard && options.AllowedHosts.Count == 0) return null;
+        var hosts = new List<string>(options.AllowedHosts);
+        if (!wildcard) hosts.Add(host);
+        if (IsLoopbackListen(apiUrl)) hosts.AddRange(["localhost", "127.0.0.1", "[::1]"]);
+        return [.. hosts.Distinct(StringComparer.OrdinalIgnoreCase)];
+    }
+
+    private static bool IsLoopbackListen(string apiUrl)
+    {
+        var host = new Uri(apiUrl).Host;
+        return host == "localhost" || (System.Net.IPAddress.TryParse(host.Trim('[', ']'), out var ip) && System.Net.IPAddress.IsLoopback(ip));
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The API listens on every interface ({Listen}) and answers any Host header; set --allowed-host to the names clients use (DNS rebinding). Every call needs an API key; put TLS in front of it when it is reachable from other machines")]
+    private static partial void LogAnyHost(ILogger logger, string listen);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The API listens on {Listen}, reachable from other machines: every call needs an API key; put TLS in front of it")]
+    private static partial void LogExposed(ILogger logger, string listen);
 
     private static void ConfigureLogging(ILoggingBuilder logging, ServerOptions options, Action<ILoggingBuilder>? custom)
     {

@@ -1,6 +1,7 @@
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Shoal.Edge.Access;
 using Shoal.Edge.Metrics;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
@@ -24,6 +25,8 @@ public static class EdgeHostExtensions
         services.AddSingleton<ReplicaSelector>();
         services.AddSingleton<EdgeMetrics>();
         services.TryAddSingleton<IUpstreamConnector, DirectUpstreamConnector>();
+        services.TryAddSingleton<IEndpointKeySource, EndpointKeyHolder>();
+        services.AddSingleton<EndpointAccess>();
         services.AddSingleton<EdgeProxy>();
         return services;
     }

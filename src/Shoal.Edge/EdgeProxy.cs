@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.Features;
 using Shoal.Contracts;
+using Shoal.Edge.Access;
 using Shoal.Edge.Metrics;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Upstreams;
@@ -31,6 +32,7 @@ public sealed partial class EdgeProxy
     private readonly IUpstreamConnector _upstreams;
     private readonly RoutingSignal _signal;
     private readonly EdgeMetrics _metrics;
+    private readonly EndpointAccess _access;
     private readonly EdgeOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger<EdgeProxy> _logger;
@@ -38,8 +40,9 @@ public sealed partial class EdgeProxy
     private readonly string _retryAfter;
 
     public EdgeProxy(IHttpForwarder forwarder, EdgeRouter router, ReplicaSelector selector, PassiveHealth health, IUpstreamConnector upstreams,
-        RoutingSignal signal, EdgeMetrics metrics, EdgeOptions options, TimeProvider time, ILogger<EdgeProxy> logger)
+        RoutingSignal signal, EdgeMetrics metrics, EndpointAccess access, EdgeOptions options, TimeProvider time, ILogger<EdgeProxy> logger)
     {
+        _access = access;
         _forwarder = forwarder;
         _router = router;
         Selector = selector;
@@ -76,6 +79,23 @@ public sealed partial class EdgeProxy
             _metrics.CountUnknownCluster();
             await WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"cluster '{cluster}' not found");
             return;
+        }
+        switch (_access.Check(view.Route, context.Request.Headers.Authorization))
+        {
+            case AccessDecision.Allowed:
+                // The user's key is for Shoal; the node that serves the request never sees it.
+                context.Request.Headers.Authorization = default;
+                break;
+            case AccessDecision.Unauthenticated:
+                _metrics.CountUnauthorized();
+                context.Response.Headers.WWWAuthenticate = "Bearer";
+                await WriteErrorAsync(context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
+                    $"cluster '{cluster}' needs an endpoint key of its project: send Authorization: Bearer <key> (shoal keys create NAME --role endpoint)");
+                return;
+            case AccessDecision.OtherProject:
+                _metrics.CountUnknownCluster();
+                await WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"cluster '{cluster}' not found");
+                return;
         }
 
         var arrived = _time.GetTimestamp();

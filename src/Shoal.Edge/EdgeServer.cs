@@ -72,6 +72,7 @@ public sealed class EdgeServer : IAsyncDisposable
 
         var routes = new RouteTableHolder();
         var credentials = new NodeCredentialHolder();
+        var endpointKeys = new Access.EndpointKeyHolder();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.ClearProviders();
         builder.Logging.SetMinimumLevel(options.LogLevel);
@@ -93,6 +94,7 @@ public sealed class EdgeServer : IAsyncDisposable
         builder.WebHost.UseShoalEdgeKestrel(options.Edge);
         builder.Services.AddSingleton(time);
         builder.Services.AddShoalTunnels(credentials);
+        builder.Services.AddSingleton<Access.IEndpointKeySource>(endpointKeys);
         builder.Services.AddShoalEdge(options.Edge, routes);
         var app = builder.Build();
         app.MapShoalEdge();
@@ -108,6 +110,7 @@ public sealed class EdgeServer : IAsyncDisposable
             },
             routes,
             credentials,
+            endpointKeys,
             time,
             app.Services.GetRequiredService<ILogger<EdgeControlClient>>());
         var stop = new CancellationTokenSource();

@@ -41,4 +41,17 @@ public interface IShoalStore : IAsyncDisposable
 
     /// <summary>Revokes a token by id; false when there is no such token.</summary>
     Task<bool> RevokeTokenAsync(string id, DateTimeOffset now, CancellationToken cancellationToken = default);
+
+    /// <summary>Creates a project; <see cref="StoreConflictException"/> when the name is taken.</summary>
+    Task CreateProjectAsync(ProjectRecord project, CancellationToken cancellationToken = default);
+
+    Task<IReadOnlyList<ProjectRecord>> ListProjectsAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Stores a new API key (its hash); <see cref="StoreConflictException"/> on a duplicate id or hash.</summary>
+    Task CreateApiKeyAsync(ApiKeyRecord key, CancellationToken cancellationToken = default);
+
+    Task<IReadOnlyList<ApiKeyRecord>> ListApiKeysAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>Revokes a key by id (the first revocation time stays); false when there is no such key.</summary>
+    Task<bool> RevokeApiKeyAsync(string id, DateTimeOffset now, CancellationToken cancellationToken = default);
 }

@@ -107,6 +107,38 @@ public sealed record ClusterEventRecord
     /// <summary>The node's name when the event happened (the node may be gone when it is read).</summary>
     public string? NodeName { get; init; }
     public required string Message { get; init; }
+    /// <summary>The API key that caused it (<c>id (name)</c>); null for what the control plane did by itself.</summary>
+    public string? Actor { get; init; }
+}
+
+/// <summary>A project: it owns clusters and keys.</summary>
+public sealed record ProjectRecord
+{
+    public required string Name { get; init; }
+    public string? Description { get; init; }
+    public DateTimeOffset CreatedAt { get; init; }
+}
+
+/// <summary>An API key; only its hash is stored (and a short prefix to recognise it).</summary>
+public sealed record ApiKeyRecord
+{
+    public required string Id { get; init; }
+    public required string Hash { get; init; }
+    public required string Prefix { get; init; }
+    public required string Name { get; init; }
+    /// <summary>One of <see cref="ApiKeyRoles"/>.</summary>
+    public required string Role { get; init; }
+    /// <summary>Null for operator keys.</summary>
+    public string? Project { get; init; }
+    /// <summary>Management calls per minute; null for the default.</summary>
+    public int? RateLimitPerMinute { get; init; }
+    public DateTimeOffset CreatedAt { get; init; }
+    public DateTimeOffset? ExpiresAt { get; init; }
+    public DateTimeOffset? RevokedAt { get; init; }
+    public string? CreatedBy { get; init; }
+
+    /// <summary>Usable at <paramref name="now"/>: not revoked, not expired.</summary>
+    public bool IsValidAt(DateTimeOffset now) => RevokedAt is null && (ExpiresAt is not { } e || e > now);
 }
 
 /// <summary>Everything the control plane loads at start.</summary>
@@ -128,12 +160,14 @@ public sealed class StoreChanges
     public List<ReplicaRecord> UpsertReplicas { get; } = [];
     public List<string> DeleteReplicas { get; } = [];
     public List<NodeRecord> UpsertNodes { get; } = [];
+    /// <summary>Node ids to delete (after the replica deletes and upserts, so replicas can move off first).</summary>
+    public List<string> DeleteNodes { get; } = [];
     /// <summary>Events to add (after the upserts, so a new cluster's first event can refer to it).</summary>
     public List<ClusterEventRecord> AppendEvents { get; } = [];
 
     public bool IsEmpty =>
         UpsertClusters.Count == 0 && DeleteClusters.Count == 0 && UpsertReplicas.Count == 0 &&
-        DeleteReplicas.Count == 0 && UpsertNodes.Count == 0 && AppendEvents.Count == 0;
+        DeleteReplicas.Count == 0 && UpsertNodes.Count == 0 && DeleteNodes.Count == 0 && AppendEvents.Count == 0;
 }
 
 /// <summary>Why a provisioning token was refused, or <see cref="Accepted"/>.</summary>

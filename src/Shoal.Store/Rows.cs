@@ -54,7 +54,20 @@ internal static class Rows
     [
         new("seq", DbType.Int64), new("cluster_id", DbType.String), new("at", DbType.Int64),
         new("type", DbType.String), new("replica_id", DbType.String), new("node_id", DbType.String),
-        new("node_name", DbType.String), new("message", DbType.String),
+        new("node_name", DbType.String), new("message", DbType.String), new("actor", DbType.String),
+    ];
+
+    public static readonly Column[] ProjectColumns =
+    [
+        new("name", DbType.String), new("description", DbType.String), new("created_at", DbType.Int64),
+    ];
+
+    public static readonly Column[] ApiKeyColumns =
+    [
+        new("id", DbType.String), new("hash", DbType.String), new("prefix", DbType.String), new("name", DbType.String),
+        new("role", DbType.String), new("project", DbType.String), new("rate_limit", DbType.Int32),
+        new("created_at", DbType.Int64), new("expires_at", DbType.Int64), new("revoked_at", DbType.Int64),
+        new("created_by", DbType.String),
     ];
 
     public static readonly Column[] IdColumn = [new("id", DbType.String)];
@@ -110,8 +123,38 @@ internal static class Rows
 
     public static object?[] Values(ClusterEventRecord e) =>
     [
-        e.Seq, e.ClusterId, Ms(e.At), e.Type, OrNull(e.ReplicaId), OrNull(e.NodeId), OrNull(e.NodeName), e.Message,
+        e.Seq, e.ClusterId, Ms(e.At), e.Type, OrNull(e.ReplicaId), OrNull(e.NodeId), OrNull(e.NodeName), e.Message, OrNull(e.Actor),
     ];
+
+    public static object?[] Values(ProjectRecord p) => [p.Name, OrNull(p.Description), Ms(p.CreatedAt)];
+
+    public static object?[] Values(ApiKeyRecord k) =>
+    [
+        k.Id, k.Hash, k.Prefix, k.Name, k.Role, OrNull(k.Project), OrNull(k.RateLimitPerMinute),
+        Ms(k.CreatedAt), Ms(k.ExpiresAt), Ms(k.RevokedAt), OrNull(k.CreatedBy),
+    ];
+
+    public static ProjectRecord ReadProject(DbDataReader r) => new()
+    {
+        Name = r.GetString(0),
+        Description = NullableString(r, 1),
+        CreatedAt = Time(r, 2),
+    };
+
+    public static ApiKeyRecord ReadApiKey(DbDataReader r) => new()
+    {
+        Id = r.GetString(0),
+        Hash = r.GetString(1),
+        Prefix = r.GetString(2),
+        Name = r.GetString(3),
+        Role = r.GetString(4),
+        Project = NullableString(r, 5),
+        RateLimitPerMinute = NullableInt(r, 6),
+        CreatedAt = Time(r, 7),
+        ExpiresAt = NullableTime(r, 8),
+        RevokedAt = NullableTime(r, 9),
+        CreatedBy = NullableString(r, 10),
+    };
 
     public static ClusterEventRecord ReadEvent(DbDataReader r) => new()
     {
@@ -123,6 +166,7 @@ internal static class Rows
         NodeId = NullableString(r, 5),
         NodeName = NullableString(r, 6),
         Message = r.GetString(7),
+        Actor = NullableString(r, 8),
     };
 
     private static DateTimeOffset Time(DbDataReader r, int i) => DateTimeOffset.FromUnixTimeMilliseconds(r.GetInt64(i));

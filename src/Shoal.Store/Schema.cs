@@ -100,6 +100,31 @@ public static class Schema
             ALTER TABLE replicas ADD COLUMN drain_reason TEXT NULL;
             ALTER TABLE nodes ADD COLUMN draining BOOLEAN NOT NULL DEFAULT FALSE;
             """),
+        (5, """
+            CREATE TABLE projects (
+                name TEXT PRIMARY KEY,
+                description TEXT NULL,
+                created_at BIGINT NOT NULL
+            );
+            INSERT INTO projects (name, description, created_at) SELECT DISTINCT project, NULL, 0 FROM clusters;
+
+            CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                hash TEXT NOT NULL,
+                prefix TEXT NOT NULL,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                project TEXT NULL,
+                rate_limit INTEGER NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NULL,
+                revoked_at BIGINT NULL,
+                created_by TEXT NULL,
+                CONSTRAINT ux_api_keys_hash UNIQUE (hash)
+            );
+
+            ALTER TABLE cluster_events ADD COLUMN actor TEXT NULL;
+            """),
     ];
 
     /// <summary>The version a fully migrated store reports.</summary>

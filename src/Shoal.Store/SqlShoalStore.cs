@@ -21,6 +21,8 @@ public abstract class SqlShoalStore : IShoalStore
     private static readonly string s_upsertReplica = Rows.Upsert("replicas", Rows.ReplicaColumns);
     private static readonly string s_upsertNode = Rows.Upsert("nodes", Rows.NodeColumns);
     private static readonly string s_insertToken = Rows.Insert("provisioning_tokens", Rows.TokenColumns);
+    private static readonly string s_insertProject = Rows.Insert("projects", Rows.ProjectColumns);
+    private static readonly string s_insertApiKey = Rows.Insert("api_keys", Rows.ApiKeyColumns);
     // A sequence number already stored (two servers writing at once) drops that event, not the commit.
     private static readonly string s_insertEvent = Rows.Insert("cluster_events", Rows.EventColumns) + " ON CONFLICT (seq) DO NOTHING";
 
@@ -176,6 +178,12 @@ public abstract class SqlShoalStore : IShoalStore
                 changes.UpsertReplicas.Select(Rows.Values).ToList(), cancellationToken);
         }
 
+        if (changes.DeleteNodes.Count > 0)
+        {
+            await ExecuteManyAsync(connection, transaction, "DELETE FROM nodes WHERE id = @id", Rows.IdColumn,
+                changes.DeleteNodes.Select(id => new object?[] { id }).ToList(), cancellationToken);
+        }
+
         if (changes.AppendEvents.Count > 0)
         {
             await ExecuteManyAsync(connection, transaction, s_insertEvent, Rows.EventColumns,
@@ -207,21 +215,10 @@ public abstract class SqlShoalStore : IShoalStore
         return newestFirst;
     }
 
-    public async Task CreateTokenAsync(ProvisioningTokenRecord token, CancellationToken cancellationToken = default)
+    public Task CreateTokenAsync(ProvisioningTokenRecord token, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(token);
-        using var writer = await EnterWriteAsync(cancellationToken);
-        await using var connection = await OpenConnectionAsync(cancellationToken);
-        await using var command = Command(connection, null, s_insertToken);
-        AddParameters(command, Rows.TokenColumns, Rows.Values(token));
-        try
-        {
-            await command.ExecuteNonQueryAsync(cancellationToken);
-        }
-        catch (DbException ex) when (IsUniqueViolation(ex))
-        {
-            throw new StoreConflictException($"token '{token.Id}' already exists", ex);
-        }
+        return InsertAsync(s_insertToken, Rows.TokenColumns, Rows.Values(token), $"token '{token.Id}' already exists", cancellationToken);
     }
 
     public async Task<TokenUseOutcome> UseTokenAsync(string tokenHash, DateTimeOffset now, CancellationToken cancellationToken = default)
@@ -277,6 +274,57 @@ public abstract class SqlShoalStore : IShoalStore
         AddParameter(command, "now", DbType.Int64, now.ToUnixTimeMilliseconds());
         AddParameter(command, "id", DbType.String, id);
         return await command.ExecuteNonQueryAsync(cancellationToken) > 0;
+    }
+
+    public Task CreateProjectAsync(ProjectRecord project, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(project);
+        return InsertAsync(s_insertProject, Rows.ProjectColumns, Rows.Values(project), $"project '{project.Name}' already exists", cancellationToken);
+    }
+
+    public async Task<IReadOnlyList<ProjectRecord>> ListProjectsAsync(CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenConnectionAsync(cancellationToken);
+        return await QueryAsync(connection, null, Rows.Select("projects", Rows.ProjectColumns, "name"), Rows.ReadProject, cancellationToken);
+    }
+
+    public Task CreateApiKeyAsync(ApiKeyRecord key, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        return InsertAsync(s_insertApiKey, Rows.ApiKeyColumns, Rows.Values(key), $"api key '{key.Id}' already exists", cancellationToken);
+    }
+
+    public async Task<IReadOnlyList<ApiKeyRecord>> ListApiKeysAsync(CancellationToken cancellationToken = default)
+    {
+        await using var connection = await OpenConnectionAsync(cancellationToken);
+        return await QueryAsync(connection, null, Rows.Select("api_keys", Rows.ApiKeyColumns, "created_at, id"), Rows.ReadApiKey, cancellationToken);
+    }
+
+    public async Task<bool> RevokeApiKeyAsync(string id, DateTimeOffset now, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(id);
+        using var writer = await EnterWriteAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
+        await using var command = Command(connection, null, "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, @now) WHERE id = @id");
+        AddParameter(command, "now", DbType.Int64, now.ToUnixTimeMilliseconds());
+        AddParameter(command, "id", DbType.String, id);
+        return await command.ExecuteNonQueryAsync(cancellationToken) > 0;
+    }
+
+    private async Task InsertAsync(string sql, Column[] columns, object?[] values, string conflict, CancellationToken cancellationToken)
+    {
+        using var writer = await EnterWriteAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
+        await using var command = Command(connection, null, sql);
+        AddParameters(command, columns, values);
+        try
+        {
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+        catch (DbException ex) when (IsUniqueViolation(ex))
+        {
+            throw new StoreConflictException(conflict, ex);
+        }
     }
 
     private async Task<int> ReadSchemaVersionAsync(DbConnection connection, DbTransaction? transaction, CancellationToken cancellationToken)

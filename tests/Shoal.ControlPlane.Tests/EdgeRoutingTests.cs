@@ -40,7 +40,7 @@ public sealed class EdgeRoutingTests : IAsyncLifetime
 
         // Queue timeout 0: no holding, so the 503 comes at once.
         var created = await _server.Http.PostAsJsonAsync("/v1/clusters",
-            new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Routing = BalancingPolicy.RoundRobin, QueueTimeoutSeconds = 0 },
+            new CreateClusterRequest { Name = "demo", Public = true, Image = "shoal/sim", Gpu = "rtx-4090", Routing = BalancingPolicy.RoundRobin, QueueTimeoutSeconds = 0 },
             ShoalJsonContext.Default.CreateClusterRequest);
         created.EnsureSuccessStatusCode();
         var dto = (await created.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ClusterDto))!;
@@ -61,7 +61,7 @@ public sealed class EdgeRoutingTests : IAsyncLifetime
         await using var _1 = agent;
         await agent!.SendAsync(WireAgent.Hello("node-a", ("rtx-4090", 1)));
         await agent.ReceiveAsync<AssignmentsMessage>();
-        (await _server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090" },
+        (await _server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Public = true, Image = "shoal/sim", Gpu = "rtx-4090" },
             ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
         var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
         var replicaId = Assert.Single(assigned.Replicas).ReplicaId;

@@ -28,7 +28,7 @@ public sealed class EdgeTlsTests
         using var health = await client.GetAsync("/healthz");
         Assert.Equal(HttpStatusCode.OK, health.StatusCode);
 
-        var created = await server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090" },
+        var created = await server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Public = true, Image = "shoal/sim", Gpu = "rtx-4090" },
             ShoalJsonContext.Default.CreateClusterRequest);
         var dto = (await created.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ClusterDto))!;
         Assert.StartsWith("https://", dto.Endpoint, StringComparison.Ordinal);

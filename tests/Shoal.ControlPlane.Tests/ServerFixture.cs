@@ -2,6 +2,7 @@ using System.Net.Http.Json;
 using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
@@ -14,12 +15,35 @@ public sealed class TestServer : IAsyncDisposable
 {
     private readonly TempDirectory _dir;
 
-    private TestServer(ShoalServer server, TempDirectory dir, FakeTimeProvider? time)
+    private TestServer(ShoalServer server, TempDirectory dir, FakeTimeProvider? time, string dataDir)
     {
         Server = server;
         _dir = dir;
         Time = time;
         Http = new HttpClient { BaseAddress = server.ApiAddress };
+        OperatorKey = File.ReadAllText(server.OperatorKeyFile ?? Path.Combine(dataDir, "operator.key")).Trim();
+        Http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", OperatorKey);
+    }
+
+    /// <summary>The bootstrap operator key; <see cref="Http"/> sends it with every call.</summary>
+    public string OperatorKey { get; }
+
+    /// <summary>A client for the API with <paramref name="key"/> (or none).</summary>
+    public HttpClient Client(string? key)
+    {
+        var http = new HttpClient { BaseAddress = Server.ApiAddress };
+        if (key is not null) http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+        return http;
+    }
+
+    /// <summary>Creates an API key with the operator key; returns the key.</summary>
+    public async Task<string> CreateKeyAsync(string role, string? project = "default", string name = "test", long? ttlSeconds = null)
+    {
+        var response = await Http.PostAsJsonAsync("/v1/keys",
+            new CreateApiKeyRequest { Name = name, Role = role, Project = role == ApiKeyRoles.Operator ? null : project, TtlSeconds = ttlSeconds },
+            ShoalJsonContext.Default.CreateApiKeyRequest);
+        response.EnsureSuccessStatusCode();
+        return (await response.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ApiKeyCreatedDto))!.Key;
     }
 
     public ShoalServer Server { get; }
@@ -38,7 +62,7 @@ public sealed class TestServer : IAsyncDisposable
         };
         configure?.Invoke(options);
         var server = await ShoalServer.StartAsync(options, time, l => l.SetMinimumLevel(LogLevel.Warning));
-        return new TestServer(server, dir, time);
+        return new TestServer(server, dir, time, options.DataDir);
     }
 
     public async Task<string> CreateTokenAsync(int uses = 1, int ttlSeconds = 3600)
@@ -56,6 +80,20 @@ public sealed class TestServer : IAsyncDisposable
         Http.Dispose();
         await Server.DisposeAsync();
         _dir.Dispose();
+    }
+}
+
+/// <summary>Helpers for tests that start a <see cref="ShoalServer"/> themselves.</summary>
+public static class ShoalServerTestExtensions
+{
+    /// <summary>An API client that sends the server's bootstrap operator key (from its data dir).</summary>
+    public static HttpClient ApiClient(this ShoalServer server)
+    {
+        var dataDir = server.Services.GetRequiredService<ServerOptions>().DataDir;
+        var key = File.ReadAllText(Path.Combine(dataDir, "operator.key")).Trim();
+        var http = new HttpClient { BaseAddress = server.ApiAddress };
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+        return http;
     }
 }
 

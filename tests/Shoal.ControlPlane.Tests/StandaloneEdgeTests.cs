@@ -81,8 +81,8 @@ public sealed class StandaloneEdgeTests : IAsyncLifetime
                 var welcome = await agent.ReceiveAsync<WelcomeMessage>();
                 Assert.Contains(edge.Address.ToString().TrimEnd('/'), welcome.Edges);
                 await agent.ReceiveAsync<AssignmentsMessage>();
-                using var api = new HttpClient { BaseAddress = server.ApiAddress };
-                (await api.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090" },
+                using var api = server.ApiClient();
+                (await api.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Public = true, Image = "shoal/sim", Gpu = "rtx-4090" },
                     ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
                 var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
                 await agent.SendAsync(new HeartbeatMessage
@@ -119,7 +119,7 @@ public sealed class StandaloneEdgeTests : IAsyncLifetime
 
     private static async Task<string> CreateTokenAsync(ShoalServer server)
     {
-        using var api = new HttpClient { BaseAddress = server.ApiAddress };
+        using var api = server.ApiClient();
         var response = await api.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 1, TtlSeconds = 600 }, ShoalJsonContext.Default.CreateTokenRequest);
         response.EnsureSuccessStatusCode();
         return (await response.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;

@@ -77,7 +77,7 @@ public sealed class TunnelTests : IAsyncLifetime
         await agent!.SendAsync(WireAgent.Hello("node-t", ("rtx-4090", 1)) with { Tunnel = true });
         var welcome = await agent.ReceiveAsync<WelcomeMessage>();
         await agent.ReceiveAsync<AssignmentsMessage>();
-        (await server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", QueueTimeoutSeconds = 1 },
+        (await server.Http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Public = true, Image = "shoal/sim", Gpu = "rtx-4090", QueueTimeoutSeconds = 1 },
             ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
         var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
         var replicaId = Assert.Single(assigned.Replicas).ReplicaId;

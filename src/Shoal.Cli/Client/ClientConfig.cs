@@ -14,9 +14,25 @@ public sealed record ClientConfig
     public const string AddressVariable = "SHOAL_ADDR";
     public const string ConfigPathVariable = "SHOAL_CONFIG";
     public const string XdgConfigHomeVariable = "XDG_CONFIG_HOME";
+    public const string ApiKeyVariable = "SHOAL_API_KEY";
 
     /// <summary>The server's API address, e.g. <c>http://127.0.0.1:7400</c>.</summary>
     public string? Addr { get; init; }
+
+    /// <summary>The API key the client sends (<c>shoal login</c> saves it; the file is 0600).</summary>
+    public string? ApiKey { get; init; }
+
+    /// <summary>The API key to use: <c>--api-key</c>, then <c>SHOAL_API_KEY</c>, then the config file; null when none.</summary>
+    /// <exception cref="ClientConfigException">the config file exists but cannot be read.</exception>
+    public static string? ResolveApiKey(string? explicitKey = null, Func<string, string?>? getEnvironmentVariable = null, string? homeDirectory = null)
+    {
+        getEnvironmentVariable ??= Environment.GetEnvironmentVariable;
+        if (!string.IsNullOrWhiteSpace(explicitKey)) return explicitKey.Trim();
+        var fromEnvironment = getEnvironmentVariable(ApiKeyVariable);
+        if (!string.IsNullOrWhiteSpace(fromEnvironment)) return fromEnvironment.Trim();
+        var key = Load(GetConfigPath(getEnvironmentVariable, homeDirectory))?.ApiKey;
+        return string.IsNullOrWhiteSpace(key) ? null : key.Trim();
+    }
 
     /// <summary>The address to use in this process: flag, then environment, then config file, then default.</summary>
     /// <param name="explicitAddress">the <c>--addr</c> option, when given; wins over everything else.</param>
@@ -47,7 +63,7 @@ public sealed record ClientConfig
         return new Uri(DefaultAddress);
     }
 
-    /// <summary>The config file this process reads and <see cref="Save(string)"/> writes.</summary>
+    /// <summary>The config file this process reads and <see cref="Save(string, string?)"/> writes.</summary>
     public static string GetConfigPath(Func<string, string?>? getEnvironmentVariable = null, string? homeDirectory = null)
     {
         getEnvironmentVariable ??= Environment.GetEnvironmentVariable;
@@ -99,11 +115,14 @@ public sealed record ClientConfig
         }
     }
 
-    /// <summary>Writes <paramref name="addr"/> to the config file (see <see cref="GetConfigPath"/>); returns the path written.</summary>
-    public static string Save(string addr) => Save(addr, GetConfigPath());
+    /// <summary>Writes <paramref name="addr"/> (and <paramref name="apiKey"/>) to the config file (see <see cref="GetConfigPath"/>); returns the path written.</summary>
+    public static string Save(string addr, string? apiKey = null) => Save(addr, apiKey, GetConfigPath());
 
-    /// <summary>Writes <paramref name="addr"/> to the config file at <paramref name="path"/>, creating its directory.</summary>
-    public static string Save(string addr, string path)
+    /// <summary>
+    /// Writes <paramref name="addr"/> and <paramref name="apiKey"/> to the config file at
+    /// <paramref name="path"/> (mode 0600, as it may hold a key), creating its directory.
+    /// </summary>
+    public static string Save(string addr, string? apiKey, string path)
     {
         var normalized = ParseAddress(addr, "address").ToString().TrimEnd('/');
         var directory = Path.GetDirectoryName(Path.GetFullPath(path));
@@ -114,7 +133,13 @@ public sealed record ClientConfig
 
         // Write beside and rename so a reader never sees half a file.
         var temp = path + ".tmp-" + Environment.ProcessId;
-        File.WriteAllText(temp, JsonSerializer.Serialize(new ClientConfig { Addr = normalized }, ClientConfigJsonContext.Default.ClientConfig) + "\n");
+        var options = new FileStreamOptions { Mode = FileMode.Create, Access = FileAccess.Write };
+        if (!OperatingSystem.IsWindows()) options.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
+        using (var writer = new StreamWriter(temp, System.Text.Encoding.UTF8, options))
+        {
+            writer.Write(JsonSerializer.Serialize(new ClientConfig { Addr = normalized, ApiKey = apiKey }, ClientConfigJsonContext.Default.ClientConfig) + "\n");
+        }
+
         File.Move(temp, path, overwrite: true);
         return path;
     }

@@ -20,10 +20,17 @@ public sealed class ShoalClient : IDisposable
 
     /// <summary>A client for the server at <paramref name="address"/>, e.g. <c>http://127.0.0.1:7400</c>.</summary>
     public ShoalClient(Uri address, HttpMessageHandler? handler = null)
+        : this(address, null, handler)
+    {
+    }
+
+    /// <summary>A client that sends <paramref name="apiKey"/> (<c>Authorization: Bearer</c>) with every call.</summary>
+    public ShoalClient(Uri address, string? apiKey, HttpMessageHandler? handler = null)
     {
         ArgumentNullException.ThrowIfNull(address);
         _http = handler is null ? new HttpClient() : new HttpClient(handler, disposeHandler: true);
         _http.BaseAddress = WithTrailingSlash(address);
+        if (!string.IsNullOrEmpty(apiKey)) _http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", apiKey);
         _http.Timeout = DefaultRequestTimeout;
         _ownsHttp = true;
     }
@@ -118,6 +125,36 @@ public sealed class ShoalClient : IDisposable
 
     public Task<TokenCreatedDto> CreateTokenAsync(CreateTokenRequest request, CancellationToken ct = default) =>
         SendAsync(HttpMethod.Post, "v1/tokens", request, ShoalJsonContext.Default.CreateTokenRequest, ShoalJsonContext.Default.TokenCreatedDto, ct);
+
+    public Task<TokenDto[]> ListTokensAsync(CancellationToken ct = default) =>
+        GetAsync("v1/tokens", ShoalJsonContext.Default.TokenDtoArray, ct);
+
+    public Task RevokeTokenAsync(string id, CancellationToken ct = default) => DeleteAsync($"v1/tokens/{Escape(id)}", ct);
+
+    public Task RemoveNodeAsync(string idOrName, CancellationToken ct = default) => DeleteAsync($"v1/nodes/{Escape(idOrName)}", ct);
+
+    public Task<ApiKeyCreatedDto> CreateApiKeyAsync(CreateApiKeyRequest request, CancellationToken ct = default) =>
+        SendAsync(HttpMethod.Post, "v1/keys", request, ShoalJsonContext.Default.CreateApiKeyRequest, ShoalJsonContext.Default.ApiKeyCreatedDto, ct);
+
+    public Task<ApiKeyDto[]> ListApiKeysAsync(CancellationToken ct = default) =>
+        GetAsync("v1/keys", ShoalJsonContext.Default.ApiKeyDtoArray, ct);
+
+    public Task RevokeApiKeyAsync(string id, CancellationToken ct = default) => DeleteAsync($"v1/keys/{Escape(id)}", ct);
+
+    public Task<ProjectDto> CreateProjectAsync(CreateProjectRequest request, CancellationToken ct = default) =>
+        SendAsync(HttpMethod.Post, "v1/projects", request, ShoalJsonContext.Default.CreateProjectRequest, ShoalJsonContext.Default.ProjectDto, ct);
+
+    public Task<ProjectDto[]> ListProjectsAsync(CancellationToken ct = default) =>
+        GetAsync("v1/projects", ShoalJsonContext.Default.ProjectDtoArray, ct);
+
+    public Task<WhoAmIDto> WhoAmIAsync(CancellationToken ct = default) =>
+        GetAsync("v1/whoami", ShoalJsonContext.Default.WhoAmIDto, ct);
+
+    private async Task DeleteAsync(string path, CancellationToken ct)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Delete, path);
+        using var response = await SendCoreAsync(request, ct);
+    }
 
     public Task<GpuTypeDto[]> ListGpuTypesAsync(CancellationToken ct = default) =>
         GetAsync("v1/gpu-types", ShoalJsonContext.Default.GpuTypeDtoArray, ct);

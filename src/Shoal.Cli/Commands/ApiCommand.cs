@@ -45,7 +45,8 @@ public abstract class ApiCommand : Command
         {
             var address = ClientConfig.ResolveAddress(
                 result.GetValue(ShoalRootCommand.AddrOption), Context.GetEnvironmentVariable, Context.HomeDirectory);
-            using var client = Context.CreateClient(address);
+            var apiKey = ClientConfig.ResolveApiKey(result.GetValue(ShoalRootCommand.ApiKeyOption), Context.GetEnvironmentVariable, Context.HomeDirectory);
+            using var client = Context.CreateClient(address, apiKey);
             return await ExecuteAsync(result, client, ct);
         }
         catch (ClientConfigException ex)

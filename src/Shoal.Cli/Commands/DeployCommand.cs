@@ -42,6 +42,13 @@ public sealed class DeployCommand : ApiCommand
 
     private static readonly Option<string?> s_routingOption = CreateRoutingOption();
 
+    private static readonly Option<string?> s_projectOption = new("--project") { Description = "The project that owns the cluster (default: your key's project)" };
+
+    private static readonly Option<bool> s_publicOption = new("--public")
+    {
+        Description = "Let anyone call the endpoint without a key (default: only endpoint keys of the cluster's project)",
+    };
+
     private static readonly Option<TimeSpan?> s_initialDelayOption = CreateInitialDelayOption();
 
     private static readonly Option<TimeSpan?> s_drainTimeoutOption = CreateDrainTimeoutOption();
@@ -89,6 +96,8 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_argOption);
         Options.Add(s_healthPathOption);
         Options.Add(s_routingOption);
+        Options.Add(s_projectOption);
+        Options.Add(s_publicOption);
         Options.Add(s_initialDelayOption);
         Options.Add(s_drainTimeoutOption);
         Options.Add(s_progressDeadlineOption);
@@ -135,6 +144,8 @@ public sealed class DeployCommand : ApiCommand
             ProgressDeadlineSeconds = result.GetValue(s_progressDeadlineOption) is { } deadline ? (int)Math.Ceiling(deadline.TotalSeconds) : null,
             RegistryAuth = registryAuth,
             Routing = result.GetValue(s_routingOption),
+            Project = result.GetValue(s_projectOption),
+            Public = result.GetValue(s_publicOption) ? true : null,
             QueueTimeoutSeconds = result.GetValue(s_queueTimeoutOption) is { } queueTimeout ? (int)Math.Ceiling(queueTimeout.TotalSeconds) : null,
         };
 

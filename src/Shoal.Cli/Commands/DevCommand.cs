@@ -3,6 +3,7 @@ using Shoal.Agent;
 using Shoal.Cli.Client;
 using Shoal.Contracts;
 using Shoal.ControlPlane;
+using Shoal.ControlPlane.Identity;
 
 namespace Shoal.Cli.Commands;
 
@@ -81,7 +82,8 @@ public sealed class DevCommand : Command
             var agents = new List<Task>();
             try
             {
-                using var client = new ShoalClient(server.ApiAddress);
+                var operatorKey = ReadOperatorKey(options.DataDir, server);
+                using var client = new ShoalClient(server.ApiAddress, operatorKey);
                 var needToken = Nodes.Any(n => !File.Exists(Path.Combine(dataDir, n.Name, "node.json")));
                 var token = needToken
                     ? (await client.CreateTokenAsync(new CreateTokenRequest { Uses = Nodes.Length, TtlSeconds = 600, Description = "shoal dev" }, ct)).Token
@@ -104,7 +106,9 @@ public sealed class DevCommand : Command
                 }
 
                 await WaitAsync(async () => (await client.ListNodesAsync(ct)).Count(n => n.State == NodeState.Ready) >= Nodes.Length, agents, ct);
-                ClientConfig.Save(server.ApiAddress.ToString().TrimEnd('/'));
+                ClientConfig.Save(server.ApiAddress.ToString().TrimEnd('/'), operatorKey);
+                var demoKeyFile = Path.Combine(dataDir, "demo.key");
+                var demoKey = await DemoKeyAsync(client, server, demoKeyFile, ct);
 
                 if (!result.GetValue(s_noDemo))
                 {
@@ -121,8 +125,9 @@ public sealed class DevCommand : Command
                 if (!result.GetValue(s_noDemo))
                 {
                     ui.DisplayMessage($"endpoint: {edge}/c/demo  (or http://demo.localhost:{server.EdgeAddress.Port})");
+                    ui.DisplayMessage($"endpoint key (also in {demoKeyFile}): {demoKey}");
                     ui.DisplayMessage("try:");
-                    ui.DisplayMessage($"  curl -s {edge}/c/demo/v1/chat/completions -H 'Content-Type: application/json' -d '{{\"model\":\"shoal-sim\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'");
+                    ui.DisplayMessage($"  curl -s {edge}/c/demo/v1/chat/completions -H \"Authorization: Bearer $(cat {demoKeyFile})\" -H 'Content-Type: application/json' -d '{{\"model\":\"shoal-sim\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'");
                     ui.DisplayMessage("  shoal status demo");
                 }
                 ui.DisplayHint("Ctrl-C stops everything");
@@ -156,6 +161,34 @@ public sealed class DevCommand : Command
                 }
             }
         }
+    }
+
+    /// <summary>The operator key the server wrote on its first start (dev keeps its data dir, so it is there on later starts too).</summary>
+    private static string ReadOperatorKey(string serverDataDir, ShoalServer server)
+    {
+        var path = server.OperatorKeyFile ?? Path.Combine(serverDataDir, ApiKeyDirectory.OperatorKeyFileName);
+        try
+        {
+            return File.ReadAllText(path).Trim();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new InvalidOperationException($"cannot read the operator key {path} ({e.Message}); delete the dev data dir to start afresh", e);
+        }
+    }
+
+    /// <summary>The endpoint key for the demo cluster: the one in <paramref name="path"/> while the server still accepts it, else a new one written there (0600).</summary>
+    private static async Task<string> DemoKeyAsync(ShoalClient client, ShoalServer server, string path, CancellationToken ct)
+    {
+        var directory = server.Services.GetRequiredService<ApiKeyDirectory>();
+        if (File.Exists(path) && File.ReadAllText(path).Trim() is { Length: > 0 } existing
+            && directory.Find(existing) is { Role: ApiKeyRoles.Endpoint } known && known.IsValidAt(DateTimeOffset.UtcNow))
+        {
+            return existing;
+        }
+        var created = await client.CreateApiKeyAsync(new CreateApiKeyRequest { Name = "demo", Role = ApiKeyRoles.Endpoint, Project = ApiKeyDirectory.DefaultProject }, ct);
+        SecretFile.Write(path, created.Key);
+        return created.Key;
     }
 
     private static async Task WaitAsync(Func<Task<bool>> done, List<Task> agents, CancellationToken ct)

@@ -14,6 +14,14 @@ public sealed class ShoalRootCommand : RootCommand
         Recursive = true,
     };
 
+    /// <summary><c>--api-key</c>: the key client commands send; overrides <c>SHOAL_API_KEY</c> and the config file.</summary>
+    public static readonly Option<string?> ApiKeyOption = new("--api-key")
+    {
+        Description = "API key for the server (default: $SHOAL_API_KEY, then the client config file written by `shoal login`)",
+        HelpName = "key",
+        Recursive = true,
+    };
+
     private readonly CliContext _context;
 
     public ShoalRootCommand(CliContext context)
@@ -21,6 +29,7 @@ public sealed class ShoalRootCommand : RootCommand
     {
         _context = context;
         Options.Add(AddrOption);
+        Options.Add(ApiKeyOption);
         foreach (var command in CreateSubcommands(context))
         {
             Subcommands.Add(command);
@@ -40,6 +49,9 @@ public sealed class ShoalRootCommand : RootCommand
         new RemoveCommand(context),
         new NodesCommand(context),
         new TokensCommand(context),
+        new KeysCommand(context),
+        new ProjectsCommand(context),
+        new LoginCommand(context),
         new GpuTypesCommand(context),
         new ServerCommand(context),
         new EdgeCommand(context),

@@ -13,6 +13,8 @@ public sealed class TokensCommand : Command
         : base("tokens", "Manage provisioning tokens (how new nodes join)")
     {
         Subcommands.Add(new TokensCreateCommand(context));
+        Subcommands.Add(new TokensListCommand(context));
+        Subcommands.Add(new TokensRevokeCommand(context));
     }
 }
 
@@ -65,6 +67,46 @@ public sealed class TokensCreateCommand : ApiCommand
         Interaction.DisplayMessage("");
         Interaction.DisplayHint("it is shown only this once. On the GPU machine, run:");
         Interaction.DisplayMessage($"    shoal agent --server {client.Address.ToString().TrimEnd('/')} --token {token.Token}");
+        return ExitCodes.Success;
+    }
+}
+
+/// <summary><c>shoal tokens list</c>: provisioning tokens (never the tokens themselves).</summary>
+public sealed class TokensListCommand : ApiCommand
+{
+    private static readonly Option<OutputFormat> s_outputOption = CommonOptions.CreateOutputOption();
+
+    public TokensListCommand(CliContext context)
+        : base("list", "List provisioning tokens", context, s_outputOption)
+    {
+    }
+
+    protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
+    {
+        var tokens = await client.ListTokensAsync(ct);
+        if (IsJson) Interaction.WriteJson(tokens, ShoalJsonContext.Default.TokenDtoArray);
+        else if (tokens.Length == 0) Interaction.DisplayMessage("no tokens");
+        else Interaction.Write(Views.Tokens(tokens, Context.TimeProvider.GetUtcNow()));
+        return ExitCodes.Success;
+    }
+}
+
+/// <summary><c>shoal tokens revoke ID</c>: no more nodes join with it; those that joined stay.</summary>
+public sealed class TokensRevokeCommand : ApiCommand
+{
+    private static readonly Argument<string> s_id = new("id") { Description = "The token's id (tok-…), from `shoal tokens list`" };
+
+    public TokensRevokeCommand(CliContext context)
+        : base("revoke", "Revoke a provisioning token", context, null)
+    {
+        Arguments.Add(s_id);
+    }
+
+    protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
+    {
+        var id = result.GetValue(s_id)!;
+        await client.RevokeTokenAsync(id, ct);
+        Interaction.DisplaySuccess($"revoked token {id}: no more nodes can join with it");
         return ExitCodes.Success;
     }
 }

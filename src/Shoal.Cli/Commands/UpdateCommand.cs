@@ -41,6 +41,11 @@ public sealed class UpdateCommand : ApiCommand
 
     private static readonly Option<TimeSpan?> s_progressDeadlineOption = DeployCommand.CreateProgressDeadlineOption();
 
+    private static readonly Option<bool?> s_publicOption = new("--public")
+    {
+        Description = "--public true: the endpoint answers without a key; --public false: only with an endpoint key of the project",
+    };
+
     private static readonly Option<bool> s_waitOption = new("--wait")
     {
         Description = "Wait until the update is complete (exit 0) or rolled back (exit 8, saying why)",
@@ -67,6 +72,7 @@ public sealed class UpdateCommand : ApiCommand
         Options.Add(s_initialDelayOption);
         Options.Add(s_drainTimeoutOption);
         Options.Add(s_progressDeadlineOption);
+        Options.Add(s_publicOption);
         Options.Add(s_waitOption);
         Options.Add(s_timeoutOption);
     }
@@ -104,10 +110,11 @@ public sealed class UpdateCommand : ApiCommand
             Health = health,
             DrainTimeoutSeconds = Seconds(result.GetValue(s_drainTimeoutOption)),
             ProgressDeadlineSeconds = Seconds(result.GetValue(s_progressDeadlineOption)),
+            Public = result.GetValue(s_publicOption),
         };
         if (request == new UpdateClusterRequest())
         {
-            Interaction.DisplayError("nothing to change: give --image, --env, --unset-env, --arg, --replicas, a health option, --drain-timeout or --progress-deadline");
+            Interaction.DisplayError("nothing to change: give --image, --env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --progress-deadline or --public");
             return ExitCodes.InvalidInput;
         }
 

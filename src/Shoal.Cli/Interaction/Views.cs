@@ -166,6 +166,38 @@ public static class Views
         return table;
     }
 
+    /// <summary>The table of <c>shoal keys list</c> (never the keys themselves: their first characters).</summary>
+    public static Table Keys(IEnumerable<ApiKeyDto> keys, DateTimeOffset now)
+    {
+        var table = NewTable("ID", "NAME", "ROLE", "PROJECT", "PREFIX", "RATE LIMIT", "EXPIRES (UTC)", "STATE");
+        foreach (var k in keys)
+        {
+            var state = k.RevokedAt is not null ? "revoked" : k.ExpiresAt is { } e && e <= now ? "expired" : "active";
+            table.AddRow(
+                Cell(k.Id), Cell(k.Name), Cell(k.Role), Cell(k.Project ?? "-"), Cell(k.Prefix + "…"),
+                Cell(k.RateLimitPerMinute is { } r ? r.ToString(CultureInfo.InvariantCulture) + "/min" : "default"),
+                Cell(k.ExpiresAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture) ?? "never"),
+                Cell(state));
+        }
+        return table;
+    }
+
+    /// <summary>The table of <c>shoal tokens list</c>.</summary>
+    public static Table Tokens(IEnumerable<TokenDto> tokens, DateTimeOffset now)
+    {
+        var table = NewTable("ID", "DESCRIPTION", "USES", "EXPIRES (UTC)", "STATE");
+        foreach (var t in tokens)
+        {
+            var state = t.RevokedAt is not null ? "revoked" : t.ExpiresAt <= now ? "expired" : t.Uses >= t.MaxUses ? "used up" : "active";
+            table.AddRow(
+                Cell(t.Id), Cell(t.Description ?? "-"),
+                Cell(string.Create(CultureInfo.InvariantCulture, $"{t.Uses}/{t.MaxUses}")),
+                Cell(t.ExpiresAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture)),
+                Cell(state));
+        }
+        return table;
+    }
+
     public static Table GpuTypes(IEnumerable<GpuTypeDto> types)
     {
         var table = NewTable("TYPE", "NAME", "MEMORY", "TOTAL", "FREE");

@@ -15,6 +15,8 @@ public static partial class ApiResults
 
     public static IResult Conflict(string message) => Error(StatusCodes.Status409Conflict, ErrorCodes.AlreadyExists, message);
 
+    public static IResult Forbidden(string message) => Error(StatusCodes.Status403Forbidden, ErrorCodes.Forbidden, message);
+
     public static Task WriteAsync(HttpContext context, int status, string code, string message)
     {
         context.Response.StatusCode = status;

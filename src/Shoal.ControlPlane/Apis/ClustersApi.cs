@@ -1,6 +1,7 @@
 using System.Text;
 using Shoal.Contracts;
 using Shoal.ControlPlane.Agents;
+using Shoal.ControlPlane.Identity;
 using Shoal.ControlPlane.State;
 using Shoal.Core.Clusters;
 using Shoal.Store;
@@ -8,39 +9,52 @@ using Shoal.Store;
 namespace Shoal.ControlPlane.Apis;
 
 /// <summary><c>/v1/clusters</c>: create, list, get, scale, delete, status, events, logs.</summary>
-public static class ClustersApi
+public static partial class ClustersApi
 {
     public static RouteGroupBuilder MapClustersApi(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/clusters").WithTags("Clusters");
         group.MapPost("/", CreateAsync)
+            .RequireShoal(Permission.ClusterWrite)
             .Produces<ClusterDto>(StatusCodes.Status201Created)
             .Produces<ErrorResponse>(StatusCodes.Status400BadRequest)
             .Produces<ErrorResponse>(StatusCodes.Status409Conflict);
-        group.MapGet("/", ListAsync).Produces<ClusterDto[]>();
-        group.MapGet("/{name}", GetAsync).Produces<ClusterDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
-        group.MapPatch("/{name}", UpdateAsync).Produces<ClusterDto>().Produces<ErrorResponse>(StatusCodes.Status400BadRequest).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
-        group.MapDelete("/{name}", DeleteAsync).Produces(StatusCodes.Status204NoContent).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
-        group.MapGet("/{name}/status", StatusAsync).Produces<ClusterStatusDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        group.MapGet("/", ListAsync).RequireShoal(Permission.ClusterRead).Produces<ClusterDto[]>();
+        group.MapGet("/{name}", GetAsync).RequireShoal(Permission.ClusterRead).Produces<ClusterDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        group.MapPatch("/{name}", UpdateAsync).RequireShoal(Permission.ClusterWrite)
+            .Produces<ClusterDto>().Produces<ErrorResponse>(StatusCodes.Status400BadRequest).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        group.MapDelete("/{name}", DeleteAsync).RequireShoal(Permission.ClusterDelete)
+            .Produces(StatusCodes.Status204NoContent).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
+        group.MapGet("/{name}/status", StatusAsync).RequireShoal(Permission.ClusterRead)
+            .Produces<ClusterStatusDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         group.MapGet("/{name}/events", EventsAsync)
+            .RequireShoal(Permission.ClusterRead)
             .Produces<ClusterEventDto[]>()
             .Produces<ErrorResponse>(StatusCodes.Status400BadRequest)
             .Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         group.MapGet("/{name}/logs", LogsAsync)
+            .RequireShoal(Permission.ClusterLogs)
             .Produces<string>(StatusCodes.Status200OK, "text/plain")
             .Produces<ErrorResponse>(StatusCodes.Status404NotFound)
             .Produces<ErrorResponse>(StatusCodes.Status503ServiceUnavailable);
         return group;
     }
 
-    private static async Task<IResult> CreateAsync(CreateClusterRequest? request, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
+    private static async Task<IResult> CreateAsync(CreateClusterRequest? request, HttpContext http, ControlPlaneState state, ApiKeyDirectory keys, ServerOptionsAccessor edge, CancellationToken ct)
     {
         if (request is null) return ApiResults.BadRequest("request body is required");
+        var caller = Caller.From(http);
+        var project = request.Project ?? caller.Project ?? ApiKeyDirectory.DefaultProject;
+        if (!caller.InProject(project))
+        {
+            return ApiResults.Forbidden($"key {caller.KeyId} belongs to project '{caller.Project}', not '{project}'");
+        }
+        if (!keys.ProjectExists(project)) return ApiResults.BadRequest($"project '{project}' does not exist; create it first (shoal projects create {project})");
         var validated = ClusterSpecValidator.Validate(request);
         if (!validated.IsValid) return ApiResults.BadRequest(validated.Message);
         try
         {
-            var cluster = await state.CreateClusterAsync(validated.Value!, ct);
+            var cluster = await state.CreateClusterAsync(validated.Value!, project, caller.Actor, ct);
             var view = await state.GetClusterAsync(cluster.Name, ct);
             var dto = view!.ToDto(edge.EdgeUrl);
             return Results.Json(dto, ShoalJsonContext.Default.ClusterDto, statusCode: StatusCodes.Status201Created);
@@ -51,10 +65,13 @@ public static class ClustersApi
         }
     }
 
-    private static async Task<IResult> ListAsync(ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
+    /// <summary><c>GET /v1/clusters[?project=P]</c>: the clusters of the caller's project (operators: all, or one project's).</summary>
+    private static async Task<IResult> ListAsync(string? project, HttpContext http, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
     {
+        var caller = Caller.From(http);
         var list = await state.ListClustersAsync(ct);
-        return Results.Json(list.Select(v => v.ToDto(edge.EdgeUrl)).ToArray(), ShoalJsonContext.Default.ClusterDtoArray);
+        var visible = list.Where(v => caller.InProject(v.Cluster.Project) && (project is null || v.Cluster.Project == project));
+        return Results.Json(visible.Select(v => v.ToDto(edge.EdgeUrl)).ToArray(), ShoalJsonContext.Default.ClusterDtoArray);
     }
 
     private static async Task<IResult> GetAsync(string name, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
@@ -67,18 +84,28 @@ public static class ClustersApi
     /// <c>PATCH /v1/clusters/{name}</c>: scale, change settings, or update what replicas run (image,
     /// env, args, port, health), which starts a rolling update to a new generation.
     /// </summary>
-    private static async Task<IResult> UpdateAsync(string name, UpdateClusterRequest? request, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
+    private static async Task<IResult> UpdateAsync(string name, UpdateClusterRequest? request, HttpContext http, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
     {
         if (request is null) return ApiResults.BadRequest("request body is required");
-        var outcome = await state.UpdateClusterAsync(name, request, ct);
+        var outcome = await state.UpdateClusterAsync(name, request, Caller.From(http).Actor, ct);
         if (outcome.NotFound) return NotFound(name);
         if (outcome.Error is { } error) return ApiResults.BadRequest(error);
         var view = await state.GetClusterAsync(name, ct);
         return view is null ? NotFound(name) : Results.Json(view.ToDto(edge.EdgeUrl), ShoalJsonContext.Default.ClusterDto);
     }
 
-    private static async Task<IResult> DeleteAsync(string name, ControlPlaneState state, CancellationToken ct) =>
-        await state.DeleteClusterAsync(name, ct) ? Results.NoContent() : NotFound(name);
+    private static async Task<IResult> DeleteAsync(string name, HttpContext http, ControlPlaneState state, ILoggerFactory logs, CancellationToken ct)
+    {
+        if (!await state.DeleteClusterAsync(name, ct)) return NotFound(name);
+        // Its events go with it: the deletion's actor is in the server log.
+        var logger = logs.CreateLogger("Shoal.Api");
+        var actor = Caller.From(http).Actor;
+        LogClusterDeleted(logger, name, actor);
+        return Results.NoContent();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Name} deleted by {Actor}")]
+    private static partial void LogClusterDeleted(ILogger logger, string name, string actor);
 
     private static async Task<IResult> StatusAsync(string name, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
     {

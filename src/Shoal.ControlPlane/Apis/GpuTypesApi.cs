@@ -1,4 +1,5 @@
 using Shoal.Contracts;
+using Shoal.ControlPlane.Identity;
 using Shoal.ControlPlane.State;
 using Shoal.Core.Gpus;
 
@@ -30,7 +31,7 @@ public static class GpuTypesApi
                 };
             }).ToArray();
             return Results.Json(result, ShoalJsonContext.Default.GpuTypeDtoArray);
-        }).WithTags("GPU types").Produces<GpuTypeDto[]>();
+        }).WithTags("GPU types").RequireShoal(Permission.Authenticated).Produces<GpuTypeDto[]>();
         return app;
     }
 }

@@ -13,6 +13,8 @@ internal static class Mapping
         return new ClusterDto
         {
             Name = c.Name,
+            Project = c.Project,
+            Public = c.Spec.Public,
             Image = c.Spec.Image,
             Gpu = c.Spec.Gpu,
             GpuCount = c.Spec.GpuCount,
@@ -85,6 +87,34 @@ internal static class Mapping
         Node = e.NodeId,
         NodeName = e.NodeName,
         Message = e.Message,
+        Actor = e.Actor,
+    };
+
+    public static ApiKeyDto ToDto(this ApiKeyRecord k) => new()
+    {
+        Id = k.Id,
+        Name = k.Name,
+        Role = k.Role,
+        Project = k.Project,
+        Prefix = k.Prefix,
+        RateLimitPerMinute = k.RateLimitPerMinute,
+        CreatedAt = k.CreatedAt,
+        ExpiresAt = k.ExpiresAt,
+        RevokedAt = k.RevokedAt,
+        CreatedBy = k.CreatedBy,
+    };
+
+    public static ProjectDto ToDto(this ProjectRecord p) => new() { Name = p.Name, Description = p.Description, CreatedAt = p.CreatedAt };
+
+    public static TokenDto ToDto(this ProvisioningTokenRecord t) => new()
+    {
+        Id = t.Id,
+        Description = t.Description,
+        MaxUses = t.MaxUses,
+        Uses = t.Uses,
+        CreatedAt = t.CreatedAt,
+        ExpiresAt = t.ExpiresAt,
+        RevokedAt = t.RevokedAt,
     };
 
     public static NodeDto ToDto(this NodeView view)

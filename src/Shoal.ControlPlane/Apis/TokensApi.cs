@@ -1,11 +1,12 @@
 using Shoal.Contracts;
+using Shoal.ControlPlane.Identity;
 using Shoal.Core.Security;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane.Apis;
 
 /// <summary><c>/v1/tokens</c>: provisioning tokens that let new nodes register.</summary>
-public static class TokensApi
+public static partial class TokensApi
 {
     public const int DefaultTtlSeconds = 3600;
     public const int MaxTtlSeconds = 30 * 24 * 3600;
@@ -14,11 +15,33 @@ public static class TokensApi
     public static RouteGroupBuilder MapTokensApi(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/v1/tokens").WithTags("Tokens");
-        group.MapPost("/", CreateAsync).Produces<TokenCreatedDto>(StatusCodes.Status201Created).Produces<ErrorResponse>(StatusCodes.Status400BadRequest);
+        group.MapPost("/", CreateAsync).RequireShoal(Permission.Installation)
+            .Produces<TokenCreatedDto>(StatusCodes.Status201Created).Produces<ErrorResponse>(StatusCodes.Status400BadRequest);
+        group.MapGet("/", async (IShoalStore store, CancellationToken ct) =>
+            Results.Json((await store.ListTokensAsync(ct)).Select(t => t.ToDto()).ToArray(), ShoalJsonContext.Default.TokenDtoArray))
+            .RequireShoal(Permission.Installation).Produces<TokenDto[]>();
+        group.MapDelete("/{id}", RevokeAsync).RequireShoal(Permission.Installation)
+            .Produces(StatusCodes.Status204NoContent).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         return group;
     }
 
-    private static async Task<IResult> CreateAsync(CreateTokenRequest? request, IShoalStore store, TimeProvider time, CancellationToken ct)
+    /// <summary><c>DELETE /v1/tokens/{id}</c>: revokes a provisioning token; nodes that joined with it stay.</summary>
+    private static async Task<IResult> RevokeAsync(string id, HttpContext http, IShoalStore store, TimeProvider time, ILoggerFactory logs, CancellationToken ct)
+    {
+        if (!await store.RevokeTokenAsync(id, time.GetUtcNow(), ct)) return ApiResults.NotFound($"token '{id}' not found");
+        var logger = logs.CreateLogger("Shoal.Api");
+        var actor = Caller.From(http).Actor;
+        LogRevoked(logger, id, actor);
+        return Results.NoContent();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Provisioning token {Id} revoked by {Actor}")]
+    private static partial void LogRevoked(ILogger logger, string id, string actor);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Provisioning token {Id} created by {Actor} ({Uses} uses)")]
+    private static partial void LogCreated(ILogger logger, string id, string actor, int uses);
+
+    private static async Task<IResult> CreateAsync(CreateTokenRequest? request, HttpContext http, IShoalStore store, TimeProvider time, ILoggerFactory logs, CancellationToken ct)
     {
         request ??= new CreateTokenRequest();
         var ttl = request.TtlSeconds ?? DefaultTtlSeconds;
@@ -39,6 +62,9 @@ public static class TokensApi
             ExpiresAt = now.AddSeconds(ttl),
         };
         await store.CreateTokenAsync(record, ct);
+        var logger = logs.CreateLogger("Shoal.Api");
+        var actor = Caller.From(http).Actor;
+        LogCreated(logger, record.Id, actor, uses);
         var dto = new TokenCreatedDto { Id = record.Id, Token = token, Description = record.Description, Uses = uses, ExpiresAt = record.ExpiresAt };
         return Results.Json(dto, ShoalJsonContext.Default.TokenCreatedDto, statusCode: StatusCodes.Status201Created);
     }

@@ -17,6 +17,7 @@ public sealed partial class EdgeGateway
     private readonly ControlPlaneState _state;
     private readonly EdgeDirectory _directory;
     private readonly EdgeKey _key;
+    private readonly Identity.ApiKeyDirectory _keys;
     private readonly ILogger<EdgeGateway> _logger;
     private readonly IHostApplicationLifetime _lifetime;
     private int _connected;
@@ -24,7 +25,7 @@ public sealed partial class EdgeGateway
     private readonly TimeSpan _warmup;
     private readonly TimeProvider _time;
 
-    public EdgeGateway(RouteTableHolder routes, ControlPlaneState state, EdgeDirectory directory, EdgeKey key, IHostApplicationLifetime lifetime,
+    public EdgeGateway(RouteTableHolder routes, ControlPlaneState state, EdgeDirectory directory, EdgeKey key, Identity.ApiKeyDirectory keys, IHostApplicationLifetime lifetime,
         ServerOptions options, TimeProvider time, ILogger<EdgeGateway> logger)
     {
         _warmup = options.HeartbeatInterval * options.MissedHeartbeats;
@@ -34,6 +35,7 @@ public sealed partial class EdgeGateway
         _state = state;
         _directory = directory;
         _key = key;
+        _keys = keys;
         _logger = logger;
     }
 
@@ -81,6 +83,7 @@ public sealed partial class EdgeGateway
             }
         }
         _state.NodeCredentialsChanged += Wake;
+        _keys.EndpointKeysChanged += Wake;
         try
         {
             var reader = DrainAsync(socket, cts.Token);
@@ -93,6 +96,7 @@ public sealed partial class EdgeGateway
         finally
         {
             _state.NodeCredentialsChanged -= Wake;
+            _keys.EndpointKeysChanged -= Wake;
             Interlocked.Decrement(ref _connected);
             changed.Dispose();
             LogEdgeDisconnected(_logger, advertised);
@@ -103,6 +107,7 @@ public sealed partial class EdgeGateway
     {
 
         IReadOnlyDictionary<string, string>? sentCredentials = null;
+        IReadOnlyDictionary<string, EndpointKeyGrant>? sentKeys = null;
         RouteTable? sentTable = null;
         while (!ct.IsCancellationRequested)
         {
@@ -113,6 +118,12 @@ public sealed partial class EdgeGateway
             {
                 await SendAsync(socket, new NodeCredentialsMessage { Nodes = new Dictionary<string, string>(credentials, StringComparer.Ordinal) }, ct);
                 sentCredentials = credentials;
+            }
+            var keys = _keys.EndpointKeys;
+            if (!ReferenceEquals(keys, sentKeys))
+            {
+                await SendAsync(socket, new EndpointKeysMessage { Keys = new Dictionary<string, EndpointKeyGrant>(keys, StringComparer.Ordinal) }, ct);
+                sentKeys = keys;
             }
             // Just after a server start, agents are still reconnecting: hold tables back (the edge keeps
             // serving from the one it has) until they are back or the warm-up is over.

@@ -18,8 +18,9 @@ public sealed partial class ControlPlaneState
     // within a millisecond), so a second server on the same store (say, one starting while the old
     // one still flushes) does not reuse the numbers the first is writing; the store also ignores a
     // duplicate rather than failing the commit.
-    private ClusterEventRecord NewEventLocked(string clusterId, DateTimeOffset at, string type, string message, string? replicaId = null, string? nodeId = null) => new()
+    private ClusterEventRecord NewEventLocked(string clusterId, DateTimeOffset at, string type, string message, string? replicaId = null, string? nodeId = null, string? actor = null) => new()
     {
+        Actor = actor,
         Seq = _eventSeq = Math.Max(_eventSeq + 1, at.ToUnixTimeMilliseconds() * 1000),
         ClusterId = clusterId,
         At = at,

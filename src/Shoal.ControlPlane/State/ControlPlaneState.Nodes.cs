@@ -15,10 +15,24 @@ public enum NodeSchedulingAction
 }
 
 /// <summary>Cordoning and draining nodes.</summary>
+/// <summary>What <c>RemoveNodeAsync</c> did.</summary>
+public enum NodeRemoval
+{
+    Removed,
+    NotFound,
+    /// <summary>The node is connected: stop its agent first.</summary>
+    Connected,
+}
+
 public sealed partial class ControlPlaneState
 {
     /// <summary>Cordons, uncordons or drains a node (by id, or by name when unique); null when there is no such node.</summary>
-    public async Task<NodeView?> SetNodeSchedulingAsync(string idOrName, NodeSchedulingAction action, CancellationToken ct)
+    public Task<NodeView?> SetNodeSchedulingAsync(string idOrName, NodeSchedulingAction action, CancellationToken ct) =>
+        SetNodeSchedulingAsync(idOrName, action, null, ct);
+
+    /// <inheritdoc cref="SetNodeSchedulingAsync(string, NodeSchedulingAction, CancellationToken)"/>
+    /// <param name="actor">the API key that asked (<c>id (name)</c>), recorded in the events.</param>
+    public async Task<NodeView?> SetNodeSchedulingAsync(string idOrName, NodeSchedulingAction action, string? actor, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
         NodeRecord updated;
@@ -47,7 +61,7 @@ public sealed partial class ControlPlaneState
                 };
                 foreach (var r in nodeReplicas)
                 {
-                    changes.AppendEvents.Add(NewEventLocked(r.ClusterId, now, type, message, r.Id, node.Id));
+                    changes.AppendEvents.Add(NewEventLocked(r.ClusterId, now, type, message, r.Id, node.Id, actor));
                 }
                 await _store.CommitAsync(changes, ct);
                 _nodes[node.Id] = updated;
@@ -62,6 +76,51 @@ public sealed partial class ControlPlaneState
             ReconcileNeeded?.Invoke();
         }
     }
+
+    /// <summary>
+    /// Removes a node that is not connected (<c>shoal nodes rm</c>): its record and secret go, so its
+    /// agent can no longer connect, and its replicas are placed again elsewhere.
+    /// </summary>
+    public async Task<(NodeRemoval Outcome, NodeRecord? Node)> RemoveNodeAsync(string idOrName, string? actor, CancellationToken ct)
+    {
+        var now = _time.GetUtcNow();
+        NodeRecord? node;
+        await _gate.WaitAsync(ct);
+        try
+        {
+            node = FindNodeLocked(idOrName);
+            if (node is null) return (NodeRemoval.NotFound, null);
+            if (_liveness.TryGetValue(node.Id, out var live) && live.Session is not null) return (NodeRemoval.Connected, node);
+            var replicas = _replicas.Values.Where(r => r.NodeId == node.Id).ToList();
+            var changes = new StoreChanges();
+            foreach (var r in replicas)
+            {
+                changes.DeleteReplicas.Add(r.Id);
+                changes.AppendEvents.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Replaced,
+                    $"node {node.Name} was removed: the replica is placed again elsewhere", r.Id, node.Id, actor));
+            }
+            changes.DeleteNodes.Add(node.Id);
+            await _store.CommitAsync(changes, ct);
+            foreach (var r in replicas) ForgetReplicaLocked(r.Id);
+            _nodes.Remove(node.Id);
+            _liveness.Remove(node.Id);
+            _dirtyNodes.Remove(node.Id);
+            if (_awaitingReconnect.Remove(node.Id)) Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
+            RefreshCredentialsLocked();
+        }
+        finally
+        {
+            _gate.Release();
+        }
+        LogNodeRemoved(_logger, node.Id, node.Name, actor ?? "-");
+        NodeCredentialsChanged?.Invoke();
+        ReconcileNeeded?.Invoke();
+        RoutesChanged?.Invoke();
+        return (NodeRemoval.Removed, node);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} ({Name}) removed by {Actor}")]
+    private static partial void LogNodeRemoved(ILogger logger, string nodeId, string name, string actor);
 
     private NodeRecord? FindNodeLocked(string idOrName)
     {

@@ -6,7 +6,7 @@ using Shoal.Store;
 
 namespace Shoal.ControlPlane.State;
 
-/// <summary>The outcome of <see cref="ControlPlaneState.UpdateClusterAsync"/>: the cluster, or why not.</summary>
+/// <summary>The outcome of <see cref="ControlPlaneState.UpdateClusterAsync(string, UpdateClusterRequest, CancellationToken)"/>: the cluster, or why not.</summary>
 public sealed record ClusterUpdateOutcome(ClusterRecord? Cluster, string? Error)
 {
     public bool NotFound => Cluster is null && Error is null;
@@ -27,7 +27,12 @@ public sealed partial class ControlPlaneState
     /// Applies <paramref name="update"/> to a cluster: a new generation and a rolling update when what
     /// replicas run changes, the settings alone otherwise.
     /// </summary>
-    public async Task<ClusterUpdateOutcome> UpdateClusterAsync(string name, UpdateClusterRequest update, CancellationToken ct)
+    public Task<ClusterUpdateOutcome> UpdateClusterAsync(string name, UpdateClusterRequest update, CancellationToken ct) =>
+        UpdateClusterAsync(name, update, null, ct);
+
+    /// <inheritdoc cref="UpdateClusterAsync(string, UpdateClusterRequest, CancellationToken)"/>
+    /// <param name="actor">the API key that asked (<c>id (name)</c>), recorded in the events.</param>
+    public async Task<ClusterUpdateOutcome> UpdateClusterAsync(string name, UpdateClusterRequest update, string? actor, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
         ClusterRecord updated;
@@ -75,7 +80,7 @@ public sealed partial class ControlPlaneState
                     },
                 };
                 changes.AppendEvents.Add(NewEventLocked(id, now, ClusterEventTypes.UpdateStarted,
-                    $"update to generation {generation} started ({what}): replicas are replaced one at a time"));
+                    $"update to generation {generation} started ({what}): replicas are replaced one at a time", actor: actor));
             }
             else
             {
@@ -83,7 +88,7 @@ public sealed partial class ControlPlaneState
             }
             if (spec.Replicas != cluster.Spec.Replicas)
             {
-                changes.AppendEvents.Add(NewEventLocked(id, now, ClusterEventTypes.Scaled, $"scaled from {cluster.Spec.Replicas} to {spec.Replicas} replicas"));
+                changes.AppendEvents.Add(NewEventLocked(id, now, ClusterEventTypes.Scaled, $"scaled from {cluster.Spec.Replicas} to {spec.Replicas} replicas", actor: actor));
             }
             changes.UpsertClusters.Add(updated);
             await _store.CommitAsync(changes, ct);
@@ -101,7 +106,7 @@ public sealed partial class ControlPlaneState
     }
 
     private static bool SameSettings(ClusterSpec a, ClusterSpec b) =>
-        a.Replicas == b.Replicas && a.Routing == b.Routing && a.QueueTimeoutSeconds == b.QueueTimeoutSeconds
+        a.Replicas == b.Replicas && a.Routing == b.Routing && a.Public == b.Public && a.QueueTimeoutSeconds == b.QueueTimeoutSeconds
         && a.DrainTimeoutSeconds == b.DrainTimeoutSeconds && a.ProgressDeadlineSeconds == b.ProgressDeadlineSeconds;
 
     /// <summary>"image shoal/sim → shoal/sim2, env +A -B, args": what an update changes in what replicas run.</summary>

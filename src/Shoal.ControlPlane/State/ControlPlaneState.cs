@@ -145,8 +145,14 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
 
     // ---------------------------------------------------------------- clusters (API)
 
-    /// <summary>Creates a cluster; <see cref="StoreConflictException"/> when the name is taken.</summary>
-    public async Task<ClusterRecord> CreateClusterAsync(ClusterSpec spec, CancellationToken ct)
+    /// <summary>Creates a cluster in the default project; <see cref="StoreConflictException"/> when the name is taken.</summary>
+    public Task<ClusterRecord> CreateClusterAsync(ClusterSpec spec, CancellationToken ct) => CreateClusterAsync(spec, "default", null, ct);
+
+    /// <summary>
+    /// Creates a cluster owned by <paramref name="project"/>; <paramref name="actor"/> (the API key
+    /// that asked) goes into its first event. <see cref="StoreConflictException"/> when the name is taken.
+    /// </summary>
+    public async Task<ClusterRecord> CreateClusterAsync(ClusterSpec spec, string project, string? actor, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
         await _gate.WaitAsync(ct);
@@ -160,6 +166,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             cluster = new ClusterRecord
             {
                 Id = "c-" + Secrets.RandomId(12),
+                Project = project,
                 Spec = spec,
                 Generation = 1,
                 CreatedAt = now,
@@ -168,7 +175,7 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
             var changes = new StoreChanges();
             changes.UpsertClusters.Add(cluster);
             changes.AppendEvents.Add(NewEventLocked(cluster.Id, now, ClusterEventTypes.Created,
-                $"created: {spec.Image} on {spec.Gpu}, {spec.Replicas} replicas"));
+                $"created: {spec.Image} on {spec.Gpu}, {spec.Replicas} replicas", actor: actor));
             await _store.CommitAsync(changes, ct);
             _clustersById[cluster.Id] = cluster;
             _clusterIdsByName[spec.Name] = cluster.Id;
@@ -913,6 +920,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 clusters[c.Name] = new ClusterRoute
                 {
                     Cluster = c.Name,
+                    Project = c.Project,
+                    Public = c.Spec.Public,
                     Balancing = c.Spec.Routing,
                     QueueTimeoutMs = c.Spec.QueueTimeoutSeconds * 1000,
                     Destinations = [.. destinations],

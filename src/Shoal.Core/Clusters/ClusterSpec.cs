@@ -23,6 +23,8 @@ public sealed record ClusterSpec
     public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
     /// <summary>How long the edge holds a request while the cluster has no ready replica, in seconds. Default 30.</summary>
     public int QueueTimeoutSeconds { get; init; } = DefaultQueueTimeoutSeconds;
+    /// <summary>The endpoint answers without an endpoint key. Default false: only keys of the cluster's project.</summary>
+    public bool Public { get; init; }
 
     /// <summary>How long a draining replica may take to finish its in-flight requests before it is stopped, in seconds. Default 30.</summary>
     public int DrainTimeoutSeconds { get; init; } = DefaultDrainTimeoutSeconds;

@@ -190,6 +190,7 @@ public static partial class ClusterSpecValidator
             Health = health,
             RegistryAuth = request.RegistryAuth,
             Routing = routing,
+            Public = request.Public ?? false,
             QueueTimeoutSeconds = queueTimeout,
             DrainTimeoutSeconds = drainTimeout,
             ProgressDeadlineSeconds = progressDeadline,
@@ -207,9 +208,9 @@ public static partial class ClusterSpecValidator
         var errors = new List<string>();
         if (update.Replicas is null && update.Image is null && update.Env is null && update.UnsetEnv is null && update.Args is null
             && update.Port is null && update.Health is null && update.Routing is null && update.QueueTimeoutSeconds is null
-            && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null)
+            && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null)
         {
-            errors.Add("nothing to change: give replicas, image, env, unsetEnv, args, port, health, routing, queueTimeoutSeconds, drainTimeoutSeconds or progressDeadlineSeconds");
+            errors.Add("nothing to change: give replicas, image, env, unsetEnv, args, port, health, routing, queueTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds or public");
             return new Validated<ClusterSpec>(null, errors);
         }
 
@@ -247,6 +248,7 @@ public static partial class ClusterSpecValidator
             Health = update.Health ?? current.Health,
             RegistryAuth = current.RegistryAuth,
             Routing = update.Routing ?? current.Routing,
+            Public = update.Public ?? current.Public,
             QueueTimeoutSeconds = update.QueueTimeoutSeconds ?? current.QueueTimeoutSeconds,
             DrainTimeoutSeconds = update.DrainTimeoutSeconds ?? current.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = update.ProgressDeadlineSeconds ?? current.ProgressDeadlineSeconds,

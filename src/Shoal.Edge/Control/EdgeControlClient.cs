@@ -36,17 +36,19 @@ public sealed partial class EdgeControlClient
     private readonly Uri _connectUri;
     private readonly RouteTableHolder _routes;
     private readonly NodeCredentialHolder _credentials;
+    private readonly Access.EndpointKeyHolder _endpointKeys;
     private readonly TimeProvider _time;
     private readonly ILogger<EdgeControlClient> _logger;
     private readonly TaskCompletionSource _firstTable = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _connected;
 
-    public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, TimeProvider time, ILogger<EdgeControlClient> logger)
+    public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, Access.EndpointKeyHolder endpointKeys, TimeProvider time, ILogger<EdgeControlClient> logger)
     {
         _options = options;
         _connectUri = ConnectUri(options.Server);
         _routes = routes;
         _credentials = credentials;
+        _endpointKeys = endpointKeys;
         _time = time;
         _logger = logger;
     }
@@ -156,6 +158,9 @@ public sealed partial class EdgeControlClient
                     break;
                 case NodeCredentialsMessage nodes:
                     _credentials.Update(nodes.Nodes);
+                    break;
+                case EndpointKeysMessage keys:
+                    _endpointKeys.Update(keys.Keys);
                     break;
             }
         }

@@ -17,6 +17,7 @@ public sealed class EdgeMetrics
     private readonly EdgeRouter _router;
     private readonly PassiveHealth _health;
     private long _unknownCluster;
+    private long _unauthorized;
 
     public EdgeMetrics(EdgeRouter router, PassiveHealth health)
     {
@@ -25,6 +26,8 @@ public sealed class EdgeMetrics
     }
 
     internal void CountUnknownCluster() => Interlocked.Increment(ref _unknownCluster);
+
+    internal void CountUnauthorized() => Interlocked.Increment(ref _unauthorized);
 
     public string Render()
     {
@@ -45,6 +48,8 @@ public sealed class EdgeMetrics
         }
         Header(sb, "shoal_edge_unknown_cluster_total", "counter", "Requests for no cluster or an unknown one (404).");
         sb.Append("shoal_edge_unknown_cluster_total ").Append(Interlocked.Read(ref _unknownCluster)).Append('\n');
+        Header(sb, "shoal_edge_unauthorized_total", "counter", "Requests refused for a missing, unknown or expired endpoint key (401).");
+        sb.Append("shoal_edge_unauthorized_total ").Append(Interlocked.Read(ref _unauthorized)).Append('\n');
 
         HistogramFamily(sb, "shoal_edge_request_duration_seconds", "Time from arrival until the response was complete, streams included.", clusters, static c => c.Duration);
         HistogramFamily(sb, "shoal_edge_time_to_first_byte_seconds", "Time from arrival until a replica's response headers (first token of a stream), holding and retries included.", clusters, static c => c.TimeToFirstByte);

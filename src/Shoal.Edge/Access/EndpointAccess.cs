@@ -1,0 +1,52 @@
+using Microsoft.Extensions.Primitives;
+using Shoal.Contracts;
+using Shoal.Core.Security;
+
+namespace Shoal.Edge.Access;
+
+/// <summary>The endpoint keys an edge accepts: hash → the project whose endpoints the key may call.</summary>
+public interface IEndpointKeySource
+{
+    /// <summary>An immutable snapshot; replaced as a whole when keys change.</summary>
+    IReadOnlyDictionary<string, EndpointKeyGrant> EndpointKeys { get; }
+}
+
+/// <summary>Endpoint keys pushed to a standalone edge by the control plane (none until the first push: fail closed).</summary>
+public sealed class EndpointKeyHolder : IEndpointKeySource
+{
+    private volatile IReadOnlyDictionary<string, EndpointKeyGrant> _current = new Dictionary<string, EndpointKeyGrant>(StringComparer.Ordinal);
+
+    public IReadOnlyDictionary<string, EndpointKeyGrant> EndpointKeys => _current;
+
+    public void Update(IReadOnlyDictionary<string, EndpointKeyGrant> keys) => _current = keys;
+}
+
+/// <summary>What the edge decided about a request's key.</summary>
+public enum AccessDecision
+{
+    /// <summary>A valid key of the cluster's project (the key is removed before forwarding).</summary>
+    Allowed,
+    /// <summary>The cluster is public: no key needed (an Authorization header goes through untouched).</summary>
+    Public,
+    /// <summary>No key, an unknown one, or an expired one: 401.</summary>
+    Unauthenticated,
+    /// <summary>A valid key of another project: answered as an unknown cluster (404), so names do not leak.</summary>
+    OtherProject,
+}
+
+/// <summary>
+/// Checks endpoint keys locally, from the hashes the control plane pushes: no call to the server on
+/// the request path, and a revoked key disappears from every edge with the next push.
+/// </summary>
+public sealed class EndpointAccess(IEndpointKeySource keys, TimeProvider time)
+{
+    public AccessDecision Check(ClusterRoute route, StringValues authorization)
+    {
+        if (route.Public) return AccessDecision.Public;
+        var header = authorization.Count == 1 ? authorization[0] : null;
+        if (header is null || header.Length <= 7 || !header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return AccessDecision.Unauthenticated;
+        var grant = keys.EndpointKeys.GetValueOrDefault(Secrets.Hash(header.AsSpan(7).Trim().ToString()));
+        if (grant is null || (grant.ExpiresAt is { } expires && expires <= time.GetUtcNow())) return AccessDecision.Unauthenticated;
+        return grant.Project == route.Project ? AccessDecision.Allowed : AccessDecision.OtherProject;
+    }
+}

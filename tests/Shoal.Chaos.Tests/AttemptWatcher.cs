@@ -1,3 +1,4 @@
+using Shoal.Testing;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.RegularExpressions;
@@ -19,10 +20,10 @@ internal sealed partial class AttemptWatcher : IAsyncDisposable
     private readonly Lock _lock = new();
     private readonly Task _loop;
 
-    public AttemptWatcher(Uri edge, Stopwatch clock)
+    public AttemptWatcher(Uri edge, string? endpointKey, Stopwatch clock)
     {
         _clock = clock;
-        _http = new HttpClient { BaseAddress = edge, Timeout = TimeSpan.FromSeconds(5) };
+        _http = new HttpClient { BaseAddress = edge, Timeout = TimeSpan.FromSeconds(5) }.WithKey(endpointKey);
         _loop = Task.Run(LoopAsync);
     }
 

@@ -89,6 +89,12 @@ internal sealed class ChaosStack : IAsyncDisposable
 
     public HttpClient Api { get; }
 
+    /// <summary>The server's bootstrap operator key (<see cref="Api"/> sends it).</summary>
+    public string OperatorKey { get; private set; } = "";
+
+    /// <summary>An endpoint key of the cluster's project, which the load sends.</summary>
+    public string EndpointKey { get; private set; } = "";
+
     public Uri EdgeAddress { get; }
 
     /// <summary>The grace period the server runs with.</summary>
@@ -148,6 +154,7 @@ internal sealed class ChaosStack : IAsyncDisposable
             }, ok => ok, TimeSpan.FromSeconds(30), "edge up");
         }
 
+        EndpointKey = await ApiKeys.CreateAsync(Api);
         var tokenResponse = await Api.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 3 }, ShoalJsonContext.Default.CreateTokenRequest);
         tokenResponse.EnsureSuccessStatusCode();
         _token = (await tokenResponse.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
@@ -171,7 +178,7 @@ internal sealed class ChaosStack : IAsyncDisposable
             {
                 try
                 {
-                    using var http = new HttpClient { BaseAddress = EdgeAddress, Timeout = TimeSpan.FromSeconds(5) };
+                    using var http = new HttpClient { BaseAddress = EdgeAddress, Timeout = TimeSpan.FromSeconds(5) }.WithKey(EndpointKey);
                     using var content = new StringContent("{\"model\":\"shoal-sim\",\"messages\":[{\"role\":\"user\",\"content\":\"up\"}],\"max_tokens\":1}", System.Text.Encoding.UTF8, "application/json");
                     return (await http.PostAsync($"/c/{Cluster}/v1/chat/completions", content)).IsSuccessStatusCode;
                 }
@@ -207,6 +214,8 @@ internal sealed class ChaosStack : IAsyncDisposable
                 return false;
             }
         }, ok => ok, TimeSpan.FromSeconds(30), "server up");
+        OperatorKey = await ApiKeys.ReadOperatorKeyAsync(_dir.Combine("server"));
+        Api.WithKey(OperatorKey);
     }
 
     /// <summary>Starts (or restarts, from its saved identity) the agent of a node.</summary>

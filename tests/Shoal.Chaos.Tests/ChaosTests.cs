@@ -31,8 +31,8 @@ public sealed class ChaosTests(ITestOutputHelper output)
             var replicaPids = ReplicaProcesses.Find().GetValueOrDefault(victim.Id) ?? [];
             Assert.NotEmpty(replicaPids);
 
-            await using var attempts = new AttemptWatcher(stack.EdgeAddress, clock);
-            await using var load = new SteadyLoad(stack.EdgeAddress, ChaosStack.Cluster, clock);
+            await using var attempts = new AttemptWatcher(stack.EdgeAddress, stack.EndpointKey, clock);
+            await using var load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock);
             await load.WaitForMoreAsync(200, TimeSpan.FromSeconds(30));
             Assert.Contains(load.Outcomes, o => o.Replica == victim.Id);
 
@@ -123,8 +123,8 @@ public sealed class ChaosTests(ITestOutputHelper output)
             var replicaPids = ReplicaProcesses.Find().GetValueOrDefault(victim.Id) ?? [];
             Assert.NotEmpty(replicaPids);
 
-            await using var attempts = new AttemptWatcher(stack.EdgeAddress, clock);
-            await using var load = new SteadyLoad(stack.EdgeAddress, ChaosStack.Cluster, clock);
+            await using var attempts = new AttemptWatcher(stack.EdgeAddress, stack.EndpointKey, clock);
+            await using var load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock);
             await load.WaitForMoreAsync(200, TimeSpan.FromSeconds(30));
             Assert.Contains(load.Outcomes, o => o.Replica == victim.Id);
 
@@ -199,7 +199,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
             var replicaPids = ReplicaProcesses.Find().GetValueOrDefault(victim.Id) ?? [];
             Assert.NotEmpty(replicaPids);
 
-            await using var load = new SteadyLoad(stack.EdgeAddress, ChaosStack.Cluster, clock);
+            await using var load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock);
             await load.WaitForMoreAsync(200, TimeSpan.FromSeconds(30));
 
             // SIGSTOP: the machine hangs or its link goes dark. Unlike a crash, no socket closes: the

@@ -27,7 +27,7 @@ public sealed class RolloutChaosTests(ITestOutputHelper output)
             var clock = Stopwatch.StartNew();
             var before = await stack.StatusAsync();
             var oldIds = before.Replicas.Select(r => r.Id).ToHashSet(StringComparer.Ordinal);
-            await using var load = new SteadyLoad(stack.EdgeAddress, ChaosStack.Cluster, clock, maxDuration: s_loadCap);
+            await using var load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock, maxDuration: s_loadCap);
             await load.WaitForMoreAsync(200, TimeSpan.FromSeconds(30));
 
             // Rolling update: a new env is a new generation; replicas are replaced one at a time.
@@ -106,7 +106,7 @@ public sealed class RolloutChaosTests(ITestOutputHelper output)
             var clock = Stopwatch.StartNew();
             var before = await stack.StatusAsync();
             var victim = before.Replicas[0];
-            await using var load = new SteadyLoad(stack.EdgeAddress, ChaosStack.Cluster, clock, maxDuration: s_loadCap);
+            await using var load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock, maxDuration: s_loadCap);
             await load.WaitForMoreAsync(200, TimeSpan.FromSeconds(30));
             Assert.Contains(load.Outcomes, o => o.Replica == victim.Id);
 
@@ -164,7 +164,7 @@ public sealed class RolloutChaosTests(ITestOutputHelper output)
             var clock = Stopwatch.StartNew();
             var before = await stack.StatusAsync();
             var oldIds = before.Replicas.Select(r => r.Id).Order(StringComparer.Ordinal).ToArray();
-            await using var load = new SteadyLoad(stack.EdgeAddress, ChaosStack.Cluster, clock, maxDuration: s_loadCap);
+            await using var load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock, maxDuration: s_loadCap);
             await load.WaitForMoreAsync(200, TimeSpan.FromSeconds(30));
 
             // 1. An image no node may run: the first new replica fails at once; `shoal update --wait` says why.
@@ -253,6 +253,7 @@ public sealed class RolloutChaosTests(ITestOutputHelper output)
         info.ArgumentList.Add(stack.Api.BaseAddress!.ToString());
         foreach (var a in args) info.ArgumentList.Add(a);
         info.Environment["NO_COLOR"] = "1";
+        info.Environment["SHOAL_API_KEY"] = stack.OperatorKey;
         info.Environment["COLUMNS"] = "400";
         using var process = Process.Start(info)!;
         var stdout = process.StandardOutput.ReadToEndAsync();

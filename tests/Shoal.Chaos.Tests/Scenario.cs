@@ -23,8 +23,8 @@ internal sealed class Scenario : IAsyncDisposable
         Victim = victim;
         VictimPids = pids;
         Clock = clock;
-        Attempts = new AttemptWatcher(stack.EdgeAddress, clock);
-        Load = new SteadyLoad(stack.EdgeAddress, ChaosStack.Cluster, clock);
+        Attempts = new AttemptWatcher(stack.EdgeAddress, stack.EndpointKey, clock);
+        Load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock);
     }
 
     public ChaosStack Stack { get; }

@@ -1,3 +1,4 @@
+using Shoal.Testing;
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text;
@@ -24,12 +25,12 @@ internal sealed class SteadyLoad : IAsyncDisposable
     private readonly int _maxRequests;
     private int _sent;
 
-    public SteadyLoad(Uri edge, string cluster, Stopwatch clock, int workers = 4, int maxRequests = 40_000, TimeSpan? maxDuration = null)
+    public SteadyLoad(Uri edge, string? endpointKey, string cluster, Stopwatch clock, int workers = 4, int maxRequests = 40_000, TimeSpan? maxDuration = null)
     {
         _clock = clock;
         _maxRequests = maxRequests;
         _stop = new CancellationTokenSource(maxDuration ?? TimeSpan.FromSeconds(60));
-        _http = new HttpClient { BaseAddress = edge, Timeout = TimeSpan.FromSeconds(30) };
+        _http = new HttpClient { BaseAddress = edge, Timeout = TimeSpan.FromSeconds(30) }.WithKey(endpointKey);
         _workers = Enumerable.Range(0, workers).Select(w => Task.Run(() => WorkerAsync(cluster, w))).ToArray();
     }
 

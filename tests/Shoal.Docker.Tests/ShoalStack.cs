@@ -50,13 +50,15 @@ public sealed class ShoalStack : IAsyncDisposable
             {
                 try
                 {
-                    return (await stack.Http.GetAsync("/v1/nodes")).IsSuccessStatusCode;
+                    return (await stack.Http.GetAsync("/healthz")).IsSuccessStatusCode;
                 }
                 catch (HttpRequestException)
                 {
                     return false;
                 }
             }, ok => ok, TimeSpan.FromSeconds(30), "the server to answer");
+            stack.Http.WithKey(await ApiKeys.ReadOperatorKeyAsync(stack._dir.Combine("server")));
+            stack.Edge.WithKey(await ApiKeys.CreateAsync(stack.Http));
             var created = await stack.Http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 1 }, ShoalJsonContext.Default.CreateTokenRequest);
             created.EnsureSuccessStatusCode();
             stack._token = (await created.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;

@@ -1,1 +1,3 @@
 [assembly: CollectionBehavior(DisableTestParallelization = true)]
+// The suite runs on Linux (file modes, /proc, network namespaces).
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]

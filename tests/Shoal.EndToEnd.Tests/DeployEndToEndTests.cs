@@ -44,7 +44,7 @@ public sealed class DeployEndToEndTests(ITestOutputHelper output)
         var server = StartServer();
         try
         {
-            await WaitForServerAsync(http);
+            await WaitForServerAsync(http, dir.Combine("server"), edge);
             var token = await CreateTokenAsync(http, s_nodes.Length);
             foreach (var (name, gpus) in s_nodes)
             {
@@ -97,7 +97,7 @@ public sealed class DeployEndToEndTests(ITestOutputHelper output)
 
             await server.StopAsync();
             server = StartServer();
-            await WaitForServerAsync(http);
+            await WaitForServerAsync(http, dir.Combine("server"), edge);
             await Eventually.GetAsync(() => NodesAsync(http), n => n.Count(x => x.State == NodeState.Ready) == 3, TimeSpan.FromSeconds(30), "agents reconnected");
             status = await WaitForReadyAsync(http, 3);
             var after = status.Replicas.Where(r => r.Node is not null).ToDictionary(r => r.Id, r => (r.Node, string.Join(',', r.Gpus)));
@@ -130,7 +130,18 @@ public sealed class DeployEndToEndTests(ITestOutputHelper output)
         return ids.Where(all.ContainsKey).ToDictionary(id => id, id => all[id]);
     }
 
-    internal static async Task WaitForServerAsync(HttpClient http) =>
+    /// <summary>
+    /// Waits until the server answers, then makes <paramref name="http"/> send its operator key and
+    /// <paramref name="edge"/> (when given) an endpoint key of the default project.
+    /// </summary>
+    internal static async Task WaitForServerAsync(HttpClient http, string serverDataDir, HttpClient? edge = null)
+    {
+        await WaitForHealthAsync(http);
+        http.WithKey(await ApiKeys.ReadOperatorKeyAsync(serverDataDir));
+        if (edge is not null) edge.WithKey(await ApiKeys.CreateAsync(http));
+    }
+
+    private static async Task WaitForHealthAsync(HttpClient http) =>
         await Eventually.GetAsync(async () =>
         {
             try

@@ -28,7 +28,16 @@ public sealed class DevEndToEndTests(ITestOutputHelper output)
             Assert.Contains($"curl -s http://127.0.0.1:{edgePort}/c/demo/v1/chat/completions", dev.Output, StringComparison.Ordinal);
             Assert.Contains($"127.0.0.1:{apiPort}", await File.ReadAllTextAsync(config));
 
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}") };
+            // dev wrote the operator key into the client config (0600) and an endpoint key to demo.key (0600).
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(config));
+            var demoKeyFile = dir.Combine("data", "demo.key");
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(demoKeyFile));
+            var demoKey = File.ReadAllText(demoKeyFile).Trim();
+            Assert.Contains(demoKey, dev.Output, StringComparison.Ordinal);
+            var operatorKey = File.ReadAllText(dir.Combine("data", "server", "operator.key")).Trim();
+            Assert.Contains(operatorKey, await File.ReadAllTextAsync(config), StringComparison.Ordinal);
+            Assert.DoesNotContain(operatorKey, dev.Output, StringComparison.Ordinal);
+            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}") }.WithKey(operatorKey);
             var nodes = await http.GetFromJsonAsync("/v1/nodes", ShoalJsonContext.Default.NodeDtoArray);
             Assert.Equal(["node-1", "node-2", "node-3"], nodes!.Select(n => n.Name).Order().ToArray());
             var status = await Eventually.GetAsync(() => http.GetFromJsonAsync("/v1/clusters/demo/status", ShoalJsonContext.Default.ClusterStatusDto),
@@ -37,6 +46,11 @@ public sealed class DevEndToEndTests(ITestOutputHelper output)
 
             // The printed curl, as a request.
             using var edge = new HttpClient();
+            using (var anonymous = new StringContent("{\"model\":\"shoal-sim\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}", Encoding.UTF8, "application/json"))
+            {
+                Assert.Equal(System.Net.HttpStatusCode.Unauthorized, (await edge.PostAsync($"http://127.0.0.1:{edgePort}/c/demo/v1/chat/completions", anonymous)).StatusCode);
+            }
+            edge.WithKey(demoKey);
             using var body = new StringContent("{\"model\":\"shoal-sim\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}", Encoding.UTF8, "application/json");
             var response = await edge.PostAsync($"http://127.0.0.1:{edgePort}/c/demo/v1/chat/completions", body);
             Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync());

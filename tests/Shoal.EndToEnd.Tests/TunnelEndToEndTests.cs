@@ -32,7 +32,7 @@ public sealed class TunnelEndToEndTests(ITestOutputHelper output)
         {
             processes.Add(ShoalProcess.Start("server",
                 ["server", "--listen", $"{ns.HostAddress}:{apiPort}", "--edge-listen", $"{ns.HostAddress}:{edgePort}", "--data-dir", dir.Combine("server"), "--log-level", "Warning"]));
-            await DeployEndToEndTests.WaitForServerAsync(http);
+            await DeployEndToEndTests.WaitForServerAsync(http, dir.Combine("server"), edge);
             var token = await DeployEndToEndTests.CreateTokenAsync(http, 1);
             var agent = ShoalProcess.Start("agent-in-ns",
             [

@@ -135,6 +135,7 @@ internal static class EdgeBench
             table[name] = new ClusterRoute
             {
                 Cluster = name,
+                Public = true,
                 Balancing = balancing,
                 Destinations = [.. replicas.Select(r => new RouteDestination { ReplicaId = r.Id, NodeId = r.Id, Address = r.Address.ToString().TrimEnd('/') })],
             };

@@ -90,6 +90,8 @@ internal static partial class ProxyBench
             var api = new Uri($"http://127.0.0.1:{apiPort}");
             await WaitForAsync(api + "healthz");
             using var http = new HttpClient { BaseAddress = api };
+            var operatorKey = (await File.ReadAllTextAsync(Path.Combine(dir.FullName, "server", "operator.key"))).Trim();
+            http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", operatorKey);
             var keyFile = Path.Combine(dir.FullName, "server", "edge.key");
 
             // The edge as in production: a standalone `shoal edge` process fed by the server. A second
@@ -116,12 +118,18 @@ internal static partial class ProxyBench
             // then the tunnel node learns of every edge. Until a replica is ready, the edges answer 503.
             await CreateClusterAsync(http, "direct", "rtx-4090");
             await CreateClusterAsync(http, "tunnel", "rtx-3090");
+            // The same direct route with an endpoint key checked on every request: what the key check costs.
+            await CreateClusterAsync(http, "keyed", "rtx-4080", isPublic: false);
+            var endpointKey = (await (await http.PostAsJsonAsync("/v1/keys", new CreateApiKeyRequest { Name = "bench", Role = ApiKeyRoles.Endpoint, Project = "default" },
+                ShoalJsonContext.Default.CreateApiKeyRequest)).Content.ReadFromJsonAsync(ShoalJsonContext.Default.ApiKeyCreatedDto))!.Key;
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/", 503);
             foreach (var c in compareEdges) await WaitForAsync($"http://127.0.0.1:{c.Port}/c/direct/", 503);
 
             await using var direct = await FakeNode.StartAsync(http, "direct-node", "rtx-4090", tunnel: false, backendPort);
             await using var tunneled = await FakeNode.StartAsync(http, "tunnel-node", "rtx-3090", tunnel: true, backendPort);
+            await using var keyed = await FakeNode.StartAsync(http, "keyed-node", "rtx-4080", tunnel: false, backendPort);
             await direct.ReportReadyAsync();
+            await keyed.ReportReadyAsync();
             await tunneled.ReportReadyAsync();
             // The tunnel node's agent side in its own process, as `shoal agent` would be, next to wrk and
             // the backend. SHOAL_BENCH_AGENT_ENV="NAME=value ..." runs it with more environment (runtime settings).
@@ -131,11 +139,15 @@ internal static partial class ProxyBench
             processes.Add(agent);
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/direct/");
             await WaitForAsync($"http://127.0.0.1:{edgePort}/c/tunnel/");
+            await WaitForAsync($"http://127.0.0.1:{edgePort}/c/keyed/", 401);
+            await WaitForAsync($"http://127.0.0.1:{edgePort}/c/keyed/", 200, endpointKey);
 
             // Each target with the process whose CPU time (with its children's) a round charges to it:
             // the backend for itself, nginx's master (its worker is a child), the edge process; tunnel
             // mode's agent side is counted on its own (AgentCpuUsPerRequest, from the agent process).
             const string Tunnel = "edge, tunnel mode";
+            const string Keyed = "edge, direct mode, endpoint key";
+            var authorization = "Authorization: Bearer " + endpointKey;
             var targets = new List<(string Name, string Url, int Pid, int[] AgentPids)>
             {
                 ("backend (direct)", $"http://127.0.0.1:{backendPort}/", processes[0].Id, []),
@@ -143,7 +155,9 @@ internal static partial class ProxyBench
                 ("plain YARP", $"http://127.0.0.1:{yarpPort}/", yarp.Id, []),
                 ("edge, direct mode", $"http://127.0.0.1:{edgePort}/c/direct/", edgeProcess.Id, []),
                 (Tunnel, $"http://127.0.0.1:{edgePort}/c/tunnel/", edgeProcess.Id, [agent.Id]),
+                (Keyed, $"http://127.0.0.1:{edgePort}/c/keyed/", edgeProcess.Id, []),
             };
+            string? HeaderFor(string name) => name == Keyed ? authorization : null;
             foreach (var other in compareEdges)
             {
                 await WaitForAsync($"http://127.0.0.1:{other.Port}/c/direct/");
@@ -156,7 +170,7 @@ internal static partial class ProxyBench
                 await Task.Delay(TimeSpan.FromSeconds(int.Parse(hold, CultureInfo.InvariantCulture)));
                 return;
             }
-            foreach (var (_, url, _, _) in targets) await WrkAsync(url, warmup, Cpu(0)); // warm-up (JIT, pools)
+            foreach (var (name, url, _, _) in targets) await WrkAsync(url, warmup, Cpu(0), HeaderFor(name)); // warm-up (JIT, pools)
             var results = targets.ToDictionary(t => t.Name, _ => new List<WrkResult>());
             for (var round = 0; round < rounds; round++)
             {
@@ -164,7 +178,7 @@ internal static partial class ProxyBench
                 {
                     var cpuBefore = TreeCpuSeconds(pid);
                     var agentBefore = agentPids.Sum(TreeCpuSeconds);
-                    var r = await WrkAsync(url, seconds, Cpu(0));
+                    var r = await WrkAsync(url, seconds, Cpu(0), HeaderFor(name));
                     var requests = Math.Max(1, r.Requests);
                     r = r with
                     {
@@ -193,6 +207,7 @@ internal static partial class ProxyBench
             }
             const string Direct = "edge, direct mode";
             Console.WriteLine(Fmt($"tunnel mode / direct mode throughput: {Of(Tunnel, r => r.Rps) / Of(Direct, r => r.Rps):F2}x"));
+            Console.WriteLine(Fmt($"endpoint key / public (direct mode): throughput {Of(Keyed, r => r.Rps) / Of(Direct, r => r.Rps):F2}x, p50 {Of(Keyed, r => r.P50Ms) - Of(Direct, r => r.P50Ms):+0.000;-0.000} ms, p99 {Of(Keyed, r => r.P99Ms) - Of(Direct, r => r.P99Ms):+0.000;-0.000} ms, CPU per request {Of(Keyed, r => r.CpuUsPerRequest) / Of(Direct, r => r.CpuUsPerRequest):F2}x"));
             Console.WriteLine(Fmt($"tunnel mode CPU per request, edge + agent side, / direct mode's: {(Of(Tunnel, r => r.CpuUsPerRequest) + Of(Tunnel, r => r.AgentCpuUsPerRequest)) / Of(Direct, r => r.CpuUsPerRequest):F2}x (agent environment: {(agentEnv.Length == 0 ? "default" : string.Join(' ', agentEnv))})"));
             foreach (var other in compareEdges)
             {
@@ -299,9 +314,9 @@ internal static partial class ProxyBench
         return total / 100.0; // USER_HZ
     }
 
-    private static async Task<WrkResult> WrkAsync(string url, int seconds, string[] cpu)
+    private static async Task<WrkResult> WrkAsync(string url, int seconds, string[] cpu, string? header = null)
     {
-        using var p = Start("taskset", [.. cpu, "wrk", "-t1", $"-c{Connections}", $"-d{seconds}s", "--latency", url], capture: true);
+        using var p = Start("taskset", [.. cpu, "wrk", "-t1", $"-c{Connections}", $"-d{seconds}s", "--latency", .. header is null ? Array.Empty<string>() : ["-H", header], url], capture: true);
         var output = await p.StandardOutput.ReadToEndAsync();
         await p.WaitForExitAsync();
         var rps = double.Parse(RpsRegex().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
@@ -332,12 +347,13 @@ internal static partial class ProxyBench
     [GeneratedRegex(@"Non-2xx or 3xx responses: (\d+)")]
     private static partial Regex Non2xxRegex();
 
-    private static async Task CreateClusterAsync(HttpClient http, string name, string gpu) =>
-        (await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = name, Image = "shoal/sim", Gpu = gpu, QueueTimeoutSeconds = 0 }, ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+    private static async Task CreateClusterAsync(HttpClient http, string name, string gpu, bool isPublic = true) =>
+        (await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = name, Public = isPublic, Image = "shoal/sim", Gpu = gpu, QueueTimeoutSeconds = 0 }, ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
 
-    private static async Task WaitForAsync(string url, int status = 200)
+    private static async Task WaitForAsync(string url, int status = 200, string? bearer = null)
     {
         using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
+        if (bearer is not null) client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", bearer);
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
         while (true)
         {

@@ -65,6 +65,8 @@ public sealed class TestEdge : IAsyncDisposable
     public static ClusterRoute Route(string cluster, IEnumerable<(string Id, Uri Address)> replicas, string balancing = BalancingPolicy.LeastOutstanding, int queueTimeoutMs = 2000) => new()
     {
         Cluster = cluster,
+        // These tests are about routing; endpoint keys have tests of their own.
+        Public = true,
         Balancing = balancing,
         QueueTimeoutMs = queueTimeoutMs,
         Destinations = [.. replicas.Select(r => new RouteDestination { ReplicaId = r.Id, NodeId = "node-" + r.Id, Address = r.Address.ToString().TrimEnd('/') })],

@@ -80,7 +80,7 @@ static async Task DeployAsync()
         DataDir = Path.Combine(dir.FullName, "server"),
         LogLevel = LogLevel.Warning,
     }, logging: l => l.SetMinimumLevel(LogLevel.Warning));
-    using var http = new HttpClient { BaseAddress = server.ApiAddress };
+    using var http = Shoal.Bench.BenchKeys.OperatorClient(server);
     var token = (await (await http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest(), ShoalJsonContext.Default.CreateTokenRequest))
         .Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
     using var stop = new CancellationTokenSource();

@@ -27,7 +27,7 @@ internal static class RoutesBench
             await using var edge = await EdgeServer.StartAsync(
                 new EdgeServerOptions { Server = server.ApiAddress.ToString(), Key = await File.ReadAllTextAsync(server.EdgeKeyFile!), Edge = new EdgeOptions { Listen = "127.0.0.1:0" }, LogLevel = LogLevel.Warning },
                 logging: l => l.SetMinimumLevel(LogLevel.Warning));
-            using var http = new HttpClient { BaseAddress = server.ApiAddress };
+            using var http = Shoal.Bench.BenchKeys.OperatorClient(server);
             await using var node = await ProxyBench.FakeNode.StartAsync(http, "node", "rtx-4090", tunnel: false, port: 9);
             (await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090" }, ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
             await node.ReportReadyAsync();

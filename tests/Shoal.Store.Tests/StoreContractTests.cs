@@ -396,6 +396,50 @@ public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifet
     }
 
     [Fact]
+    public async Task Api_keys_and_projects_round_trip_revocation_keeps_its_first_time_and_duplicates_conflict()
+    {
+        var store = await OpenMigratedAsync();
+        // Migration 5 made a project of every project clusters used; an empty store has none.
+        Assert.Empty(await store.ListProjectsAsync());
+        var project = new ProjectRecord { Name = "alpha", Description = "team a", CreatedAt = Samples.At(1) };
+        await store.CreateProjectAsync(project);
+        await Assert.ThrowsAsync<StoreConflictException>(() => store.CreateProjectAsync(project with { Description = null }));
+        Assert.Equal(project, Assert.Single(await store.ListProjectsAsync()));
+
+        var key = new ApiKeyRecord
+        {
+            Id = "key-1", Hash = "hash-1", Prefix = "shoal_ak_abcd", Name = "ci", Role = ApiKeyRoles.Member, Project = "alpha",
+            RateLimitPerMinute = 10, CreatedAt = Samples.At(2), ExpiresAt = Samples.At(100), CreatedBy = "key-0 (operator)",
+        };
+        var operatorKey = new ApiKeyRecord { Id = "key-0", Hash = "hash-0", Prefix = "shoal_ak_zzzz", Name = "op", Role = ApiKeyRoles.Operator, CreatedAt = Samples.At(1) };
+        await store.CreateApiKeyAsync(operatorKey);
+        await store.CreateApiKeyAsync(key);
+        await Assert.ThrowsAsync<StoreConflictException>(() => store.CreateApiKeyAsync(key with { Id = "key-2" }));
+        Assert.Equal([operatorKey, key], await store.ListApiKeysAsync());
+
+        Assert.True(await store.RevokeApiKeyAsync("key-1", Samples.At(10)));
+        Assert.True(await store.RevokeApiKeyAsync("key-1", Samples.At(20)));
+        Assert.False(await store.RevokeApiKeyAsync("nope", Samples.At(20)));
+        Assert.Equal(Samples.At(10), (await store.ListApiKeysAsync()).Single(k => k.Id == "key-1").RevokedAt);
+    }
+
+    [Fact]
+    public async Task Deleting_a_node_keeps_other_nodes_and_events_carry_their_actor()
+    {
+        var store = await OpenMigratedAsync();
+        await CommitAsync(store, c =>
+        {
+            c.UpsertNodes.Add(Samples.BareNode("n1"));
+            c.UpsertNodes.Add(Samples.BareNode("n2"));
+            c.UpsertClusters.Add(Samples.Cluster("c1", "a"));
+            c.AppendEvents.Add(new ClusterEventRecord { Seq = 1, ClusterId = "c1", At = Samples.At(1), Type = ClusterEventTypes.Created, Message = "m", Actor = "key-1 (ci)" });
+        });
+        await CommitAsync(store, c => c.DeleteNodes.Add("n1"));
+        Assert.Equal(["n2"], (await store.LoadAsync()).Nodes.Select(n => n.Id).ToArray());
+        Assert.Equal("key-1 (ci)", Assert.Single(await store.ListEventsAsync("c1", 10)).Actor);
+    }
+
+    [Fact]
     public async Task An_unknown_token_is_not_found_and_a_duplicate_hash_conflicts()
     {
         var store = await OpenMigratedAsync();

@@ -63,7 +63,7 @@ public sealed record ClientConfig
         return new Uri(DefaultAddress);
     }
 
-    /// <summary>The config file this process reads and <see cref="Save(string, string?)"/> writes.</summary>
+    /// <summary>The config file this process reads and <see cref="Save(string)"/> writes.</summary>
     public static string GetConfigPath(Func<string, string?>? getEnvironmentVariable = null, string? homeDirectory = null)
     {
         getEnvironmentVariable ??= Environment.GetEnvironmentVariable;
@@ -115,15 +115,19 @@ public sealed record ClientConfig
         }
     }
 
-    /// <summary>Writes <paramref name="addr"/> (and <paramref name="apiKey"/>) to the config file (see <see cref="GetConfigPath"/>); returns the path written.</summary>
-    public static string Save(string addr, string? apiKey = null) => Save(addr, apiKey, GetConfigPath());
+    /// <summary>Writes <paramref name="addr"/> to the config file (see <see cref="GetConfigPath"/>); returns the path written.</summary>
+    public static string Save(string addr) => SaveWithKey(addr, null, GetConfigPath());
+
+    /// <summary>Writes <paramref name="addr"/> to the config file at <paramref name="path"/>, creating its directory.</summary>
+    public static string Save(string addr, string path) => SaveWithKey(addr, null, path);
 
     /// <summary>
     /// Writes <paramref name="addr"/> and <paramref name="apiKey"/> to the config file at
-    /// <paramref name="path"/> (mode 0600, as it may hold a key), creating its directory.
+    /// <paramref name="path"/> (the default one when null; mode 0600, as it may hold a key), creating its directory.
     /// </summary>
-    public static string Save(string addr, string? apiKey, string path)
+    public static string SaveWithKey(string addr, string? apiKey, string? path = null)
     {
+        path ??= GetConfigPath();
         var normalized = ParseAddress(addr, "address").ToString().TrimEnd('/');
         var directory = Path.GetDirectoryName(Path.GetFullPath(path));
         if (!string.IsNullOrEmpty(directory))

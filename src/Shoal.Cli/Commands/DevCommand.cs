@@ -106,7 +106,7 @@ public sealed class DevCommand : Command
                 }
 
                 await WaitAsync(async () => (await client.ListNodesAsync(ct)).Count(n => n.State == NodeState.Ready) >= Nodes.Length, agents, ct);
-                ClientConfig.Save(server.ApiAddress.ToString().TrimEnd('/'), operatorKey);
+                ClientConfig.SaveWithKey(server.ApiAddress.ToString().TrimEnd('/'), operatorKey);
                 var demoKeyFile = Path.Combine(dataDir, "demo.key");
                 var demoKey = await DemoKeyAsync(client, server, demoKeyFile, ct);
 

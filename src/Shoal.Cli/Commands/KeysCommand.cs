@@ -196,7 +196,7 @@ public sealed class LoginCommand : ApiCommand
             return ExitCodes.InvalidInput;
         }
         var me = await client.WhoAmIAsync(ct);
-        var path = ClientConfig.Save(client.Address.ToString().TrimEnd('/'), key, ClientConfig.GetConfigPath(Context.GetEnvironmentVariable, Context.HomeDirectory));
+        var path = ClientConfig.SaveWithKey(client.Address.ToString().TrimEnd('/'), key, ClientConfig.GetConfigPath(Context.GetEnvironmentVariable, Context.HomeDirectory));
         Interaction.DisplaySuccess(string.Create(CultureInfo.InvariantCulture,
             $"logged in to {client.Address.ToString().TrimEnd('/')} as {me.Name} ({me.KeyId}, role {me.Role}{(me.Project is { } p ? ", project " + p : "")}); saved in {path}"));
         return ExitCodes.Success;

@@ -76,6 +76,7 @@ public sealed class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton(routes);
         builder.Services.AddSingleton<ControlPlaneState>();
         builder.Services.AddSingleton<AgentGateway>();
+        builder.Services.AddSingleton<ProcessImageDirectory>();
         builder.Services.AddSingleton<EdgeDirectory>();
         builder.Services.AddSingleton(EdgeKey.Load(options));
         builder.Services.AddSingleton<EdgeGateway>();

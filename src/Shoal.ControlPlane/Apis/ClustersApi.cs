@@ -33,10 +33,10 @@ public static class ClustersApi
         return group;
     }
 
-    private static async Task<IResult> CreateAsync(CreateClusterRequest? request, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
+    private static async Task<IResult> CreateAsync(CreateClusterRequest? request, ControlPlaneState state, ProcessImageDirectory processImages, ServerOptionsAccessor edge, CancellationToken ct)
     {
         if (request is null) return ApiResults.BadRequest("request body is required");
-        var validated = ClusterSpecValidator.Validate(request);
+        var validated = ClusterSpecValidator.Validate(request, processImages.Policy);
         if (!validated.IsValid) return ApiResults.BadRequest(validated.Message);
         try
         {
@@ -67,10 +67,10 @@ public static class ClustersApi
     /// <c>PATCH /v1/clusters/{name}</c>: scale, change settings, or update what replicas run (image,
     /// env, args, port, health), which starts a rolling update to a new generation.
     /// </summary>
-    private static async Task<IResult> UpdateAsync(string name, UpdateClusterRequest? request, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
+    private static async Task<IResult> UpdateAsync(string name, UpdateClusterRequest? request, ControlPlaneState state, ProcessImageDirectory processImages, ServerOptionsAccessor edge, CancellationToken ct)
     {
         if (request is null) return ApiResults.BadRequest("request body is required");
-        var outcome = await state.UpdateClusterAsync(name, request, ct);
+        var outcome = await state.UpdateClusterAsync(name, request, processImages.Policy, ct);
         if (outcome.NotFound) return NotFound(name);
         if (outcome.Error is { } error) return ApiResults.BadRequest(error);
         var view = await state.GetClusterAsync(name, ct);

@@ -6,7 +6,7 @@ using Shoal.Store;
 
 namespace Shoal.ControlPlane.State;
 
-/// <summary>The outcome of <see cref="ControlPlaneState.UpdateClusterAsync"/>: the cluster, or why not.</summary>
+/// <summary>The outcome of <see cref="ControlPlaneState.UpdateClusterAsync(string, UpdateClusterRequest, CancellationToken)"/>: the cluster, or why not.</summary>
 public sealed record ClusterUpdateOutcome(ClusterRecord? Cluster, string? Error)
 {
     public bool NotFound => Cluster is null && Error is null;
@@ -27,7 +27,12 @@ public sealed partial class ControlPlaneState
     /// Applies <paramref name="update"/> to a cluster: a new generation and a rolling update when what
     /// replicas run changes, the settings alone otherwise.
     /// </summary>
-    public async Task<ClusterUpdateOutcome> UpdateClusterAsync(string name, UpdateClusterRequest update, CancellationToken ct)
+    public Task<ClusterUpdateOutcome> UpdateClusterAsync(string name, UpdateClusterRequest update, CancellationToken ct) =>
+        UpdateClusterAsync(name, update, null, ct);
+
+    /// <inheritdoc cref="UpdateClusterAsync(string, UpdateClusterRequest, CancellationToken)"/>
+    /// <param name="processImages">The images that run as local processes, whose env and args are held to a stricter rule.</param>
+    public async Task<ClusterUpdateOutcome> UpdateClusterAsync(string name, UpdateClusterRequest update, ProcessImagePolicy? processImages, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
         ClusterRecord updated;
@@ -37,7 +42,7 @@ public sealed partial class ControlPlaneState
         {
             if (!_clusterIdsByName.TryGetValue(name, out var id)) return new ClusterUpdateOutcome(null, null);
             var cluster = _clustersById[id];
-            var validated = ClusterSpecValidator.ApplyUpdate(cluster.Spec, update);
+            var validated = ClusterSpecValidator.ApplyUpdate(cluster.Spec, update, processImages);
             if (!validated.IsValid) return new ClusterUpdateOutcome(null, validated.Message);
             var spec = validated.Value!;
             if (spec == cluster.Spec || (ClusterSpec.SameRuntime(spec, cluster.Spec) && SameSettings(spec, cluster.Spec)))

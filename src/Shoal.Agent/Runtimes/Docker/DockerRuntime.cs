@@ -19,6 +19,15 @@ public sealed class DockerRuntimeOptions
     /// <summary>Bridge (port published on 127.0.0.1) or host networking (<c>PORT</c> set). Default: bridge.</summary>
     public DockerNetworkMode Network { get; set; } = DockerNetworkMode.Bridge;
 
+    /// <summary>A writable root file system for containers instead of a read-only one with tmpfs scratch. Default: false.</summary>
+    public bool WritableRoot { get; set; }
+
+    /// <summary>Size of each tmpfs scratch mount of a read-only container. Default: 1 GiB.</summary>
+    public long ScratchBytes { get; set; } = DockerContainerSpec.DefaultScratchBytes;
+
+    /// <summary>The user every workload runs as (<c>uid[:gid]</c>), or null for the image's own. Default: null.</summary>
+    public string? User { get; set; }
+
     /// <summary>Most processes a replica may have. Default: 4096.</summary>
     public long PidsLimit { get; set; } = 4096;
 
@@ -351,6 +360,9 @@ public sealed partial class DockerRuntime : IReplicaRuntime, IDisposable
                 HostPort = hostPort,
                 Network = _options.Network,
                 OciRuntime = _options.OciRuntime,
+                WritableRoot = _options.WritableRoot,
+                ScratchBytes = _options.ScratchBytes,
+                User = _options.User,
                 Limits = ResourceLimits.ShareOf(assignment.GpuIndexes.Length, _options.Gpus.Count, _options.CpuCores, _options.MemoryMiB, _options.PidsLimit),
                 GpuUuids = GpuUuids(assignment),
             };

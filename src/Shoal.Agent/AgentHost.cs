@@ -241,6 +241,17 @@ public static partial class AgentHost
             LogDockerImagesFailed(logger, ex.Message);
         }
         LogDockerFound(logger, version, where, options.DockerNetwork, options.OciRuntime ?? "default");
+        try
+        {
+            if (await runtime.CheckBridgeIsolationAsync(ct) is { } problem)
+            {
+                LogBridgeNotIsolated(logger, problem);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            LogBridgeNotIsolated(logger, "could not inspect the bridge network: " + ex.Message);
+        }
         return runtime;
     }
 
@@ -391,6 +402,9 @@ public static partial class AgentHost
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The data dir {DataDir} is shared (sticky) or not ours to restrict: node.json and the replica logs are 0600, but use a private directory (0700) of the agent's user")]
     private static partial void LogDataDirShared(ILogger logger, string dataDir);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Docker bridge networking: {Problem}")]
+    private static partial void LogBridgeNotIsolated(ILogger logger, string problem);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Host networking (--allow-host-network): every replica shares this host's network, its loopback included; replicas of different clusters can reach each other and every local service")]
     private static partial void LogHostNetwork(ILogger logger);

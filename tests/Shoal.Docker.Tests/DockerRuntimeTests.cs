@@ -154,6 +154,27 @@ public sealed class DockerRuntimeTests(DockerEngine engine, ITestOutputHelper ou
     }
 
     [Fact]
+    public async Task Bridge_mode_says_what_keeps_clusters_apart_on_this_engine()
+    {
+        using var runtime = new DockerRuntime(DockerRuntime.CreateClient(null), new DockerRuntimeOptions { NodeId = () => "n-test" }, Microsoft.Extensions.Logging.Abstractions.NullLogger<DockerRuntime>.Instance);
+        var networks = await engine.Client.Networks.ListNetworksAsync(new NetworksListParameters());
+
+        var problem = await runtime.CheckBridgeIsolationAsync(CancellationToken.None);
+
+        // CI's engine runs with --bridge=none, so only that branch is exercised there.
+        if (networks.SingleOrDefault(n => n.Name == "bridge") is { } bridge)
+        {
+            Assert.Equal(DockerRuntime.BridgeIsolationProblem(bridge.Options), problem);
+        }
+        else
+        {
+            Assert.Equal("the engine has no default bridge network (dockerd --bridge=none): replicas cannot start in bridge mode", problem);
+        }
+        using var host = new DockerRuntime(DockerRuntime.CreateClient(null), new DockerRuntimeOptions { NodeId = () => "n-test", Network = DockerNetworkMode.Host }, Microsoft.Extensions.Logging.Abstractions.NullLogger<DockerRuntime>.Instance);
+        Assert.Null(await host.CheckBridgeIsolationAsync(CancellationToken.None));
+    }
+
+    [Fact]
     public Task Agent_restart_readopts_delete_removes_and_containers_without_its_labels_are_untouched() => RunAsync("rtx-4090:2", async stack =>
     {
         var foreign = await engine.StartForeignContainerAsync("shoal-test-foreign-" + Guid.NewGuid().ToString("N")[..8], new Dictionary<string, string>());

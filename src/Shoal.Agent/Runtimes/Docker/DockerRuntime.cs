@@ -105,6 +105,39 @@ public sealed partial class DockerRuntime : IReplicaRuntime, IDisposable
 
     public string DescribeRejection(string image) => $"image {image} cannot run on the docker runtime";
 
+    /// <summary>The engine's option that lets containers on a bridge reach each other; <c>dockerd --icc=false</c> sets it to false.</summary>
+    public const string IccOption = "com.docker.network.bridge.enable_icc";
+
+    /// <summary>
+    /// Why containers on the engine's default bridge, with these options, can reach each other (so
+    /// replicas of different clusters could), or null when inter-container communication is off.
+    /// </summary>
+    public static string? BridgeIsolationProblem(IDictionary<string, string>? bridgeOptions) =>
+        bridgeOptions is not null && bridgeOptions.TryGetValue(IccOption, out var icc) && string.Equals(icc, "false", StringComparison.OrdinalIgnoreCase)
+            ? null
+            : "inter-container communication is on: replicas of different clusters can reach each other over the bridge; run dockerd with --icc=false";
+
+    /// <summary>
+    /// In bridge mode, what keeps replicas of different clusters apart that is missing (checked on the
+    /// engine's default bridge network), or null when nothing is; always null with host networking.
+    /// </summary>
+    public async Task<string?> CheckBridgeIsolationAsync(CancellationToken ct)
+    {
+        if (_options.Network != DockerNetworkMode.Bridge)
+        {
+            return null;
+        }
+        try
+        {
+            var bridge = await _client.Networks.InspectNetworkAsync("bridge", ct);
+            return BridgeIsolationProblem(bridge.Options);
+        }
+        catch (DockerApiException ex) when (ex.StatusCode == HttpStatusCode.NotFound)
+        {
+            return "the engine has no default bridge network (dockerd --bridge=none): replicas cannot start in bridge mode";
+        }
+    }
+
     /// <summary>Reads the images on the node (tags and digests), for placement to prefer nodes that have them.</summary>
     public async Task RefreshImagesAsync(CancellationToken ct)
     {

@@ -111,6 +111,15 @@ public class DockerContainerSpecTests
     }
 
     [Fact]
+    public void Bridge_isolation_needs_inter_container_communication_off()
+    {
+        Assert.Null(DockerRuntime.BridgeIsolationProblem(new Dictionary<string, string> { [DockerRuntime.IccOption] = "false" }));
+        Assert.Contains("run dockerd with --icc=false", DockerRuntime.BridgeIsolationProblem(new Dictionary<string, string> { [DockerRuntime.IccOption] = "true" }), StringComparison.Ordinal);
+        Assert.NotNull(DockerRuntime.BridgeIsolationProblem(new Dictionary<string, string>()));
+        Assert.NotNull(DockerRuntime.BridgeIsolationProblem(null));
+    }
+
+    [Fact]
     public void Bridge_mode_publishes_the_port_on_loopback_only()
     {
         var spec = DockerContainerSpec.Build(s_assignment, Settings(DockerNetworkMode.Bridge));

@@ -42,7 +42,7 @@ public sealed class ProcessImageApiTests : IAsyncLifetime
         var message = await ErrorAsync(response);
         Assert.Contains("env 'PYTHONWARNINGS' is not allowed for image shoal/sim, which runs as a local process on the node", message, StringComparison.Ordinal);
         Assert.Contains("env 'BROWSER' is not allowed", message, StringComparison.Ordinal);
-        Assert.Contains("arg '@/var/lib/shoal/agent/node.json' is not allowed", message, StringComparison.Ordinal);
+        Assert.Contains("image shoal/sim takes no args", message, StringComparison.Ordinal);
         Assert.Equal(HttpStatusCode.NotFound, (await _server.Http.GetAsync("/v1/clusters/evil")).StatusCode);
     }
 
@@ -62,6 +62,8 @@ public sealed class ProcessImageApiTests : IAsyncLifetime
 
             var refused = await ErrorAsync(await CreateAsync(new CreateClusterRequest { Name = "py", Image = "local/python", Gpu = "rtx-4090", Env = new() { ["PYTHONSTARTUP"] = "/tmp/x.py" } }));
             Assert.Contains("env 'PYTHONSTARTUP' is not allowed for image local/python", refused, StringComparison.Ordinal);
+            var at = await ErrorAsync(await CreateAsync(new CreateClusterRequest { Name = "py", Image = "local/python", Gpu = "rtx-4090", Args = ["@/var/lib/shoal/agent/node.json"] }));
+            Assert.Contains("arg '@/var/lib/shoal/agent/node.json' is not allowed for image local/python", at, StringComparison.Ordinal);
 
             (await CreateAsync(new CreateClusterRequest { Name = "py", Image = "local/python", Gpu = "rtx-4090", Replicas = 0, Env = new() { ["PYTHONUNBUFFERED"] = "1" } })).EnsureSuccessStatusCode();
 

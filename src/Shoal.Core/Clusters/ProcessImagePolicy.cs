@@ -82,6 +82,11 @@ public sealed partial class ProcessImagePolicy
                 errors.Add($"env '{name}' is not allowed for image {image}, which runs as a local process on the node: {problem} (a node operator can allow it with `shoal agent --allow-env {name}`)");
             }
         }
+        if (image == SimImage && args.Any())
+        {
+            errors.Add("image shoal/sim takes no args: set the simulator's settings with SIM_* env variables (for example SIM_DECODE_MS=2)");
+            return errors;
+        }
         foreach (var arg in args)
         {
             if (arg is not null && ArgProblem(arg) is { } problem)

@@ -45,15 +45,21 @@ public sealed class ProcessImagePolicyTests
         });
 
         Assert.Equal(3, v.Errors.Count);
-        Assert.Contains(v.Errors, e => e.StartsWith("arg '@/var/lib/shoal/agent/node.json' is not allowed for image shoal/sim", StringComparison.Ordinal) && e.Contains("response file", StringComparison.Ordinal));
+        Assert.Contains("image shoal/sim takes no args: set the simulator's settings with SIM_* env variables", v.Errors[2], StringComparison.Ordinal);
+        var python = ClusterSpecValidator.Validate(Sim with { Image = "local/python", Args = ["ok", "@/var/lib/shoal/agent/node.json"] }, Policy("local/python"));
+        var error = Assert.Single(python.Errors);
+        Assert.StartsWith("arg '@/var/lib/shoal/agent/node.json' is not allowed for image local/python", error, StringComparison.Ordinal);
+        Assert.Contains("response file", error, StringComparison.Ordinal);
     }
 
     [Fact]
     public void Plain_upper_case_names_and_ordinary_args_pass()
     {
-        var v = ClusterSpecValidator.Validate(Sim with { Env = new() { ["SIM_SEED"] = "7", ["HF_TOKEN"] = "t", ["_X1"] = "" }, Args = ["serve", "--flag", "a@b"] });
-
+        var v = ClusterSpecValidator.Validate(Sim with { Env = new() { ["SIM_SEED"] = "7", ["HF_TOKEN"] = "t", ["_X1"] = "" } });
         Assert.True(v.IsValid, v.Message);
+
+        var python = ClusterSpecValidator.Validate(Sim with { Image = "local/python", Args = ["serve", "--flag", "a@b"] }, Policy("local/python"));
+        Assert.True(python.IsValid, python.Message);
     }
 
     [Fact]

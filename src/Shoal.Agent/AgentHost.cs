@@ -44,25 +44,36 @@ public static partial class AgentHost
         var dataDir = Path.GetFullPath(options.DataDir ?? AgentOptions.DefaultDataDir);
         var identityStore = new NodeIdentityStore(dataDir);
         var identity = identityStore.Load();
-        if (identity is null && string.IsNullOrWhiteSpace(options.Token))
+        Validate(options);
+        // Once registered the token is not needed: a token file already deleted is no error.
+        var token = identity is null ? ReadToken(options) : null;
+        if (identity is null && string.IsNullOrWhiteSpace(token))
         {
             throw new AgentConfigurationException(
-                $"this node has no saved identity ({identityStore.FilePath} does not exist) and no provisioning token; run it once with --token (create one with 'shoal tokens create')");
+                $"this node has no saved identity ({identityStore.FilePath} does not exist) and no provisioning token; run it once with --token, --token-file or $SHOAL_TOKEN (create one with 'shoal tokens create')");
         }
         var server = options.Server ?? identity?.Server ?? AgentOptions.DefaultServer;
         var connectUri = ServerAddress.ConnectUri(server);
-        Validate(options);
         var simulated = options.SimulateGpus is { Length: > 0 } spec ? SimulatedGpus.Parse(spec) : null;
 
         try
         {
-            Directory.CreateDirectory(dataDir);
+            // It holds the node secret and the replicas' logs: the agent's user only.
+            if (!PrivateFiles.CreateDirectory(dataDir))
+            {
+                LogDataDirShared(logger, dataDir);
+            }
+            PrivateFiles.Restrict(identityStore.FilePath);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new AgentConfigurationException($"cannot create the data dir {dataDir}: {ex.Message}", ex);
         }
-        if (identity is not null && !string.IsNullOrWhiteSpace(options.Token))
+        if (options.DockerNetwork == "host")
+        {
+            LogHostNetwork(logger);
+        }
+        if (identity is not null && (!string.IsNullOrWhiteSpace(options.Token) || !string.IsNullOrWhiteSpace(options.TokenFile)))
         {
             LogTokenIgnored(logger, identity.NodeId, identityStore.FilePath);
         }
@@ -80,6 +91,7 @@ public static partial class AgentHost
                 {
                     Enabled = true,
                     Images = options.ProcessImages,
+                    AllowedEnv = options.AllowEnv,
                     SimCommand = string.IsNullOrWhiteSpace(options.SimCommand) ? AgentOptions.DefaultSimCommand : options.SimCommand,
                     ReplicasDir = Path.Combine(dataDir, "replicas"),
                     MaxLogBytes = options.MaxReplicaLogBytes,
@@ -109,12 +121,15 @@ public static partial class AgentHost
             timeProvider,
             loggerFactory);
 
+        string[] processImages = [.. runtimes.OfType<ProcessRuntime>().SelectMany(r => r.Images).Order(StringComparer.Ordinal)];
         HelloMessage Hello() => new()
         {
             NodeName = nodeName,
             Hardware = HardwareProbe.Describe(gpus, dataDir),
             Runtimes = replicas.RuntimeNames,
             Images = replicas.Images,
+            ProcessImages = processImages,
+            AllowedEnv = processImages.Length == 0 ? [] : [.. options.AllowEnv.Order(StringComparer.Ordinal)],
             Address = options.Address,
             Tunnel = !options.Direct,
             AgentVersion = version,
@@ -134,7 +149,7 @@ public static partial class AgentHost
                 ConnectUri = connectUri,
                 Server = server,
                 NodeName = nodeName,
-                ProvisioningToken = options.Token,
+                ProvisioningToken = token,
                 ReconnectMin = options.ReconnectMin,
                 ReconnectMax = options.ReconnectMax,
                 ConnectTimeout = options.ConnectTimeout,
@@ -210,6 +225,8 @@ public static partial class AgentHost
         {
             Network = options.DockerNetwork == "host" ? DockerNetworkMode.Host : DockerNetworkMode.Bridge,
             OciRuntime = string.IsNullOrWhiteSpace(options.OciRuntime) ? null : options.OciRuntime.Trim(),
+            WritableRoot = options.DockerWritableRoot,
+            User = string.IsNullOrWhiteSpace(options.DockerUser) ? null : options.DockerUser.Trim(),
             Gpus = gpus,
             CpuCores = hardware.CpuCores,
             MemoryMiB = hardware.MemoryMiB,
@@ -224,6 +241,17 @@ public static partial class AgentHost
             LogDockerImagesFailed(logger, ex.Message);
         }
         LogDockerFound(logger, version, where, options.DockerNetwork, options.OciRuntime ?? "default");
+        try
+        {
+            if (await runtime.CheckBridgeIsolationAsync(ct) is { } problem)
+            {
+                LogBridgeNotIsolated(logger, problem);
+            }
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException)
+        {
+            LogBridgeNotIsolated(logger, "could not inspect the bridge network: " + ex.Message);
+        }
         return runtime;
     }
 
@@ -253,6 +281,26 @@ public static partial class AgentHost
         if (options.DockerNetwork is not ("bridge" or "host"))
         {
             throw new AgentConfigurationException($"unknown docker network mode '{options.DockerNetwork}': use bridge or host");
+        }
+        if (options.DockerNetwork == "host" && !options.AllowHostNetwork)
+        {
+            throw new AgentConfigurationException(
+                "--docker-network host shares the host's network with every replica, its loopback included (this agent, the Docker engine's TCP socket, local databases, other tenants' replicas); start the agent with --allow-host-network to accept that");
+        }
+        foreach (var allowed in options.AllowEnv)
+        {
+            if (string.IsNullOrEmpty(allowed) || allowed.Length > 256 || !(char.IsAsciiLetter(allowed[0]) || allowed[0] == '_') || !allowed.All(c => char.IsAsciiLetterOrDigit(c) || c == '_'))
+            {
+                throw new AgentConfigurationException($"--allow-env '{allowed}' is not an env name: use letters, digits and '_', not starting with a digit");
+            }
+        }
+        if (options.DockerUser is { Length: > 0 } user && !IsUidGid(user.Trim()))
+        {
+            throw new AgentConfigurationException($"--docker-user '{user}' must be a numeric uid or uid:gid such as 65534:65534");
+        }
+        if (!string.IsNullOrWhiteSpace(options.Token) && !string.IsNullOrWhiteSpace(options.TokenFile))
+        {
+            throw new AgentConfigurationException("give the provisioning token once: --token (or $SHOAL_TOKEN) or --token-file, not both");
         }
         if (options.DockerHost is { Length: > 0 } dockerHost && !Uri.TryCreate(dockerHost, UriKind.Absolute, out _))
         {
@@ -318,6 +366,48 @@ public static partial class AgentHost
             }
         }
     }
+
+    private static bool IsUidGid(string user)
+    {
+        var parts = user.Split(':');
+        return parts.Length is 1 or 2 && parts.All(p => p.Length is > 0 and <= 10 && p.All(char.IsAsciiDigit));
+    }
+
+    /// <summary>The provisioning token: <see cref="AgentOptions.Token"/>, else the contents of <see cref="AgentOptions.TokenFile"/>.</summary>
+    private static string? ReadToken(AgentOptions options)
+    {
+        if (!string.IsNullOrWhiteSpace(options.Token) || string.IsNullOrWhiteSpace(options.TokenFile))
+        {
+            return options.Token?.Trim();
+        }
+        try
+        {
+            var info = new FileInfo(options.TokenFile);
+            if (info.Exists && info.Length > 4096)
+            {
+                throw new AgentConfigurationException($"--token-file {options.TokenFile} is larger than a token (4096 bytes)");
+            }
+            var token = File.ReadAllText(options.TokenFile).Trim();
+            if (token.Length == 0)
+            {
+                throw new AgentConfigurationException($"--token-file {options.TokenFile} is empty");
+            }
+            return token;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new AgentConfigurationException($"cannot read --token-file {options.TokenFile}: {ex.Message}", ex);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The data dir {DataDir} is shared (sticky) or not ours to restrict: node.json and the replica logs are 0600, but use a private directory (0700) of the agent's user")]
+    private static partial void LogDataDirShared(ILogger logger, string dataDir);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Docker bridge networking: {Problem}")]
+    private static partial void LogBridgeNotIsolated(ILogger logger, string problem);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Host networking (--allow-host-network): every replica shares this host's network, its loopback included; replicas of different clusters can reach each other and every local service")]
+    private static partial void LogHostNetwork(ILogger logger);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Agent {NodeName} starting: server {Uri}, {GpuCount} GPU(s), runtimes [{Runtimes}]")]
     private static partial void LogStarting(ILogger logger, string nodeName, Uri uri, int gpuCount, string runtimes);

@@ -21,8 +21,17 @@ public sealed class AgentOptions
     /// </summary>
     public string? DataDir { get; set; }
 
-    /// <summary>Provisioning token, used only when no identity is saved in the data dir. Default: none.</summary>
+    /// <summary>
+    /// Provisioning token, used only when no identity is saved in the data dir. Default: none
+    /// (<c>shoal agent</c> takes it from <c>--token</c>, else <c>$SHOAL_TOKEN</c>).
+    /// </summary>
     public string? Token { get; set; }
+
+    /// <summary>
+    /// File holding the provisioning token (surrounding white space ignored), so that it is in no
+    /// process's argv; used when <see cref="Token"/> is not set. Default: none.
+    /// </summary>
+    public string? TokenFile { get; set; }
 
     /// <summary>Name the node asks for when it registers. Default: the host name.</summary>
     public string? Name { get; set; }
@@ -58,6 +67,25 @@ public sealed class AgentOptions
     /// <summary>How containers reach the network: <c>bridge</c> (port published on 127.0.0.1) or <c>host</c> (<c>PORT</c> set). Default: bridge.</summary>
     public string DockerNetwork { get; set; } = "bridge";
 
+    /// <summary>
+    /// Allows <see cref="DockerNetwork"/> <c>host</c>, which shares the host's network with every
+    /// replica, its loopback included (the agent, the engine's TCP socket, local databases, other
+    /// replicas). Default: false, host networking is refused.
+    /// </summary>
+    public bool AllowHostNetwork { get; set; }
+
+    /// <summary>
+    /// Gives containers a writable root file system, for images that write outside <c>/tmp</c> and
+    /// the cache path. Default: false: the root is read-only, with size-limited tmpfs scratch.
+    /// </summary>
+    public bool DockerWritableRoot { get; set; }
+
+    /// <summary>
+    /// The user every container's workload runs as, <c>uid[:gid]</c> such as <c>65534:65534</c>, for
+    /// images that run as root but do not need to. Default: the image's own user.
+    /// </summary>
+    public string? DockerUser { get; set; }
+
     /// <summary>OCI runtime for every container (<c>kata-runtime</c>, <c>runsc</c>). Default: the engine's default.</summary>
     public string? OciRuntime { get; set; }
 
@@ -76,6 +104,12 @@ public sealed class AgentOptions
     /// <see cref="DefaultSimCommand"/> (this executable, or <c>dotnet &lt;entry assembly&gt;</c>, then <c>sim</c>).
     /// </summary>
     public string? SimCommand { get; set; }
+
+    /// <summary>
+    /// Env names clusters may give process images beyond the built-in rule (which refuses
+    /// <c>LD_*</c>, <c>PYTHON*</c>, <c>PATH</c> and the like, and lower-case names). Default: none.
+    /// </summary>
+    public HashSet<string> AllowEnv { get; set; } = new(StringComparer.Ordinal);
 
     /// <summary>Path of nvidia-smi. Default: <c>nvidia-smi</c> (looked up on PATH).</summary>
     public string NvidiaSmiPath { get; set; } = "nvidia-smi";

@@ -43,6 +43,13 @@ public sealed record HelloMessage : AgentMessage
     public required NodeHardware Hardware { get; init; }
     public string[] Runtimes { get; init; } = [];
     public string[] Images { get; init; } = [];
+    /// <summary>
+    /// The images this node's process runtime runs as local commands (<c>shoal/sim</c> and those its
+    /// operator listed); their clusters' env and args are held to a stricter rule at deploy time.
+    /// </summary>
+    public string[] ProcessImages { get; init; } = [];
+    /// <summary>Env names the node's operator allowed for process images beyond that rule (<c>shoal agent --allow-env</c>).</summary>
+    public string[] AllowedEnv { get; init; } = [];
     /// <summary>The address the edge uses to reach this node's replicas (direct mode).</summary>
     public string Address { get; init; } = "127.0.0.1";
     /// <summary>True when edges must reach this node's replicas over its tunnels (the node has no reachable address).</summary>

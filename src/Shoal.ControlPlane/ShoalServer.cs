@@ -89,6 +89,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
             o.IncludeFailureMessage = false;
         });
         builder.Services.AddSingleton<AgentGateway>();
+        builder.Services.AddSingleton<ProcessImageDirectory>();
         builder.Services.AddSingleton<EdgeDirectory>();
         builder.Services.AddSingleton(EdgeKey.Load(options));
         builder.Services.AddSingleton<EdgeGateway>();

@@ -87,10 +87,23 @@ public sealed class DockerRuntimeTests(DockerEngine engine, ITestOutputHelper ou
             Assert.True(host.NanoCPUs > 0);
             Assert.Equal(4096, host.PidsLimit);
             Assert.Empty(inspect.Mounts);
+            Assert.True(host.ReadonlyRootfs);
+            Assert.Equal(["/root/.cache", "/tmp"], host.Tmpfs!.Keys.Order(StringComparer.Ordinal));
             Assert.Equal("host", host.NetworkMode);
             Assert.Contains($"PORT={labels[DockerLabels.HostPort]}", inspect.Config.Env);
             Assert.Equal(replica.Address, $"127.0.0.1:{labels[DockerLabels.HostPort]}");
         }
+
+        // Inside: the root file system is read-only, /tmp and the cache path are writable tmpfs of the set size.
+        var probe = containers[0].ID;
+        var (tmpCode, tmpOut) = await ExecAsync(probe, "echo scratch > /tmp/probe && cat /tmp/probe && echo cache > /root/.cache/probe && cat /root/.cache/probe");
+        Assert.Equal(0L, tmpCode);
+        Assert.Equal("scratch\ncache\n", tmpOut);
+        var (rootCode, rootOut) = await ExecAsync(probe, "for f in /probe /www/index.html /serve; do if echo x > $f; then echo wrote $f; fi; done");
+        Assert.Equal(0L, rootCode);
+        Assert.Contains("Read-only file system", rootOut, StringComparison.Ordinal);
+        Assert.DoesNotContain("wrote", rootOut, StringComparison.Ordinal);
+        Assert.Equal("hello from shoal-test/web\n", await stack.Edge.GetStringAsync("/c/web/index.html"));
 
         // Logs come from the node through the server.
         var first = status.Replicas[0].Id;
@@ -109,6 +122,57 @@ public sealed class DockerRuntimeTests(DockerEngine engine, ITestOutputHelper ou
         Assert.All(after, c => Assert.Equal("running", c.State));
         Assert.Equal(0, status.Replicas.Single(r => r.Id != first).Restarts);
     });
+
+    // Runs a shell command in a container; its exit code and output (stdout and stderr).
+    private async Task<(long Code, string Output)> ExecAsync(string containerId, string command)
+    {
+        var exec = await engine.Client.Exec.CreateContainerExecAsync(containerId, new ContainerExecCreateParameters
+        {
+            Cmd = ["sh", "-c", command],
+            AttachStdout = true,
+            AttachStderr = true,
+        });
+        using var stream = await engine.Client.Exec.StartContainerExecAsync(exec.ID, new ContainerExecStartParameters(), CancellationToken.None);
+        var (stdout, stderr) = await stream.ReadOutputToEndAsync(CancellationToken.None);
+        var inspect = await engine.Client.Exec.InspectContainerExecAsync(exec.ID);
+        return (inspect.ExitCode ?? -1, stdout + stderr);
+    }
+
+    [Fact]
+    public async Task The_agent_refuses_host_networking_unless_its_operator_opted_in()
+    {
+        using var dir = new TempDirectory("shoal-docker-hostnet");
+        await using var agent = ShoalProcess.Start("agent",
+        [
+            "agent", "--server", "http://127.0.0.1:9", "--token", "shoal_pt_unused", "--data-dir", dir.Combine("agent"),
+            "--simulate-gpus", "rtx-4090:1", "--runtime", "docker", "--docker-network", "host",
+        ]);
+
+        Assert.Equal(2, await agent.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+        Assert.Contains("--docker-network host shares the host's network with every replica, its loopback included", agent.Output, StringComparison.Ordinal);
+        Assert.Contains("--allow-host-network", agent.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bridge_mode_says_what_keeps_clusters_apart_on_this_engine()
+    {
+        using var runtime = new DockerRuntime(DockerRuntime.CreateClient(null), new DockerRuntimeOptions { NodeId = () => "n-test" }, Microsoft.Extensions.Logging.Abstractions.NullLogger<DockerRuntime>.Instance);
+        var networks = await engine.Client.Networks.ListNetworksAsync(new NetworksListParameters());
+
+        var problem = await runtime.CheckBridgeIsolationAsync(CancellationToken.None);
+
+        // CI's engine runs with --bridge=none, so only that branch is exercised there.
+        if (networks.SingleOrDefault(n => n.Name == "bridge") is { } bridge)
+        {
+            Assert.Equal(DockerRuntime.BridgeIsolationProblem(bridge.Options), problem);
+        }
+        else
+        {
+            Assert.Equal("the engine has no default bridge network (dockerd --bridge=none): replicas cannot start in bridge mode", problem);
+        }
+        using var host = new DockerRuntime(DockerRuntime.CreateClient(null), new DockerRuntimeOptions { NodeId = () => "n-test", Network = DockerNetworkMode.Host }, Microsoft.Extensions.Logging.Abstractions.NullLogger<DockerRuntime>.Instance);
+        Assert.Null(await host.CheckBridgeIsolationAsync(CancellationToken.None));
+    }
 
     [Fact]
     public Task Agent_restart_readopts_delete_removes_and_containers_without_its_labels_are_untouched() => RunAsync("rtx-4090:2", async stack =>

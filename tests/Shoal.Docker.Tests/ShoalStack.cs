@@ -78,7 +78,7 @@ public sealed class ShoalStack : IAsyncDisposable
         List<string> args =
         [
             "agent", "--server", Api, "--name", "docker-node", "--simulate-gpus", _gpus, "--data-dir", _dir.Combine("agent"),
-            "--runtime", "docker", "--docker-network", "host", "--log-level", "Information",
+            "--runtime", "docker", "--docker-network", "host", "--allow-host-network", "--log-level", "Information",
         ];
         if (NodeId.Length == 0)
         {

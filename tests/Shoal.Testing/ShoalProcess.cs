@@ -66,6 +66,22 @@ public sealed partial class ShoalProcess : IAsyncDisposable
         return result;
     }
 
+    /// <summary>Waits for the process to exit on its own (killing it after <paramref name="timeout"/>) and returns its exit code.</summary>
+    public async Task<int> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            _process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{Name} did not exit within {timeout}: {Output}");
+        }
+        return _process.ExitCode;
+    }
+
     /// <summary>SIGTERM, then waits for a clean exit; kills the tree if it does not come.</summary>
     public async Task StopAsync(TimeSpan? timeout = null)
     {

@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Shoal.Contracts;
+using Shoal.Core.Clusters;
 
 namespace Shoal.Agent.Runtimes;
 
@@ -11,7 +12,13 @@ namespace Shoal.Agent.Runtimes;
 public sealed class ProcessRuntimeOptions
 {
     /// <summary>The built-in image that runs the simulator.</summary>
-    public const string SimImage = "shoal/sim";
+    public const string SimImage = ProcessImagePolicy.SimImage;
+
+    /// <summary>
+    /// Variables the agent's own environment holds that no replica gets: the provisioning token
+    /// (<c>shoal agent</c> reads it from there).
+    /// </summary>
+    public static readonly IReadOnlyList<string> WithheldVariables = ["SHOAL_TOKEN"];
 
     /// <summary>Whether the runtime runs anything at all. Default: false.</summary>
     public bool Enabled { get; set; }
@@ -24,6 +31,12 @@ public sealed class ProcessRuntimeOptions
 
     /// <summary>Directory under which replica logs (<c>&lt;id&gt;.log</c>) and working directories go.</summary>
     public required string ReplicasDir { get; set; }
+
+    /// <summary>
+    /// Env names a cluster may give these images beyond <see cref="ProcessImagePolicy"/>'s rule
+    /// (the operator's <c>--allow-env</c>). Default: none.
+    /// </summary>
+    public IReadOnlySet<string> AllowedEnv { get; set; } = new HashSet<string>(StringComparer.Ordinal);
 
     /// <summary>Size at which a replica log is rotated. Default: 10 MiB.</summary>
     public long MaxLogBytes { get; set; } = 10 * 1024 * 1024;
@@ -41,7 +54,10 @@ public sealed class ProcessRuntimeOptions
 
 /// <summary>
 /// Runs allow-listed local commands as replicas: <c>shoal/sim</c> runs <c>shoal sim</c>, other
-/// images only when the operator listed them. For dev, tests and benchmarks; disabled by default.
+/// images only when the operator listed them. For dev, tests, benchmarks and images the operator
+/// trusts (like Nomad's <c>raw_exec</c>): a replica runs as the agent's user, outside any container.
+/// So a cluster's env is held to <see cref="ProcessImagePolicy"/>'s allow list, its args are passed
+/// after <c>--</c> (never as options of the command) and none may start with <c>@</c>.
 /// </summary>
 /// <remarks>
 /// A replica's output goes straight to its log file (the process does not write into a pipe to the
@@ -70,6 +86,9 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
     public string Name => "process";
 
     public IReadOnlyCollection<string> Images => _options.Enabled ? _images.Keys : [];
+
+    /// <summary>Env names this node's operator allowed beyond the rule, for hello.</summary>
+    public IReadOnlySet<string> AllowedEnv => _options.AllowedEnv;
 
     public bool CanRun(string image) => _options.Enabled && _images.ContainsKey(image);
 
@@ -106,6 +125,10 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
         {
             throw new ReplicaStartException($"replica id '{assignment.ReplicaId}' cannot be used as a file name", permanent: true);
         }
+        if (Refusal(assignment) is { } refusal)
+        {
+            throw new ReplicaStartException(refusal, permanent: true);
+        }
 
         IReadOnlyList<string> words;
         try
@@ -138,14 +161,29 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
             UseShellExecute = false,
             WorkingDirectory = Path.Combine(_options.ReplicasDir, assignment.ReplicaId),
         };
-        Directory.CreateDirectory(psi.WorkingDirectory);
+        PrivateFiles.CreateDirectory(_options.ReplicasDir);
+        PrivateFiles.CreateDirectory(psi.WorkingDirectory);
         foreach (var a in (string[])["-c", "f=$1; shift; exec \"$@\" </dev/null >>\"$f\" 2>&1", "shoal-replica", logPath, program])
         {
             psi.ArgumentList.Add(a);
         }
-        foreach (var word in words.Skip(1).Concat(assignment.Args))
+        foreach (var word in words.Skip(1))
         {
             psi.ArgumentList.Add(CommandLine.Expand(word, env));
+        }
+        if (assignment.Args.Length > 0)
+        {
+            // The cluster's args are operands, never options: `python3 -c`, `--config` and the like
+            // stay the operator's to give.
+            psi.ArgumentList.Add("--");
+            foreach (var word in assignment.Args)
+            {
+                psi.ArgumentList.Add(CommandLine.Expand(word, env));
+            }
+        }
+        foreach (var name in ProcessRuntimeOptions.WithheldVariables)
+        {
+            psi.Environment.Remove(name);
         }
         foreach (var (name, value) in env)
         {
@@ -186,6 +224,14 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
         }
         LogStarted(assignment.ReplicaId, assignment.Image, process.Id, port);
         return Task.FromResult<IReplicaInstance>(new ProcessReplicaInstance(process, port, exited.Task, logPath, recordPath, _options, _time));
+    }
+
+    /// <summary>Why this assignment's env or args may not reach a local process here, or null when they may.</summary>
+    public string? Refusal(Assignment assignment)
+    {
+        var policy = new ProcessImagePolicy(new Dictionary<string, IReadOnlySet<string>>(StringComparer.Ordinal) { [assignment.Image] = _options.AllowedEnv });
+        var errors = policy.Check(assignment.Image, assignment.Env.Keys, assignment.Args);
+        return errors.Count == 0 ? null : "refused by this node: " + string.Join("; ", errors);
     }
 
     private string RecordPath(string replicaId) => Path.Combine(_options.ReplicasDir, replicaId + ProcessRecord.Extension);
@@ -560,12 +606,15 @@ internal static class ProcStat
 /// <summary>A replica's log file, written by the replica itself (appending); the agent rotates it by copy and truncate.</summary>
 internal static class ReplicaLog
 {
+    /// <summary>Appends a line; the log is created 0600 (an older agent's is made so), as the replica then appends to it.</summary>
     public static void Append(string path, string line)
     {
         try
         {
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            File.AppendAllText(path, line + "\n");
+            PrivateFiles.CreateDirectory(Path.GetDirectoryName(path)!);
+            PrivateFiles.Restrict(path);
+            using var stream = PrivateFiles.OpenAppend(path);
+            stream.Write(System.Text.Encoding.UTF8.GetBytes(line + "\n"));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -584,6 +633,7 @@ internal static class ReplicaLog
                 return;
             }
             File.Copy(path, path + ".1", overwrite: true);
+            PrivateFiles.Restrict(path + ".1");
             // The replica appends (O_APPEND): after the truncation it goes on at the new end.
             using var stream = new FileStream(path, FileMode.Open, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete);
             stream.SetLength(0);

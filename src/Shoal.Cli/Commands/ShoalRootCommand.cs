@@ -22,6 +22,13 @@ public sealed class ShoalRootCommand : RootCommand
         Recursive = true,
     };
 
+    /// <summary>
+    /// How every <c>shoal</c> command line is parsed: a word starting with <c>@</c> is taken as it is,
+    /// never read as a response file (an argument such as <c>@/var/lib/shoal/agent/node.json</c> would
+    /// otherwise put that file's contents on the command line, and into error messages and logs).
+    /// </summary>
+    public static ParserConfiguration ParserConfiguration { get; } = new() { ResponseFileTokenReplacer = null };
+
     private readonly CliContext _context;
 
     public ShoalRootCommand(CliContext context)
@@ -64,7 +71,7 @@ public sealed class ShoalRootCommand : RootCommand
     public async Task<int> InvokeAsync(IReadOnlyList<string> args, CancellationToken ct = default)
     {
         // Bare `shoal` shows the help rather than an error.
-        var result = Parse(args.Count == 0 ? ["--help"] : args);
+        var result = Parse(args.Count == 0 ? ["--help"] : args, ParserConfiguration);
         if (result.Action is ParseErrorAction)
         {
             // Everything on stderr: a script reading stdout gets nothing rather than a hint.

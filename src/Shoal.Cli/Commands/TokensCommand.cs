@@ -65,8 +65,9 @@ public sealed class TokensCreateCommand : ApiCommand
         Interaction.DisplayMessage("");
         Interaction.DisplayMessage("    " + token.Token);
         Interaction.DisplayMessage("");
-        Interaction.DisplayHint("it is shown only this once. On the GPU machine, run:");
-        Interaction.DisplayMessage($"    shoal agent --server {client.Address.ToString().TrimEnd('/')} --token {token.Token}");
+        // In the environment rather than argv: every local user can read a process's argv.
+        Interaction.DisplayHint("it is shown only this once. On the GPU machine, run (or put the token in a file for --token-file):");
+        Interaction.DisplayMessage($"    SHOAL_TOKEN={token.Token} shoal agent --server {client.Address.ToString().TrimEnd('/')}");
         return ExitCodes.Success;
     }
 }

@@ -26,10 +26,12 @@ public sealed partial class AgentGateway
     private readonly ILogger<AgentGateway> _logger;
     private readonly ConcurrentDictionary<string, AgentSession> _sessions = new(StringComparer.Ordinal);
     private readonly EdgeDirectory _edges;
+    private readonly ProcessImageDirectory _processImages;
     private readonly CancellationToken _stopping;
 
-    public AgentGateway(ControlPlaneState state, IShoalStore store, TimeProvider time, ServerOptions options, EdgeDirectory edges, IHostApplicationLifetime lifetime, ILogger<AgentGateway> logger)
+    public AgentGateway(ControlPlaneState state, IShoalStore store, TimeProvider time, ServerOptions options, EdgeDirectory edges, ProcessImageDirectory processImages, IHostApplicationLifetime lifetime, ILogger<AgentGateway> logger)
     {
+        _processImages = processImages;
         _stopping = lifetime.ApplicationStopping;
         _edges = edges;
         _edges.Changed += urls =>
@@ -144,6 +146,7 @@ public sealed partial class AgentGateway
                 }
                 _sessions[session.NodeId] = session;
                 registered = true;
+                _processImages.NodeSaidHello(session.NodeId, hello);
                 var assignments = await _state.NodeConnectedAsync(session.NodeId, session, hello, ct);
                 session.Enqueue(new WelcomeMessage
                 {
@@ -224,6 +227,8 @@ public sealed partial class AgentGateway
         if (hello.Hardware.Gpus.Any(g => string.IsNullOrWhiteSpace(g.Type) || g.Index < 0)) return "hello: every GPU needs a type and an index";
         if (hello.Hardware.Gpus.Select(g => g.Index).Distinct().Count() != hello.Hardware.Gpus.Length) return "hello: GPU indexes must be unique";
         if (hello.Address.Length > 253) return "hello: address too long";
+        if (hello.ProcessImages.Length > 1024 || hello.ProcessImages.Any(i => i is null || i.Length > 512)) return "hello: at most 1024 process images of at most 512 characters";
+        if (hello.AllowedEnv.Length > 1024 || hello.AllowedEnv.Any(n => n is null || n.Length > 256)) return "hello: at most 1024 allowed env names of at most 256 characters";
         return null;
     }
 

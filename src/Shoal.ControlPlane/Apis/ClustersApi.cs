@@ -40,7 +40,7 @@ public static partial class ClustersApi
         return group;
     }
 
-    private static async Task<IResult> CreateAsync(CreateClusterRequest? request, HttpContext http, ControlPlaneState state, ApiKeyDirectory keys, ServerOptionsAccessor edge, CancellationToken ct)
+    private static async Task<IResult> CreateAsync(CreateClusterRequest? request, HttpContext http, ControlPlaneState state, ApiKeyDirectory keys, ProcessImageDirectory processImages, ServerOptionsAccessor edge, CancellationToken ct)
     {
         if (request is null) return ApiResults.BadRequest("request body is required");
         var caller = Caller.From(http);
@@ -50,7 +50,7 @@ public static partial class ClustersApi
             return ApiResults.Forbidden($"key {caller.KeyId} belongs to project '{caller.Project}', not '{project}'");
         }
         if (!keys.ProjectExists(project)) return ApiResults.BadRequest($"project '{project}' does not exist; create it first (shoal projects create {project})");
-        var validated = ClusterSpecValidator.Validate(request);
+        var validated = ClusterSpecValidator.Validate(request, processImages.Policy);
         if (!validated.IsValid) return ApiResults.BadRequest(validated.Message);
         try
         {
@@ -84,10 +84,10 @@ public static partial class ClustersApi
     /// <c>PATCH /v1/clusters/{name}</c>: scale, change settings, or update what replicas run (image,
     /// env, args, port, health), which starts a rolling update to a new generation.
     /// </summary>
-    private static async Task<IResult> UpdateAsync(string name, UpdateClusterRequest? request, HttpContext http, ControlPlaneState state, ServerOptionsAccessor edge, CancellationToken ct)
+    private static async Task<IResult> UpdateAsync(string name, UpdateClusterRequest? request, HttpContext http, ControlPlaneState state, ProcessImageDirectory processImages, ServerOptionsAccessor edge, CancellationToken ct)
     {
         if (request is null) return ApiResults.BadRequest("request body is required");
-        var outcome = await state.UpdateClusterAsync(name, request, Caller.From(http).Actor, ct);
+        var outcome = await state.UpdateClusterAsync(name, request, processImages.Policy, Caller.From(http).Actor, ct);
         if (outcome.NotFound) return NotFound(name);
         if (outcome.Error is { } error) return ApiResults.BadRequest(error);
         var view = await state.GetClusterAsync(name, ct);

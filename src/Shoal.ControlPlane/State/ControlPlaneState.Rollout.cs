@@ -28,11 +28,12 @@ public sealed partial class ControlPlaneState
     /// replicas run changes, the settings alone otherwise.
     /// </summary>
     public Task<ClusterUpdateOutcome> UpdateClusterAsync(string name, UpdateClusterRequest update, CancellationToken ct) =>
-        UpdateClusterAsync(name, update, null, ct);
+        UpdateClusterAsync(name, update, null, null, ct);
 
     /// <inheritdoc cref="UpdateClusterAsync(string, UpdateClusterRequest, CancellationToken)"/>
+    /// <param name="processImages">The images that run as local processes, whose env and args are held to a stricter rule.</param>
     /// <param name="actor">the API key that asked (<c>id (name)</c>), recorded in the events.</param>
-    public async Task<ClusterUpdateOutcome> UpdateClusterAsync(string name, UpdateClusterRequest update, string? actor, CancellationToken ct)
+    public async Task<ClusterUpdateOutcome> UpdateClusterAsync(string name, UpdateClusterRequest update, ProcessImagePolicy? processImages, string? actor, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
         ClusterRecord updated;
@@ -42,7 +43,7 @@ public sealed partial class ControlPlaneState
         {
             if (!_clusterIdsByName.TryGetValue(name, out var id)) return new ClusterUpdateOutcome(null, null);
             var cluster = _clustersById[id];
-            var validated = ClusterSpecValidator.ApplyUpdate(cluster.Spec, update);
+            var validated = ClusterSpecValidator.ApplyUpdate(cluster.Spec, update, processImages);
             if (!validated.IsValid) return new ClusterUpdateOutcome(null, validated.Message);
             var spec = validated.Value!;
             if (spec == cluster.Spec || (ClusterSpec.SameRuntime(spec, cluster.Spec) && SameSettings(spec, cluster.Spec)))

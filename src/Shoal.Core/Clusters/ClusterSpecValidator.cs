@@ -37,7 +37,11 @@ public static partial class ClusterSpecValidator
 
     public static bool IsValidImage(string? image) => image is not null && image.Length <= 512 && ImageReference().IsMatch(image);
 
-    public static Validated<ClusterSpec> Validate(CreateClusterRequest request)
+    /// <param name="processImages">
+    /// The images some node's process runtime runs, whose env and args are held to a stricter rule;
+    /// default: <see cref="ProcessImagePolicy.BuiltIn"/> (only <c>shoal/sim</c>).
+    /// </param>
+    public static Validated<ClusterSpec> Validate(CreateClusterRequest request, ProcessImagePolicy? processImages = null)
     {
         var errors = new List<string>();
         if (string.IsNullOrWhiteSpace(request.Name))
@@ -118,6 +122,10 @@ public static partial class ClusterSpecValidator
         if (args.Any(a => a is null || a.Length > MaxArgLength))
         {
             errors.Add($"every arg must be a string of at most {MaxArgLength} characters");
+        }
+        else if (IsValidImage(request.Image))
+        {
+            errors.AddRange((processImages ?? ProcessImagePolicy.BuiltIn).Check(request.Image, env.Keys, args));
         }
 
         var health = request.Health ?? new HealthCheckSpec();
@@ -201,7 +209,7 @@ public static partial class ClusterSpecValidator
     /// The spec <paramref name="current"/> becomes with <paramref name="update"/> applied (only the
     /// fields given change; env is merged: set, then unset), validated by the same rules as a new cluster.
     /// </summary>
-    public static Validated<ClusterSpec> ApplyUpdate(ClusterSpec current, UpdateClusterRequest update)
+    public static Validated<ClusterSpec> ApplyUpdate(ClusterSpec current, UpdateClusterRequest update, ProcessImagePolicy? processImages = null)
     {
         ArgumentNullException.ThrowIfNull(current);
         ArgumentNullException.ThrowIfNull(update);
@@ -252,7 +260,7 @@ public static partial class ClusterSpecValidator
             QueueTimeoutSeconds = update.QueueTimeoutSeconds ?? current.QueueTimeoutSeconds,
             DrainTimeoutSeconds = update.DrainTimeoutSeconds ?? current.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = update.ProgressDeadlineSeconds ?? current.ProgressDeadlineSeconds,
-        });
+        }, processImages);
         errors.AddRange(merged.Errors);
         return errors.Count > 0 ? new Validated<ClusterSpec>(null, errors) : merged;
     }

@@ -156,6 +156,61 @@ public sealed class AgentHostTests : IDisposable
         Assert.Contains("no saved identity", ex.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Token_from_a_file_registers_and_the_data_dir_is_private()
+    {
+        await using var server = await FakeControlPlane.StartAsync();
+        var tokenFile = _dir.Combine("token");
+        File.WriteAllText(tokenFile, FakeControlPlane.GoodToken + "\n");
+        var options = Options(server.Url, token: null);
+        options.TokenFile = tokenFile;
+        options.AllowEnv = new HashSet<string>(StringComparer.Ordinal) { "PYTHONUNBUFFERED" };
+        using var cts = new CancellationTokenSource();
+        var run = AgentHost.RunAsync(options, NullLoggerFactory.Instance, TimeProvider.System, cts.Token);
+
+        var session = await server.NextSessionAsync();
+        Assert.Equal(FakeControlPlane.GoodToken, session.Header(AgentProtocol.ProvisioningTokenHeader));
+        var hello = await session.ReceiveAsync<HelloMessage>();
+        // What the control plane checks deploys against: the images that run as processes, and what the operator allowed.
+        Assert.Equal(["shoal/sim", ProcessRuntimeTests.PythonImage], hello.ProcessImages);
+        Assert.Equal(["PYTHONUNBUFFERED"], hello.AllowedEnv);
+        Assert.Equal(PrivateFiles.DirectoryMode, File.GetUnixFileMode(_dir.Combine("data")));
+        await cts.CancelAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(20));
+    }
+
+    [Fact]
+    public async Task An_existing_data_dir_is_made_private()
+    {
+        var data = _dir.Combine("data");
+        Directory.CreateDirectory(data);
+        File.SetUnixFileMode(data, (UnixFileMode)0x1ed);
+        new NodeIdentityStore(data).Save(new NodeIdentity { NodeId = FakeControlPlane.NodeId, NodeSecret = FakeControlPlane.NodeSecret });
+        File.SetUnixFileMode(Path.Combine(data, NodeIdentityStore.FileName), (UnixFileMode)0x1a4);
+        await using var server = await FakeControlPlane.StartAsync();
+        using var cts = new CancellationTokenSource();
+
+        var run = AgentHost.RunAsync(Options(server.Url, token: null), NullLoggerFactory.Instance, TimeProvider.System, cts.Token);
+        await server.NextSessionAsync();
+
+        Assert.Equal(PrivateFiles.DirectoryMode, File.GetUnixFileMode(data));
+        Assert.Equal(PrivateFiles.FileMode, File.GetUnixFileMode(Path.Combine(data, NodeIdentityStore.FileName)));
+        await cts.CancelAsync();
+        await run.WaitAsync(TimeSpan.FromSeconds(20));
+    }
+
+    [Fact]
+    public async Task Missing_token_file_is_a_clear_error()
+    {
+        var options = Options("http://127.0.0.1:9", token: null);
+        options.TokenFile = _dir.Combine("no-such-token");
+
+        var ex = await Assert.ThrowsAsync<AgentConfigurationException>(() =>
+            AgentHost.RunAsync(options, NullLoggerFactory.Instance, TimeProvider.System, CancellationToken.None));
+
+        Assert.Contains("cannot read --token-file", ex.Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("ftp://x", null, "invalid server address")]
     [InlineData(null, "rtx-9999:1", "not a known GPU type")]
@@ -163,6 +218,34 @@ public sealed class AgentHostTests : IDisposable
     {
         var options = Options(server ?? "http://127.0.0.1:9");
         options.SimulateGpus = gpus;
+
+        var ex = await Assert.ThrowsAsync<AgentConfigurationException>(() =>
+            AgentHost.RunAsync(options, NullLoggerFactory.Instance, TimeProvider.System, CancellationToken.None));
+
+        Assert.Contains(expected, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Host_networking_is_refused_without_the_operators_opt_in()
+    {
+        var options = Options("http://127.0.0.1:9");
+        options.Runtime = "docker";
+        options.DockerNetwork = "host";
+
+        var ex = await Assert.ThrowsAsync<AgentConfigurationException>(() =>
+            AgentHost.RunAsync(options, NullLoggerFactory.Instance, TimeProvider.System, CancellationToken.None));
+
+        Assert.Contains("shares the host's network with every replica, its loopback included", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("--allow-host-network", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("1X", "--allow-env '1X' is not an env name")]
+    [InlineData("A-B", "--allow-env 'A-B' is not an env name")]
+    public async Task A_bad_allowed_env_name_fails_at_once(string name, string expected)
+    {
+        var options = Options("http://127.0.0.1:9");
+        options.AllowEnv = new HashSet<string>(StringComparer.Ordinal) { name };
 
         var ex = await Assert.ThrowsAsync<AgentConfigurationException>(() =>
             AgentHost.RunAsync(options, NullLoggerFactory.Instance, TimeProvider.System, CancellationToken.None));

@@ -75,6 +75,59 @@ public sealed class ProcessRuntimeTests : IDisposable
         Assert.Equal("image evil/miner is not allowed by the process runtime on this node", ex.Message);
     }
 
+    [Theory]
+    [InlineData("PYTHONWARNINGS", "changes how the loader, an interpreter or a shell behaves")]
+    [InlineData("BROWSER", "changes how the loader, an interpreter or a shell behaves")]
+    [InlineData("LD_PRELOAD", "changes how the loader, an interpreter or a shell behaves")]
+    [InlineData("PATH", "changes how the loader, an interpreter or a shell behaves")]
+    [InlineData("DOTNET_STARTUP_HOOKS", "changes how the loader, an interpreter or a shell behaves")]
+    [InlineData("NODE_OPTIONS", "changes how the loader, an interpreter or a shell behaves")]
+    [InlineData("http_proxy", "only upper-case letters, digits and '_' are allowed")]
+    public async Task An_env_name_that_changes_the_interpreter_is_refused_before_anything_runs(string name, string why)
+    {
+        var ex = await Assert.ThrowsAsync<ReplicaStartException>(() =>
+            Runtime().StartAsync(Python("inj-1") with { Env = new() { [name] = "x", ["GREETING"] = "hi" } }, CancellationToken.None));
+
+        Assert.True(ex.Permanent);
+        Assert.Contains($"env '{name}' is not allowed for image {PythonImage}", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(why, ex.Message, StringComparison.Ordinal);
+        Assert.Contains($"shoal agent --allow-env {name}", ex.Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(_dir.Combine("replicas", "inj-1.log")));
+    }
+
+    [Fact]
+    public async Task An_arg_naming_a_response_file_is_refused()
+    {
+        var ex = await Assert.ThrowsAsync<ReplicaStartException>(() =>
+            Runtime().StartAsync(Python("inj-2") with { Args = ["ok", "@/var/lib/shoal/agent/node.json"] }, CancellationToken.None));
+
+        Assert.True(ex.Permanent);
+        Assert.Contains("arg '@/var/lib/shoal/agent/node.json' is not allowed", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("response file", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_name_the_operator_allowed_reaches_the_process()
+    {
+        var runtime = new ProcessRuntime(
+            new ProcessRuntimeOptions
+            {
+                Enabled = true,
+                Images = new Dictionary<string, string> { ["test/env"] = "python3 -c \"import os; print('UNBUF=' + os.environ['PYTHONUNBUFFERED'])\"" },
+                AllowedEnv = new HashSet<string>(StringComparer.Ordinal) { "PYTHONUNBUFFERED" },
+                ReplicasDir = _dir.Combine("replicas"),
+            },
+            TimeProvider.System,
+            NullLogger<ProcessRuntime>.Instance);
+
+        Assert.Null(runtime.Refusal(Python("a-1") with { Image = "test/env", Env = new() { ["PYTHONUNBUFFERED"] = "1" } }));
+        Assert.NotNull(runtime.Refusal(Python("a-1") with { Image = "test/env", Env = new() { ["PYTHONSTARTUP"] = "/tmp/x.py" } }));
+        await using var instance = await runtime.StartAsync(Python("a-1") with { Image = "test/env", Env = new() { ["PYTHONUNBUFFERED"] = "1" } }, CancellationToken.None);
+        Assert.Equal(0, await instance.Exited.WaitAsync(TimeSpan.FromSeconds(20)));
+        var logPath = _dir.Combine("replicas", "a-1.log");
+        await Poll.UntilAsync(() => File.ReadAllText(logPath).Contains("UNBUF=1", StringComparison.Ordinal), "the allowed variable in the log");
+    }
+
     [Fact]
     public void Replica_environment_carries_port_gpus_and_identity()
     {
@@ -95,20 +148,25 @@ public sealed class ProcessRuntimeTests : IDisposable
             new ProcessRuntimeOptions
             {
                 Enabled = true,
-                Images = new Dictionary<string, string> { ["test/env"] = "python3 -c \"import os; print('PORT=' + os.environ['PORT'], 'CUDA=' + os.environ['CUDA_VISIBLE_DEVICES'], 'G=' + os.environ['GREETING'], 'ARG=' + __import__('sys').argv[1])\"" },
+                Images = new Dictionary<string, string> { ["test/env"] = "python3 -c \"import os; print('PORT=' + os.environ['PORT'], 'CUDA=' + os.environ['CUDA_VISIBLE_DEVICES'], 'G=' + os.environ['GREETING'], 'TOKEN=' + os.environ.get('SHOAL_TOKEN', 'none'), 'ARGS=' + ' '.join(__import__('sys').argv[1:]))\"" },
                 ReplicasDir = _dir.Combine("replicas"),
             },
             TimeProvider.System,
             NullLogger<ProcessRuntime>.Instance);
 
-        await using var instance = await runtime.StartAsync(Python("env-1") with { Image = "test/env", Args = ["$SHOAL_CLUSTER"] }, CancellationToken.None);
+        // The agent's own token (shoal agent reads $SHOAL_TOKEN) is not handed down.
+        Environment.SetEnvironmentVariable("SHOAL_TOKEN", "shoal_pt_secret");
+        await using var instance = await runtime.StartAsync(Python("env-1") with { Image = "test/env", Args = ["$SHOAL_CLUSTER", "-c"] }, CancellationToken.None);
         var code = await instance.Exited.WaitAsync(TimeSpan.FromSeconds(20));
 
         Assert.Equal(0, code);
         var logPath = _dir.Combine("replicas", "env-1.log");
-        await Poll.UntilAsync(() => File.Exists(logPath) && File.ReadAllText(logPath).Contains("ARG=", StringComparison.Ordinal), "the log");
+        await Poll.UntilAsync(() => File.Exists(logPath) && File.ReadAllText(logPath).Contains("ARGS=", StringComparison.Ordinal), "the log");
         var log = File.ReadAllText(logPath);
-        Assert.Contains($"PORT={instance.HostPort} CUDA=0,1 G=hi ARG=web", log, StringComparison.Ordinal);
+        // The cluster's args come after `--`: operands, never options of the operator's command.
+        Assert.Contains($"PORT={instance.HostPort} CUDA=0,1 G=hi TOKEN=none ARGS=-- web -c", log, StringComparison.Ordinal);
+        Assert.Equal(PrivateFiles.FileMode, File.GetUnixFileMode(logPath));
+        Assert.Equal(PrivateFiles.DirectoryMode, File.GetUnixFileMode(_dir.Combine("replicas")));
     }
 
     [Fact]

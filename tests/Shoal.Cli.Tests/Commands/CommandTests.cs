@@ -312,7 +312,7 @@ public sealed class CommandTests : IAsyncLifetime
         Assert.Equal(7200, sent.TtlSeconds);
         Assert.Equal(3, sent.Uses);
         Assert.Equal("rack 4", sent.Description);
-        Assert.Contains($"shoal agent --server {_server.Address} --token shoal_prov_SECRET", _cli.Out, StringComparison.Ordinal);
+        Assert.Contains($"SHOAL_TOKEN=shoal_prov_SECRET shoal agent --server {_server.Address}", _cli.Out, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -106,7 +106,7 @@ public sealed class ClusterSpecValidatorTests
     [Fact]
     public void An_update_merges_env_keeps_the_rest_and_only_runtime_changes_count_as_a_new_generation()
     {
-        var current = ClusterSpecValidator.Validate(Valid with { Env = new() { ["A"] = "1", ["B"] = "2" }, Args = ["--x"], Replicas = 2 }).Value!;
+        var current = ClusterSpecValidator.Validate(Valid with { Image = "shoal/model", Env = new() { ["A"] = "1", ["B"] = "2" }, Args = ["--x"], Replicas = 2 }).Value!;
 
         var updated = ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { Env = new() { ["C"] = "3" }, UnsetEnv = ["B"], Image = "shoal/sim:2" });
 

@@ -50,15 +50,31 @@ public sealed record ContainerSettings
     public required ResourceLimits Limits { get; init; }
     /// <summary>UUIDs of the real GPUs assigned (in assignment order); empty for simulated GPUs.</summary>
     public IReadOnlyList<string> GpuUuids { get; init; } = [];
+    /// <summary>A writable root file system instead of a read-only one with tmpfs scratch. Default: false.</summary>
+    public bool WritableRoot { get; init; }
+    /// <summary>The size of each tmpfs scratch mount (<see cref="DockerContainerSpec.ScratchPaths"/>). Default: 1 GiB.</summary>
+    public long ScratchBytes { get; init; } = DockerContainerSpec.DefaultScratchBytes;
+    /// <summary>The user the workload runs as (<c>uid[:gid]</c>), or null for the image's own. Default: null.</summary>
+    public string? User { get; init; }
 }
 
 /// <summary>
 /// Builds the container a replica runs in. Pure, so the security-relevant parts are unit tested:
-/// never privileged, every capability dropped, no new privileges, no host mounts, limits from the
-/// node's share, the assigned GPUs only, and the port on loopback only.
+/// never privileged, every capability dropped, no new privileges, no host mounts, a read-only root
+/// with size-limited tmpfs scratch, limits from the node's share, the assigned GPUs only, and the
+/// port on loopback only.
 /// </summary>
 public static class DockerContainerSpec
 {
+    /// <summary>
+    /// Where a container with a read-only root may write: <c>/tmp</c>, and the cache a model server
+    /// uses when it runs as root (<c>~/.cache</c>: Hugging Face, vLLM, Triton, pip).
+    /// </summary>
+    public static readonly IReadOnlyList<string> ScratchPaths = ["/tmp", "/root/.cache"];
+
+    /// <summary>Default size of each scratch tmpfs: 1 GiB (it counts towards the container's memory).</summary>
+    public const long DefaultScratchBytes = 1L << 30;
+
     /// <summary>The container name for a replica (unique per engine: one container per replica).</summary>
     public static string ContainerName(string replicaId) => "shoal-" + replicaId;
 
@@ -99,6 +115,11 @@ public static class DockerContainerSpec
             PidsLimit = settings.Limits.PidsLimit,
             ShmSize = Math.Min(1L << 30, settings.Limits.MemoryBytes / 4),
             Runtime = string.IsNullOrWhiteSpace(settings.OciRuntime) ? null : settings.OciRuntime,
+            // Nothing a replica writes outlives it, and it cannot change the image's programs.
+            ReadonlyRootfs = !settings.WritableRoot,
+            Tmpfs = settings.WritableRoot
+                ? null
+                : ScratchPaths.ToDictionary(p => p, _ => "rw,nosuid,nodev,mode=1777,size=" + settings.ScratchBytes.ToString(CultureInfo.InvariantCulture), StringComparer.Ordinal),
             // A small init as PID 1 passes SIGTERM on and reaps what the workload leaves behind.
             Init = true,
             RestartPolicy = new RestartPolicy { Name = RestartPolicyKind.No },
@@ -136,6 +157,7 @@ public static class DockerContainerSpec
             Image = settings.ImageToRun,
             Env = [.. env.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}={kv.Value}")],
             Cmd = assignment.Args.Length > 0 ? [.. assignment.Args] : null!,
+            User = string.IsNullOrWhiteSpace(settings.User) ? null! : settings.User,
             ExposedPorts = exposed,
             Labels = Labels(assignment, settings),
             HostConfig = host,

@@ -19,6 +19,15 @@ public sealed class DockerRuntimeOptions
     /// <summary>Bridge (port published on 127.0.0.1) or host networking (<c>PORT</c> set). Default: bridge.</summary>
     public DockerNetworkMode Network { get; set; } = DockerNetworkMode.Bridge;
 
+    /// <summary>A writable root file system for containers instead of a read-only one with tmpfs scratch. Default: false.</summary>
+    public bool WritableRoot { get; set; }
+
+    /// <summary>Size of each tmpfs scratch mount of a read-only container. Default: 1 GiB.</summary>
+    public long ScratchBytes { get; set; } = DockerContainerSpec.DefaultScratchBytes;
+
+    /// <summary>The user every workload runs as (<c>uid[:gid]</c>), or null for the image's own. Default: null.</summary>
+    public string? User { get; set; }
+
     /// <summary>Most processes a replica may have. Default: 4096.</summary>
     public long PidsLimit { get; set; } = 4096;
 
@@ -95,6 +104,39 @@ public sealed partial class DockerRuntime : IReplicaRuntime, IDisposable
     public bool CanRun(string image) => !string.IsNullOrWhiteSpace(image);
 
     public string DescribeRejection(string image) => $"image {image} cannot run on the docker runtime";
+
+    /// <summary>The engine's option that lets containers on a bridge reach each other; <c>dockerd --icc=false</c> sets it to false.</summary>
+    public const string IccOption = "com.docker.network.bridge.enable_icc";
+
+    /// <summary>
+    /// Why containers on the engine's default bridge, with these options, can reach each other (so
+    /// replicas of different clusters could), or null when inter-container communication is off.
+    /// </summary>
+    public static string? BridgeIsolationProblem(IDictionary<string, string>? bridgeOptions) =>
+        bridgeOptions is not null && bridgeOptions.TryGetValue(IccOption, out var icc) && string.Equals(icc, "false", StringComparison.OrdinalIgnoreCase)
+            ? null
+            : "inter-container communication is on: replicas of different clusters can reach each other over the bridge; run dockerd with --icc=false";
+
+    /// <summary>
+    /// In bridge mode, what keeps replicas of different clusters apart that is missing (checked on the
+    /// engine's default bridge network), or null when nothing is; always null with host networking.
+    /// </summary>
+    public async Task<string?> CheckBridgeIsolationAsync(CancellationToken ct)
+    {
+        if (_options.Network != DockerNetworkMode.Bridge)
+        {
+            return null;
+        }
+        try
+        {
+            var bridge = await _client.Networks.InspectNetworkAsync("bridge", ct);
+            return BridgeIsolationProblem(bridge.Options);
+        }
+        catch (DockerApiException ex) when (ex.StatusCode == HttpStatusCode.NotFound)
+        {
+            return "the engine has no default bridge network (dockerd --bridge=none): replicas cannot start in bridge mode";
+        }
+    }
 
     /// <summary>Reads the images on the node (tags and digests), for placement to prefer nodes that have them.</summary>
     public async Task RefreshImagesAsync(CancellationToken ct)
@@ -351,6 +393,9 @@ public sealed partial class DockerRuntime : IReplicaRuntime, IDisposable
                 HostPort = hostPort,
                 Network = _options.Network,
                 OciRuntime = _options.OciRuntime,
+                WritableRoot = _options.WritableRoot,
+                ScratchBytes = _options.ScratchBytes,
+                User = _options.User,
                 Limits = ResourceLimits.ShareOf(assignment.GpuIndexes.Length, _options.Gpus.Count, _options.CpuCores, _options.MemoryMiB, _options.PidsLimit),
                 GpuUuids = GpuUuids(assignment),
             };

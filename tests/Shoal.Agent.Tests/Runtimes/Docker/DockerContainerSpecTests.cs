@@ -93,6 +93,33 @@ public class DockerContainerSpecTests
     }
 
     [Fact]
+    public void The_root_is_read_only_with_size_limited_tmpfs_scratch_unless_the_operator_wants_it_writable()
+    {
+        var spec = DockerContainerSpec.Build(s_assignment, Settings());
+
+        Assert.True(spec.HostConfig.ReadonlyRootfs);
+        Assert.Equal(["/root/.cache", "/tmp"], spec.HostConfig.Tmpfs.Keys.Order(StringComparer.Ordinal));
+        Assert.All(spec.HostConfig.Tmpfs.Values, o => Assert.Equal("rw,nosuid,nodev,mode=1777,size=1073741824", o));
+        Assert.Empty(spec.HostConfig.Mounts);
+        Assert.Empty(spec.HostConfig.Binds);
+        Assert.Null(spec.User);
+
+        var writable = DockerContainerSpec.Build(s_assignment, Settings() with { WritableRoot = true, User = "65534:65534" });
+        Assert.False(writable.HostConfig.ReadonlyRootfs);
+        Assert.Null(writable.HostConfig.Tmpfs);
+        Assert.Equal("65534:65534", writable.User);
+    }
+
+    [Fact]
+    public void Bridge_isolation_needs_inter_container_communication_off()
+    {
+        Assert.Null(DockerRuntime.BridgeIsolationProblem(new Dictionary<string, string> { [DockerRuntime.IccOption] = "false" }));
+        Assert.Contains("run dockerd with --icc=false", DockerRuntime.BridgeIsolationProblem(new Dictionary<string, string> { [DockerRuntime.IccOption] = "true" }), StringComparison.Ordinal);
+        Assert.NotNull(DockerRuntime.BridgeIsolationProblem(new Dictionary<string, string>()));
+        Assert.NotNull(DockerRuntime.BridgeIsolationProblem(null));
+    }
+
+    [Fact]
     public void Bridge_mode_publishes_the_port_on_loopback_only()
     {
         var spec = DockerContainerSpec.Build(s_assignment, Settings(DockerNetworkMode.Bridge));

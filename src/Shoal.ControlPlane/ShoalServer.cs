@@ -5,7 +5,9 @@ using Shoal.ControlPlane.Agents;
 using Shoal.ControlPlane.Apis;
 using Shoal.ControlPlane.Edges;
 using Shoal.ControlPlane.Reconciliation;
+using Shoal.ControlPlane.Sealing;
 using Shoal.ControlPlane.State;
+using Shoal.Core.Security;
 using Shoal.Edge;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
@@ -51,10 +53,21 @@ public sealed class ShoalServer : IAsyncDisposable
         time ??= TimeProvider.System;
         ListenAddress.TryParse(options.Listen, out var apiUrl);
 
-        var store = StoreFactory.Open(options.Database, options.DataDir);
+        PrivateFiles.CreateDirectory(options.DataDir);
+        var secrets = SecretsKey.Load(options);
+        var store = StoreFactory.Open(options.Database, options.DataDir, secrets.Box);
         try
         {
             await store.MigrateAsync(ct);
+        }
+        catch (SecretsKeyException e)
+        {
+            await store.DisposeAsync();
+            secrets.ForgetCreated();
+            var where = secrets.Created ? $"no secrets key was found (looked for {secrets.FilePath} and {SecretsKey.EnvironmentVariable})" : $"the key in use comes from {secrets.Source}";
+            throw new SecretsKeyException(
+                $"cannot start: {e.Message}; {where}. Restore the key the store was sealed with (the secrets.key file " +
+                $"from the data dir's backup, or set {SecretsKey.EnvironmentVariable}); nothing in the store was changed.", e.SealedWith);
         }
         catch
         {
@@ -78,6 +91,7 @@ public sealed class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton<AgentGateway>();
         builder.Services.AddSingleton<EdgeDirectory>();
         builder.Services.AddSingleton(EdgeKey.Load(options));
+        builder.Services.AddSingleton(secrets);
         builder.Services.AddSingleton<EdgeGateway>();
         builder.Services.AddHostedService<ControlLoops>();
         ListenAddress.TryParse(options.EdgeListen, out var edgeUrl);

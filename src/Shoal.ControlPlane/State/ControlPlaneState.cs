@@ -623,7 +623,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 Gpu = spec.Gpu,
                 GpuIndexes = r.GpuIndexes,
                 Port = spec.Port,
-                Env = spec.Env,
+                // Secret env travels only here: to the node that runs the replica, over its authenticated connection.
+                Env = spec.ReplicaEnv(),
                 Args = spec.Args,
                 Health = spec.Health,
                 ImageDigest = DigestFor(cluster, r.Generation),

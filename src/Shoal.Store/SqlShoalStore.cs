@@ -100,12 +100,19 @@ public abstract class SqlShoalStore : IShoalStore
             await record.ExecuteNonQueryAsync(cancellationToken);
         }
 
-        if (Secrets is not null)
-        {
-            await CheckSecretsAsync(connection, transaction, cancellationToken);
-        }
+        var resealed = Secrets is not null && await CheckSecretsAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
+        if (resealed)
+        {
+            await ForgetOverwrittenAsync(connection, cancellationToken);
+        }
     }
+
+    /// <summary>
+    /// After clear secrets were overwritten with sealed ones: drops the old row versions that may
+    /// still hold them in free pages or logs, where the database keeps such things. Default: nothing.
+    /// </summary>
+    private protected virtual Task ForgetOverwrittenAsync(DbConnection connection, CancellationToken cancellationToken) => Task.CompletedTask;
 
     /// <summary>
     /// Checks, before anything else is written, that every sealed secret opens with this store's key
@@ -113,7 +120,8 @@ public abstract class SqlShoalStore : IShoalStore
     /// seals registry passwords that versions before sealing wrote in clear.
     /// </summary>
     /// <exception cref="SecretsKeyException">A stored secret does not open with the key.</exception>
-    private async Task CheckSecretsAsync(DbConnection connection, DbTransaction transaction, CancellationToken cancellationToken)
+    /// <returns>True when clear secrets were sealed.</returns>
+    private async Task<bool> CheckSecretsAsync(DbConnection connection, DbTransaction transaction, CancellationToken cancellationToken)
     {
         var clear = new List<object?[]>();
         await using (var read = Command(connection, transaction, "SELECT id, spec, rollout FROM clusters"))
@@ -150,6 +158,7 @@ public abstract class SqlShoalStore : IShoalStore
             await ExecuteManyAsync(connection, transaction, "UPDATE clusters SET spec = @spec, rollout = @rollout WHERE id = @id",
                 [new("id", DbType.String), new("spec", DbType.String), new("rollout", DbType.String)], clear, cancellationToken);
         }
+        return clear.Count > 0;
     }
 
     public async Task<int> GetSchemaVersionAsync(CancellationToken cancellationToken = default)

@@ -142,6 +142,28 @@ public sealed class PostgresServer : IDisposable, IAsyncDisposable
         return Build(name);
     }
 
+    /// <summary>
+    /// The <c>pg_dump</c> (plain SQL: schema and every row) of the database a connection string
+    /// names, as text: what a backup of it would hold.
+    /// </summary>
+    public async Task<string> DumpAsync(string connectionString, CancellationToken cancellationToken = default)
+    {
+        var database = new NpgsqlConnectionStringBuilder(connectionString).Database
+            ?? throw new ArgumentException("the connection string names no database", nameof(connectionString));
+        var file = Path.Combine(Path.GetTempPath(), $"shoal-pg-dump-{Guid.NewGuid():N}.sql");
+        try
+        {
+            await RunAsync(Path.Combine(BinDirectory, "pg_dump"),
+                ["-h", "127.0.0.1", "-p", Port.ToString(CultureInfo.InvariantCulture), "-U", SuperUser, "-f", file, database],
+                Path.GetTempPath(), cancellationToken);
+            return await File.ReadAllTextAsync(file, cancellationToken);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
     private string Build(string database) => new NpgsqlConnectionStringBuilder
     {
         Host = "127.0.0.1",

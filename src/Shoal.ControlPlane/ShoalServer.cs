@@ -125,7 +125,7 @@ public sealed class ShoalServer : IAsyncDisposable
             eb.Logging.AddEdgeLogFilters();
             eb.WebHost.UseShoalEdgeKestrel(edgeOptions);
             eb.Services.AddSingleton(time);
-            eb.Services.AddShoalTunnels(api.Services.GetRequiredService<ControlPlaneState>());
+            eb.Services.AddShoalTunnels(new EdgeTunnelVerifiers(api.Services.GetRequiredService<ControlPlaneState>(), api.Services.GetRequiredService<EdgeDirectory>()));
             eb.Services.AddShoalEdge(edgeOptions, routes);
             edge = eb.Build();
             edge.MapShoalEdge();

@@ -6,6 +6,7 @@ using System.Net.Sockets;
 using System.Text;
 using Shoal.Agent.Identity;
 using Shoal.Contracts;
+using Shoal.Core.Security;
 
 namespace Shoal.Agent.Tunnels;
 
@@ -136,7 +137,8 @@ internal sealed partial class TunnelPool : IAsyncDisposable
                 RemoteCertificateValidationCallback = _options.EdgeCertificateValidation,
             }, ct);
         }
-        await stream.WriteAsync(Encoding.ASCII.GetBytes($"{EdgeProtocol.TunnelGreeting} {_identity.NodeId} {_identity.NodeSecret}\n"), ct);
+        // A credential for this edge alone, derived from the secret: the secret itself goes only to the control plane.
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"{EdgeProtocol.TunnelGreeting} {_identity.NodeId} {TunnelCredential.FromSecret(_identity.NodeSecret, _url)}\n"), ct);
         var lines = new LineReader(stream);
         var answer = await lines.ReadLineAsync(ct);
         if (answer == EdgeProtocol.OpenOk) return (stream, lines, null);

@@ -56,3 +56,25 @@ public sealed class SecretBoxTests
         }
     }
 }
+
+public sealed class TunnelCredentialTests
+{
+    [Fact]
+    public void The_agent_and_the_control_plane_derive_the_same_credential_which_differs_per_edge_and_reveals_no_secret()
+    {
+        var secret = Secrets.NewToken("shoal_ns_");
+        var hash = Secrets.Hash(secret);
+
+        var forEdge1 = TunnelCredential.FromSecret(secret, "http://edge-1:8080");
+        Assert.Equal(forEdge1, TunnelCredential.ForEdge(hash, "http://edge-1:8080"));
+        Assert.NotEqual(forEdge1, TunnelCredential.FromSecret(secret, "http://edge-2:8080"));
+        Assert.NotEqual(forEdge1, TunnelCredential.FromSecret(Secrets.NewToken("shoal_ns_"), "http://edge-1:8080"));
+        Assert.DoesNotContain(secret, forEdge1, StringComparison.Ordinal);
+        Assert.DoesNotContain(hash, forEdge1, StringComparison.Ordinal);
+        Assert.Equal(Secrets.Hash(forEdge1), TunnelCredential.Verifier(hash, "http://edge-1:8080"));
+        Assert.True(Secrets.Matches(forEdge1, TunnelCredential.Verifier(hash, "http://edge-1:8080")));
+
+        var verifiers = TunnelCredential.Verifiers(new Dictionary<string, string> { ["n-1"] = hash, ["n-bad"] = "not-a-hash" }, "http://edge-1:8080");
+        Assert.Equal(TunnelCredential.Verifier(hash, "http://edge-1:8080"), Assert.Single(verifiers).Value);
+    }
+}

@@ -29,6 +29,8 @@ public sealed record CreateClusterRequest
     public int? Replicas { get; init; }
     public int? Port { get; init; }
     public Dictionary<string, string>? Env { get; init; }
+    /// <summary>Env variables whose values are secret: encrypted at rest, never shown again (<c>***</c>), sent only to nodes running the cluster.</summary>
+    public Dictionary<string, string>? SecretEnv { get; init; }
     public string[]? Args { get; init; }
     public HealthCheckSpec? Health { get; init; }
     /// <summary>Credentials for a private registry; kept as a secret (never shown again).</summary>
@@ -56,7 +58,12 @@ public sealed record UpdateClusterRequest
     public string? Image { get; init; }
     /// <summary>Env variables to set (added or replaced); the others are kept.</summary>
     public Dictionary<string, string>? Env { get; init; }
-    /// <summary>Env variables to remove.</summary>
+    /// <summary>
+    /// Secret env variables to set (added or replaced; a plain variable of the same name becomes
+    /// secret); the other secret ones are kept without being sent again.
+    /// </summary>
+    public Dictionary<string, string>? SecretEnv { get; init; }
+    /// <summary>Env variables to remove, plain or secret.</summary>
     public string[]? UnsetEnv { get; init; }
     /// <summary>The container's arguments, replacing the current ones (an empty array clears them).</summary>
     public string[]? Args { get; init; }
@@ -113,7 +120,10 @@ public sealed record ClusterDto
     public int ReadyReplicas { get; init; }
     public int Port { get; init; }
     public long Generation { get; init; }
+    /// <summary>Plain env variables and their values.</summary>
     public Dictionary<string, string> Env { get; init; } = [];
+    /// <summary>Secret env variables; every value is <see cref="SecretValue.Mask"/>, the real one is never shown.</summary>
+    public Dictionary<string, string> SecretEnv { get; init; } = [];
     public string[] Args { get; init; } = [];
     public HealthCheckSpec Health { get; init; } = new();
     public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
@@ -129,6 +139,13 @@ public sealed record ClusterDto
     public string? RegistryUser { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
     public DateTimeOffset UpdatedAt { get; init; }
+}
+
+/// <summary>How the API and CLI show a secret value.</summary>
+public static class SecretValue
+{
+    /// <summary>Stands for a secret value that is never shown.</summary>
+    public const string Mask = "***";
 }
 
 /// <summary>One replica in a cluster's status: where it runs and how it got there.</summary>

@@ -19,10 +19,13 @@ public sealed record RoutesMessage : EdgeMessage
     public required RouteTable Table { get; init; }
 }
 
-/// <summary>Every node's credential hash, so the edge can authenticate tunnels without asking the server.</summary>
+/// <summary>Every node's tunnel verifier for this edge, so the edge can authenticate tunnels without asking the server.</summary>
 public sealed record NodeCredentialsMessage : EdgeMessage
 {
-    /// <summary>Node id → SHA-256 hash (hex) of the node secret.</summary>
+    /// <summary>
+    /// Node id → SHA-256 hash (hex) of the node's tunnel credential for this edge's advertised URL
+    /// (an HMAC of that URL keyed with the node secret's hash); never anything of the node secret itself.
+    /// </summary>
     public Dictionary<string, string> Nodes { get; init; } = new(StringComparer.Ordinal);
 }
 
@@ -48,11 +51,12 @@ public static class EdgeProtocol
     public const string AdvertiseHeader = "X-Shoal-Edge-Url";
     /// <summary>
     /// First bytes an agent sends on a tunnel, a plain TCP (or TLS) connection to the edge's own
-    /// address: <c>SHOAL-TUNNEL/1 {nodeId} {secret}\n</c>. The edge answers <see cref="OpenOk"/> or
+    /// address: <c>SHOAL-TUNNEL/2 {nodeId} {credential}\n</c>, the credential derived for that edge
+    /// (never the node's control-plane secret). The edge answers <see cref="OpenOk"/> or
     /// <c>error: {reason}</c> and closes. Every control line is ASCII, ends with <c>\n</c> and is at
     /// most <see cref="MaxTunnelLineBytes"/> long.
     /// </summary>
-    public const string TunnelGreeting = "SHOAL-TUNNEL/1";
+    public const string TunnelGreeting = "SHOAL-TUNNEL/2";
     /// <summary>Longest control line on a tunnel, newline included.</summary>
     public const int MaxTunnelLineBytes = 512;
     /// <summary>Largest control message an edge accepts (route tables of large fleets are big).</summary>

@@ -128,6 +128,13 @@ public sealed record RegistryCredentials
     public string? Server { get; init; }
     public required string Username { get; init; }
     public required string Password { get; init; }
+
+    // A record prints every property; the password must never reach a log line that way.
+    private bool PrintMembers(System.Text.StringBuilder builder)
+    {
+        builder.Append("Server = ").Append(Server).Append(", Username = ").Append(Username).Append(", Password = ***");
+        return true;
+    }
 }
 
 /// <summary>Server to agent: stream a replica's output with <see cref="LogsDataMessage"/> frames.</summary>

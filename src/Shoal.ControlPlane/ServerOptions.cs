@@ -73,6 +73,16 @@ public sealed class ServerOptions
 
     /// <summary>Key standalone edges present (<c>shoal edge --key</c>). Unset: generated once into <c>{DataDir}/edge.key</c>.</summary>
     public string? EdgeKey { get; set; }
+    /// <summary>
+    /// Key (base64 of 32 bytes) that seals secret env values and registry passwords in the store;
+    /// <c>shoal server</c> takes it from <c>SHOAL_SECRETS_KEY</c>. Unset: read from
+    /// <see cref="SecretsKeyFile"/>. Every server sharing a database needs the same key.
+    /// </summary>
+    public string? SecretsKey { get; set; }
+
+    /// <summary>File holding the secrets key. Default <c>{DataDir}/secrets.key</c>, generated (0600) on the first start.</summary>
+    public string? SecretsKeyFile { get; set; }
+
     /// <summary>PEM certificate the edge serves HTTPS with (with <see cref="EdgeTlsKey"/>). Default none: plain HTTP.</summary>
     public string? EdgeTlsCertificate { get; set; }
 

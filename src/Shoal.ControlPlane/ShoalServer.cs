@@ -6,7 +6,9 @@ using Shoal.ControlPlane.Apis;
 using Shoal.ControlPlane.Edges;
 using Shoal.ControlPlane.Identity;
 using Shoal.ControlPlane.Reconciliation;
+using Shoal.ControlPlane.Sealing;
 using Shoal.ControlPlane.State;
+using Shoal.Core.Security;
 using Shoal.Edge;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
@@ -55,10 +57,21 @@ public sealed partial class ShoalServer : IAsyncDisposable
         time ??= TimeProvider.System;
         ListenAddress.TryParse(options.Listen, out var apiUrl);
 
-        var store = StoreFactory.Open(options.Database, options.DataDir);
+        PrivateFiles.CreateDirectory(options.DataDir);
+        var secrets = SecretsKey.Load(options);
+        var store = StoreFactory.Open(options.Database, options.DataDir, secrets.Box);
         try
         {
             await store.MigrateAsync(ct);
+        }
+        catch (SecretsKeyException e)
+        {
+            await store.DisposeAsync();
+            secrets.ForgetCreated();
+            var where = secrets.Created ? $"no secrets key was found (looked for {secrets.FilePath} and {SecretsKey.EnvironmentVariable})" : $"the key in use comes from {secrets.Source}";
+            throw new SecretsKeyException(
+                $"cannot start: {e.Message}; {where}. Restore the key the store was sealed with (the secrets.key file " +
+                $"from the data dir's backup, or set {SecretsKey.EnvironmentVariable}); nothing in the store was changed.", e.SealedWith);
         }
         catch
         {
@@ -92,6 +105,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton<ProcessImageDirectory>();
         builder.Services.AddSingleton<EdgeDirectory>();
         builder.Services.AddSingleton(EdgeKey.Load(options));
+        builder.Services.AddSingleton(secrets);
         builder.Services.AddSingleton<EdgeGateway>();
         builder.Services.AddHostedService<ControlLoops>();
         ListenAddress.TryParse(options.EdgeListen, out var edgeUrl);
@@ -138,7 +152,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
             eb.Logging.AddEdgeLogFilters();
             eb.WebHost.UseShoalEdgeKestrel(edgeOptions);
             eb.Services.AddSingleton(time);
-            eb.Services.AddShoalTunnels(api.Services.GetRequiredService<ControlPlaneState>());
+            eb.Services.AddShoalTunnels(new EdgeTunnelVerifiers(api.Services.GetRequiredService<ControlPlaneState>(), api.Services.GetRequiredService<EdgeDirectory>()));
             eb.Services.AddShoalEdge(edgeOptions, routes);
             eb.Services.AddSingleton<Shoal.Edge.Access.IEndpointKeySource>(api.Services.GetRequiredService<ApiKeyDirectory>());
             edge = eb.Build();

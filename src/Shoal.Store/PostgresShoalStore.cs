@@ -1,6 +1,7 @@
 using System.Data;
 using System.Data.Common;
 using Npgsql;
+using Shoal.Core.Security;
 
 namespace Shoal.Store;
 
@@ -18,7 +19,8 @@ public sealed class PostgresShoalStore : SqlShoalStore
     private readonly NpgsqlDataSource _dataSource;
 
     /// <param name="connectionString">An Npgsql connection string (<c>Host=…;Database=…</c>).</param>
-    public PostgresShoalStore(string connectionString)
+    /// <param name="secrets">Seals secret values; null for a store that cannot keep any.</param>
+    public PostgresShoalStore(string connectionString, SecretBox? secrets = null) : base(secrets)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(connectionString);
         _dataSource = NpgsqlDataSource.Create(connectionString);

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Shoal.Contracts;
 using Shoal.Core;
 using Shoal.Core.Clusters;
+using Shoal.Core.Security;
 
 namespace Shoal.Store;
 
@@ -90,11 +91,13 @@ internal static class Rows
 
     private static object OrNull(object? value) => value ?? DBNull.Value;
 
-    public static object?[] Values(ClusterRecord c) =>
+    /// <summary>The cluster's row, its secret values sealed with <paramref name="secrets"/>.</summary>
+    public static object?[] Values(ClusterRecord c, SecretBox? secrets) =>
     [
-        c.Id, c.Project, c.Spec.Name, JsonSerializer.Serialize(c.Spec, CoreJsonContext.Default.ClusterSpec),
+        c.Id, c.Project, c.Spec.Name,
+        JsonSerializer.Serialize(SecretSealing.Seal(c.Spec, secrets), CoreJsonContext.Default.ClusterSpec),
         c.Generation, Ms(c.CreatedAt), Ms(c.UpdatedAt), OrNull(c.ImageDigest),
-        JsonSerializer.Serialize(c.Rollout ?? new ClusterRollout(), CoreJsonContext.Default.ClusterRollout),
+        JsonSerializer.Serialize(SecretSealing.Seal(c.Rollout ?? new ClusterRollout(), secrets), CoreJsonContext.Default.ClusterRollout),
     ];
 
     public static object?[] Values(ReplicaRecord r) =>
@@ -181,20 +184,34 @@ internal static class Rows
     private static T Json<T>(string json, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type, string what) =>
         JsonSerializer.Deserialize(json, type) ?? throw new InvalidDataException($"stored {what} is null");
 
-    public static ClusterRecord ReadCluster(DbDataReader r) => new()
+    /// <summary>A cluster's row, its secret values opened with <paramref name="secrets"/>.</summary>
+    /// <exception cref="SecretsKeyException">A secret was sealed with another key (or none is given).</exception>
+    public static ClusterRecord ReadCluster(DbDataReader r, SecretBox? secrets)
     {
-        Id = r.GetString(0),
-        Project = r.GetString(1),
-        Spec = Json(r.GetString(3), CoreJsonContext.Default.ClusterSpec, "cluster spec"),
-        Generation = r.GetInt64(4),
-        CreatedAt = Time(r, 5),
-        UpdatedAt = Time(r, 6),
-        ImageDigest = NullableString(r, 7),
-        // Clusters stored before migration 4 have none: a finished rollout of their generation.
-        Rollout = NullableString(r, 8) is { } rollout
-            ? Json(rollout, CoreJsonContext.Default.ClusterRollout, "cluster rollout")
-            : new ClusterRollout { StableGeneration = r.GetInt64(4) },
-    };
+        var spec = Json(r.GetString(3), CoreJsonContext.Default.ClusterSpec, "cluster spec");
+        var rollout = NullableString(r, 8) is { } stored
+            ? Json(stored, CoreJsonContext.Default.ClusterRollout, "cluster rollout")
+            // Clusters stored before migration 4 have none: a finished rollout of their generation.
+            : new ClusterRollout { StableGeneration = r.GetInt64(4) };
+        try
+        {
+            return new()
+            {
+                Id = r.GetString(0),
+                Project = r.GetString(1),
+                Spec = SecretSealing.Open(spec, secrets),
+                Generation = r.GetInt64(4),
+                CreatedAt = Time(r, 5),
+                UpdatedAt = Time(r, 6),
+                ImageDigest = NullableString(r, 7),
+                Rollout = SecretSealing.Open(rollout, secrets),
+            };
+        }
+        catch (SecretsKeyException e)
+        {
+            throw new SecretsKeyException($"cluster '{spec.Name}': {e.Message}", e.SealedWith);
+        }
+    }
 
     public static ReplicaRecord ReadReplica(DbDataReader r) => new()
     {

@@ -1,6 +1,10 @@
 using System.Data;
 using System.Data.Common;
 using System.Globalization;
+using System.Text.Json;
+using Shoal.Core;
+using Shoal.Core.Clusters;
+using Shoal.Core.Security;
 
 namespace Shoal.Store;
 
@@ -35,9 +39,16 @@ public abstract class SqlShoalStore : IShoalStore
         $"SELECT {string.Join(", ", Rows.EventColumns.Select(c => c.Name))} FROM cluster_events " +
         "WHERE cluster_id = @id ORDER BY seq DESC LIMIT @limit";
 
-    private protected SqlShoalStore()
+    private protected SqlShoalStore(SecretBox? secrets)
     {
+        Secrets = secrets;
     }
+
+    /// <summary>
+    /// Seals secret env values and registry passwords written to the store and opens them when read;
+    /// null: a store that cannot keep secrets (writing one fails, reading a sealed one too).
+    /// </summary>
+    public SecretBox? Secrets { get; }
 
     public abstract string Kind { get; }
 
@@ -91,7 +102,65 @@ public abstract class SqlShoalStore : IShoalStore
             await record.ExecuteNonQueryAsync(cancellationToken);
         }
 
+        var resealed = Secrets is not null && await CheckSecretsAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
+        if (resealed)
+        {
+            await ForgetOverwrittenAsync(connection, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// After clear secrets were overwritten with sealed ones: drops the old row versions that may
+    /// still hold them in free pages or logs, where the database keeps such things. Default: nothing.
+    /// </summary>
+    private protected virtual Task ForgetOverwrittenAsync(DbConnection connection, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>
+    /// Checks, before anything else is written, that every sealed secret opens with this store's key
+    /// (a missing or wrong key fails here, in the migration's transaction, so nothing changes); and
+    /// seals registry passwords that versions before sealing wrote in clear.
+    /// </summary>
+    /// <exception cref="SecretsKeyException">A stored secret does not open with the key.</exception>
+    /// <returns>True when clear secrets were sealed.</returns>
+    private async Task<bool> CheckSecretsAsync(DbConnection connection, DbTransaction transaction, CancellationToken cancellationToken)
+    {
+        var clear = new List<object?[]>();
+        await using (var read = Command(connection, transaction, "SELECT id, spec, rollout FROM clusters"))
+        await using (var reader = await read.ExecuteReaderAsync(cancellationToken))
+        {
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                var stored = JsonSerializer.Deserialize(reader.GetString(1), CoreJsonContext.Default.ClusterSpec)!;
+                var storedRollout = reader.IsDBNull(2) ? null : JsonSerializer.Deserialize(reader.GetString(2), CoreJsonContext.Default.ClusterRollout);
+                ClusterSpec spec;
+                ClusterRollout? rollout;
+                try
+                {
+                    spec = SecretSealing.Open(stored, Secrets);
+                    rollout = storedRollout is null ? null : SecretSealing.Open(storedRollout, Secrets);
+                }
+                catch (SecretsKeyException e)
+                {
+                    throw new SecretsKeyException($"cluster '{stored.Name}': {e.Message}", e.SealedWith);
+                }
+                if (!SecretSealing.HasClearSecret(stored) && storedRollout?.Generations.Values.Any(g => SecretSealing.HasClearSecret(g.Spec)) != true)
+                {
+                    continue;
+                }
+                clear.Add([
+                    reader.GetString(0),
+                    JsonSerializer.Serialize(SecretSealing.Seal(spec, Secrets), CoreJsonContext.Default.ClusterSpec),
+                    rollout is null ? DBNull.Value : JsonSerializer.Serialize(SecretSealing.Seal(rollout, Secrets), CoreJsonContext.Default.ClusterRollout),
+                ]);
+            }
+        }
+        if (clear.Count > 0)
+        {
+            await ExecuteManyAsync(connection, transaction, "UPDATE clusters SET spec = @spec, rollout = @rollout WHERE id = @id",
+                [new("id", DbType.String), new("spec", DbType.String), new("rollout", DbType.String)], clear, cancellationToken);
+        }
+        return clear.Count > 0;
     }
 
     public async Task<int> GetSchemaVersionAsync(CancellationToken cancellationToken = default)
@@ -113,7 +182,7 @@ public abstract class SqlShoalStore : IShoalStore
         await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var transaction = await BeginSnapshotAsync(connection, cancellationToken);
         var clusters = await QueryAsync(connection, transaction,
-            Rows.Select("clusters", Rows.ClusterColumns, "created_at, id"), Rows.ReadCluster, cancellationToken);
+            Rows.Select("clusters", Rows.ClusterColumns, "created_at, id"), r => Rows.ReadCluster(r, Secrets), cancellationToken);
         var replicas = await QueryAsync(connection, transaction,
             Rows.Select("replicas", Rows.ReplicaColumns, "created_at, id"), Rows.ReadReplica, cancellationToken);
         var nodes = await QueryAsync(connection, transaction,
@@ -157,7 +226,7 @@ public abstract class SqlShoalStore : IShoalStore
             try
             {
                 await ExecuteManyAsync(connection, transaction, s_upsertCluster, Rows.ClusterColumns,
-                    [Rows.Values(cluster)], cancellationToken);
+                    [Rows.Values(cluster, Secrets)], cancellationToken);
             }
             catch (DbException ex) when (IsUniqueViolation(ex))
             {

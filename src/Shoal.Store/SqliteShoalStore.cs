@@ -1,6 +1,7 @@
 using System.Data;
 using System.Data.Common;
 using Microsoft.Data.Sqlite;
+using Shoal.Core.Security;
 
 namespace Shoal.Store;
 
@@ -23,10 +24,13 @@ public sealed class SqliteShoalStore : SqlShoalStore
     private readonly SemaphoreSlim _writeLock = new(1, 1);
     private int _walEnabled;
 
-    public SqliteShoalStore(string path)
+    /// <param name="path">The database file.</param>
+    /// <param name="secrets">Seals secret values; null for a store that cannot keep any.</param>
+    public SqliteShoalStore(string path, SecretBox? secrets = null) : base(secrets)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         Path = System.IO.Path.GetFullPath(path);
+        KeepPrivate(Path);
         _connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = Path,
@@ -36,12 +40,26 @@ public sealed class SqliteShoalStore : SqlShoalStore
         }.ToString();
     }
 
-    /// <summary>Opens (creating if needed) <c>shoal.db</c> in <paramref name="dataDir"/>.</summary>
-    public static SqliteShoalStore InDirectory(string dataDir)
+    /// <summary>Opens (creating if needed) <c>shoal.db</c> in <paramref name="dataDir"/>, which is created (or narrowed to) 0700.</summary>
+    public static SqliteShoalStore InDirectory(string dataDir, SecretBox? secrets = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(dataDir);
-        Directory.CreateDirectory(dataDir);
-        return new SqliteShoalStore(System.IO.Path.Combine(dataDir, FileName));
+        PrivateFiles.CreateDirectory(dataDir);
+        return new SqliteShoalStore(System.IO.Path.Combine(dataDir, FileName), secrets);
+    }
+
+    /// <summary>
+    /// The database holds everything the control plane knows: 0600, like its -wal and -shm files,
+    /// which SQLite creates with the database file's mode. A file that does not exist yet is created
+    /// empty at 0600 (SQLite takes an empty file as a new database); an older, wider one is narrowed.
+    /// </summary>
+    private static void KeepPrivate(string path)
+    {
+        if (!Directory.Exists(System.IO.Path.GetDirectoryName(path))) return;
+        PrivateFiles.TryCreate(path, "");
+        PrivateFiles.Restrict(path);
+        PrivateFiles.Restrict(path + "-wal");
+        PrivateFiles.Restrict(path + "-shm");
     }
 
     public override string Kind => "sqlite";
@@ -94,6 +112,15 @@ public sealed class SqliteShoalStore : SqlShoalStore
     // The write transaction is BEGIN IMMEDIATE and writers are serialized: nothing more to lock.
     private protected override Task LockMigrationsAsync(DbConnection connection, DbTransaction transaction, CancellationToken cancellationToken) =>
         Task.CompletedTask;
+
+    // The clear values' old pages sit in the WAL and among free pages until rewritten: rewrite now
+    // (the migration still holds the write lock).
+    private protected override async Task ForgetOverwrittenAsync(DbConnection connection, CancellationToken cancellationToken)
+    {
+        await using var command = connection.CreateCommand();
+        command.CommandText = "PRAGMA wal_checkpoint(TRUNCATE); VACUUM; PRAGMA wal_checkpoint(TRUNCATE);";
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
 
     private protected override bool IsUniqueViolation(DbException exception) =>
         exception is SqliteException { SqliteErrorCode: 19, SqliteExtendedErrorCode: 2067 or 1555 };

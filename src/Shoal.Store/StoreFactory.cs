@@ -1,4 +1,5 @@
 using Npgsql;
+using Shoal.Core.Security;
 
 namespace Shoal.Store;
 
@@ -11,11 +12,14 @@ public static class StoreFactory
     /// <c>sqlite</c>) SQLite in <paramref name="dataDir"/>, creating the directory. The store is not
     /// migrated yet: call <see cref="IShoalStore.MigrateAsync"/>.
     /// </summary>
+    /// <param name="database">The <c>--database</c> value.</param>
+    /// <param name="dataDir">The server's data dir, where the SQLite file lives.</param>
+    /// <param name="secrets">Seals secret values at rest; null for a store that cannot keep any.</param>
     /// <exception cref="ArgumentException">The value is neither of those, or is malformed.</exception>
-    public static IShoalStore Open(string? database, string dataDir)
+    public static IShoalStore Open(string? database, string dataDir, SecretBox? secrets = null)
     {
         var postgres = ResolvePostgresConnectionString(database);
-        return postgres is null ? SqliteShoalStore.InDirectory(dataDir) : new PostgresShoalStore(postgres);
+        return postgres is null ? SqliteShoalStore.InDirectory(dataDir, secrets) : new PostgresShoalStore(postgres, secrets);
     }
 
     /// <summary>

@@ -8,6 +8,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Shoal.Agent.Identity;
 using Shoal.Agent.Tunnels;
 using Shoal.Contracts;
+using Shoal.Core.Security;
 using Shoal.Edge.Tunnels;
 using Shoal.Edge.Upstreams;
 using Shoal.Testing;
@@ -65,6 +66,9 @@ public sealed class TunnelTests : IAsyncLifetime
     }
 
     private TunnelRegistry Registry => _server.Server.EdgeServices!.GetRequiredService<TunnelRegistry>();
+
+    /// <summary>The in-process edge's URL as agents are told it, which its tunnel credentials are derived for.</summary>
+    private string LocalEdgeUrl => _server.Server.EdgeAddress!.ToString().TrimEnd('/');
 
     /// <summary>Registers a tunnel-mode node, deploys a one-replica cluster to it and reports the replica ready.</summary>
     private Task<(WireAgent Agent, NodeIdentity Identity, string[] Edges, string ReplicaId)> TunnelNodeWithReadyReplicaAsync() =>
@@ -171,6 +175,8 @@ public sealed class TunnelTests : IAsyncLifetime
 
     [Theory]
     [InlineData("known-node-wrong-secret")]
+    [InlineData("the-node-secret-itself")]
+    [InlineData("credential-for-another-edge")]
     [InlineData("unknown-node")]
     [InlineData("no-credentials")]
     public async Task A_tunnel_without_valid_node_credentials_is_refused_and_nothing_is_routed_to_it(string kind)
@@ -179,8 +185,11 @@ public sealed class TunnelTests : IAsyncLifetime
         await using var _ = agent;
         var greeting = kind switch
         {
-            "unknown-node" => $"{EdgeProtocol.TunnelGreeting} n-doesnotexist {identity.NodeSecret}\n",
+            "unknown-node" => $"{EdgeProtocol.TunnelGreeting} n-doesnotexist {TunnelCredential.FromSecret(identity.NodeSecret, LocalEdgeUrl)}\n",
             "known-node-wrong-secret" => $"{EdgeProtocol.TunnelGreeting} {identity.NodeId} not-the-secret\n",
+            // The control-plane secret is not a tunnel credential, nor is the credential for another edge.
+            "the-node-secret-itself" => $"{EdgeProtocol.TunnelGreeting} {identity.NodeId} {identity.NodeSecret}\n",
+            "credential-for-another-edge" => $"{EdgeProtocol.TunnelGreeting} {identity.NodeId} {TunnelCredential.FromSecret(identity.NodeSecret, "http://edge-2.example:8080")}\n",
             _ => $"{EdgeProtocol.TunnelGreeting}\n",
         };
         var (answer, closed) = await GreetAsync(greeting);
@@ -197,7 +206,7 @@ public sealed class TunnelTests : IAsyncLifetime
         using var client = new System.Net.Sockets.TcpClient();
         await client.ConnectAsync(IPAddress.Loopback, _server.Server.EdgeAddress!.Port);
         var stream = client.GetStream();
-        foreach (var b in System.Text.Encoding.ASCII.GetBytes($"{EdgeProtocol.TunnelGreeting} {identity.NodeId} {identity.NodeSecret}\n"))
+        foreach (var b in System.Text.Encoding.ASCII.GetBytes($"{EdgeProtocol.TunnelGreeting} {identity.NodeId} {TunnelCredential.FromSecret(identity.NodeSecret, LocalEdgeUrl)}\n"))
         {
             await stream.WriteAsync(new[] { b });
             await stream.FlushAsync();
@@ -272,5 +281,50 @@ public sealed class TunnelTests : IAsyncLifetime
         Assert.True(response.StatusCode is HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable, $"got {response.StatusCode}");
         // The refused tunnel is replaced: the pool is back to its size.
         await Eventually.UntilAsync(() => Registry.LiveCount(identity.NodeId) == 2, what: "pool refilled");
+    }
+}
+
+/// <summary>What a standalone edge learns about nodes: verifiers of its own tunnel credentials, nothing of their secrets.</summary>
+public sealed class EdgeTunnelCredentialTests
+{
+    [Fact]
+    public async Task Each_standalone_edge_gets_verifiers_for_its_own_url_only_never_the_node_secret_hash()
+    {
+        await using var server = await TestServer.StartAsync();
+        var (agent, _) = await WireAgent.RegisterAsync(server.AgentUri, await server.CreateTokenAsync(), "node-t");
+        await using var _1 = agent;
+        await agent!.SendAsync(WireAgent.Hello("node-t", ("rtx-4090", 1)) with { Tunnel = true });
+        var welcome = await agent.ReceiveAsync<WelcomeMessage>();
+        var edgeKey = File.ReadAllText(server.Server.EdgeKeyFile!).Trim();
+
+        async Task<Dictionary<string, string>> NodesSeenByAsync(string advertised)
+        {
+            using var socket = new System.Net.WebSockets.ClientWebSocket();
+            socket.Options.SetRequestHeader("Authorization", "Bearer " + edgeKey);
+            socket.Options.SetRequestHeader(EdgeProtocol.AdvertiseHeader, advertised);
+            var uri = new Uri(server.Server.ApiAddress.ToString().Replace("http://", "ws://", StringComparison.Ordinal).TrimEnd('/') + EdgeProtocol.ConnectPath);
+            await socket.ConnectAsync(uri, CancellationToken.None);
+            var buffer = new byte[1 << 20];
+            var count = 0;
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            while (true)
+            {
+                var result = await socket.ReceiveAsync(buffer.AsMemory(count), timeout.Token);
+                count += result.Count;
+                if (result.EndOfMessage) break;
+            }
+            var message = System.Text.Json.JsonSerializer.Deserialize(buffer.AsSpan(0, count), ShoalJsonContext.Default.EdgeMessage);
+            socket.Abort();
+            return Assert.IsType<NodeCredentialsMessage>(message).Nodes;
+        }
+
+        var first = await NodesSeenByAsync("http://127.0.0.1:18081/");
+        var second = await NodesSeenByAsync("http://127.0.0.1:18082");
+        var hash = Secrets.Hash(welcome.NodeSecret!);
+        Assert.Equal(TunnelCredential.Verifier(hash, "http://127.0.0.1:18081"), first[welcome.NodeId]);
+        Assert.Equal(TunnelCredential.Verifier(hash, "http://127.0.0.1:18082"), second[welcome.NodeId]);
+        Assert.NotEqual(first[welcome.NodeId], second[welcome.NodeId]);
+        Assert.DoesNotContain(hash, first.Values.Concat(second.Values));
+        Assert.DoesNotContain(welcome.NodeSecret!, first.Values.Concat(second.Values));
     }
 }

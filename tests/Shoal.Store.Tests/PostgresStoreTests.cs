@@ -1,3 +1,4 @@
+using Shoal.Core.Security;
 using Shoal.Store;
 using Shoal.Testing;
 using Xunit.Abstractions;
@@ -20,8 +21,8 @@ public sealed class PostgresStoreTests(PostgresFixture postgres, ITestOutputHelp
 
     protected override async Task CreateDatabaseAsync() => _connectionString = await postgres.CreateDatabaseAsync("store");
 
-    protected override IShoalStore OpenStore() =>
-        new PostgresShoalStore(_connectionString ?? throw new InvalidOperationException("no database yet"));
+    protected override IShoalStore OpenStore(SecretBox? secrets) =>
+        new PostgresShoalStore(_connectionString ?? throw new InvalidOperationException("no database yet"), secrets);
 
     [Fact]
     public async Task The_factory_opens_postgres_from_a_connection_string_and_a_url()

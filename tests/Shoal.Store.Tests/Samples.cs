@@ -27,6 +27,28 @@ internal static class Samples
         ProgressDeadlineSeconds = 600,
     };
 
+    /// <summary>A cluster with every kind of secret: secret env and registry credentials, in its spec and in an earlier generation's.</summary>
+    public static ClusterRecord ClusterWithSecrets(string id = "c1", string name = "llama")
+    {
+        var cluster = Cluster(id, name);
+        var secrets = new ClusterSpec
+        {
+            Name = name,
+            Image = cluster.Spec.Image,
+            Gpu = cluster.Spec.Gpu,
+            SecretEnv = new(StringComparer.Ordinal) { ["HF_TOKEN"] = "hf_sealed-spec-value", ["DB_PASSWORD"] = "pässwörd ✓" },
+            RegistryAuth = new RegistryCredentials { Server = "ghcr.io", Username = "acme-bot", Password = "registry-sealed-password" },
+        };
+        return cluster with
+        {
+            Spec = cluster.Spec with { SecretEnv = secrets.SecretEnv, RegistryAuth = secrets.RegistryAuth },
+            Rollout = cluster.Rollout with
+            {
+                Generations = new() { [6] = new GenerationSpec(cluster.Rollout.Generations[6].Spec with { SecretEnv = new(StringComparer.Ordinal) { ["HF_TOKEN"] = "hf_sealed-old-generation" }, RegistryAuth = secrets.RegistryAuth }, null) },
+            },
+        };
+    }
+
     public static ClusterRecord Cluster(string id = "c1", string name = "llama", string project = "team-a") => new()
     {
         Id = id,
@@ -130,9 +152,10 @@ internal static class Samples
     public static void Equal(ClusterRecord expected, ClusterRecord actual)
     {
         Assert.Equal(expected.Spec.Env, actual.Spec.Env);
+        Assert.Equal(expected.Spec.SecretEnv, actual.Spec.SecretEnv);
         Assert.Equal(expected.Spec.Args, actual.Spec.Args);
         Assert.Equal(expected.Spec.Health, actual.Spec.Health);
-        var spec = actual.Spec with { Env = expected.Spec.Env, Args = expected.Spec.Args };
+        var spec = actual.Spec with { Env = expected.Spec.Env, SecretEnv = expected.Spec.SecretEnv, Args = expected.Spec.Args };
         // The rollout holds dictionaries (compared by reference in a record): compare it as stored.
         Assert.Equal(
             System.Text.Json.JsonSerializer.Serialize(expected.Rollout, Shoal.Core.CoreJsonContext.Default.ClusterRollout),

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Shoal.Contracts;
+using Shoal.Core.Security;
 using Shoal.Store;
 using Xunit.Abstractions;
 
@@ -20,8 +21,8 @@ public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifet
     /// <summary>Creates this test's empty database.</summary>
     protected abstract Task CreateDatabaseAsync();
 
-    /// <summary>Opens a new store object on this test's database (not migrated).</summary>
-    protected abstract IShoalStore OpenStore();
+    /// <summary>Opens a new store object on this test's database (not migrated), sealing secrets with <paramref name="secrets"/>.</summary>
+    protected abstract IShoalStore OpenStore(SecretBox? secrets);
 
     /// <summary>Removes this test's database.</summary>
     protected virtual Task DropDatabaseAsync() => Task.CompletedTask;
@@ -38,16 +39,16 @@ public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifet
         await DropDatabaseAsync();
     }
 
-    private IShoalStore Open()
+    private IShoalStore Open(SecretBox? secrets = null)
     {
-        var store = OpenStore();
+        var store = OpenStore(secrets);
         _opened.Add(store);
         return store;
     }
 
-    private async Task<IShoalStore> OpenMigratedAsync()
+    private async Task<IShoalStore> OpenMigratedAsync(SecretBox? secrets = null)
     {
-        var store = Open();
+        var store = Open(secrets);
         await store.MigrateAsync();
         return store;
     }
@@ -57,6 +58,47 @@ public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifet
         var changes = new StoreChanges();
         build(changes);
         await store.CommitAsync(changes);
+    }
+
+    [Fact]
+    public async Task Secret_env_and_registry_passwords_come_back_only_with_the_key_that_sealed_them()
+    {
+        var key = SecretBox.FromKeyText(SecretBox.NewKeyText());
+        var cluster = Samples.ClusterWithSecrets();
+        await CommitAsync(await OpenMigratedAsync(key), c => c.UpsertClusters.Add(cluster));
+
+        var loaded = Assert.Single((await (await OpenMigratedAsync(key)).LoadAsync()).Clusters);
+        Samples.Equal(cluster, loaded);
+        Assert.Equal(cluster.Spec.RegistryAuth, loaded.Spec.RegistryAuth);
+        Assert.Equal("hf_sealed-old-generation", loaded.Rollout.Generations[6].Spec.SecretEnv["HF_TOKEN"]);
+
+        // Another key, or none: a clear error naming the cluster, never a wrong value.
+        var otherKey = SecretBox.FromKeyText(SecretBox.NewKeyText());
+        var wrong = await Assert.ThrowsAsync<SecretsKeyException>(() => Open(otherKey).MigrateAsync());
+        Assert.Contains("cluster 'llama'", wrong.Message, StringComparison.Ordinal);
+        Assert.Equal(key.KeyId, wrong.SealedWith);
+        var none = await Assert.ThrowsAsync<SecretsKeyException>(() => Open().LoadAsync());
+        Assert.Contains("no secrets key", none.Message, StringComparison.Ordinal);
+
+        // Failing with the wrong key changed nothing: the right key still opens everything.
+        Samples.Equal(cluster, Assert.Single((await (await OpenMigratedAsync(key)).LoadAsync()).Clusters));
+    }
+
+    [Fact]
+    public async Task A_store_without_a_key_refuses_to_write_a_secret_and_writes_nothing()
+    {
+        var store = await OpenMigratedAsync();
+        var error = await Assert.ThrowsAsync<SecretsKeyException>(() => CommitAsync(store, c =>
+        {
+            c.UpsertClusters.Add(Samples.Cluster("c0", "plain"));
+            c.UpsertClusters.Add(Samples.ClusterWithSecrets());
+        }));
+        Assert.Contains("no secrets key", error.Message, StringComparison.Ordinal);
+        Assert.Empty((await store.LoadAsync()).Clusters);
+
+        // Clusters without secrets need no key.
+        await CommitAsync(store, c => c.UpsertClusters.Add(Samples.Cluster()));
+        Assert.Single((await store.LoadAsync()).Clusters);
     }
 
     [Fact]

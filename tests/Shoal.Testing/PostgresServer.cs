@@ -142,6 +142,41 @@ public sealed class PostgresServer : IDisposable, IAsyncDisposable
         return Build(name);
     }
 
+    /// <summary>
+    /// The <c>pg_dump</c> (plain SQL: schema and every row) of the database a connection string
+    /// names, as text: what a backup of it would hold.
+    /// </summary>
+    public async Task<string> DumpAsync(string connectionString, CancellationToken cancellationToken = default)
+    {
+        var database = new NpgsqlConnectionStringBuilder(connectionString).Database
+            ?? throw new ArgumentException("the connection string names no database", nameof(connectionString));
+        var file = Path.Combine(Path.GetTempPath(), $"shoal-pg-dump-{Guid.NewGuid():N}.sql");
+        try
+        {
+            await RunAsync(FindTool("pg_dump"),
+                ["-h", "127.0.0.1", "-p", Port.ToString(CultureInfo.InvariantCulture), "-U", SuperUser, "-f", file, database],
+                Path.GetTempPath(), cancellationToken);
+            return await File.ReadAllTextAsync(file, cancellationToken);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    // Beside initdb, or beside what a linked initdb points to (/usr/local/bin links only the server tools).
+    private string FindTool(string tool)
+    {
+        var beside = Path.Combine(BinDirectory, tool);
+        if (File.Exists(beside)) return beside;
+        var initdb = new FileInfo(Path.Combine(BinDirectory, "initdb")).ResolveLinkTarget(returnFinalTarget: true);
+        if (initdb is not null && Path.GetDirectoryName(initdb.FullName) is { } real && File.Exists(Path.Combine(real, tool)))
+        {
+            return Path.Combine(real, tool);
+        }
+        return tool;
+    }
+
     private string Build(string database) => new NpgsqlConnectionStringBuilder
     {
         Host = "127.0.0.1",

@@ -6,6 +6,7 @@ using System.Net.Sockets;
 using System.Text;
 using Shoal.Agent.Identity;
 using Shoal.Contracts;
+using Shoal.Core.Security;
 
 namespace Shoal.Agent.Tunnels;
 
@@ -48,8 +49,14 @@ internal sealed partial class TunnelPool : IAsyncDisposable
 
     public int Open => Volatile.Read(ref _open);
 
+    /// <summary>True when tunnels to the edge at <paramref name="url"/> are plain TCP over a network (not the node's own loopback).</summary>
+    internal static bool PlainOverNetwork(string url) => TunnelWire.TryParseEdge(url, out var host, out _, out var tls) && !tls && !IsLoopback(host);
+
     public void Start()
     {
+        // The credential is this edge's alone, but over plain TCP anyone on the path can read it
+        // and the requests: say so, once per edge.
+        if (PlainOverNetwork(_url)) LogPlainTunnels(_logger, _url);
         for (var i = 0; i < Math.Max(1, _options.IdlePerEdge); i++)
         {
             _slots.Add(Task.Run(() => SlotLoopAsync(_cts.Token)));
@@ -136,7 +143,8 @@ internal sealed partial class TunnelPool : IAsyncDisposable
                 RemoteCertificateValidationCallback = _options.EdgeCertificateValidation,
             }, ct);
         }
-        await stream.WriteAsync(Encoding.ASCII.GetBytes($"{EdgeProtocol.TunnelGreeting} {_identity.NodeId} {_identity.NodeSecret}\n"), ct);
+        // A credential for this edge alone, derived from the secret: the secret itself goes only to the control plane.
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"{EdgeProtocol.TunnelGreeting} {_identity.NodeId} {TunnelCredential.FromSecret(_identity.NodeSecret, _url)}\n"), ct);
         var lines = new LineReader(stream);
         var answer = await lines.ReadLineAsync(ct);
         if (answer == EdgeProtocol.OpenOk) return (stream, lines, null);
@@ -269,6 +277,12 @@ internal sealed partial class TunnelPool : IAsyncDisposable
         await Task.WhenAll([.. _slots, .. _live.Values]).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         _cts.Dispose();
     }
+
+    private static bool IsLoopback(string host) =>
+        host.Equals("localhost", StringComparison.OrdinalIgnoreCase) || (IPAddress.TryParse(host.Trim('[', ']'), out var ip) && IPAddress.IsLoopback(ip));
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Tunnels to edge {Url} are plain TCP over the network: their credential and requests can be read on the way; serve the edge over https")]
+    private static partial void LogPlainTunnels(ILogger logger, string url);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Cannot open a tunnel to edge {Url}: {Error}; retrying with back-off")]
     private static partial void LogConnectFailed(ILogger logger, string url, string error);

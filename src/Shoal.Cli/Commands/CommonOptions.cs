@@ -57,6 +57,19 @@ public static class CommonOptions
         },
     };
 
+    /// <summary>
+    /// <c>--secret-env NAME=VALUE</c> or <c>--secret-env NAME</c> (value from <c>$NAME</c>), repeatable;
+    /// resolved with <see cref="EnvParser.TryParseSecret"/> when the command runs, where the
+    /// environment is known.
+    /// </summary>
+    public static Option<string[]> CreateSecretEnvOption(string description) => new("--secret-env")
+    {
+        Description = description,
+        HelpName = "NAME[=VALUE]",
+        Arity = ArgumentArity.ZeroOrMore,
+        DefaultValueFactory = static _ => [],
+    };
+
     /// <summary>A whole-number option checked against [<paramref name="minimum"/>, <paramref name="maximum"/>]; null when not given.</summary>
     public static Option<int?> CreateIntOption(string name, string description, int minimum, int maximum = int.MaxValue) => new(name)
     {

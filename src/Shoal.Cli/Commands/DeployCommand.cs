@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using Shoal.Cli.Client;
 using Shoal.Cli.Interaction;
+using Shoal.Cli.Parsing;
 using Shoal.Contracts;
 using Shoal.Core.Clusters;
 
@@ -31,6 +32,9 @@ public sealed class DeployCommand : ApiCommand
     private static readonly Option<int?> s_portOption = CommonOptions.CreateIntOption("--port", "Port the container listens on (default 8000)", 1, 65535);
 
     private static readonly Option<Dictionary<string, string>> s_envOption = CommonOptions.CreateEnvOption("Environment variable for the replicas, KEY=VALUE; repeat for more");
+
+    private static readonly Option<string[]> s_secretEnvOption = CommonOptions.CreateSecretEnvOption(
+        "Secret environment variable, NAME=VALUE or NAME (value from $NAME): encrypted at rest, shown as ***, sent only to nodes running the cluster; repeat for more");
 
     private static readonly Option<string[]> s_argOption = new("--arg")
     {
@@ -93,6 +97,7 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_replicasOption);
         Options.Add(s_portOption);
         Options.Add(s_envOption);
+        Options.Add(s_secretEnvOption);
         Options.Add(s_argOption);
         Options.Add(s_healthPathOption);
         Options.Add(s_routingOption);
@@ -114,6 +119,11 @@ public sealed class DeployCommand : ApiCommand
         var args = result.GetValue(s_argOption) ?? [];
         var healthPath = result.GetValue(s_healthPathOption);
         var initialDelay = result.GetValue(s_initialDelayOption);
+        if (!EnvParser.TryParseSecret(result.GetValue(s_secretEnvOption) ?? [], Context.GetEnvironmentVariable, out var secretEnv, out var secretError))
+        {
+            Interaction.DisplayError(secretError!);
+            return ExitCodes.InvalidInput;
+        }
         RegistryCredentials? registryAuth = null;
         if (result.GetValue(s_registryUserOption) is { } registryUser)
         {
@@ -134,6 +144,7 @@ public sealed class DeployCommand : ApiCommand
             Replicas = result.GetValue(s_replicasOption),
             Port = result.GetValue(s_portOption),
             Env = env.Count == 0 ? null : env,
+            SecretEnv = secretEnv.Count == 0 ? null : secretEnv,
             Args = args.Length == 0 ? null : args,
             Health = healthPath is null && initialDelay is null ? null : new HealthCheckSpec
             {

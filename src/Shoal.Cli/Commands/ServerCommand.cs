@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Shoal.ControlPlane;
+using Shoal.ControlPlane.Sealing;
 
 namespace Shoal.Cli.Commands;
 
@@ -18,6 +19,10 @@ public sealed class ServerCommand : Command
     private static readonly Option<string> s_edgeDomain = new("--edge-domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
     private static readonly Option<string?> s_publicEdgeUrl = new("--public-edge-url") { Description = "Edge URL shown in cluster endpoints (default from --edge-listen)" };
     private static readonly Option<string?> s_edgeKey = new("--edge-key") { Description = "Key standalone edges (shoal edge) present; default: generated once into edge.key in the data dir (env SHOAL_EDGE_KEY)" };
+    private static readonly Option<string?> s_secretsKeyFile = new("--secrets-key-file")
+    {
+        Description = "File with the key that encrypts secret env and registry passwords in the store (default: secrets.key in the data dir, generated once; or set SHOAL_SECRETS_KEY)",
+    };
     private static readonly Option<string?> s_edgeTlsCert = new("--edge-tls-cert") { Description = "PEM certificate file: the edge serves HTTPS (needs --edge-tls-key)" };
     private static readonly Option<string?> s_edgeTlsKey = new("--edge-tls-key") { Description = "PEM private key file of --edge-tls-cert" };
     private static readonly Option<string?> s_edgeTlsPfx = new("--edge-tls-pfx") { Description = "PKCS#12 (PFX) file with the edge's certificate and key, instead of PEM files" };
@@ -41,6 +46,7 @@ public sealed class ServerCommand : Command
         Options.Add(s_edgeDomain);
         Options.Add(s_publicEdgeUrl);
         Options.Add(s_edgeKey);
+        Options.Add(s_secretsKeyFile);
         Options.Add(s_edgeTlsCert);
         Options.Add(s_edgeTlsKey);
         Options.Add(s_edgeTlsPfx);
@@ -61,6 +67,9 @@ public sealed class ServerCommand : Command
             EdgeDomain = result.GetValue(s_edgeDomain)!,
             PublicEdgeUrl = result.GetValue(s_publicEdgeUrl),
             EdgeKey = result.GetValue(s_edgeKey) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_KEY"),
+            // The key itself only from the environment: a command line is visible to every user of the machine.
+            SecretsKey = Environment.GetEnvironmentVariable(SecretsKey.EnvironmentVariable),
+            SecretsKeyFile = result.GetValue(s_secretsKeyFile),
             LogLevel = result.GetValue(s_logLevel),
             EdgeTlsCertificate = result.GetValue(s_edgeTlsCert),
             EdgeTlsKey = result.GetValue(s_edgeTlsKey),

@@ -20,6 +20,9 @@ public sealed class UpdateCommand : ApiCommand
 
     private static readonly Option<Dictionary<string, string>> s_envOption = CommonOptions.CreateEnvOption("Set an environment variable, KEY=VALUE (the others are kept); repeat for more");
 
+    private static readonly Option<string[]> s_secretEnvOption = CommonOptions.CreateSecretEnvOption(
+        "Set a secret environment variable, NAME=VALUE or NAME (value from $NAME); the other secret ones are kept without being sent again; repeat for more");
+
     private static readonly Option<string[]> s_unsetEnvOption = CreateUnsetEnvOption();
 
     private static readonly Option<string[]> s_argOption = new("--arg")
@@ -64,6 +67,7 @@ public sealed class UpdateCommand : ApiCommand
         Arguments.Add(s_nameArgument);
         Options.Add(s_imageOption);
         Options.Add(s_envOption);
+        Options.Add(s_secretEnvOption);
         Options.Add(s_unsetEnvOption);
         Options.Add(s_argOption);
         Options.Add(s_replicasOption);
@@ -82,6 +86,11 @@ public sealed class UpdateCommand : ApiCommand
         var name = result.GetValue(s_nameArgument)!;
         var env = result.GetValue(s_envOption) ?? [];
         var unset = result.GetValue(s_unsetEnvOption) ?? [];
+        if (!EnvParser.TryParseSecret(result.GetValue(s_secretEnvOption) ?? [], Context.GetEnvironmentVariable, out var secretEnv, out var secretError))
+        {
+            Interaction.DisplayError(secretError!);
+            return ExitCodes.InvalidInput;
+        }
         var args = result.GetValue(s_argOption) ?? [];
         var healthPath = result.GetValue(s_healthPathOption);
         var healthInterval = result.GetValue(s_healthIntervalOption);
@@ -104,6 +113,7 @@ public sealed class UpdateCommand : ApiCommand
         {
             Image = result.GetValue(s_imageOption),
             Env = env.Count == 0 ? null : env,
+            SecretEnv = secretEnv.Count == 0 ? null : secretEnv,
             UnsetEnv = unset.Length == 0 ? null : unset,
             Args = args.Length == 0 ? null : args,
             Replicas = result.GetValue(s_replicasOption),
@@ -114,7 +124,7 @@ public sealed class UpdateCommand : ApiCommand
         };
         if (request == new UpdateClusterRequest())
         {
-            Interaction.DisplayError("nothing to change: give --image, --env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --progress-deadline or --public");
+            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --progress-deadline or --public");
             return ExitCodes.InvalidInput;
         }
 

@@ -23,6 +23,7 @@ internal static class Mapping
             Port = c.Spec.Port,
             Generation = c.Generation,
             Env = c.Spec.Env,
+            SecretEnv = c.Spec.SecretEnv.Keys.ToDictionary(name => name, _ => SecretValue.Mask, StringComparer.Ordinal),
             Args = c.Spec.Args,
             Health = c.Spec.Health,
             Routing = c.Spec.Routing,

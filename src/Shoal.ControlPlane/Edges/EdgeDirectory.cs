@@ -17,8 +17,11 @@ public sealed class EdgeDirectory
 
     public string[] Urls => Volatile.Read(ref _urls);
 
+    /// <summary>The URL of the edge running inside this server process, once it listens; null otherwise.</summary>
+    public string? Local => Volatile.Read(ref _local);
+
     /// <summary>The edge running inside this server process.</summary>
-    public void SetLocal(string? url) => Mutate(() => _local = url);
+    public void SetLocal(string? url) => Mutate(() => Volatile.Write(ref _local, url));
 
     /// <summary>A standalone edge connected; dispose the result when it disconnects.</summary>
     public IDisposable Register(string url)

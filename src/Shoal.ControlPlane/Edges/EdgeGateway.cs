@@ -1,6 +1,7 @@
 using System.Net.WebSockets;
 using System.Text.Json;
 using Shoal.Contracts;
+using Shoal.Core.Security;
 using Shoal.ControlPlane.State;
 using Shoal.Edge.Routing;
 
@@ -87,7 +88,7 @@ public sealed partial class EdgeGateway
         try
         {
             var reader = DrainAsync(socket, cts.Token);
-            var writer = WriteAsync(socket, changed, cts.Token);
+            var writer = WriteAsync(socket, advertised.TrimEnd('/'), changed, cts.Token);
             await Task.WhenAny(reader, writer);
             await cts.CancelAsync();
             socket.Abort();
@@ -103,7 +104,11 @@ public sealed partial class EdgeGateway
         }
     }
 
-    private async Task WriteAsync(WebSocket socket, SemaphoreSlim changed, CancellationToken ct)
+    /// <param name="socket">The edge's control stream.</param>
+    /// <param name="edgeUrl">The URL the edge advertised (as agents are told it): its tunnel verifiers are derived for it.</param>
+    /// <param name="changed">Released when node credentials or routes changed.</param>
+    /// <param name="ct">Ends the stream.</param>
+    private async Task WriteAsync(WebSocket socket, string edgeUrl, SemaphoreSlim changed, CancellationToken ct)
     {
 
         IReadOnlyDictionary<string, string>? sentCredentials = null;
@@ -116,7 +121,10 @@ public sealed partial class EdgeGateway
             var credentials = _state.NodeCredentials;
             if (!ReferenceEquals(credentials, sentCredentials))
             {
-                await SendAsync(socket, new NodeCredentialsMessage { Nodes = new Dictionary<string, string>(credentials, StringComparer.Ordinal) }, ct);
+                // Verifiers for this edge's own tunnel credentials: nothing of a node secret, nothing good at another edge.
+                // An edge that advertises no URL has no tunnels (agents are never told of it).
+                var verifiers = edgeUrl.Length == 0 ? new Dictionary<string, string>(StringComparer.Ordinal) : TunnelCredential.Verifiers(credentials, edgeUrl);
+                await SendAsync(socket, new NodeCredentialsMessage { Nodes = verifiers }, ct);
                 sentCredentials = credentials;
             }
             var keys = _keys.EndpointKeys;

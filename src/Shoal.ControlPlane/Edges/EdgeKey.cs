@@ -27,24 +27,10 @@ public sealed class EdgeKey
     {
         if (!string.IsNullOrWhiteSpace(options.EdgeKey)) return new EdgeKey(Secrets.Hash(options.EdgeKey.Trim()), null);
 
-        var dir = Path.GetFullPath(options.DataDir);
-        Directory.CreateDirectory(dir);
-        var path = Path.Combine(dir, FileName);
-        if (!File.Exists(path))
-        {
-            var key = Secrets.NewToken("shoal_ek_");
-            var fileOptions = new FileStreamOptions { Mode = FileMode.CreateNew, Access = FileAccess.Write };
-            if (!OperatingSystem.IsWindows()) fileOptions.UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite;
-            try
-            {
-                using var writer = new StreamWriter(path, System.Text.Encoding.ASCII, fileOptions);
-                writer.Write(key);
-            }
-            catch (IOException) when (File.Exists(path))
-            {
-                // Another server instance on the same data dir wrote it first; use theirs.
-            }
-        }
+        var path = Path.Combine(PrivateFiles.CreateDirectory(options.DataDir), FileName);
+        // Another server instance on the same data dir may write it first; then theirs is used.
+        PrivateFiles.TryCreate(path, Secrets.NewToken("shoal_ek_"));
+        PrivateFiles.Restrict(path);
         var stored = File.ReadAllText(path).Trim();
         if (stored.Length == 0) throw new InvalidOperationException($"the edge key file {path} is empty; delete it to generate a new key");
         return new EdgeKey(Secrets.Hash(stored), path);

@@ -115,8 +115,11 @@ public sealed partial class ControlPlaneState
     {
         var parts = new List<string>();
         if (from.Image != to.Image) parts.Add($"image {from.Image} → {to.Image}");
-        var set = to.Env.Where(kv => !from.Env.TryGetValue(kv.Key, out var v) || v != kv.Value).Select(kv => "+" + kv.Key);
-        var unset = from.Env.Keys.Where(k => !to.Env.ContainsKey(k)).Select(k => "-" + k);
+        // Names only: a value (secret or not) never goes into an event or a log line.
+        var fromEnv = from.ReplicaEnv();
+        var toEnv = to.ReplicaEnv();
+        var set = toEnv.Where(kv => !fromEnv.TryGetValue(kv.Key, out var v) || v != kv.Value || from.SecretEnv.ContainsKey(kv.Key) != to.SecretEnv.ContainsKey(kv.Key)).Select(kv => "+" + kv.Key);
+        var unset = fromEnv.Keys.Where(k => !toEnv.ContainsKey(k)).Select(k => "-" + k);
         var env = set.Concat(unset).Order(StringComparer.Ordinal).ToList();
         if (env.Count > 0) parts.Add("env " + string.Join(' ', env));
         if (!from.Args.AsSpan().SequenceEqual(to.Args)) parts.Add("args");

@@ -1,5 +1,4 @@
 using Shoal.Contracts;
-using Shoal.Edge.Tunnels;
 using Shoal.Core.Clusters;
 using Shoal.Core.Scheduling;
 using Shoal.Core.Security;
@@ -13,7 +12,7 @@ namespace Shoal.ControlPlane.State;
 /// and only then applied in memory, under one lock. Observed state (what agents report) is
 /// applied in memory at once and flushed to the store in batches: agents re-report it anyway.
 /// </summary>
-public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSource
+public sealed partial class ControlPlaneState : IDisposable
 {
     private readonly IShoalStore _store;
     private readonly TimeProvider _time;
@@ -70,8 +69,9 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
     public bool AwaitingReconnects => Volatile.Read(ref _awaitingReconnectCount) > 0;
 
     /// <summary>
-    /// Node id → secret hash of every node, as an immutable snapshot readable without the lock
-    /// (edges authenticate tunnels with it on their hot path).
+    /// Node id → secret hash of every node, as an immutable snapshot readable without the lock.
+    /// Never given to an edge as it is: each edge gets the verifiers of its own tunnel credentials
+    /// derived from it (<see cref="Shoal.Core.Security.TunnelCredential"/>).
     /// </summary>
     public IReadOnlyDictionary<string, string> NodeCredentials => _credentials;
 
@@ -630,7 +630,8 @@ public sealed partial class ControlPlaneState : IDisposable, INodeCredentialSour
                 Gpu = spec.Gpu,
                 GpuIndexes = r.GpuIndexes,
                 Port = spec.Port,
-                Env = spec.Env,
+                // Secret env travels only here: to the node that runs the replica, over its authenticated connection.
+                Env = spec.ReplicaEnv(),
                 Args = spec.Args,
                 Health = spec.Health,
                 ImageDigest = DigestFor(cluster, r.Generation),

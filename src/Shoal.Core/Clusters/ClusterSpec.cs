@@ -15,6 +15,11 @@ public sealed record ClusterSpec
     public int Replicas { get; init; } = 1;
     public int Port { get; init; } = DefaultPort;
     public Dictionary<string, string> Env { get; init; } = new(StringComparer.Ordinal);
+    /// <summary>
+    /// Env variables whose values are secret: sealed in the store, shown as <c>***</c>, sent only to
+    /// nodes running the cluster. Names never also appear in <see cref="Env"/>.
+    /// </summary>
+    public Dictionary<string, string> SecretEnv { get; init; } = new(StringComparer.Ordinal);
     public string[] Args { get; init; } = [];
     public HealthCheckSpec Health { get; init; } = new();
     /// <summary>Pull credentials for a private registry; never shown by the API, sent only to nodes running the cluster.</summary>
@@ -41,7 +46,7 @@ public sealed record ClusterSpec
 
     /// <summary>
     /// True when replicas of <paramref name="a"/> and <paramref name="b"/> run the same thing: same
-    /// image, GPU, port, env, args, health check and pull credentials. Replica count, routing and
+    /// image, GPU, port, env (plain and secret), args, health check and pull credentials. Replica count, routing and
     /// timeouts are not part of it. A change of this is a new generation (a rolling update).
     /// </summary>
     public static bool SameRuntime(ClusterSpec a, ClusterSpec b)
@@ -51,6 +56,22 @@ public sealed record ClusterSpec
         return a.Image == b.Image && a.Gpu == b.Gpu && a.GpuCount == b.GpuCount && a.Port == b.Port
             && a.Health == b.Health && a.RegistryAuth == b.RegistryAuth
             && a.Args.AsSpan().SequenceEqual(b.Args)
-            && a.Env.Count == b.Env.Count && a.Env.All(kv => b.Env.TryGetValue(kv.Key, out var v) && v == kv.Value);
+            && SameEnv(a.Env, b.Env) && SameEnv(a.SecretEnv, b.SecretEnv);
     }
+
+    /// <summary>Plain and secret env together, as the replica's process sees it.</summary>
+    public Dictionary<string, string> ReplicaEnv()
+    {
+        if (SecretEnv.Count == 0) return Env;
+        var all = new Dictionary<string, string>(Env, StringComparer.Ordinal);
+        foreach (var (name, value) in SecretEnv) all[name] = value;
+        return all;
+    }
+
+    /// <summary>True when the spec holds a value that must be sealed at rest.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public bool HasSecrets => SecretEnv.Count > 0 || RegistryAuth is not null;
+
+    private static bool SameEnv(Dictionary<string, string> a, Dictionary<string, string> b) =>
+        a.Count == b.Count && a.All(kv => b.TryGetValue(kv.Key, out var v) && v == kv.Value);
 }

@@ -86,32 +86,15 @@ public static partial class ClusterSpecValidator
             errors.Add($"port must be between 1 and 65535, got {port}");
         }
 
-        var env = new Dictionary<string, string>(StringComparer.Ordinal);
-        if (request.Env is { } requestEnv)
+        var env = ValidateEnv(request.Env, "env", errors);
+        var secretEnv = ValidateEnv(request.SecretEnv, "secretEnv", errors);
+        if (env.Count + secretEnv.Count > MaxEnvVars && (request.Env?.Count ?? 0) <= MaxEnvVars && (request.SecretEnv?.Count ?? 0) <= MaxEnvVars)
         {
-            if (requestEnv.Count > MaxEnvVars)
-            {
-                errors.Add($"at most {MaxEnvVars} env variables are allowed, got {requestEnv.Count}");
-            }
-            foreach (var (key, value) in requestEnv)
-            {
-                if (!EnvName().IsMatch(key))
-                {
-                    errors.Add($"env name '{Truncate(key)}' is invalid: use letters, digits and '_', not starting with a digit");
-                }
-                else if (value is null)
-                {
-                    errors.Add($"env '{key}' has no value");
-                }
-                else if (value.Length > MaxEnvValueLength)
-                {
-                    errors.Add($"env '{key}' is longer than {MaxEnvValueLength} characters");
-                }
-                else
-                {
-                    env[key] = value;
-                }
-            }
+            errors.Add($"at most {MaxEnvVars} env variables (plain and secret together) are allowed, got {env.Count + secretEnv.Count}");
+        }
+        foreach (var name in env.Keys.Where(secretEnv.ContainsKey).Order(StringComparer.Ordinal))
+        {
+            errors.Add($"env '{name}' is given both as plain and as secret env");
         }
 
         var args = request.Args ?? [];
@@ -194,6 +177,7 @@ public static partial class ClusterSpecValidator
             Replicas = replicas,
             Port = port,
             Env = env,
+            SecretEnv = secretEnv,
             Args = args,
             Health = health,
             RegistryAuth = request.RegistryAuth,
@@ -214,18 +198,32 @@ public static partial class ClusterSpecValidator
         ArgumentNullException.ThrowIfNull(current);
         ArgumentNullException.ThrowIfNull(update);
         var errors = new List<string>();
-        if (update.Replicas is null && update.Image is null && update.Env is null && update.UnsetEnv is null && update.Args is null
+        if (update.Replicas is null && update.Image is null && update.Env is null && update.SecretEnv is null && update.UnsetEnv is null && update.Args is null
             && update.Port is null && update.Health is null && update.Routing is null && update.QueueTimeoutSeconds is null
             && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null)
         {
-            errors.Add("nothing to change: give replicas, image, env, unsetEnv, args, port, health, routing, queueTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds or public");
+            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds or public");
             return new Validated<ClusterSpec>(null, errors);
         }
 
+        // A name is plain or secret, never both: setting it one way takes it out of the other.
         var env = new Dictionary<string, string>(current.Env, StringComparer.Ordinal);
+        var secretEnv = new Dictionary<string, string>(current.SecretEnv, StringComparer.Ordinal);
         foreach (var (key, value) in update.Env ?? [])
         {
+            if (update.SecretEnv?.ContainsKey(key) == true)
+            {
+                errors.Add($"env '{key}' is given both as plain and as secret env");
+                continue;
+            }
             env[key] = value;
+            secretEnv.Remove(key);
+        }
+        foreach (var (key, value) in update.SecretEnv ?? [])
+        {
+            if (update.Env?.ContainsKey(key) == true) continue;
+            secretEnv[key] = value;
+            env.Remove(key);
         }
         foreach (var key in update.UnsetEnv ?? [])
         {
@@ -233,13 +231,14 @@ public static partial class ClusterSpecValidator
             {
                 errors.Add($"unsetEnv name '{Truncate(key ?? "")}' is invalid: use letters, digits and '_', not starting with a digit");
             }
-            else if (update.Env?.ContainsKey(key) == true)
+            else if (update.Env?.ContainsKey(key) == true || update.SecretEnv?.ContainsKey(key) == true)
             {
                 errors.Add($"env '{key}' is both set and unset");
             }
             else
             {
                 env.Remove(key);
+                secretEnv.Remove(key);
             }
         }
 
@@ -252,6 +251,7 @@ public static partial class ClusterSpecValidator
             Replicas = update.Replicas ?? current.Replicas,
             Port = update.Port ?? current.Port,
             Env = env,
+            SecretEnv = secretEnv,
             Args = update.Args ?? current.Args,
             Health = update.Health ?? current.Health,
             RegistryAuth = current.RegistryAuth,
@@ -263,6 +263,37 @@ public static partial class ClusterSpecValidator
         }, processImages);
         errors.AddRange(merged.Errors);
         return errors.Count > 0 ? new Validated<ClusterSpec>(null, errors) : merged;
+    }
+
+    // Values are never quoted in a message: a secret value must not come back in an error.
+    private static Dictionary<string, string> ValidateEnv(Dictionary<string, string>? given, string field, List<string> errors)
+    {
+        var env = new Dictionary<string, string>(StringComparer.Ordinal);
+        if (given is null) return env;
+        if (given.Count > MaxEnvVars)
+        {
+            errors.Add($"at most {MaxEnvVars} {field} variables are allowed, got {given.Count}");
+        }
+        foreach (var (key, value) in given)
+        {
+            if (!EnvName().IsMatch(key))
+            {
+                errors.Add($"{field} name '{Truncate(key)}' is invalid: use letters, digits and '_', not starting with a digit");
+            }
+            else if (value is null)
+            {
+                errors.Add($"{field} '{key}' has no value");
+            }
+            else if (value.Length > MaxEnvValueLength)
+            {
+                errors.Add($"{field} '{key}' is longer than {MaxEnvValueLength} characters");
+            }
+            else
+            {
+                env[key] = value;
+            }
+        }
+        return env;
     }
 
     /// <summary>Checks a replica count; adds a message to <paramref name="errors"/> when out of range.</summary>

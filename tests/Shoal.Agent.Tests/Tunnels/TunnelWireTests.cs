@@ -18,6 +18,16 @@ public sealed class TunnelWireTests
     }
 
     [Theory]
+    [InlineData("http://edge.example:8080", true)]
+    [InlineData("http://10.0.0.5:8080", true)]
+    [InlineData("https://edge.example", false)]
+    [InlineData("http://127.0.0.1:8080", false)]
+    [InlineData("http://localhost:8080", false)]
+    [InlineData("http://[::1]:8080", false)]
+    public void Plain_tunnels_are_flagged_unless_they_stay_on_the_node(string url, bool flagged) =>
+        Assert.Equal(flagged, Shoal.Agent.Tunnels.TunnelPool.PlainOverNetwork(url));
+
+    [Theory]
     [InlineData("ws://edge:8080")]
     [InlineData("edge:8080")]
     [InlineData("")]

@@ -33,4 +33,24 @@ public sealed class EnvParserTests
         Assert.False(EnvParser.TryParse(["A=1", "A=2"], out _, out var error));
         Assert.Contains("more than once", error, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Secret_env_takes_inline_values_or_the_named_shell_variable()
+    {
+        var shell = new Dictionary<string, string> { ["FROM_SHELL"] = "shell=value" };
+        Assert.True(EnvParser.TryParseSecret(["INLINE=a=b", "FROM_SHELL", "EMPTY="], name => shell.GetValueOrDefault(name), out var env, out var error), error);
+        Assert.Equal(new Dictionary<string, string> { ["INLINE"] = "a=b", ["FROM_SHELL"] = "shell=value", ["EMPTY"] = "" }, env);
+    }
+
+    [Theory]
+    [InlineData("MISSING", "$MISSING is not set")]
+    [InlineData("1BAD=hidden-value", "name '1BAD' is not valid")]
+    [InlineData("=hidden-value", "has no name")]
+    [InlineData("A=hidden-value", "more than once")]
+    public void Secret_env_errors_never_quote_a_value(string item, string expectedFragment)
+    {
+        Assert.False(EnvParser.TryParseSecret(["A=1", item], _ => null, out _, out var error));
+        Assert.Contains(expectedFragment, error, StringComparison.Ordinal);
+        Assert.DoesNotContain("hidden-value", error, StringComparison.Ordinal);
+    }
 }

@@ -123,6 +123,76 @@ public sealed class ClusterSpecValidatorTests
         Assert.False(ClusterSpec.SameRuntime(current, current with { Health = current.Health with { InitialDelayMs = 1000 } }));
     }
 
+    [Fact]
+    public void Secret_env_is_checked_like_env_without_quoting_values_and_a_name_is_plain_or_secret_not_both()
+    {
+        var ok = ClusterSpecValidator.Validate(Valid with { Env = new() { ["MODE"] = "fast" }, SecretEnv = new() { ["HF_TOKEN"] = "hf_x" } });
+        Assert.True(ok.IsValid, ok.Message);
+        Assert.Equal("hf_x", ok.Value!.SecretEnv["HF_TOKEN"]);
+        Assert.False(ok.Value.Env.ContainsKey("HF_TOKEN"));
+        Assert.Equal(new Dictionary<string, string> { ["MODE"] = "fast", ["HF_TOKEN"] = "hf_x" }, ok.Value.ReplicaEnv());
+
+        var both = ClusterSpecValidator.Validate(Valid with { Env = new() { ["HF_TOKEN"] = "a" }, SecretEnv = new() { ["HF_TOKEN"] = "hf_both" } });
+        Assert.Contains("env 'HF_TOKEN' is given both as plain and as secret env", both.Message, StringComparison.Ordinal);
+
+        var tooLong = new string('s', ClusterSpecValidator.MaxEnvValueLength + 1);
+        var bad = ClusterSpecValidator.Validate(Valid with { SecretEnv = new() { ["1BAD"] = "hf_value", ["LONG"] = tooLong } });
+        Assert.Contains("secretEnv name '1BAD' is invalid", bad.Message, StringComparison.Ordinal);
+        Assert.Contains("secretEnv 'LONG' is longer than", bad.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("hf_value", bad.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(tooLong, bad.Message, StringComparison.Ordinal);
+
+        var many = Enumerable.Range(0, ClusterSpecValidator.MaxEnvVars).ToDictionary(i => $"P{i}", _ => "v");
+        var tooMany = ClusterSpecValidator.Validate(Valid with { Env = many, SecretEnv = new() { ["S"] = "v" } });
+        Assert.Contains("plain and secret together", tooMany.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_update_keeps_secret_env_not_sent_again_and_moves_a_name_between_plain_and_secret()
+    {
+        var current = ClusterSpecValidator.Validate(Valid with
+        {
+            Env = new() { ["MODE"] = "fast", ["LEVEL"] = "1" },
+            SecretEnv = new() { ["HF_TOKEN"] = "hf_old", ["DB"] = "db-secret" },
+            RegistryAuth = new RegistryCredentials { Username = "bot", Password = "registry-secret" },
+        }).Value!;
+
+        // Not sent again: kept, and the same runtime (no new generation for a scale).
+        var scaled = ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { Replicas = 3 }).Value!;
+        Assert.Equal(current.SecretEnv, scaled.SecretEnv);
+        Assert.Equal(current.RegistryAuth, scaled.RegistryAuth);
+        Assert.True(ClusterSpec.SameRuntime(current, scaled));
+
+        var updated = ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest
+        {
+            Env = new() { ["DB"] = "now-plain" },
+            SecretEnv = new() { ["HF_TOKEN"] = "hf_new", ["MODE"] = "now-secret" },
+            UnsetEnv = ["LEVEL"],
+        });
+        Assert.True(updated.IsValid, updated.Message);
+        Assert.Equal(new Dictionary<string, string> { ["DB"] = "now-plain" }, updated.Value!.Env);
+        Assert.Equal(new Dictionary<string, string> { ["HF_TOKEN"] = "hf_new", ["MODE"] = "now-secret" }, updated.Value.SecretEnv);
+        Assert.Equal(current.RegistryAuth, updated.Value.RegistryAuth);
+        Assert.False(ClusterSpec.SameRuntime(current, updated.Value));
+        // A changed secret value alone is a new generation too.
+        Assert.False(ClusterSpec.SameRuntime(current, ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { SecretEnv = new() { ["HF_TOKEN"] = "hf_rotated" } }).Value!));
+
+        var unsetSecret = ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { UnsetEnv = ["HF_TOKEN"] }).Value!;
+        Assert.False(unsetSecret.SecretEnv.ContainsKey("HF_TOKEN"));
+
+        Assert.Contains("both set and unset", ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { SecretEnv = new() { ["X"] = "1" }, UnsetEnv = ["X"] }).Message, StringComparison.Ordinal);
+        Assert.Contains("both as plain and as secret", ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { Env = new() { ["X"] = "1" }, SecretEnv = new() { ["X"] = "2" } }).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Registry_credentials_print_without_their_password()
+    {
+        var spec = ClusterSpecValidator.Validate(Valid with { RegistryAuth = new RegistryCredentials { Username = "bot", Password = "registry-secret" } }).Value!;
+        Assert.DoesNotContain("registry-secret", spec.RegistryAuth!.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain("registry-secret", spec.ToString(), StringComparison.Ordinal);
+        Assert.Contains("Username = bot", spec.ToString(), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData(-1, 120, 0, "drainTimeoutSeconds must be between 0 and 3600")]
     [InlineData(30, 5, 0, "progressDeadlineSeconds must be between 10 and 86400")]

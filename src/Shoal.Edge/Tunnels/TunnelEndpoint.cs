@@ -28,6 +28,7 @@ public sealed partial class TunnelEndpoint
     private readonly TimeProvider _time;
     private readonly ILogger<TunnelEndpoint> _logger;
     private long _undecidedClosed;
+    private int _undecided;
     private long _lastTunnelRefusalReport = long.MinValue;
 
     public TunnelEndpoint(TunnelRegistry registry, INodeCredentialSource credentials, EdgeOptions options, TimeProvider time, ILogger<TunnelEndpoint> logger)
@@ -42,6 +43,9 @@ public sealed partial class TunnelEndpoint
     /// <summary>Connections closed since start because they said nothing within <see cref="EdgeOptions.UndecidedConnectionTimeout"/>.</summary>
     public long UndecidedClosed => Interlocked.Read(ref _undecidedClosed);
 
+    /// <summary>Connections open now that have not yet begun a tunnel greeting or an HTTP request.</summary>
+    public int Undecided => Volatile.Read(ref _undecided);
+
     /// <summary>
     /// The connection middleware: tunnels are handled here, HTTP goes to <paramref name="next"/>, and
     /// a connection that has begun neither within <see cref="EdgeOptions.UndecidedConnectionTimeout"/>
@@ -54,6 +58,7 @@ public sealed partial class TunnelEndpoint
         using (var silence = new CancellationTokenSource(_options.UndecidedConnectionTimeout, _time))
         using (var either = CancellationTokenSource.CreateLinkedTokenSource(silence.Token, connection.ConnectionClosed))
         {
+            Interlocked.Increment(ref _undecided);
             try
             {
                 tunnel = await StartsWithGreetingAsync(connection.Transport.Input, either.Token);
@@ -64,6 +69,10 @@ public sealed partial class TunnelEndpoint
                 if (!connection.ConnectionClosed.IsCancellationRequested) Interlocked.Increment(ref _undecidedClosed);
                 connection.Abort(new ConnectionAbortedException("nothing sent within the undecided connection timeout"));
                 return;
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _undecided);
             }
         }
         if (!tunnel)

@@ -140,13 +140,13 @@ public sealed partial class TunnelEndpoint
             await TryWriteAsync(connection.Transport.Output, $"error: node {nodeId} holds {_options.MaxTunnelsPerNode} tunnels to this edge, the most allowed\n");
             return;
         }
+        // A tunnel counts towards its node's limit, no longer towards its address's: many nodes may share one.
+        connection.Features.Get<EdgeConnectionLimiter.ConnectionLease>()?.LeaveAddressCount();
         if (!await TryWriteAsync(connection.Transport.Output, EdgeProtocol.OpenOk + "\n"))
         {
             _registry.Unreserve(nodeId);
             return;
         }
-        // A tunnel counts towards its node's limit, no longer towards its address's: many nodes may share one.
-        connection.Features.Get<EdgeConnectionLimiter.ConnectionLease>()?.LeaveAddressCount();
 
         if (connection.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket) TunnelWire.KeepAlive(socket);
         // ConnectionClosed fires when the agent closes its side, also when that is only a half-close

@@ -82,8 +82,8 @@ public sealed class ServerOptions
     /// <summary>Most connections the in-process edge holds at once. Default null: automatic (see <see cref="Shoal.Edge.EdgeOptions.MaxConnections"/>), from half the file limit.</summary>
     public int? EdgeMaxConnections { get; set; }
 
-    /// <summary>Most HTTP connections from one IP address at the in-process edge. Default 1,000.</summary>
-    public int EdgeMaxConnectionsPerAddress { get; set; } = 1000;
+    /// <summary>Most HTTP connections from one IP address at the in-process edge. Default 2,000.</summary>
+    public int EdgeMaxConnectionsPerAddress { get; set; } = 2000;
 
     /// <summary>Most tunnels one node holds to the in-process edge. Default 256.</summary>
     public int EdgeMaxTunnelsPerNode { get; set; } = 256;

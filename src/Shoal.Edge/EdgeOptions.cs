@@ -77,9 +77,9 @@ public sealed class EdgeOptions
     /// <summary>
     /// Most HTTP (and still undecided) connections from one IP address at once; tunnels count per
     /// node instead (<see cref="MaxTunnelsPerNode"/>), so nodes behind one NAT address are not
-    /// limited by it. Default 1,000.
+    /// limited by it. Default 2,000 (one client may well run a thousand streams at once over HTTP/1.1).
     /// </summary>
-    public int MaxConnectionsPerAddress { get; set; } = 1000;
+    public int MaxConnectionsPerAddress { get; set; } = 2000;
 
     /// <summary>Most tunnels one node holds to this edge at once (idle and busy); further ones are refused. Default 256.</summary>
     public int MaxTunnelsPerNode { get; set; } = 256;

@@ -19,7 +19,7 @@ public sealed class EdgeCommand : Command
     private static readonly Option<string?> s_tlsPassword = new("--tls-password") { Description = "Password of the PFX file or encrypted PEM key (or set SHOAL_EDGE_TLS_PASSWORD)" };
     private static readonly Option<int?> s_maxConnections = CommonOptions.CreateIntOption("--max-connections",
         "Most connections held at once (default 10000, lowered to what the file limit allows)", 1);
-    private static readonly Option<int?> s_maxPerAddress = CommonOptions.CreateIntOption("--max-connections-per-address", "Most HTTP connections from one IP address (default 1000)", 1);
+    private static readonly Option<int?> s_maxPerAddress = CommonOptions.CreateIntOption("--max-connections-per-address", "Most HTTP connections from one IP address (default 2000)", 1);
     private static readonly Option<int?> s_maxTunnels = CommonOptions.CreateIntOption("--max-tunnels-per-node", "Most tunnels one node holds to this edge (default 256)", 1);
     private static readonly Option<TimeSpan?> s_undecided = CommonOptions.CreateDurationOption("--undecided-timeout",
         "A new connection that sends nothing this long is closed (default 5s)", TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));

@@ -24,7 +24,7 @@ public sealed class ServerCommand : Command
     private static readonly Option<string?> s_edgeTlsPassword = new("--edge-tls-password") { Description = "Password of the PFX file or encrypted PEM key (or set SHOAL_EDGE_TLS_PASSWORD)" };
     private static readonly Option<int?> s_edgeMaxConnections = CommonOptions.CreateIntOption("--edge-max-connections",
         "Most connections the edge holds at once (default 10000, lowered to what half the file limit allows)", 1);
-    private static readonly Option<int?> s_edgeMaxPerAddress = CommonOptions.CreateIntOption("--edge-max-connections-per-address", "Most HTTP connections to the edge from one IP address (default 1000)", 1);
+    private static readonly Option<int?> s_edgeMaxPerAddress = CommonOptions.CreateIntOption("--edge-max-connections-per-address", "Most HTTP connections to the edge from one IP address (default 2000)", 1);
     private static readonly Option<int?> s_edgeMaxTunnels = CommonOptions.CreateIntOption("--edge-max-tunnels-per-node", "Most tunnels one node holds to the edge (default 256)", 1);
     private static readonly Option<TimeSpan?> s_edgeUndecided = CommonOptions.CreateDurationOption("--edge-undecided-timeout",
         "A new edge connection that sends nothing this long is closed (default 5s)", TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));

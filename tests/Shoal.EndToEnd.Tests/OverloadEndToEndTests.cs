@@ -19,7 +19,7 @@ public sealed class OverloadEndToEndTests(ITestOutputHelper output)
     private const int Connections = 2000;
 
     [Theory]
-    [InlineData("automatic limit", new string[0], "connections open, the most allowed")]
+    [InlineData("automatic limit", new string[0], "connections were open, the most allowed")]
     // A limit far beyond what the file limit allows: the listener's descriptor headroom must hold alone.
     [InlineData("limit above the file limit", new[] { "--edge-max-connections", "100000" }, "running out of file descriptors")]
     public async Task Idle_connections_beyond_the_file_limit_leave_the_server_up_and_the_api_answering(string name, string[] extra, string refusal)
@@ -45,7 +45,9 @@ public sealed class OverloadEndToEndTests(ITestOutputHelper output)
 
             var failed = await OpenIdleAsync(edgePort, held);
             output.WriteLine($"{held.Count} connections open, {failed} failed to connect");
-            Assert.True(held.Count >= Connections / 2, $"only {held.Count} connections opened");
+            // Those that could not connect met a full backlog: refused too. More got through than the edge may hold.
+            Assert.Equal(Connections, held.Count + failed);
+            Assert.True(held.Count > 384, $"only {held.Count} connections opened");
             Assert.False(server.HasExited, "the server exited:\n" + server.Output);
             Assert.Equal(HttpStatusCode.OK, (await api.GetAsync("/healthz")).StatusCode);
 

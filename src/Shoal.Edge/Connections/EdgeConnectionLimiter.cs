@@ -124,6 +124,19 @@ public sealed partial class EdgeConnectionLimiter : IDisposable
             : "the process is out of file descriptors");
     }
 
+    /// <summary>
+    /// The listener's cheap first look, before Kestrel makes a connection of the socket: true (the
+    /// refusal counted and reported) when <see cref="MaxConnections"/> are open already. Under a
+    /// flood this keeps refusals to an accept and a close; the middleware still checks exactly.
+    /// </summary>
+    internal bool RefuseIfFull()
+    {
+        if (Volatile.Read(ref _open) < MaxConnections) return false;
+        Interlocked.Increment(ref _refusedLimit);
+        Report($"{MaxConnections} connections were open, the most allowed");
+        return true;
+    }
+
     private string? TryEnter(IPAddress? address)
     {
         lock (_lock)
@@ -131,7 +144,7 @@ public sealed partial class EdgeConnectionLimiter : IDisposable
             if (_open >= MaxConnections)
             {
                 Interlocked.Increment(ref _refusedLimit);
-                return $"{MaxConnections} connections open, the most allowed";
+                return $"{MaxConnections} connections were open, the most allowed";
             }
             if (address is not null)
             {
@@ -139,7 +152,7 @@ public sealed partial class EdgeConnectionLimiter : IDisposable
                 if (n >= MaxConnectionsPerAddress)
                 {
                     Interlocked.Increment(ref _refusedAddress);
-                    return $"{n} connections open from {address}, the most allowed from one address";
+                    return $"{n} connections were open from {address}, the most allowed from one address";
                 }
                 _perAddress[address] = n + 1;
             }

@@ -11,7 +11,9 @@ namespace Shoal.Edge.Connections;
 /// at once (descriptors are handed out lowest first, so its number tells how many are in use,
 /// whoever holds them); and when accepting fails for want of descriptors it waits
 /// <see cref="OutOfDescriptorsPause"/> instead of trying again at once. Both are logged (at most
-/// once per <see cref="EdgeConnectionLimiter.LogInterval"/>) and counted in the edge's metrics.
+/// once per <see cref="EdgeConnectionLimiter.LogInterval"/>) and counted in the edge's metrics. A
+/// connection beyond <see cref="EdgeConnectionLimiter.MaxConnections"/> is closed here too, before
+/// Kestrel spends anything on it.
 /// </summary>
 public sealed partial class EdgeSocketListener : IConnectionListener
 {
@@ -111,6 +113,11 @@ public sealed partial class EdgeSocketListener : IConnectionListener
             {
                 accepted.Dispose();
                 _limiter?.RefuseForDescriptors(descriptor);
+                continue;
+            }
+            if (_limiter?.RefuseIfFull() == true)
+            {
+                accepted.Dispose();
                 continue;
             }
             accepted.NoDelay = true;

@@ -95,6 +95,18 @@ public sealed class ServerOptions
     /// <summary>Password of <see cref="EdgeTlsPfx"/> (or of an encrypted PEM key).</summary>
     public string? EdgeTlsPassword { get; set; }
 
+    /// <summary>Most connections the in-process edge holds at once. Default null: automatic (see <see cref="Shoal.Edge.EdgeOptions.MaxConnections"/>), from half the file limit.</summary>
+    public int? EdgeMaxConnections { get; set; }
+
+    /// <summary>Most HTTP connections from one IP address at the in-process edge. Default 2,000.</summary>
+    public int EdgeMaxConnectionsPerAddress { get; set; } = 2000;
+
+    /// <summary>Most tunnels one node holds to the in-process edge. Default 256.</summary>
+    public int EdgeMaxTunnelsPerNode { get; set; } = 256;
+
+    /// <summary>How long a new edge connection may stay silent before it is closed. Default 5 s.</summary>
+    public TimeSpan EdgeUndecidedTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>The in-process edge's settings drawn from these options.</summary>
     public Shoal.Edge.EdgeOptions ToEdgeOptions() => new()
     {
@@ -104,6 +116,12 @@ public sealed class ServerOptions
         TlsKeyPath = EdgeTlsKey,
         TlsPfxPath = EdgeTlsPfx,
         TlsPassword = EdgeTlsPassword,
+        MaxConnections = EdgeMaxConnections,
+        // The API and the agents' connections share this process's file descriptors: the edge plans for half.
+        FileLimitShare = 0.5,
+        MaxConnectionsPerAddress = EdgeMaxConnectionsPerAddress,
+        MaxTunnelsPerNode = EdgeMaxTunnelsPerNode,
+        UndecidedConnectionTimeout = EdgeUndecidedTimeout,
     };
 
     /// <summary>Minimum log level for Shoal's own categories.</summary>

@@ -1,7 +1,9 @@
 using System.Security.Cryptography.X509Certificates;
+using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Shoal.Edge.Access;
+using Shoal.Edge.Connections;
 using Shoal.Edge.Metrics;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
@@ -24,6 +26,7 @@ public static class EdgeHostExtensions
         services.AddSingleton<PassiveHealth>();
         services.AddSingleton<ReplicaSelector>();
         services.AddSingleton<EdgeMetrics>();
+        services.TryAddSingleton<EdgeConnectionLimiter>();
         services.TryAddSingleton<IUpstreamConnector, DirectUpstreamConnector>();
         services.TryAddSingleton<IEndpointKeySource, EndpointKeyHolder>();
         services.AddSingleton<EndpointAccess>();
@@ -38,17 +41,23 @@ public static class EdgeHostExtensions
     public static WebApplication MapShoalEdge(this WebApplication app)
     {
         var proxy = app.Services.GetRequiredService<EdgeProxy>();
+        // Made now rather than at the first connection, so its word on the file limit comes at start.
+        app.Services.GetRequiredService<EdgeConnectionLimiter>();
         app.Run(proxy.InvokeAsync);
         return app;
     }
 
     /// <summary>
-    /// The edge's web host: Kestrel set up by <see cref="ConfigureEdgeKestrel"/>. (Kestrel's inline
+    /// The edge's web host: Kestrel set up by <see cref="ConfigureEdgeKestrel"/>, on the edge's
+    /// socket transport (<see cref="EdgeSocketTransportFactory"/>: registered after Kestrel's own, so
+    /// Kestrel prefers it for TCP endpoints). (Kestrel's inline
     /// scheduling was measured twice, alone and with inline socket completions, and lost throughput
     /// with the edge pinned to one CPU, so the default thread-pool scheduling stays.)
     /// </summary>
     public static IWebHostBuilder UseShoalEdgeKestrel(this IWebHostBuilder builder, EdgeOptions options) =>
-        builder.ConfigureKestrel(k => k.ConfigureEdgeKestrel(options));
+        builder
+            .ConfigureServices(s => s.AddSingleton<IConnectionListenerFactory, EdgeSocketTransportFactory>())
+            .ConfigureKestrel(k => k.ConfigureEdgeKestrel(options));
 
     /// <summary>
     /// Silences ASP.NET Core's per-request hosting log: the edge counts requests in its metrics, and
@@ -75,7 +84,9 @@ public static class EdgeHostExtensions
     /// <summary>
     /// Listens on <see cref="EdgeOptions.Listen"/> (HTTPS with HTTP/1.1 and HTTP/2 when a certificate
     /// is configured) and sets the limits that keep slow or stalled clients from holding a replica:
-    /// request headers timeout, minimum request and response data rates, the largest body.
+    /// request headers timeout, minimum request and response data rates, the largest body. Every
+    /// connection first meets the <see cref="EdgeConnectionLimiter"/> (before TLS, so a refused one
+    /// costs no handshake).
     /// </summary>
     /// <exception cref="ArgumentException">The options are invalid.</exception>
     public static KestrelServerOptions ConfigureEdgeKestrel(this KestrelServerOptions kestrel, EdgeOptions options)
@@ -94,16 +105,37 @@ public static class EdgeHostExtensions
         var certificate = LoadCertificate(options);
         void Configure(ListenOptions listen)
         {
+            listen.UseEdgeConnectionLimits();
             if (certificate is not null)
             {
                 listen.Protocols = HttpProtocols.Http1AndHttp2;
-                listen.UseHttps(certificate);
+                listen.UseHttps(certificate, https => https.HandshakeTimeout = options.UndecidedConnectionTimeout);
             }
             listen.UseShoalTunnels();
         }
         if (endpoint.Address is null) kestrel.ListenLocalhost(endpoint.Port, Configure);
         else kestrel.Listen(endpoint.Address, endpoint.Port, Configure);
         return kestrel;
+    }
+
+    /// <summary>
+    /// Counts and limits this listener's connections with the application's <see cref="EdgeConnectionLimiter"/>;
+    /// in an application without <see cref="AddShoalEdge"/> every connection passes straight on.
+    /// </summary>
+    public static ListenOptions UseEdgeConnectionLimits(this ListenOptions listen)
+    {
+        EdgeConnectionLimiter? limiter = null;
+        var resolved = false;
+        listen.Use(next => connection =>
+        {
+            if (!resolved)
+            {
+                limiter = listen.ApplicationServices.GetService<EdgeConnectionLimiter>();
+                resolved = true;
+            }
+            return limiter is null ? next(connection) : limiter.OnConnectionAsync(connection, next);
+        });
+        return listen;
     }
 
     /// <summary>The configured TLS certificate with its private key (PEM pair or PFX), or null for plain HTTP.</summary>

@@ -58,6 +58,38 @@ public sealed class EdgeOptions
     /// <summary>Grace period before <see cref="MinDataRateBytesPerSecond"/> applies. Default 5 s.</summary>
     public TimeSpan MinDataRateGracePeriod { get; set; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// Most connections the edge holds at once (HTTP, tunnels and connections that have not yet
+    /// said which they are); further ones are closed as soon as they are accepted. Null (the
+    /// default): 10,000, lowered to what the process's file limit leaves room for (see
+    /// <see cref="Connections.EdgeConnectionLimits.Automatic"/>), so the edge refuses connections before the
+    /// process runs out of file descriptors.
+    /// </summary>
+    public int? MaxConnections { get; set; }
+
+    /// <summary>
+    /// Share of the process's file limit the automatic <see cref="MaxConnections"/> may plan for:
+    /// 1 for a standalone edge; the edge inside <c>shoal server</c> leaves half to the API and the
+    /// agents' connections.
+    /// </summary>
+    public double FileLimitShare { get; set; } = 1;
+
+    /// <summary>
+    /// Most HTTP (and still undecided) connections from one IP address at once; tunnels count per
+    /// node instead (<see cref="MaxTunnelsPerNode"/>), so nodes behind one NAT address are not
+    /// limited by it. Default 2,000 (one client may well run a thousand streams at once over HTTP/1.1).
+    /// </summary>
+    public int MaxConnectionsPerAddress { get; set; } = 2000;
+
+    /// <summary>Most tunnels one node holds to this edge at once (idle and busy); further ones are refused. Default 256.</summary>
+    public int MaxTunnelsPerNode { get; set; } = 256;
+
+    /// <summary>
+    /// A new connection that has not begun either a tunnel greeting or an HTTP request this long
+    /// after it was accepted (after the TLS handshake, on an https edge) is closed. Default 5 s.
+    /// </summary>
+    public TimeSpan UndecidedConnectionTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>PEM certificate file for TLS (with <see cref="TlsKeyPath"/>). Default none: plain HTTP.</summary>
     public string? TlsCertificatePath { get; set; }
 
@@ -90,6 +122,11 @@ public sealed class EdgeOptions
         if (RequestHeadersTimeout <= TimeSpan.Zero) errors.Add("request headers timeout must be positive");
         if (!double.IsFinite(MinDataRateBytesPerSecond) || MinDataRateBytesPerSecond <= 0) errors.Add("minimum data rate must be a positive number");
         if (MinDataRateGracePeriod <= TimeSpan.FromSeconds(1)) errors.Add("minimum data rate grace period must be more than 1 s");
+        if (MaxConnections is < 1) errors.Add("the most connections must be at least 1");
+        if (!double.IsFinite(FileLimitShare) || FileLimitShare is <= 0 or > 1) errors.Add("the edge's share of the file limit must be more than 0 and at most 1");
+        if (MaxConnectionsPerAddress < 1) errors.Add("the most connections per address must be at least 1");
+        if (MaxTunnelsPerNode < 1) errors.Add("the most tunnels per node must be at least 1");
+        if (UndecidedConnectionTimeout <= TimeSpan.Zero) errors.Add("undecided connection timeout must be positive");
 
         var pem = !string.IsNullOrEmpty(TlsCertificatePath);
         var pfx = !string.IsNullOrEmpty(TlsPfxPath);

@@ -228,11 +228,55 @@ public sealed class TunnelTests : IAsyncLifetime
         await Eventually.UntilAsync(() => !Registry.HasTunnels(identity.NodeId), what: "tunnel gone");
     }
 
+    [Fact]
+    public async Task A_node_holds_at_most_its_tunnel_limit_and_tunnels_do_not_count_towards_their_address()
+    {
+        // One connection per address: nodes behind one NAT address still get their tunnels.
+        await using var server = await TestServer.StartAsync(configure: o =>
+        {
+            o.EdgeMaxTunnelsPerNode = 2;
+            o.EdgeMaxConnectionsPerAddress = 1;
+        });
+        var (agent, identity, _, _) = await TunnelNodeWithReadyReplicaAsync(server);
+        await using var _ = agent;
+        var registry = server.Server.EdgeServices!.GetRequiredService<TunnelRegistry>();
+        var greeting = $"{EdgeProtocol.TunnelGreeting} {identity.NodeId} {identity.NodeSecret}\n";
+
+        using var first = await OpenTunnelAsync(server, greeting);
+        using var second = await OpenTunnelAsync(server, greeting);
+        Assert.Equal(2, registry.LiveCount(identity.NodeId));
+
+        var (answer, closed) = await GreetAsync(server, greeting);
+        Assert.Equal($"error: node {identity.NodeId} holds 2 tunnels to this edge, the most allowed\n", answer);
+        Assert.True(closed, "the edge closes the tunnel beyond the limit");
+        Assert.Equal(2, registry.LiveCount(identity.NodeId));
+
+        // One closes: the node may open another.
+        first.Close();
+        await Eventually.UntilAsync(() => registry.LiveCount(identity.NodeId) == 1, what: "the closed tunnel left the pool");
+        using var third = await OpenTunnelAsync(server, greeting);
+        Assert.Equal(2, registry.LiveCount(identity.NodeId));
+    }
+
+    private static async Task<System.Net.Sockets.TcpClient> OpenTunnelAsync(TestServer server, string greeting)
+    {
+        var client = new System.Net.Sockets.TcpClient();
+        await client.ConnectAsync(IPAddress.Loopback, server.Server.EdgeAddress!.Port);
+        var stream = client.GetStream();
+        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(greeting));
+        var answer = new byte[3];
+        await stream.ReadExactlyAsync(answer);
+        Assert.Equal("ok\n", System.Text.Encoding.ASCII.GetString(answer));
+        return client;
+    }
+
     /// <summary>Sends <paramref name="greeting"/> on a fresh connection to the edge; what came back, and whether the edge then closed.</summary>
-    private async Task<(string Answer, bool Closed)> GreetAsync(string greeting)
+    private Task<(string Answer, bool Closed)> GreetAsync(string greeting) => GreetAsync(_server, greeting);
+
+    private static async Task<(string Answer, bool Closed)> GreetAsync(TestServer server, string greeting)
     {
         using var client = new System.Net.Sockets.TcpClient();
-        await client.ConnectAsync(IPAddress.Loopback, _server.Server.EdgeAddress!.Port);
+        await client.ConnectAsync(IPAddress.Loopback, server.Server.EdgeAddress!.Port);
         var stream = client.GetStream();
         await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(greeting));
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));

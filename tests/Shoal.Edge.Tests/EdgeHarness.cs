@@ -31,7 +31,8 @@ public sealed class TestEdge : IAsyncDisposable
 
     public EdgeRouter Router => _app.Services.GetRequiredService<EdgeRouter>();
 
-    public static async Task<TestEdge> StartAsync(EdgeOptions? options = null, RouteTableHolder? routes = null)
+    /// <param name="services">Registers services before the edge's own (a TimeProvider, tunnels, a connection limiter).</param>
+    public static async Task<TestEdge> StartAsync(EdgeOptions? options = null, RouteTableHolder? routes = null, Action<IServiceCollection>? services = null)
     {
         options ??= new EdgeOptions();
         options.Listen = "127.0.0.1:0";
@@ -39,6 +40,7 @@ public sealed class TestEdge : IAsyncDisposable
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.UseShoalEdgeKestrel(options);
+        services?.Invoke(builder.Services);
         builder.Services.AddShoalEdge(options, routes);
         var app = builder.Build();
         app.MapShoalEdge();

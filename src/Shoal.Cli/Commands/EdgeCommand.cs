@@ -17,6 +17,12 @@ public sealed class EdgeCommand : Command
     private static readonly Option<string?> s_tlsKey = new("--tls-key") { Description = "PEM private key file of --tls-cert" };
     private static readonly Option<string?> s_tlsPfx = new("--tls-pfx") { Description = "PKCS#12 (PFX) file with the certificate and key, instead of PEM files" };
     private static readonly Option<string?> s_tlsPassword = new("--tls-password") { Description = "Password of the PFX file or encrypted PEM key (or set SHOAL_EDGE_TLS_PASSWORD)" };
+    private static readonly Option<int?> s_maxConnections = CommonOptions.CreateIntOption("--max-connections",
+        "Most connections held at once (default 10000, lowered to what the file limit allows)", 1);
+    private static readonly Option<int?> s_maxPerAddress = CommonOptions.CreateIntOption("--max-connections-per-address", "Most HTTP connections from one IP address (default 2000)", 1);
+    private static readonly Option<int?> s_maxTunnels = CommonOptions.CreateIntOption("--max-tunnels-per-node", "Most tunnels one node holds to this edge (default 256)", 1);
+    private static readonly Option<TimeSpan?> s_undecided = CommonOptions.CreateDurationOption("--undecided-timeout",
+        "A new connection that sends nothing this long is closed (default 5s)", TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -35,6 +41,10 @@ public sealed class EdgeCommand : Command
         Options.Add(s_tlsKey);
         Options.Add(s_tlsPfx);
         Options.Add(s_tlsPassword);
+        Options.Add(s_maxConnections);
+        Options.Add(s_maxPerAddress);
+        Options.Add(s_maxTunnels);
+        Options.Add(s_undecided);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -68,8 +78,12 @@ public sealed class EdgeCommand : Command
                 TlsKeyPath = result.GetValue(s_tlsKey),
                 TlsPfxPath = result.GetValue(s_tlsPfx),
                 TlsPassword = result.GetValue(s_tlsPassword) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_TLS_PASSWORD"),
+                MaxConnections = result.GetValue(s_maxConnections),
             },
         };
+        if (result.GetValue(s_maxPerAddress) is { } perAddress) options.Edge.MaxConnectionsPerAddress = perAddress;
+        if (result.GetValue(s_maxTunnels) is { } tunnels) options.Edge.MaxTunnelsPerNode = tunnels;
+        if (result.GetValue(s_undecided) is { } undecided) options.Edge.UndecidedConnectionTimeout = undecided;
         var errors = options.Validate();
         if (errors.Count > 0)
         {

@@ -27,6 +27,12 @@ public sealed class ServerCommand : Command
     private static readonly Option<string?> s_edgeTlsKey = new("--edge-tls-key") { Description = "PEM private key file of --edge-tls-cert" };
     private static readonly Option<string?> s_edgeTlsPfx = new("--edge-tls-pfx") { Description = "PKCS#12 (PFX) file with the edge's certificate and key, instead of PEM files" };
     private static readonly Option<string?> s_edgeTlsPassword = new("--edge-tls-password") { Description = "Password of the PFX file or encrypted PEM key (or set SHOAL_EDGE_TLS_PASSWORD)" };
+    private static readonly Option<int?> s_edgeMaxConnections = CommonOptions.CreateIntOption("--edge-max-connections",
+        "Most connections the edge holds at once (default 10000, lowered to what half the file limit allows)", 1);
+    private static readonly Option<int?> s_edgeMaxPerAddress = CommonOptions.CreateIntOption("--edge-max-connections-per-address", "Most HTTP connections to the edge from one IP address (default 2000)", 1);
+    private static readonly Option<int?> s_edgeMaxTunnels = CommonOptions.CreateIntOption("--edge-max-tunnels-per-node", "Most tunnels one node holds to the edge (default 256)", 1);
+    private static readonly Option<TimeSpan?> s_edgeUndecided = CommonOptions.CreateDurationOption("--edge-undecided-timeout",
+        "A new edge connection that sends nothing this long is closed (default 5s)", TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level (Trace, Debug, Information, Warning, Error)", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -51,6 +57,10 @@ public sealed class ServerCommand : Command
         Options.Add(s_edgeTlsKey);
         Options.Add(s_edgeTlsPfx);
         Options.Add(s_edgeTlsPassword);
+        Options.Add(s_edgeMaxConnections);
+        Options.Add(s_edgeMaxPerAddress);
+        Options.Add(s_edgeMaxTunnels);
+        Options.Add(s_edgeUndecided);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -79,6 +89,10 @@ public sealed class ServerCommand : Command
         if (result.GetValue(s_grace) is { } grace) options.NodeGracePeriod = grace;
         if (result.GetValue(s_restartGrace) is { } restartGrace) options.RestartGracePeriod = restartGrace;
         if (result.GetValue(s_heartbeat) is { } hb) options.HeartbeatInterval = hb;
+        options.EdgeMaxConnections = result.GetValue(s_edgeMaxConnections);
+        if (result.GetValue(s_edgeMaxPerAddress) is { } perAddress) options.EdgeMaxConnectionsPerAddress = perAddress;
+        if (result.GetValue(s_edgeMaxTunnels) is { } tunnels) options.EdgeMaxTunnelsPerNode = tunnels;
+        if (result.GetValue(s_edgeUndecided) is { } undecided) options.EdgeUndecidedTimeout = undecided;
 
         var errors = options.Validate();
         if (errors.Count > 0)

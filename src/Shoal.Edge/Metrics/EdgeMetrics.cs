@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Shoal.Edge.Connections;
 using Shoal.Edge.Routing;
 
 namespace Shoal.Edge.Metrics;
@@ -16,13 +17,15 @@ public sealed class EdgeMetrics
 
     private readonly EdgeRouter _router;
     private readonly PassiveHealth _health;
+    private readonly EdgeConnectionLimiter _connections;
     private long _unknownCluster;
     private long _unauthorized;
 
-    public EdgeMetrics(EdgeRouter router, PassiveHealth health)
+    public EdgeMetrics(EdgeRouter router, PassiveHealth health, EdgeConnectionLimiter connections)
     {
         _router = router;
         _health = health;
+        _connections = connections;
     }
 
     internal void CountUnknownCluster() => Interlocked.Increment(ref _unknownCluster);
@@ -46,6 +49,14 @@ public sealed class EdgeMetrics
                 if (n > 0) Line(sb, "shoal_edge_requests_total", c.Name, null, "code", s_classes[k - 1], n);
             }
         }
+        Header(sb, "shoal_edge_connections", "gauge", "Connections the edge holds now (HTTP, tunnels, undecided).");
+        sb.Append("shoal_edge_connections ").Append(_connections.Open).Append('\n');
+        Header(sb, "shoal_edge_connections_max", "gauge", "Most connections the edge holds at once.");
+        sb.Append("shoal_edge_connections_max ").Append(_connections.MaxConnections).Append('\n');
+        Header(sb, "shoal_edge_connections_refused_total", "counter", "Connections closed on arrival, by the limit they met.");
+        sb.Append("shoal_edge_connections_refused_total{limit=\"total\"} ").Append(_connections.RefusedAtLimit).Append('\n');
+        sb.Append("shoal_edge_connections_refused_total{limit=\"address\"} ").Append(_connections.RefusedPerAddress).Append('\n');
+        sb.Append("shoal_edge_connections_refused_total{limit=\"files\"} ").Append(_connections.RefusedForFiles).Append('\n');
         Header(sb, "shoal_edge_unknown_cluster_total", "counter", "Requests for no cluster or an unknown one (404).");
         sb.Append("shoal_edge_unknown_cluster_total ").Append(Interlocked.Read(ref _unknownCluster)).Append('\n');
         Header(sb, "shoal_edge_unauthorized_total", "counter", "Requests refused for a missing, unknown or expired endpoint key (401).");

@@ -5,6 +5,7 @@ using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Shoal.Contracts;
+using Shoal.Edge.Connections;
 
 namespace Shoal.Edge.Tunnels;
 
@@ -23,37 +24,55 @@ public sealed partial class TunnelEndpoint
 
     private readonly TunnelRegistry _registry;
     private readonly INodeCredentialSource _credentials;
+    private readonly EdgeOptions _options;
+    private readonly TimeProvider _time;
     private readonly ILogger<TunnelEndpoint> _logger;
+    private long _undecidedClosed;
+    private int _undecided;
+    private long _lastTunnelRefusalReport = long.MinValue;
 
-    public TunnelEndpoint(TunnelRegistry registry, INodeCredentialSource credentials, ILogger<TunnelEndpoint> logger)
+    public TunnelEndpoint(TunnelRegistry registry, INodeCredentialSource credentials, EdgeOptions options, TimeProvider time, ILogger<TunnelEndpoint> logger)
     {
         _registry = registry;
         _credentials = credentials;
+        _options = options;
+        _time = time;
         _logger = logger;
     }
 
-    /// <summary>
-    /// How long a new connection may stay silent before it is handed to the HTTP server undecided
-    /// (which then applies its own keep-alive timeout), and how long an agent has to finish its greeting.
-    /// </summary>
-    public static TimeSpan GreetingTimeout { get; } = TimeSpan.FromSeconds(10);
+    /// <summary>Connections closed since start because they said nothing within <see cref="EdgeOptions.UndecidedConnectionTimeout"/>.</summary>
+    public long UndecidedClosed => Interlocked.Read(ref _undecidedClosed);
 
-    /// <summary>The connection middleware: tunnels are handled here, everything else goes to <paramref name="next"/>.</summary>
+    /// <summary>Connections open now that have not yet begun a tunnel greeting or an HTTP request.</summary>
+    public int Undecided => Volatile.Read(ref _undecided);
+
+    /// <summary>
+    /// The connection middleware: tunnels are handled here, HTTP goes to <paramref name="next"/>, and
+    /// a connection that has begun neither within <see cref="EdgeOptions.UndecidedConnectionTimeout"/>
+    /// is closed: silent connections would otherwise hold a file descriptor each for as long as the
+    /// HTTP server's own timeouts allow.
+    /// </summary>
     public async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next)
     {
         bool tunnel;
-        using (var silence = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed))
+        using (var silence = new CancellationTokenSource(_options.UndecidedConnectionTimeout, _time))
+        using (var either = CancellationTokenSource.CreateLinkedTokenSource(silence.Token, connection.ConnectionClosed))
         {
-            silence.CancelAfter(GreetingTimeout);
+            Interlocked.Increment(ref _undecided);
             try
             {
-                tunnel = await StartsWithGreetingAsync(connection.Transport.Input, silence.Token);
+                tunnel = await StartsWithGreetingAsync(connection.Transport.Input, either.Token);
             }
             catch (OperationCanceledException)
             {
-                // Closed before saying anything: nothing to hand on.
-                if (connection.ConnectionClosed.IsCancellationRequested) return;
-                tunnel = false;
+                // Closed before saying anything, or silent too long: nothing to hand on.
+                if (!connection.ConnectionClosed.IsCancellationRequested) Interlocked.Increment(ref _undecidedClosed);
+                connection.Abort(new ConnectionAbortedException("nothing sent within the undecided connection timeout"));
+                return;
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _undecided);
             }
         }
         if (!tunnel)
@@ -94,9 +113,9 @@ public sealed partial class TunnelEndpoint
     private async Task HandleTunnelAsync(ConnectionContext connection)
     {
         string? line;
-        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed))
+        using (var silence = new CancellationTokenSource(_options.UndecidedConnectionTimeout, _time))
+        using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(silence.Token, connection.ConnectionClosed))
         {
-            timeout.CancelAfter(GreetingTimeout);
             try
             {
                 line = await ReadLineAsync(connection.Transport.Input, timeout.Token);
@@ -114,15 +133,27 @@ public sealed partial class TunnelEndpoint
             await TryWriteAsync(connection.Transport.Output, "error: tunnels need valid node credentials\n");
             return;
         }
-        if (!await TryWriteAsync(connection.Transport.Output, EdgeProtocol.OpenOk + "\n")) return;
+        var tunnel = new EdgeTunnel(connection, nodeId);
+        if (!_registry.TryReserve(nodeId, _options.MaxTunnelsPerNode))
+        {
+            ReportTunnelRefusal(nodeId);
+            await TryWriteAsync(connection.Transport.Output, $"error: node {nodeId} holds {_options.MaxTunnelsPerNode} tunnels to this edge, the most allowed\n");
+            return;
+        }
+        // A tunnel counts towards its node's limit, no longer towards its address's: many nodes may share one.
+        connection.Features.Get<EdgeConnectionLimiter.ConnectionLease>()?.LeaveAddressCount();
+        if (!await TryWriteAsync(connection.Transport.Output, EdgeProtocol.OpenOk + "\n"))
+        {
+            _registry.Unreserve(nodeId);
+            return;
+        }
 
         if (connection.Features.Get<IConnectionSocketFeature>()?.Socket is { } socket) TunnelWire.KeepAlive(socket);
         // ConnectionClosed fires when the agent closes its side, also when that is only a half-close
         // behind a response (the replica closed after it) that the HTTP client is still reading: so
         // it only ends the tunnel for routing, and the connection stays until the client lets go.
         // An idle tunnel's pending read notices the close and aborts it at once.
-        var tunnel = new EdgeTunnel(connection, nodeId);
-        _registry.Add(tunnel);
+        _registry.AddReserved(tunnel);
         using (connection.ConnectionClosed.Register(static t => ((EdgeTunnel)t!).MarkEnded(), tunnel))
         {
             await tunnel.Done;
@@ -176,6 +207,19 @@ public sealed partial class TunnelEndpoint
             && written == 32
             && CryptographicOperations.FixedTimeEquals(digest, expected);
     }
+
+    private void ReportTunnelRefusal(string nodeId)
+    {
+        // An agent retries refused tunnels, slowly; one line per 10 s is enough to tell the operator.
+        var now = _time.GetTimestamp();
+        var last = Interlocked.Read(ref _lastTunnelRefusalReport);
+        if (last != long.MinValue && _time.GetElapsedTime(last, now) < EdgeConnectionLimiter.LogInterval) return;
+        if (Interlocked.CompareExchange(ref _lastTunnelRefusalReport, now, last) != last) return;
+        LogTooManyTunnels(_logger, nodeId, _options.MaxTunnelsPerNode);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Refused a tunnel for node '{NodeId}': it holds {Max} tunnels to this edge, the most allowed")]
+    private static partial void LogTooManyTunnels(ILogger logger, string nodeId, int max);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Refused a tunnel for node '{NodeId}' from {Remote}: bad credentials")]
     private static partial void LogRefused(ILogger logger, string nodeId, string? remote);

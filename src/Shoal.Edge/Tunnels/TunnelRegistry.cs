@@ -41,12 +41,38 @@ public sealed class TunnelRegistry
         }
     }
 
-    internal void Add(EdgeTunnel tunnel)
+    /// <summary>
+    /// Takes one of the node's <paramref name="max"/> tunnel places for a tunnel about to be added
+    /// (<see cref="AddReserved"/>) or given back (<see cref="Unreserve"/>); false when all are taken.
+    /// </summary>
+    internal bool TryReserve(string nodeId, int max)
+    {
+        var node = _nodes.GetOrAdd(nodeId, static _ => new NodeTunnels());
+        while (true)
+        {
+            var held = Volatile.Read(ref node.Held);
+            if (held >= max) return false;
+            if (Interlocked.CompareExchange(ref node.Held, held + 1, held) == held) return true;
+        }
+    }
+
+    /// <summary>Gives back a place taken by <see cref="TryReserve"/> for a tunnel that was not added.</summary>
+    internal void Unreserve(string nodeId)
+    {
+        if (_nodes.TryGetValue(nodeId, out var node)) Interlocked.Decrement(ref node.Held);
+    }
+
+    /// <summary>Adds a tunnel to its node's pool, in a place taken by <see cref="TryReserve"/>; the place is freed when the tunnel ends.</summary>
+    internal void AddReserved(EdgeTunnel tunnel)
     {
         var node = _nodes.GetOrAdd(tunnel.NodeId, static _ => new NodeTunnels());
         var first = Interlocked.Increment(ref node.Live) == 1;
-        tunnel.Ended.ContinueWith(static (_, n) => Interlocked.Decrement(ref ((NodeTunnels)n!).Live), node,
-            CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        tunnel.Ended.ContinueWith(static (_, n) =>
+        {
+            var node = (NodeTunnels)n!;
+            Interlocked.Decrement(ref node.Live);
+            Interlocked.Decrement(ref node.Held);
+        }, node, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         tunnel.Watch(static _ => { });
         node.Idle.Enqueue(tunnel);
         node.Signal();
@@ -89,6 +115,8 @@ public sealed class TunnelRegistry
     {
         public readonly ConcurrentQueue<EdgeTunnel> Idle = new();
         public int Live;
+        // Live tunnels and places reserved for tunnels being added: what the per-node limit counts.
+        public int Held;
         private TaskCompletionSource _arrival = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public Task Arrival => Volatile.Read(ref _arrival).Task;

@@ -292,6 +292,19 @@ public sealed class CommandTests : IAsyncLifetime
         Assert.Single(_server.Requests);
     }
 
+    [Theory]
+    [InlineData("edge", "--max-connections", "0", "--max-connections must be at least 1")]
+    [InlineData("edge", "--max-tunnels-per-node", "0", "--max-tunnels-per-node must be at least 1")]
+    [InlineData("edge", "--undecided-timeout", "soon", "--undecided-timeout")]
+    [InlineData("server", "--edge-max-connections-per-address", "0", "--edge-max-connections-per-address must be at least 1")]
+    [InlineData("server", "--edge-undecided-timeout", "0s", "--edge-undecided-timeout")]
+    public async Task Edge_connection_limits_out_of_range_are_refused_before_anything_starts(string command, string option, string value, string message)
+    {
+        Assert.Equal(ExitCodes.InvalidInput, await _cli.RunAsync(command, option, value, "--listen", "127.0.0.1:0"));
+        Assert.Contains(message, _cli.Err, StringComparison.Ordinal);
+        Assert.Empty(_server.Requests);
+    }
+
     [Fact]
     public async Task Events_of_a_missing_cluster_is_not_found()
     {

@@ -46,6 +46,9 @@ public sealed class DevCommand : Command
             EdgeListen = result.GetValue(s_edgeListen)!,
             DataDir = Path.Combine(dataDir, "server"),
             LogLevel = logLevel,
+            // Local use: the agents run here, on simulated GPUs.
+            AllowLoopbackNodes = true,
+            AllowSimulatedGpus = true,
         };
         var errors = options.Validate();
         if (errors.Count > 0)

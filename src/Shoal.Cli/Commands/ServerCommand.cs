@@ -22,6 +22,12 @@ public sealed class ServerCommand : Command
     private static readonly Option<string?> s_edgeTlsKey = new("--edge-tls-key") { Description = "PEM private key file of --edge-tls-cert" };
     private static readonly Option<string?> s_edgeTlsPfx = new("--edge-tls-pfx") { Description = "PKCS#12 (PFX) file with the edge's certificate and key, instead of PEM files" };
     private static readonly Option<string?> s_edgeTlsPassword = new("--edge-tls-password") { Description = "Password of the PFX file or encrypted PEM key (or set SHOAL_EDGE_TLS_PASSWORD)" };
+    private static readonly Option<string[]> s_nodeNetworks = new("--node-networks")
+    {
+        Description = "Networks (CIDR, comma-separated or repeated) where direct-mode nodes may be: edges connect to a node's own address only within them (default none: tunnels only)",
+    };
+    private static readonly Option<bool> s_allowLoopbackNodes = new("--allow-loopback-nodes") { Description = "Local use: edges may connect to nodes at loopback or this machine's addresses (never to the server's own ports)" };
+    private static readonly Option<bool> s_allowSimulatedGpus = new("--allow-simulated-gpus") { Description = "Accept nodes that report simulated GPUs (shoal agent --simulate-gpus)" };
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level (Trace, Debug, Information, Warning, Error)", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -45,6 +51,9 @@ public sealed class ServerCommand : Command
         Options.Add(s_edgeTlsKey);
         Options.Add(s_edgeTlsPfx);
         Options.Add(s_edgeTlsPassword);
+        Options.Add(s_nodeNetworks);
+        Options.Add(s_allowLoopbackNodes);
+        Options.Add(s_allowSimulatedGpus);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -66,6 +75,9 @@ public sealed class ServerCommand : Command
             EdgeTlsKey = result.GetValue(s_edgeTlsKey),
             EdgeTlsPfx = result.GetValue(s_edgeTlsPfx),
             EdgeTlsPassword = result.GetValue(s_edgeTlsPassword) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_TLS_PASSWORD"),
+            NodeNetworks = [.. (result.GetValue(s_nodeNetworks) ?? []).SelectMany(n => n.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))],
+            AllowLoopbackNodes = result.GetValue(s_allowLoopbackNodes),
+            AllowSimulatedGpus = result.GetValue(s_allowSimulatedGpus),
         };
         if (result.GetValue(s_grace) is { } grace) options.NodeGracePeriod = grace;
         if (result.GetValue(s_restartGrace) is { } restartGrace) options.RestartGracePeriod = restartGrace;

@@ -23,6 +23,7 @@ internal static class Mapping
             Env = c.Spec.Env,
             Args = c.Spec.Args,
             Health = c.Spec.Health,
+            NodeLabels = [.. c.Spec.RequiredNodeLabels],
             Routing = c.Spec.Routing,
             QueueTimeoutSeconds = c.Spec.QueueTimeoutSeconds,
             DrainTimeoutSeconds = c.Spec.DrainTimeoutSeconds,
@@ -109,6 +110,12 @@ internal static class Mapping
             Reliability = view.Reliability.Score,
             RecentDisconnects = view.Reliability.RecentDisconnects,
             Flapping = view.Reliability.Flapping,
+            Pending = !n.Approved,
+            Labels = n.Labels,
+            MaxGpus = n.MaxGpus,
+            DirectAllowed = n.DirectAllowed,
+            Tunnel = view.Tunnel,
+            AddressRefused = view.AddressRefused,
         };
     }
 }

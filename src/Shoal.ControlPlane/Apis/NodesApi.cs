@@ -3,7 +3,7 @@ using Shoal.ControlPlane.State;
 
 namespace Shoal.ControlPlane.Apis;
 
-/// <summary><c>/v1/nodes</c>: list and get nodes; cordon, uncordon and drain them.</summary>
+/// <summary><c>/v1/nodes</c>: list and get nodes; cordon, uncordon and drain them; approve them.</summary>
 public static class NodesApi
 {
     public static RouteGroupBuilder MapNodesApi(this IEndpointRouteBuilder app)
@@ -20,6 +20,12 @@ public static class NodesApi
         MapScheduling(group, "cordon", NodeSchedulingAction.Cordon);
         MapScheduling(group, "uncordon", NodeSchedulingAction.Uncordon);
         MapScheduling(group, "drain", NodeSchedulingAction.Drain);
+        // POST /v1/nodes/{id}/approve: a node that waits for approval (its token asked for manual approval) gets work.
+        group.MapPost("/{id}/approve", async (string id, ControlPlaneState state, CancellationToken ct) =>
+            await state.ApproveNodeAsync(id, ct) is { } node
+                ? Results.Json(node.ToDto(), ShoalJsonContext.Default.NodeDto)
+                : ApiResults.NotFound($"node '{id}' not found"))
+            .Produces<NodeDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         return group;
     }
 

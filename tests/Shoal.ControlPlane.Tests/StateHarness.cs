@@ -31,7 +31,7 @@ internal sealed class StateHarness : IAsyncDisposable
 
     public static async Task<StateHarness> StartAsync(Action<ServerOptions>? configure = null)
     {
-        var options = new ServerOptions();
+        var options = new ServerOptions { AllowLoopbackNodes = true, AllowSimulatedGpus = true };
         configure?.Invoke(options);
         var harness = new StateHarness(options);
         await harness.OpenAsync();

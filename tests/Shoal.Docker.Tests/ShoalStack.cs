@@ -45,7 +45,7 @@ public sealed class ShoalStack : IAsyncDisposable
         try
         {
             stack._server = ShoalProcess.Start("server",
-                ["server", "--listen", stack.Api["http://".Length..], "--edge-listen", stack.EdgeAddress, "--data-dir", stack._dir.Combine("server"), "--log-level", "Warning"]);
+                ["server", "--listen", stack.Api["http://".Length..], "--edge-listen", stack.EdgeAddress, "--data-dir", stack._dir.Combine("server"), "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes"]);
             await Eventually.GetAsync(async () =>
             {
                 try

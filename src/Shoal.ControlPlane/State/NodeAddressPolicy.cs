@@ -76,7 +76,8 @@ public sealed class NodeAddressPolicy
     public string? CheckPort(string address, int port)
     {
         if (port is < 1 or > 65535) return $"port {port} is not between 1 and 65535";
-        if (IPAddress.TryParse(address, out var ip) && IsLocal(Normalize(ip)) && _ownPorts.Contains(port))
+        // Cheapest first: this runs for every direct replica each time a route table is built.
+        if (_ownPorts.Contains(port) && IPAddress.TryParse(address, out var ip) && IsLocal(Normalize(ip)))
         {
             return $"port {port} at {Normalize(ip)} is one of the server's own (API or edge)";
         }

@@ -57,7 +57,7 @@ public sealed class ShoalStack : IAsyncDisposable
                     return false;
                 }
             }, ok => ok, TimeSpan.FromSeconds(30), "the server to answer");
-            var created = await stack.Http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 1 }, ShoalJsonContext.Default.CreateTokenRequest);
+            var created = await stack.Http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 1, Labels = ["trusted"] }, ShoalJsonContext.Default.CreateTokenRequest);
             created.EnsureSuccessStatusCode();
             stack._token = (await created.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
             await stack.StartAgentAsync();

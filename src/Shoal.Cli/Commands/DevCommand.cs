@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Shoal.Agent;
+using Shoal.Core.Clusters;
 using Shoal.Cli.Client;
 using Shoal.Contracts;
 using Shoal.ControlPlane;
@@ -87,7 +88,7 @@ public sealed class DevCommand : Command
                 using var client = new ShoalClient(server.ApiAddress);
                 var needToken = Nodes.Any(n => !File.Exists(Path.Combine(dataDir, n.Name, "node.json")));
                 var token = needToken
-                    ? (await client.CreateTokenAsync(new CreateTokenRequest { Uses = Nodes.Length, TtlSeconds = 600, Description = "shoal dev" }, ct)).Token
+                    ? (await client.CreateTokenAsync(new CreateTokenRequest { Uses = Nodes.Length, TtlSeconds = 600, Description = "shoal dev", Labels = [ClusterSpec.TrustedLabel] }, ct)).Token
                     : null;
                 foreach (var (name, gpus) in Nodes)
                 {

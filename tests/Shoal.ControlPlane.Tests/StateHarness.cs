@@ -90,6 +90,18 @@ internal sealed class StateHarness : IAsyncDisposable
         await State.NodeConnectedAsync(id, fresh, WireAgent.Hello(name, ("rtx-4090", _gpus[name])) with { Replicas = reports }, default);
     }
 
+    /// <summary>Like <see cref="BounceAsync"/>, but the node comes back saying something else in its hello (another address…).</summary>
+    public async Task ReconnectAsync(string name, Func<HelloMessage, HelloMessage> change)
+    {
+        var (id, session) = _nodes[name];
+        var before = await AllReplicasAsync();
+        await State.NodeDisconnectedAsync(id, session, "test: connection dropped");
+        var fresh = new object();
+        _nodes[name] = (id, fresh);
+        var reports = before.Where(r => r.Replica.NodeId == id).Select(r => Report(r.Replica, r.Load)).ToArray();
+        await State.NodeConnectedAsync(id, fresh, change(WireAgent.Hello(name, ("rtx-4090", _gpus[name])) with { Replicas = reports }), default);
+    }
+
     private static ReplicaReport Report(ReplicaRecord r, ReplicaLoad? load) => new()
     {
         ReplicaId = r.Id,

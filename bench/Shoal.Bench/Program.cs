@@ -79,6 +79,8 @@ static async Task DeployAsync()
         EdgeListen = "127.0.0.1:0",
         DataDir = Path.Combine(dir.FullName, "server"),
         LogLevel = LogLevel.Warning,
+        AllowLoopbackNodes = true,
+        AllowSimulatedGpus = true,
     }, logging: l => l.SetMinimumLevel(LogLevel.Warning));
     using var http = Shoal.Bench.BenchKeys.OperatorClient(server);
     var token = (await (await http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest(), ShoalJsonContext.Default.CreateTokenRequest))

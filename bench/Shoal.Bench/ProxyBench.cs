@@ -86,7 +86,7 @@ internal static partial class ProxyBench
             // The control plane (no edge of its own) on the load generator's CPU: it is idle while wrk runs.
             var apiPort = FreePort();
             processes.Add(Start("taskset", [.. Cpu(0), ShoalExecutable(), "server", "--listen", $"127.0.0.1:{apiPort}", "--no-edge",
-                "--data-dir", Path.Combine(dir.FullName, "server"), "--log-level", "Warning"]));
+                "--data-dir", Path.Combine(dir.FullName, "server"), "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes"]));
             var api = new Uri($"http://127.0.0.1:{apiPort}");
             await WaitForAsync(api + "healthz");
             using var http = new HttpClient { BaseAddress = api };

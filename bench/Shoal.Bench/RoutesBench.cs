@@ -22,7 +22,7 @@ internal static class RoutesBench
         try
         {
             await using var server = await ShoalServer.StartAsync(
-                new ServerOptions { Listen = "127.0.0.1:0", NoEdge = true, DataDir = dir.FullName, LogLevel = LogLevel.Warning },
+                new ServerOptions { Listen = "127.0.0.1:0", NoEdge = true, DataDir = dir.FullName, LogLevel = LogLevel.Warning, AllowLoopbackNodes = true, AllowSimulatedGpus = true },
                 logging: l => l.SetMinimumLevel(LogLevel.Warning));
             await using var edge = await EdgeServer.StartAsync(
                 new EdgeServerOptions { Server = server.ApiAddress.ToString(), Key = await File.ReadAllTextAsync(server.EdgeKeyFile!), Edge = new EdgeOptions { Listen = "127.0.0.1:0" }, LogLevel = LogLevel.Warning },

@@ -35,6 +35,11 @@ public sealed record CreateClusterRequest
     public HealthCheckSpec? Health { get; init; }
     /// <summary>Credentials for a private registry; kept as a secret (never shown again).</summary>
     public RegistryCredentials? RegistryAuth { get; init; }
+    /// <summary>
+    /// Labels a node must have to run the replicas (and so receive the cluster's secrets). Null: the
+    /// default, <c>trusted</c> when the cluster has secrets (registry credentials), else none; empty: none.
+    /// </summary>
+    public string[]? NodeLabels { get; init; }
     /// <summary><c>least-outstanding</c> (default) or <c>round-robin</c>.</summary>
     public string? Routing { get; init; }
     /// <summary>How long the edge holds a request while no replica is ready, 0..300 s (default 30).</summary>
@@ -126,6 +131,8 @@ public sealed record ClusterDto
     public Dictionary<string, string> SecretEnv { get; init; } = [];
     public string[] Args { get; init; } = [];
     public HealthCheckSpec Health { get; init; } = new();
+    /// <summary>Labels a node must have to run the replicas (the default applied: <c>trusted</c> for a cluster with secrets).</summary>
+    public string[] NodeLabels { get; init; } = [];
     public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
     public int QueueTimeoutSeconds { get; init; }
     public int DrainTimeoutSeconds { get; init; }
@@ -230,6 +237,8 @@ public static class ClusterEventTypes
     public const string Cordoned = "cordoned";
     /// <summary>The node under a replica takes new replicas again.</summary>
     public const string Uncordoned = "uncordoned";
+    /// <summary>A replica is ready but no edge is sent to it: its node's address or port is refused (the message says why).</summary>
+    public const string Unroutable = "unroutable";
 }
 
 /// <summary>One entry of <c>GET /v1/clusters/{name}/events</c>.</summary>
@@ -273,6 +282,18 @@ public sealed record NodeDto
     public int RecentDisconnects { get; init; }
     /// <summary>Disconnects too often: given work only when no steady node fits, and its replicas move to steady nodes.</summary>
     public bool Flapping { get; init; }
+    /// <summary>Waits for <c>shoal nodes approve</c>: it gets no work until then.</summary>
+    public bool Pending { get; init; }
+    /// <summary>Labels the operator gave the node (through its provisioning token).</summary>
+    public string[] Labels { get; init; } = [];
+    /// <summary>The most GPUs the node may report (from its token); null for no cap.</summary>
+    public int? MaxGpus { get; init; }
+    /// <summary>The operator lets edges connect to the node's address (direct mode).</summary>
+    public bool DirectAllowed { get; init; }
+    /// <summary>True when the node is reached over its tunnels (false: direct, at <see cref="Address"/>).</summary>
+    public bool Tunnel { get; init; }
+    /// <summary>Why edges do not connect to the node's address (direct mode refused); null when they may, or it uses tunnels.</summary>
+    public string? AddressRefused { get; init; }
 }
 
 /// <summary>A GPU type in the catalogue and how many are free right now.</summary>
@@ -293,6 +314,21 @@ public sealed record CreateTokenRequest
     public int? TtlSeconds { get; init; }
     /// <summary>How many nodes may register with the token; default 1.</summary>
     public int? Uses { get; init; }
+    /// <summary><c>auto</c> (default): nodes work at once; <c>manual</c>: they wait as pending until <c>shoal nodes approve</c>.</summary>
+    public string? Approve { get; init; }
+    /// <summary>The most GPUs a node admitted with the token may report (1-64); default no cap.</summary>
+    public int? MaxGpus { get; init; }
+    /// <summary>Labels given to the nodes it admits, such as <c>trusted</c>.</summary>
+    public string[]? Labels { get; init; }
+    /// <summary>Nodes it admits may be reached directly at their address (direct mode), within the server's node networks. Default false: tunnels only.</summary>
+    public bool? Direct { get; init; }
+}
+
+/// <summary>Values of <see cref="CreateTokenRequest.Approve"/>.</summary>
+public static class TokenApproval
+{
+    public const string Auto = "auto";
+    public const string Manual = "manual";
 }
 
 /// <summary>A provisioning token, shown once.</summary>
@@ -303,6 +339,11 @@ public sealed record TokenCreatedDto
     public string? Description { get; init; }
     public int Uses { get; init; }
     public DateTimeOffset ExpiresAt { get; init; }
+    /// <summary><c>auto</c> or <c>manual</c>.</summary>
+    public string Approve { get; init; } = TokenApproval.Auto;
+    public int? MaxGpus { get; init; }
+    public string[] Labels { get; init; } = [];
+    public bool Direct { get; init; }
 }
 
 /// <summary>The error body every failed API call returns.</summary>

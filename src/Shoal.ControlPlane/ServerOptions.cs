@@ -124,6 +124,21 @@ public sealed class ServerOptions
         UndecidedConnectionTimeout = EdgeUndecidedTimeout,
     };
 
+    /// <summary>
+    /// Networks (CIDR, such as <c>10.0.0.0/8</c>) in which a direct-mode node's address must lie for
+    /// edges to connect to it. Default none: direct mode reaches no node (tunnels work regardless).
+    /// </summary>
+    public List<string> NodeNetworks { get; set; } = [];
+
+    /// <summary>
+    /// Local use (<c>shoal dev</c>, tests): edges may connect to nodes at loopback or the server's own
+    /// addresses (never to the server's own ports). Default false.
+    /// </summary>
+    public bool AllowLoopbackNodes { get; set; }
+
+    /// <summary>Nodes may report simulated GPUs (<c>shoal agent --simulate-gpus</c>); refused otherwise. Default false.</summary>
+    public bool AllowSimulatedGpus { get; set; }
+
     /// <summary>Minimum log level for Shoal's own categories.</summary>
     public Microsoft.Extensions.Logging.LogLevel LogLevel { get; set; } = Microsoft.Extensions.Logging.LogLevel.Information;
 
@@ -140,6 +155,10 @@ public sealed class ServerOptions
         if (MissedHeartbeats < 1) errors.Add("missed heartbeats must be at least 1");
         if (CrashLoopRestarts < 1) errors.Add("crash-loop restarts must be at least 1");
         if (RolloutFailureRestarts < 1) errors.Add("rollout failure restarts must be at least 1");
+        foreach (var network in NodeNetworks)
+        {
+            if (!System.Net.IPNetwork.TryParse(network?.Trim(), out _)) errors.Add($"--node-networks '{network}' is not a network such as 10.0.0.0/8");
+        }
         if (CrashLoopWindow <= TimeSpan.Zero || CrashLoopAvoidFor < TimeSpan.Zero || DrainSettle < TimeSpan.Zero) errors.Add("crash-loop window must be positive; avoid time and drain settle must not be negative");
         return errors;
     }

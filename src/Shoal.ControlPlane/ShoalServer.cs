@@ -142,6 +142,8 @@ public sealed partial class ShoalServer : IAsyncDisposable
         await api.Services.GetRequiredService<ControlPlaneState>().LoadAsync(ct);
         await api.StartAsync(ct);
         var apiAddress = new Uri(BoundAddress(api));
+        var addressPolicy = api.Services.GetRequiredService<ControlPlaneState>().AddressPolicy;
+        addressPolicy.AddServerPort(apiAddress.Port);
 
         WebApplication? edge = null;
         Uri? edgeAddress = null;
@@ -168,6 +170,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
                 throw;
             }
             edgeAddress = new Uri(BoundAddress(edge));
+            addressPolicy.AddServerPort(edgeAddress.Port);
             api.Services.GetRequiredService<EdgeDirectory>().SetLocal((options.PublicEdgeUrl ?? edgeAddress.ToString()).TrimEnd('/'));
         }
 

@@ -37,6 +37,9 @@ public interface IShoalStore : IAsyncDisposable
     /// </summary>
     Task<TokenUseOutcome> UseTokenAsync(string tokenHash, DateTimeOffset now, CancellationToken cancellationToken = default);
 
+    /// <summary>A token by hash (its policy, for the node it just admitted); null when there is none.</summary>
+    Task<ProvisioningTokenRecord?> FindTokenAsync(string tokenHash, CancellationToken cancellationToken = default);
+
     Task<IReadOnlyList<ProvisioningTokenRecord>> ListTokensAsync(CancellationToken cancellationToken = default);
 
     /// <summary>Revokes a token by id; false when there is no such token.</summary>

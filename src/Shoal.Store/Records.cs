@@ -73,6 +73,14 @@ public sealed record NodeRecord
     public int Disconnects { get; init; }
     public DateTimeOffset RegisteredAt { get; init; }
     public DateTimeOffset? LastSeenAt { get; init; }
+    /// <summary>False while the node waits for <c>shoal nodes approve</c> (its token asked for manual approval): it gets no work.</summary>
+    public bool Approved { get; init; } = true;
+    /// <summary>Labels the operator gave the node (through its token), such as <c>trusted</c>.</summary>
+    public string[] Labels { get; init; } = [];
+    /// <summary>The most GPUs the node may report (from its token); null for no cap.</summary>
+    public int? MaxGpus { get; init; }
+    /// <summary>The operator lets edges connect to the node's address (direct mode); otherwise only its tunnels are used.</summary>
+    public bool DirectAllowed { get; init; }
 }
 
 /// <summary>A provisioning token; only its hash is stored.</summary>
@@ -86,6 +94,14 @@ public sealed record ProvisioningTokenRecord
     public DateTimeOffset CreatedAt { get; init; }
     public DateTimeOffset ExpiresAt { get; init; }
     public DateTimeOffset? RevokedAt { get; init; }
+    /// <summary>Nodes it admits wait as pending until <c>shoal nodes approve</c>.</summary>
+    public bool ManualApproval { get; init; }
+    /// <summary>The most GPUs a node it admits may report; null for no cap.</summary>
+    public int? MaxGpus { get; init; }
+    /// <summary>Labels given to the nodes it admits.</summary>
+    public string[] Labels { get; init; } = [];
+    /// <summary>Nodes it admits may be reached directly at their address (still only within the server's allowed networks).</summary>
+    public bool AllowDirect { get; init; }
 }
 
 /// <summary>

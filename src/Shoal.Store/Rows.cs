@@ -42,6 +42,7 @@ internal static class Rows
         new("address", DbType.String), new("state", DbType.String), new("cordoned", DbType.Boolean),
         new("revision", DbType.Int64), new("acked_revision", DbType.Int64), new("disconnects", DbType.Int32),
         new("registered_at", DbType.Int64), new("last_seen_at", DbType.Int64), new("draining", DbType.Boolean),
+        new("approved", DbType.Boolean), new("labels", DbType.String), new("max_gpus", DbType.Int32), new("direct_allowed", DbType.Boolean),
     ];
 
     public static readonly Column[] TokenColumns =
@@ -49,6 +50,7 @@ internal static class Rows
         new("id", DbType.String), new("hash", DbType.String), new("description", DbType.String),
         new("max_uses", DbType.Int32), new("uses", DbType.Int32), new("created_at", DbType.Int64),
         new("expires_at", DbType.Int64), new("revoked_at", DbType.Int64),
+        new("manual_approval", DbType.Boolean), new("max_gpus", DbType.Int32), new("labels", DbType.String), new("allow_direct", DbType.Boolean),
     ];
 
     public static readonly Column[] EventColumns =
@@ -117,11 +119,13 @@ internal static class Rows
         JsonSerializer.Serialize(n.Images ?? [], ShoalJsonContext.Default.StringArray),
         n.Address, n.State.ToWire(), n.Cordoned, n.Revision, n.AckedRevision, n.Disconnects,
         Ms(n.RegisteredAt), Ms(n.LastSeenAt), n.Draining,
+        n.Approved, JsonSerializer.Serialize(n.Labels ?? [], ShoalJsonContext.Default.StringArray), OrNull(n.MaxGpus), n.DirectAllowed,
     ];
 
     public static object?[] Values(ProvisioningTokenRecord t) =>
     [
         t.Id, t.Hash, OrNull(t.Description), t.MaxUses, t.Uses, Ms(t.CreatedAt), Ms(t.ExpiresAt), Ms(t.RevokedAt),
+        t.ManualApproval, OrNull(t.MaxGpus), JsonSerializer.Serialize(t.Labels ?? [], ShoalJsonContext.Default.StringArray), t.AllowDirect,
     ];
 
     public static object?[] Values(ClusterEventRecord e) =>
@@ -254,6 +258,10 @@ internal static class Rows
         RegisteredAt = Time(r, 12),
         LastSeenAt = NullableTime(r, 13),
         Draining = r.GetBoolean(14),
+        Approved = r.GetBoolean(15),
+        Labels = Json(r.GetString(16), ShoalJsonContext.Default.StringArray, "node labels"),
+        MaxGpus = NullableInt(r, 17),
+        DirectAllowed = r.GetBoolean(18),
     };
 
     public static ProvisioningTokenRecord ReadToken(DbDataReader r) => new()
@@ -266,5 +274,9 @@ internal static class Rows
         CreatedAt = Time(r, 5),
         ExpiresAt = Time(r, 6),
         RevokedAt = NullableTime(r, 7),
+        ManualApproval = r.GetBoolean(8),
+        MaxGpus = NullableInt(r, 9),
+        Labels = Json(r.GetString(10), ShoalJsonContext.Default.StringArray, "token labels"),
+        AllowDirect = r.GetBoolean(11),
     };
 }

@@ -125,6 +125,17 @@ public static class Schema
 
             ALTER TABLE cluster_events ADD COLUMN actor TEXT NULL;
             """),
+        // The operator's policy for nodes: carried by the token, copied onto each node it admits.
+        (6, """
+            ALTER TABLE provisioning_tokens ADD COLUMN manual_approval BOOLEAN NOT NULL DEFAULT FALSE;
+            ALTER TABLE provisioning_tokens ADD COLUMN max_gpus INTEGER NULL;
+            ALTER TABLE provisioning_tokens ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+            ALTER TABLE provisioning_tokens ADD COLUMN allow_direct BOOLEAN NOT NULL DEFAULT FALSE;
+            ALTER TABLE nodes ADD COLUMN approved BOOLEAN NOT NULL DEFAULT TRUE;
+            ALTER TABLE nodes ADD COLUMN labels TEXT NOT NULL DEFAULT '[]';
+            ALTER TABLE nodes ADD COLUMN max_gpus INTEGER NULL;
+            ALTER TABLE nodes ADD COLUMN direct_allowed BOOLEAN NOT NULL DEFAULT FALSE;
+            """),
     ];
 
     /// <summary>The version a fully migrated store reports.</summary>

@@ -325,6 +325,17 @@ public abstract class SqlShoalStore : IShoalStore
         return reader.GetInt64(1) <= nowMs ? TokenUseOutcome.Expired : TokenUseOutcome.Exhausted;
     }
 
+    public async Task<ProvisioningTokenRecord?> FindTokenAsync(string tokenHash, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(tokenHash);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
+        await using var command = Command(connection, null,
+            $"SELECT {string.Join(", ", Rows.TokenColumns.Select(c => c.Name))} FROM provisioning_tokens WHERE hash = @hash");
+        AddParameter(command, "hash", DbType.String, tokenHash);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken) ? Rows.ReadToken(reader) : null;
+    }
+
     public async Task<IReadOnlyList<ProvisioningTokenRecord>> ListTokensAsync(CancellationToken cancellationToken = default)
     {
         await using var connection = await OpenConnectionAsync(cancellationToken);

@@ -198,6 +198,7 @@ internal sealed class ChaosStack : IAsyncDisposable
             "server", "--listen", $"{_host}:{_apiPort}",
             "--data-dir", _dir.Combine("server"), "--grace-period", $"{_options.GracePeriod.TotalMilliseconds}ms",
             "--restart-grace-period", $"{_options.RestartGracePeriod.TotalSeconds}s", "--log-level", "Warning",
+            "--allow-simulated-gpus", "--allow-loopback-nodes",
         };
         args.AddRange(_options.StandaloneEdge ? ["--no-edge", "--edge-key", _edgeKey] : ["--edge-listen", $"{_host}:{_edgePort}"]);
         if (_options.HeartbeatInterval is { } hb) args.AddRange(["--heartbeat-interval", $"{hb.TotalMilliseconds}ms"]);

@@ -51,6 +51,7 @@ public sealed class AuthorizationMatrixTests
         new("DELETE", "/v1/nodes/{id}", ApiKeyRoles.Operator, Scope.Installation, HttpStatusCode.NoContent, t => ($"/v1/nodes/{t.Node}", null)),
         new("POST", "/v1/nodes/{id}/cordon", ApiKeyRoles.Operator, Scope.Installation, HttpStatusCode.OK, t => ($"/v1/nodes/{t.Node}/cordon", null)),
         new("POST", "/v1/nodes/{id}/uncordon", ApiKeyRoles.Operator, Scope.Installation, HttpStatusCode.OK, t => ($"/v1/nodes/{t.Node}/uncordon", null)),
+        new("POST", "/v1/nodes/{id}/approve", ApiKeyRoles.Operator, Scope.Installation, HttpStatusCode.OK, t => ($"/v1/nodes/{t.Node}/approve", null)),
         new("POST", "/v1/nodes/{id}/drain", ApiKeyRoles.Operator, Scope.Installation, HttpStatusCode.OK, t => ($"/v1/nodes/{t.Node}/drain", null)),
         new("POST", "/v1/tokens/", ApiKeyRoles.Operator, Scope.Installation, HttpStatusCode.Created, _ => ("/v1/tokens", new CreateTokenRequest { Uses = 1 })),
         new("GET", "/v1/tokens/", ApiKeyRoles.Operator, Scope.Installation, HttpStatusCode.OK, _ => ("/v1/tokens", null)),

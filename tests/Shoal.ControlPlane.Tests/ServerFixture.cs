@@ -59,15 +59,22 @@ public sealed class TestServer : IAsyncDisposable
             EdgeListen = "127.0.0.1:0",
             DataDir = dir.Path,
             LogLevel = LogLevel.Warning,
+            // Test agents run here, on simulated GPUs.
+            AllowLoopbackNodes = true,
+            AllowSimulatedGpus = true,
         };
         configure?.Invoke(options);
         var server = await ShoalServer.StartAsync(options, time, l => l.SetMinimumLevel(LogLevel.Warning));
         return new TestServer(server, dir, time, options.DataDir);
     }
 
-    public async Task<string> CreateTokenAsync(int uses = 1, int ttlSeconds = 3600)
+    public Task<string> CreateTokenAsync(int uses = 1, int ttlSeconds = 3600) =>
+        CreateTokenAsync(new CreateTokenRequest { Uses = uses, TtlSeconds = ttlSeconds });
+
+    /// <summary>Creates a provisioning token with this policy; returns the token.</summary>
+    public async Task<string> CreateTokenAsync(CreateTokenRequest request)
     {
-        var response = await Http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = uses, TtlSeconds = ttlSeconds }, ShoalJsonContext.Default.CreateTokenRequest);
+        var response = await Http.PostAsJsonAsync("/v1/tokens", request, ShoalJsonContext.Default.CreateTokenRequest);
         response.EnsureSuccessStatusCode();
         var dto = await response.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto);
         return dto!.Token;

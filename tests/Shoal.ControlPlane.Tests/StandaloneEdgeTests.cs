@@ -35,7 +35,7 @@ public sealed class StandaloneEdgeTests : IAsyncLifetime
     }
 
     private Task<ShoalServer> StartServerAsync() => ShoalServer.StartAsync(
-        new ServerOptions { Listen = $"127.0.0.1:{_apiPort}", NoEdge = true, DataDir = _dir.Path, LogLevel = LogLevel.Warning },
+        new ServerOptions { Listen = $"127.0.0.1:{_apiPort}", NoEdge = true, DataDir = _dir.Path, LogLevel = LogLevel.Warning, AllowLoopbackNodes = true, AllowSimulatedGpus = true },
         logging: l => l.SetMinimumLevel(LogLevel.Warning));
 
     private static Task<EdgeServer> StartEdgeAsync(ShoalServer server, string? key = null) => EdgeServer.StartAsync(

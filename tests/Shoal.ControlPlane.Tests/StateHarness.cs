@@ -31,7 +31,7 @@ internal sealed class StateHarness : IAsyncDisposable
 
     public static async Task<StateHarness> StartAsync(Action<ServerOptions>? configure = null)
     {
-        var options = new ServerOptions();
+        var options = new ServerOptions { AllowLoopbackNodes = true, AllowSimulatedGpus = true };
         configure?.Invoke(options);
         var harness = new StateHarness(options);
         await harness.OpenAsync();
@@ -88,6 +88,18 @@ internal sealed class StateHarness : IAsyncDisposable
         _nodes[name] = (id, fresh);
         var reports = before.Where(r => r.Replica.NodeId == id).Select(r => Report(r.Replica, r.Load)).ToArray();
         await State.NodeConnectedAsync(id, fresh, WireAgent.Hello(name, ("rtx-4090", _gpus[name])) with { Replicas = reports }, default);
+    }
+
+    /// <summary>Like <see cref="BounceAsync"/>, but the node comes back saying something else in its hello (another address…).</summary>
+    public async Task ReconnectAsync(string name, Func<HelloMessage, HelloMessage> change)
+    {
+        var (id, session) = _nodes[name];
+        var before = await AllReplicasAsync();
+        await State.NodeDisconnectedAsync(id, session, "test: connection dropped");
+        var fresh = new object();
+        _nodes[name] = (id, fresh);
+        var reports = before.Where(r => r.Replica.NodeId == id).Select(r => Report(r.Replica, r.Load)).ToArray();
+        await State.NodeConnectedAsync(id, fresh, change(WireAgent.Hello(name, ("rtx-4090", _gpus[name])) with { Replicas = reports }), default);
     }
 
     private static ReplicaReport Report(ReplicaRecord r, ReplicaLoad? load) => new()

@@ -45,7 +45,7 @@ public sealed class ShoalStack : IAsyncDisposable
         try
         {
             stack._server = ShoalProcess.Start("server",
-                ["server", "--listen", stack.Api["http://".Length..], "--edge-listen", stack.EdgeAddress, "--data-dir", stack._dir.Combine("server"), "--log-level", "Warning"]);
+                ["server", "--listen", stack.Api["http://".Length..], "--edge-listen", stack.EdgeAddress, "--data-dir", stack._dir.Combine("server"), "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes"]);
             await Eventually.GetAsync(async () =>
             {
                 try
@@ -59,7 +59,7 @@ public sealed class ShoalStack : IAsyncDisposable
             }, ok => ok, TimeSpan.FromSeconds(30), "the server to answer");
             stack.Http.WithKey(await ApiKeys.ReadOperatorKeyAsync(stack._dir.Combine("server")));
             stack.Edge.WithKey(await ApiKeys.CreateAsync(stack.Http));
-            var created = await stack.Http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 1 }, ShoalJsonContext.Default.CreateTokenRequest);
+            var created = await stack.Http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 1, Labels = ["trusted"] }, ShoalJsonContext.Default.CreateTokenRequest);
             created.EnsureSuccessStatusCode();
             stack._token = (await created.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
             await stack.StartAgentAsync();

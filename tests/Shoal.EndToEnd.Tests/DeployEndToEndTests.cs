@@ -32,7 +32,7 @@ public sealed class DeployEndToEndTests(ITestOutputHelper output)
 
         ShoalProcess StartServer()
         {
-            List<string> args = ["server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"), "--log-level", "Warning"];
+            List<string> args = ["server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"), "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes"];
             if (database is not null) args.AddRange(["--database", database]);
             var p = ShoalProcess.Start("server", args);
             processes.Add(p);

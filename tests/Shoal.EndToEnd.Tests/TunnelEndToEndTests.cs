@@ -31,7 +31,7 @@ public sealed class TunnelEndToEndTests(ITestOutputHelper output)
         try
         {
             processes.Add(ShoalProcess.Start("server",
-                ["server", "--listen", $"{ns.HostAddress}:{apiPort}", "--edge-listen", $"{ns.HostAddress}:{edgePort}", "--data-dir", dir.Combine("server"), "--log-level", "Warning"]));
+                ["server", "--listen", $"{ns.HostAddress}:{apiPort}", "--edge-listen", $"{ns.HostAddress}:{edgePort}", "--data-dir", dir.Combine("server"), "--log-level", "Warning", "--allow-simulated-gpus"]));
             await DeployEndToEndTests.WaitForServerAsync(http, dir.Combine("server"), edge);
             var token = await DeployEndToEndTests.CreateTokenAsync(http, 1);
             var agent = ShoalProcess.Start("agent-in-ns",

@@ -129,6 +129,10 @@ internal static class Samples
         Disconnects = 3,
         RegisteredAt = At(30),
         LastSeenAt = At(31),
+        Approved = false,
+        Labels = ["eu", "trusted"],
+        MaxGpus = 4,
+        DirectAllowed = true,
     };
 
     public static NodeRecord BareNode(string id = "n2") => new()
@@ -147,6 +151,10 @@ internal static class Samples
         MaxUses = maxUses,
         CreatedAt = At(0),
         ExpiresAt = At(3600),
+        ManualApproval = true,
+        MaxGpus = 8,
+        Labels = ["trusted"],
+        AllowDirect = true,
     };
 
     public static void Equal(ClusterRecord expected, ClusterRecord actual)
@@ -176,6 +184,13 @@ internal static class Samples
         Assert.Equal(expected.Hardware, actual.Hardware with { Gpus = expected.Hardware.Gpus });
         Assert.Equal(expected.Runtimes, actual.Runtimes);
         Assert.Equal(expected.Images, actual.Images);
-        Assert.Equal(expected, actual with { Hardware = expected.Hardware, Runtimes = expected.Runtimes, Images = expected.Images });
+        Assert.Equal(expected.Labels, actual.Labels);
+        Assert.Equal(expected, actual with { Hardware = expected.Hardware, Runtimes = expected.Runtimes, Images = expected.Images, Labels = expected.Labels });
+    }
+
+    public static void Equal(ProvisioningTokenRecord expected, ProvisioningTokenRecord actual)
+    {
+        Assert.Equal(expected.Labels, actual.Labels);
+        Assert.Equal(expected, actual with { Labels = expected.Labels });
     }
 }

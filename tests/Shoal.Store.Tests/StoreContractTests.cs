@@ -385,7 +385,7 @@ public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifet
         Samples.Equal(Samples.Cluster(), Assert.Single(snapshot.Clusters));
         Samples.Equal(Samples.FullReplica(), Assert.Single(snapshot.Replicas));
         Samples.Equal(Samples.FullNode(), Assert.Single(snapshot.Nodes));
-        Assert.Equal(Samples.Token(), Assert.Single(await reopened.ListTokensAsync()));
+        Samples.Equal(Samples.Token(), Assert.Single(await reopened.ListTokensAsync()));
         Assert.Equal(Schema.LatestVersion, await reopened.GetSchemaVersionAsync());
     }
 
@@ -398,7 +398,12 @@ public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifet
         await store.CreateTokenAsync(token);
         await store.CreateTokenAsync(bare);
         var listed = await store.ListTokensAsync();
-        Assert.Equal([token, bare], listed);
+        Assert.Equal(2, listed.Count);
+        Samples.Equal(token, listed[0]);
+        Samples.Equal(bare, listed[1]);
+        // The policy a node is admitted with is read back by the token's hash.
+        Samples.Equal(token, (await store.FindTokenAsync(token.Hash))!);
+        Assert.Null(await store.FindTokenAsync("no-such-hash"));
 
         var now = Samples.At(60);
         Assert.Equal(TokenUseOutcome.Accepted, await store.UseTokenAsync(token.Hash, now));

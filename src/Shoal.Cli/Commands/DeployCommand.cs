@@ -84,6 +84,14 @@ public sealed class DeployCommand : ApiCommand
         Description = "Registry host the credentials are for (default: the image's registry)",
     };
 
+    private static readonly Option<string[]> s_nodeLabelOption = new("--node-label")
+    {
+        Description = "Label a node must have to run the replicas (repeatable); 'none' for no label. Default: 'trusted' when the cluster has secrets (registry credentials), else none",
+    };
+
+    /// <summary>The <c>--node-label</c> value that asks for no label even when the cluster has secrets.</summary>
+    public const string NoNodeLabel = "none";
+
     /// <summary>Environment variable with the registry password, so it stays out of the command line and shell history.</summary>
     public const string RegistryPasswordVariable = "SHOAL_REGISTRY_PASSWORD";
 
@@ -110,6 +118,7 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_waitOption);
         Options.Add(s_timeoutOption);
         Options.Add(s_registryUserOption);
+        Options.Add(s_nodeLabelOption);
         Options.Add(s_registryServerOption);
     }
 
@@ -154,6 +163,9 @@ public sealed class DeployCommand : ApiCommand
             DrainTimeoutSeconds = result.GetValue(s_drainTimeoutOption) is { } drain ? (int)Math.Ceiling(drain.TotalSeconds) : null,
             ProgressDeadlineSeconds = result.GetValue(s_progressDeadlineOption) is { } deadline ? (int)Math.Ceiling(deadline.TotalSeconds) : null,
             RegistryAuth = registryAuth,
+            NodeLabels = result.GetValue(s_nodeLabelOption) is { Length: > 0 } labels
+                ? labels.Where(l => l != NoNodeLabel).ToArray()
+                : null,
             Routing = result.GetValue(s_routingOption),
             Project = result.GetValue(s_projectOption),
             Public = result.GetValue(s_publicOption) ? true : null,

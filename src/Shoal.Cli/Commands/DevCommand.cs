@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Shoal.Agent;
+using Shoal.Core.Clusters;
 using Shoal.Cli.Client;
 using Shoal.Contracts;
 using Shoal.ControlPlane;
@@ -47,6 +48,9 @@ public sealed class DevCommand : Command
             EdgeListen = result.GetValue(s_edgeListen)!,
             DataDir = Path.Combine(dataDir, "server"),
             LogLevel = logLevel,
+            // Local use: the agents run here, on simulated GPUs.
+            AllowLoopbackNodes = true,
+            AllowSimulatedGpus = true,
         };
         var errors = options.Validate();
         if (errors.Count > 0)
@@ -86,7 +90,7 @@ public sealed class DevCommand : Command
                 using var client = new ShoalClient(server.ApiAddress, operatorKey);
                 var needToken = Nodes.Any(n => !File.Exists(Path.Combine(dataDir, n.Name, "node.json")));
                 var token = needToken
-                    ? (await client.CreateTokenAsync(new CreateTokenRequest { Uses = Nodes.Length, TtlSeconds = 600, Description = "shoal dev" }, ct)).Token
+                    ? (await client.CreateTokenAsync(new CreateTokenRequest { Uses = Nodes.Length, TtlSeconds = 600, Description = "shoal dev", Labels = [ClusterSpec.TrustedLabel] }, ct)).Token
                     : null;
                 foreach (var (name, gpus) in Nodes)
                 {

@@ -6,18 +6,20 @@ using Shoal.Contracts;
 
 namespace Shoal.Cli.Commands;
 
-/// <summary><c>shoal nodes</c>: lists the machines running the agent; <c>cordon</c>, <c>uncordon</c> and <c>drain</c> one.</summary>
+/// <summary><c>shoal nodes</c>: lists the machines running the agent; <c>cordon</c>, <c>uncordon</c>, <c>drain</c> and <c>approve</c> one.</summary>
 public sealed class NodesCommand : ApiCommand
 {
     private static readonly Option<OutputFormat> s_outputOption = CommonOptions.CreateOutputOption();
 
     public NodesCommand(CliContext context)
-        : base("nodes", "List nodes (machines running the agent) and their GPUs; cordon, uncordon or drain one", context, s_outputOption)
+        : base("nodes", "List nodes (machines running the agent) and their GPUs; cordon, uncordon, drain or approve one", context, s_outputOption)
     {
         Subcommands.Add(new NodeSchedulingCommand(context, "cordon", "Stop placing new replicas on a node; the ones it runs stay"));
         Subcommands.Add(new NodeSchedulingCommand(context, "uncordon", "Let a cordoned or drained node take new replicas again"));
         Subcommands.Add(new NodeSchedulingCommand(context, "drain",
             "Cordon a node and move its replicas elsewhere without failing a request: a replacement becomes ready first, then the old one drains"));
+        Subcommands.Add(new NodeSchedulingCommand(context, "approve",
+            "Approve a node that waits for approval (its token was created with --approve manual): it gets work from now on"));
         Subcommands.Add(new NodeRemoveCommand(context));
     }
 
@@ -42,7 +44,7 @@ public sealed class NodesCommand : ApiCommand
     }
 }
 
-/// <summary><c>shoal nodes cordon|uncordon|drain NODE</c>; <c>drain --wait</c> follows it until the node runs nothing.</summary>
+/// <summary><c>shoal nodes cordon|uncordon|drain|approve NODE</c>; <c>drain --wait</c> follows it until the node runs nothing.</summary>
 public sealed class NodeSchedulingCommand : ApiCommand
 {
     private static readonly TimeSpan s_defaultTimeout = TimeSpan.FromMinutes(10);
@@ -99,6 +101,7 @@ public sealed class NodeSchedulingCommand : ApiCommand
         {
             "cordon" => $"cordoned {node.Name}: no new replicas go there; its {node.Replicas} replica(s) stay",
             "uncordon" => $"uncordoned {node.Name}: it takes new replicas again",
+            "approve" => $"approved {node.Name}: it takes replicas from now on",
             _ => node.Replicas == 0
                 ? $"drained {node.Name}: no replica left on it; it stays cordoned until `shoal nodes uncordon {node.Name}`"
                 : string.Create(CultureInfo.InvariantCulture, $"draining {node.Name}: its {node.Replicas} replica(s) move to other nodes, each once a replacement is ready"),

@@ -33,6 +33,12 @@ public sealed class ServerCommand : Command
     private static readonly Option<int?> s_edgeMaxTunnels = CommonOptions.CreateIntOption("--edge-max-tunnels-per-node", "Most tunnels one node holds to the edge (default 256)", 1);
     private static readonly Option<TimeSpan?> s_edgeUndecided = CommonOptions.CreateDurationOption("--edge-undecided-timeout",
         "A new edge connection that sends nothing this long is closed (default 5s)", TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
+    private static readonly Option<string[]> s_nodeNetworks = new("--node-networks")
+    {
+        Description = "Networks (CIDR, comma-separated or repeated) where direct-mode nodes may be: edges connect to a node's own address only within them (default none: tunnels only)",
+    };
+    private static readonly Option<bool> s_allowLoopbackNodes = new("--allow-loopback-nodes") { Description = "Local use: edges may connect to nodes at loopback or this machine's addresses (never to the server's own ports)" };
+    private static readonly Option<bool> s_allowSimulatedGpus = new("--allow-simulated-gpus") { Description = "Accept nodes that report simulated GPUs (shoal agent --simulate-gpus)" };
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level (Trace, Debug, Information, Warning, Error)", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -61,6 +67,9 @@ public sealed class ServerCommand : Command
         Options.Add(s_edgeMaxPerAddress);
         Options.Add(s_edgeMaxTunnels);
         Options.Add(s_edgeUndecided);
+        Options.Add(s_nodeNetworks);
+        Options.Add(s_allowLoopbackNodes);
+        Options.Add(s_allowSimulatedGpus);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -85,6 +94,9 @@ public sealed class ServerCommand : Command
             EdgeTlsKey = result.GetValue(s_edgeTlsKey),
             EdgeTlsPfx = result.GetValue(s_edgeTlsPfx),
             EdgeTlsPassword = result.GetValue(s_edgeTlsPassword) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_TLS_PASSWORD"),
+            NodeNetworks = [.. (result.GetValue(s_nodeNetworks) ?? []).SelectMany(n => n.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))],
+            AllowLoopbackNodes = result.GetValue(s_allowLoopbackNodes),
+            AllowSimulatedGpus = result.GetValue(s_allowSimulatedGpus),
         };
         if (result.GetValue(s_grace) is { } grace) options.NodeGracePeriod = grace;
         if (result.GetValue(s_restartGrace) is { } restartGrace) options.RestartGracePeriod = restartGrace;

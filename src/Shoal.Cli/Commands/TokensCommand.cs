@@ -32,6 +32,22 @@ public sealed class TokensCreateCommand : ApiCommand
         Description = "Note to remember what the token is for",
     };
 
+    private static readonly Option<string?> s_approveOption = CreateApproveOption();
+
+    private static readonly Option<int?> s_maxGpusOption =
+        CommonOptions.CreateIntOption("--max-gpus", "The most GPUs a node may report (default no cap); a node reporting more is refused", 1, 64);
+
+    private static readonly Option<string[]> s_labelOption = new("--label")
+    {
+        Description = "Label given to the nodes that join with the token, such as 'trusted' (repeatable); clusters with secrets go only to 'trusted' nodes",
+        AllowMultipleArgumentsPerToken = false,
+    };
+
+    private static readonly Option<bool> s_directOption = new("--direct")
+    {
+        Description = "Let edges connect to the nodes' own address (agent --direct), within the server's --node-networks; by default nodes are reached over their tunnels only",
+    };
+
     private static readonly Option<OutputFormat> s_outputOption = CommonOptions.CreateOutputOption();
 
     public TokensCreateCommand(CliContext context)
@@ -40,6 +56,20 @@ public sealed class TokensCreateCommand : ApiCommand
         Options.Add(s_usesOption);
         Options.Add(s_ttlOption);
         Options.Add(s_descriptionOption);
+        Options.Add(s_approveOption);
+        Options.Add(s_maxGpusOption);
+        Options.Add(s_labelOption);
+        Options.Add(s_directOption);
+    }
+
+    private static Option<string?> CreateApproveOption()
+    {
+        var option = new Option<string?>("--approve")
+        {
+            Description = "auto (default): nodes work as soon as they join; manual: they wait as pending until `shoal nodes approve NODE`",
+        };
+        option.AcceptOnlyFromAmong(TokenApproval.Auto, TokenApproval.Manual);
+        return option;
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
@@ -51,6 +81,10 @@ public sealed class TokensCreateCommand : ApiCommand
                 Description = result.GetValue(s_descriptionOption),
                 TtlSeconds = ttl is { } t ? (int)Math.Ceiling(t.TotalSeconds) : null,
                 Uses = result.GetValue(s_usesOption),
+                Approve = result.GetValue(s_approveOption),
+                MaxGpus = result.GetValue(s_maxGpusOption),
+                Labels = result.GetValue(s_labelOption) is { Length: > 0 } labels ? labels : null,
+                Direct = result.GetValue(s_directOption) ? true : null,
             },
             ct);
 
@@ -62,6 +96,11 @@ public sealed class TokensCreateCommand : ApiCommand
 
         Interaction.DisplaySuccess(string.Create(CultureInfo.InvariantCulture,
             $"created provisioning token {token.Id} ({token.Uses} use(s), expires {token.ExpiresAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC)"));
+        var policy = new List<string> { token.Approve == TokenApproval.Manual ? "nodes wait for `shoal nodes approve`" : "nodes approved on joining" };
+        if (token.MaxGpus is { } max) policy.Add(string.Create(CultureInfo.InvariantCulture, $"at most {max} GPU(s) per node"));
+        if (token.Labels.Length > 0) policy.Add("labels " + string.Join(",", token.Labels));
+        policy.Add(token.Direct ? "direct mode allowed" : "tunnels only");
+        Interaction.DisplayMessage("policy: " + string.Join("; ", policy));
         Interaction.DisplayMessage("");
         Interaction.DisplayMessage("    " + token.Token);
         Interaction.DisplayMessage("");

@@ -70,11 +70,18 @@ public static class Formats
             return "-";
         }
 
-        var groups = hardware.Gpus
-            .GroupBy(g => g.Type, StringComparer.Ordinal)
-            .Select(g => string.Create(CultureInfo.InvariantCulture, $"{g.Count()}× {g.Key}"));
-        var text = string.Join(", ", groups);
-        return hardware.Gpus.All(g => g.Simulated) ? text + " (simulated)" : text;
+        if (hardware.Gpus.All(g => g.Simulated) || !hardware.Gpus.Any(g => g.Simulated))
+        {
+            var text = string.Join(", ", hardware.Gpus
+                .GroupBy(g => g.Type, StringComparer.Ordinal)
+                .Select(g => string.Create(CultureInfo.InvariantCulture, $"{g.Count()}× {g.Key}")));
+            return hardware.Gpus[0].Simulated ? text + " (simulated)" : text;
+        }
+
+        // Some real, some simulated: say which are which.
+        return string.Join(", ", hardware.Gpus
+            .GroupBy(g => (g.Type, g.Simulated))
+            .Select(g => string.Create(CultureInfo.InvariantCulture, $"{g.Count()}× {g.Key.Type}{(g.Key.Simulated ? " (simulated)" : "")}")));
     }
 
     /// <summary>A cluster's GPU per replica: "rtx-4090", or "2× rtx-4090" when a replica needs more than one.</summary>

@@ -115,17 +115,21 @@ public static class Views
 
     public static Table Nodes(IEnumerable<NodeDto> nodes, DateTimeOffset now)
     {
-        var table = NewTable("ID", "NAME", "STATE", "GPUS", "FREE GPUS", "REPLICAS", "RELIABILITY", "LAST SEEN");
+        var table = NewTable("ID", "NAME", "STATE", "GPUS", "FREE GPUS", "REPLICAS", "LABELS", "RELIABILITY", "LAST SEEN");
         foreach (var n in nodes)
         {
+            var state = n.State.ToWire() + (n.Cordoned && n.State is not (NodeState.Cordoned or NodeState.Draining) ? ", cordoned" : "");
+            if (n.Pending) state = "pending approval, " + state;
+            if (n.AddressRefused is not null) state += ", address refused";
             table.AddRow(
                 Cell(n.Id),
                 Cell(n.Name),
-                new Markup(Markup.Escape(n.State.ToWire() + (n.Cordoned && n.State is not (NodeState.Cordoned or NodeState.Draining) ? ", cordoned" : "")),
-                    n.State == NodeState.Ready && !n.Cordoned ? new Style(Color.Green) : new Style(Color.Yellow)),
+                new Markup(Markup.Escape(state),
+                    n.State == NodeState.Ready && !n.Cordoned && !n.Pending && n.AddressRefused is null ? new Style(Color.Green) : new Style(Color.Yellow)),
                 Cell(Formats.Gpus(n.Hardware)),
                 Cell(n.FreeGpus.ToString(CultureInfo.InvariantCulture)),
                 Cell(n.Replicas.ToString(CultureInfo.InvariantCulture)),
+                Cell(n.Labels.Length == 0 ? "-" : string.Join(",", n.Labels)),
                 Reliability(n),
                 Cell(Formats.Age(n.LastSeenAt, now)));
         }
@@ -151,7 +155,7 @@ public static class Views
             var color = e.Type switch
             {
                 ClusterEventTypes.Ready or ClusterEventTypes.NodeBack or ClusterEventTypes.UpdateCompleted => Color.Green,
-                ClusterEventTypes.Failed or ClusterEventTypes.Unhealthy or ClusterEventTypes.NodeLost or ClusterEventTypes.RolledBack => Color.Red,
+                ClusterEventTypes.Failed or ClusterEventTypes.Unhealthy or ClusterEventTypes.NodeLost or ClusterEventTypes.RolledBack or ClusterEventTypes.Unroutable => Color.Red,
                 ClusterEventTypes.Replaced or ClusterEventTypes.Restarted or ClusterEventTypes.Pending or ClusterEventTypes.Draining => Color.Yellow,
                 _ => Color.Default,
             };

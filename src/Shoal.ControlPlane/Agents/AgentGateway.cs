@@ -90,7 +90,8 @@ public sealed partial class AgentGateway
                 $"missing credentials: send {AgentProtocol.ProvisioningTokenHeader}, or {AgentProtocol.NodeIdHeader} and {AgentProtocol.NodeSecretHeader}");
         }
 
-        var outcome = token.Length > 256 ? TokenUseOutcome.NotFound : await _store.UseTokenAsync(Secrets.Hash(token), _time.GetUtcNow(), ct);
+        var tokenHash = Secrets.Hash(token);
+        var outcome = token.Length > 256 ? TokenUseOutcome.NotFound : await _store.UseTokenAsync(tokenHash, _time.GetUtcNow(), ct);
         if (outcome != TokenUseOutcome.Accepted)
         {
             return new AuthResult(null, null, outcome switch
@@ -105,7 +106,9 @@ public sealed partial class AgentGateway
         var requested = headers[AgentProtocol.NodeNameHeader].ToString().Trim().ToLowerInvariant();
         var name = ClusterSpecValidator.IsValidName(requested) ? requested : "node-" + Secrets.RandomId(6);
         var newSecret = Secrets.NewToken("shoal_ns_");
-        var node = await _state.RegisterNodeAsync(name, Secrets.Hash(newSecret), ct);
+        // The token's policy (approval, GPU cap, labels, direct mode) becomes the node's.
+        var policy = await _store.FindTokenAsync(tokenHash, ct);
+        var node = await _state.RegisterNodeAsync(name, Secrets.Hash(newSecret), policy, ct);
         return new AuthResult(node.Id, newSecret, null);
     }
 
@@ -133,7 +136,7 @@ public sealed partial class AgentGateway
                     await ViolationAsync(session, reason);
                     return;
                 }
-                if (Validate(hello) is { } invalid)
+                if ((Validate(hello) ?? await _state.CheckHelloAsync(session.NodeId, hello, ct)) is { } invalid)
                 {
                     reason = invalid;
                     await ViolationAsync(session, invalid);

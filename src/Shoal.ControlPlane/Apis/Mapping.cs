@@ -26,6 +26,7 @@ internal static class Mapping
             SecretEnv = c.Spec.SecretEnv.Keys.ToDictionary(name => name, _ => SecretValue.Mask, StringComparer.Ordinal),
             Args = c.Spec.Args,
             Health = c.Spec.Health,
+            NodeLabels = [.. c.Spec.RequiredNodeLabels],
             Routing = c.Spec.Routing,
             QueueTimeoutSeconds = c.Spec.QueueTimeoutSeconds,
             DrainTimeoutSeconds = c.Spec.DrainTimeoutSeconds,
@@ -140,6 +141,12 @@ internal static class Mapping
             Reliability = view.Reliability.Score,
             RecentDisconnects = view.Reliability.RecentDisconnects,
             Flapping = view.Reliability.Flapping,
+            Pending = !n.Approved,
+            Labels = n.Labels,
+            MaxGpus = n.MaxGpus,
+            DirectAllowed = n.DirectAllowed,
+            Tunnel = view.Tunnel,
+            AddressRefused = view.AddressRefused,
         };
     }
 }

@@ -4,7 +4,7 @@ using Shoal.ControlPlane.State;
 
 namespace Shoal.ControlPlane.Apis;
 
-/// <summary><c>/v1/nodes</c>: list and get nodes; cordon, uncordon, drain and remove them. Operator keys only.</summary>
+/// <summary><c>/v1/nodes</c>: list and get nodes; cordon, uncordon, drain, approve and remove them. Operator keys only.</summary>
 public static class NodesApi
 {
     public static RouteGroupBuilder MapNodesApi(this IEndpointRouteBuilder app)
@@ -26,6 +26,13 @@ public static class NodesApi
         MapScheduling(group, "cordon", NodeSchedulingAction.Cordon);
         MapScheduling(group, "uncordon", NodeSchedulingAction.Uncordon);
         MapScheduling(group, "drain", NodeSchedulingAction.Drain);
+        // POST /v1/nodes/{id}/approve: a node that waits for approval (its token asked for manual approval) gets work.
+        group.MapPost("/{id}/approve", async (string id, ControlPlaneState state, CancellationToken ct) =>
+            await state.ApproveNodeAsync(id, ct) is { } node
+                ? Results.Json(node.ToDto(), ShoalJsonContext.Default.NodeDto)
+                : ApiResults.NotFound($"node '{id}' not found"))
+            .RequireShoal(Permission.Installation)
+            .Produces<NodeDto>().Produces<ErrorResponse>(StatusCodes.Status404NotFound);
         return group;
     }
 

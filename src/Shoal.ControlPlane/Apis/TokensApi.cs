@@ -1,5 +1,6 @@
 using Shoal.Contracts;
 using Shoal.ControlPlane.Identity;
+using Shoal.Core.Clusters;
 using Shoal.Core.Security;
 using Shoal.Store;
 
@@ -11,6 +12,8 @@ public static partial class TokensApi
     public const int DefaultTtlSeconds = 3600;
     public const int MaxTtlSeconds = 30 * 24 * 3600;
     public const int MaxUses = 10_000;
+    /// <summary>The highest GPU cap a token may set (a hello lists at most this many GPUs).</summary>
+    public const int MaxGpus = 64;
 
     public static RouteGroupBuilder MapTokensApi(this IEndpointRouteBuilder app)
     {
@@ -49,6 +52,12 @@ public static partial class TokensApi
         if (ttl is < 1 or > MaxTtlSeconds) return ApiResults.BadRequest($"ttlSeconds must be between 1 and {MaxTtlSeconds}, got {ttl}");
         if (uses is < 1 or > MaxUses) return ApiResults.BadRequest($"uses must be between 1 and {MaxUses}, got {uses}");
         if (request.Description is { Length: > 200 }) return ApiResults.BadRequest("description must be at most 200 characters");
+        var approve = request.Approve ?? TokenApproval.Auto;
+        if (approve is not (TokenApproval.Auto or TokenApproval.Manual)) return ApiResults.BadRequest($"approve must be '{TokenApproval.Auto}' or '{TokenApproval.Manual}', got '{(approve.Length > 20 ? approve[..20] + "…" : approve)}'");
+        if (request.MaxGpus is < 1 or > MaxGpus) return ApiResults.BadRequest($"maxGpus must be between 1 and {MaxGpus}, got {request.MaxGpus}");
+        var labelErrors = new List<string>();
+        ClusterSpecValidator.ValidateLabels(request.Labels ?? [], "labels", labelErrors);
+        if (labelErrors.Count > 0) return ApiResults.BadRequest(string.Join("; ", labelErrors));
 
         var now = time.GetUtcNow();
         var token = Secrets.NewToken("shoal_pt_");
@@ -60,12 +69,27 @@ public static partial class TokensApi
             MaxUses = uses,
             CreatedAt = now,
             ExpiresAt = now.AddSeconds(ttl),
+            ManualApproval = approve == TokenApproval.Manual,
+            MaxGpus = request.MaxGpus,
+            Labels = (request.Labels ?? []).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray(),
+            AllowDirect = request.Direct ?? false,
         };
         await store.CreateTokenAsync(record, ct);
         var logger = logs.CreateLogger("Shoal.Api");
         var actor = Caller.From(http).Actor;
         LogCreated(logger, record.Id, actor, uses);
-        var dto = new TokenCreatedDto { Id = record.Id, Token = token, Description = record.Description, Uses = uses, ExpiresAt = record.ExpiresAt };
+        var dto = new TokenCreatedDto
+        {
+            Id = record.Id,
+            Token = token,
+            Description = record.Description,
+            Uses = uses,
+            ExpiresAt = record.ExpiresAt,
+            Approve = approve,
+            MaxGpus = record.MaxGpus,
+            Labels = record.Labels,
+            Direct = record.AllowDirect,
+        };
         return Results.Json(dto, ShoalJsonContext.Default.TokenCreatedDto, statusCode: StatusCodes.Status201Created);
     }
 }

@@ -56,6 +56,12 @@ public sealed partial class ControlPlaneState
                 break;
             case ReplicaState.Ready:
                 var since = after.StartedAt is { } started ? $" {Seconds(now - started)} s after start" : "";
+                if (node is not null && _liveness.TryGetValue(node, out var live) && RouteRefusalLocked(after, live) is { } refused)
+                {
+                    RecordObservedLocked(after.ClusterId, now, ClusterEventTypes.Unroutable,
+                        $"ready{since}, but no traffic is routed to it: node {_nodes[node].Name} {(live.Tunnel ? "reported" : "is direct-mode and")} {refused}", after.Id, node);
+                    break;
+                }
                 RecordObservedLocked(after.ClusterId, now, ClusterEventTypes.Ready, $"ready{since}: in routing", after.Id, node);
                 break;
             case ReplicaState.Unhealthy:

@@ -14,8 +14,14 @@ public sealed partial class ControlPlaneState
     [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Name} deleted")]
     private static partial void LogClusterDeleted(ILogger logger, string name);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} registered as {Name}")]
-    private static partial void LogNodeRegistered(ILogger logger, string nodeId, string name);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} registered as {Name} ({Approval}; labels: {Labels})")]
+    private static partial void LogNodeRegistered(ILogger logger, string nodeId, string name, string approval, string[] labels);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} ({Name}) approved")]
+    private static partial void LogNodeApproved(ILogger logger, string nodeId, string name);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Node {NodeId} ({Name}) is in direct mode and edges will not connect to it: {Reason}")]
+    private static partial void LogAddressRefused(ILogger logger, string nodeId, string name, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} ({Name}) connected with {Gpus} GPUs")]
     private static partial void LogNodeConnected(ILogger logger, string nodeId, string name, int gpus);

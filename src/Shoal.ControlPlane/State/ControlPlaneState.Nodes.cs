@@ -122,6 +122,55 @@ public sealed partial class ControlPlaneState
     [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} ({Name}) removed by {Actor}")]
     private static partial void LogNodeRemoved(ILogger logger, string nodeId, string name, string actor);
 
+    /// <summary>Approves a node that waits for approval (by id, or by name when unique); null when there is no such node.</summary>
+    public async Task<NodeView?> ApproveNodeAsync(string idOrName, CancellationToken ct)
+    {
+        NodeRecord updated;
+        await _gate.WaitAsync(ct);
+        try
+        {
+            var node = FindNodeLocked(idOrName);
+            if (node is null) return null;
+            updated = node with { Approved = true };
+            if (updated != node)
+            {
+                var changes = new StoreChanges();
+                changes.UpsertNodes.Add(updated);
+                await _store.CommitAsync(changes, ct);
+                _nodes[node.Id] = updated;
+                _dirtyNodes.Remove(node.Id);
+                LogNodeApproved(_logger, node.Id, node.Name);
+            }
+            return NodeViewOf(updated, _replicas.Values.Where(r => r.NodeId == node.Id), ReliabilityLocked(node.Id, _time.GetUtcNow()));
+        }
+        finally
+        {
+            _gate.Release();
+            ReconcileNeeded?.Invoke();
+        }
+    }
+
+    /// <summary>True when <paramref name="node"/> may receive the secrets of <paramref name="spec"/>: it has every label the cluster asks for.</summary>
+    private static bool MayHoldSecrets(NodeRecord node, Shoal.Core.Clusters.ClusterSpec spec) =>
+        !spec.HasSecrets || spec.RequiredNodeLabels.All(l => node.Labels.Contains(l, StringComparer.Ordinal));
+
+    // Connected nodes with GPUs of this type that the operator's policy keeps from work, for a pending replica's reason.
+    private string HeldBackNoteLocked(string gpu, Dictionary<string, NodeRecord> changed)
+    {
+        var notes = new List<string>();
+        foreach (var n in _nodes.Values)
+        {
+            var current = changed.GetValueOrDefault(n.Id) ?? n;
+            var live = _liveness[n.Id];
+            if (live.Session is null || !current.Hardware.Gpus.Any(g => g.Type == gpu)) continue;
+            if (!current.Approved) notes.Add($"{current.Name} waits for approval (shoal nodes approve {current.Name})");
+            else if (live.AddressRefused is { } refused) notes.Add($"{current.Name}: {refused}");
+        }
+        if (notes.Count == 0) return "";
+        var shown = string.Join("; ", notes.Order(StringComparer.Ordinal).Take(3));
+        return $"; not used: {shown}" + (notes.Count > 3 ? $" (and {notes.Count - 3} more)" : "");
+    }
+
     private NodeRecord? FindNodeLocked(string idOrName)
     {
         if (_nodes.TryGetValue(idOrName, out var node)) return node;

@@ -19,6 +19,7 @@ public sealed partial class ControlPlaneState : IDisposable
     private readonly ServerOptions _options;
     private readonly ILogger<ControlPlaneState> _logger;
     private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly NodeAddressPolicy _addressPolicy;
 
     private readonly Dictionary<string, ClusterRecord> _clustersById = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _clusterIdsByName = new(StringComparer.Ordinal);
@@ -38,7 +39,11 @@ public sealed partial class ControlPlaneState : IDisposable
         _time = time;
         _options = options;
         _logger = logger;
+        _addressPolicy = NodeAddressPolicy.FromOptions(options);
     }
+
+    /// <summary>Where edges may connect to direct-mode nodes (the server adds its own ports once it listens).</summary>
+    public NodeAddressPolicy AddressPolicy => _addressPolicy;
 
     /// <summary>Raised after a change that may need the reconciler (new cluster, scale, node connected…).</summary>
     public event Action? ReconcileNeeded;
@@ -91,6 +96,8 @@ public sealed partial class ControlPlaneState : IDisposable
         public TimeSpan? Grace { get; set; }
         /// <summary>The node's agent asked to be reached over its tunnels.</summary>
         public bool Tunnel { get; set; }
+        /// <summary>Why edges may not connect to the address this direct-mode node reported; null when they may (or it uses tunnels).</summary>
+        public string? AddressRefused { get; set; }
         /// <summary>When the current session began; null while disconnected.</summary>
         public DateTimeOffset? ConnectedSince { get; set; }
         /// <summary>When the node lost its connection, within <see cref="NodeReliability.Window"/> (kept in memory only).</summary>
@@ -320,17 +327,29 @@ public sealed partial class ControlPlaneState : IDisposable
         _dirtyReplicas.Remove(id);
     }
 
-    private static NodeView NodeViewOf(NodeRecord node, IEnumerable<ReplicaRecord> nodeReplicas, NodeReliability reliability)
+    private NodeView NodeViewOf(NodeRecord node, IEnumerable<ReplicaRecord> nodeReplicas, NodeReliability reliability)
     {
         var used = nodeReplicas.ToList();
         var usedGpus = used.Sum(r => r.GpuIndexes.Length);
-        return new NodeView(node, used.Count, Math.Max(0, node.Hardware.Gpus.Length - usedGpus), reliability);
+        var live = _liveness.GetValueOrDefault(node.Id);
+        return new NodeView(node, used.Count, Math.Max(0, node.Hardware.Gpus.Length - usedGpus), reliability)
+        {
+            Tunnel = live?.Tunnel ?? false,
+            AddressRefused = live?.AddressRefused,
+        };
     }
 
     // ---------------------------------------------------------------- nodes (gateway)
 
-    /// <summary>Creates a node for an agent that registered with a valid provisioning token.</summary>
-    public async Task<NodeRecord> RegisterNodeAsync(string name, string secretHash, CancellationToken ct)
+    /// <summary>Creates a node for an agent that registered with a valid provisioning token (with the defaults of a token without policy).</summary>
+    public Task<NodeRecord> RegisterNodeAsync(string name, string secretHash, CancellationToken ct) =>
+        RegisterNodeAsync(name, secretHash, null, ct);
+
+    /// <summary>
+    /// Creates a node for an agent that registered with a valid provisioning token; the token's
+    /// policy (approval, GPU cap, labels, direct mode) becomes the node's.
+    /// </summary>
+    public async Task<NodeRecord> RegisterNodeAsync(string name, string secretHash, ProvisioningTokenRecord? token, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
         var node = new NodeRecord
@@ -340,6 +359,10 @@ public sealed partial class ControlPlaneState : IDisposable
             SecretHash = secretHash,
             State = NodeState.Disconnected,
             RegisteredAt = now,
+            Approved = token is not { ManualApproval: true },
+            Labels = token?.Labels ?? [],
+            MaxGpus = token?.MaxGpus,
+            DirectAllowed = token?.AllowDirect ?? false,
         };
         await _gate.WaitAsync(ct);
         try
@@ -355,7 +378,7 @@ public sealed partial class ControlPlaneState : IDisposable
         {
             _gate.Release();
         }
-        LogNodeRegistered(_logger, node.Id, name);
+        LogNodeRegistered(_logger, node.Id, name, node.Approved ? "approved" : "pending approval", node.Labels);
         NodeCredentialsChanged?.Invoke();
         return node;
     }
@@ -402,6 +425,16 @@ public sealed partial class ControlPlaneState : IDisposable
             _nodes[nodeId] = updated;
             _dirtyNodes.Remove(nodeId);
             var live = _liveness[nodeId];
+            live.AddressRefused = hello.Tunnel ? null : _addressPolicy.CheckAddress(updated.Address, updated.DirectAllowed);
+            if (live.AddressRefused is { } refused)
+            {
+                LogAddressRefused(_logger, nodeId, hello.NodeName, refused);
+                foreach (var r in _replicas.Values.Where(r => r.NodeId == nodeId && r.State == ReplicaState.Ready))
+                {
+                    RecordObservedLocked(r.ClusterId, now, ClusterEventTypes.Unroutable,
+                        $"node {updated.Name} is direct-mode and {refused}: no traffic is routed to the replica", r.Id, nodeId);
+                }
+            }
             if (live.DisconnectedSince is { } away && !_awaitingReconnect.Contains(nodeId) && node.State != NodeState.Offline)
             {
                 // Back within its grace period (a server restart is not the node's doing, so says nothing).
@@ -559,6 +592,32 @@ public sealed partial class ControlPlaneState : IDisposable
         }
     }
 
+    /// <summary>
+    /// Why the agent's hello is refused by the operator's policy (simulated GPUs the server does not
+    /// accept, more GPUs than the node's token allows); null when it is accepted.
+    /// </summary>
+    public async Task<string?> CheckHelloAsync(string nodeId, HelloMessage hello, CancellationToken ct)
+    {
+        var gpus = hello.Hardware.Gpus;
+        if (!_options.AllowSimulatedGpus && gpus.Any(g => g.Simulated))
+        {
+            return "hello: simulated GPUs are not accepted by this server (it accepts them with --allow-simulated-gpus)";
+        }
+        await _gate.WaitAsync(ct);
+        try
+        {
+            if (_nodes.GetValueOrDefault(nodeId) is { MaxGpus: { } max } && gpus.Length > max)
+            {
+                return $"hello: the node reports {gpus.Length} GPUs; its provisioning token allows at most {max}";
+            }
+            return null;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
     private (bool Routes, bool Reconcile) ApplyReportsLocked(string nodeId, ReplicaReport[] reports, DateTimeOffset now)
     {
         var routes = false;
@@ -635,7 +694,8 @@ public sealed partial class ControlPlaneState : IDisposable
                 Args = spec.Args,
                 Health = spec.Health,
                 ImageDigest = DigestFor(cluster, r.Generation),
-                RegistryAuth = spec.RegistryAuth,
+                // Secrets go only to a node with the labels the cluster asks for, whatever placed the replica there.
+                RegistryAuth = MayHoldSecrets(node, spec) ? spec.RegistryAuth : null,
             });
         }
         list.Sort((a, b) => string.CompareOrdinal(a.ReplicaId, b.ReplicaId));
@@ -732,7 +792,7 @@ public sealed partial class ControlPlaneState : IDisposable
                 {
                     var cluster = pass.ClusterOf(r.ClusterId, _clustersById);
                     var spec = SpecFor(cluster, r.Generation);
-                    return new PlacementRequest(r.Id, r.ClusterId, spec.Gpu, spec.GpuCount, spec.Image, AvoidedNodes(cluster, now));
+                    return new PlacementRequest(r.Id, r.ClusterId, spec.Gpu, spec.GpuCount, spec.Image, AvoidedNodes(cluster, now), spec.RequiredNodeLabels);
                 })
                 .ToList();
             if (requests.Count > 0)
@@ -740,7 +800,9 @@ public sealed partial class ControlPlaneState : IDisposable
                 var capacity = _nodes.Values.Select(n =>
                 {
                     var current = nodes.GetValueOrDefault(n.Id) ?? n;
-                    var schedulable = current.State == NodeState.Ready && !current.Cordoned && _liveness[n.Id].Session is not null;
+                    var live = _liveness[n.Id];
+                    var schedulable = current.State == NodeState.Ready && !current.Cordoned && live.Session is not null
+                        && current.Approved && live.AddressRefused is null;
                     var reliability = ReliabilityLocked(n.Id, now);
                     return new NodeCapacity(
                         n.Id,
@@ -748,11 +810,13 @@ public sealed partial class ControlPlaneState : IDisposable
                         n.Hardware.Gpus.Select(g => new GpuSlot(g.Index, g.Type)).ToArray(),
                         reliability.Score,
                         n.Images.Length == 0 ? null : n.Images.ToHashSet(StringComparer.Ordinal),
-                        reliability.Flapping);
+                        reliability.Flapping,
+                        n.Labels.Length == 0 ? null : n.Labels.ToHashSet(StringComparer.Ordinal));
                 }).ToList();
                 var placedReplicas = replicas.Values
                     .Where(r => r.NodeId is not null)
                     .Select(r => new PlacedReplica(r.ClusterId, r.NodeId!, r.GpuIndexes));
+                var heldBack = new Dictionary<string, string>(StringComparer.Ordinal);
                 foreach (var p in Scheduler.Schedule(capacity, placedReplicas, requests))
                 {
                     var r = replicas[p.ReplicaId];
@@ -776,10 +840,13 @@ public sealed partial class ControlPlaneState : IDisposable
                     else
                     {
                         pass.Pending++;
-                        if (r.Reason != p.Reason)
+                        var gpu = SpecFor(pass.ClusterOf(r.ClusterId, _clustersById), r.Generation).Gpu;
+                        if (!heldBack.TryGetValue(gpu, out var note)) heldBack[gpu] = note = HeldBackNoteLocked(gpu, nodes);
+                        var reason = p.Reason + note;
+                        if (r.Reason != reason)
                         {
-                            replicas[r.Id] = r with { Reason = p.Reason, UpdatedAt = now };
-                            pass.Events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Pending, $"cannot be placed: {p.Reason}", r.Id));
+                            replicas[r.Id] = r with { Reason = reason, UpdatedAt = now };
+                            pass.Events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Pending, $"cannot be placed: {reason}", r.Id));
                         }
                     }
                 }
@@ -889,7 +956,16 @@ public sealed partial class ControlPlaneState : IDisposable
     /// <summary>Could take requests (ready, healthy, on a connected node), draining or not.</summary>
     private bool IsServing(ReplicaRecord r) =>
         r.State == ReplicaState.Ready && r.Healthy && r.HostPort is not null &&
-        r.NodeId is not null && _liveness.TryGetValue(r.NodeId, out var live) && live.Session is not null;
+        r.NodeId is not null && _liveness.TryGetValue(r.NodeId, out var live) && live.Session is not null &&
+        RouteRefusalLocked(r, live) is null;
+
+    /// <summary>Why no edge may be sent to this replica (its direct-mode node's address or the port it reported); null when one may.</summary>
+    private string? RouteRefusalLocked(ReplicaRecord r, NodeLiveness live)
+    {
+        if (r.HostPort is not { } port) return null;
+        if (live.Tunnel) return port is < 1 or > 65535 ? $"port {port} is not between 1 and 65535" : null;
+        return live.AddressRefused ?? _addressPolicy.CheckPort(_nodes[r.NodeId!].Address, port);
+    }
 
     /// <summary>The route table for the edge: every cluster, with its ready replicas on connected nodes.</summary>
     public async Task<RouteTable> BuildRouteTableAsync(long version, CancellationToken ct)
@@ -959,5 +1035,11 @@ public sealed record ClusterView(ClusterRecord Cluster, IReadOnlyList<ReplicaVie
 /// <summary>A replica with the node it is on and its last reported load.</summary>
 public sealed record ReplicaView(ReplicaRecord Replica, NodeRecord? Node, ReplicaLoad? Load, bool Routable);
 
-/// <summary>A node with how much of it is used.</summary>
-public sealed record NodeView(NodeRecord Node, int Replicas, int FreeGpus, NodeReliability Reliability);
+/// <summary>A node with how much of it is used, and how edges reach it.</summary>
+public sealed record NodeView(NodeRecord Node, int Replicas, int FreeGpus, NodeReliability Reliability)
+{
+    /// <summary>Reached over its tunnels (false: direct mode).</summary>
+    public bool Tunnel { get; init; }
+    /// <summary>Why edges do not connect to its address; null when they may, or it uses tunnels.</summary>
+    public string? AddressRefused { get; init; }
+}

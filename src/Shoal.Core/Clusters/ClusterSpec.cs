@@ -36,6 +36,29 @@ public sealed record ClusterSpec
     /// <summary>How long a new replica of an update may take to become ready before the update is rolled back, in seconds. Default 120.</summary>
     public int ProgressDeadlineSeconds { get; init; } = DefaultProgressDeadlineSeconds;
 
+    /// <summary>
+    /// Labels a node must have to run the cluster's replicas, as the user gave them: null for the
+    /// default (<see cref="RequiredNodeLabels"/>), empty for explicitly none.
+    /// </summary>
+    public string[]? NodeLabels { get; init; }
+
+    /// <summary>The label a cluster with secrets asks of its nodes unless its spec names others.</summary>
+    public const string TrustedLabel = "trusted";
+
+    /// <summary>
+    /// True when the spec holds something that must reach only nodes the operator trusts:
+    /// registry credentials and secret env (sealed at rest too). The one place that decides it.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public bool HasSecrets => SecretEnv.Count > 0 || RegistryAuth is not null;
+
+    /// <summary>
+    /// The labels a node must have to get the cluster's replicas (and so its secrets): those the spec
+    /// names, else <see cref="TrustedLabel"/> when it has secrets, else none.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IReadOnlyList<string> RequiredNodeLabels => NodeLabels ?? (HasSecrets ? [TrustedLabel] : []);
+
     public const int DefaultQueueTimeoutSeconds = 30;
     public const int MaxQueueTimeoutSeconds = 300;
     public const int DefaultDrainTimeoutSeconds = 30;
@@ -67,10 +90,6 @@ public sealed record ClusterSpec
         foreach (var (name, value) in SecretEnv) all[name] = value;
         return all;
     }
-
-    /// <summary>True when the spec holds a value that must be sealed at rest.</summary>
-    [System.Text.Json.Serialization.JsonIgnore]
-    public bool HasSecrets => SecretEnv.Count > 0 || RegistryAuth is not null;
 
     private static bool SameEnv(Dictionary<string, string> a, Dictionary<string, string> b) =>
         a.Count == b.Count && a.All(kv => b.TryGetValue(kv.Key, out var v) && v == kv.Value);

@@ -35,6 +35,27 @@ public static partial class ClusterSpecValidator
 
     public static bool IsValidName(string? name) => name is not null && DnsLabel().IsMatch(name);
 
+    /// <summary>The most node labels a token or a cluster may name.</summary>
+    public const int MaxLabels = 16;
+
+    /// <summary>A node label: a DNS label (lower-case letters, digits and '-', starting with a letter).</summary>
+    public static bool IsValidLabel(string? label) => IsValidName(label);
+
+    /// <summary>Checks a list of node labels (<paramref name="field"/> names it in messages); adds a message per problem.</summary>
+    public static void ValidateLabels(IReadOnlyList<string?> labels, string field, List<string> errors)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        ArgumentNullException.ThrowIfNull(errors);
+        if (labels.Count > MaxLabels) errors.Add($"{field}: at most {MaxLabels} labels are allowed, got {labels.Count}");
+        foreach (var label in labels)
+        {
+            if (!IsValidLabel(label))
+            {
+                errors.Add($"{field}: label '{Truncate(label ?? "")}' is not a DNS label: use 1-63 lower-case letters, digits and '-', starting with a letter");
+            }
+        }
+    }
+
     public static bool IsValidImage(string? image) => image is not null && image.Length <= 512 && ImageReference().IsMatch(image);
 
     /// <param name="processImages">
@@ -137,6 +158,10 @@ public static partial class ClusterSpecValidator
                 errors.Add("registryAuth.server must be a registry host such as 'ghcr.io'");
             }
         }
+        if (request.NodeLabels is { } nodeLabels)
+        {
+            ValidateLabels(nodeLabels, "nodeLabels", errors);
+        }
         var routing = string.IsNullOrEmpty(request.Routing) ? BalancingPolicy.LeastOutstanding : request.Routing;
         if (!BalancingPolicy.IsKnown(routing))
         {
@@ -181,6 +206,7 @@ public static partial class ClusterSpecValidator
             Args = args,
             Health = health,
             RegistryAuth = request.RegistryAuth,
+            NodeLabels = request.NodeLabels?.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray(),
             Routing = routing,
             Public = request.Public ?? false,
             QueueTimeoutSeconds = queueTimeout,
@@ -255,6 +281,7 @@ public static partial class ClusterSpecValidator
             Args = update.Args ?? current.Args,
             Health = update.Health ?? current.Health,
             RegistryAuth = current.RegistryAuth,
+            NodeLabels = current.NodeLabels,
             Routing = update.Routing ?? current.Routing,
             Public = update.Public ?? current.Public,
             QueueTimeoutSeconds = update.QueueTimeoutSeconds ?? current.QueueTimeoutSeconds,

@@ -10,13 +10,20 @@ public readonly record struct GpuSlot(int Index, string Type);
 /// <param name="Reliability">0 (flaps all the time) to 1 (always up).</param>
 /// <param name="CachedImages">Images already on the node, or null.</param>
 /// <param name="Flapping">Disconnects too often: used only when no steady node fits.</param>
+/// <param name="Labels">Labels the operator gave the node, or null for none.</param>
 public sealed record NodeCapacity(
     string Id,
     bool Schedulable,
     IReadOnlyList<GpuSlot> Gpus,
     double Reliability = 1.0,
     IReadOnlySet<string>? CachedImages = null,
-    bool Flapping = false);
+    bool Flapping = false,
+    IReadOnlySet<string>? Labels = null)
+{
+    /// <summary>True when the node has every one of <paramref name="required"/>.</summary>
+    public bool HasLabels(IReadOnlyList<string>? required) =>
+        required is null || required.Count == 0 || (Labels is { } labels && required.All(labels.Contains));
+}
 
 /// <summary>A replica that already holds GPUs on a node.</summary>
 public readonly record struct PlacedReplica(string ClusterId, string NodeId, IReadOnlyList<int> GpuIndexes);
@@ -26,7 +33,8 @@ public readonly record struct PlacedReplica(string ClusterId, string NodeId, IRe
 /// Nodes to use only when no other has room (say, where a replica of the cluster crash-looped);
 /// the same for every request of a cluster. Null for none.
 /// </param>
-public sealed record PlacementRequest(string ReplicaId, string ClusterId, string Gpu, int GpuCount, string Image, IReadOnlySet<string>? AvoidNodes = null);
+/// <param name="RequiredLabels">Labels a node must have to take the replica (the same for every request of a cluster); null or empty for none.</param>
+public sealed record PlacementRequest(string ReplicaId, string ClusterId, string Gpu, int GpuCount, string Image, IReadOnlySet<string>? AvoidNodes = null, IReadOnlyList<string>? RequiredLabels = null);
 
 /// <summary>Where a replica goes, or why it cannot go anywhere.</summary>
 public sealed record Placement(string ReplicaId, string? NodeId, int[] GpuIndexes, string? Reason)
@@ -35,7 +43,7 @@ public sealed record Placement(string ReplicaId, string? NodeId, int[] GpuIndexe
 }
 
 /// <summary>
-/// Filter-then-score placement. Filters: node schedulable, GPU type matches, enough free GPUs.
+/// Filter-then-score placement. Filters: node schedulable, has the labels asked for, GPU type matches, enough free GPUs.
 /// Nodes the request avoids come last, then flapping nodes. Replicas of one cluster go to distinct
 /// nodes when possible (fewest replicas of the cluster first), otherwise onto a node's further free GPUs. Among equals: image cached, reliability,
 /// share of GPUs free, then node id, so the result is deterministic.
@@ -82,12 +90,19 @@ public static class Scheduler
             var (clusterId, gpu, gpuCount, image) = key;
             clusterCounts.TryGetValue(clusterId, out var counts);
             var avoid = requests[groups[key][0]].AvoidNodes;
+            var labels = requests[groups[key][0]].RequiredLabels;
             var heap = new PriorityQueue<int, Rank>(RankComparer.Instance);
             var anyOfType = false;
+            var anyUnlabelled = false;
             for (var i = 0; i < work.Length; i++)
             {
                 var w = work[i];
                 if (!w.Node.Schedulable || !w.HasType(gpu)) continue;
+                if (!w.Node.HasLabels(labels))
+                {
+                    anyUnlabelled = true;
+                    continue;
+                }
                 anyOfType = true;
                 if (w.FreeCount(gpu) >= gpuCount)
                 {
@@ -96,7 +111,9 @@ public static class Scheduler
             }
 
             var reason = !anyOfType
-                ? $"no ready node with {gpu} GPUs"
+                ? anyUnlabelled
+                    ? $"no ready node with {gpu} GPUs and label {string.Join(", ", labels!)} (nodes get labels from their provisioning token)"
+                    : $"no ready node with {gpu} GPUs"
                 : gpuCount == 1 ? $"no node with a free {gpu}" : $"no node with {gpuCount} free {gpu} GPUs";
 
             foreach (var ri in groups[key])

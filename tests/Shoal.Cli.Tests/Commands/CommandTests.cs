@@ -251,7 +251,7 @@ public sealed class CommandTests : IAsyncLifetime
         _cli.Time = new FakeTimeProvider(now);
         _server.On("GET", "/v1/nodes", CannedResponse.Json([Samples.Node("box", now.AddSeconds(-3), "rtx-4090", "rtx-4090")], ShoalJsonContext.Default.NodeDtoArray));
         Assert.Equal(ExitCodes.Success, await _cli.RunAsync("nodes"));
-        Assert.Matches(@"n-box\s+box\s+ready\s+2× rtx-4090\s+1\s+1\s+1\.00\s+3s ago", _cli.Out);
+        Assert.Matches(@"n-box\s+box\s+ready\s+2× rtx-4090\s+1\s+1\s+-\s+1\.00\s+3s ago", _cli.Out);
     }
 
     private static ClusterEventDto[] SampleEvents() =>
@@ -326,6 +326,57 @@ public sealed class CommandTests : IAsyncLifetime
         Assert.Equal(3, sent.Uses);
         Assert.Equal("rack 4", sent.Description);
         Assert.Contains($"SHOAL_TOKEN=shoal_prov_SECRET shoal agent --server {_server.Address}", _cli.Out, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Tokens_create_sends_the_operators_node_policy_and_shows_it()
+    {
+        _server.On("POST", "/v1/tokens", CannedResponse.Json(
+            new TokenCreatedDto
+            {
+                Id = "tok-1", Token = "shoal_pt_SECRET", Uses = 1, ExpiresAt = Samples.T0.AddHours(1),
+                Approve = TokenApproval.Manual, MaxGpus = 2, Labels = ["eu", "trusted"], Direct = true,
+            }, ShoalJsonContext.Default.TokenCreatedDto, 201));
+
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("tokens", "create", "--approve", "manual", "--max-gpus", "2", "--label", "trusted", "--label", "eu", "--direct"));
+
+        var sent = JsonSerializer.Deserialize(Assert.Single(_server.Requests).Body, ShoalJsonContext.Default.CreateTokenRequest)!;
+        Assert.Equal(TokenApproval.Manual, sent.Approve);
+        Assert.Equal(2, sent.MaxGpus);
+        Assert.Equal(["trusted", "eu"], sent.Labels!);
+        Assert.True(sent.Direct);
+        Assert.Contains("policy: nodes wait for `shoal nodes approve`; at most 2 GPU(s) per node; labels eu,trusted; direct mode allowed", _cli.Out, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--approve", "sometimes", "sometimes")]
+    [InlineData("--max-gpus", "0", "--max-gpus must be between 1 and 64")]
+    [InlineData("--max-gpus", "65", "--max-gpus must be between 1 and 64")]
+    public async Task Tokens_create_rejects_a_bad_policy_before_sending(string flag, string value, string expected)
+    {
+        Assert.Equal(ExitCodes.InvalidInput, await _cli.RunAsync("tokens", "create", flag, value));
+        Assert.Contains(expected, _cli.Err, StringComparison.Ordinal);
+        Assert.Empty(_server.Requests);
+    }
+
+    [Fact]
+    public async Task Nodes_approve_posts_the_approval()
+    {
+        _server.On("POST", "/v1/nodes/box/approve", CannedResponse.Json(Samples.Node("box", Samples.T0, "rtx-4090"), ShoalJsonContext.Default.NodeDto));
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("nodes", "approve", "box"));
+        var request = Assert.Single(_server.Requests);
+        Assert.Equal("POST /v1/nodes/box/approve", $"{request.Method} {request.Path}");
+        Assert.Contains("approved box", _cli.Out, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(new[] { "--node-label", "trusted", "--node-label", "eu" }, "\"nodeLabels\":[\"trusted\",\"eu\"]")]
+    [InlineData(new[] { "--node-label", "none" }, "\"nodeLabels\":[]")]
+    public async Task Deploy_sends_node_labels_and_none_for_explicitly_no_label(string[] flags, string expected)
+    {
+        _server.On("POST", "/v1/clusters", CannedResponse.Json(Samples.Cluster(), ShoalJsonContext.Default.ClusterDto, 201));
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync(["deploy", "demo", "--image", "shoal/sim", "--gpu", "rtx-4090", .. flags]));
+        Assert.Contains(expected, Assert.Single(_server.Requests).Body, StringComparison.Ordinal);
     }
 
     [Fact]

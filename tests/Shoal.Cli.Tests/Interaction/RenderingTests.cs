@@ -65,9 +65,31 @@ public sealed class RenderingTests
                 Samples.Node("wobbly", now.AddSeconds(-1), "rtx-3090") with { Reliability = 0.25, RecentDisconnects = 3, Flapping = true },
             ], now));
         var row = Assert.Single(Lines(_stdout.Output), l => l.StartsWith("n-box", StringComparison.Ordinal));
-        Assert.Matches(@"n-box\s+box\s+ready\s+2× rtx-4090\s+1\s+1\s+1\.00\s+5s ago", row);
+        Assert.Matches(@"n-box\s+box\s+ready\s+2× rtx-4090\s+1\s+1\s+-\s+1\.00\s+5s ago", row);
         var wobbly = Assert.Single(Lines(_stdout.Output), l => l.StartsWith("n-wobbly", StringComparison.Ordinal));
-        Assert.Matches(@"n-wobbly\s+wobbly\s+ready\s+1× rtx-3090\s+1\s+1\s+0\.25 flapping \(3 drops\)\s+1s ago", wobbly);
+        Assert.Matches(@"n-wobbly\s+wobbly\s+ready\s+1× rtx-3090\s+1\s+1\s+-\s+0\.25 flapping \(3 drops\)\s+1s ago", wobbly);
+    }
+
+    [Fact]
+    public void Nodes_table_shows_pending_approval_labels_refused_addresses_and_simulated_gpus()
+    {
+        var now = Samples.T0.AddMinutes(10);
+        var simulated = Samples.Node("sim", now, "rtx-4090");
+        simulated = simulated with { Hardware = simulated.Hardware with { Gpus = [simulated.Hardware.Gpus[0] with { Simulated = true }] } };
+        var mixed = Samples.Node("mixed", now, "rtx-4090", "rtx-4090");
+        mixed = mixed with { Hardware = mixed.Hardware with { Gpus = [mixed.Hardware.Gpus[0], mixed.Hardware.Gpus[1] with { Simulated = true }] } };
+        _interaction.Write(Views.Nodes(
+            [
+                Samples.Node("waiting", now, "rtx-4090") with { Pending = true, Labels = ["eu", "trusted"] },
+                Samples.Node("rogue", now, "rtx-4090") with { AddressRefused = "address 127.0.0.1 is loopback" },
+                simulated,
+                mixed,
+            ], now));
+        var lines = Lines(_stdout.Output);
+        Assert.Matches(@"n-waiting\s+waiting\s+pending approval, ready\s+1× rtx-4090\s+1\s+1\s+eu,trusted\s", Assert.Single(lines, l => l.StartsWith("n-waiting", StringComparison.Ordinal)));
+        Assert.Matches(@"n-rogue\s+rogue\s+ready, address refused\s", Assert.Single(lines, l => l.StartsWith("n-rogue", StringComparison.Ordinal)));
+        Assert.Contains("1× rtx-4090 (simulated)", Assert.Single(lines, l => l.StartsWith("n-sim", StringComparison.Ordinal)), StringComparison.Ordinal);
+        Assert.Contains("1× rtx-4090, 1× rtx-4090 (simulated)", Assert.Single(lines, l => l.StartsWith("n-mixed", StringComparison.Ordinal)), StringComparison.Ordinal);
     }
 
     [Fact]

@@ -209,4 +209,36 @@ public sealed class ClusterSpecValidatorTests
         Assert.False(v.IsValid);
         Assert.Contains(expected, v.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void A_cluster_with_secrets_asks_for_trusted_nodes_unless_its_spec_names_other_labels_or_none()
+    {
+        var plain = ClusterSpecValidator.Validate(Valid).Value!;
+        Assert.False(plain.HasSecrets);
+        Assert.Empty(plain.RequiredNodeLabels);
+
+        var auth = new RegistryCredentials { Username = "bot", Password = "pw" };
+        var secret = ClusterSpecValidator.Validate(Valid with { RegistryAuth = auth }).Value!;
+        Assert.True(secret.HasSecrets);
+        Assert.Equal(["trusted"], secret.RequiredNodeLabels);
+
+        Assert.Equal(["eu", "gpu-farm"], ClusterSpecValidator.Validate(Valid with { RegistryAuth = auth, NodeLabels = ["gpu-farm", "eu", "eu"] }).Value!.RequiredNodeLabels);
+        Assert.Empty(ClusterSpecValidator.Validate(Valid with { RegistryAuth = auth, NodeLabels = [] }).Value!.RequiredNodeLabels);
+        Assert.Equal(["trusted"], ClusterSpecValidator.Validate(Valid with { NodeLabels = ["trusted"] }).Value!.RequiredNodeLabels);
+
+        // An update keeps them.
+        var updated = ClusterSpecValidator.ApplyUpdate(secret with { NodeLabels = ["eu"] }, new UpdateClusterRequest { Replicas = 3 }).Value!;
+        Assert.Equal(["eu"], updated.RequiredNodeLabels);
+    }
+
+    [Theory]
+    [InlineData("Trusted")]
+    [InlineData("has space")]
+    [InlineData("")]
+    public void Bad_node_labels_are_rejected(string label)
+    {
+        var result = ClusterSpecValidator.Validate(Valid with { NodeLabels = [label] });
+        Assert.False(result.IsValid);
+        Assert.Contains("nodeLabels", result.Message, StringComparison.Ordinal);
+    }
 }

@@ -103,4 +103,25 @@ public sealed class SchedulerTests
 
         Assert.Equal(["n2", "n1", "n1"], result.Select(p => p.NodeId!).ToArray());
     }
+
+    [Fact]
+    public void Replicas_asking_for_a_label_go_only_to_nodes_with_it_and_say_so_when_none_has_it()
+    {
+        var trusted = new HashSet<string> { "trusted", "eu" };
+        var nodes = new[] { Node("big", "rtx-4090", 8), Node("small", "rtx-4090", 1) with { Labels = trusted } };
+        var result = Scheduler.Schedule(nodes, [], [Req("r1") with { RequiredLabels = ["trusted"] }, Req("r2") with { RequiredLabels = ["trusted"] }]);
+        Assert.Equal("small", result[0].NodeId);
+        Assert.False(result[1].Placed);
+        Assert.Equal("no node with a free rtx-4090", result[1].Reason);
+
+        var none = Scheduler.Schedule([Node("big", "rtx-4090", 8)], [], [Req("r1") with { RequiredLabels = ["trusted"] }]);
+        Assert.False(none[0].Placed);
+        Assert.StartsWith("no ready node with rtx-4090 GPUs and label trusted", none[0].Reason, StringComparison.Ordinal);
+
+        // Every label asked for, not just one of them.
+        var both = Scheduler.Schedule(nodes, [], [Req("r1") with { RequiredLabels = ["trusted", "us"] }]);
+        Assert.False(both[0].Placed);
+        // No label asked for: any node.
+        Assert.True(Scheduler.Schedule(nodes, [], [Req("r1") with { RequiredLabels = [] }])[0].Placed);
+    }
 }

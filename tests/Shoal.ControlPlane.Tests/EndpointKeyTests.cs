@@ -46,7 +46,7 @@ public sealed class EndpointKeyTests : IAsyncLifetime
     public async Task Endpoint_keys_open_their_projects_clusters_at_a_standalone_edge_and_a_revoked_key_stops_within_a_second()
     {
         await using var server = await ShoalServer.StartAsync(
-            new ServerOptions { Listen = "127.0.0.1:0", NoEdge = true, DataDir = _dir.Path, LogLevel = LogLevel.Warning },
+            new ServerOptions { Listen = "127.0.0.1:0", NoEdge = true, DataDir = _dir.Path, LogLevel = LogLevel.Warning, AllowLoopbackNodes = true, AllowSimulatedGpus = true },
             logging: l => l.SetMinimumLevel(LogLevel.Warning));
         using var api = server.ApiClient();
         await using var edge = await EdgeServer.StartAsync(new EdgeServerOptions

@@ -68,7 +68,7 @@ public sealed class NodeTrustTests : IAsyncDisposable
         Assert.Contains(why, node.AddressRefused, StringComparison.Ordinal);
         Assert.False(node.Tunnel);
 
-        await CreateClusterAsync(server, new CreateClusterRequest { Name = "victim", Image = "shoal/sim", Gpu = "rtx-4090", QueueTimeoutSeconds = 0 });
+        await CreateClusterAsync(server, new CreateClusterRequest { Name = "victim", Public = true, Image = "shoal/sim", Gpu = "rtx-4090", QueueTimeoutSeconds = 0 });
         var events = await Eventually.GetAsync(() => EventsAsync(server, "victim"), e => e.Any(x => x.Type == ClusterEventTypes.Pending), what: "pending event");
         var pending = events.First(x => x.Type == ClusterEventTypes.Pending);
         Assert.Contains("rogue", pending.Message, StringComparison.Ordinal);
@@ -118,7 +118,7 @@ public sealed class NodeTrustTests : IAsyncDisposable
         var token = await server.CreateTokenAsync();
         await using var rogue = await JoinAsync(server, token, WireAgent.Hello("rogue", ("rtx-4090", 1)) with { Address = "127.0.0.1", Tunnel = false });
         await rogue.ReceiveAsync<AssignmentsMessage>();
-        await CreateClusterAsync(server, new CreateClusterRequest { Name = "victim", Image = "shoal/sim", Gpu = "rtx-4090", QueueTimeoutSeconds = 0 });
+        await CreateClusterAsync(server, new CreateClusterRequest { Name = "victim", Public = true, Image = "shoal/sim", Gpu = "rtx-4090", QueueTimeoutSeconds = 0 });
         var assigned = await rogue.ReceiveAsync<AssignmentsMessage>();
         var replica = Assert.Single(assigned.Replicas);
         var store = server.Server.Services.GetRequiredService<IShoalStore>();

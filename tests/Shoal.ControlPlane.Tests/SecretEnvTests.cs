@@ -36,7 +36,7 @@ public sealed class SecretEnvTests : IDisposable
 
     private static async Task<(WireAgent Agent, WelcomeMessage Welcome)> JoinAsync(TestServer server, string name, string gpu)
     {
-        var (agent, status) = await WireAgent.RegisterAsync(server.AgentUri, await server.CreateTokenAsync(), name);
+        var (agent, status) = await WireAgent.RegisterAsync(server.AgentUri, await server.CreateTokenAsync(new CreateTokenRequest { Labels = ["trusted"] }), name);
         Assert.Equal(101, status);
         await agent!.SendAsync(WireAgent.Hello(name, (gpu, 2)));
         var welcome = await agent.ReceiveAsync<WelcomeMessage>();

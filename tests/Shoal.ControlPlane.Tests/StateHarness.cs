@@ -29,6 +29,8 @@ internal sealed class StateHarness : IAsyncDisposable
 
     public ControlPlaneState State { get; private set; } = null!;
 
+    private static readonly Shoal.Core.Security.SecretBox s_box = Shoal.Core.Security.SecretBox.FromKeyText(Shoal.Core.Security.SecretBox.NewKeyText());
+
     public static async Task<StateHarness> StartAsync(Action<ServerOptions>? configure = null)
     {
         var options = new ServerOptions { AllowLoopbackNodes = true, AllowSimulatedGpus = true };
@@ -40,7 +42,7 @@ internal sealed class StateHarness : IAsyncDisposable
 
     private async Task OpenAsync()
     {
-        _store = SqliteShoalStore.InDirectory(_dir.Path);
+        _store = SqliteShoalStore.InDirectory(_dir.Path, s_box);
         await _store.MigrateAsync();
         State = new ControlPlaneState(_store, Time, Options, NullLogger<ControlPlaneState>.Instance);
         await State.LoadAsync(default);

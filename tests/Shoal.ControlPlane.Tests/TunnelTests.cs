@@ -240,7 +240,7 @@ public sealed class TunnelTests : IAsyncLifetime
         var (agent, identity, _, _) = await TunnelNodeWithReadyReplicaAsync(server);
         await using var _ = agent;
         var registry = server.Server.EdgeServices!.GetRequiredService<TunnelRegistry>();
-        var greeting = $"{EdgeProtocol.TunnelGreeting} {identity.NodeId} {identity.NodeSecret}\n";
+        var greeting = $"{EdgeProtocol.TunnelGreeting} {identity.NodeId} {TunnelCredential.FromSecret(identity.NodeSecret, server.Server.EdgeAddress!.ToString().TrimEnd('/'))}\n";
 
         using var first = await OpenTunnelAsync(server, greeting);
         using var second = await OpenTunnelAsync(server, greeting);

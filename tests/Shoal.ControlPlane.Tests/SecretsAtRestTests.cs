@@ -113,6 +113,9 @@ public abstract class SecretsAtRestTests : IAsyncLifetime, IDisposable
         secrets.Add(("a rotated secret env value", "hf_rotated-value-4"));
 
         secrets.Add(("the edge key", File.ReadAllText(server.Server.EdgeKeyFile!).Trim()));
+        secrets.Add(("the operator API key", server.OperatorKey));
+        secrets.Add(("a project API key", await server.CreateKeyAsync(ApiKeyRoles.Admin, "default", "ci")));
+        secrets.Add(("an endpoint key", await server.CreateKeyAsync(ApiKeyRoles.Endpoint, "default", "app")));
         secrets.Add(("the secrets key", File.ReadAllText(Path.Combine(dataDir, SecretsKey.FileName)).Trim()));
         var state = server.Server.Services.GetRequiredService<State.ControlPlaneState>();
         await state.FlushAsync(CancellationToken.None);
@@ -141,7 +144,7 @@ public sealed class SqliteSecretsAtRestTests : SecretsAtRestTests
     }
 
     [Fact]
-    public async Task The_data_dir_is_0700_and_the_database_its_wal_and_shm_and_the_key_files_are_0600()
+    public async Task The_data_dir_is_0700_and_the_database_its_wal_and_shm_the_key_files_and_the_operator_key_are_0600()
     {
         await using var server = await TestServer.StartAsync(configure: o => o.DataDir = DataDir.Path);
         var created = await server.Http.PostAsJsonAsync("/v1/clusters",
@@ -150,7 +153,7 @@ public sealed class SqliteSecretsAtRestTests : SecretsAtRestTests
         created.EnsureSuccessStatusCode();
 
         Assert.Equal(PrivateFiles.DirectoryMode, File.GetUnixFileMode(DataDir.Path));
-        foreach (var file in new[] { "shoal.db", "shoal.db-wal", "shoal.db-shm", EdgeKeyFileName, SecretsKey.FileName })
+        foreach (var file in new[] { "shoal.db", "shoal.db-wal", "shoal.db-shm", EdgeKeyFileName, SecretsKey.FileName, Identity.ApiKeyDirectory.OperatorKeyFileName })
         {
             var path = Path.Combine(DataDir.Path, file);
             Assert.True(File.Exists(path), $"{file} exists");

@@ -43,6 +43,9 @@ public sealed partial class ShoalServer : IAsyncDisposable
     /// <summary>The in-process edge's services; null with <see cref="ServerOptions.NoEdge"/>.</summary>
     public IServiceProvider? EdgeServices => _edge?.Services;
 
+    /// <summary>Where the server keeps the key scrapers send to read its edge's <c>/metrics</c>.</summary>
+    public const string MetricsKeyFileName = "metrics.key";
+
     /// <summary>The file the bootstrap operator key was written to at this start; null when keys existed already.</summary>
     public string? OperatorKeyFile => _api.Services.GetRequiredService<ApiKeyDirectory>().OperatorKeyFile;
 
@@ -110,6 +113,8 @@ public sealed partial class ShoalServer : IAsyncDisposable
         builder.Services.AddHostedService<ControlLoops>();
         ListenAddress.TryParse(options.EdgeListen, out var edgeUrl);
         var edgeOptions = options.ToEdgeOptions();
+        // Scrapers read the in-process edge's /metrics with this key (kept 0600 in the data dir).
+        edgeOptions.MetricsKey = EdgeKey.LoadOrCreate(Path.Combine(Path.GetFullPath(options.DataDir), MetricsKeyFileName), "shoal_mk_");
         if (edgeOptions.UsesTls) edgeUrl = "https://" + edgeUrl["http://".Length..];
         builder.Services.AddSingleton(_ => new ServerOptionsAccessor(options.PublicEdgeUrl ?? edgeUrl));
 

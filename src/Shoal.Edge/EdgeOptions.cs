@@ -93,6 +93,12 @@ public sealed class EdgeOptions
     /// <summary>PEM certificate file for TLS (with <see cref="TlsKeyPath"/>). Default none: plain HTTP.</summary>
     public string? TlsCertificatePath { get; set; }
 
+    /// <summary>
+    /// The key a scraper sends (<c>Authorization: Bearer</c>) to read <c>/metrics</c>. Without one,
+    /// <c>/metrics</c> answers 401 to everybody: what clusters exist and how busy they are is not public.
+    /// </summary>
+    public string? MetricsKey { get; set; }
+
     /// <summary>PEM private key file of <see cref="TlsCertificatePath"/>.</summary>
     public string? TlsKeyPath { get; set; }
 

@@ -61,9 +61,19 @@ public sealed partial class EdgeProxy
             VersionPolicy = HttpVersionPolicy.RequestVersionOrLower,
         };
         _retryAfter = options.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+        _metricsKeyHash = string.IsNullOrWhiteSpace(options.MetricsKey) ? null : Shoal.Core.Security.Secrets.Hash(options.MetricsKey.Trim());
     }
 
     public ReplicaSelector Selector { get; }
+
+    private readonly string? _metricsKeyHash;
+
+    private bool MetricsKeyPresented(HttpRequest request)
+    {
+        var header = request.Headers.Authorization.ToString();
+        return _metricsKeyHash is not null && header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)
+            && Shoal.Core.Security.Secrets.Matches(header[7..].Trim(), _metricsKeyHash);
+    }
 
     public async Task InvokeAsync(HttpContext context)
     {
@@ -125,6 +135,14 @@ public sealed partial class EdgeProxy
         {
             if (request.Path.Equals("/metrics", StringComparison.Ordinal))
             {
+                if (!MetricsKeyPresented(request))
+                {
+                    context.Response.Headers.WWWAuthenticate = "Bearer";
+                    return WriteErrorAsync(context, StatusCodes.Status401Unauthorized, ErrorCodes.Unauthorized,
+                        _metricsKeyHash is null
+                            ? "metrics need a metrics key, and this edge has none (shoal edge --metrics-key-file; shoal server keeps metrics.key in its data dir)"
+                            : "metrics need the metrics key: Authorization: Bearer <key>");
+                }
                 context.Response.ContentType = EdgeMetrics.ContentType;
                 return context.Response.WriteAsync(_metrics.Render(), context.RequestAborted);
             }

@@ -20,10 +20,10 @@ internal sealed partial class AttemptWatcher : IAsyncDisposable
     private readonly Lock _lock = new();
     private readonly Task _loop;
 
-    public AttemptWatcher(Uri edge, string? endpointKey, Stopwatch clock)
+    public AttemptWatcher(Uri edge, string metricsKey, Stopwatch clock)
     {
         _clock = clock;
-        _http = new HttpClient { BaseAddress = edge, Timeout = TimeSpan.FromSeconds(5) }.WithKey(endpointKey);
+        _http = new HttpClient { BaseAddress = edge, Timeout = TimeSpan.FromSeconds(5) }.WithKey(metricsKey);
         _loop = Task.Run(LoopAsync);
     }
 

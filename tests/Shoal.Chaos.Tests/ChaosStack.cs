@@ -92,6 +92,9 @@ internal sealed class ChaosStack : IAsyncDisposable
     /// <summary>The server's bootstrap operator key (<see cref="Api"/> sends it).</summary>
     public string OperatorKey { get; private set; } = "";
 
+    /// <summary>The key the edge's /metrics wants (the server's metrics.key; the standalone edge is given the same file).</summary>
+    public string MetricsKey => File.ReadAllText(_dir.Combine("server", "metrics.key")).Trim();
+
     /// <summary>An endpoint key of the cluster's project, which the load sends.</summary>
     public string EndpointKey { get; private set; } = "";
 
@@ -138,7 +141,7 @@ internal sealed class ChaosStack : IAsyncDisposable
             Edge = Track(ShoalProcess.Start("edge",
             [
                 "edge", "--server", Api.BaseAddress!.ToString().TrimEnd('/'), "--key", _edgeKey,
-                "--listen", $"{_host}:{_edgePort}", "--log-level", "Warning",
+                "--listen", $"{_host}:{_edgePort}", "--log-level", "Warning", "--metrics-key-file", _dir.Combine("server", "metrics.key"),
             ]));
             await Eventually.GetAsync(async () =>
             {

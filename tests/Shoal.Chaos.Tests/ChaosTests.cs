@@ -31,7 +31,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
             var replicaPids = ReplicaProcesses.Find().GetValueOrDefault(victim.Id) ?? [];
             Assert.NotEmpty(replicaPids);
 
-            await using var attempts = new AttemptWatcher(stack.EdgeAddress, stack.EndpointKey, clock);
+            await using var attempts = new AttemptWatcher(stack.EdgeAddress, stack.MetricsKey, clock);
             await using var load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock);
             await load.WaitForMoreAsync(200, TimeSpan.FromSeconds(30));
             Assert.Contains(load.Outcomes, o => o.Replica == victim.Id);
@@ -123,7 +123,7 @@ public sealed class ChaosTests(ITestOutputHelper output)
             var replicaPids = ReplicaProcesses.Find().GetValueOrDefault(victim.Id) ?? [];
             Assert.NotEmpty(replicaPids);
 
-            await using var attempts = new AttemptWatcher(stack.EdgeAddress, stack.EndpointKey, clock);
+            await using var attempts = new AttemptWatcher(stack.EdgeAddress, stack.MetricsKey, clock);
             await using var load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock);
             await load.WaitForMoreAsync(200, TimeSpan.FromSeconds(30));
             Assert.Contains(load.Outcomes, o => o.Replica == victim.Id);

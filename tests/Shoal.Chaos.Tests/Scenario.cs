@@ -23,7 +23,7 @@ internal sealed class Scenario : IAsyncDisposable
         Victim = victim;
         VictimPids = pids;
         Clock = clock;
-        Attempts = new AttemptWatcher(stack.EdgeAddress, stack.EndpointKey, clock);
+        Attempts = new AttemptWatcher(stack.EdgeAddress, stack.MetricsKey, clock);
         Load = new SteadyLoad(stack.EdgeAddress, stack.EndpointKey, ChaosStack.Cluster, clock);
     }
 

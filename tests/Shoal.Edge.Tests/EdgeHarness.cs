@@ -36,6 +36,7 @@ public sealed class TestEdge : IAsyncDisposable
     {
         options ??= new EdgeOptions();
         options.Listen = "127.0.0.1:0";
+        options.MetricsKey ??= MetricsKey;
         routes ??= new RouteTableHolder();
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -74,9 +75,13 @@ public sealed class TestEdge : IAsyncDisposable
         Destinations = [.. replicas.Select(r => new RouteDestination { ReplicaId = r.Id, NodeId = "node-" + r.Id, Address = r.Address.ToString().TrimEnd('/') })],
     };
 
+    /// <summary>The key the test edges read their <c>/metrics</c> with.</summary>
+    public const string MetricsKey = "shoal_mk_test";
+
     public async Task<string> MetricsAsync()
     {
         using var client = Client();
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", MetricsKey);
         return await client.GetStringAsync("/metrics");
     }
 

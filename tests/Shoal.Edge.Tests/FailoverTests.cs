@@ -169,7 +169,9 @@ public sealed class FailoverTests
         Assert.Equal(HttpStatusCode.NotFound, nothing.StatusCode);
 
         Assert.Equal("ok", await client.GetStringAsync("/healthz"));
-        Assert.Contains("# TYPE shoal_edge_request_duration_seconds histogram", await client.GetStringAsync("/metrics"));
+        // The edge's own /metrics needs the metrics key.
+        Assert.Equal(HttpStatusCode.Unauthorized, (await client.GetAsync("/metrics")).StatusCode);
+        Assert.Contains("# TYPE shoal_edge_request_duration_seconds histogram", await edge.MetricsAsync());
         // Inside a cluster, /metrics is the replica's.
         Assert.Equal("good:/metrics:", await client.GetStringAsync("/c/demo/metrics"));
         using var byHost = new HttpRequestMessage(HttpMethod.Get, "/metrics");

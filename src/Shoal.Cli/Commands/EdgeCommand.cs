@@ -10,6 +10,10 @@ public sealed class EdgeCommand : Command
     private static readonly Option<string> s_server = new("--server") { Description = "Control plane API address", DefaultValueFactory = _ => "http://127.0.0.1:7400" };
     private static readonly Option<string?> s_key = new("--key") { Description = "Edge key (env SHOAL_EDGE_KEY); the server keeps it in edge.key in its data dir" };
     private static readonly Option<string?> s_keyFile = new("--key-file") { Description = "Read the edge key from this file" };
+    private static readonly Option<string?> s_metricsKeyFile = new("--metrics-key-file")
+    {
+        Description = "File with the key scrapers send to read /metrics (env SHOAL_METRICS_KEY); without one /metrics refuses everybody. shoal server keeps its own in metrics.key in its data dir",
+    };
     private static readonly Option<string> s_listen = new("--listen") { Description = "Address to serve requests and tunnels on (host:port)", DefaultValueFactory = _ => "127.0.0.1:8080" };
     private static readonly Option<string> s_domain = new("--domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
     private static readonly Option<string?> s_advertise = new("--advertise") { Description = "URL agents open tunnels to (default: the listen address)" };
@@ -45,6 +49,7 @@ public sealed class EdgeCommand : Command
         Options.Add(s_maxPerAddress);
         Options.Add(s_maxTunnels);
         Options.Add(s_undecided);
+        Options.Add(s_metricsKeyFile);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -64,6 +69,19 @@ public sealed class EdgeCommand : Command
                 return ExitCodes.InvalidInput;
             }
         }
+        var metricsKey = Environment.GetEnvironmentVariable("SHOAL_METRICS_KEY");
+        if (result.GetValue(s_metricsKeyFile) is { } metricsKeyFile)
+        {
+            try
+            {
+                metricsKey = File.ReadAllText(metricsKeyFile).Trim();
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                _context.Interaction.DisplayError($"cannot read the metrics key file {metricsKeyFile}: {e.Message}");
+                return ExitCodes.InvalidInput;
+            }
+        }
         var options = new EdgeServerOptions
         {
             Server = result.GetValue(s_server)!,
@@ -74,6 +92,7 @@ public sealed class EdgeCommand : Command
             {
                 Listen = result.GetValue(s_listen)!,
                 Domain = result.GetValue(s_domain)!,
+                MetricsKey = metricsKey,
                 TlsCertificatePath = result.GetValue(s_tlsCert),
                 TlsKeyPath = result.GetValue(s_tlsKey),
                 TlsPfxPath = result.GetValue(s_tlsPfx),

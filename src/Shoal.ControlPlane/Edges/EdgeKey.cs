@@ -26,13 +26,21 @@ public sealed class EdgeKey
     public static EdgeKey Load(ServerOptions options)
     {
         if (!string.IsNullOrWhiteSpace(options.EdgeKey)) return new EdgeKey(Secrets.Hash(options.EdgeKey.Trim()), null);
-
         var path = Path.Combine(PrivateFiles.CreateDirectory(options.DataDir), FileName);
+        return new EdgeKey(Secrets.Hash(LoadOrCreate(path, "shoal_ek_")), path);
+    }
+
+    /// <summary>
+    /// The key in <paramref name="path"/> (in a private data dir), created there first (0600, a new
+    /// random key with <paramref name="prefix"/>) when the file does not exist.
+    /// </summary>
+    public static string LoadOrCreate(string path, string prefix)
+    {
         // Another server instance on the same data dir may write it first; then theirs is used.
-        PrivateFiles.TryCreate(path, Secrets.NewToken("shoal_ek_"));
+        PrivateFiles.TryCreate(path, Secrets.NewToken(prefix));
         PrivateFiles.Restrict(path);
         var stored = File.ReadAllText(path).Trim();
-        if (stored.Length == 0) throw new InvalidOperationException($"the edge key file {path} is empty; delete it to generate a new key");
-        return new EdgeKey(Secrets.Hash(stored), path);
+        if (stored.Length == 0) throw new InvalidOperationException($"the key file {path} is empty; delete it to generate a new key");
+        return stored;
     }
 }

@@ -164,7 +164,7 @@ public sealed class ConnectionLimitTests
     private static async Task<string> GetAsync(TcpClient client, string path)
     {
         var stream = client.GetStream();
-        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+        await stream.WriteAsync(Encoding.ASCII.GetBytes($"GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TestEdge.MetricsKey}\r\n\r\n"));
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         var buffer = new byte[64 * 1024];
         var received = new StringBuilder();

@@ -54,33 +54,29 @@ public sealed class EdgeCommand : Command
         SetAction(ExecuteAsync);
     }
 
+    /// <summary>The key in <paramref name="file"/> when one is named, else <paramref name="fallback"/>; false (said why) when the file cannot be read.</summary>
+    private bool TryReadKey(string? file, string what, string? fallback, out string? key)
+    {
+        key = fallback;
+        if (file is null) return true;
+        try
+        {
+            key = File.ReadAllText(file).Trim();
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _context.Interaction.DisplayError($"cannot read the {what} file {file}: {e.Message}");
+            return false;
+        }
+    }
+
     private async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
     {
-        var key = result.GetValue(s_key) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_KEY");
-        if (result.GetValue(s_keyFile) is { } keyFile)
+        if (!TryReadKey(result.GetValue(s_keyFile), "edge key", result.GetValue(s_key) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_KEY"), out var key)
+            || !TryReadKey(result.GetValue(s_metricsKeyFile), "metrics key", Environment.GetEnvironmentVariable("SHOAL_METRICS_KEY"), out var metricsKey))
         {
-            try
-            {
-                key = File.ReadAllText(keyFile).Trim();
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                _context.Interaction.DisplayError($"cannot read the edge key file {keyFile}: {e.Message}");
-                return ExitCodes.InvalidInput;
-            }
-        }
-        var metricsKey = Environment.GetEnvironmentVariable("SHOAL_METRICS_KEY");
-        if (result.GetValue(s_metricsKeyFile) is { } metricsKeyFile)
-        {
-            try
-            {
-                metricsKey = File.ReadAllText(metricsKeyFile).Trim();
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                _context.Interaction.DisplayError($"cannot read the metrics key file {metricsKeyFile}: {e.Message}");
-                return ExitCodes.InvalidInput;
-            }
+            return ExitCodes.InvalidInput;
         }
         var options = new EdgeServerOptions
         {

@@ -14,7 +14,8 @@ public sealed class KeysCommand : Command
     {
         Subcommands.Add(new KeysCreateCommand(context));
         Subcommands.Add(new KeysListCommand(context));
-        Subcommands.Add(new KeysRevokeCommand(context));
+        Subcommands.Add(new IdActionCommand(context, "revoke", "Revoke an API key: it stops working at once (at every edge within a second)", "id",
+            "The key's id (key-…), from `shoal keys list`", static (client, id, ct) => client.RevokeApiKeyAsync(id, ct), static id => $"revoked key {id}"));
     }
 }
 
@@ -92,26 +93,6 @@ public sealed class KeysListCommand : ApiCommand
         if (IsJson) Interaction.WriteJson(keys, ShoalJsonContext.Default.ApiKeyDtoArray);
         else if (keys.Length == 0) Interaction.DisplayMessage("no keys");
         else Interaction.Write(Views.Keys(keys, Context.TimeProvider.GetUtcNow()));
-        return ExitCodes.Success;
-    }
-}
-
-/// <summary><c>shoal keys revoke ID</c>: the key stops working at once (at every edge within a second).</summary>
-public sealed class KeysRevokeCommand : ApiCommand
-{
-    private static readonly Argument<string> s_id = new("id") { Description = "The key's id (key-…), from `shoal keys list`" };
-
-    public KeysRevokeCommand(CliContext context)
-        : base("revoke", "Revoke an API key", context, null)
-    {
-        Arguments.Add(s_id);
-    }
-
-    protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
-    {
-        var id = result.GetValue(s_id)!;
-        await client.RevokeApiKeyAsync(id, ct);
-        Interaction.DisplaySuccess($"revoked key {id}");
         return ExitCodes.Success;
     }
 }

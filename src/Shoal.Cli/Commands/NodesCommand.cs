@@ -20,7 +20,8 @@ public sealed class NodesCommand : ApiCommand
             "Cordon a node and move its replicas elsewhere without failing a request: a replacement becomes ready first, then the old one drains"));
         Subcommands.Add(new NodeSchedulingCommand(context, "approve",
             "Approve a node that waits for approval (its token was created with --approve manual): it gets work from now on"));
-        Subcommands.Add(new NodeRemoveCommand(context));
+        Subcommands.Add(new IdActionCommand(context, "rm", "Remove a node that is not connected (its agent's identity stops working; its replicas are placed elsewhere)",
+            "node", "Node id, or name when unique", static (client, id, ct) => client.RemoveNodeAsync(id, ct), static id => $"removed node {id}"));
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
@@ -106,26 +107,6 @@ public sealed class NodeSchedulingCommand : ApiCommand
                 ? $"drained {node.Name}: no replica left on it; it stays cordoned until `shoal nodes uncordon {node.Name}`"
                 : string.Create(CultureInfo.InvariantCulture, $"draining {node.Name}: its {node.Replicas} replica(s) move to other nodes, each once a replacement is ready"),
         });
-        return ExitCodes.Success;
-    }
-}
-
-/// <summary><c>shoal nodes rm NODE</c>: forgets a node that is not connected; its replicas are placed elsewhere and its agent can no longer connect.</summary>
-public sealed class NodeRemoveCommand : ApiCommand
-{
-    private static readonly Argument<string> s_node = new("node") { Description = "Node id, or name when unique" };
-
-    public NodeRemoveCommand(CliContext context)
-        : base("rm", "Remove a node that is not connected (its agent's identity stops working)", context, null)
-    {
-        Arguments.Add(s_node);
-    }
-
-    protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
-    {
-        var node = result.GetValue(s_node)!;
-        await client.RemoveNodeAsync(node, ct);
-        Interaction.DisplaySuccess($"removed node {node}");
         return ExitCodes.Success;
     }
 }

@@ -14,7 +14,8 @@ public sealed class TokensCommand : Command
     {
         Subcommands.Add(new TokensCreateCommand(context));
         Subcommands.Add(new TokensListCommand(context));
-        Subcommands.Add(new TokensRevokeCommand(context));
+        Subcommands.Add(new IdActionCommand(context, "revoke", "Revoke a provisioning token", "id", "The token's id (tok-…), from `shoal tokens list`",
+            static (client, id, ct) => client.RevokeTokenAsync(id, ct), static id => $"revoked token {id}: no more nodes can join with it"));
     }
 }
 
@@ -127,26 +128,6 @@ public sealed class TokensListCommand : ApiCommand
         if (IsJson) Interaction.WriteJson(tokens, ShoalJsonContext.Default.TokenDtoArray);
         else if (tokens.Length == 0) Interaction.DisplayMessage("no tokens");
         else Interaction.Write(Views.Tokens(tokens, Context.TimeProvider.GetUtcNow()));
-        return ExitCodes.Success;
-    }
-}
-
-/// <summary><c>shoal tokens revoke ID</c>: no more nodes join with it; those that joined stay.</summary>
-public sealed class TokensRevokeCommand : ApiCommand
-{
-    private static readonly Argument<string> s_id = new("id") { Description = "The token's id (tok-…), from `shoal tokens list`" };
-
-    public TokensRevokeCommand(CliContext context)
-        : base("revoke", "Revoke a provisioning token", context, null)
-    {
-        Arguments.Add(s_id);
-    }
-
-    protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
-    {
-        var id = result.GetValue(s_id)!;
-        await client.RevokeTokenAsync(id, ct);
-        Interaction.DisplaySuccess($"revoked token {id}: no more nodes can join with it");
         return ExitCodes.Success;
     }
 }

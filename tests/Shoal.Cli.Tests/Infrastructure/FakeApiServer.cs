@@ -14,7 +14,7 @@ using Shoal.Contracts;
 namespace Shoal.Cli.Tests.Infrastructure;
 
 /// <summary>One request the fake server received.</summary>
-public sealed record RecordedRequest(string Method, string Path, string Body);
+public sealed record RecordedRequest(string Method, string Path, string Body, string? Authorization = null);
 
 /// <summary>A canned answer: status code and raw body (null for none).</summary>
 public sealed record CannedResponse(int Status, string? Body, string ContentType = "application/json")
@@ -74,7 +74,8 @@ public sealed class FakeApiServer : IAsyncDisposable
     private async Task HandleAsync(HttpContext context)
     {
         using var reader = new StreamReader(context.Request.Body, Encoding.UTF8);
-        var request = new RecordedRequest(context.Request.Method, context.Request.Path.Value ?? "", await reader.ReadToEndAsync());
+        var authorization = context.Request.Headers.Authorization.ToString();
+        var request = new RecordedRequest(context.Request.Method, context.Request.Path.Value ?? "", await reader.ReadToEndAsync(), authorization.Length == 0 ? null : authorization);
         Requests.Enqueue(request);
         var response = _routes.TryGetValue($"{request.Method} {request.Path}", out var respond)
             ? respond(request)

@@ -1,0 +1,2 @@
+// The suite runs on Linux (file modes).
+[assembly: System.Runtime.Versioning.SupportedOSPlatform("linux")]

@@ -138,7 +138,7 @@ public static partial class AgentHost
         };
 
         await using var tunnels = new TunnelManager(
-            new TunnelOptions { IdlePerEdge = options.TunnelsPerEdge },
+            new TunnelOptions { IdlePerEdge = options.TunnelsPerEdge, AllowPlainOverNetwork = options.AllowPlainTunnels },
             replicas.IsReplicaPort,
             timeProvider,
             loggerFactory);

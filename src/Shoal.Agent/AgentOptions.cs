@@ -54,6 +54,9 @@ public sealed class AgentOptions
     /// <summary>Idle tunnels kept open per edge (tunnel mode).</summary>
     public int TunnelsPerEdge { get; set; } = 4;
 
+    /// <summary>Also open tunnels to http edges across the network (in clear); by default only https edges and loopback ones get tunnels.</summary>
+    public bool AllowPlainTunnels { get; set; }
+
     /// <summary>
     /// Which runtimes to use: <c>auto</c> (docker when an engine answers, plus process when
     /// enabled), <c>docker</c> (an engine is required) or <c>process</c> (no engine is probed;

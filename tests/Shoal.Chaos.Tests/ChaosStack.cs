@@ -230,6 +230,8 @@ internal sealed class ChaosStack : IAsyncDisposable
         [
             "agent", "--server", Api.BaseAddress!.ToString().TrimEnd('/'), "--token", _token, "--name", name, "--simulate-gpus", "rtx-4090:1",
             "--data-dir", _dir.Combine(name), "--runtime", "process", "--enable-process-runtime", "--log-level", "Warning",
+            // In namespaces the edge is across a (test-made) network, over plain http.
+            .. _options.NetworkNamespaces ? ["--allow-plain-tunnels"] : Array.Empty<string>(),
             .. _options.AgentArgs,
         ], netns: ns?.Name);
         Track(agent);

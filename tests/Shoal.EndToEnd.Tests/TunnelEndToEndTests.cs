@@ -38,6 +38,8 @@ public sealed class TunnelEndToEndTests(ITestOutputHelper output)
             [
                 "agent", "--server", api, "--token", token, "--name", "hidden", "--simulate-gpus", "rtx-4090:2",
                 "--data-dir", dir.Combine("agent"), "--runtime", "process", "--enable-process-runtime", "--log-level", "Warning",
+                // The edge is across the namespace's veth, over plain http: allowed explicitly.
+                "--allow-plain-tunnels",
             ], netns: ns.Name);
             processes.Add(agent);
             await Eventually.GetAsync(() => DeployEndToEndTests.NodesAsync(http), n => n.Any(x => x.State == NodeState.Ready), TimeSpan.FromSeconds(30), "node ready");

@@ -28,6 +28,13 @@ public sealed class TunnelOptions
     /// system's trust store and the edge's host name, as for any TLS client.
     /// </summary>
     public System.Net.Security.RemoteCertificateValidationCallback? EdgeCertificateValidation { get; init; }
+
+    /// <summary>
+    /// Open plain-TCP tunnels to an http edge that is not on this machine's loopback. Off by default:
+    /// the tunnel credential and every request would cross the network in clear, so such an edge
+    /// gets no tunnels (serve it over https). For networks the operator trusts (a lab, the tests' namespaces).
+    /// </summary>
+    public bool AllowPlainOverNetwork { get; init; }
 }
 
 /// <summary>

@@ -52,10 +52,18 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     /// <summary>True when tunnels to the edge at <paramref name="url"/> are plain TCP over a network (not the node's own loopback).</summary>
     internal static bool PlainOverNetwork(string url) => TunnelWire.TryParseEdge(url, out var host, out _, out var tls) && !tls && !IsLoopback(host);
 
+    /// <summary>True when the agent must not open tunnels to <paramref name="url"/>: plain TCP over a network, not allowed by <paramref name="options"/>.</summary>
+    internal static bool RefusesPlain(string url, TunnelOptions options) => PlainOverNetwork(url) && !options.AllowPlainOverNetwork;
+
     public void Start()
     {
         // The credential is this edge's alone, but over plain TCP anyone on the path can read it
-        // and the requests: say so, once per edge.
+        // and the requests: refuse, unless the node's operator allowed it (then say so, once per edge).
+        if (RefusesPlain(_url, _options))
+        {
+            LogPlainTunnelsRefused(_logger, _url);
+            return;
+        }
         if (PlainOverNetwork(_url)) LogPlainTunnels(_logger, _url);
         for (var i = 0; i < Math.Max(1, _options.IdlePerEdge); i++)
         {
@@ -283,6 +291,9 @@ internal sealed partial class TunnelPool : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Tunnels to edge {Url} are plain TCP over the network: their credential and requests can be read on the way; serve the edge over https")]
     private static partial void LogPlainTunnels(ILogger logger, string url);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Not opening tunnels to edge {Url}: it is plain http over the network, where the tunnel credential and every request could be read on the way. Serve the edge over https, or start the agent with --allow-plain-tunnels on a network you trust")]
+    private static partial void LogPlainTunnelsRefused(ILogger logger, string url);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Cannot open a tunnel to edge {Url}: {Error}; retrying with back-off")]
     private static partial void LogConnectFailed(ILogger logger, string url, string error);

@@ -19,6 +19,10 @@ public sealed class AgentCommand : Command
     private static readonly Option<string> s_address = new("--address") { Description = "Address edges connect to in direct mode", DefaultValueFactory = _ => "127.0.0.1" };
     private static readonly Option<bool> s_direct = new("--direct") { Description = "Direct mode: edges connect to --address; by default the node keeps tunnels open to the edges and needs no inbound port" };
     private static readonly Option<int> s_tunnels = new("--tunnels-per-edge") { Description = "Idle tunnels kept open to each edge", DefaultValueFactory = _ => 4 };
+    private static readonly Option<bool> s_plainTunnels = new("--allow-plain-tunnels")
+    {
+        Description = "Also open tunnels to http edges across the network. WARNING: the tunnel credential and every request then cross the network in clear; by default only https edges (and edges on this machine) get tunnels",
+    };
     private static readonly Option<bool> s_process = new("--enable-process-runtime") { Description = "Run allow-listed local commands as replicas (shoal/sim is built in). For trusted images only: they run as this user, outside any container" };
     private static readonly Option<bool> s_keepReplicas = new("--keep-replicas-on-exit") { Description = "Process runtime: leave replicas running when the agent stops, for the next agent to re-adopt (replicas of an agent that died are re-adopted anyway)" };
     private static readonly Option<string[]> s_processImage = new("--process-image") { Description = "Allow an image on the process runtime: IMAGE=COMMAND (repeatable)", AllowMultipleArgumentsPerToken = false };
@@ -46,6 +50,7 @@ public sealed class AgentCommand : Command
         Options.Add(s_address);
         Options.Add(s_direct);
         Options.Add(s_tunnels);
+        Options.Add(s_plainTunnels);
         Options.Add(s_process);
         Options.Add(s_processImage);
         Options.Add(s_keepReplicas);
@@ -77,6 +82,7 @@ public sealed class AgentCommand : Command
             Address = result.GetValue(s_address)!,
             Direct = result.GetValue(s_direct),
             TunnelsPerEdge = result.GetValue(s_tunnels),
+            AllowPlainTunnels = result.GetValue(s_plainTunnels),
             EnableProcessRuntime = result.GetValue(s_process),
             KeepReplicasOnExit = result.GetValue(s_keepReplicas),
             Runtime = result.GetValue(s_runtime)!,

@@ -28,6 +28,15 @@ public sealed class TunnelWireTests
         Assert.Equal(flagged, Shoal.Agent.Tunnels.TunnelPool.PlainOverNetwork(url));
 
     [Theory]
+    [InlineData("http://edge.example:8080", false, true)]
+    [InlineData("http://10.0.0.5:8080", false, true)]
+    [InlineData("http://10.0.0.5:8080", true, false)]
+    [InlineData("https://edge.example", false, false)]
+    [InlineData("http://127.0.0.1:8080", false, false)]
+    public void Plain_tunnels_across_the_network_are_refused_unless_the_node_operator_allows_them(string url, bool allowed, bool refused) =>
+        Assert.Equal(refused, Shoal.Agent.Tunnels.TunnelPool.RefusesPlain(url, new Shoal.Agent.Tunnels.TunnelOptions { AllowPlainOverNetwork = allowed }));
+
+    [Theory]
     [InlineData("ws://edge:8080")]
     [InlineData("edge:8080")]
     [InlineData("")]

@@ -40,12 +40,27 @@ public enum AccessDecision
 /// </summary>
 public sealed class EndpointAccess(IEndpointKeySource keys, TimeProvider time)
 {
+    /// <summary>Most header values whose hash is remembered; the memory is emptied when it is full.</summary>
+    public const int HashCacheSize = 10_000;
+
+    // Authorization header value → hash of the key in it. A client sends the same header on every
+    // request: hashing it once saves a SHA-256, a hex string and three allocations per request.
+    // Grants are still looked up on every request, so a revocation takes effect at once; keys that
+    // match nothing fill the memory at most to its size, then it starts again.
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _hashes = new(StringComparer.Ordinal);
+
     public AccessDecision Check(ClusterRoute route, StringValues authorization)
     {
         if (route.Public) return AccessDecision.Public;
         var header = authorization.Count == 1 ? authorization[0] : null;
         if (header is null || header.Length <= 7 || !header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return AccessDecision.Unauthenticated;
-        var grant = keys.EndpointKeys.GetValueOrDefault(Secrets.Hash(header.AsSpan(7).Trim().ToString()));
+        if (!_hashes.TryGetValue(header, out var hash))
+        {
+            hash = Secrets.Hash(header.AsSpan(7).Trim().ToString());
+            if (_hashes.Count >= HashCacheSize) _hashes.Clear();
+            _hashes[header] = hash;
+        }
+        var grant = keys.EndpointKeys.GetValueOrDefault(hash);
         if (grant is null || (grant.ExpiresAt is { } expires && expires <= time.GetUtcNow())) return AccessDecision.Unauthenticated;
         return grant.Project == route.Project ? AccessDecision.Allowed : AccessDecision.OtherProject;
     }

@@ -43,6 +43,23 @@ public sealed class EndpointAccessTests
     }
 
     [Fact]
+    public void A_key_seen_before_is_refused_the_moment_its_grant_goes()
+    {
+        var time = new FakeTimeProvider();
+        var holder = new EndpointKeyHolder();
+        holder.Update(new Dictionary<string, EndpointKeyGrant> { [Secrets.Hash("shoal_sk_good")] = new("alpha", null) });
+        var access = new EndpointAccess(holder, time);
+        Assert.Equal(AccessDecision.Allowed, access.Check(s_private, "Bearer shoal_sk_good"));
+        Assert.Equal(AccessDecision.Allowed, access.Check(s_private, "Bearer shoal_sk_good"));
+        holder.Update(new Dictionary<string, EndpointKeyGrant>());
+        Assert.Equal(AccessDecision.Unauthenticated, access.Check(s_private, "Bearer shoal_sk_good"));
+        // Many unknown keys neither grow memory past its bound nor stop a good key from working.
+        holder.Update(new Dictionary<string, EndpointKeyGrant> { [Secrets.Hash("shoal_sk_good")] = new("alpha", null) });
+        for (var i = 0; i < EndpointAccess.HashCacheSize + 10; i++) Assert.Equal(AccessDecision.Unauthenticated, access.Check(s_private, $"Bearer shoal_sk_{i}"));
+        Assert.Equal(AccessDecision.Allowed, access.Check(s_private, "Bearer shoal_sk_good"));
+    }
+
+    [Fact]
     public void Two_authorization_headers_are_refused_and_public_clusters_need_no_key()
     {
         var (access, _) = Make(("shoal_sk_good", "alpha", null));

@@ -332,6 +332,9 @@ public sealed partial class ControlPlaneState : IDisposable
         var used = nodeReplicas.ToList();
         var usedGpus = used.Sum(r => r.GpuIndexes.Length);
         var live = _liveness.GetValueOrDefault(node.Id);
+        // Heartbeats update the node's last contact in memory only (no store write for a heartbeat that
+        // changes nothing); views show whichever is newer.
+        if (live is not null && live.LastSeen != default && (node.LastSeenAt is not { } stored || live.LastSeen > stored)) node = node with { LastSeenAt = live.LastSeen };
         return new NodeView(node, used.Count, Math.Max(0, node.Hardware.Gpus.Length - usedGpus), reliability)
         {
             Tunnel = live?.Tunnel ?? false,

@@ -90,6 +90,14 @@ public sealed partial class AgentGateway
                 $"missing credentials: send {AgentProtocol.ProvisioningTokenHeader}, or {AgentProtocol.NodeIdHeader} and {AgentProtocol.NodeSecretHeader}");
         }
 
+        // A name another node has would make `shoal nodes cordon NAME` ambiguous: refuse it before the token is used.
+        var requested = headers[AgentProtocol.NodeNameHeader].ToString().Trim().ToLowerInvariant();
+        var name = ClusterSpecValidator.IsValidName(requested) ? requested : "node-" + Secrets.RandomId(6);
+        if (await _state.NodeNameTakenAsync(name, ct))
+        {
+            return new AuthResult(null, null, $"a node named '{name}' is already registered: give this one another name (shoal agent --name), or remove the old one first (shoal nodes rm {name})");
+        }
+
         var tokenHash = Secrets.Hash(token);
         var outcome = token.Length > 256 ? TokenUseOutcome.NotFound : await _store.UseTokenAsync(tokenHash, _time.GetUtcNow(), ct);
         if (outcome != TokenUseOutcome.Accepted)
@@ -103,8 +111,6 @@ public sealed partial class AgentGateway
             });
         }
 
-        var requested = headers[AgentProtocol.NodeNameHeader].ToString().Trim().ToLowerInvariant();
-        var name = ClusterSpecValidator.IsValidName(requested) ? requested : "node-" + Secrets.RandomId(6);
         var newSecret = Secrets.NewToken("shoal_ns_");
         // The token's policy (approval, GPU cap, labels, direct mode) becomes the node's.
         var policy = await _store.FindTokenAsync(tokenHash, ct);

@@ -171,6 +171,20 @@ public sealed partial class ControlPlaneState
         return $"; not used: {shown}" + (notes.Count > 3 ? $" (and {notes.Count - 3} more)" : "");
     }
 
+    /// <summary>Whether a registered node already has <paramref name="name"/> (names identify nodes in the CLI).</summary>
+    public async Task<bool> NodeNameTakenAsync(string name, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            return _nodes.Values.Any(n => n.Name == name);
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
     private NodeRecord? FindNodeLocked(string idOrName)
     {
         if (_nodes.TryGetValue(idOrName, out var node)) return node;

@@ -20,8 +20,11 @@ public static class KeysApi
         keys.MapPost("/", CreateAsync).RequireShoal(Permission.ProjectKeys)
             .Produces<ApiKeyCreatedDto>(StatusCodes.Status201Created).Produces<ErrorResponse>(StatusCodes.Status400BadRequest);
         keys.MapGet("/", (HttpContext http, ApiKeyDirectory directory) =>
-            Results.Json(directory.List().Where(k => MayManage(Caller.From(http), k.Role, k.Project) is null).Select(k => k.ToDto()).ToArray(),
-                ShoalJsonContext.Default.ApiKeyDtoArray))
+        {
+            var caller = Caller.From(http);
+            return Results.Json(directory.List().Where(k => MayManage(caller, k.Role, k.Project) is null).Select(k => k.ToDto()).ToArray(),
+                ShoalJsonContext.Default.ApiKeyDtoArray);
+        })
             .RequireShoal(Permission.ProjectKeys).Produces<ApiKeyDto[]>();
         keys.MapDelete("/{id}", RevokeAsync).RequireShoal(Permission.ProjectKeys)
             .Produces(StatusCodes.Status204NoContent).Produces<ErrorResponse>(StatusCodes.Status404NotFound);
@@ -30,8 +33,11 @@ public static class KeysApi
         projects.MapPost("/", CreateProjectAsync).RequireShoal(Permission.Installation)
             .Produces<ProjectDto>(StatusCodes.Status201Created).Produces<ErrorResponse>(StatusCodes.Status409Conflict);
         projects.MapGet("/", (HttpContext http, ApiKeyDirectory directory) =>
-            Results.Json(directory.ListProjects().Where(p => Caller.From(http).InProject(p.Name)).Select(p => p.ToDto()).ToArray(),
-                ShoalJsonContext.Default.ProjectDtoArray))
+        {
+            var caller = Caller.From(http);
+            return Results.Json(directory.ListProjects().Where(p => caller.InProject(p.Name)).Select(p => p.ToDto()).ToArray(),
+                ShoalJsonContext.Default.ProjectDtoArray);
+        })
             .RequireShoal(Permission.ProjectRead).Produces<ProjectDto[]>();
 
         app.MapGet("/v1/whoami", (HttpContext http) =>

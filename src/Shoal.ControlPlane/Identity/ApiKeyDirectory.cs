@@ -26,6 +26,7 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
     private readonly ILogger<ApiKeyDirectory> _logger;
     private readonly SemaphoreSlim _writeGate = new(1, 1);
     private FrozenDictionary<string, ApiKeyRecord> _byHash = FrozenDictionary<string, ApiKeyRecord>.Empty;
+    private FrozenDictionary<string, ApiKeyRecord> _byId = FrozenDictionary<string, ApiKeyRecord>.Empty;
     private FrozenDictionary<string, ProjectRecord> _projects = FrozenDictionary<string, ProjectRecord>.Empty;
     private IReadOnlyDictionary<string, EndpointKeyGrant> _endpointKeys = FrozenDictionary<string, EndpointKeyGrant>.Empty;
 
@@ -76,7 +77,7 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
     public ApiKeyRecord? Find(string presented) =>
         string.IsNullOrEmpty(presented) ? null : Volatile.Read(ref _byHash).GetValueOrDefault(Secrets.Hash(presented));
 
-    public ApiKeyRecord? Get(string id) => Volatile.Read(ref _byHash).Values.FirstOrDefault(k => k.Id == id);
+    public ApiKeyRecord? Get(string id) => Volatile.Read(ref _byId).GetValueOrDefault(id);
 
     public IReadOnlyList<ApiKeyRecord> List() => [.. Volatile.Read(ref _byHash).Values.OrderBy(k => k.CreatedAt).ThenBy(k => k.Id, StringComparer.Ordinal)];
 
@@ -166,6 +167,7 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
         Volatile.Write(ref _endpointKeys, byHash.Values
             .Where(k => k.Role == ApiKeyRoles.Endpoint && k.RevokedAt is null && k.Project is not null)
             .ToFrozenDictionary(k => k.Hash, k => new EndpointKeyGrant(k.Project!, k.ExpiresAt), StringComparer.Ordinal));
+        Volatile.Write(ref _byId, byHash.Values.ToFrozenDictionary(k => k.Id, StringComparer.Ordinal));
         Volatile.Write(ref _byHash, byHash);
     }
 

@@ -99,9 +99,9 @@ public sealed class PermissionHandler(ControlPlaneState state) : AuthorizationHa
         }
         if (http.GetRouteValue("name") is string cluster && http.Request.Path.StartsWithSegments("/v1/clusters"))
         {
-            var view = await state.GetClusterAsync(cluster, http.RequestAborted);
+            var project = await state.ClusterProjectAsync(cluster, http.RequestAborted);
             // An unknown cluster is the handler's 404; one of another project is refused here.
-            if (view is not null && !caller.InProject(view.Cluster.Project))
+            if (project is not null && !caller.InProject(project))
             {
                 context.Fail(new AuthorizationFailureReason(this, $"cluster '{cluster}' belongs to another project than key {caller.KeyId}'s ({caller.Project})"));
                 return;

@@ -234,6 +234,20 @@ public sealed partial class ControlPlaneState : IDisposable
         return true;
     }
 
+    /// <summary>The project that owns a cluster, or null when there is no such cluster (no view is built).</summary>
+    public async Task<string?> ClusterProjectAsync(string name, CancellationToken ct)
+    {
+        await _gate.WaitAsync(ct);
+        try
+        {
+            return _clusterIdsByName.TryGetValue(name, out var id) ? _clustersById[id].Project : null;
+        }
+        finally
+        {
+            _gate.Release();
+        }
+    }
+
     public async Task<ClusterView?> GetClusterAsync(string name, CancellationToken ct)
     {
         await _gate.WaitAsync(ct);
@@ -692,12 +706,12 @@ public sealed partial class ControlPlaneState : IDisposable
                 Gpu = spec.Gpu,
                 GpuIndexes = r.GpuIndexes,
                 Port = spec.Port,
-                // Secret env travels only here: to the node that runs the replica, over its authenticated connection.
-                Env = spec.ReplicaEnv(),
+                // Secrets (secret env, registry credentials) travel only here, over the node's authenticated
+                // connection, and only to a node with the labels the cluster asks for, whatever placed the replica there.
+                Env = MayHoldSecrets(node, spec) ? spec.ReplicaEnv() : spec.Env,
                 Args = spec.Args,
                 Health = spec.Health,
                 ImageDigest = DigestFor(cluster, r.Generation),
-                // Secrets go only to a node with the labels the cluster asks for, whatever placed the replica there.
                 RegistryAuth = MayHoldSecrets(node, spec) ? spec.RegistryAuth : null,
             });
         }

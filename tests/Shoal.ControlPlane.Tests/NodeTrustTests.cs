@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Net.WebSockets;
 using Microsoft.Extensions.DependencyInjection;
 using Shoal.Contracts;
+using Shoal.Core.Model;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane.Tests;

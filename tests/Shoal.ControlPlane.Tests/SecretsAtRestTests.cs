@@ -5,6 +5,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Shoal.Contracts;
 using Shoal.ControlPlane.Sealing;
 using Shoal.Core.Security;
+using Shoal.Core.Model;
 using Shoal.Store;
 using Shoal.Testing;
 

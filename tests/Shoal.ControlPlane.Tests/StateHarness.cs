@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
 using Shoal.ControlPlane.State;
+using Shoal.Core.Model;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane.Tests;

@@ -1,4 +1,5 @@
 using Shoal.Core.Security;
+using Shoal.Core.Model;
 using Shoal.Store;
 using Shoal.Testing;
 using Xunit.Abstractions;

@@ -1,5 +1,6 @@
 using Shoal.Contracts;
 using Shoal.Core.Clusters;
+using Shoal.Core.Model;
 using Shoal.Store;
 
 namespace Shoal.Store.Tests;

@@ -1,6 +1,7 @@
 using System.Text;
 using Microsoft.Data.Sqlite;
 using Shoal.Core.Security;
+using Shoal.Core.Model;
 using Shoal.Store;
 using Shoal.Testing;
 using Xunit.Abstractions;

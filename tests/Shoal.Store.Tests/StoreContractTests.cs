@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Shoal.Contracts;
 using Shoal.Core.Security;
+using Shoal.Core.Model;
 using Shoal.Store;
 using Xunit.Abstractions;
 

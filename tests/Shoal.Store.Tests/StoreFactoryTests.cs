@@ -1,4 +1,5 @@
 using Npgsql;
+using Shoal.Core.Model;
 using Shoal.Store;
 using Shoal.Testing;
 

@@ -4,6 +4,7 @@ using Shoal.ControlPlane.Agents;
 using Shoal.ControlPlane.Identity;
 using Shoal.ControlPlane.State;
 using Shoal.Core.Clusters;
+using Shoal.Core.Model;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane.Apis;

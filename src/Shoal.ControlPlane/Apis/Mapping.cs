@@ -1,5 +1,6 @@
 using Shoal.Contracts;
 using Shoal.ControlPlane.State;
+using Shoal.Core.Model;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane;

@@ -1,6 +1,6 @@
 using System.Globalization;
 using Shoal.Contracts;
-using Shoal.Store;
+using Shoal.Core.Model;
 
 namespace Shoal.ControlPlane.State;
 

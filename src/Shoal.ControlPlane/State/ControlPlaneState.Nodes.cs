@@ -1,4 +1,5 @@
 using Shoal.Contracts;
+using Shoal.Core.Model;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane.State;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Shoal.Contracts;
 using Shoal.Core.Scheduling;
-using Shoal.Store;
+using Shoal.Core.Model;
 
 namespace Shoal.ControlPlane.State;
 

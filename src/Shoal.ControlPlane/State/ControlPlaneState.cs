@@ -2,6 +2,7 @@ using Shoal.Contracts;
 using Shoal.Core.Clusters;
 using Shoal.Core.Scheduling;
 using Shoal.Core.Security;
+using Shoal.Core.Model;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane.State;

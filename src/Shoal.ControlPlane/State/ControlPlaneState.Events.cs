@@ -1,5 +1,6 @@
 using System.Globalization;
 using Shoal.Contracts;
+using Shoal.Core.Reconciliation;
 using Shoal.Core.Model;
 
 namespace Shoal.ControlPlane.State;
@@ -30,6 +31,10 @@ public sealed partial class ControlPlaneState
         NodeName = nodeId is null ? null : _nodes.GetValueOrDefault(nodeId)?.Name,
         Message = message,
     };
+
+    // A reconciler's event (numbered 0) numbered like the others. Caller holds the lock.
+    private ClusterEventRecord NumberedLocked(ClusterEventRecord e) =>
+        e with { Seq = _eventSeq = Math.Max(_eventSeq + 1, e.At.ToUnixTimeMilliseconds() * 1000) };
 
     // An event found in observed state: stored with the next flush.
     private void RecordObservedLocked(string clusterId, DateTimeOffset at, string type, string message, string? replicaId, string? nodeId) =>
@@ -74,7 +79,7 @@ public sealed partial class ControlPlaneState
     }
 
     // Event messages read the same whatever the server's culture.
-    private static string Seconds(TimeSpan span) => span.TotalSeconds.ToString("0.0", CultureInfo.InvariantCulture);
+    private static string Seconds(TimeSpan span) => Generations.Seconds(span);
 
     /// <summary>
     /// The last <paramref name="limit"/> events of a cluster, oldest first, or null when there is no such cluster.

@@ -1,4 +1,5 @@
 using Shoal.Contracts;
+using Shoal.Core.Reconciliation;
 using Shoal.Core.Model;
 using Shoal.Store;
 
@@ -48,7 +49,7 @@ public sealed partial class ControlPlaneState
                 NodeSchedulingAction.Drain => node with { Cordoned = true, Draining = true },
                 _ => node with { Cordoned = false, Draining = false },
             };
-            updated = updated with { State = SchedulingState(updated) };
+            updated = updated with { State = Reconciler.SchedulingState(updated) };
             var nodeReplicas = _replicas.Values.Where(r => r.NodeId == node.Id).ToList();
             if (updated != node)
             {
@@ -155,23 +156,6 @@ public sealed partial class ControlPlaneState
     private static bool MayHoldSecrets(NodeRecord node, Shoal.Core.Clusters.ClusterSpec spec) =>
         !spec.HasSecrets || spec.RequiredNodeLabels.All(l => node.Labels.Contains(l, StringComparer.Ordinal));
 
-    // Connected nodes with GPUs of this type that the operator's policy keeps from work, for a pending replica's reason.
-    private string HeldBackNoteLocked(string gpu, Dictionary<string, NodeRecord> changed)
-    {
-        var notes = new List<string>();
-        foreach (var n in _nodes.Values)
-        {
-            var current = changed.GetValueOrDefault(n.Id) ?? n;
-            var live = _liveness[n.Id];
-            if (live.Session is null || !current.Hardware.Gpus.Any(g => g.Type == gpu)) continue;
-            if (!current.Approved) notes.Add($"{current.Name} waits for approval (shoal nodes approve {current.Name})");
-            else if (live.AddressRefused is { } refused) notes.Add($"{current.Name}: {refused}");
-        }
-        if (notes.Count == 0) return "";
-        var shown = string.Join("; ", notes.Order(StringComparer.Ordinal).Take(3));
-        return $"; not used: {shown}" + (notes.Count > 3 ? $" (and {notes.Count - 3} more)" : "");
-    }
-
     /// <summary>Whether a registered node already has <paramref name="name"/> (names identify nodes in the CLI).</summary>
     public async Task<bool> NodeNameTakenAsync(string name, CancellationToken ct)
     {
@@ -191,25 +175,5 @@ public sealed partial class ControlPlaneState
         if (_nodes.TryGetValue(idOrName, out var node)) return node;
         var byName = _nodes.Values.Where(n => n.Name == idOrName).ToList();
         return byName.Count == 1 ? byName[0] : null;
-    }
-
-    // A connected node's state follows its flags; a disconnected or offline one keeps saying so.
-    private static NodeState SchedulingState(NodeRecord node) =>
-        node.State is NodeState.Disconnected or NodeState.Offline ? node.State
-        : node.Draining ? NodeState.Draining
-        : node.Cordoned ? NodeState.Cordoned
-        : NodeState.Ready;
-
-    // A drained node with no replica left is done draining; it stays cordoned until uncordoned.
-    private void FinishNodeDrainsLocked(ReconcilePass pass)
-    {
-        foreach (var node in _nodes.Values)
-        {
-            var current = pass.Nodes.GetValueOrDefault(node.Id) ?? node;
-            if (!current.Draining) continue;
-            if (pass.Replicas.Values.Any(r => r.NodeId == node.Id)) continue;
-            var done = current with { Draining = false };
-            pass.Nodes[node.Id] = done with { State = SchedulingState(done) };
-        }
     }
 }

@@ -1,5 +1,6 @@
 using Shoal.Contracts;
 using Shoal.Core.Clusters;
+using Shoal.Core.Reconciliation;
 using Shoal.Core.Scheduling;
 using Shoal.Core.Security;
 using Shoal.Core.Model;
@@ -21,6 +22,7 @@ public sealed partial class ControlPlaneState : IDisposable
     private readonly ILogger<ControlPlaneState> _logger;
     private readonly SemaphoreSlim _gate = new(1, 1);
     private readonly NodeAddressPolicy _addressPolicy;
+    private readonly ReconcilerOptions _reconcilerOptions;
 
     private readonly Dictionary<string, ClusterRecord> _clustersById = new(StringComparer.Ordinal);
     private readonly Dictionary<string, string> _clusterIdsByName = new(StringComparer.Ordinal);
@@ -36,6 +38,15 @@ public sealed partial class ControlPlaneState : IDisposable
 
     public ControlPlaneState(IShoalStore store, TimeProvider time, ServerOptions options, ILogger<ControlPlaneState> logger)
     {
+        _reconcilerOptions = new ReconcilerOptions
+        {
+            NodeGracePeriod = options.NodeGracePeriod,
+            CrashLoopRestarts = options.CrashLoopRestarts,
+            CrashLoopWindow = options.CrashLoopWindow,
+            CrashLoopAvoidFor = options.CrashLoopAvoidFor,
+            RolloutFailureRestarts = options.RolloutFailureRestarts,
+            DrainSettle = options.DrainSettle,
+        };
         _store = store;
         _time = time;
         _options = options;
@@ -323,10 +334,11 @@ public sealed partial class ControlPlaneState : IDisposable
             .Select(r => new ReplicaView(r, r.NodeId is null ? null : _nodes.GetValueOrDefault(r.NodeId), _loads.GetValueOrDefault(r.Id), IsRoutable(r)))
             .ToList();
         int updated = 0, outdated = 0, draining = 0;
+        var input = ReconcileInputLocked(now);
         foreach (var r in replicas)
         {
             if (r.Replica.DrainingSince is not null) draining++;
-            else if (ReplacementReasonLocked(cluster, r.Replica, now) is null) updated++;
+            else if (Replacements.ReasonFor(input, cluster, r.Replica) is null) updated++;
             else outdated++;
         }
         return new ClusterView(cluster, replicas, updated, outdated, draining);
@@ -659,7 +671,7 @@ public sealed partial class ControlPlaneState : IDisposable
                 ImageDigest = report.ImageDigest ?? replica.ImageDigest,
             };
             if (report.ImageDigest is { Length: > 0 } digest && _clustersById.TryGetValue(replica.ClusterId, out var cluster)
-                && cluster.ImageDigest is null && IsCurrent(cluster, replica))
+                && cluster.ImageDigest is null && Generations.IsCurrent(cluster, replica))
             {
                 // The first digest a node resolves pins the cluster: later replicas run exactly it.
                 _clustersById[cluster.Id] = cluster with { ImageDigest = digest };
@@ -675,7 +687,8 @@ public sealed partial class ControlPlaneState : IDisposable
             }
             if (updated.Restarts > replica.Restarts)
             {
-                RecordRestartsLocked(replica.Id, updated.Restarts - replica.Restarts, now);
+                if (!_restartTimes.TryGetValue(replica.Id, out var times)) _restartTimes[replica.Id] = times = [];
+                Replacements.RecordRestarts(times, updated.Restarts - replica.Restarts, now, _reconcilerOptions);
             }
             if (updated != replica)
             {
@@ -697,7 +710,7 @@ public sealed partial class ControlPlaneState : IDisposable
         {
             // Each replica runs its own generation's spec: an update must not restart the replicas it has not replaced yet.
             var cluster = _clustersById[r.ClusterId];
-            var spec = SpecFor(cluster, r.Generation);
+            var spec = Generations.SpecFor(cluster, r.Generation);
             list.Add(new Assignment
             {
                 ReplicaId = r.Id,
@@ -712,7 +725,7 @@ public sealed partial class ControlPlaneState : IDisposable
                 Env = MayHoldSecrets(node, spec) ? spec.ReplicaEnv() : spec.Env,
                 Args = spec.Args,
                 Health = spec.Health,
-                ImageDigest = DigestFor(cluster, r.Generation),
+                ImageDigest = Generations.DigestFor(cluster, r.Generation),
                 RegistryAuth = MayHoldSecrets(node, spec) ? spec.RegistryAuth : null,
             });
         }
@@ -756,194 +769,68 @@ public sealed partial class ControlPlaneState : IDisposable
     // ---------------------------------------------------------------- reconciliation
 
     /// <summary>
-    /// One pass: nodes past their grace lose their replicas; then per cluster, finished drains
-    /// are stopped, a failing update is rolled back, replicas that must go are replaced surge-first
-    /// (one extra at a time, an old one drained only once the others keep the desired ready count),
-    /// the replica count is met (surplus drained), and pending replicas are placed. All writes of the
-    /// pass commit together.
+    /// One pass of the reconciler (<see cref="Reconciler"/>, pure code in Core) over the model as it is
+    /// now; its writes commit together, then apply in memory.
     /// </summary>
     public async Task<ReconcileResult> ReconcileAsync(CancellationToken ct)
     {
         var now = _time.GetUtcNow();
-        ReconcilePass pass;
+        ReconcilePlan plan;
         await _gate.WaitAsync(ct);
         try
         {
-            pass = new ReconcilePass(now, new Dictionary<string, ReplicaRecord>(_replicas, StringComparer.Ordinal));
-            var replicas = pass.Replicas;
-            var nodes = pass.Nodes;
+            plan = Reconciler.Plan(ReconcileInputLocked(now));
+            // Moves off flapping nodes are remembered in memory only: a restarted server decides afresh.
+            _leavingFlappingNodes.ExceptWith(plan.StoppedLeavingFlapping);
+            _leavingFlappingNodes.UnionWith(plan.StartedLeavingFlapping);
+            if (plan.IsEmpty) return new ReconcileResult(0, 0, 0, plan.Pending);
+
             var changes = new StoreChanges();
-
-            // 1. Nodes gone longer than the grace period: offline, replicas replaced elsewhere.
-            foreach (var (id, live) in _liveness)
-            {
-                if (live.Session is not null || live.DisconnectedSince is not { } since) continue;
-                var node = _nodes[id];
-                var grace = live.Grace ?? _options.NodeGracePeriod;
-                if (node.State == NodeState.Offline || now - since < grace) continue;
-                nodes[id] = node with { State = NodeState.Offline };
-                foreach (var r in replicas.Values.Where(r => r.NodeId == id).ToList())
-                {
-                    pass.Remove(r);
-                    pass.Events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Replaced,
-                        $"node {node.Name} gone for {Seconds(now - since)} s (grace {Seconds(grace)} s): replica removed, a replacement is placed elsewhere",
-                        r.Id, id));
-                }
-                pass.ChangedNodes.Add(id);
-                LogNodeOffline(_logger, id, node.Name);
-            }
-
-            // 2. Per cluster: drains, rollout, replacements, replica counts.
-            var byCluster = replicas.Values.GroupBy(r => r.ClusterId).ToDictionary(g => g.Key, g => g.ToList(), StringComparer.Ordinal);
-            foreach (var cluster in _clustersById.Values.ToList())
-            {
-                ReconcileClusterLocked(pass, cluster, byCluster.GetValueOrDefault(cluster.Id) ?? []);
-            }
-            FinishNodeDrainsLocked(pass);
-
-            // 3. Placement of everything without a node.
-            var requests = replicas.Values
-                .Where(r => r.NodeId is null)
-                .OrderBy(r => r.CreatedAt)
-                .ThenBy(r => r.Id, StringComparer.Ordinal)
-                .Select(r =>
-                {
-                    var cluster = pass.ClusterOf(r.ClusterId, _clustersById);
-                    var spec = SpecFor(cluster, r.Generation);
-                    return new PlacementRequest(r.Id, r.ClusterId, spec.Gpu, spec.GpuCount, spec.Image, AvoidedNodes(cluster, now), spec.RequiredNodeLabels);
-                })
-                .ToList();
-            if (requests.Count > 0)
-            {
-                var capacity = _nodes.Values.Select(n =>
-                {
-                    var current = nodes.GetValueOrDefault(n.Id) ?? n;
-                    var live = _liveness[n.Id];
-                    var schedulable = current.State == NodeState.Ready && !current.Cordoned && live.Session is not null
-                        && current.Approved && live.AddressRefused is null;
-                    var reliability = ReliabilityLocked(n.Id, now);
-                    return new NodeCapacity(
-                        n.Id,
-                        schedulable,
-                        n.Hardware.Gpus.Select(g => new GpuSlot(g.Index, g.Type)).ToArray(),
-                        reliability.Score,
-                        n.Images.Length == 0 ? null : n.Images.ToHashSet(StringComparer.Ordinal),
-                        reliability.Flapping,
-                        n.Labels.Length == 0 ? null : n.Labels.ToHashSet(StringComparer.Ordinal));
-                }).ToList();
-                var placedReplicas = replicas.Values
-                    .Where(r => r.NodeId is not null)
-                    .Select(r => new PlacedReplica(r.ClusterId, r.NodeId!, r.GpuIndexes));
-                var heldBack = new Dictionary<string, string>(StringComparer.Ordinal);
-                foreach (var p in Scheduler.Schedule(capacity, placedReplicas, requests))
-                {
-                    var r = replicas[p.ReplicaId];
-                    if (p.Placed)
-                    {
-                        replicas[r.Id] = r with
-                        {
-                            NodeId = p.NodeId,
-                            GpuIndexes = p.GpuIndexes,
-                            State = ReplicaState.Assigned,
-                            Reason = null,
-                            AssignedAt = now,
-                            UpdatedAt = now,
-                        };
-                        pass.ChangedNodes.Add(p.NodeId!);
-                        pass.Placed++;
-                        var gpus = string.Join(',', p.GpuIndexes);
-                        pass.Events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Scheduled,
-                            $"scheduled on {_nodes[p.NodeId!].Name} (GPU {gpus})", r.Id, p.NodeId));
-                    }
-                    else
-                    {
-                        pass.Pending++;
-                        var gpu = SpecFor(pass.ClusterOf(r.ClusterId, _clustersById), r.Generation).Gpu;
-                        if (!heldBack.TryGetValue(gpu, out var note)) heldBack[gpu] = note = HeldBackNoteLocked(gpu, nodes);
-                        var reason = p.Reason + note;
-                        if (r.Reason != reason)
-                        {
-                            replicas[r.Id] = r with { Reason = reason, UpdatedAt = now };
-                            pass.Events.Add(NewEventLocked(r.ClusterId, now, ClusterEventTypes.Pending, $"cannot be placed: {reason}", r.Id));
-                        }
-                    }
-                }
-            }
-
-            // 4. Collect writes: clusters changed, new or changed replicas, deletions, bumped node revisions.
-            changes.UpsertClusters.AddRange(pass.Clusters.Values);
-            foreach (var r in replicas.Values)
-            {
-                if (!_replicas.TryGetValue(r.Id, out var before) || before != r) changes.UpsertReplicas.Add(r);
-            }
-            changes.DeleteReplicas.AddRange(pass.Deleted);
-            foreach (var id in pass.ChangedNodes)
-            {
-                var n = nodes.GetValueOrDefault(id) ?? _nodes[id];
-                nodes[id] = n with { Revision = n.Revision + 1 };
-            }
-            foreach (var n in nodes.Values) changes.UpsertNodes.Add(n);
-            changes.AppendEvents.AddRange(pass.Events);
-
-            if (changes.IsEmpty) return new ReconcileResult(0, 0, 0, pass.Pending);
-
+            changes.UpsertClusters.AddRange(plan.Clusters.Values);
+            changes.UpsertReplicas.AddRange(plan.Upserts);
+            changes.DeleteReplicas.AddRange(plan.Deleted);
+            changes.UpsertNodes.AddRange(plan.Nodes.Values);
+            foreach (var e in plan.Events) changes.AppendEvents.Add(NumberedLocked(e));
             await _store.CommitAsync(changes, ct);
-            foreach (var id in pass.Deleted)
-            {
-                ForgetReplicaLocked(id);
-            }
-            foreach (var r in changes.UpsertReplicas) _replicas[r.Id] = r;
-            foreach (var c in pass.Clusters.Values) _clustersById[c.Id] = c;
-            ApplyNodes(nodes.Values);
+
+            foreach (var id in plan.Deleted) ForgetReplicaLocked(id);
+            foreach (var r in plan.Upserts) _replicas[r.Id] = r;
+            foreach (var c in plan.Clusters.Values) _clustersById[c.Id] = c;
+            ApplyNodes(plan.Nodes.Values);
         }
         finally
         {
             _gate.Release();
         }
 
-        if (pass.ChangedNodes.Count > 0) AssignmentsChanged?.Invoke(pass.ChangedNodes);
-        if (pass.Removed > 0 || pass.Placed > 0 || pass.Routes) RoutesChanged?.Invoke();
-        if (pass.Created > 0 || pass.Removed > 0 || pass.Placed > 0) LogReconciled(_logger, pass.Created, pass.Removed, pass.Placed, pass.Pending);
-        return new ReconcileResult(pass.Created, pass.Removed, pass.Placed, pass.Pending);
+        foreach (var id in plan.OfflineNodes) LogNodeOffline(_logger, id, plan.Nodes[id].Name);
+        foreach (var (cluster, generation, failure) in plan.RolledBack) LogRolledBack(_logger, cluster, generation, failure);
+        if (plan.ChangedNodes.Count > 0) AssignmentsChanged?.Invoke(plan.ChangedNodes);
+        if (plan.Removed > 0 || plan.Placed > 0 || plan.Routes) RoutesChanged?.Invoke();
+        if (plan.Created > 0 || plan.Removed > 0 || plan.Placed > 0) LogReconciled(_logger, plan.Created, plan.Removed, plan.Placed, plan.Pending);
+        return new ReconcileResult(plan.Created, plan.Removed, plan.Placed, plan.Pending);
     }
 
-    /// <summary>What one reconcile pass changes, gathered under the lock and committed at its end.</summary>
-    private sealed class ReconcilePass(DateTimeOffset now, Dictionary<string, ReplicaRecord> replicas)
+    /// <summary>What the reconciler decides from: the state's own collections, not copied. Caller holds the lock.</summary>
+    private ReconcileInput ReconcileInputLocked(DateTimeOffset now) => new()
     {
-        public DateTimeOffset Now { get; } = now;
-        /// <summary>Every replica as the pass leaves it (a working copy of the state's).</summary>
-        public Dictionary<string, ReplicaRecord> Replicas { get; } = replicas;
-        /// <summary>Nodes the pass changed.</summary>
-        public Dictionary<string, NodeRecord> Nodes { get; } = new(StringComparer.Ordinal);
-        /// <summary>Clusters the pass changed (rollout progress, rollback, generations pruned).</summary>
-        public Dictionary<string, ClusterRecord> Clusters { get; } = new(StringComparer.Ordinal);
-        public List<string> Deleted { get; } = [];
-        public List<ClusterEventRecord> Events { get; } = [];
-        public HashSet<string> ChangedNodes { get; } = new(StringComparer.Ordinal);
-        public int Created { get; set; }
-        public int Removed { get; set; }
-        public int Placed { get; set; }
-        public int Pending { get; set; }
-        /// <summary>A replica left routing (drain started).</summary>
-        public bool Routes { get; set; }
+        Now = now,
+        Clusters = _clustersById,
+        Replicas = _replicas,
+        Nodes = _nodes,
+        Link = id => LinkLocked(id, now),
+        Serving = IsServing,
+        Loads = _loads,
+        LoadsAt = _loadsAt,
+        RestartTimes = _restartTimes,
+        LeavingFlappingNodes = _leavingFlappingNodes,
+        Options = _reconcilerOptions,
+    };
 
-        public ClusterRecord ClusterOf(string id, Dictionary<string, ClusterRecord> current) =>
-            Clusters.GetValueOrDefault(id) ?? current[id];
-
-        public void Remove(ReplicaRecord r)
-        {
-            if (!Replicas.Remove(r.Id)) return;
-            Deleted.Add(r.Id);
-            Removed++;
-            if (r.NodeId is not null) ChangedNodes.Add(r.NodeId);
-        }
-
-        public void Add(ReplicaRecord r)
-        {
-            Replicas[r.Id] = r;
-            Created++;
-        }
-    }
+    private NodeLink LinkLocked(string nodeId, DateTimeOffset now) =>
+        _liveness.TryGetValue(nodeId, out var live)
+            ? new NodeLink(live.Session is not null, live.DisconnectedSince, live.Grace, live.AddressRefused, ReliabilityLocked(nodeId, now))
+            : NodeLink.Unknown;
 
     private List<NodeRecord> BumpRevisions(IEnumerable<string> nodeIds, StoreChanges changes)
     {

@@ -17,7 +17,7 @@ internal sealed class StateHarness : IAsyncDisposable
     private readonly TempDirectory _dir = new("shoal-state");
     private readonly Dictionary<string, int> _gpus = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (string Id, object Session)> _nodes = new(StringComparer.Ordinal);
-    private IShoalStore _store = null!;
+    private CountingStore _store = null!;
 
     private StateHarness(ServerOptions options)
     {
@@ -29,6 +29,12 @@ internal sealed class StateHarness : IAsyncDisposable
     public ServerOptions Options { get; }
 
     public ControlPlaneState State { get; private set; } = null!;
+
+    /// <summary>The store under the state: counts its commits, can hold them back.</summary>
+    internal CountingStore Store => _store;
+
+    /// <summary>The session a node's agent is connected with (for sending it messages directly).</summary>
+    public object Session(string name) => _nodes[name].Session;
 
     private static readonly Shoal.Core.Security.SecretBox s_box = Shoal.Core.Security.SecretBox.FromKeyText(Shoal.Core.Security.SecretBox.NewKeyText());
 
@@ -43,7 +49,7 @@ internal sealed class StateHarness : IAsyncDisposable
 
     private async Task OpenAsync()
     {
-        _store = SqliteShoalStore.InDirectory(_dir.Path, s_box);
+        _store = new CountingStore(SqliteShoalStore.InDirectory(_dir.Path, s_box));
         await _store.MigrateAsync();
         State = new ControlPlaneState(_store, Time, Options, NullLogger<ControlPlaneState>.Instance);
         await State.LoadAsync(default);

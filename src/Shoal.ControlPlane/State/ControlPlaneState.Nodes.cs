@@ -105,7 +105,7 @@ public sealed partial class ControlPlaneState
             await _store.CommitAsync(changes, ct);
             foreach (var r in replicas) ForgetReplicaLocked(r.Id);
             _nodes.Remove(node.Id);
-            _liveness.Remove(node.Id);
+            _liveness.TryRemove(node.Id, out _);
             _dirtyNodes.Remove(node.Id);
             if (_awaitingReconnect.Remove(node.Id)) Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
             RefreshCredentialsLocked();

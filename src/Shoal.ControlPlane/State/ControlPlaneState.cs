@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using Shoal.Contracts;
 using Shoal.Core.Clusters;
 using Shoal.Core.Reconciliation;
@@ -28,10 +29,13 @@ public sealed partial class ControlPlaneState : IDisposable
     private readonly Dictionary<string, string> _clusterIdsByName = new(StringComparer.Ordinal);
     private readonly Dictionary<string, ReplicaRecord> _replicas = new(StringComparer.Ordinal);
     private readonly Dictionary<string, NodeRecord> _nodes = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, NodeLiveness> _liveness = new(StringComparer.Ordinal);
-    private readonly Dictionary<string, ReplicaLoad> _loads = new(StringComparer.Ordinal);
+    // Read without the lock by heartbeats (liveness, loads); entries are added and removed under it.
+    private readonly ConcurrentDictionary<string, NodeLiveness> _liveness = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, ReplicaLoad> _loads = new(StringComparer.Ordinal);
     // When each replica's load was last reported: a drain ends on a report of no work taken after it began.
-    private readonly Dictionary<string, DateTimeOffset> _loadsAt = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _loadsAt = new(StringComparer.Ordinal);
+    // Replicas draining: a heartbeat's load report of no work may end the drain.
+    private readonly ConcurrentDictionary<string, bool> _draining = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirtyReplicas = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirtyNodes = new(StringComparer.Ordinal);
     private readonly HashSet<string> _dirtyClusters = new(StringComparer.Ordinal);
@@ -99,23 +103,6 @@ public sealed partial class ControlPlaneState : IDisposable
         _credentials = next;
     }
 
-    private sealed class NodeLiveness
-    {
-        public object? Session { get; set; }
-        public DateTimeOffset LastSeen { get; set; }
-        public DateTimeOffset? DisconnectedSince { get; set; }
-        /// <summary>The grace of this disconnect when not the usual one (after a server start).</summary>
-        public TimeSpan? Grace { get; set; }
-        /// <summary>The node's agent asked to be reached over its tunnels.</summary>
-        public bool Tunnel { get; set; }
-        /// <summary>Why edges may not connect to the address this direct-mode node reported; null when they may (or it uses tunnels).</summary>
-        public string? AddressRefused { get; set; }
-        /// <summary>When the current session began; null while disconnected.</summary>
-        public DateTimeOffset? ConnectedSince { get; set; }
-        /// <summary>When the node lost its connection, within <see cref="NodeReliability.Window"/> (kept in memory only).</summary>
-        public Queue<DateTimeOffset> RecentDisconnects { get; } = new();
-    }
-
     private NodeReliability ReliabilityLocked(string nodeId, DateTimeOffset now)
     {
         if (!_liveness.TryGetValue(nodeId, out var live)) return NodeReliability.Steady;
@@ -135,7 +122,11 @@ public sealed partial class ControlPlaneState : IDisposable
                 _clustersById[c.Id] = c;
                 _clusterIdsByName[c.Name] = c.Id;
             }
-            foreach (var r in snapshot.Replicas) _replicas[r.Id] = r;
+            foreach (var r in snapshot.Replicas)
+            {
+                _replicas[r.Id] = r;
+                if (r.DrainingSince is not null) _draining[r.Id] = true;
+            }
             foreach (var n in snapshot.Nodes)
             {
                 // No agent is connected to a server that just started: every node waits for its
@@ -346,9 +337,11 @@ public sealed partial class ControlPlaneState : IDisposable
 
     private void ForgetReplicaLocked(string id)
     {
-        _replicas.Remove(id);
-        _loads.Remove(id);
-        _loadsAt.Remove(id);
+        // Its node's next heartbeat takes the lock: what the node owns has changed.
+        if (_replicas.Remove(id, out var gone) && gone.NodeId is { } nodeId && _liveness.TryGetValue(nodeId, out var live)) live.Applied = null;
+        _loads.TryRemove(id, out _);
+        _loadsAt.TryRemove(id, out _);
+        _draining.TryRemove(id, out _);
         _restartTimes.Remove(id);
         _leavingFlappingNodes.Remove(id);
         _dirtyReplicas.Remove(id);
@@ -532,16 +525,27 @@ public sealed partial class ControlPlaneState : IDisposable
         ReconcileNeeded?.Invoke();
     }
 
-    /// <summary>A heartbeat: take in observed replica state and the applied revision.</summary>
+    /// <summary>
+    /// A heartbeat: take in observed replica state and the applied revision. One that says what the
+    /// last one said (loads aside) is taken in without the state's lock and writes nothing to the store.
+    /// </summary>
     public async Task HeartbeatAsync(string nodeId, object session, HeartbeatMessage heartbeat, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
+        if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
+        live.LastSeen = now;
+        if (live.Applied is { } applied && applied.SameAs(heartbeat))
+        {
+            TakeLoads(heartbeat.Replicas, applied.Owned, now, out var loadRoutes, out var drainOver);
+            if (loadRoutes) RoutesChanged?.Invoke();
+            if (drainOver) ReconcileNeeded?.Invoke();
+            return;
+        }
         bool routes, reconcile;
         await _gate.WaitAsync(ct);
         try
         {
-            if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
-            live.LastSeen = now;
+            if (!ReferenceEquals(live.Session, session)) return;
             var node = _nodes[nodeId];
             var acked = Math.Min(node.Revision, heartbeat.AppliedRevision);
             if (acked != node.AckedRevision)
@@ -555,6 +559,7 @@ public sealed partial class ControlPlaneState : IDisposable
                 _dirtyNodes.Add(nodeId);
             }
             (routes, reconcile) = ApplyReportsLocked(nodeId, heartbeat.Replicas, now);
+            live.Applied = new AppliedHeartbeat(heartbeat.AppliedRevision, _nodes[nodeId].Images, heartbeat.Replicas, OwnedLocked(nodeId, heartbeat.Replicas));
         }
         finally
         {
@@ -564,6 +569,32 @@ public sealed partial class ControlPlaneState : IDisposable
         // A replica ready, failed or restarted moves a rollout on (or back); a draining one's load may end its drain.
         if (reconcile) ReconcileNeeded?.Invoke();
         FlushNeeded?.Invoke();
+    }
+
+    // The reported replicas that are this node's. Caller holds the lock.
+    private HashSet<string> OwnedLocked(string nodeId, ReplicaReport[] reports)
+    {
+        var owned = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var report in reports)
+        {
+            if (_replicas.TryGetValue(report.ReplicaId, out var r) && r.NodeId == nodeId) owned.Add(r.Id);
+        }
+        return owned;
+    }
+
+    // Loads of the node's own replicas: whether an edge's waiting figure changed, and whether a draining one reported no work.
+    private void TakeLoads(ReplicaReport[] reports, IReadOnlySet<string> owned, DateTimeOffset now, out bool routes, out bool drainOver)
+    {
+        routes = drainOver = false;
+        foreach (var report in reports)
+        {
+            if (report.Load is not { } load || !owned.Contains(report.ReplicaId)) continue;
+            var previous = _loads.GetValueOrDefault(report.ReplicaId);
+            _loads[report.ReplicaId] = load;
+            _loadsAt[report.ReplicaId] = now;
+            routes |= previous is null || previous.Waiting != load.Waiting;
+            drainOver |= _draining.ContainsKey(report.ReplicaId) && load.Running + load.Waiting <= 0;
+        }
     }
 
     /// <summary>The agent acknowledged an assignment revision.</summary>
@@ -604,22 +635,16 @@ public sealed partial class ControlPlaneState : IDisposable
         }
     }
 
-    /// <summary>Sessions whose agent has missed too many heartbeats.</summary>
-    public async Task<IReadOnlyList<(string NodeId, object Session)>> FindStaleSessionsAsync(CancellationToken ct)
+    /// <summary>Sessions whose agent has missed too many heartbeats (read without the state's lock).</summary>
+    public Task<IReadOnlyList<(string NodeId, object Session)>> FindStaleSessionsAsync(CancellationToken ct)
     {
         var cutoff = _time.GetUtcNow() - _options.HeartbeatInterval * _options.MissedHeartbeats;
-        await _gate.WaitAsync(ct);
-        try
+        var stale = new List<(string, object)>();
+        foreach (var (id, live) in _liveness)
         {
-            return _liveness
-                .Where(kv => kv.Value.Session is not null && kv.Value.LastSeen < cutoff)
-                .Select(kv => (kv.Key, kv.Value.Session!))
-                .ToList();
+            if (live.Session is { } session && live.LastSeen < cutoff) stale.Add((id, session));
         }
-        finally
-        {
-            _gate.Release();
-        }
+        return Task.FromResult<IReadOnlyList<(string NodeId, object Session)>>(stale);
     }
 
     /// <summary>
@@ -794,7 +819,11 @@ public sealed partial class ControlPlaneState : IDisposable
             await _store.CommitAsync(changes, ct);
 
             foreach (var id in plan.Deleted) ForgetReplicaLocked(id);
-            foreach (var r in plan.Upserts) _replicas[r.Id] = r;
+            foreach (var r in plan.Upserts)
+            {
+                _replicas[r.Id] = r;
+                if (r.DrainingSince is not null) _draining[r.Id] = true;
+            }
             foreach (var c in plan.Clusters.Values) _clustersById[c.Id] = c;
             ApplyNodes(plan.Nodes.Values);
         }

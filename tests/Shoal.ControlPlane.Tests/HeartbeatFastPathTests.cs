@@ -1,0 +1,95 @@
+using Shoal.Contracts;
+using Shoal.Core.Clusters;
+
+namespace Shoal.ControlPlane.Tests;
+
+/// <summary>
+/// Issue 12: a heartbeat that changes nothing (loads aside) takes no lock and writes nothing to the
+/// store; one that changes something still goes through the state as before.
+/// </summary>
+public sealed class HeartbeatFastPathTests
+{
+    [Fact]
+    public async Task Heartbeats_that_change_only_loads_write_nothing_yet_loads_reach_views_and_routes()
+    {
+        await using var h = await StateHarness.StartAsync();
+        await h.AddNodeAsync("a");
+        await h.State.CreateClusterAsync(new ClusterSpec { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 }, default);
+        await h.ReconcileAsync();
+        var replica = (await h.ReplicasAsync()).Single().Replica.Id;
+        await h.ReadyAsync(replica);
+        await h.LoadAsync(replica, 1, 0);
+        await h.State.FlushAsync(default);
+        var commits = h.Store.Commits;
+
+        for (var i = 1; i <= 20; i++)
+        {
+            h.Time.Advance(TimeSpan.FromSeconds(2));
+            await h.LoadAsync(replica, running: i, waiting: i % 3);
+            await h.State.FlushAsync(default);
+        }
+
+        Assert.Equal(commits, h.Store.Commits);
+        var view = (await h.ReplicasAsync()).Single();
+        Assert.Equal(20, view.Load!.Running);
+        Assert.Equal(2, view.Load.Waiting);
+        var route = (await h.State.BuildRouteTableAsync(1, default)).Clusters["demo"].Destinations.Single();
+        Assert.Equal(2, route.Waiting);
+        Assert.Equal(h.Time.GetUtcNow(), (await h.State.GetNodeAsync("a", default))!.Node.LastSeenAt);
+
+        // A change of observed state goes through the state and is stored.
+        await h.ReportAsync(replica, r => r with { Healthy = false, State = ReplicaState.Unhealthy });
+        await h.State.FlushAsync(default);
+        Assert.Equal(commits + 1, h.Store.Commits);
+        Assert.Equal(ReplicaState.Unhealthy, (await h.ReplicasAsync()).Single().Replica.State);
+    }
+
+    [Fact]
+    public async Task A_heartbeat_that_changes_nothing_is_taken_while_a_store_commit_holds_the_state()
+    {
+        await using var h = await StateHarness.StartAsync();
+        await h.AddNodeAsync("a");
+        await h.State.CreateClusterAsync(new ClusterSpec { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 }, default);
+        await h.ReconcileAsync();
+        var replica = (await h.ReplicasAsync()).Single().Replica.Id;
+        await h.ReadyAsync(replica);
+        await h.LoadAsync(replica, 1, 0);
+        var report = (await h.ReplicasAsync()).Single().Replica;
+
+        // A slow commit (say, a store far away) holds the state's lock…
+        var hold = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        h.Store.Hold = hold;
+        var before = h.Store.Commits;
+        var create = h.State.CreateClusterAsync(new ClusterSpec { Name = "other", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 }, default);
+        await Eventually.UntilAsync(() => h.Store.Commits > before && !create.IsCompleted, what: "the commit under way");
+
+        // …and the node's heartbeat is taken all the same: the node is seen, its load counts.
+        h.Time.Advance(TimeSpan.FromSeconds(2));
+        var beat = h.State.HeartbeatAsync(h.NodeId("a"), h.Session("a"), new HeartbeatMessage
+        {
+            Replicas =
+            [
+                new ReplicaReport
+                {
+                    ReplicaId = report.Id,
+                    State = report.State,
+                    Healthy = report.Healthy,
+                    HostPort = report.HostPort,
+                    Restarts = report.Restarts,
+                    StartedAt = report.StartedAt,
+                    ReadyAt = report.ReadyAt,
+                    PulledAt = report.PulledAt,
+                    Load = new ReplicaLoad { Running = 7 },
+                },
+            ],
+        }, default);
+        await beat.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.False(create.IsCompleted);
+        Assert.Empty(await h.State.FindStaleSessionsAsync(default));
+
+        hold.SetResult();
+        await create;
+        Assert.Equal(7, (await h.ReplicasAsync()).Single().Load!.Running);
+        Assert.Equal(h.Time.GetUtcNow(), (await h.State.GetNodeAsync("a", default))!.Node.LastSeenAt);
+    }
+}

@@ -15,6 +15,8 @@ public enum ReplicaState
     [JsonStringEnumMemberName("draining")] Draining,
     [JsonStringEnumMemberName("stopped")] Stopped,
     [JsonStringEnumMemberName("failed")] Failed,
+    /// <summary>Ready as its agent last said, but its node is lost (within its grace period) or edges may not reach it: out of routing. Shown by the API only, never stored.</summary>
+    [JsonStringEnumMemberName("unreachable")] Unreachable,
 }
 
 /// <summary>The state of a node as the control plane sees it.</summary>
@@ -42,6 +44,7 @@ public static class EnumNames
         ReplicaState.Draining => "draining",
         ReplicaState.Stopped => "stopped",
         ReplicaState.Failed => "failed",
+        ReplicaState.Unreachable => "unreachable",
         _ => throw new ArgumentOutOfRangeException(nameof(state)),
     };
 
@@ -66,6 +69,7 @@ public static class EnumNames
         "draining" => ReplicaState.Draining,
         "stopped" => ReplicaState.Stopped,
         "failed" => ReplicaState.Failed,
+        "unreachable" => ReplicaState.Unreachable,
         _ => throw new FormatException($"unknown replica state '{value}'"),
     };
 

@@ -180,6 +180,15 @@ public sealed class AgentGatewayTests : IAsyncLifetime
         await agent.DisposeAsync();
         var table = await Eventually.GetAsync(() => Task.FromResult(routes.Current), t => t.Clusters["demo"].Destinations.Length == 0, what: "route removed");
         Assert.Equal([destination.NodeId], table.LostNodes);
+
+        // Issue 14, item 2: within the node's grace period the API says so of the replica itself, not only in the count.
+        status = await _server.Http.GetFromJsonAsync("/v1/clusters/demo/status", ShoalJsonContext.Default.ClusterStatusDto);
+        replica = Assert.Single(status!.Replicas);
+        Assert.Equal(ReplicaState.Unreachable, replica.State);
+        Assert.False(replica.Healthy);
+        Assert.Contains("node node-a lost", replica.Reason, StringComparison.Ordinal);
+        Assert.Equal(0, status.Cluster.ReadyReplicas);
+        Assert.Equal(0, status.Replicas.Count(r => r.State == ReplicaState.Ready));
     }
 
     [Fact]

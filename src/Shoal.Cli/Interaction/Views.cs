@@ -280,7 +280,7 @@ public static class Views
         var color = state switch
         {
             ReplicaState.Ready => Color.Green,
-            ReplicaState.Failed or ReplicaState.Unhealthy => Color.Red,
+            ReplicaState.Failed or ReplicaState.Unhealthy or ReplicaState.Unreachable => Color.Red,
             ReplicaState.Stopped or ReplicaState.Draining => Color.Grey,
             _ => Color.Yellow,
         };

@@ -51,9 +51,27 @@ internal static class Mapping
         };
     }
 
+    /// <summary>
+    /// What the API says of a replica: draining is the control plane's doing (the agent still reports
+    /// it as it runs); a replica its agent last called ready that no edge may reach (its node is lost,
+    /// or its address is refused) is unreachable, so every reader counts it as not ready.
+    /// </summary>
+    private static (ReplicaState State, string? Reason) StateOf(ReplicaView view)
+    {
+        var r = view.Replica;
+        if (r.DrainingSince is not null) return (ReplicaState.Draining, r.DrainReason);
+        if (r.State != ReplicaState.Ready || !r.Healthy || view.Routable) return (r.State, r.Reason);
+        if (view.Node is { State: NodeState.Disconnected or NodeState.Offline } node)
+        {
+            return (ReplicaState.Unreachable, $"node {node.Name} lost: out of routing, replaced unless it returns within its grace period");
+        }
+        return (ReplicaState.Unreachable, "edges may not reach it (see shoal nodes)");
+    }
+
     public static ReplicaDto ToDto(this ReplicaView view, string cluster)
     {
         var r = view.Replica;
+        var (state, reason) = StateOf(view);
         return new ReplicaDto
         {
             Id = r.Id,
@@ -62,11 +80,10 @@ internal static class Mapping
             Node = r.NodeId,
             NodeName = view.Node?.Name,
             Gpus = r.GpuIndexes,
-            // Draining is the control plane's doing; the agent still reports the replica as it runs.
-            State = r.DrainingSince is null ? r.State : ReplicaState.Draining,
-            Reason = r.DrainingSince is null ? r.Reason : r.DrainReason,
+            State = state,
+            Reason = reason,
             DrainingSince = r.DrainingSince,
-            Healthy = r.Healthy,
+            Healthy = r.Healthy && state != ReplicaState.Unreachable,
             Restarts = r.Restarts,
             ExitCode = r.ExitCode,
             Address = view.Node is not null && r.HostPort is not null ? $"{view.Node.Address}:{r.HostPort}" : null,

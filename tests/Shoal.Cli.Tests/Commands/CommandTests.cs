@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Microsoft.Extensions.Time.Testing;
+using Shoal.Cli.Commands;
 using Shoal.Cli.Tests.Infrastructure;
 using Shoal.Contracts;
 using Shoal.Testing;
@@ -206,6 +207,21 @@ public sealed class CommandTests : IAsyncLifetime
         Assert.Equal(ExitCodes.Success, await _cli.RunAsync("status", "demo", "-o", "json"));
         using var doc = JsonDocument.Parse(_cli.Out);
         Assert.Equal("ready", doc.RootElement.GetProperty("replicas")[0].GetProperty("state").GetString());
+    }
+
+    [Fact]
+    public async Task Status_shows_a_replica_on_a_lost_node_as_unreachable_and_counts_it_not_ready()
+    {
+        // Issue 14, item 2: what the server says while the node is within its grace period.
+        var lost = Samples.Replica("r-1", ReplicaState.Unreachable, "node gpu-box-1 lost: out of routing, replaced unless it returns within its grace period") with { Healthy = false };
+        var status = Samples.Status(Samples.Cluster(replicas: 2, ready: 1), Samples.Replica("r-2", ReplicaState.Ready), lost);
+        _server.On("GET", "/v1/clusters/demo/status", CannedResponse.Json(status, ShoalJsonContext.Default.ClusterStatusDto));
+
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("status", "demo"));
+        Assert.Matches(@"replicas\s+1/2 ready", _cli.Out);
+        Assert.Matches(@"r-1\s+gpu-box-1\s+0\s+unreachable\s+no\s+node gpu-box-1 lost", _cli.Out);
+        Assert.False(DeploymentWaiter.IsReady(status));
+        Assert.Contains("r-1: unreachable on gpu-box-1 (node gpu-box-1 lost: out of routing, replaced unless it returns within its grace period)", DeploymentWaiter.DescribePending(status));
     }
 
     [Fact]

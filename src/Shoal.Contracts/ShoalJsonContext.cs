@@ -35,5 +35,6 @@ namespace Shoal.Contracts;
 [JsonSerializable(typeof(HealthCheckSpec))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
 [JsonSerializable(typeof(string[]))]
+[JsonSerializable(typeof(DateTimeOffset[]))]
 [JsonSerializable(typeof(int[]))]
 public sealed partial class ShoalJsonContext : JsonSerializerContext;

@@ -43,6 +43,7 @@ internal static class Rows
         new("revision", DbType.Int64), new("acked_revision", DbType.Int64), new("disconnects", DbType.Int32),
         new("registered_at", DbType.Int64), new("last_seen_at", DbType.Int64), new("draining", DbType.Boolean),
         new("approved", DbType.Boolean), new("labels", DbType.String), new("max_gpus", DbType.Int32), new("direct_allowed", DbType.Boolean),
+        new("tunnel", DbType.Boolean), new("recent_disconnects", DbType.String),
     ];
 
     public static readonly Column[] TokenColumns =
@@ -120,6 +121,7 @@ internal static class Rows
         n.Address, n.State.ToWire(), n.Cordoned, n.Revision, n.AckedRevision, n.Disconnects,
         Ms(n.RegisteredAt), Ms(n.LastSeenAt), n.Draining,
         n.Approved, JsonSerializer.Serialize(n.Labels ?? [], ShoalJsonContext.Default.StringArray), OrNull(n.MaxGpus), n.DirectAllowed,
+        n.Tunnel, JsonSerializer.Serialize(n.RecentDisconnects ?? [], ShoalJsonContext.Default.DateTimeOffsetArray),
     ];
 
     public static object?[] Values(ProvisioningTokenRecord t) =>
@@ -262,6 +264,8 @@ internal static class Rows
         Labels = Json(r.GetString(16), ShoalJsonContext.Default.StringArray, "node labels"),
         MaxGpus = NullableInt(r, 17),
         DirectAllowed = r.GetBoolean(18),
+        Tunnel = r.GetBoolean(19),
+        RecentDisconnects = Json(r.GetString(20), ShoalJsonContext.Default.DateTimeOffsetArray, "node disconnects"),
     };
 
     public static ProvisioningTokenRecord ReadToken(DbDataReader r) => new()

@@ -136,6 +136,11 @@ public static class Schema
             ALTER TABLE nodes ADD COLUMN max_gpus INTEGER NULL;
             ALTER TABLE nodes ADD COLUMN direct_allowed BOOLEAN NOT NULL DEFAULT FALSE;
             """),
+        // How a node is reached and how reliable it was, so a restarted server knows both before its agent is back.
+        (7, """
+            ALTER TABLE nodes ADD COLUMN tunnel BOOLEAN NOT NULL DEFAULT TRUE;
+            ALTER TABLE nodes ADD COLUMN recent_disconnects TEXT NOT NULL DEFAULT '[]';
+            """),
     ];
 
     /// <summary>The version a fully migrated store reports.</summary>

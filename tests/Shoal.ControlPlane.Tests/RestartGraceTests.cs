@@ -64,4 +64,86 @@ public sealed class RestartGraceTests
         var events = await second.Http.GetFromJsonAsync("/v1/clusters/demo/events", ShoalJsonContext.Default.ClusterEventDtoArray);
         Assert.Contains(events!, e => e.Type == ClusterEventTypes.Replaced && e.Replica == replicaId && e.Message.Contains("grace 40", StringComparison.Ordinal));
     }
+
+    [Fact]
+    public async Task After_a_restart_a_node_not_heard_from_yet_is_unknown_not_lost_so_edges_keep_routing_to_it()
+    {
+        // Issue 14, item 1: the first tables after a start listed such nodes as lost, and edges cut their streams.
+        var time = new FakeTimeProvider(DateTimeOffset.Parse("2026-12-05T10:00:00Z", System.Globalization.CultureInfo.InvariantCulture));
+        using var dir = new TempDirectory("shoal-restart");
+        string replicaId;
+        var first = await TestServer.StartAsync(time, o => o.DataDir = dir.Path);
+        WireAgent agent;
+        try
+        {
+            var token = await first.CreateTokenAsync();
+            (var joined, _) = await WireAgent.RegisterAsync(first.AgentUri, token, "node-a");
+            agent = joined!;
+            // Reached over its tunnels, as agents are by default.
+            await agent.SendAsync(WireAgent.Hello("node-a", ("rtx-4090", 1)) with { Tunnel = true });
+            await agent.ReceiveAsync<WelcomeMessage>();
+            await agent.ReceiveAsync<AssignmentsMessage>();
+            (await first.Http.PostAsJsonAsync("/v1/clusters",
+                new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 },
+                ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+            var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
+            replicaId = Assert.Single(assigned.Replicas).ReplicaId;
+            await agent.SendAsync(new HeartbeatMessage
+            {
+                AppliedRevision = assigned.Revision,
+                Replicas = [new ReplicaReport { ReplicaId = replicaId, State = ReplicaState.Ready, Healthy = true, HostPort = 45678, StartedAt = time.GetUtcNow(), ReadyAt = time.GetUtcNow() }],
+            });
+            await Eventually.GetAsync(() => first.Http.GetFromJsonAsync("/v1/clusters/demo", ShoalJsonContext.Default.ClusterDto), c => c!.ReadyReplicas == 1, what: "ready");
+        }
+        finally
+        {
+            await first.DisposeAsync();
+        }
+        await agent.DisposeAsync();
+
+        await using var second = await TestServer.StartAsync(time, o =>
+        {
+            o.DataDir = dir.Path;
+            o.NodeGracePeriod = TimeSpan.FromSeconds(10);
+            o.RestartGracePeriod = TimeSpan.FromSeconds(40);
+        });
+        var state = second.Server.Services.GetRequiredService<ControlPlaneState>();
+
+        // Its agent is still in its reconnect back-off: its replica stays in the table, reached as before, and it is not lost.
+        var table = await state.BuildRouteTableAsync(1, default);
+        var destination = Assert.Single(table.Clusters["demo"].Destinations);
+        Assert.Equal(replicaId, destination.ReplicaId);
+        Assert.Equal(RouteVia.Tunnel, destination.Via);
+        Assert.Equal("http://127.0.0.1:45678", destination.Address);
+        Assert.Empty(table.LostNodes);
+        Assert.Equal(1, (await second.Http.GetFromJsonAsync("/v1/clusters/demo", ShoalJsonContext.Default.ClusterDto))!.ReadyReplicas);
+
+        // It never comes back: past the restart grace its replica goes, like any lost node's.
+        time.Advance(TimeSpan.FromSeconds(41));
+        await state.ReconcileAsync(default);
+        table = await state.BuildRouteTableAsync(2, default);
+        Assert.DoesNotContain(table.Clusters["demo"].Destinations, d => d.ReplicaId == replicaId);
+        Assert.False(state.AwaitingReconnects);
+    }
+
+    [Fact]
+    public async Task A_flapping_node_is_still_flapping_after_a_server_restart()
+    {
+        // Issue 14, item 4: node reliability is stored, so a restart does not make an unreliable node look steady.
+        await using var h = await StateHarness.StartAsync();
+        await h.AddNodeAsync("a");
+        for (var i = 0; i < 3; i++)
+        {
+            h.Time.Advance(TimeSpan.FromSeconds(20));
+            await h.BounceAsync("a");
+        }
+        Assert.True((await h.State.GetNodeAsync("a", default))!.Reliability.Flapping);
+        await h.State.FlushAsync(default);
+
+        await h.RestartAsync();
+
+        var reliability = (await h.State.GetNodeAsync("a", default))!.Reliability;
+        Assert.True(reliability.Flapping);
+        Assert.Equal(3, reliability.RecentDisconnects);
+    }
 }

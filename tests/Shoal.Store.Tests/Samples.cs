@@ -134,6 +134,8 @@ internal static class Samples
         Labels = ["eu", "trusted"],
         MaxGpus = 4,
         DirectAllowed = true,
+        Tunnel = false,
+        RecentDisconnects = [At(20), At(25)],
     };
 
     public static NodeRecord BareNode(string id = "n2") => new()
@@ -186,7 +188,11 @@ internal static class Samples
         Assert.Equal(expected.Runtimes, actual.Runtimes);
         Assert.Equal(expected.Images, actual.Images);
         Assert.Equal(expected.Labels, actual.Labels);
-        Assert.Equal(expected, actual with { Hardware = expected.Hardware, Runtimes = expected.Runtimes, Images = expected.Images, Labels = expected.Labels });
+        Assert.Equal(expected.RecentDisconnects, actual.RecentDisconnects);
+        Assert.Equal(expected, actual with
+        {
+            Hardware = expected.Hardware, Runtimes = expected.Runtimes, Images = expected.Images, Labels = expected.Labels, RecentDisconnects = expected.RecentDisconnects,
+        });
     }
 
     public static void Equal(ProvisioningTokenRecord expected, ProvisioningTokenRecord actual)

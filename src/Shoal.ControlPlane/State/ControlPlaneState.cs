@@ -133,7 +133,15 @@ public sealed partial class ControlPlaneState : IDisposable
                 // agent, with the grace period counted from now so a restart evicts nothing.
                 var state = n.State is NodeState.Offline ? NodeState.Offline : NodeState.Disconnected;
                 _nodes[n.Id] = n with { State = state };
-                _liveness[n.Id] = new NodeLiveness { DisconnectedSince = state == NodeState.Disconnected ? now : null };
+                var live = new NodeLiveness
+                {
+                    DisconnectedSince = state == NodeState.Disconnected ? now : null,
+                    // Until its agent says hello, the node is reached as it was before this server started.
+                    Tunnel = n.Tunnel,
+                    AddressRefused = n.Tunnel ? null : _addressPolicy.CheckAddress(n.Address, n.DirectAllowed),
+                };
+                foreach (var d in n.RecentDisconnects.Where(d => now - d <= NodeReliability.Window).Order()) live.RecentDisconnects.Enqueue(d);
+                _liveness[n.Id] = live;
                 if (n.State is NodeState.Ready or NodeState.Cordoned)
                 {
                     _awaitingReconnect.Add(n.Id);
@@ -441,6 +449,7 @@ public sealed partial class ControlPlaneState : IDisposable
                 State = node.Draining ? NodeState.Draining : node.Cordoned ? NodeState.Cordoned : NodeState.Ready,
                 AckedRevision = Math.Min(node.Revision, hello.AppliedRevision),
                 LastSeenAt = now,
+                Tunnel = hello.Tunnel,
             };
             var changes = new StoreChanges();
             changes.UpsertNodes.Add(updated);
@@ -505,6 +514,7 @@ public sealed partial class ControlPlaneState : IDisposable
             {
                 State = node.State == NodeState.Offline ? NodeState.Offline : NodeState.Disconnected,
                 Disconnects = node.Disconnects + 1,
+                RecentDisconnects = [.. live.RecentDisconnects.Where(d => now - d <= NodeReliability.Window)],
             };
             _nodes[nodeId] = updated;
             _dirtyNodes.Add(nodeId);
@@ -826,6 +836,11 @@ public sealed partial class ControlPlaneState : IDisposable
             }
             foreach (var c in plan.Clusters.Values) _clustersById[c.Id] = c;
             ApplyNodes(plan.Nodes.Values);
+            // A node that did not come back within the restart grace is lost like any other.
+            if (plan.OfflineNodes.Count > 0 && _awaitingReconnect.RemoveWhere(plan.OfflineNodes.Contains) > 0)
+            {
+                Volatile.Write(ref _awaitingReconnectCount, _awaitingReconnect.Count);
+            }
         }
         finally
         {
@@ -890,7 +905,7 @@ public sealed partial class ControlPlaneState : IDisposable
     /// <summary>Could take requests (ready, healthy, on a connected node), draining or not.</summary>
     private bool IsServing(ReplicaRecord r) =>
         r.State == ReplicaState.Ready && r.Healthy && r.HostPort is not null &&
-        r.NodeId is not null && _liveness.TryGetValue(r.NodeId, out var live) && live.Session is not null &&
+        r.NodeId is not null && _liveness.TryGetValue(r.NodeId, out var live) && (live.Session is not null || _awaitingReconnect.Contains(r.NodeId)) &&
         RouteRefusalLocked(r, live) is null;
 
     /// <summary>Why no edge may be sent to this replica (its direct-mode node's address or the port it reported); null when one may.</summary>
@@ -938,8 +953,10 @@ public sealed partial class ControlPlaneState : IDisposable
                     Destinations = [.. destinations],
                 };
             }
+            // A node this server has not heard from since it started is unknown, not lost: edges keep its streams.
             var lost = _liveness
-                .Where(kv => kv.Value.Session is null && kv.Value.DisconnectedSince is not null && _nodes[kv.Key].State == NodeState.Disconnected)
+                .Where(kv => kv.Value.Session is null && kv.Value.DisconnectedSince is not null && _nodes[kv.Key].State == NodeState.Disconnected
+                    && !_awaitingReconnect.Contains(kv.Key))
                 .Select(kv => kv.Key)
                 .Order(StringComparer.Ordinal)
                 .ToArray();

@@ -81,6 +81,10 @@ public sealed record NodeRecord
     public int? MaxGpus { get; init; }
     /// <summary>The operator lets edges connect to the node's address (direct mode); otherwise only its tunnels are used.</summary>
     public bool DirectAllowed { get; init; }
+    /// <summary>Its agent last asked to be reached over its tunnels (kept so a restarted server routes to it before it reconnects).</summary>
+    public bool Tunnel { get; init; } = true;
+    /// <summary>When it lost its connection within the reliability window (kept so a restart does not make a flapping node steady).</summary>
+    public DateTimeOffset[] RecentDisconnects { get; init; } = [];
 }
 
 /// <summary>

@@ -36,6 +36,12 @@ internal sealed record ChaosStackOptions
 
     /// <summary>Extra arguments for every <c>shoal agent</c>.</summary>
     public IReadOnlyList<string> AgentArgs { get; init; } = [];
+
+    /// <summary>Replicas of <c>demo</c> (one per node at most: each node has one GPU).</summary>
+    public int Replicas { get; init; } = 2;
+
+    /// <summary>The simulator's time per output token in <c>demo</c> (<c>SIM_DECODE_MS</c>); longer makes long streams.</summary>
+    public int DecodeMs { get; init; } = 2;
 }
 
 /// <summary>
@@ -169,11 +175,11 @@ internal sealed class ChaosStack : IAsyncDisposable
             Name = Cluster,
             Image = "shoal/sim",
             Gpu = "rtx-4090",
-            Replicas = 2,
-            Env = new() { ["SIM_DECODE_MS"] = "2", ["SIM_STARTUP_DELAY_MS"] = "0" },
+            Replicas = _options.Replicas,
+            Env = new() { ["SIM_DECODE_MS"] = _options.DecodeMs.ToString(System.Globalization.CultureInfo.InvariantCulture), ["SIM_STARTUP_DELAY_MS"] = "0" },
         }, ShoalJsonContext.Default.CreateClusterRequest);
         if (created.StatusCode != HttpStatusCode.Created) throw new InvalidOperationException($"create cluster: {(int)created.StatusCode} {await created.Content.ReadAsStringAsync()}");
-        await Eventually.GetAsync(StatusAsync, s => s.Cluster.ReadyReplicas == 2, TimeSpan.FromSeconds(60), "2 ready replicas");
+        await Eventually.GetAsync(StatusAsync, s => s.Cluster.ReadyReplicas == _options.Replicas, TimeSpan.FromSeconds(60), $"{_options.Replicas} ready replicas");
         if (_options.StandaloneEdge)
         {
             // The standalone edge gets the table over its control stream: wait until it routes.

@@ -308,15 +308,21 @@ public sealed partial class AgentGateway
     /// <summary>Closes sessions of agents that stopped sending heartbeats.</summary>
     public async Task CloseStaleSessionsAsync(CancellationToken ct)
     {
-        foreach (var (nodeId, session) in await _state.FindStaleSessionsAsync(ct))
+        var stale = await _state.FindStaleSessionsAsync(ct);
+        if (stale.Count == 0) return;
+        // Mark every one first, so the reason recorded is this one and not the aborted socket's, and so
+        // a silent agent that never answers the close does not hold back the marking of the others.
+        foreach (var (nodeId, session) in stale)
         {
             LogStale(_logger, nodeId, _options.MissedHeartbeats);
-            var s = (AgentSession)session;
-            // Mark it first, so the reason recorded is this one and not the aborted socket's.
             await _state.NodeDisconnectedAsync(nodeId, session, "missed heartbeats");
-            await s.CloseAsync(WebSocketCloseStatus.PolicyViolation, "missed heartbeats");
-            s.Socket.Abort();
         }
+        await Task.WhenAll(stale.Select(async s =>
+        {
+            var session = (AgentSession)s.Session;
+            await session.CloseAsync(WebSocketCloseStatus.PolicyViolation, "missed heartbeats");
+            session.Socket.Abort();
+        }));
     }
 
     private readonly record struct AuthResult(string? NodeId, string? NewSecret, string? Error);

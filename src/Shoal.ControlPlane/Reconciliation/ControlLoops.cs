@@ -23,6 +23,10 @@ public sealed partial class ControlLoops : BackgroundService
     private readonly Signal _reconcile = new();
     private readonly Signal _flush = new();
     private readonly Signal _publish = new();
+    private readonly Signal _liveness = new();
+
+    /// <summary>How often sessions are checked for missed heartbeats.</summary>
+    public static readonly TimeSpan StaleCheckInterval = TimeSpan.FromMilliseconds(250);
     private long _routeVersion;
 
     public ControlLoops(ControlPlaneState state, AgentGateway gateway, RouteTableHolder routes, ServerOptions options,
@@ -45,11 +49,10 @@ public sealed partial class ControlLoops : BackgroundService
         _reconcile.Set();
         _publish.Set();
         return Task.WhenAll(
-            RunLoopAsync("reconciler", _reconcile, _options.ReconcileInterval, async ct =>
-            {
-                await _gateway.CloseStaleSessionsAsync(ct);
-                await _state.ReconcileAsync(ct);
-            }, stoppingToken),
+            RunLoopAsync("reconciler", _reconcile, _options.ReconcileInterval, _state.ReconcileAsync, stoppingToken),
+            // Silent agents are looked for often (a scan without the state's lock), so one is marked
+            // disconnected within its missed heartbeats plus at most this period.
+            RunLoopAsync("liveness", _liveness, StaleCheckInterval, _gateway.CloseStaleSessionsAsync, stoppingToken),
             RunLoopAsync("flusher", _flush, TimeSpan.FromSeconds(5), async ct =>
             {
                 // Coalesce a burst of heartbeats into one write.

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Net.WebSockets;
 using Shoal.Contracts;
 using Shoal.ControlPlane.Edges;
@@ -178,7 +179,9 @@ public sealed partial class AgentGateway
                 switch (read.Message)
                 {
                     case HeartbeatMessage hb:
+                        var started = Stopwatch.GetTimestamp();
                         await _state.HeartbeatAsync(session.NodeId, session, hb, ct);
+                        AgentGatewayMetrics.HeartbeatDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                         break;
                     case AckMessage ack:
                         await _state.AckAsync(session.NodeId, session, ack.Revision, ct);
@@ -311,6 +314,7 @@ public sealed partial class AgentGateway
         foreach (var (nodeId, session) in await _state.FindStaleSessionsAsync(ct))
         {
             LogStale(_logger, nodeId, _options.MissedHeartbeats);
+            AgentGatewayMetrics.StaleClosed.Add(1);
             var s = (AgentSession)session;
             // Mark it first, so the reason recorded is this one and not the aborted socket's.
             await _state.NodeDisconnectedAsync(nodeId, session, "missed heartbeats");

@@ -134,7 +134,7 @@ internal static class FleetBench
             Console.WriteLine(Fmt($"- silence {silenced.Count} agents (socket open): marked disconnected after p50 {Pct(silencedAfter, 50):F2} s, p99 {Pct(silencedAfter, 99):F2} s, max {silencedAfter.Max():F2} s (3 heartbeat intervals = 6 s)"));
             sw.Restart();
             await WaitAsync(async () => (await ClustersAsync(http)).Sum(c => c.ReadyReplicas) >= total, TimeSpan.FromMinutes(3), "the lost replicas replaced");
-            Console.WriteLine(Fmt($"- replicas of the {killed.Count + silenced.Count} lost nodes ready elsewhere {sw.Elapsed.TotalSeconds:F1} s after the silence began (grace 10 s)"));
+            Console.WriteLine(Fmt($"- replicas of the {killed.Count + silenced.Count} lost nodes ready elsewhere {sw.Elapsed.TotalSeconds:F1} s after the last silent one was marked disconnected (grace 10 s)"));
             falseLosses = await FalseLossesAsync(http, metrics, fleet, [.. killed.Select(k => k.NodeId), .. silenced.Select(k => k.NodeId)]);
             Console.WriteLine(Fmt($"- false node losses at the end (nodes the simulator did not drop; the closes for missed heartbeats include the {silenced.Count} silenced): {falseLosses}"));
         }

@@ -8,7 +8,7 @@ using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
 // Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|all|proxy [seconds] [rounds] [pinned|unpinned] [warm-up seconds]|edge|edge-ttft|routing [seconds]|container [rounds]]
-// `container` needs a Docker engine and a static busybox; `proxy` needs wrk and nginx; neither is part of `all`.
+// `container` needs a Docker engine and a static busybox; `proxy` needs wrk and nginx; `fleet` starts a `shoal server` process (and PostgreSQL for `postgres`); none is part of `all`.
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "backend")
 {
@@ -28,6 +28,7 @@ if (which == "tunnel-agent")
     return 0;
 }
 if (which == "proxy") await Shoal.Bench.ProxyBench.RunAsync(args);
+if (which == "fleet") await Shoal.Bench.FleetBench.RunAsync(args);
 if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
 if (which is "schedule" or "all") Schedule();
 if (which is "deploy" or "all") await DeployAsync();

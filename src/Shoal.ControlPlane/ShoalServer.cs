@@ -62,7 +62,8 @@ public sealed partial class ShoalServer : IAsyncDisposable
 
         PrivateFiles.CreateDirectory(options.DataDir);
         var secrets = SecretsKey.Load(options);
-        var store = StoreFactory.Open(options.Database, options.DataDir, secrets.Box);
+        // Metered: store writes per second is one of the fleet-scale figures (docs/benchmarks.md).
+        IShoalStore store = new MeteredShoalStore(StoreFactory.Open(options.Database, options.DataDir, secrets.Box));
         try
         {
             await store.MigrateAsync(ct);

@@ -4,7 +4,7 @@ using Shoal.Sim;
 
 namespace Shoal.Cli.Commands;
 
-/// <summary><c>shoal sim</c>: the vLLM-compatible simulated model server.</summary>
+/// <summary><c>shoal sim</c>: the vLLM-compatible simulated model server; <c>shoal sim fleet</c>: many simulated agents.</summary>
 public sealed class SimCommand : Command
 {
     private static readonly Option<int?> s_port = CommonOptions.CreateIntOption("--port", "Port to listen on (default $PORT, else 8000)", 0, 65535);
@@ -28,6 +28,7 @@ public sealed class SimCommand : Command
         Options.Add(s_startupDelay);
         Options.Add(s_slots);
         Options.Add(s_seed);
+        Subcommands.Add(new SimFleetCommand(context));
         SetAction(ExecuteAsync);
     }
 

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Net.WebSockets;
 using Shoal.Contracts;
 using Shoal.ControlPlane.Edges;
@@ -178,7 +179,9 @@ public sealed partial class AgentGateway
                 switch (read.Message)
                 {
                     case HeartbeatMessage hb:
+                        var started = Stopwatch.GetTimestamp();
                         await _state.HeartbeatAsync(session.NodeId, session, hb, ct);
+                        AgentGatewayMetrics.HeartbeatDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
                         break;
                     case AckMessage ack:
                         await _state.AckAsync(session.NodeId, session, ack.Revision, ct);
@@ -315,6 +318,7 @@ public sealed partial class AgentGateway
         foreach (var (nodeId, session) in stale)
         {
             LogStale(_logger, nodeId, _options.MissedHeartbeats);
+            AgentGatewayMetrics.StaleClosed.Add(1);
             await _state.NodeDisconnectedAsync(nodeId, session, "missed heartbeats");
         }
         await Task.WhenAll(stale.Select(async s =>

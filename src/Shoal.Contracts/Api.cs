@@ -139,6 +139,12 @@ public sealed record ClusterDto
     public int ProgressDeadlineSeconds { get; init; }
     /// <summary>The latest update (rolling replacement of replicas) and where it stands.</summary>
     public RolloutDto? Rollout { get; init; }
+    /// <summary>Why the cluster gave up (its spec failed on every attempt, the last reason included); null unless failed. A failed cluster runs nothing until it is updated.</summary>
+    public string? Failure { get; init; }
+    /// <summary>When it gave up.</summary>
+    public DateTimeOffset? FailedAt { get; init; }
+    /// <summary>Replicas replaced for failing before the spec ever worked (attempts), counting toward the cluster giving up.</summary>
+    public int FailedAttempts { get; init; }
     public required string Endpoint { get; init; }
     /// <summary>The digest the image is pinned to, once a node resolved it.</summary>
     public string? ImageDigest { get; init; }
@@ -237,6 +243,8 @@ public static class ClusterEventTypes
     public const string Cordoned = "cordoned";
     /// <summary>The node under a replica takes new replicas again.</summary>
     public const string Uncordoned = "uncordoned";
+    /// <summary>The cluster gave up: its spec failed on every attempt (the message says how and the last reason); it runs nothing until an update.</summary>
+    public const string ClusterFailed = "cluster-failed";
     /// <summary>A replica is ready but no edge is sent to it: its node's address or port is refused (the message says why).</summary>
     public const string Unroutable = "unroutable";
 }

@@ -30,6 +30,8 @@ public sealed record ClusterRoute
     public string Balancing { get; init; } = BalancingPolicy.LeastOutstanding;
     /// <summary>How long a request waits for a ready replica before it gets 503, in milliseconds.</summary>
     public int QueueTimeoutMs { get; init; } = BalancingPolicy.DefaultQueueTimeoutMs;
+    /// <summary>Why the cluster will have no replica until someone acts (it failed: the reason); null otherwise. Requests get 503 with it at once instead of waiting.</summary>
+    public string? Unavailable { get; init; }
     public RouteDestination[] Destinations { get; init; } = [];
 }
 

@@ -59,6 +59,12 @@ public sealed class ServerOptions
     /// </summary>
     public TimeSpan DrainSettle { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>Replicas of a spec that never worked replaced for failing, after which the cluster gives up (failed). Default 5.</summary>
+    public int MaxFailedAttempts { get; set; } = 5;
+
+    /// <summary>The wait before the replacement after a first failed attempt; doubles with each further one (at most 5 min). Default 10 s.</summary>
+    public TimeSpan AttemptBackoff { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>Public base URL of the edge, used to show cluster endpoints. Default from <see cref="EdgeListen"/>.</summary>
     public string? PublicEdgeUrl { get; set; }
 
@@ -155,6 +161,7 @@ public sealed class ServerOptions
         if (MissedHeartbeats < 1) errors.Add("missed heartbeats must be at least 1");
         if (CrashLoopRestarts < 1) errors.Add("crash-loop restarts must be at least 1");
         if (RolloutFailureRestarts < 1) errors.Add("rollout failure restarts must be at least 1");
+        if (MaxFailedAttempts < 1 || AttemptBackoff < TimeSpan.Zero) errors.Add("failed attempts must be at least 1 and their back-off not negative");
         foreach (var network in NodeNetworks)
         {
             if (!System.Net.IPNetwork.TryParse(network?.Trim(), out _)) errors.Add($"--node-networks '{network}' is not a network such as 10.0.0.0/8");

@@ -187,6 +187,13 @@ public sealed partial class EdgeProxy
                 exchange.View = view;
                 picked = Selector.Pick(view, last, tried);
             }
+            if (picked is null && view.Route.Unavailable is { } unavailable)
+            {
+                // Nothing will come up on its own (the cluster failed): no point holding the request.
+                context.Response.Headers.RetryAfter = _retryAfter;
+                await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, ErrorCodes.Unavailable, $"cluster '{cluster}' has no replica: {unavailable}");
+                return;
+            }
             if (picked is not { } target)
             {
                 if (!await HoldAsync(context, view, wake, arrived, exchange))

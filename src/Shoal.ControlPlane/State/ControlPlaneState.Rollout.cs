@@ -78,6 +78,11 @@ public sealed partial class ControlPlaneState
                         // While an update is still progressing, the one before it never completed: keep the last that did.
                         StableGeneration = rollout.State == RolloutStates.Progressing ? rollout.StableGeneration : cluster.Generation,
                         Generations = generations,
+                        // A new spec gets fresh attempts: a failed cluster tries again.
+                        FailedAttempts = 0,
+                        RetryAt = null,
+                        Failure = null,
+                        FailedAt = null,
                     },
                 };
                 changes.AppendEvents.Add(NewEventLocked(id, now, ClusterEventTypes.UpdateStarted,

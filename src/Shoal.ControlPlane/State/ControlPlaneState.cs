@@ -50,6 +50,8 @@ public sealed partial class ControlPlaneState : IDisposable
             CrashLoopAvoidFor = options.CrashLoopAvoidFor,
             RolloutFailureRestarts = options.RolloutFailureRestarts,
             DrainSettle = options.DrainSettle,
+            MaxFailedAttempts = options.MaxFailedAttempts,
+            AttemptBackoff = options.AttemptBackoff,
         };
         _store = store;
         _time = time;
@@ -950,6 +952,7 @@ public sealed partial class ControlPlaneState : IDisposable
                     Public = c.Spec.Public,
                     Balancing = c.Spec.Routing,
                     QueueTimeoutMs = c.Spec.QueueTimeoutSeconds * 1000,
+                    Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {failure}; update it to try again" : null,
                     Destinations = [.. destinations],
                 };
             }

@@ -25,6 +25,24 @@ public sealed record ClusterRollout
 
     /// <summary>Node id → until when new replicas of the cluster avoid it (a replica crash-looped there).</summary>
     public Dictionary<string, DateTimeOffset> AvoidNodes { get; init; } = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Replicas of the current generation replaced in a row for failing before any replica of it was
+    /// ever ready (crash loops, images that cannot be pulled): attempts at a spec that has not worked yet.
+    /// </summary>
+    public int FailedAttempts { get; init; }
+
+    /// <summary>No replacement for a failed attempt is made before this (back-off growing with each attempt).</summary>
+    public DateTimeOffset? RetryAt { get; init; }
+
+    /// <summary>
+    /// Set when the cluster gave up: its current spec failed on every attempt. It runs no replica and
+    /// uses no GPU until an update (or <c>shoal update</c> with the same spec) tries again.
+    /// </summary>
+    public string? Failure { get; init; }
+
+    /// <summary>When the cluster gave up.</summary>
+    public DateTimeOffset? FailedAt { get; init; }
 }
 
 /// <summary>The spec of one earlier generation, with the image digest it was pinned to.</summary>

@@ -27,6 +27,14 @@ internal static class ClusterReconciler
         }
 
         cluster = Rollouts.Check(input, plan, cluster, replicas);
+        if (cluster.Rollout.Failure is not null)
+        {
+            GiveUp(input, plan, cluster, replicas);
+            cluster = PruneGenerations(cluster, replicas, now);
+            if (!ReferenceEquals(cluster, original)) plan.Clusters[cluster.Id] = cluster;
+            return;
+        }
+        cluster = Attempts.Worked(cluster, replicas);
 
         var live = replicas.Where(r => r.DrainingSince is null).ToList();
         var reasons = new Dictionary<string, Replacement?>(StringComparer.Ordinal);
@@ -45,8 +53,18 @@ internal static class ClusterReconciler
             plan.Remove(r);
             live.Remove(r);
             cluster = Replacements.Avoid(cluster, why, now, input.Options.CrashLoopAvoidFor);
+            var attempt = why.Failed && r.ReadyAt is null ? Attempts.Failed(input, cluster, why) : null;
             plan.Events.Add(Reconciler.Event(input, cluster.Id, now, ClusterEventTypes.Replaced,
-                $"replaced: {why.Message}; removed at once (not serving)", r.Id, r.NodeId));
+                $"replaced: {why.Message}; removed at once (not serving){attempt?.Note}", r.Id, r.NodeId));
+            if (attempt is not null) cluster = attempt.Cluster;
+            if (cluster.Rollout.Failure is { } failure)
+            {
+                plan.Events.Add(Reconciler.Event(input, cluster.Id, now, ClusterEventTypes.ClusterFailed, $"failed: {failure}"));
+                GiveUp(input, plan, cluster, replicas);
+                cluster = PruneGenerations(cluster, replicas, now);
+                plan.Clusters[cluster.Id] = cluster;
+                return;
+            }
         }
 
         var desired = cluster.Spec.Replicas;
@@ -94,6 +112,8 @@ internal static class ClusterReconciler
         // Missing replicas of the current generation: up to the desired count; while replacing, one
         // extra, draining ones included (a draining replica still holds its GPU).
         var room = outdated.Count > 0 ? target - live.Count - draining : desired - live.Count;
+        // After a failed attempt the next one waits its back-off.
+        if (cluster.Rollout.RetryAt is { } retryAt && retryAt > now) room = 0;
         var create = Math.Min(desired - good.Count, room);
         for (var i = 0; i < create; i++)
         {
@@ -122,6 +142,17 @@ internal static class ClusterReconciler
 
         cluster = PruneGenerations(cluster, replicas, now);
         if (!ReferenceEquals(cluster, original)) plan.Clusters[cluster.Id] = cluster;
+    }
+
+    // A failed cluster runs nothing: its replicas (none serves) go at once, and free their GPUs.
+    private static void GiveUp(ReconcileInput input, ReconcilePlan plan, ClusterRecord cluster, List<ReplicaRecord> replicas)
+    {
+        foreach (var r in replicas.Where(r => r.DrainingSince is null && plan.Replicas.ContainsKey(r.Id)).ToList())
+        {
+            plan.Remove(r);
+            replicas.Remove(r);
+            plan.Events.Add(Reconciler.Event(input, cluster.Id, plan.Now, ClusterEventTypes.Removed, "removed: the cluster failed", r.Id, r.NodeId));
+        }
     }
 
     // Earlier generations' specs are kept only while a replica runs them, or to roll back to.

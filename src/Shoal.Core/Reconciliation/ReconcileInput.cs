@@ -18,6 +18,12 @@ public sealed record ReconcilerOptions
     public int RolloutFailureRestarts { get; init; } = 3;
     /// <summary>Added to a replica's health interval before a load report may end its drain.</summary>
     public TimeSpan DrainSettle { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>Failed attempts (replicas replaced before the spec ever worked) after which a cluster gives up and is failed.</summary>
+    public int MaxFailedAttempts { get; init; } = 5;
+    /// <summary>The wait before the replacement of the first failed attempt; it doubles with each further one.</summary>
+    public TimeSpan AttemptBackoff { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>The longest wait between attempts.</summary>
+    public TimeSpan AttemptBackoffMax { get; init; } = TimeSpan.FromMinutes(5);
 }
 
 /// <summary>

@@ -9,7 +9,8 @@ namespace Shoal.Core.Reconciliation;
 /// <param name="Message">Shown in events and as the drain reason, e.g. "crash-looping on node-2 (3 restarts within 300 s)".</param>
 /// <param name="AvoidNode">A node new replicas of the cluster avoid for a while, or null.</param>
 /// <param name="StartsFlappingMove">The replica's node flaps and a steady node has room: its move begins now.</param>
-public sealed record Replacement(string Message, string? AvoidNode = null, bool StartsFlappingMove = false);
+/// <param name="Failed">The replica itself failed (a crash loop), not its node or the cluster's spec: an attempt that may count against the cluster.</param>
+public sealed record Replacement(string Message, string? AvoidNode = null, bool StartsFlappingMove = false, bool Failed = false);
 
 /// <summary>
 /// "Needs replacement because …": the one place that decides which replicas must go although the
@@ -45,7 +46,8 @@ public static class Replacements
         return new Replacement(
             string.Create(CultureInfo.InvariantCulture, $"crash-looping on {name} ({recent} restarts within {options.CrashLoopWindow.TotalSeconds:0} s") +
             (r.Reason is { Length: > 0 } why ? $"; last: {why})" : ")"),
-            nodeId);
+            nodeId,
+            Failed: true);
     }
 
     /// <summary>

@@ -337,4 +337,90 @@ public sealed class ReconcilerTests
         Assert.Equal(nodes, w.Nodes);
         Assert.Equal(clusters, w.Clusters);
     }
+
+    [Fact]
+    public void A_spec_that_fails_everywhere_backs_off_between_attempts_then_fails_and_an_update_recovers_it()
+    {
+        var w = new World { Options = new ReconcilerOptions { MaxFailedAttempts = 3, AttemptBackoff = TimeSpan.FromSeconds(10) } };
+        w.AddNode("a");
+        w.AddNode("b");
+        w.AddNode("c");
+        w.AddCluster("web", 1, image: "shoal/broken:1");
+        w.Step();
+        var nodesTried = new HashSet<string>(StringComparer.Ordinal);
+
+        for (var attempt = 1; attempt <= 3; attempt++)
+        {
+            var r = Assert.Single(w.Of("web"));
+            nodesTried.Add(r.NodeId!);
+            w.Restart(r, 3, "exited with code 1; restarting in 4 s");
+            w.Step();
+            Assert.DoesNotContain(w.Replicas.Values, x => x.Id == r.Id);
+            var rollout = w.Clusters["c-web"].Rollout;
+            Assert.Equal(attempt, rollout.FailedAttempts);
+            if (attempt == 3) break;
+
+            // The next attempt waits its back-off: 10 s, then 20 s.
+            var wait = TimeSpan.FromSeconds(10 * (1 << (attempt - 1)));
+            Assert.Equal(w.Now + wait, rollout.RetryAt);
+            Assert.Empty(w.Of("web"));
+            w.Advance(wait - TimeSpan.FromSeconds(1));
+            Assert.Empty(w.Of("web"));
+            Assert.True(w.Step().IsEmpty);
+            w.Advance(TimeSpan.FromSeconds(1));
+            w.Step();
+        }
+
+        // Given up: failed with the reason, nothing runs, nothing is created however long one waits.
+        var failed = w.Clusters["c-web"].Rollout;
+        Assert.StartsWith("3 attempts failed before any replica was ready; last: crash-looping on", failed.Failure, StringComparison.Ordinal);
+        Assert.Contains("exited with code 1", failed.Failure, StringComparison.Ordinal);
+        Assert.Equal(3, nodesTried.Count);
+        Assert.Empty(w.Of("web"));
+        w.Advance(TimeSpan.FromHours(1));
+        w.Step(); // the nodes it avoided expire
+        Assert.True(w.Step().IsEmpty);
+        Assert.Empty(w.Of("web"));
+        Assert.Single(w.Events, e => e.Type == ClusterEventTypes.ClusterFailed);
+        // One replacement event per attempt, no more.
+        Assert.Equal(3, w.Events.Count(e => e.Type == ClusterEventTypes.Replaced));
+
+        // An update with a fixed image tries again at once.
+        w.Update("web", "shoal/sim:2");
+        w.Step();
+        var fixedReplica = Assert.Single(w.Of("web"));
+        Assert.NotNull(fixedReplica.NodeId);
+        w.AllReady();
+        w.Settle();
+        Assert.Equal(RolloutStates.Complete, w.Clusters["c-web"].Rollout.State);
+        Assert.Null(w.Clusters["c-web"].Rollout.Failure);
+    }
+
+    [Fact]
+    public void Attempts_count_only_while_the_spec_never_worked()
+    {
+        var w = new World { Options = new ReconcilerOptions { MaxFailedAttempts = 2, AttemptBackoff = TimeSpan.FromSeconds(10) } };
+        w.AddNode("a");
+        w.AddNode("b");
+        w.AddCluster("web", 1);
+        w.Step();
+        var first = Assert.Single(w.Of("web"));
+        w.Restart(first, 3, "exited with code 1");
+        w.Step();
+        Assert.Equal(1, w.Clusters["c-web"].Rollout.FailedAttempts);
+
+        // The next one works: the count is cleared, and a later crash loop of a replica that was ready counts nothing.
+        w.Advance(TimeSpan.FromSeconds(10));
+        w.Step();
+        var second = Assert.Single(w.Of("web"));
+        w.Ready(second);
+        w.Step();
+        Assert.Equal(0, w.Clusters["c-web"].Rollout.FailedAttempts);
+        Assert.Null(w.Clusters["c-web"].Rollout.RetryAt);
+        w.Restart(second, 3, "exited with code 137");
+        w.Step();
+        Assert.Equal(0, w.Clusters["c-web"].Rollout.FailedAttempts);
+        Assert.Null(w.Clusters["c-web"].Rollout.Failure);
+        Assert.Single(w.Of("web"));
+    }
 }

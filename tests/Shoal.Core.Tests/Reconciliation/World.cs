@@ -77,7 +77,11 @@ internal sealed class World
             Spec = c.Spec with { Image = image },
             Generation = c.Generation + 1,
             ImageDigest = null,
-            Rollout = c.Rollout with { State = RolloutStates.Progressing, StartedAt = Now, Generations = generations, StableGeneration = c.Generation },
+            Rollout = c.Rollout with
+            {
+                State = RolloutStates.Progressing, StartedAt = Now, Generations = generations, StableGeneration = c.Generation,
+                FailedAttempts = 0, RetryAt = null, Failure = null, FailedAt = null,
+            },
         };
     }
 

@@ -14,7 +14,8 @@ namespace Shoal.Bench;
 /// time, the server's CPU and memory, store writes and heartbeat handling in steady state, false node
 /// losses (also across a server restart, when every agent reconnects at once), deploy throughput, and how
 /// fast closed and silent agents are marked disconnected.
-/// Usage: <c>fleet [nodes=1000] [sqlite|postgres|CONNECTION-STRING] [clusters=(nodes-200)/replicas] [replicas=10]</c>;
+/// Usage: <c>fleet [nodes=1000] [sqlite|postgres|CONNECTION-STRING] [clusters=(nodes-200)/replicas] [replicas=10]</c>
+/// (the store may also be given as <c>--store X</c>);
 /// <c>SHOAL_BENCH_FLEET_WINDOW</c> sets the steady window in seconds (default 30).
 /// </summary>
 internal static class FleetBench
@@ -27,11 +28,25 @@ internal static class FleetBench
 
     public static async Task RunAsync(string[] args)
     {
-        var nodes = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000;
-        var storeArg = args.Length > 2 ? args[2] : "sqlite";
-        var replicasPer = args.Length > 4 ? int.Parse(args[4], CultureInfo.InvariantCulture) : 10;
+        // fleet NODES [STORE] [CLUSTERS] [REPLICAS], or the store as `--store X` anywhere (then not positional).
+        var positional = new List<string>();
+        string? storeOption = null;
+        for (var i = 1; i < args.Length; i++)
+        {
+            if (args[i] == "--store" && i + 1 < args.Length) storeOption = args[++i];
+            else positional.Add(args[i]);
+        }
+        if (storeOption is null && positional.Count > 1)
+        {
+            storeOption = positional[1];
+            positional.RemoveAt(1);
+        }
+        string? Arg(int index) => positional.Count > index ? positional[index] : null;
+        var nodes = int.Parse(Arg(0) ?? "1000", CultureInfo.InvariantCulture);
+        var storeArg = storeOption ?? "sqlite";
+        var replicasPer = int.Parse(Arg(2) ?? "10", CultureInfo.InvariantCulture);
         // 200 GPUs stay free so the replicas of the 100 killed and 100 silenced nodes have somewhere to go.
-        var clusters = args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : Math.Max(1, (nodes - 200) / replicasPer);
+        var clusters = Arg(1) is { } c ? int.Parse(c, CultureInfo.InvariantCulture) : Math.Max(1, (nodes - 200) / replicasPer);
         var window = TimeSpan.FromSeconds(int.Parse(Environment.GetEnvironmentVariable("SHOAL_BENCH_FLEET_WINDOW") ?? "30", CultureInfo.InvariantCulture));
         var lost = Math.Min(100, nodes / 10);
 

@@ -87,6 +87,8 @@ internal static class FleetBench
             await fleet.WaitConnectedAsync(nodes, TimeSpan.FromMinutes(5));
             var connect = sw.Elapsed;
             var s = fleet.Snapshot();
+            // The meters publish once a second: let the last interval of the phase arrive before summing it.
+            await Task.Delay(TimeSpan.FromSeconds(2));
             var connectWrites = metrics.Sum(Commits, DateTimeOffset.MinValue, DateTimeOffset.MaxValue);
             Console.WriteLine(Fmt($"- connect + register {nodes}: {connect.TotalSeconds:F1} s ({nodes / connect.TotalSeconds:F0}/s); WebSocket connect p99 {s.ConnectP99Ms:F0} ms, hello -> welcome p50 {s.HelloP50Ms:F0} ms, p99 {s.HelloP99Ms:F0} ms; {connectWrites:F0} store writes"));
 
@@ -137,7 +139,9 @@ internal static class FleetBench
             await WaitAsync(() => fleet.Snapshot().ReplicasReady >= total, TimeSpan.FromMinutes(10), "every replica ready at the nodes");
             await WaitAsync(async () => (await ClustersAsync(http)).Sum(c => c.ReadyReplicas) >= total, TimeSpan.FromMinutes(5), "every replica ready at the server");
             var ready = sw.Elapsed;
-            var deployWrites = metrics.Sum(Commits, deployFrom, DateTimeOffset.UtcNow);
+            var deployTo = DateTimeOffset.UtcNow;
+            await Task.Delay(TimeSpan.FromSeconds(2));
+            var deployWrites = metrics.Sum(Commits, deployFrom, deployTo.AddSeconds(1.5));
             Console.WriteLine(Fmt($"- deploy {clusters} clusters x {replicasPer} replicas ({total} placements): API calls done in {createdIn.TotalSeconds:F1} s; all assignments at the nodes and acked after {acked.TotalSeconds:F1} s = {total / acked.TotalSeconds:F0} placements/s (server's view of the acks complete at {ackedAtServer.TotalSeconds:F1} s); all ready (1 s start delay) at {ready.TotalSeconds:F1} s; {deployWrites:F0} store writes ({deployWrites / ready.TotalSeconds:F0}/s)"));
 
             // 5. Kill sockets, silence agents: how fast each is marked disconnected; replicas replaced after the grace.
@@ -191,7 +195,8 @@ internal static class FleetBench
         var heartbeats = metrics.Between(Heartbeat, from, to);
         var p99s = heartbeats.Where(h => h.Count > 0).Select(h => h.P99).ToList();
         return new Steady(cores, rss, metrics.Sum(Commits, from, to) / seconds, metrics.Sum(Rows, from, to) / seconds,
-            heartbeats.Sum(h => h.Count) / seconds, p99s.Count == 0 ? double.NaN : Pct(p99s, 50), p99s.Count == 0 ? double.NaN : p99s.Max(),
+            // One sample per 1 s interval: a rate per sample, free of the window's edges.
+            heartbeats.Count == 0 ? 0 : heartbeats.Sum(h => h.Count) / (double)heartbeats.Count, p99s.Count == 0 ? double.NaN : Pct(p99s, 50), p99s.Count == 0 ? double.NaN : p99s.Max(),
             fleetStats.HeartbeatLateP99Ms ?? double.NaN, fleetCores, fleetRss);
     }
 

@@ -14,7 +14,8 @@ namespace Shoal.Bench;
 /// time, the server's CPU and memory, store writes and heartbeat handling in steady state, false node
 /// losses (also across a server restart, when every agent reconnects at once), deploy throughput, and how
 /// fast closed and silent agents are marked disconnected.
-/// Usage: <c>fleet [nodes=1000] [sqlite|postgres|CONNECTION-STRING] [clusters=(nodes-200)/replicas] [replicas=10]</c>;
+/// Usage: <c>fleet [nodes=1000] [sqlite|postgres|CONNECTION-STRING] [clusters=(nodes-200)/replicas] [replicas=10]</c>
+/// (the store may also be given as <c>--store X</c>);
 /// <c>SHOAL_BENCH_FLEET_WINDOW</c> sets the steady window in seconds (default 30).
 /// </summary>
 internal static class FleetBench
@@ -27,11 +28,25 @@ internal static class FleetBench
 
     public static async Task RunAsync(string[] args)
     {
-        var nodes = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000;
-        var storeArg = args.Length > 2 ? args[2] : "sqlite";
-        var replicasPer = args.Length > 4 ? int.Parse(args[4], CultureInfo.InvariantCulture) : 10;
+        // fleet NODES [STORE] [CLUSTERS] [REPLICAS], or the store as `--store X` anywhere (then not positional).
+        var positional = new List<string>();
+        string? storeOption = null;
+        for (var i = 1; i < args.Length; i++)
+        {
+            if (args[i] == "--store" && i + 1 < args.Length) storeOption = args[++i];
+            else positional.Add(args[i]);
+        }
+        if (storeOption is null && positional.Count > 1)
+        {
+            storeOption = positional[1];
+            positional.RemoveAt(1);
+        }
+        string? Arg(int index) => positional.Count > index ? positional[index] : null;
+        var nodes = int.Parse(Arg(0) ?? "1000", CultureInfo.InvariantCulture);
+        var storeArg = storeOption ?? "sqlite";
+        var replicasPer = int.Parse(Arg(2) ?? "10", CultureInfo.InvariantCulture);
         // 200 GPUs stay free so the replicas of the 100 killed and 100 silenced nodes have somewhere to go.
-        var clusters = args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : Math.Max(1, (nodes - 200) / replicasPer);
+        var clusters = Arg(1) is { } c ? int.Parse(c, CultureInfo.InvariantCulture) : Math.Max(1, (nodes - 200) / replicasPer);
         var window = TimeSpan.FromSeconds(int.Parse(Environment.GetEnvironmentVariable("SHOAL_BENCH_FLEET_WINDOW") ?? "30", CultureInfo.InvariantCulture));
         var lost = Math.Min(100, nodes / 10);
 
@@ -72,6 +87,8 @@ internal static class FleetBench
             await fleet.WaitConnectedAsync(nodes, TimeSpan.FromMinutes(5));
             var connect = sw.Elapsed;
             var s = fleet.Snapshot();
+            // The meters publish once a second: let the last interval of the phase arrive before summing it.
+            await Task.Delay(TimeSpan.FromSeconds(2));
             var connectWrites = metrics.Sum(Commits, DateTimeOffset.MinValue, DateTimeOffset.MaxValue);
             Console.WriteLine(Fmt($"- connect + register {nodes}: {connect.TotalSeconds:F1} s ({nodes / connect.TotalSeconds:F0}/s); WebSocket connect p99 {s.ConnectP99Ms:F0} ms, hello -> welcome p50 {s.HelloP50Ms:F0} ms, p99 {s.HelloP99Ms:F0} ms; {connectWrites:F0} store writes"));
 
@@ -122,7 +139,9 @@ internal static class FleetBench
             await WaitAsync(() => fleet.Snapshot().ReplicasReady >= total, TimeSpan.FromMinutes(10), "every replica ready at the nodes");
             await WaitAsync(async () => (await ClustersAsync(http)).Sum(c => c.ReadyReplicas) >= total, TimeSpan.FromMinutes(5), "every replica ready at the server");
             var ready = sw.Elapsed;
-            var deployWrites = metrics.Sum(Commits, deployFrom, DateTimeOffset.UtcNow);
+            var deployTo = DateTimeOffset.UtcNow;
+            await Task.Delay(TimeSpan.FromSeconds(2));
+            var deployWrites = metrics.Sum(Commits, deployFrom, deployTo.AddSeconds(1.5));
             Console.WriteLine(Fmt($"- deploy {clusters} clusters x {replicasPer} replicas ({total} placements): API calls done in {createdIn.TotalSeconds:F1} s; all assignments at the nodes and acked after {acked.TotalSeconds:F1} s = {total / acked.TotalSeconds:F0} placements/s (server's view of the acks complete at {ackedAtServer.TotalSeconds:F1} s); all ready (1 s start delay) at {ready.TotalSeconds:F1} s; {deployWrites:F0} store writes ({deployWrites / ready.TotalSeconds:F0}/s)"));
 
             // 5. Kill sockets, silence agents: how fast each is marked disconnected; replicas replaced after the grace.
@@ -176,7 +195,8 @@ internal static class FleetBench
         var heartbeats = metrics.Between(Heartbeat, from, to);
         var p99s = heartbeats.Where(h => h.Count > 0).Select(h => h.P99).ToList();
         return new Steady(cores, rss, metrics.Sum(Commits, from, to) / seconds, metrics.Sum(Rows, from, to) / seconds,
-            heartbeats.Sum(h => h.Count) / seconds, p99s.Count == 0 ? double.NaN : Pct(p99s, 50), p99s.Count == 0 ? double.NaN : p99s.Max(),
+            // One sample per 1 s interval: a rate per sample, free of the window's edges.
+            heartbeats.Count == 0 ? 0 : heartbeats.Sum(h => h.Count) / (double)heartbeats.Count, p99s.Count == 0 ? double.NaN : Pct(p99s, 50), p99s.Count == 0 ? double.NaN : p99s.Max(),
             fleetStats.HeartbeatLateP99Ms ?? double.NaN, fleetCores, fleetRss);
     }
 

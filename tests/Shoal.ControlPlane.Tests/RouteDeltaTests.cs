@@ -152,13 +152,20 @@ public sealed class RouteDeltaTests : IAsyncLifetime
         table with { Version = 0, Clusters = table.Clusters.OrderBy(kv => kv.Key, StringComparer.Ordinal).ToDictionary(StringComparer.Ordinal) },
         ShoalJsonContext.Default.RouteTable);
 
-    /// <summary>A direct-mode node (a protocol peer) running one replica of a public cluster <c>demo</c> at a loopback port.</summary>
+    /// <summary>
+    /// A direct-mode node (a protocol peer) running one replica of a public cluster <c>demo</c> at a
+    /// loopback port; it repeats its last heartbeat every second, so a slow machine never loses it.
+    /// </summary>
     private sealed class ReadyNode : IAsyncDisposable
     {
         private readonly WireAgent _agent;
         private readonly string _replicaId;
         private readonly long _revision;
         private readonly int _port;
+        private readonly SemaphoreSlim _send = new(1, 1);
+        private readonly CancellationTokenSource _stop = new();
+        private HeartbeatMessage? _last;
+        private Task _repeat = Task.CompletedTask;
 
         private ReadyNode(WireAgent agent, string replicaId, long revision, int port) => (_agent, _replicaId, _revision, _port) = (agent, replicaId, revision, port);
 
@@ -179,15 +186,53 @@ public sealed class RouteDeltaTests : IAsyncLifetime
             var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
             var node = new ReadyNode(agent, Assert.Single(assigned.Replicas).ReplicaId, assigned.Revision, port);
             await node.HeartbeatAsync(healthy: true, waiting: 0);
+            node._repeat = node.RepeatAsync();
             return node;
         }
 
-        public Task HeartbeatAsync(bool healthy, double waiting) => _agent.SendAsync(new HeartbeatMessage
+        public async Task HeartbeatAsync(bool healthy, double waiting)
         {
-            AppliedRevision = _revision,
-            Replicas = [new ReplicaReport { ReplicaId = _replicaId, State = ReplicaState.Ready, Healthy = healthy, HostPort = _port, Load = new ReplicaLoad { Waiting = waiting } }],
-        });
+            _last = new HeartbeatMessage
+            {
+                AppliedRevision = _revision,
+                Replicas = [new ReplicaReport { ReplicaId = _replicaId, State = ReplicaState.Ready, Healthy = healthy, HostPort = _port, Load = new ReplicaLoad { Waiting = waiting } }],
+            };
+            await SendLastAsync();
+        }
 
-        public ValueTask DisposeAsync() => _agent.DisposeAsync();
+        private async Task SendLastAsync()
+        {
+            await _send.WaitAsync();
+            try
+            {
+                await _agent.SendAsync(_last!);
+            }
+            finally
+            {
+                _send.Release();
+            }
+        }
+
+        private async Task RepeatAsync()
+        {
+            using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+            try
+            {
+                while (await timer.WaitForNextTickAsync(_stop.Token)) await SendLastAsync();
+            }
+            catch (Exception e) when (e is OperationCanceledException or WebSocketException or ObjectDisposedException)
+            {
+                // Stopped, or the server went away first.
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            await _repeat;
+            await _agent.DisposeAsync();
+            _send.Dispose();
+            _stop.Dispose();
+        }
     }
 }

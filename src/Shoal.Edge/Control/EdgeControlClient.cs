@@ -200,8 +200,9 @@ public sealed partial class EdgeControlClient
                             _routes.Update(RouteDeltas.Apply(current, delta));
                             DeltasReceived++;
                         }
-                        catch (RouteDeltaException e)
+                        catch (Exception e) when (e is RouteDeltaException or NullReferenceException or ArgumentException)
                         {
+                            // Whatever does not fit (a gap, a table that diverged, a malformed delta) is cured by the whole table.
                             refused = e.Message;
                         }
                     }

@@ -188,17 +188,13 @@ public sealed partial class EdgeControlClient
                 case RouteDeltaMessage { Delta: var delta }:
                     if (awaitingResync) break;
                     var current = _routes.Current;
-                    string? refused = null;
-                    if (!haveTable)
-                    {
-                        refused = "a delta came before the whole table";
-                    }
-                    else
+                    var refused = "a delta came before the whole table";
+                    RouteTable? next = null;
+                    if (haveTable)
                     {
                         try
                         {
-                            _routes.Update(RouteDeltas.Apply(current, delta));
-                            DeltasReceived++;
+                            next = RouteDeltas.Apply(current, delta);
                         }
                         catch (Exception e) when (e is RouteDeltaException or NullReferenceException or ArgumentException)
                         {
@@ -206,7 +202,12 @@ public sealed partial class EdgeControlClient
                             refused = e.Message;
                         }
                     }
-                    if (refused is not null)
+                    if (next is not null)
+                    {
+                        _routes.Update(next);
+                        DeltasReceived++;
+                    }
+                    else
                     {
                         LogResync(_logger, current.Version, refused);
                         awaitingResync = true;

@@ -52,6 +52,7 @@ internal static class RouteDeltaBench
             Console.WriteLine(Fmt($"## Route deltas: {Nodes:N0} replicas in {Clusters:N0} clusters, {nodesLostPerMinute} nodes lost per minute (back after 30 s), {loadChangesPerSecond:N0} load changes per second"));
             var full = JsonSerializer.SerializeToUtf8Bytes<EdgeMessage>(new RoutesMessage { Table = holder.Current }, ShoalJsonContext.Default.EdgeMessage).Length;
             Console.WriteLine(Fmt($"whole table: {full / 1024.0:N0} KiB of JSON; each phase {phase.TotalSeconds:N0} s"));
+            DiffCost(fleet);
             foreach (var deltas in new[] { false, true })
             {
                 await RunPhaseAsync(server, holder, fleet, deltas, phase, nodesLostPerMinute, loadChangesPerSecond);
@@ -138,6 +139,36 @@ internal static class RouteDeltaBench
             Console.WriteLine(Fmt($"load figure -> edge table: median {Pct(loadDelays, 50):F1} ms, p99 {Pct(loadDelays, 99):F1} ms, max {(loadDelays.Count == 0 ? 0 : loadDelays.Max()):F1} ms ({loadDelays.Count:N0} changes)"));
         }
         Console.WriteLine(Fmt($"edge's table equal to the server's at the end: {(same ? "yes" : "NO")}; server totals: {gateway.RouteTablesSent} whole, {gateway.RouteDeltasSent} deltas"));
+    }
+
+    /// <summary>What one edge's stream spends per table: a diff of two successive tables (new objects throughout, as built).</summary>
+    private static void DiffCost(Fleet fleet)
+    {
+        var times = new List<double>();
+        var sizes = new List<double>();
+        var previous = fleet.Build();
+        for (var i = 0; i < 60; i++)
+        {
+            for (var n = 0; n < 125; n++) fleet.ChangeLoad(); // one 250 ms batch of load figures
+            if (i % 10 == 0) fleet.LoseNode();
+            var next = fleet.Build();
+            // The fastest of a few runs: CPU cost, not time lost to other processes on a shared machine.
+            var best = double.MaxValue;
+            RouteDelta delta = null!;
+            for (var r = 0; r < 5; r++)
+            {
+                var sw = Stopwatch.StartNew();
+                delta = Core.Routing.RouteDeltas.Diff(previous, next);
+                best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
+            }
+            times.Add(best);
+            var applied = Core.Routing.RouteDeltas.Apply(previous, delta);
+            if (applied.Clusters.Count != next.Clusters.Count) throw new InvalidOperationException("diff and apply disagree");
+            sizes.Add(JsonSerializer.SerializeToUtf8Bytes<EdgeMessage>(new RouteDeltaMessage { Delta = delta }, ShoalJsonContext.Default.EdgeMessage).Length);
+            previous = next;
+        }
+        times.RemoveRange(0, 10);
+        Console.WriteLine(Fmt($"diff of two successive tables (10,000 replicas, ~125 load figures changed), fastest of 5 each: median {Pct(times, 50):F2} ms, p99 {Pct(times, 99):F2} ms; delta {Pct(sizes, 50) / 1024:N1} KiB median"));
     }
 
     private static async Task ChurnAsync(Fleet fleet, SemaphoreSlim changed, int nodesLostPerMinute, int loadChangesPerSecond, CancellationToken ct)

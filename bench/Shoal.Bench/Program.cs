@@ -7,7 +7,7 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|all|proxy [seconds] [rounds] [pinned|unpinned] [warm-up seconds]|edge|edge-ttft|routing [seconds]|container [rounds]]
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|routes-delta [seconds] [nodes lost/min] [load changes/s]|all|proxy [seconds] [rounds] [pinned|unpinned] [warm-up seconds]|edge|edge-ttft|routing [seconds]|container [rounds]|fleet [nodes] [sqlite|postgres|CONNECTION] [clusters] [replicas]]
 // `container` needs a Docker engine and a static busybox; `proxy` needs wrk and nginx; `fleet` starts a `shoal server` process (and PostgreSQL for `postgres`); none is part of `all`.
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "backend")
@@ -30,6 +30,13 @@ if (which == "tunnel-agent")
 if (which == "proxy") await Shoal.Bench.ProxyBench.RunAsync(args);
 if (which == "fleet") await Shoal.Bench.FleetBench.RunAsync(args);
 if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
+if (which is "routes-delta")
+{
+    await Shoal.Bench.RouteDeltaBench.RunAsync(
+        TimeSpan.FromSeconds(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 60),
+        nodesLostPerMinute: args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 100,
+        loadChangesPerSecond: args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 2_500);
+}
 if (which is "schedule" or "all") Schedule();
 if (which is "deploy" or "all") await DeployAsync();
 if (which is "container") await Shoal.Bench.ContainerStart.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 20);

@@ -4,11 +4,13 @@ namespace Shoal.Contracts;
 
 /// <summary>
 /// A message from the control plane to a standalone edge on <c>/v1/edge/connect</c>, one JSON text
-/// frame each, with a <c>type</c> discriminator. The edge only listens; each message replaces what
-/// the edge had of that kind.
+/// frame each, with a <c>type</c> discriminator. Each message replaces what the edge had of that
+/// kind, except <see cref="RouteDeltaMessage"/>, which only goes to an edge that asked for deltas
+/// (<see cref="EdgeProtocol.FeaturesHeader"/>) and changes the table the edge has.
 /// </summary>
 [JsonPolymorphic(TypeDiscriminatorPropertyName = "type", UnknownDerivedTypeHandling = JsonUnknownDerivedTypeHandling.FailSerialization)]
 [JsonDerivedType(typeof(RoutesMessage), "routes")]
+[JsonDerivedType(typeof(RouteDeltaMessage), "routes-delta")]
 [JsonDerivedType(typeof(NodeCredentialsMessage), "nodes")]
 [JsonDerivedType(typeof(EndpointKeysMessage), "endpoint-keys")]
 public abstract record EdgeMessage;
@@ -17,6 +19,32 @@ public abstract record EdgeMessage;
 public sealed record RoutesMessage : EdgeMessage
 {
     public required RouteTable Table { get; init; }
+}
+
+/// <summary>
+/// What changed since the table of version <see cref="RouteDelta.BaseVersion"/>, which the edge must
+/// hold; one that holds another version (or cannot apply it) sends a <see cref="ResyncRequest"/>.
+/// </summary>
+public sealed record RouteDeltaMessage : EdgeMessage
+{
+    public required RouteDelta Delta { get; init; }
+}
+
+/// <summary>
+/// A message from a standalone edge to the control plane, one JSON text frame each, with a
+/// <c>type</c> discriminator. A server that predates them reads and ignores them.
+/// </summary>
+[JsonPolymorphic(TypeDiscriminatorPropertyName = "type", UnknownDerivedTypeHandling = JsonUnknownDerivedTypeHandling.FailSerialization)]
+[JsonDerivedType(typeof(ResyncRequest), "resync")]
+public abstract record EdgeRequest;
+
+/// <summary>The edge missed or could not apply a route delta: it wants the whole table again.</summary>
+public sealed record ResyncRequest : EdgeRequest
+{
+    /// <summary>The version of the table the edge holds (for the server's log).</summary>
+    public long Version { get; init; }
+    /// <summary>Why, in words (for the server's log).</summary>
+    public string? Reason { get; init; }
 }
 
 /// <summary>Every node's tunnel verifier for this edge, so the edge can authenticate tunnels without asking the server.</summary>
@@ -49,6 +77,15 @@ public static class EdgeProtocol
     public const string ConnectPath = "/v1/edge/connect";
     /// <summary>Header a standalone edge sends with the URL agents should open tunnels to.</summary>
     public const string AdvertiseHeader = "X-Shoal-Edge-Url";
+    /// <summary>
+    /// Header a standalone edge sends with the optional parts of the stream it understands, comma
+    /// separated; the server sends only what the edge named. An edge that sends none gets whole tables.
+    /// </summary>
+    public const string FeaturesHeader = "X-Shoal-Edge-Features";
+    /// <summary>Feature: after the first whole table, <see cref="RouteDeltaMessage"/>s, answered by <see cref="ResyncRequest"/> on a gap.</summary>
+    public const string RouteDeltasFeature = "route-deltas";
+    /// <summary>Largest message an edge sends the control plane.</summary>
+    public const int MaxRequestBytes = 4096;
     /// <summary>
     /// First bytes an agent sends on a tunnel, a plain TCP (or TLS) connection to the edge's own
     /// address: <c>SHOAL-TUNNEL/2 {nodeId} {credential}\n</c>, the credential derived for that edge

@@ -2,7 +2,9 @@ namespace Shoal.Contracts;
 
 /// <summary>
 /// The edge's view of the world: for each cluster, the replicas that may take requests.
-/// Immutable; a new table replaces the old one as a whole.
+/// Immutable; a new table replaces the old one as a whole (an edge builds it from its previous
+/// table and a <see cref="RouteDelta"/>, or takes it whole). Destinations are sorted by replica id
+/// and lost nodes by id (ordinal), which lets deltas be computed and applied by merging.
 /// </summary>
 public sealed record RouteTable
 {
@@ -64,4 +66,42 @@ public sealed record RouteDestination
     /// <summary><see cref="RouteVia.Direct"/> or <see cref="RouteVia.Tunnel"/>; with a tunnel, the port of <see cref="Address"/> is the replica's port on its node.</summary>
     public string Via { get; init; } = RouteVia.Direct;
     public double Waiting { get; init; }
+}
+
+/// <summary>
+/// The difference between two route tables: applied to the table of <see cref="BaseVersion"/> it
+/// gives the table of <see cref="Version"/>. Lists that did not change are null (left out on the wire).
+/// </summary>
+public sealed record RouteDelta
+{
+    public long BaseVersion { get; init; }
+    public long Version { get; init; }
+    /// <summary>Clusters that are new, whole.</summary>
+    public ClusterRoute[]? AddedClusters { get; init; }
+    /// <summary>Clusters whose settings changed, whole (destinations included).</summary>
+    public ClusterRoute[]? ChangedClusters { get; init; }
+    /// <summary>Names of clusters that are gone.</summary>
+    public string[]? RemovedClusters { get; init; }
+    /// <summary>Clusters whose settings stayed and whose destinations changed.</summary>
+    public DestinationDelta[]? Destinations { get; init; }
+    /// <summary>Lost nodes that are new.</summary>
+    public string[]? LostNodesAdded { get; init; }
+    /// <summary>Lost nodes that are no longer lost.</summary>
+    public string[]? LostNodesRemoved { get; init; }
+    /// <summary>The whole lost-node list, when it could not be said as added and removed (it was not sorted).</summary>
+    public string[]? LostNodes { get; init; }
+}
+
+/// <summary>How one cluster's destinations changed.</summary>
+public sealed record DestinationDelta
+{
+    public required string Cluster { get; init; }
+    /// <summary>Replicas that are new, sorted by replica id.</summary>
+    public RouteDestination[]? Added { get; init; }
+    /// <summary>Replicas whose node, address or way of reaching them changed, whole.</summary>
+    public RouteDestination[]? Changed { get; init; }
+    /// <summary>Ids of replicas that are gone (not ready, unhealthy, draining, node lost or removed).</summary>
+    public string[]? Removed { get; init; }
+    /// <summary>Replica id → new <see cref="RouteDestination.Waiting"/>, for replicas whose only change is their load.</summary>
+    public Dictionary<string, double>? Waiting { get; init; }
 }

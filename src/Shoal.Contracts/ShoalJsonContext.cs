@@ -10,6 +10,7 @@ namespace Shoal.Contracts;
     UseStringEnumConverter = true)]
 [JsonSerializable(typeof(AgentMessage))]
 [JsonSerializable(typeof(EdgeMessage))]
+[JsonSerializable(typeof(EdgeRequest))]
 [JsonSerializable(typeof(CreateClusterRequest))]
 [JsonSerializable(typeof(UpdateClusterRequest))]
 [JsonSerializable(typeof(ClusterDto))]

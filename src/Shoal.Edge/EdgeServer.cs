@@ -18,6 +18,8 @@ public sealed class EdgeServerOptions
     /// <summary>Proxy settings (listen address, domain, limits).</summary>
     public EdgeOptions Edge { get; set; } = new();
     public LogLevel LogLevel { get; set; } = LogLevel.Information;
+    /// <summary>Ask the control plane for route deltas (default); false: whole tables on every change, as older edges.</summary>
+    public bool RouteDeltas { get; set; } = true;
 
     public IReadOnlyList<string> Validate()
     {
@@ -107,6 +109,7 @@ public sealed class EdgeServer : IAsyncDisposable
                 Server = options.Server,
                 Key = options.Key!.Trim(),
                 AdvertiseUrl = string.IsNullOrWhiteSpace(options.AdvertiseUrl) ? address.ToString().TrimEnd('/') : options.AdvertiseUrl.TrimEnd('/'),
+                RouteDeltas = options.RouteDeltas,
             },
             routes,
             credentials,

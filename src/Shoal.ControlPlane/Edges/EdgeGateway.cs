@@ -10,7 +10,9 @@ namespace Shoal.ControlPlane.Edges;
 /// <summary>
 /// The control plane's end of <c>/v1/edge/connect</c>: authenticates a standalone edge by the edge
 /// key, registers the URL it advertises for tunnels, and streams it node credentials and the route
-/// table, always the newest (a slow edge skips tables, never queues them).
+/// table, always the newest (a slow edge skips tables, never queues them). An edge that names
+/// <see cref="EdgeProtocol.RouteDeltasFeature"/> gets the whole table once and then deltas
+/// (<see cref="EdgeRouteFeed"/>), and the whole table again when it asks to resync.
 /// </summary>
 public sealed partial class EdgeGateway
 {
@@ -22,6 +24,9 @@ public sealed partial class EdgeGateway
     private readonly ILogger<EdgeGateway> _logger;
     private readonly IHostApplicationLifetime _lifetime;
     private int _connected;
+    private long _tablesSent;
+    private long _deltasSent;
+    private long _resyncs;
 
     private readonly TimeSpan _warmup;
     private readonly TimeProvider _time;
@@ -42,6 +47,15 @@ public sealed partial class EdgeGateway
 
     /// <summary>Standalone edges connected now.</summary>
     public int ConnectedCount => Volatile.Read(ref _connected);
+
+    /// <summary>Whole route tables sent to standalone edges since start.</summary>
+    public long RouteTablesSent => Interlocked.Read(ref _tablesSent);
+
+    /// <summary>Route deltas sent to standalone edges since start.</summary>
+    public long RouteDeltasSent => Interlocked.Read(ref _deltasSent);
+
+    /// <summary>Times a standalone edge asked for the whole table again (it missed or could not apply a delta).</summary>
+    public long ResyncsRequested => Interlocked.Read(ref _resyncs);
 
     public async Task HandleAsync(HttpContext context)
     {
@@ -64,10 +78,14 @@ public sealed partial class EdgeGateway
             return;
         }
 
+        var deltas = context.Request.Headers[EdgeProtocol.FeaturesHeader].ToString()
+            .Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)
+            .Contains(EdgeProtocol.RouteDeltasFeature, StringComparer.Ordinal);
+
         using var socket = await context.WebSockets.AcceptWebSocketAsync();
         using var registration = advertised.Length > 0 ? _directory.Register(advertised.TrimEnd('/')) : null;
         Interlocked.Increment(ref _connected);
-        LogEdgeConnected(_logger, advertised, context.Connection.RemoteIpAddress);
+        LogEdgeConnected(_logger, advertised, context.Connection.RemoteIpAddress, deltas ? "deltas" : "whole tables");
         // Stop streaming as soon as the server begins to stop: its agents are about to disconnect, and a
         // table without their replicas must never reach an edge that will keep serving from it.
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _lifetime.ApplicationStopping);
@@ -87,8 +105,9 @@ public sealed partial class EdgeGateway
         _keys.EndpointKeysChanged += Wake;
         try
         {
-            var reader = DrainAsync(socket, cts.Token);
-            var writer = WriteAsync(socket, advertised.TrimEnd('/'), changed, cts.Token);
+            var feed = new EdgeRouteFeed(deltas, EdgeRouteFeed.DefaultLoadInterval);
+            var reader = ReadAsync(socket, advertised, feed, Wake, cts.Token);
+            var writer = WriteAsync(socket, advertised.TrimEnd('/'), feed, changed, cts.Token);
             await Task.WhenAny(reader, writer);
             await cts.CancelAsync();
             socket.Abort();
@@ -106,14 +125,13 @@ public sealed partial class EdgeGateway
 
     /// <param name="socket">The edge's control stream.</param>
     /// <param name="edgeUrl">The URL the edge advertised (as agents are told it): its tunnel verifiers are derived for it.</param>
-    /// <param name="changed">Released when node credentials or routes changed.</param>
+    /// <param name="feed">Decides whether the edge gets the table whole, a delta, or nothing yet.</param>
+    /// <param name="changed">Released when node credentials or routes changed, or the edge asked for a resync.</param>
     /// <param name="ct">Ends the stream.</param>
-    private async Task WriteAsync(WebSocket socket, string edgeUrl, SemaphoreSlim changed, CancellationToken ct)
+    private async Task WriteAsync(WebSocket socket, string edgeUrl, EdgeRouteFeed feed, SemaphoreSlim changed, CancellationToken ct)
     {
-
         IReadOnlyDictionary<string, string>? sentCredentials = null;
         IReadOnlyDictionary<string, EndpointKeyGrant>? sentKeys = null;
-        RouteTable? sentTable = null;
         while (!ct.IsCancellationRequested)
         {
             // Take the change token before reading the table so no update slips between them.
@@ -140,14 +158,17 @@ public sealed partial class EdgeGateway
                 await Task.Delay(TimeSpan.FromMilliseconds(50), _time, ct);
                 continue;
             }
-            var table = _routes.Current;
-            if (!ReferenceEquals(table, sentTable))
+            var step = feed.Next(_routes.Current, _time.GetUtcNow());
+            if (step.Message is { } message)
             {
-                await SendAsync(socket, new RoutesMessage { Table = table }, ct);
-                sentTable = table;
+                await SendAsync(socket, message, ct);
+                Interlocked.Increment(ref message is RouteDeltaMessage ? ref _deltasSent : ref _tablesSent);
             }
+            // Load figures alone wait for the feed's interval; anything else wakes the writer at once.
             using var registration = token.RegisterChangeCallback(static s => Wake((SemaphoreSlim)s!), changed);
-            await changed.WaitAsync(TimeSpan.FromSeconds(30), ct);
+            using var timeout = new CancellationTokenSource(step.Wait ?? TimeSpan.FromSeconds(30), _time);
+            using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, timeout.Token);
+            await changed.WaitAsync(wait.Token).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
 
         static void Wake(SemaphoreSlim s)
@@ -169,17 +190,52 @@ public sealed partial class EdgeGateway
         await socket.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, ct);
     }
 
-    /// <summary>Edges send nothing; read until they close so the close handshake completes.</summary>
-    private static async Task DrainAsync(WebSocket socket, CancellationToken ct)
+    /// <summary>
+    /// Reads the edge's requests (a resync, when it missed a delta) until it closes, so the close
+    /// handshake completes. A request that cannot be read is logged and ignored; one larger than
+    /// <see cref="EdgeProtocol.MaxRequestBytes"/> ends the connection.
+    /// </summary>
+    private async Task ReadAsync(WebSocket socket, string edgeUrl, EdgeRouteFeed feed, Action wake, CancellationToken ct)
     {
-        var buffer = new byte[1024];
+        var buffer = new byte[EdgeProtocol.MaxRequestBytes];
         while (true)
         {
-            var result = await socket.ReceiveAsync(buffer, ct);
-            if (result.MessageType == WebSocketMessageType.Close)
+            var count = 0;
+            ValueWebSocketReceiveResult result;
+            do
             {
-                await socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, ct);
-                return;
+                if (count == buffer.Length)
+                {
+                    LogRequestTooLarge(_logger, edgeUrl, EdgeProtocol.MaxRequestBytes);
+                    await socket.CloseOutputAsync(WebSocketCloseStatus.MessageTooBig, $"requests are at most {EdgeProtocol.MaxRequestBytes} bytes", ct);
+                    return;
+                }
+                result = await socket.ReceiveAsync(buffer.AsMemory(count), ct);
+                if (result.MessageType == WebSocketMessageType.Close)
+                {
+                    await socket.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, null, ct);
+                    return;
+                }
+                count += result.Count;
+            }
+            while (!result.EndOfMessage);
+
+            EdgeRequest? request;
+            try
+            {
+                request = JsonSerializer.Deserialize(buffer.AsSpan(0, count), ShoalJsonContext.Default.EdgeRequest);
+            }
+            catch (Exception e) when (e is JsonException or NotSupportedException)
+            {
+                LogBadRequest(_logger, edgeUrl, e.Message);
+                continue;
+            }
+            if (request is ResyncRequest resync)
+            {
+                Interlocked.Increment(ref _resyncs);
+                LogResync(_logger, edgeUrl, resync.Version, resync.Reason ?? "no reason given");
+                feed.RequestResync();
+                wake();
             }
         }
     }
@@ -199,8 +255,17 @@ public sealed partial class EdgeGateway
     private static bool IsHttpUrl(string value) =>
         Uri.TryCreate(value, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps) && value.Length <= 2048;
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Edge connected (tunnel URL {Url}) from {Remote}")]
-    private static partial void LogEdgeConnected(ILogger logger, string url, System.Net.IPAddress? remote);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Edge connected (tunnel URL {Url}) from {Remote}; routes as {Routes}")]
+    private static partial void LogEdgeConnected(ILogger logger, string url, System.Net.IPAddress? remote, string routes);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Edge {Url} asked for the whole route table (it holds version {Version}: {Reason})")]
+    private static partial void LogResync(ILogger logger, string url, long version, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Edge {Url} sent a request that cannot be read ({Error}); ignored")]
+    private static partial void LogBadRequest(ILogger logger, string url, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Edge {Url} sent a request larger than {Max} bytes; closing its connection")]
+    private static partial void LogRequestTooLarge(ILogger logger, string url, int max);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Edge disconnected (tunnel URL {Url})")]
     private static partial void LogEdgeDisconnected(ILogger logger, string url);

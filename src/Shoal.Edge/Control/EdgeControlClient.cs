@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.WebSockets;
 using System.Text.Json;
 using Shoal.Contracts;
+using Shoal.Core.Routing;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
 
@@ -19,6 +20,11 @@ public sealed class EdgeControlOptions
     public TimeSpan ReconnectMin { get; init; } = TimeSpan.FromMilliseconds(250);
     public TimeSpan ReconnectMax { get; init; } = TimeSpan.FromSeconds(10);
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// Ask for route deltas after the first whole table (default). False: whole tables on every
+    /// change, as edges did before deltas (benchmarks compare the two).
+    /// </summary>
+    public bool RouteDeltas { get; init; } = true;
 }
 
 /// <summary>A standalone edge was misconfigured (bad server address, refused key).</summary>
@@ -26,7 +32,11 @@ public sealed class EdgeConfigurationException(string message) : Exception(messa
 
 /// <summary>
 /// A standalone edge's link to the control plane: a WebSocket on <c>/v1/edge/connect</c> carrying
-/// node credentials and whole route tables, swapped in atomically. When the link breaks the edge keeps
+/// node credentials and route tables, swapped in atomically. The edge asks for deltas
+/// (<see cref="EdgeProtocol.FeaturesHeader"/>): the first table of a connection comes whole, later
+/// ones as a <see cref="RouteDelta"/> applied to the table the edge holds; a delta for another
+/// version, or one that does not fit, makes the edge ask for the whole table again (a server that
+/// does not know deltas simply keeps sending whole tables). When the link breaks the edge keeps
 /// serving from the last table and reconnects with back-off; the server sends the current state on
 /// every connect, so nothing needs replaying.
 /// </summary>
@@ -56,8 +66,19 @@ public sealed partial class EdgeControlClient
     /// <summary>True while the stream from the control plane is up.</summary>
     public bool Connected => Volatile.Read(ref _connected) == 1;
 
-    /// <summary>Route tables taken in since start.</summary>
+    /// <summary>Whole route tables taken in since start.</summary>
     public int TablesReceived { get; private set; }
+
+    /// <summary>Route deltas applied since start.</summary>
+    public int DeltasReceived { get; private set; }
+
+    /// <summary>Times the edge asked for the whole table because a delta did not fit its table.</summary>
+    public int ResyncsRequested { get; private set; }
+
+    /// <summary>Bytes of control messages received since start (route tables, deltas, credentials, keys).</summary>
+    public long BytesReceived => Interlocked.Read(ref _bytesReceived);
+
+    private long _bytesReceived;
 
     /// <summary>Completes when the first route table has arrived.</summary>
     public Task FirstTable => _firstTable.Task;
@@ -79,6 +100,7 @@ public sealed partial class EdgeControlClient
                 ws.Options.KeepAliveTimeout = TimeSpan.FromSeconds(15);
                 ws.Options.SetRequestHeader("Authorization", "Bearer " + _options.Key);
                 if (_options.AdvertiseUrl is { Length: > 0 } url) ws.Options.SetRequestHeader(EdgeProtocol.AdvertiseHeader, url);
+                if (_options.RouteDeltas) ws.Options.SetRequestHeader(EdgeProtocol.FeaturesHeader, EdgeProtocol.RouteDeltasFeature);
                 try
                 {
                     using var timeout = new CancellationTokenSource(_options.ConnectTimeout, _time);
@@ -132,6 +154,10 @@ public sealed partial class EdgeControlClient
     {
         var buffer = new byte[64 * 1024];
         using var message = new MemoryStream();
+        // Deltas apply only to a table this connection sent whole; after asking for a resync, deltas
+        // are dropped until the whole table comes.
+        var haveTable = false;
+        var awaitingResync = false;
         while (true)
         {
             message.SetLength(0);
@@ -147,6 +173,7 @@ public sealed partial class EdgeControlClient
                 message.Write(buffer, 0, result.Count);
             }
             while (!result.EndOfMessage);
+            Interlocked.Add(ref _bytesReceived, message.Length);
 
             var parsed = JsonSerializer.Deserialize(message.GetBuffer().AsSpan(0, (int)message.Length), ShoalJsonContext.Default.EdgeMessage);
             switch (parsed)
@@ -154,7 +181,39 @@ public sealed partial class EdgeControlClient
                 case RoutesMessage routes:
                     _routes.Update(routes.Table);
                     TablesReceived++;
+                    haveTable = true;
+                    awaitingResync = false;
                     _firstTable.TrySetResult();
+                    break;
+                case RouteDeltaMessage { Delta: var delta }:
+                    if (awaitingResync) break;
+                    var current = _routes.Current;
+                    var refused = "a delta came before the whole table";
+                    RouteTable? next = null;
+                    if (haveTable)
+                    {
+                        try
+                        {
+                            next = RouteDeltas.Apply(current, delta);
+                        }
+                        catch (Exception e) when (e is RouteDeltaException or NullReferenceException or ArgumentException)
+                        {
+                            // Whatever does not fit (a gap, a table that diverged, a malformed delta) is cured by the whole table.
+                            refused = e.Message;
+                        }
+                    }
+                    if (next is not null)
+                    {
+                        _routes.Update(next);
+                        DeltasReceived++;
+                    }
+                    else
+                    {
+                        LogResync(_logger, current.Version, refused);
+                        awaitingResync = true;
+                        ResyncsRequested++;
+                        await SendAsync(ws, new ResyncRequest { Version = current.Version, Reason = refused.Length > 300 ? refused[..300] : refused }, ct);
+                    }
                     break;
                 case NodeCredentialsMessage nodes:
                     _credentials.Update(nodes.Nodes);
@@ -164,6 +223,12 @@ public sealed partial class EdgeControlClient
                     break;
             }
         }
+    }
+
+    private static async Task SendAsync(ClientWebSocket ws, EdgeRequest request, CancellationToken ct)
+    {
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(request, ShoalJsonContext.Default.EdgeRequest);
+        await ws.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, ct);
     }
 
     private TimeSpan Next(TimeSpan delay) => TimeSpan.FromTicks(Math.Min(_options.ReconnectMax.Ticks, delay.Ticks * 2));
@@ -193,6 +258,9 @@ public sealed partial class EdgeControlClient
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Cannot reach the control plane at {Uri} ({Error}); serving the last route table, retrying in about {Delay}")]
     private static partial void LogConnectFailed(ILogger logger, Uri uri, string error, TimeSpan delay);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "A route delta does not fit the table held (version {Version}: {Reason}); asking for the whole table")]
+    private static partial void LogResync(ILogger logger, long version, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Lost the control plane ({Reason}); serving the last route table while reconnecting")]
     private static partial void LogConnectionLost(ILogger logger, string reason);

@@ -113,7 +113,8 @@ public static class RouteDeltas
     }
 
     private static bool SameSettings(ClusterRoute a, ClusterRoute b) =>
-        a.Cluster == b.Cluster && a.Project == b.Project && a.Public == b.Public && a.Balancing == b.Balancing && a.QueueTimeoutMs == b.QueueTimeoutMs;
+        a.Cluster == b.Cluster && a.Project == b.Project && a.Public == b.Public && a.Balancing == b.Balancing && a.QueueTimeoutMs == b.QueueTimeoutMs
+        && a.Unavailable == b.Unavailable;
 
     private static bool IsSorted(RouteDestination[] destinations)
     {

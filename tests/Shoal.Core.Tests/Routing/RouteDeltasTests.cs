@@ -175,6 +175,7 @@ public sealed class RouteDeltasTests
         Public = random.Next(3) == 0,
         Balancing = random.Next(2) == 0 ? BalancingPolicy.LeastOutstanding : BalancingPolicy.RoundRobin,
         QueueTimeoutMs = random.Next(2) == 0 ? BalancingPolicy.DefaultQueueTimeoutMs : 1000 * random.Next(1, 5),
+        Unavailable = random.Next(8) == 0 ? "the cluster failed: " + random.Next(3) : null,
         Destinations = Enumerable.Range(0, 12).Where(_ => random.Next(3) == 0).Select(i => RandomDestination(random, $"{name}-r{i:D2}")).ToArray(),
     };
 

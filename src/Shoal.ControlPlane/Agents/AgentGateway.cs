@@ -315,12 +315,12 @@ public sealed partial class AgentGateway
         if (stale.Count == 0) return;
         // Mark every one first, so the reason recorded is this one and not the aborted socket's, and so
         // a silent agent that never answers the close does not hold back the marking of the others.
-        foreach (var (nodeId, session) in stale)
+        foreach (var (nodeId, _) in stale)
         {
             LogStale(_logger, nodeId, _options.MissedHeartbeats);
             AgentGatewayMetrics.StaleClosed.Add(1);
-            await _state.NodeDisconnectedAsync(nodeId, session, "missed heartbeats");
         }
+        await _state.NodesDisconnectedAsync(stale, "missed heartbeats");
         await Task.WhenAll(stale.Select(async s =>
         {
             var session = (AgentSession)s.Session;

@@ -499,39 +499,57 @@ public sealed partial class ControlPlaneState : IDisposable
         return assignments;
     }
 
-    /// <summary>A session ended. Only the node's current session counts; an older one closing is ignored.</summary>
-    public async Task NodeDisconnectedAsync(string nodeId, object session, string reason)
+    /// <summary>
+    /// A session ended. Only the node's current session counts; an older one closing is ignored.
+    /// A <paramref name="planned"/> end (the agent said it is stopping) is no drop: the node's reliability is not lowered.
+    /// </summary>
+    public Task NodeDisconnectedAsync(string nodeId, object session, string reason, bool planned = false) =>
+        NodesDisconnectedAsync([(nodeId, session)], reason, planned);
+
+    /// <summary>Sessions ended, for one reason (say, missed heartbeats): marked together, under one hold of the lock.</summary>
+    public async Task NodesDisconnectedAsync(IReadOnlyList<(string NodeId, object Session)> sessions, string reason, bool planned = false)
     {
         var now = _time.GetUtcNow();
+        var marked = new List<string>(sessions.Count);
         await _gate.WaitAsync();
         try
         {
-            if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
-            live.Session = null;
-            live.DisconnectedSince = now;
-            live.ConnectedSince = null;
-            live.RecentDisconnects.Enqueue(now);
-            var node = _nodes[nodeId];
-            var updated = node with
+            var byNode = sessions.Count > 1 ? _replicas.Values.Where(r => r.NodeId is not null).ToLookup(r => r.NodeId!, StringComparer.Ordinal) : null;
+            foreach (var (nodeId, session) in sessions)
             {
-                State = node.State == NodeState.Offline ? NodeState.Offline : NodeState.Disconnected,
-                Disconnects = node.Disconnects + 1,
-                RecentDisconnects = [.. live.RecentDisconnects.Where(d => now - d <= NodeReliability.Window)],
-            };
-            _nodes[nodeId] = updated;
-            _dirtyNodes.Add(nodeId);
-            foreach (var r in _replicas.Values.Where(r => r.NodeId == nodeId))
-            {
-                RecordObservedLocked(r.ClusterId, now, ClusterEventTypes.NodeLost,
-                    $"node {node.Name} disconnected ({reason}): replica out of routing; replaced after {Seconds(_options.NodeGracePeriod)} s unless the node returns",
-                    r.Id, nodeId);
+                if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) continue;
+                live.Session = null;
+                live.DisconnectedSince = now;
+                live.ConnectedSince = null;
+                if (!planned) live.RecentDisconnects.Enqueue(now);
+                var node = _nodes[nodeId];
+                var updated = node with
+                {
+                    State = node.State == NodeState.Offline ? NodeState.Offline : NodeState.Disconnected,
+                    Disconnects = planned ? node.Disconnects : node.Disconnects + 1,
+                    RecentDisconnects = [.. live.RecentDisconnects.Where(d => now - d <= NodeReliability.Window)],
+                };
+                _nodes[nodeId] = updated;
+                _dirtyNodes.Add(nodeId);
+                foreach (var r in byNode?[nodeId] ?? _replicas.Values.Where(r => r.NodeId == nodeId))
+                {
+                    RecordObservedLocked(r.ClusterId, now, ClusterEventTypes.NodeLost,
+                        $"node {node.Name} disconnected ({reason}): replica out of routing; replaced after {Seconds(_options.NodeGracePeriod)} s unless the node returns",
+                        r.Id, nodeId);
+                }
+                marked.Add(nodeId);
             }
         }
         finally
         {
             _gate.Release();
         }
-        LogNodeDisconnected(_logger, nodeId, reason);
+        if (marked.Count == 0) return;
+        foreach (var nodeId in marked)
+        {
+            if (planned) LogNodeStopped(_logger, nodeId, reason);
+            else LogNodeDisconnected(_logger, nodeId, reason);
+        }
         RoutesChanged?.Invoke();
         FlushNeeded?.Invoke();
         ReconcileNeeded?.Invoke();

@@ -47,6 +47,7 @@ internal static class CliStartup
             if (engine) targets.Add(("docker ps", "docker", ["ps"]));
 
             var times = targets.ToDictionary(t => t.Label, _ => new List<double>());
+            var loadBefore = LoadAverage();
             for (var i = -3; i < runs; i++)
             {
                 // Each round starts with the next target, so none is always first after a pause.
@@ -61,7 +62,7 @@ internal static class CliStartup
                 }
             }
 
-            Console.WriteLine(Fmt($"{Environment.ProcessorCount} cores; load average before: {LoadAverage()}; docker: {(engine ? "CLI and engine" : docker ? "CLI only" : "absent")}"));
+            Console.WriteLine(Fmt($"{Environment.ProcessorCount} cores; load average before: {loadBefore}, after: {LoadAverage()}; docker: {(engine ? "CLI and engine" : docker ? "CLI only" : "absent")}"));
             Console.WriteLine("| command | median | p99 | min |");
             Console.WriteLine("| --- | --- | --- | --- |");
             foreach (var (label, _, _) in targets)

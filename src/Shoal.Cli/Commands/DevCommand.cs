@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Shoal.Hosting;
 using Shoal.Agent;
 using Shoal.Core.Clusters;
 using Shoal.Cli.Client;
@@ -59,15 +60,7 @@ public sealed class DevCommand : Command
             return ExitCodes.InvalidInput;
         }
 
-        using var loggerFactory = LoggerFactory.Create(b => b
-            .SetMinimumLevel(logLevel)
-            .AddFilter("Microsoft", LogLevel.Warning)
-            .AddFilter("System", LogLevel.Warning)
-            .AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.TimestampFormat = "HH:mm:ss.fff ";
-            }));
+        using var loggerFactory = LoggerFactory.Create(b => b.AddShoalLogging(logLevel));
 
         ShoalServer server;
         try

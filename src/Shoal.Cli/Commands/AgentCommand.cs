@@ -1,6 +1,6 @@
 using System.CommandLine;
-using Shoal.Hosting;
 using Shoal.Agent;
+using Shoal.Hosting;
 
 namespace Shoal.Cli.Commands;
 

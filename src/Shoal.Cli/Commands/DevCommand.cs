@@ -1,11 +1,11 @@
 using System.CommandLine;
-using Shoal.Hosting;
 using Shoal.Agent;
 using Shoal.Core.Clusters;
 using Shoal.Cli.Client;
 using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.ControlPlane.Identity;
+using Shoal.Hosting;
 
 namespace Shoal.Cli.Commands;
 

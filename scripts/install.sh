@@ -39,6 +39,8 @@ done
 
 [ -n "$prefix" ] || die "--prefix is empty"
 [ -n "$bin_dir" ] || die "--bin-dir is empty"
+while [ "${prefix%/}" != "$prefix" ]; do prefix="${prefix%/}"; done
+[ -n "$prefix" ] || die "--prefix / is a shared directory; give shoal a directory of its own"
 mkdir -p "$(dirname "$prefix")" "$bin_dir"
 prefix="$(cd "$(dirname "$prefix")" && pwd)/$(basename "$prefix")"
 bin_dir="$(cd "$bin_dir" && pwd)"

@@ -82,6 +82,10 @@ public sealed class InstallEndToEndTests(ITestOutputHelper output)
         Assert.Equal("keep me", File.ReadAllText(Path.Combine(prefix, "notes.txt")));
         Assert.False(File.Exists(dir.Combine("bin", "shoal")));
 
+        var (root, rootText) = await RunAsync("bash", [s_script, "--prefix", "/", "--bin-dir", dir.Combine("bin")], TimeSpan.FromSeconds(60));
+        Assert.Equal(2, root);
+        Assert.Contains("shared directory", rootText, StringComparison.Ordinal);
+
         var (unknown, unknownText) = await RunAsync("bash", [s_script, "--prefx", prefix], TimeSpan.FromSeconds(60));
         Assert.Equal(2, unknown);
         Assert.Contains("unknown argument '--prefx'", unknownText, StringComparison.Ordinal);

@@ -17,7 +17,7 @@ namespace Shoal.Bench;
 /// </summary>
 internal static class ContainerStart
 {
-    private const string Image = "shoal-bench/web:1";
+    internal const string Image = "shoal-bench/web:1";
 
     public static async Task RunAsync(int rounds)
     {
@@ -99,7 +99,7 @@ internal static class ContainerStart
         return ms;
     }
 
-    private static async Task WaitHealthyAsync(HttpClient http, int port)
+    internal static async Task WaitHealthyAsync(HttpClient http, int port)
     {
         var deadline = Stopwatch.StartNew();
         while (deadline.Elapsed < TimeSpan.FromSeconds(30))
@@ -127,7 +127,7 @@ internal static class ContainerStart
         return output;
     }
 
-    private static async Task ImportImageAsync(Docker.DotNet.IDockerClient client)
+    internal static async Task ImportImageAsync(Docker.DotNet.IDockerClient client)
     {
         using var tar = new MemoryStream();
         using (var writer = new TarWriter(tar, TarEntryFormat.Pax, leaveOpen: true))

@@ -6,4 +6,4 @@ using Shoal.Cli.Commands;
 // read when the thread pool starts, so before anything runs (see AgentHost.PreferSleepingThreadPool).
 if (args is ["agent", ..]) AgentHost.PreferSleepingThreadPool();
 
-return await new ShoalRootCommand(CliContext.CreateDefault()).InvokeAsync(args);
+return await ShoalCommands.ForArguments(CliContext.CreateDefault(), args).InvokeAsync(args);

@@ -12,6 +12,7 @@ using Shoal.Core.Security;
 using Shoal.Edge;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
+using Shoal.Hosting;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane;
@@ -85,7 +86,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
 
         var routes = new RouteTableHolder();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
-        ConfigureLogging(builder.Logging, options, logging);
+        builder.Logging.AddShoalLogging(options.LogLevel, logging);
         builder.WebHost.UseUrls(apiUrl);
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = AgentProtocol.MaxMessageBytes);
         builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ShoalJsonContext.Default));
@@ -156,7 +157,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
         if (!options.NoEdge)
         {
             var eb = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
-            ConfigureLogging(eb.Logging, options, logging);
+            eb.Logging.AddShoalLogging(options.LogLevel, logging);
             eb.Logging.AddEdgeLogFilters();
             eb.WebHost.UseShoalEdgeKestrel(edgeOptions);
             eb.Services.AddSingleton(time);
@@ -209,26 +210,6 @@ public sealed partial class ShoalServer : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The API listens on {Listen}, reachable from other machines: every call needs an API key; put TLS in front of it")]
     private static partial void LogExposed(ILogger logger, string listen);
-
-    private static void ConfigureLogging(ILoggingBuilder logging, ServerOptions options, Action<ILoggingBuilder>? custom)
-    {
-        logging.ClearProviders();
-        logging.SetMinimumLevel(options.LogLevel);
-        logging.AddFilter("Microsoft", LogLevel.Warning);
-        logging.AddFilter("System", LogLevel.Warning);
-        if (custom is null)
-        {
-            logging.AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.TimestampFormat = "HH:mm:ss.fff ";
-            });
-        }
-        else
-        {
-            custom(logging);
-        }
-    }
 
     private static string BoundAddress(WebApplication app) =>
         app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();

@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Shoal.Edge.Control;
+using Shoal.Hosting;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
 
@@ -76,23 +77,8 @@ public sealed class EdgeServer : IAsyncDisposable
         var credentials = new NodeCredentialHolder();
         var endpointKeys = new Access.EndpointKeyHolder();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
-        builder.Logging.ClearProviders();
-        builder.Logging.SetMinimumLevel(options.LogLevel);
-        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
-        builder.Logging.AddFilter("System", LogLevel.Warning);
+        builder.Logging.AddShoalLogging(options.LogLevel, logging);
         builder.Logging.AddEdgeLogFilters();
-        if (logging is null)
-        {
-            builder.Logging.AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.TimestampFormat = "HH:mm:ss.fff ";
-            });
-        }
-        else
-        {
-            logging(builder.Logging);
-        }
         builder.WebHost.UseShoalEdgeKestrel(options.Edge);
         builder.Services.AddSingleton(time);
         builder.Services.AddShoalTunnels(credentials);

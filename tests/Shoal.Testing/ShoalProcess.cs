@@ -40,10 +40,12 @@ public sealed partial class ShoalProcess : IAsyncDisposable
 
     /// <param name="netns">Run inside this network namespace (<c>ip netns exec</c>, which execs, so the PID is shoal's).</param>
     /// <param name="fileLimit">Run with this limit on open files, soft and hard (<c>ulimit -n</c> in a shell that then execs shoal, so the PID is shoal's).</param>
-    public static ShoalProcess Start(string name, IEnumerable<string> args, IDictionary<string, string>? env = null, string? netns = null, int? fileLimit = null)
+    /// <param name="executable">Another <c>shoal</c> to run (an installed one) instead of <see cref="ExecutablePath"/>.</param>
+    public static ShoalProcess Start(string name, IEnumerable<string> args, IDictionary<string, string>? env = null, string? netns = null, int? fileLimit = null, string? executable = null)
     {
+        var shoal = executable ?? ExecutablePath;
         if (netns is not null && fileLimit is not null) throw new ArgumentException("a network namespace and a file limit together are not supported");
-        var info = new ProcessStartInfo(netns is not null ? "ip" : fileLimit is not null ? "/bin/sh" : ExecutablePath)
+        var info = new ProcessStartInfo(netns is not null ? "ip" : fileLimit is not null ? "/bin/sh" : shoal)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -51,11 +53,11 @@ public sealed partial class ShoalProcess : IAsyncDisposable
         };
         if (netns is not null)
         {
-            foreach (var a in (string[])["netns", "exec", netns, ExecutablePath]) info.ArgumentList.Add(a);
+            foreach (var a in (string[])["netns", "exec", netns, shoal]) info.ArgumentList.Add(a);
         }
         if (fileLimit is { } limit)
         {
-            foreach (var a in (string[])["-c", $"ulimit -n {limit} && exec \"$0\" \"$@\"", ExecutablePath]) info.ArgumentList.Add(a);
+            foreach (var a in (string[])["-c", $"ulimit -n {limit} && exec \"$0\" \"$@\"", shoal]) info.ArgumentList.Add(a);
         }
         foreach (var a in args) info.ArgumentList.Add(a);
         if (env is not null)

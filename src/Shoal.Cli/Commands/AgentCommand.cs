@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Shoal.Agent;
+using Shoal.Hosting;
 
 namespace Shoal.Cli.Commands;
 
@@ -105,15 +106,7 @@ public sealed class AgentCommand : Command
             options.ProcessImages[entry[..eq]] = entry[(eq + 1)..];
         }
 
-        using var loggerFactory = LoggerFactory.Create(b => b
-            .SetMinimumLevel(result.GetValue(s_logLevel))
-            .AddFilter("Microsoft", LogLevel.Warning)
-            .AddFilter("System", LogLevel.Warning)
-            .AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.TimestampFormat = "HH:mm:ss.fff ";
-            }));
+        using var loggerFactory = LoggerFactory.Create(b => b.AddShoalLogging(result.GetValue(s_logLevel)));
         try
         {
             await AgentHost.RunAsync(options, loggerFactory, TimeProvider.System, ct);

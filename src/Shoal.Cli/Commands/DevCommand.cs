@@ -5,6 +5,7 @@ using Shoal.Cli.Client;
 using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.ControlPlane.Identity;
+using Shoal.Hosting;
 
 namespace Shoal.Cli.Commands;
 
@@ -59,15 +60,7 @@ public sealed class DevCommand : Command
             return ExitCodes.InvalidInput;
         }
 
-        using var loggerFactory = LoggerFactory.Create(b => b
-            .SetMinimumLevel(logLevel)
-            .AddFilter("Microsoft", LogLevel.Warning)
-            .AddFilter("System", LogLevel.Warning)
-            .AddSimpleConsole(o =>
-            {
-                o.SingleLine = true;
-                o.TimestampFormat = "HH:mm:ss.fff ";
-            }));
+        using var loggerFactory = LoggerFactory.Create(b => b.AddShoalLogging(logLevel));
 
         ShoalServer server;
         try

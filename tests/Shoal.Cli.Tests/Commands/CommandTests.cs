@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Cli.Commands;
+using Shoal.Cli.Interaction;
 using Shoal.Cli.Tests.Infrastructure;
 using Shoal.Contracts;
 using Shoal.Testing;
@@ -464,6 +465,31 @@ public sealed class UnreachableServerTests
         {
             Assert.Contains(command, cli.HelpOutput.ToString(), StringComparison.Ordinal);
         }
+    }
+
+    [Fact]
+    public void A_root_command_for_a_subcommand_builds_that_one_alone_and_every_other_first_word_builds_all()
+    {
+        var context = new CliContext { Interaction = new ConsoleInteractionService(new TestConsole().Console, new TestConsole().Console) };
+        var all = new ShoalRootCommand(context, ShoalCommands.All).Subcommands.Select(c => c.Name).ToArray();
+        Assert.Contains("server", all);
+        Assert.Contains("status", all);
+        foreach (var name in all)
+        {
+            // Each factory makes the command it is listed under (a mismatch would make that command unreachable).
+            Assert.Equal([name], ShoalCommands.ForArguments(context, [name, "--help"]).Subcommands.Select(c => c.Name));
+        }
+        Assert.Equal(all, ShoalCommands.ForArguments(context, ["--addr", "http://127.0.0.1:1", "status", "x"]).Subcommands.Select(c => c.Name));
+        Assert.Equal(all, ShoalCommands.ForArguments(context, ["statu"]).Subcommands.Select(c => c.Name));
+        Assert.Equal(all, ShoalCommands.ForArguments(context, []).Subcommands.Select(c => c.Name));
+    }
+
+    [Fact]
+    public async Task Options_before_the_subcommand_still_parse()
+    {
+        using var cli = new CliHarness();
+        Assert.Equal(ExitCodes.InvalidInput, await cli.RunAsync("--addr", "ftp://nowhere", "nodes"));
+        Assert.Contains("--addr", cli.Err, StringComparison.Ordinal);
     }
 
     [Fact]

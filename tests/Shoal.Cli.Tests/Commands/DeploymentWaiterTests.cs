@@ -77,6 +77,18 @@ public sealed class DeploymentWaiterTests
     }
 
     [Fact]
+    public void Polls_fast_for_the_first_seconds_then_at_the_given_interval()
+    {
+        var interval = TimeSpan.FromMilliseconds(500);
+        Assert.Equal(DeploymentWaiter.FastInterval, DeploymentWaiter.NextDelay(TimeSpan.Zero, interval));
+        Assert.Equal(DeploymentWaiter.FastInterval, DeploymentWaiter.NextDelay(DeploymentWaiter.FastPeriod - TimeSpan.FromMilliseconds(1), interval));
+        Assert.Equal(interval, DeploymentWaiter.NextDelay(DeploymentWaiter.FastPeriod, interval));
+        Assert.Equal(interval, DeploymentWaiter.NextDelay(TimeSpan.FromMinutes(1), interval));
+        // An interval already shorter is kept.
+        Assert.Equal(TimeSpan.FromMilliseconds(10), DeploymentWaiter.NextDelay(TimeSpan.Zero, TimeSpan.FromMilliseconds(10)));
+    }
+
+    [Fact]
     public void Describes_missing_replicas_and_where_pending_ones_run()
     {
         var status = Samples.Status(Samples.Cluster(replicas: 3), Samples.Replica("a", ReplicaState.Pulling, "pulling shoal/sim"));

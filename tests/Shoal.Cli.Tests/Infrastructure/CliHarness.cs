@@ -50,7 +50,7 @@ public sealed class CliHarness : IDisposable
             HelpOutput = HelpOutput,
         };
         using var cts = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        return await new ShoalRootCommand(context).InvokeAsync(args, cts.Token);
+        return await ShoalCommands.ForArguments(context, args).InvokeAsync(args, cts.Token);
     }
 
     public void Dispose() => _home.Dispose();

@@ -3,6 +3,9 @@ using System.CommandLine.Invocation;
 
 namespace Shoal.Cli.Commands;
 
+/// <summary>A subcommand of <c>shoal</c> by name, built only when a command line needs it.</summary>
+public sealed record ShoalSubcommand(string Name, Func<CliContext, Command> Create);
+
 /// <summary>The <c>shoal</c> root command: every role and client command hangs off it.</summary>
 public sealed class ShoalRootCommand : RootCommand
 {
@@ -31,40 +34,53 @@ public sealed class ShoalRootCommand : RootCommand
 
     private readonly CliContext _context;
 
-    public ShoalRootCommand(CliContext context)
+    /// <param name="subcommands">The subcommands, in the order help lists them.</param>
+    /// <param name="only">
+    /// Build just this subcommand (when it is one) instead of all of them: a process runs one command,
+    /// and building the others (the role commands' dozens of options) is start-up time a client
+    /// command should not pay. Null, or any other value, builds every subcommand, so help, errors and
+    /// suggestions see them all.
+    /// </param>
+    public ShoalRootCommand(CliContext context, IReadOnlyList<ShoalSubcommand> subcommands, string? only = null)
         : base("Shoal: an overlay network for GPU inference. One cluster = one image = one GPU type = one endpoint.")
     {
+        ArgumentNullException.ThrowIfNull(subcommands);
         _context = context;
         Options.Add(AddrOption);
         Options.Add(ApiKeyOption);
-        foreach (var command in CreateSubcommands(context))
+        var single = only is null ? null : subcommands.FirstOrDefault(s => s.Name == only);
+        foreach (var subcommand in single is { } one ? [one] : subcommands)
         {
+            var command = subcommand.Create(context);
+            if (command.Name != subcommand.Name) throw new InvalidOperationException($"the factory listed as '{subcommand.Name}' made '{command.Name}'");
             Subcommands.Add(command);
         }
     }
 
-    /// <summary>Every subcommand, in the order help lists them. Add a command here, one line each.</summary>
-    private static IEnumerable<Command> CreateSubcommands(CliContext context) =>
+    /// <summary>
+    /// A root command for running <paramref name="args"/>: with only the subcommand its first word names,
+    /// or with all of them when the first word is not a subcommand (an option, a typo, <c>--help</c>).
+    /// </summary>
+    public static ShoalRootCommand ForArguments(CliContext context, IReadOnlyList<ShoalSubcommand> subcommands, IReadOnlyList<string> args) =>
+        new(context, subcommands, args.Count > 0 ? args[0] : null);
+
+    /// <summary>The client commands (API calls), in the order help lists them. Add a command here, one line each.</summary>
+    public static IReadOnlyList<ShoalSubcommand> ClientCommands { get; } =
     [
-        new DeployCommand(context),
-        new ClustersCommand(context),
-        new StatusCommand(context),
-        new EventsCommand(context),
-        new LogsCommand(context),
-        new ScaleCommand(context),
-        new UpdateCommand(context),
-        new RemoveCommand(context),
-        new NodesCommand(context),
-        new TokensCommand(context),
-        new KeysCommand(context),
-        new ProjectsCommand(context),
-        new LoginCommand(context),
-        new GpuTypesCommand(context),
-        new ServerCommand(context),
-        new EdgeCommand(context),
-        new AgentCommand(context),
-        new DevCommand(context),
-        new SimCommand(context),
+        new("deploy", c => new DeployCommand(c)),
+        new("clusters", c => new ClustersCommand(c)),
+        new("status", c => new StatusCommand(c)),
+        new("events", c => new EventsCommand(c)),
+        new("logs", c => new LogsCommand(c)),
+        new("scale", c => new ScaleCommand(c)),
+        new("update", c => new UpdateCommand(c)),
+        new("rm", c => new RemoveCommand(c)),
+        new("nodes", c => new NodesCommand(c)),
+        new("tokens", c => new TokensCommand(c)),
+        new("keys", c => new KeysCommand(c)),
+        new("projects", c => new ProjectsCommand(c)),
+        new("login", c => new LoginCommand(c)),
+        new("gpu-types", c => new GpuTypesCommand(c)),
     ];
 
     /// <summary>Parses and runs <paramref name="args"/>; a command line that does not parse ends with <see cref="ExitCodes.InvalidInput"/>.</summary>

@@ -482,8 +482,11 @@ public sealed partial class ControlPlaneState : IDisposable
         return assignments;
     }
 
-    /// <summary>A session ended. Only the node's current session counts; an older one closing is ignored.</summary>
-    public async Task NodeDisconnectedAsync(string nodeId, object session, string reason)
+    /// <summary>
+    /// A session ended. Only the node's current session counts; an older one closing is ignored.
+    /// A <paramref name="planned"/> end (the agent said it is stopping) is no drop: the node's reliability is not lowered.
+    /// </summary>
+    public async Task NodeDisconnectedAsync(string nodeId, object session, string reason, bool planned = false)
     {
         var now = _time.GetUtcNow();
         await _gate.WaitAsync();
@@ -493,12 +496,12 @@ public sealed partial class ControlPlaneState : IDisposable
             live.Session = null;
             live.DisconnectedSince = now;
             live.ConnectedSince = null;
-            live.RecentDisconnects.Enqueue(now);
+            if (!planned) live.RecentDisconnects.Enqueue(now);
             var node = _nodes[nodeId];
             var updated = node with
             {
                 State = node.State == NodeState.Offline ? NodeState.Offline : NodeState.Disconnected,
-                Disconnects = node.Disconnects + 1,
+                Disconnects = planned ? node.Disconnects : node.Disconnects + 1,
             };
             _nodes[nodeId] = updated;
             _dirtyNodes.Add(nodeId);

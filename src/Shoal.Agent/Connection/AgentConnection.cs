@@ -245,6 +245,11 @@ public sealed partial class AgentConnection
                     changed = null;
                     _replicas.Changes.TryRead(out _);
                 }
+                else
+                {
+                    // Every interval, not only when an assignment set arrives: an orphan must not hold its GPU until the next change.
+                    _ = _replicas.SweepOrphansAsync();
+                }
                 await SendAsync(ws, sendLock, new HeartbeatMessage
                 {
                     AppliedRevision = _replicas.AppliedRevision,

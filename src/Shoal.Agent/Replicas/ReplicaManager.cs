@@ -25,6 +25,8 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         FullMode = BoundedChannelFullMode.DropWrite,
     });
     private readonly SemaphoreSlim _orphanSweep = new(1, 1);
+    private Task _sweeping = Task.CompletedTask;
+    private bool _assignmentsSeen;
     private long _appliedRevision;
     private string[] _reportedImages = [];
 
@@ -105,11 +107,17 @@ public sealed partial class ReplicaManager : IAsyncDisposable
                     : string.Join("; ", _runtimes.Select(r => r.DescribeRejection(assignment.Image)));
                 var worker = new ReplicaWorker(assignment, runtime, rejection, _probe, _options, _time, _loggerFactory.CreateLogger<ReplicaWorker>(), SignalChange);
                 var previous = _stopping.TryGetValue(assignment.ReplicaId, out var s) ? s.Stopped : null;
+                // A sweep that began before this worker existed would take what it starts (or adopts) for an orphan.
+                if (!_sweeping.IsCompleted)
+                {
+                    previous = previous is null ? _sweeping : Task.WhenAll(previous, _sweeping);
+                }
                 _workers[assignment.ReplicaId] = worker;
                 worker.Start(previous);
                 LogStarting(assignment.ReplicaId, assignment.Cluster, assignment.Image);
             }
             Interlocked.Exchange(ref _appliedRevision, revision);
+            _assignmentsSeen = true;
         }
         if (!plan.IsEmpty)
         {
@@ -123,17 +131,42 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         return plan;
     }
 
+    /// <summary>
+    /// Removes what runtimes run for replicas this agent does not know (a container started by hand
+    /// with Shoal's labels, one an earlier agent left behind): called every heartbeat interval, so
+    /// an orphan does not hold its GPU until the next assignment change. Does nothing before the
+    /// first assignment set (a restart without the server removes nothing), nor while a sweep runs.
+    /// </summary>
+    public Task SweepOrphansAsync()
+    {
+        lock (_lock)
+        {
+            if (!_assignmentsSeen) return Task.CompletedTask;
+        }
+        return _runtimes.Any(r => r.AdoptsReplicas) ? RemoveOrphansAsync(skipWhenBusy: true) : Task.CompletedTask;
+    }
+
     // What an earlier agent left running for replicas no longer assigned here is removed; only
     // after an assignment set arrived, so a restart without the server removes nothing.
-    private async Task RemoveOrphansAsync()
+    private async Task RemoveOrphansAsync(bool skipWhenBusy = false)
     {
-        await _orphanSweep.WaitAsync();
+        if (skipWhenBusy)
+        {
+            if (!await _orphanSweep.WaitAsync(0)) return;
+        }
+        else
+        {
+            await _orphanSweep.WaitAsync();
+        }
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         try
         {
             HashSet<string> keep;
             lock (_lock)
             {
                 keep = new HashSet<string>(_workers.Keys.Concat(_stopping.Keys), StringComparer.Ordinal);
+                // Workers created from now on wait for this sweep before they start anything.
+                _sweeping = done.Task;
             }
             foreach (var runtime in _runtimes.Where(r => r.AdoptsReplicas))
             {
@@ -146,6 +179,7 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         }
         finally
         {
+            done.TrySetResult();
             _orphanSweep.Release();
         }
     }

@@ -84,6 +84,36 @@ public class PullingReplicaTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_heartbeat_sweep_runs_only_once_an_assignment_set_arrived_and_holds_back_workers_created_meanwhile()
+    {
+        // A restart without the server removes nothing.
+        await _manager.SweepOrphansAsync();
+        Assert.Empty(_runtime.Sweeps);
+
+        _runtime.PullError = null;
+        _manager.Apply(1, [A("r1", "fake/app")]);
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Ready, "ready");
+        var afterApply = _runtime.Sweeps.Count;
+
+        // A sweep that began before r2 existed would take what r2 starts for an orphan: r2 waits for it.
+        _runtime.SweepGate = new TaskCompletionSource();
+        var sweep = _manager.SweepOrphansAsync();
+        await Poll.UntilAsync(() => _runtime.Sweeps.Count == afterApply + 1, "the heartbeat's sweep");
+        Assert.True(_runtime.Sweeps.Last().SetEquals(["r1"]));
+        // One at a time: a second heartbeat while it runs skips its sweep.
+        await _manager.SweepOrphansAsync();
+        _manager.Apply(2, [A("r1", "fake/app"), A("r2", "fake/app")]);
+        await Task.Delay(100);
+        Assert.Equal(ReplicaState.Assigned, Report("r2")!.State);
+        Assert.Equal(1, _runtime.Pulls);
+
+        _runtime.SweepGate.SetResult();
+        await sweep;
+        await Poll.UntilAsync(() => Report("r2")?.State == ReplicaState.Ready, "r2 ready once the sweep is done");
+        Assert.All(_runtime.Sweeps.Skip(afterApply + 1), keep => Assert.Contains("r2", keep));
+    }
+
+    [Fact]
     public async Task On_agent_shutdown_replicas_of_a_runtime_that_outlives_it_are_left_running()
     {
         _runtime.PullError = null;

@@ -21,7 +21,7 @@ public sealed class AgentStopEndToEndTests(ITestOutputHelper output)
         var processes = new List<ShoalProcess>();
         using var http = new HttpClient { BaseAddress = new Uri(api), Timeout = TimeSpan.FromSeconds(30) };
         var server = ShoalProcess.Start("server",
-            ["server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{FreePort.Next()}", "--data-dir", dir.Combine("server"), "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes"]);
+            ["server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{FreePort.Next()}", "--data-dir", dir.Combine("server"), "--log-level", "Information", "--allow-simulated-gpus", "--allow-loopback-nodes"]);
         processes.Add(server);
         try
         {
@@ -51,7 +51,7 @@ public sealed class AgentStopEndToEndTests(ITestOutputHelper output)
                 await agent.StopAsync(TimeSpan.FromSeconds(30));
                 Assert.Equal(0, await agent.WaitForExitAsync(TimeSpan.FromSeconds(5)));
                 var gone = await WaitForStateAsync(NodeState.Disconnected);
-                Assert.Equal(i, CountOf(server.Output, "disconnected: the agent stopped"));
+                Assert.Equal(i, CountOf(server.Output, "disconnected: the agent stopped (planned: not a drop)"));
                 Assert.Equal(0, gone.RecentDisconnects);
                 agent = StartAgent();
                 var back = await WaitForStateAsync(NodeState.Ready);

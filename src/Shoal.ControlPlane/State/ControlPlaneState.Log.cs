@@ -29,6 +29,9 @@ public sealed partial class ControlPlaneState
     [LoggerMessage(Level = LogLevel.Warning, Message = "Node {NodeId} disconnected: {Reason}")]
     private static partial void LogNodeDisconnected(ILogger logger, string nodeId, string reason);
 
+    [LoggerMessage(Level = LogLevel.Information, Message = "Node {NodeId} disconnected: {Reason} (planned: not a drop)")]
+    private static partial void LogNodeStopped(ILogger logger, string nodeId, string reason);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "Node {NodeId} ({Name}) is offline after its grace period; its replicas are replaced")]
     private static partial void LogNodeOffline(ILogger logger, string nodeId, string name);
 

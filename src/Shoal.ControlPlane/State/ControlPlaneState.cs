@@ -516,7 +516,8 @@ public sealed partial class ControlPlaneState : IDisposable
         {
             _gate.Release();
         }
-        LogNodeDisconnected(_logger, nodeId, reason);
+        if (planned) LogNodeStopped(_logger, nodeId, reason);
+        else LogNodeDisconnected(_logger, nodeId, reason);
         RoutesChanged?.Invoke();
         FlushNeeded?.Invoke();
         ReconcileNeeded?.Invoke();

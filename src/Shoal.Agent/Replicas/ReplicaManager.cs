@@ -26,6 +26,7 @@ public sealed partial class ReplicaManager : IAsyncDisposable
     });
     private readonly SemaphoreSlim _orphanSweep = new(1, 1);
     private Task _sweeping = Task.CompletedTask;
+    private TaskCompletionSource _portsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private bool _assignmentsSeen;
     private long _appliedRevision;
     private string[] _reportedImages = [];
@@ -123,6 +124,11 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         {
             LogConverged(revision, plan.ToStart.Count, plan.ToStop.Count, plan.Unchanged.Count);
             SignalChange();
+        }
+        else
+        {
+            // The first set, even unchanged, ends the wait of tunnels asking for a port before it.
+            WakePortWaiters();
         }
         if (_runtimes.Any(r => r.AdoptsReplicas))
         {
@@ -242,6 +248,53 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         }
     }
 
+    /// <summary>How long a tunnel asking for a port no replica has yet waits while the agent is still settling.</summary>
+    public static readonly TimeSpan SettleWait = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// True when a replica this agent runs listens on <paramref name="port"/>. Right after the agent
+    /// starts, the edges' route tables still list the replicas it is about to re-adopt, and their
+    /// tunnels ask for those ports before the assignment set has arrived or the instances are
+    /// adopted: while the agent is settling (no assignment set yet, or a replica still pulling or
+    /// starting without a port) an unknown port is waited for, up to <see cref="SettleWait"/>.
+    /// </summary>
+    public async ValueTask<bool> WaitForReplicaPortAsync(int port, CancellationToken ct)
+    {
+        var start = _time.GetTimestamp();
+        while (true)
+        {
+            Task changed;
+            lock (_lock)
+            {
+                if (IsReplicaPort(port)) return true;
+                var settling = !_assignmentsSeen || _workers.Values.Any(w => w.Report is { State: ReplicaState.Assigned or ReplicaState.Pulling } or { State: ReplicaState.Starting, HostPort: null });
+                if (!settling) return false;
+                changed = _portsChanged.Task;
+            }
+            var left = SettleWait - _time.GetElapsedTime(start);
+            if (left <= TimeSpan.Zero) return false;
+            try
+            {
+                await changed.WaitAsync(left, _time, ct);
+            }
+            catch (TimeoutException)
+            {
+                return false;
+            }
+        }
+    }
+
+    private void WakePortWaiters()
+    {
+        TaskCompletionSource fired;
+        lock (_lock)
+        {
+            fired = _portsChanged;
+            _portsChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+        fired.TrySetResult();
+    }
+
     /// <summary>Stops every replica and waits for them to be gone.</summary>
     public async Task StopAllAsync()
     {
@@ -280,5 +333,9 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         SignalChange();
     }
 
-    private void SignalChange() => _changes.Writer.TryWrite(true);
+    private void SignalChange()
+    {
+        _changes.Writer.TryWrite(true);
+        WakePortWaiters();
+    }
 }

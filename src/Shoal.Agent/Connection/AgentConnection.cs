@@ -162,7 +162,28 @@ public sealed partial class AgentConnection
         using var onStop = ct.Register(() => stopRequested.TrySetResult());
         await SendAsync(ws, sendLock, _hello(), ct);
 
-        var first = await ReceiveUnlessStoppingAsync(ws, sendLock, stopRequested.Task, ct) ?? throw new WebSocketException("the server closed the connection before welcome");
+        AgentMessage? first;
+        if (_identity is null)
+        {
+            // Registering: the token is spent once the server has it, and the welcome carries the
+            // node's only way back (its secret), so it is taken even when a stop comes meanwhile.
+            var receive = ReceiveAsync(ws, CancellationToken.None);
+            try
+            {
+                first = await receive.WaitAsync(_options.ConnectTimeout, _time, CancellationToken.None);
+            }
+            catch (TimeoutException)
+            {
+                ws.Abort();
+                await ((Task)receive).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                throw new WebSocketException($"no welcome within {_options.ConnectTimeout.TotalSeconds:0} s");
+            }
+        }
+        else
+        {
+            first = await ReceiveUnlessStoppingAsync(ws, sendLock, stopRequested.Task, ct);
+        }
+        if (first is null) throw new WebSocketException("the server closed the connection before welcome");
         if (first is not WelcomeMessage welcome)
         {
             throw new AgentProtocolException($"expected welcome, got {Describe(first)}");
@@ -182,6 +203,12 @@ public sealed partial class AgentConnection
         else if (!string.Equals(welcome.NodeId, _identity.NodeId, StringComparison.Ordinal))
         {
             LogNodeIdMismatch(_identity.NodeId, welcome.NodeId);
+        }
+        if (ct.IsCancellationRequested)
+        {
+            // Stopped while registering: the identity is saved; now the goodbye.
+            await SayGoodbyeAsync(ws, sendLock, ReceiveAsync(ws, CancellationToken.None));
+            ct.ThrowIfCancellationRequested();
         }
         SessionCount++;
         _backoff.Reset();

@@ -27,6 +27,8 @@ if (which == "tunnel-agent")
     await Shoal.Bench.ProxyBench.TunnelAgentAsync(args[1].Split(','), args[2], args[3], int.Parse(args[4], CultureInfo.InvariantCulture));
     return 0;
 }
+// Directories of benchmarks killed earlier go; this one's go on Ctrl-C and SIGTERM too.
+Shoal.Bench.BenchTempDirs.Install();
 if (which == "proxy") await Shoal.Bench.ProxyBench.RunAsync(args);
 if (which == "fleet") await Shoal.Bench.FleetBench.RunAsync(args);
 if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
@@ -81,7 +83,7 @@ static void Schedule()
 static async Task DeployAsync()
 {
     Console.WriteLine("## Deploy to first ready replica (simulator, no startup delay)");
-    var dir = Directory.CreateTempSubdirectory("shoal-bench-");
+    var dir = Shoal.Bench.BenchTempDirs.Create("shoal-bench-");
     using var loggers = LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Warning));
     await using var server = await ShoalServer.StartAsync(new ServerOptions
     {
@@ -91,6 +93,8 @@ static async Task DeployAsync()
         LogLevel = LogLevel.Warning,
         AllowLoopbackNodes = true,
         AllowSimulatedGpus = true,
+        // SIGINT/SIGTERM end the benchmark (BenchTempDirs cleans up), not only this in-process server.
+        StoppedByHost = true,
     }, logging: l => l.SetMinimumLevel(LogLevel.Warning));
     using var http = Shoal.Bench.BenchKeys.OperatorClient(server);
     var token = (await (await http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest(), ShoalJsonContext.Default.CreateTokenRequest))
@@ -151,7 +155,7 @@ static async Task DeployAsync()
     catch (OperationCanceledException)
     {
     }
-    dir.Delete(recursive: true);
+    Shoal.Bench.BenchTempDirs.Remove(dir);
 }
 
 static string ShoalExecutable()

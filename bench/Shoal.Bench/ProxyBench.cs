@@ -45,7 +45,7 @@ internal static partial class ProxyBench
         using var self = Process.GetCurrentProcess();
         if (OperatingSystem.IsLinux()) self.ProcessorAffinity = pinned ? 1 : 3; // CPU 0: load generator side
 
-        var dir = Directory.CreateTempSubdirectory("shoal-proxy-bench-");
+        var dir = BenchTempDirs.Create("shoal-proxy-bench-");
         var processes = new List<Process>();
         try
         {
@@ -229,7 +229,7 @@ internal static partial class ProxyBench
                 }
                 p.Dispose();
             }
-            dir.Delete(recursive: true);
+            BenchTempDirs.Remove(dir);
         }
     }
 

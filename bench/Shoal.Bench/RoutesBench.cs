@@ -18,11 +18,11 @@ internal static class RoutesBench
 {
     public static async Task RunAsync()
     {
-        var dir = Directory.CreateTempSubdirectory("shoal-routes-bench-");
+        var dir = BenchTempDirs.Create("shoal-routes-bench-");
         try
         {
             await using var server = await ShoalServer.StartAsync(
-                new ServerOptions { Listen = "127.0.0.1:0", NoEdge = true, DataDir = dir.FullName, LogLevel = LogLevel.Warning, AllowLoopbackNodes = true, AllowSimulatedGpus = true },
+                new ServerOptions { Listen = "127.0.0.1:0", NoEdge = true, DataDir = dir.FullName, LogLevel = LogLevel.Warning, AllowLoopbackNodes = true, AllowSimulatedGpus = true, StoppedByHost = true },
                 logging: l => l.SetMinimumLevel(LogLevel.Warning));
             await using var edge = await EdgeServer.StartAsync(
                 new EdgeServerOptions { Server = server.ApiAddress.ToString(), Key = await File.ReadAllTextAsync(server.EdgeKeyFile!), Edge = new EdgeOptions { Listen = "127.0.0.1:0" }, LogLevel = LogLevel.Warning },
@@ -50,7 +50,7 @@ internal static class RoutesBench
         }
         finally
         {
-            dir.Delete(recursive: true);
+            BenchTempDirs.Remove(dir);
         }
     }
 

@@ -139,7 +139,7 @@ public static partial class AgentHost
 
         await using var tunnels = new TunnelManager(
             new TunnelOptions { IdlePerEdge = options.TunnelsPerEdge, AllowPlainOverNetwork = options.AllowPlainTunnels },
-            replicas.IsReplicaPort,
+            replicas.WaitForReplicaPortAsync,
             timeProvider,
             loggerFactory);
 

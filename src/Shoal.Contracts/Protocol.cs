@@ -34,6 +34,11 @@ public static class AgentProtocol
     /// <summary>Largest message either side accepts; a larger one closes the connection.</summary>
     public const int MaxMessageBytes = 1024 * 1024;
     public const int DefaultHeartbeatIntervalMs = 2000;
+    /// <summary>
+    /// Close description of an agent that stops on purpose (SIGTERM, Ctrl-C, an upgrade), sent with
+    /// a normal closure: the control plane does not count such a goodbye against the node's reliability.
+    /// </summary>
+    public const string AgentStoppingCloseDescription = "agent stopping";
 }
 
 /// <summary>First message from the agent on every connection.</summary>

@@ -145,6 +145,12 @@ public sealed class ServerOptions
     /// <summary>Nodes may report simulated GPUs (<c>shoal agent --simulate-gpus</c>); refused otherwise. Default false.</summary>
     public bool AllowSimulatedGpus { get; set; }
 
+    /// <summary>
+    /// The process hosting the server stops it (<c>shoal dev</c>, which stops its agents first): the
+    /// server does not stop itself on SIGINT/SIGTERM. Default false (<c>shoal server</c>).
+    /// </summary>
+    public bool StoppedByHost { get; set; }
+
     /// <summary>Minimum log level for Shoal's own categories.</summary>
     public Microsoft.Extensions.Logging.LogLevel LogLevel { get; set; } = Microsoft.Extensions.Logging.LogLevel.Information;
 

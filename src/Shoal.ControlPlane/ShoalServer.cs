@@ -92,6 +92,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
         builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ShoalJsonContext.Default));
         builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
         builder.Services.AddOpenApi();
+        if (options.StoppedByHost) builder.Services.AddSingleton<IHostLifetime, HostStoppedLifetime>();
         builder.Services.AddSingleton(options);
         builder.Services.AddSingleton(time);
         builder.Services.AddSingleton(store);
@@ -161,6 +162,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
             eb.Logging.AddEdgeLogFilters();
             eb.WebHost.UseShoalEdgeKestrel(edgeOptions);
             eb.Services.AddSingleton(time);
+            if (options.StoppedByHost) eb.Services.AddSingleton<IHostLifetime, HostStoppedLifetime>();
             eb.Services.AddShoalTunnels(new EdgeTunnelVerifiers(api.Services.GetRequiredService<ControlPlaneState>(), api.Services.GetRequiredService<EdgeDirectory>()));
             eb.Services.AddShoalEdge(edgeOptions, routes);
             eb.Services.AddSingleton<Shoal.Edge.Access.IEndpointKeySource>(api.Services.GetRequiredService<ApiKeyDirectory>());

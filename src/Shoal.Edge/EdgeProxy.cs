@@ -274,6 +274,24 @@ public sealed partial class EdgeProxy
                 else if (status != StatusCodes.Status429TooManyRequests) _health.ReportSuccess(replica);
                 return;
             }
+            else if (error == ForwarderError.RequestBodyDestination && !context.Response.HasStarted
+                && (exchange.Answered is >= 400 and < 500 || !replayable))
+            {
+                // The replica stopped taking the body and closed the connection: it refused the body
+                // (a body larger than it takes), which is not the replica failing. When its answer
+                // came first, that is what the client gets; over HTTP/1.1 the reset usually destroys
+                // that answer before it can be read (a .NET HttpClient limit, dotnet/runtime#119350),
+                // and a streamed body (over the replay buffer) cut this way is taken for a 413.
+                var status = exchange.Answered is >= 400 and < 500 ? exchange.Answered : StatusCodes.Status413PayloadTooLarge;
+                replica.CountOutcome(status);
+                LogBodyRefused(_logger, cluster, replica.ReplicaId, status);
+                ResetResponse(context);
+                await WriteErrorAsync(context, status, status == StatusCodes.Status413PayloadTooLarge ? ErrorCodes.PayloadTooLarge : ErrorCodes.InvalidArgument,
+                    status == StatusCodes.Status413PayloadTooLarge
+                        ? "the replica refused the request body: it is larger than the replica accepts"
+                        : $"the replica answered {status} before it had read the whole request body");
+                return;
+            }
             else
             {
                 var exception = context.GetForwarderErrorFeature()?.Exception;
@@ -482,6 +500,9 @@ public sealed partial class EdgeProxy
         /// <summary>The attempt's outcome was already counted and reported to passive health (by <see cref="TakeRefusal"/>).</summary>
         public bool Accounted { get; set; }
 
+        /// <summary>Status the replica answered in this attempt; 0 while none came.</summary>
+        public int Answered { get; private set; }
+
         /// <summary>Status of an answer held back for a retry; 0 when the last attempt was not.</summary>
         public int Refused { get; private set; }
 
@@ -492,6 +513,7 @@ public sealed partial class EdgeProxy
             Target = target;
             MayRetry = mayRetry;
             Refused = 0;
+            Answered = 0;
             Accounted = false;
         }
 
@@ -499,6 +521,7 @@ public sealed partial class EdgeProxy
         {
             if (proxyResponse is null) return false;
             var status = (int)proxyResponse.StatusCode;
+            Answered = status;
             if (MayRetry && status is StatusCodes.Status502BadGateway or StatusCodes.Status503ServiceUnavailable or StatusCodes.Status429TooManyRequests
                 && _proxy.TakeRefusal(this, status))
             {
@@ -522,6 +545,9 @@ public sealed partial class EdgeProxy
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Forwarding to cluster {Cluster} replica {Replica} failed: {Error} {Detail}")]
     private static partial void LogForwardFailed(ILogger logger, string cluster, string replica, ForwarderError error, string? detail);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Cluster} replica {Replica} refused the request body ({Status}) and closed the connection")]
+    private static partial void LogBodyRefused(ILogger logger, string cluster, string replica, int status);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Cluster} replica {Replica} answered {Status}; retrying on another replica")]
     private static partial void LogRetryStatus(ILogger logger, string cluster, string replica, int status);

@@ -54,6 +54,8 @@ public sealed class AgentRestartTests(ITestOutputHelper output)
                 await Eventually.GetAsync(stack.StatusAsync, st => st.Cluster.ReadyReplicas == 2, TimeSpan.FromSeconds(30), "both replicas ready again");
                 var replicaReadyAt = s.Now;
                 var servedAt = await s.WaitForServedAsync(s.Victim.Id, startAt, TimeSpan.FromSeconds(20), "the re-adopted replica serving again");
+                // The edges' first tunnel requests for the re-adopted port wait for it, not refused (issue 14, item 7).
+                Assert.DoesNotContain("is not a replica on this node", stack.Agents[s.VictimNodeName].Output, StringComparison.Ordinal);
 
                 // The same processes, nothing restarted, nothing duplicated.
                 var status = await stack.StatusAsync();

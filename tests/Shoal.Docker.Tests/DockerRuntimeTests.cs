@@ -219,6 +219,30 @@ public sealed class DockerRuntimeTests(DockerEngine engine, ITestOutputHelper ou
     });
 
     [Fact]
+    public Task An_orphan_labelled_container_of_an_unknown_replica_is_removed_within_a_heartbeat_interval_without_any_assignment_change() => RunAsync("rtx-4090:1", async stack =>
+    {
+        var node = (await stack.NodesAsync()).Single();
+        // Shoal's labels for this node, a replica the agent was never given (as a dead agent's
+        // container, or one started by hand): it would hold its GPU until the next assignment change.
+        var orphan = await engine.StartForeignContainerAsync("shoal-test-orphan-" + Guid.NewGuid().ToString("N")[..8], new Dictionary<string, string>
+        {
+            [DockerLabels.Managed] = "true",
+            [DockerLabels.Node] = stack.NodeId,
+            [DockerLabels.Replica] = "gone-abcdef",
+        });
+        var foreign = await engine.StartForeignContainerAsync("shoal-test-foreign-" + Guid.NewGuid().ToString("N")[..8], new Dictionary<string, string>());
+        var started = DateTime.UtcNow;
+
+        // The server's heartbeat interval is 2 s: the sweep after the next heartbeat removes it.
+        await Eventually.GetAsync(() => engine.NodeContainersAsync(stack.NodeId), list => list.All(c => c.ID != orphan), TimeSpan.FromSeconds(10), "the orphan removed");
+        output.WriteLine($"orphan removed after {(DateTime.UtcNow - started).TotalMilliseconds:0} ms");
+        Assert.Contains($"Removing container {orphan} of replica gone-abcdef", stack.Output, StringComparison.Ordinal);
+        Assert.True((await engine.Client.Containers.InspectContainerAsync(foreign)).State!.Running, "a container without Shoal's labels was touched");
+        // Nothing was assigned meanwhile: the sweep ran on the heartbeat, not on an assignment set.
+        Assert.Equal(node.Revision, (await stack.NodesAsync()).Single().Revision);
+    });
+
+    [Fact]
     public Task Pull_failures_end_as_clear_reasons_retried_with_backoff_while_the_agent_stays_healthy() => RunAsync("rtx-4090:5", async stack =>
     {
         await using var registry = await FakeRegistry.StartAsync();

@@ -155,6 +155,38 @@ public sealed class FailoverTests
     }
 
     [Fact]
+    public async Task A_chunked_body_over_the_replicas_limit_gets_its_413_not_a_500()
+    {
+        // The simulator takes bodies up to 1 MiB, as a model server would have a limit of its own;
+        // the edge's is larger (16 MiB), so the body streams through and the replica refuses it.
+        await using var sim = Shoal.Sim.SimServer.Build(new Shoal.Sim.SimOptions { Port = 0, ReplicaId = "sim" });
+        await sim.StartAsync();
+        await using var edge = await TestEdge.StartAsync();
+        edge.SetCluster("demo", [("sim", Shoal.Sim.SimServer.Address(sim))]);
+        using var client = edge.Client();
+        var big = "{\"model\":\"m\",\"prompt\":\"" + new string('x', Shoal.Sim.SimOptions.MaxBodyBytes + 100_000) + "\"}";
+
+        foreach (var chunked in (bool[])[true, false])
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/c/demo/v1/completions") { Content = new StreamContent(new MemoryStream(Encoding.ASCII.GetBytes(big))) };
+            request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+            if (chunked) request.Headers.TransferEncodingChunked = true;
+            else request.Content.Headers.ContentLength = big.Length;
+            using var response = await client.SendAsync(request);
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.RequestEntityTooLarge, $"chunked {chunked}: {(int)response.StatusCode} {body}");
+            // The sim's own answer when it could be read, else the edge's error JSON: a payload-too-large either way.
+            Assert.Contains(body.Contains("body_too_large", StringComparison.Ordinal) ? "body_too_large" : ErrorCodes.PayloadTooLarge, body, StringComparison.Ordinal);
+        }
+
+        // The replica did nothing wrong: not ejected, so the next request goes to it.
+        Assert.Contains("shoal_edge_ejections_total{cluster=\"demo\",replica=\"sim\"} 0\n", await edge.MetricsAsync());
+        // The edge is fine afterwards.
+        using var fits = await client.PostAsync("/c/demo/v1/completions", new StringContent("{\"model\":\"m\",\"prompt\":\"hi\",\"max_tokens\":2}", Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, fits.StatusCode);
+    }
+
+    [Fact]
     public async Task Unknown_clusters_get_404_and_the_edge_serves_its_own_metrics_and_health_only_outside_clusters()
     {
         await using var edge = await TestEdge.StartAsync();

@@ -72,4 +72,54 @@ public sealed class DevEndToEndTests(ITestOutputHelper output)
             await dev.DisposeAsync();
         }
     }
+    /// <summary>
+    /// Issue 14, must-show 5: Ctrl-C in a terminal signals the whole foreground process group at
+    /// once (dev, and before this fix every replica too). Dev stops in order: no warning or error,
+    /// no replica restarted, nothing left running, exit code 0. The same for SIGTERM to the group.
+    /// </summary>
+    [Theory]
+    [InlineData(2)]
+    [InlineData(15)]
+    public async Task Dev_stopped_by_a_signal_to_its_whole_process_group_stops_quietly_and_completely(int signal)
+    {
+        using var dir = new TempDirectory("shoal-dev-sig");
+        var apiPort = FreePort.Next();
+        var edgePort = FreePort.Next();
+        var dev = ShoalProcess.Start("dev",
+            ["dev", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("data")],
+            new Dictionary<string, string> { ["SHOAL_CONFIG"] = dir.Combine("config.json") },
+            ownProcessGroup: true);
+        try
+        {
+            await Eventually.GetAsync(() => Task.FromResult(dev.Output), o => o.Contains("Ctrl-C stops everything", StringComparison.Ordinal) || dev.HasExited, TimeSpan.FromSeconds(90), "dev ready");
+            Assert.False(dev.HasExited, dev.Output);
+            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}") }.WithKey(File.ReadAllText(dir.Combine("data", "server", "operator.key")).Trim());
+            var status = await Eventually.GetAsync(() => http.GetFromJsonAsync("/v1/clusters/demo/status", ShoalJsonContext.Default.ClusterStatusDto),
+                s => s!.Cluster.ReadyReplicas == 2, TimeSpan.FromSeconds(30), "demo ready");
+            var replicaIds = status!.Replicas.Select(r => r.Id).ToArray();
+            Assert.Equal(2, replicaIds.Count(ReplicaProcesses.Find().ContainsKey));
+            var before = dev.Output.Length;
+
+            dev.SignalGroup(signal);
+
+            Assert.Equal(0, await dev.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+            var stopping = dev.Output[before..];
+            output.WriteLine($"--- after signal {signal}:\n{stopping}");
+            foreach (var bad in (string[])["warn:", "fail:", "crit:", "error", "Lost the connection", "restarting", "exited with code"])
+            {
+                Assert.DoesNotContain(bad, stopping, StringComparison.OrdinalIgnoreCase);
+            }
+            await Eventually.GetAsync(() => Task.FromResult(replicaIds.Count(ReplicaProcesses.Find().ContainsKey)), n => n == 0, TimeSpan.FromSeconds(10), "replica processes gone");
+            Assert.Empty(dev.GroupMembers());
+        }
+        catch
+        {
+            output.WriteLine(dev.Output);
+            throw;
+        }
+        finally
+        {
+            await dev.DisposeAsync();
+        }
+    }
 }

@@ -41,11 +41,12 @@ public sealed partial class ShoalProcess : IAsyncDisposable
     /// <param name="netns">Run inside this network namespace (<c>ip netns exec</c>, which execs, so the PID is shoal's).</param>
     /// <param name="fileLimit">Run with this limit on open files, soft and hard (<c>ulimit -n</c> in a shell that then execs shoal, so the PID is shoal's).</param>
     /// <param name="executable">Another <c>shoal</c> to run (an installed one) instead of <see cref="ExecutablePath"/>.</param>
-    public static ShoalProcess Start(string name, IEnumerable<string> args, IDictionary<string, string>? env = null, string? netns = null, int? fileLimit = null, string? executable = null)
+    /// <param name="ownProcessGroup">Run as the leader of a new session and process group (<c>setsid</c>, which execs, so the PID is shoal's and the group's id), as a shell runs a foreground command; see <see cref="SignalGroup"/>.</param>
+    public static ShoalProcess Start(string name, IEnumerable<string> args, IDictionary<string, string>? env = null, string? netns = null, int? fileLimit = null, string? executable = null, bool ownProcessGroup = false)
     {
         var shoal = executable ?? ExecutablePath;
-        if (netns is not null && fileLimit is not null) throw new ArgumentException("a network namespace and a file limit together are not supported");
-        var info = new ProcessStartInfo(netns is not null ? "ip" : fileLimit is not null ? "/bin/sh" : shoal)
+        if ((netns is not null ? 1 : 0) + (fileLimit is not null ? 1 : 0) + (ownProcessGroup ? 1 : 0) > 1) throw new ArgumentException("only one of a network namespace, a file limit and an own process group is supported");
+        var info = new ProcessStartInfo(netns is not null ? "ip" : fileLimit is not null ? "/bin/sh" : ownProcessGroup ? "setsid" : shoal)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -59,6 +60,7 @@ public sealed partial class ShoalProcess : IAsyncDisposable
         {
             foreach (var a in (string[])["-c", $"ulimit -n {limit} && exec \"$0\" \"$@\"", shoal]) info.ArgumentList.Add(a);
         }
+        if (ownProcessGroup) info.ArgumentList.Add(shoal);
         foreach (var a in args) info.ArgumentList.Add(a);
         if (env is not null)
         {
@@ -105,6 +107,33 @@ public sealed partial class ShoalProcess : IAsyncDisposable
             _process.Kill(entireProcessTree: true);
             await _process.WaitForExitAsync();
         }
+    }
+
+    /// <summary>Sends <paramref name="signal"/> to the whole process group this process leads (as a terminal's Ctrl-C does), children included.</summary>
+    public void SignalGroup(int signal)
+    {
+        if (Kill(-_process.Id, signal) != 0) throw new InvalidOperationException($"kill(-{_process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    /// <summary>Process ids in the process group this process leads (from /proc), itself included while it runs.</summary>
+    public IReadOnlyList<int> GroupMembers()
+    {
+        var members = new List<int>();
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out var pid)) continue;
+            try
+            {
+                // pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so read after the last ')'.
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                if (int.Parse(fields[2], System.Globalization.CultureInfo.InvariantCulture) == _process.Id && fields[0] != "Z") members.Add(pid);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+            }
+        }
+        return members;
     }
 
     /// <summary>SIGKILL of this process only (its children live on, as when a machine's agent crashes).</summary>

@@ -32,4 +32,10 @@ public sealed partial class AgentConnection
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Heartbeat failed: {Error}")]
     private partial void LogHeartbeatFailed(string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Said goodbye to the control plane (agent stopping)")]
+    private partial void LogSaidGoodbye();
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "The goodbye to the control plane was cut short: {Error}")]
+    private partial void LogGoodbyeFailed(string error);
 }

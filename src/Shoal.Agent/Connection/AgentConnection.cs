@@ -30,6 +30,8 @@ public sealed class AgentConnectionOptions
 public sealed partial class AgentConnection
 {
     private const int MinHeartbeatMs = 100;
+    private static readonly TimeSpan s_closeTimeout = TimeSpan.FromSeconds(2);
+    private static readonly TimeSpan s_sendTimeout = TimeSpan.FromSeconds(30);
     private readonly AgentConnectionOptions _options;
     private readonly NodeIdentityStore _identityStore;
     private readonly ReplicaManager _replicas;
@@ -131,7 +133,7 @@ public sealed partial class AgentConnection
                 }
                 catch (OperationCanceledException) when (ct.IsCancellationRequested)
                 {
-                    await CloseQuietlyAsync(ws, WebSocketCloseStatus.NormalClosure, "agent shutting down");
+                    await CloseQuietlyAsync(ws, WebSocketCloseStatus.NormalClosure, AgentProtocol.AgentStoppingCloseDescription);
                     return;
                 }
                 catch (AgentProtocolException ex)
@@ -156,9 +158,32 @@ public sealed partial class AgentConnection
     private async Task RunSessionAsync(ClientWebSocket ws, CancellationToken ct)
     {
         using var sendLock = new SemaphoreSlim(1, 1);
+        var stopRequested = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var onStop = ct.Register(() => stopRequested.TrySetResult());
         await SendAsync(ws, sendLock, _hello(), ct);
 
-        var first = await ReceiveAsync(ws, ct) ?? throw new WebSocketException("the server closed the connection before welcome");
+        AgentMessage? first;
+        if (_identity is null)
+        {
+            // Registering: the token is spent once the server has it, and the welcome carries the
+            // node's only way back (its secret), so it is taken even when a stop comes meanwhile.
+            var receive = ReceiveAsync(ws, CancellationToken.None);
+            try
+            {
+                first = await receive.WaitAsync(_options.ConnectTimeout, _time, CancellationToken.None);
+            }
+            catch (TimeoutException)
+            {
+                ws.Abort();
+                await ((Task)receive).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                throw new WebSocketException($"no welcome within {_options.ConnectTimeout.TotalSeconds:0} s");
+            }
+        }
+        else
+        {
+            first = await ReceiveUnlessStoppingAsync(ws, sendLock, stopRequested.Task, ct);
+        }
+        if (first is null) throw new WebSocketException("the server closed the connection before welcome");
         if (first is not WelcomeMessage welcome)
         {
             throw new AgentProtocolException($"expected welcome, got {Describe(first)}");
@@ -179,6 +204,12 @@ public sealed partial class AgentConnection
         {
             LogNodeIdMismatch(_identity.NodeId, welcome.NodeId);
         }
+        if (ct.IsCancellationRequested)
+        {
+            // Stopped while registering: the identity is saved; now the goodbye.
+            await SayGoodbyeAsync(ws, sendLock, ReceiveAsync(ws, CancellationToken.None));
+            ct.ThrowIfCancellationRequested();
+        }
         SessionCount++;
         _backoff.Reset();
         _options.EdgesChanged?.Invoke(_identity, welcome.Edges);
@@ -191,7 +222,12 @@ public sealed partial class AgentConnection
         {
             while (true)
             {
-                var message = await ReceiveAsync(ws, ct);
+                var message = await ReceiveUnlessStoppingAsync(ws, sendLock, stopRequested.Task, ct, async () =>
+                {
+                    // No heartbeat goes out after the close.
+                    await sessionCts.CancelAsync();
+                    await heartbeats.ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+                });
                 switch (message)
                 {
                     case null:
@@ -236,6 +272,11 @@ public sealed partial class AgentConnection
                     changed = null;
                     _replicas.Changes.TryRead(out _);
                 }
+                else
+                {
+                    // Every interval, not only when an assignment set arrives: an orphan must not hold its GPU until the next change.
+                    _ = _replicas.SweepOrphansAsync();
+                }
                 await SendAsync(ws, sendLock, new HeartbeatMessage
                 {
                     AppliedRevision = _replicas.AppliedRevision,
@@ -247,7 +288,7 @@ public sealed partial class AgentConnection
         catch (OperationCanceledException) when (ct.IsCancellationRequested)
         {
         }
-        catch (Exception ex) when (ex is WebSocketException or IOException or ObjectDisposedException)
+        catch (Exception ex) when (ex is WebSocketException or IOException or ObjectDisposedException or OperationCanceledException)
         {
             // The receive loop sees the broken socket too; make sure it does not wait forever.
             LogHeartbeatFailed(ex.Message);
@@ -255,13 +296,16 @@ public sealed partial class AgentConnection
         }
     }
 
-    private static async Task SendAsync(ClientWebSocket ws, SemaphoreSlim sendLock, AgentMessage message, CancellationToken ct)
+    private async Task SendAsync(ClientWebSocket ws, SemaphoreSlim sendLock, AgentMessage message, CancellationToken ct)
     {
         var bytes = JsonSerializer.SerializeToUtf8Bytes(message, ShoalJsonContext.Default.AgentMessage);
         await sendLock.WaitAsync(ct);
         try
         {
-            await ws.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, ct);
+            // Not ct: cancelling a send aborts the socket, and a stopping agent closes it properly
+            // instead. A message that cannot go out within the timeout means the link is dead anyway.
+            using var timeout = new CancellationTokenSource(s_sendTimeout, _time);
+            await ws.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, timeout.Token);
         }
         finally
         {
@@ -323,6 +367,62 @@ public sealed partial class AgentConnection
         finally
         {
             ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>
+    /// Receives the next message; when <paramref name="stopRequested"/> completes first, says goodbye
+    /// (after <paramref name="beforeGoodbye"/>) and throws <see cref="OperationCanceledException"/>.
+    /// The receive itself is not cancelled by <paramref name="ct"/>: that would abort the socket, and an
+    /// agent that stops on purpose closes it properly instead, so the server does not take it for a drop.
+    /// </summary>
+    private async Task<AgentMessage?> ReceiveUnlessStoppingAsync(ClientWebSocket ws, SemaphoreSlim sendLock, Task stopRequested, CancellationToken ct, Func<Task>? beforeGoodbye = null)
+    {
+        var receive = ReceiveAsync(ws, CancellationToken.None);
+        if (await Task.WhenAny(receive, stopRequested) != receive)
+        {
+            if (beforeGoodbye is not null) await beforeGoodbye();
+            await SayGoodbyeAsync(ws, sendLock, receive);
+            ct.ThrowIfCancellationRequested();
+        }
+        return await receive;
+    }
+
+    /// <summary>
+    /// The agent is stopping: completes the close handshake with <see cref="AgentProtocol.AgentStoppingCloseDescription"/>
+    /// (the server answers with its own close; what it sent before that is dropped), or aborts after two seconds.
+    /// </summary>
+    private async Task SayGoodbyeAsync(ClientWebSocket ws, SemaphoreSlim sendLock, Task<AgentMessage?> pending)
+    {
+        using var timeout = new CancellationTokenSource(s_closeTimeout, _time);
+        try
+        {
+            if (ws.State is WebSocketState.Open or WebSocketState.CloseReceived)
+            {
+                await sendLock.WaitAsync(timeout.Token);
+                try
+                {
+                    await ws.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, AgentProtocol.AgentStoppingCloseDescription, timeout.Token);
+                }
+                finally
+                {
+                    sendLock.Release();
+                }
+                while (await pending.WaitAsync(timeout.Token) is not null)
+                {
+                    pending = ReceiveAsync(ws, CancellationToken.None);
+                }
+                LogSaidGoodbye();
+            }
+        }
+        catch (Exception ex) when (ex is WebSocketException or IOException or OperationCanceledException or ObjectDisposedException or AgentProtocolException or InvalidOperationException)
+        {
+            LogGoodbyeFailed(ex.Message);
+        }
+        finally
+        {
+            ws.Abort();
+            await ((Task)pending).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
     }
 

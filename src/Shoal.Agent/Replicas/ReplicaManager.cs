@@ -25,6 +25,9 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         FullMode = BoundedChannelFullMode.DropWrite,
     });
     private readonly SemaphoreSlim _orphanSweep = new(1, 1);
+    private Task _sweeping = Task.CompletedTask;
+    private TaskCompletionSource _portsChanged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private bool _assignmentsSeen;
     private long _appliedRevision;
     private string[] _reportedImages = [];
 
@@ -105,16 +108,27 @@ public sealed partial class ReplicaManager : IAsyncDisposable
                     : string.Join("; ", _runtimes.Select(r => r.DescribeRejection(assignment.Image)));
                 var worker = new ReplicaWorker(assignment, runtime, rejection, _probe, _options, _time, _loggerFactory.CreateLogger<ReplicaWorker>(), SignalChange);
                 var previous = _stopping.TryGetValue(assignment.ReplicaId, out var s) ? s.Stopped : null;
+                // A sweep that began before this worker existed would take what it starts (or adopts) for an orphan.
+                if (!_sweeping.IsCompleted)
+                {
+                    previous = previous is null ? _sweeping : Task.WhenAll(previous, _sweeping);
+                }
                 _workers[assignment.ReplicaId] = worker;
                 worker.Start(previous);
                 LogStarting(assignment.ReplicaId, assignment.Cluster, assignment.Image);
             }
             Interlocked.Exchange(ref _appliedRevision, revision);
+            _assignmentsSeen = true;
         }
         if (!plan.IsEmpty)
         {
             LogConverged(revision, plan.ToStart.Count, plan.ToStop.Count, plan.Unchanged.Count);
             SignalChange();
+        }
+        else
+        {
+            // The first set, even unchanged, ends the wait of tunnels asking for a port before it.
+            WakePortWaiters();
         }
         if (_runtimes.Any(r => r.AdoptsReplicas))
         {
@@ -123,17 +137,42 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         return plan;
     }
 
+    /// <summary>
+    /// Removes what runtimes run for replicas this agent does not know (a container started by hand
+    /// with Shoal's labels, one an earlier agent left behind): called every heartbeat interval, so
+    /// an orphan does not hold its GPU until the next assignment change. Does nothing before the
+    /// first assignment set (a restart without the server removes nothing), nor while a sweep runs.
+    /// </summary>
+    public Task SweepOrphansAsync()
+    {
+        lock (_lock)
+        {
+            if (!_assignmentsSeen) return Task.CompletedTask;
+        }
+        return _runtimes.Any(r => r.AdoptsReplicas) ? RemoveOrphansAsync(skipWhenBusy: true) : Task.CompletedTask;
+    }
+
     // What an earlier agent left running for replicas no longer assigned here is removed; only
     // after an assignment set arrived, so a restart without the server removes nothing.
-    private async Task RemoveOrphansAsync()
+    private async Task RemoveOrphansAsync(bool skipWhenBusy = false)
     {
-        await _orphanSweep.WaitAsync();
+        if (skipWhenBusy)
+        {
+            if (!await _orphanSweep.WaitAsync(0)) return;
+        }
+        else
+        {
+            await _orphanSweep.WaitAsync();
+        }
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         try
         {
             HashSet<string> keep;
             lock (_lock)
             {
                 keep = new HashSet<string>(_workers.Keys.Concat(_stopping.Keys), StringComparer.Ordinal);
+                // Workers created from now on wait for this sweep before they start anything.
+                _sweeping = done.Task;
             }
             foreach (var runtime in _runtimes.Where(r => r.AdoptsReplicas))
             {
@@ -146,6 +185,7 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         }
         finally
         {
+            done.TrySetResult();
             _orphanSweep.Release();
         }
     }
@@ -208,6 +248,53 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         }
     }
 
+    /// <summary>How long a tunnel asking for a port no replica has yet waits while the agent is still settling.</summary>
+    public static readonly TimeSpan SettleWait = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// True when a replica this agent runs listens on <paramref name="port"/>. Right after the agent
+    /// starts, the edges' route tables still list the replicas it is about to re-adopt, and their
+    /// tunnels ask for those ports before the assignment set has arrived or the instances are
+    /// adopted: while the agent is settling (no assignment set yet, or a replica still pulling or
+    /// starting without a port) an unknown port is waited for, up to <see cref="SettleWait"/>.
+    /// </summary>
+    public async ValueTask<bool> WaitForReplicaPortAsync(int port, CancellationToken ct)
+    {
+        var start = _time.GetTimestamp();
+        while (true)
+        {
+            Task changed;
+            lock (_lock)
+            {
+                if (IsReplicaPort(port)) return true;
+                var settling = !_assignmentsSeen || _workers.Values.Any(w => w.Report is { State: ReplicaState.Assigned or ReplicaState.Pulling } or { State: ReplicaState.Starting, HostPort: null });
+                if (!settling) return false;
+                changed = _portsChanged.Task;
+            }
+            var left = SettleWait - _time.GetElapsedTime(start);
+            if (left <= TimeSpan.Zero) return false;
+            try
+            {
+                await changed.WaitAsync(left, _time, ct);
+            }
+            catch (TimeoutException)
+            {
+                return false;
+            }
+        }
+    }
+
+    private void WakePortWaiters()
+    {
+        TaskCompletionSource fired;
+        lock (_lock)
+        {
+            fired = _portsChanged;
+            _portsChanged = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        }
+        fired.TrySetResult();
+    }
+
     /// <summary>Stops every replica and waits for them to be gone.</summary>
     public async Task StopAllAsync()
     {
@@ -246,5 +333,9 @@ public sealed partial class ReplicaManager : IAsyncDisposable
         SignalChange();
     }
 
-    private void SignalChange() => _changes.Writer.TryWrite(true);
+    private void SignalChange()
+    {
+        _changes.Writer.TryWrite(true);
+        WakePortWaiters();
+    }
 }

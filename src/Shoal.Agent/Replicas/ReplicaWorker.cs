@@ -226,6 +226,13 @@ internal sealed partial class ReplicaWorker
                 }
 
                 var exitCode = await instance.Exited;
+                if (stop.IsCancellationRequested)
+                {
+                    // It ended while the agent was stopping it (or stopping itself): not a crash, nothing to restart.
+                    Update(r => r with { State = ReplicaState.Stopped, Healthy = false, ExitCode = exitCode, Load = null });
+                    LogStopped(_assignment.ReplicaId);
+                    return;
+                }
                 if (_time.GetUtcNow() - startedAt >= _options.RestartBackoffResetAfter)
                 {
                     backoff.Reset();

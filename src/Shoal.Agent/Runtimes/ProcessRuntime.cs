@@ -155,7 +155,9 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
         var env = ReplicaEnvironment(assignment, port);
         var program = CommandLine.Expand(words[0], env);
         // The shell only sets up the output (appended to the log, so it survives the agent and can be
-        // rotated by truncation) and execs: the pid is the replica's own.
+        // rotated by truncation) and execs: the pid is the replica's own. setsid (no fork: the shell
+        // leads no group) puts the replica in a session of its own, so a terminal's Ctrl-C reaches
+        // the agent, which stops its replicas in order, and not every replica at once.
         var psi = new ProcessStartInfo("/bin/sh")
         {
             UseShellExecute = false,
@@ -163,7 +165,7 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
         };
         PrivateFiles.CreateDirectory(_options.ReplicasDir);
         PrivateFiles.CreateDirectory(psi.WorkingDirectory);
-        foreach (var a in (string[])["-c", "f=$1; shift; exec \"$@\" </dev/null >>\"$f\" 2>&1", "shoal-replica", logPath, program])
+        foreach (var a in (string[])["-c", "f=$1; shift; if command -v setsid >/dev/null 2>&1; then set -- setsid \"$@\"; fi; exec \"$@\" </dev/null >>\"$f\" 2>&1", "shoal-replica", logPath, program])
         {
             psi.ArgumentList.Add(a);
         }

@@ -44,7 +44,7 @@ public sealed class TunnelOptions
 public sealed partial class TunnelManager : IAsyncDisposable
 {
     private readonly TunnelOptions _options;
-    private readonly Func<int, bool> _isReplicaPort;
+    private readonly Func<int, CancellationToken, ValueTask<bool>> _isReplicaPort;
     private readonly TunnelHttpServer _server;
     private readonly TimeProvider _time;
     private readonly ILoggerFactory _loggers;
@@ -56,6 +56,12 @@ public sealed partial class TunnelManager : IAsyncDisposable
     private bool _disposed;
 
     public TunnelManager(TunnelOptions options, Func<int, bool> isReplicaPort, TimeProvider time, ILoggerFactory loggers)
+        : this(options, (port, _) => ValueTask.FromResult(isReplicaPort(port)), time, loggers)
+    {
+    }
+
+    /// <param name="isReplicaPort">Whether a port the edge asks for is a replica's here; may wait a little (see <see cref="Replicas.ReplicaManager.WaitForReplicaPortAsync"/>).</param>
+    public TunnelManager(TunnelOptions options, Func<int, CancellationToken, ValueTask<bool>> isReplicaPort, TimeProvider time, ILoggerFactory loggers)
     {
         _options = options;
         _isReplicaPort = isReplicaPort;

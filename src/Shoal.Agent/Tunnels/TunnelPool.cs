@@ -26,7 +26,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     private readonly bool _tls;
     private readonly NodeIdentity _identity;
     private readonly TunnelOptions _options;
-    private readonly Func<int, bool> _isReplicaPort;
+    private readonly Func<int, CancellationToken, ValueTask<bool>> _isReplicaPort;
     private readonly TunnelHttpServer _server;
     private readonly TimeProvider _time;
     private readonly ILogger<TunnelPool> _logger;
@@ -35,7 +35,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     private readonly List<Task> _slots = [];
     private int _open;
 
-    public TunnelPool(string url, NodeIdentity identity, TunnelOptions options, Func<int, bool> isReplicaPort, TunnelHttpServer server, TimeProvider time, ILogger<TunnelPool> logger)
+    public TunnelPool(string url, NodeIdentity identity, TunnelOptions options, Func<int, CancellationToken, ValueTask<bool>> isReplicaPort, TunnelHttpServer server, TimeProvider time, ILogger<TunnelPool> logger)
     {
         _url = url;
         if (!TunnelWire.TryParseEdge(url, out _host, out _port, out _tls)) throw new ArgumentException($"not an http(s) URL: {url}", nameof(url));
@@ -198,7 +198,7 @@ internal sealed partial class TunnelPool : IAsyncDisposable
     /// <summary>Answers <c>ok</c> and serves HTTP/2 for replica <paramref name="port"/> on the tunnel until the edge lets go.</summary>
     private async Task CarryAsync(Stream tunnel, Socket socket, LineReader lines, int port, CancellationToken ct)
     {
-        if (!_isReplicaPort(port))
+        if (!await _isReplicaPort(port, ct))
         {
             await RefuseAsync(tunnel, $"port {port} is not a replica on this node", ct);
             return;

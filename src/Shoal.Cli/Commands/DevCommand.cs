@@ -52,6 +52,8 @@ public sealed class DevCommand : Command
             // Local use: the agents run here, on simulated GPUs.
             AllowLoopbackNodes = true,
             AllowSimulatedGpus = true,
+            // Ctrl-C stops the agents first (each says goodbye), then the server: not all at once.
+            StoppedByHost = true,
         };
         var errors = options.Validate();
         if (errors.Count > 0)

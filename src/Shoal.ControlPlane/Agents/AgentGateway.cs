@@ -130,6 +130,7 @@ public sealed partial class AgentGateway
         var buffer = new byte[16 * 1024];
         using var assembled = new MemoryStream();
         var registered = false;
+        var planned = false;
         try
         {
             using (var helloTimeout = CancellationTokenSource.CreateLinkedTokenSource(ct))
@@ -173,7 +174,11 @@ public sealed partial class AgentGateway
                 var read = await session.ReadAsync(buffer, assembled, ct);
                 if (read.IsClosed)
                 {
-                    reason = "closed by agent";
+                    // An agent stopping on purpose (SIGTERM, Ctrl-C, an upgrade) says so: not a drop.
+                    planned = session.Socket.CloseStatus == WebSocketCloseStatus.NormalClosure
+                        && session.Socket.CloseStatusDescription == AgentProtocol.AgentStoppingCloseDescription;
+                    reason = planned ? "the agent stopped" : "closed by agent";
+                    await session.CloseAsync(WebSocketCloseStatus.NormalClosure, "");
                     break;
                 }
                 switch (read.Message)
@@ -221,7 +226,7 @@ public sealed partial class AgentGateway
                 _sessions.TryRemove(new KeyValuePair<string, AgentSession>(session.NodeId, session));
                 // A stopping server is not the node's doing: no node-lost (the next start counts the
                 // grace from its own start), and no route table without the node's replicas.
-                if (!_stopping.IsCancellationRequested) await _state.NodeDisconnectedAsync(session.NodeId, session, reason);
+                if (!_stopping.IsCancellationRequested) await _state.NodeDisconnectedAsync(session.NodeId, session, reason, planned);
             }
         }
     }

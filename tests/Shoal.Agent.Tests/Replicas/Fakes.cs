@@ -99,10 +99,13 @@ internal sealed class PullingFakeRuntime : IReplicaRuntime
     /// <summary>The keep sets of every orphan sweep, in order.</summary>
     public ConcurrentQueue<IReadOnlySet<string>> Sweeps { get; } = new();
 
-    public Task RemoveOrphansAsync(IReadOnlySet<string> keep, CancellationToken ct)
+    /// <summary>Sweeps wait on this (open by default).</summary>
+    public TaskCompletionSource SweepGate { get; set; } = CompletedGate();
+
+    public async Task RemoveOrphansAsync(IReadOnlySet<string> keep, CancellationToken ct)
     {
         Sweeps.Enqueue(keep);
-        return Task.CompletedTask;
+        await SweepGate.Task;
     }
 
     public bool CanRun(string image) => true;

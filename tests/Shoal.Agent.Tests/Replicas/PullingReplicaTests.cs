@@ -84,6 +84,76 @@ public class PullingReplicaTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_heartbeat_sweep_runs_only_once_an_assignment_set_arrived_and_holds_back_workers_created_meanwhile()
+    {
+        // A restart without the server removes nothing.
+        await _manager.SweepOrphansAsync();
+        Assert.Empty(_runtime.Sweeps);
+
+        _runtime.PullError = null;
+        _manager.Apply(1, [A("r1", "fake/app")]);
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Ready, "ready");
+        var afterApply = _runtime.Sweeps.Count;
+
+        // A sweep that began before r2 existed would take what r2 starts for an orphan: r2 waits for it.
+        _runtime.SweepGate = new TaskCompletionSource();
+        var sweep = _manager.SweepOrphansAsync();
+        await Poll.UntilAsync(() => _runtime.Sweeps.Count == afterApply + 1, "the heartbeat's sweep");
+        Assert.True(_runtime.Sweeps.Last().SetEquals(["r1"]));
+        // One at a time: a second heartbeat while it runs skips its sweep.
+        await _manager.SweepOrphansAsync();
+        _manager.Apply(2, [A("r1", "fake/app"), A("r2", "fake/app")]);
+        await Task.Delay(100);
+        Assert.Equal(ReplicaState.Assigned, Report("r2")!.State);
+        Assert.Equal(1, _runtime.Pulls);
+
+        _runtime.SweepGate.SetResult();
+        await sweep;
+        await Poll.UntilAsync(() => Report("r2")?.State == ReplicaState.Ready, "r2 ready once the sweep is done");
+        Assert.All(_runtime.Sweeps.Skip(afterApply + 1), keep => Assert.Contains("r2", keep));
+    }
+
+    [Fact]
+    public async Task A_tunnel_asking_for_a_replica_port_right_after_a_restart_waits_for_the_re_adoption_instead_of_being_refused()
+    {
+        // The agent has just started: the edge asks for the port its route table has, before the assignment set came.
+        _runtime.PullError = null;
+        _runtime.PullGate = new TaskCompletionSource();
+        var early = _manager.WaitForReplicaPortAsync(20001, CancellationToken.None).AsTask();
+        await Task.Yield();
+        Assert.False(early.IsCompleted);
+
+        // The set arrives; the replica is still being adopted (its image checked, then its instance found).
+        _manager.Apply(1, [A("r1", "fake/app")]);
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Pulling, "pulling");
+        Assert.False(early.IsCompleted);
+        _runtime.PullGate.SetResult();
+
+        Assert.True(await early.WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(20001, Report("r1")!.HostPort);
+
+        // Settled: a port that is no replica's is refused at once.
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Ready, "ready");
+        Assert.False(await _manager.WaitForReplicaPortAsync(20002, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task While_settling_an_unknown_port_is_refused_after_the_settle_wait()
+    {
+        _runtime.PullGate = new TaskCompletionSource();
+        _manager.Apply(1, [A("r1", "fake/app")]);
+        await Poll.UntilAsync(() => Report("r1")?.State == ReplicaState.Pulling, "pulling");
+
+        var wait = _manager.WaitForReplicaPortAsync(30000, CancellationToken.None).AsTask();
+        await Task.Yield();
+        Assert.False(wait.IsCompleted);
+        _time.Advance(ReplicaManager.SettleWait);
+
+        Assert.False(await wait.WaitAsync(TimeSpan.FromSeconds(10)));
+        _runtime.PullGate.SetResult();
+    }
+
+    [Fact]
     public async Task On_agent_shutdown_replicas_of_a_runtime_that_outlives_it_are_left_running()
     {
         _runtime.PullError = null;

@@ -275,6 +275,36 @@ public sealed class ProcessRuntimeTests : IDisposable
     }
 
     [Fact]
+    public async Task An_orphan_process_that_appears_after_the_assignment_set_is_stopped_by_the_next_sweep_without_any_assignment_change()
+    {
+        await using var manager = new ReplicaManager(
+            [Runtime()],
+            new HttpReplicaProbe(_http, TimeProvider.System),
+            new ReplicaManagerOptions { StopGracePeriod = TimeSpan.FromSeconds(5) },
+            TimeProvider.System,
+            NullLoggerFactory.Instance);
+        manager.Apply(1, [Python("mine-1")]);
+        await Poll.UntilAsync(() => manager.Snapshot().Any(r => r is { ReplicaId: "mine-1", State: ReplicaState.Ready }), "mine-1 ready", 20_000);
+        var minePort = manager.Snapshot().Single().HostPort!.Value;
+
+        // A replica process of this node's runtime that this agent was never given (left by another agent on the same data dir).
+        var other = Runtime(keep: true);
+        var stray = await other.StartAsync(Python("stray-1"), CancellationToken.None);
+        var strayPid = ((ProcessReplicaInstance)stray).ProcessId;
+        await stray.DisposeAsync();
+        Assert.False(HasExited(strayPid));
+
+        // The heartbeat's sweep: no new assignment set.
+        await manager.SweepOrphansAsync();
+
+        Assert.True(HasExited(strayPid));
+        Assert.False(File.Exists(_dir.Combine("replicas", "stray-1.process")));
+        Assert.Equal(1, manager.AppliedRevision);
+        Assert.False(HasExited(FindListener(minePort)));
+        Assert.Equal(ReplicaState.Ready, manager.Snapshot().Single().State);
+    }
+
+    [Fact]
     public async Task A_left_replica_of_another_generation_is_stopped_and_a_new_one_started()
     {
         var first = Runtime(keep: true);

@@ -200,6 +200,12 @@ public sealed class DeployCommand : ApiCommand
                 status => progress.Report(Views.DeployProgress(status), Views.ProgressSummary(status)),
                 ct));
 
+        if (!outcome.Ready && outcome.Last?.Cluster.Failure is { } failure)
+        {
+            Interaction.DisplayError($"{cluster.Name} failed: {failure}", DeploymentWaiter.DescribePending(outcome.Last));
+            Interaction.DisplayHint($"fix the image or settings and run `shoal update {cluster.Name} …` to try again, or remove it with `shoal rm {cluster.Name}`");
+            return ExitCodes.Failure;
+        }
         if (!outcome.Ready)
         {
             var last = outcome.Last;

@@ -34,7 +34,8 @@ public static class DeploymentWaiter
         Action<ClusterStatusDto>? onUpdate,
         CancellationToken ct)
     {
-        var (ready, last) = await PollAsync<bool>(poll, s => IsReady(s) ? true : null, timeout, interval, time, onUpdate, ct);
+        // A cluster that gave up (failed) will not become ready: stop waiting at once.
+        var (ready, last) = await PollAsync<bool>(poll, s => IsReady(s) ? true : s.Cluster.Failure is not null ? false : null, timeout, interval, time, onUpdate, ct);
         return new WaitOutcome(ready ?? false, last);
     }
 

@@ -42,6 +42,14 @@ public static class Views
         }
         Row("gpu", Cell(Formats.ClusterGpu(c)));
         Row("replicas", ReadyCell(readyReplicas, c.Replicas, " ready"));
+        if (c.Failure is { } failure)
+        {
+            Row("failed", new Markup($"[red]{Markup.Escape(failure)}[/]"));
+        }
+        else if (c.FailedAttempts > 0)
+        {
+            Row("failed attempts", new Markup(string.Create(CultureInfo.InvariantCulture, $"[yellow]{c.FailedAttempts}[/] (replicas that failed before the spec ever worked)")));
+        }
         Row("generation", Cell(c.Generation.ToString(CultureInfo.InvariantCulture)));
         if (c.Rollout is { } rollout)
         {

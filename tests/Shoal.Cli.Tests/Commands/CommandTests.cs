@@ -128,6 +128,31 @@ public sealed class CommandTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Deploy_wait_exits_at_once_when_the_cluster_fails_and_status_says_why()
+    {
+        // Issue 14, item 3: not the whole 5 min timeout for a cluster that gave up.
+        var cluster = Samples.Cluster(replicas: 1, ready: 0);
+        const string failure = "5 attempts failed before any replica was ready; last: crash-looping on gpu-box-1 (3 restarts within 300 s; last: exited with code 3)";
+        var failed = cluster with { Failure = failure, FailedAttempts = 5, FailedAt = Samples.T0 };
+        _server.On("POST", "/v1/clusters", CannedResponse.Json(cluster, ShoalJsonContext.Default.ClusterDto, 201));
+        var polls = 0;
+        _server.On("GET", "/v1/clusters/demo/status", _ => ++polls switch
+        {
+            1 => CannedResponse.Json(Samples.Status(cluster with { FailedAttempts = 4 }, Samples.Replica("r-1", ReplicaState.Failed, "exited with code 3; restarting in 2 s")), ShoalJsonContext.Default.ClusterStatusDto),
+            _ => CannedResponse.Json(Samples.Status(failed), ShoalJsonContext.Default.ClusterStatusDto),
+        });
+
+        var exit = await _cli.RunAsync("deploy", "demo", "--image", "shoal/sim", "--gpu", "rtx-4090", "--wait");
+
+        Assert.Equal(ExitCodes.Failure, exit);
+        Assert.Equal(2, polls);
+        Assert.Contains($"demo failed: {failure}", _cli.Err.ReplaceLineEndings(" ").Replace("  ", " ", StringComparison.Ordinal), StringComparison.Ordinal);
+
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("status", "demo"));
+        Assert.Matches(@"failed\s+5 attempts failed before any replica was ready", _cli.Out);
+    }
+
+    [Fact]
     public async Task Deploy_wait_times_out_naming_the_pending_replicas_and_why()
     {
         var cluster = Samples.Cluster(replicas: 2, ready: 0);

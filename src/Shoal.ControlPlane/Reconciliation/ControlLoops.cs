@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Shoal.ControlPlane.Agents;
 using Shoal.ControlPlane.State;
 using Shoal.Edge.Routing;
@@ -24,6 +25,13 @@ public sealed partial class ControlLoops : BackgroundService
     private readonly Signal _flush = new();
     private readonly Signal _publish = new();
     private readonly Signal _liveness = new();
+    private long _lastPassEnded;
+
+    /// <summary>A change this soon after the last reconcile pass is part of a burst.</summary>
+    private static readonly TimeSpan s_burstWindow = TimeSpan.FromMilliseconds(200);
+
+    /// <summary>How long a pass in a burst waits for more changes (real time: a batching window, not a rule of the model).</summary>
+    private static readonly TimeSpan s_burstGather = TimeSpan.FromMilliseconds(50);
 
     /// <summary>How often sessions are checked for missed heartbeats.</summary>
     public static readonly TimeSpan StaleCheckInterval = TimeSpan.FromMilliseconds(250);
@@ -49,7 +57,14 @@ public sealed partial class ControlLoops : BackgroundService
         _reconcile.Set();
         _publish.Set();
         return Task.WhenAll(
-            RunLoopAsync("reconciler", _reconcile, _options.ReconcileInterval, _state.ReconcileAsync, stoppingToken),
+            RunLoopAsync("reconciler", _reconcile, _options.ReconcileInterval, async ct =>
+            {
+                // In a burst of changes (a pass ended moments ago: say, a script deploying many
+                // clusters) wait a moment so one pass takes many changes; a lone change goes at once.
+                if (Stopwatch.GetElapsedTime(Volatile.Read(ref _lastPassEnded)) < s_burstWindow) await Task.Delay(s_burstGather, ct);
+                await _state.ReconcileAsync(ct);
+                Volatile.Write(ref _lastPassEnded, Stopwatch.GetTimestamp());
+            }, stoppingToken),
             // Silent agents are looked for often (a scan without the state's lock), so one is marked
             // disconnected within its missed heartbeats plus at most this period.
             RunLoopAsync("liveness", _liveness, StaleCheckInterval, _gateway.CloseStaleSessionsAsync, stoppingToken),

@@ -10,7 +10,14 @@ public static class Eventually
         while (true)
         {
             value = await probe();
-            if (done(value)) return value;
+            try
+            {
+                if (done(value)) return value;
+            }
+            catch (InvalidOperationException) when (DateTime.UtcNow <= deadline)
+            {
+                // The condition cannot be judged yet (say, Single() of a list still empty): not done.
+            }
             if (DateTime.UtcNow > deadline) throw new TimeoutException($"timed out waiting for {what ?? "condition"}; last value: {value}");
             await Task.Delay(25);
         }

@@ -24,16 +24,8 @@ public sealed class RestartGraceTests
         WireAgent agent;
         try
         {
-            var token = await first.CreateTokenAsync();
-            (var joined, _) = await WireAgent.RegisterAsync(first.AgentUri, token, "node-a");
-            agent = joined!;
-            await agent.SendAsync(WireAgent.Hello("node-a", ("rtx-4090", 1)));
-            await agent.ReceiveAsync<WelcomeMessage>();
-            await agent.ReceiveAsync<AssignmentsMessage>();
-            (await first.Http.PostAsJsonAsync("/v1/clusters",
-                new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 },
-                ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
-            replicaId = Assert.Single((await agent.ReceiveAsync<AssignmentsMessage>()).Replicas).ReplicaId;
+            (agent, var assigned) = await JoinAndDeployAsync(first, tunnel: false);
+            replicaId = Assert.Single(assigned.Replicas).ReplicaId;
         }
         finally
         {
@@ -76,17 +68,8 @@ public sealed class RestartGraceTests
         WireAgent agent;
         try
         {
-            var token = await first.CreateTokenAsync();
-            (var joined, _) = await WireAgent.RegisterAsync(first.AgentUri, token, "node-a");
-            agent = joined!;
             // Reached over its tunnels, as agents are by default.
-            await agent.SendAsync(WireAgent.Hello("node-a", ("rtx-4090", 1)) with { Tunnel = true });
-            await agent.ReceiveAsync<WelcomeMessage>();
-            await agent.ReceiveAsync<AssignmentsMessage>();
-            (await first.Http.PostAsJsonAsync("/v1/clusters",
-                new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 },
-                ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
-            var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
+            (agent, var assigned) = await JoinAndDeployAsync(first, tunnel: true);
             replicaId = Assert.Single(assigned.Replicas).ReplicaId;
             await agent.SendAsync(new HeartbeatMessage
             {
@@ -124,6 +107,20 @@ public sealed class RestartGraceTests
         table = await state.BuildRouteTableAsync(2, default);
         Assert.DoesNotContain(table.Clusters["demo"].Destinations, d => d.ReplicaId == replicaId);
         Assert.False(state.AwaitingReconnects);
+    }
+
+    // Node node-a joins the server (over its tunnels or directly) and gets the one replica of a new cluster demo.
+    private static async Task<(WireAgent Agent, AssignmentsMessage Assigned)> JoinAndDeployAsync(TestServer server, bool tunnel)
+    {
+        var (joined, _) = await WireAgent.RegisterAsync(server.AgentUri, await server.CreateTokenAsync(), "node-a");
+        var agent = joined!;
+        await agent.SendAsync(WireAgent.Hello("node-a", ("rtx-4090", 1)) with { Tunnel = tunnel });
+        await agent.ReceiveAsync<WelcomeMessage>();
+        await agent.ReceiveAsync<AssignmentsMessage>();
+        (await server.Http.PostAsJsonAsync("/v1/clusters",
+            new CreateClusterRequest { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 },
+            ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+        return (agent, await agent.ReceiveAsync<AssignmentsMessage>());
     }
 
     [Fact]

@@ -202,7 +202,8 @@ public sealed class DeployCommand : ApiCommand
 
         if (!outcome.Ready && outcome.Last?.Cluster.Failure is { } failure)
         {
-            Interaction.DisplayError($"{cluster.Name} failed: {failure}", DeploymentWaiter.DescribePending(outcome.Last));
+            // A failed cluster runs no replica: the failure is the whole story.
+            Interaction.DisplayError($"{cluster.Name} failed: {failure}");
             Interaction.DisplayHint($"fix the image or settings and run `shoal update {cluster.Name} …` to try again, or remove it with `shoal rm {cluster.Name}`");
             return ExitCodes.Failure;
         }

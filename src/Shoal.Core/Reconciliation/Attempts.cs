@@ -41,8 +41,7 @@ public static class Attempts
     {
         ArgumentNullException.ThrowIfNull(options);
         var factor = Math.Pow(2, Math.Clamp(attempts - 1, 0, 30));
-        var wait = TimeSpan.FromTicks((long)Math.Min(options.AttemptBackoff.Ticks * factor, options.AttemptBackoffMax.Ticks));
-        return wait;
+        return TimeSpan.FromTicks((long)Math.Min(options.AttemptBackoff.Ticks * factor, options.AttemptBackoffMax.Ticks));
     }
 
     /// <summary>The cluster with its count of failed attempts cleared once a replica of its current generation was ready.</summary>

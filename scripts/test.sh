@@ -142,6 +142,13 @@ if [ "$is_root" -eq 1 ] && ! command -v iptables > /dev/null 2>&1; then
         || echo "warning: could not install iptables; the network-cut chaos tests will fail" >&2
 fi
 
+# The install test publishes the Native AOT client, which links with the machine's C toolchain.
+if [ "$is_root" -eq 1 ] && ! command -v cc > /dev/null 2>&1; then
+    echo "C toolchain missing; installing gcc and zlib1g-dev with apt-get (Native AOT client)."
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev zlib1g-dev; } \
+        || echo "warning: could not install a C toolchain; the install test will fail" >&2
+fi
+
 # initdb and postgres refuse to run as root, so as root the tests run them as this user.
 if [ "$is_root" -eq 1 ] && ! id -u postgres > /dev/null 2>&1; then
     useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres

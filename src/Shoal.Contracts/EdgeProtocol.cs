@@ -36,7 +36,38 @@ public sealed record RouteDeltaMessage : EdgeMessage
 /// </summary>
 [JsonPolymorphic(TypeDiscriminatorPropertyName = "type", UnknownDerivedTypeHandling = JsonUnknownDerivedTypeHandling.FailSerialization)]
 [JsonDerivedType(typeof(ResyncRequest), "resync")]
+[JsonDerivedType(typeof(DemandReport), "demand")]
 public abstract record EdgeRequest;
+
+/// <summary>
+/// What one edge sees of each cluster's demand, for the autoscaler: sent every second while any
+/// cluster has requests in flight or held (and once more when they drop to none), and at once, without
+/// waiting for the second, when a request is held for a cluster that has no ready replica (a wake-up).
+/// Each report replaces the edge's previous one.
+/// </summary>
+public sealed record DemandReport : EdgeRequest
+{
+    /// <summary>Cluster name (as in the route table) → its demand at this edge. Clusters with nothing in flight or held are left out.</summary>
+    public Dictionary<string, ClusterDemand> Clusters { get; init; } = new(StringComparer.Ordinal);
+    /// <summary>
+    /// Replica id → when it first finished sending a response through this edge (the end of its
+    /// warm-up, the fourth part of a cold start); each replica is reported once per edge.
+    /// </summary>
+    public Dictionary<string, DateTimeOffset>? FirstServed { get; init; }
+    /// <summary>True when sent at once because a request is held for a cluster with no ready replica.</summary>
+    public bool Wake { get; init; }
+}
+
+/// <summary>One cluster's demand at one edge, at the moment of a <see cref="DemandReport"/>.</summary>
+public sealed record ClusterDemand
+{
+    /// <summary>Requests being served by a replica now.</summary>
+    public int InFlight { get; init; }
+    /// <summary>Requests held waiting for a ready replica.</summary>
+    public int Held { get; init; }
+    /// <summary>Requests per second that arrived over the last report period.</summary>
+    public double Arrivals { get; init; }
+}
 
 /// <summary>The edge missed or could not apply a route delta: it wants the whole table again.</summary>
 public sealed record ResyncRequest : EdgeRequest
@@ -85,7 +116,7 @@ public static class EdgeProtocol
     /// <summary>Feature: after the first whole table, <see cref="RouteDeltaMessage"/>s, answered by <see cref="ResyncRequest"/> on a gap.</summary>
     public const string RouteDeltasFeature = "route-deltas";
     /// <summary>Largest message an edge sends the control plane.</summary>
-    public const int MaxRequestBytes = 4096;
+    public const int MaxRequestBytes = 1024 * 1024;
     /// <summary>
     /// First bytes an agent sends on a tunnel, a plain TCP (or TLS) connection to the edge's own
     /// address: <c>SHOAL-TUNNEL/2 {nodeId} {credential}\n</c>, the credential derived for that edge

@@ -34,6 +34,11 @@ public sealed record ClusterRoute
     public int QueueTimeoutMs { get; init; } = BalancingPolicy.DefaultQueueTimeoutMs;
     /// <summary>Why the cluster will have no replica until someone acts (it failed: the reason); null otherwise. Requests get 503 with it at once instead of waiting.</summary>
     public string? Unavailable { get; init; }
+    /// <summary>
+    /// Most requests the edge holds for the cluster while it has no ready replica (beyond: 503 with
+    /// <c>Retry-After</c>). Default <see cref="BalancingPolicy.DefaultMaxHeld"/>.
+    /// </summary>
+    public int MaxHeld { get; init; } = BalancingPolicy.DefaultMaxHeld;
     public RouteDestination[] Destinations { get; init; } = [];
 }
 
@@ -43,6 +48,7 @@ public static class BalancingPolicy
     public const string LeastOutstanding = "least-outstanding";
     public const string RoundRobin = "round-robin";
     public const int DefaultQueueTimeoutMs = 30_000;
+    public const int DefaultMaxHeld = 1000;
 
     public static bool IsKnown(string? value) => value is LeastOutstanding or RoundRobin;
 }

@@ -114,7 +114,7 @@ public static class RouteDeltas
 
     private static bool SameSettings(ClusterRoute a, ClusterRoute b) =>
         a.Cluster == b.Cluster && a.Project == b.Project && a.Public == b.Public && a.Balancing == b.Balancing && a.QueueTimeoutMs == b.QueueTimeoutMs
-        && a.Unavailable == b.Unavailable;
+        && a.Unavailable == b.Unavailable && a.MaxHeld == b.MaxHeld;
 
     private static bool IsSorted(RouteDestination[] destinations)
     {

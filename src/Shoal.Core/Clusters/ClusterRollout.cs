@@ -27,6 +27,12 @@ public sealed record ClusterRollout
     public Dictionary<string, DateTimeOffset> AvoidNodes { get; init; } = new(StringComparer.Ordinal);
 
     /// <summary>
+    /// Node id → when a replica of the cluster last finished draining there (a scale-down, say): the
+    /// node still holds the image and likely the model's files in its caches, so a scale-up prefers it.
+    /// </summary>
+    public Dictionary<string, DateTimeOffset> WarmNodes { get; init; } = new(StringComparer.Ordinal);
+
+    /// <summary>
     /// Replicas of the current generation replaced in a row for failing before any replica of it was
     /// ever ready (crash loops, images that cannot be pulled): attempts at a spec that has not worked yet.
     /// </summary>

@@ -23,6 +23,7 @@ internal static class ClusterReconciler
             if (DrainOutcome(input, cluster, r) is not { } outcome) continue;
             plan.Remove(r);
             replicas.Remove(r);
+            if (r.NodeId is { } warmNode) cluster = Replacements.Warm(cluster, warmNode, now, input.Options.WarmFor);
             plan.Events.Add(Reconciler.Event(input, cluster.Id, now, ClusterEventTypes.Drained, $"drained {outcome}: stopped", r.Id, r.NodeId));
         }
 

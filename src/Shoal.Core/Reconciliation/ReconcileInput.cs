@@ -14,6 +14,8 @@ public sealed record ReconcilerOptions
     public TimeSpan CrashLoopWindow { get; init; } = TimeSpan.FromMinutes(5);
     /// <summary>How long new replicas of a cluster avoid a node its replica crash-looped or flapped on.</summary>
     public TimeSpan CrashLoopAvoidFor { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>How long new replicas of a cluster prefer a node where one of its replicas finished draining.</summary>
+    public TimeSpan WarmFor { get; init; } = TimeSpan.FromMinutes(30);
     /// <summary>Restarts of an update's new replica that make the update fail (and roll back).</summary>
     public int RolloutFailureRestarts { get; init; } = 3;
     /// <summary>Added to a replica's health interval before a load report may end its drain.</summary>

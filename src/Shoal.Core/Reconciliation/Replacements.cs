@@ -97,6 +97,29 @@ public static class Replacements
         return set;
     }
 
+    /// <summary>The nodes where a replica of <paramref name="cluster"/> finished draining within <paramref name="warmFor"/> (null when none).</summary>
+    public static HashSet<string>? WarmNodes(ClusterRecord cluster, DateTimeOffset now, TimeSpan warmFor)
+    {
+        HashSet<string>? set = null;
+        foreach (var (node, at) in cluster.Rollout.WarmNodes)
+        {
+            if (now - at < warmFor) (set ??= new HashSet<string>(StringComparer.Ordinal)).Add(node);
+        }
+        return set;
+    }
+
+    /// <summary>The cluster with <paramref name="nodeId"/> remembered as warm from now (entries past <paramref name="warmFor"/> dropped; at most the 32 latest kept).</summary>
+    public static ClusterRecord Warm(ClusterRecord cluster, string nodeId, DateTimeOffset now, TimeSpan warmFor)
+    {
+        var warm = cluster.Rollout.WarmNodes
+            .Where(kv => now - kv.Value < warmFor && kv.Key != nodeId)
+            .OrderByDescending(kv => kv.Value)
+            .Take(31)
+            .ToDictionary(kv => kv.Key, kv => kv.Value, StringComparer.Ordinal);
+        warm[nodeId] = now;
+        return cluster with { Rollout = cluster.Rollout with { WarmNodes = warm } };
+    }
+
     /// <summary>The cluster with <paramref name="replacement"/>'s node avoided for a while (and expired entries dropped).</summary>
     public static ClusterRecord Avoid(ClusterRecord cluster, Replacement replacement, DateTimeOffset now, TimeSpan avoidFor)
     {

@@ -29,7 +29,8 @@ public readonly record struct NodeReliability(double Score, int RecentDisconnect
     {
         ArgumentNullException.ThrowIfNull(disconnects);
         var since = now - Window;
-        var recent = disconnects.Count(d => d > since && d <= now);
+        // Most nodes have no recent disconnect: no enumerator for them (this runs per node per pass).
+        var recent = disconnects is IReadOnlyCollection<DateTimeOffset> { Count: 0 } ? 0 : disconnects.Count(d => d > since && d <= now);
         var up = connectedSince is { } c && c <= now ? now - c : TimeSpan.Zero;
         var uptimeShare = Math.Min(1.0, up / Window);
         var score = 1.0 / (1 + recent) * (0.9 + 0.1 * uptimeShare);

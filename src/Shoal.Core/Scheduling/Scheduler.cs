@@ -34,7 +34,12 @@ public readonly record struct PlacedReplica(string ClusterId, string NodeId, IRe
 /// the same for every request of a cluster. Null for none.
 /// </param>
 /// <param name="RequiredLabels">Labels a node must have to take the replica (the same for every request of a cluster); null or empty for none.</param>
-public sealed record PlacementRequest(string ReplicaId, string ClusterId, string Gpu, int GpuCount, string Image, IReadOnlySet<string>? AvoidNodes = null, IReadOnlyList<string>? RequiredLabels = null);
+/// <param name="WarmNodes">
+/// Nodes where a replica of the cluster stopped recently (image and likely model files still cached):
+/// preferred among equals, ahead of a cached image alone. The same for every request of a cluster; null for none.
+/// </param>
+public sealed record PlacementRequest(string ReplicaId, string ClusterId, string Gpu, int GpuCount, string Image, IReadOnlySet<string>? AvoidNodes = null, IReadOnlyList<string>? RequiredLabels = null,
+    IReadOnlySet<string>? WarmNodes = null);
 
 /// <summary>Where a replica goes, or why it cannot go anywhere.</summary>
 public sealed record Placement(string ReplicaId, string? NodeId, int[] GpuIndexes, string? Reason)
@@ -45,9 +50,11 @@ public sealed record Placement(string ReplicaId, string? NodeId, int[] GpuIndexe
 /// <summary>
 /// Filter-then-score placement. Filters: node schedulable, has the labels asked for, GPU type matches, enough free GPUs.
 /// Nodes the request avoids come last, then flapping nodes. Replicas of one cluster go to distinct
-/// nodes when possible (fewest replicas of the cluster first), otherwise onto a node's further free GPUs. Among equals: image cached, reliability,
+/// nodes when possible (fewest replicas of the cluster first), otherwise onto a node's further free GPUs. Among equals: a node where the cluster's replica stopped recently, image cached, reliability,
 /// share of GPUs free, then node id, so the result is deterministic.
-/// Pure: no I/O, no clock; O((N + R) log N) per cluster.
+/// Pure: no I/O, no clock. Per call O(N log N + R) to set up (one sort of the nodes, one pass over
+/// placed replicas, nothing allocated per node beyond a small record), then per cluster one pass over
+/// the nodes that keeps only the k best candidates for its k replicas: O(N log k), not a heap of all N.
 /// </summary>
 public static class Scheduler
 {
@@ -56,9 +63,14 @@ public static class Scheduler
         IEnumerable<PlacedReplica> existing,
         IReadOnlyList<PlacementRequest> requests)
     {
+        ArgumentNullException.ThrowIfNull(nodes);
+        ArgumentNullException.ThrowIfNull(existing);
+        ArgumentNullException.ThrowIfNull(requests);
         if (requests.Count == 0) return [];
 
-        var work = nodes.OrderBy(n => n.Id, StringComparer.Ordinal).Select(n => new NodeWork(n)).ToArray();
+        var work = new NodeWork[nodes.Count];
+        for (var i = 0; i < work.Length; i++) work[i] = new NodeWork(nodes[i]);
+        Array.Sort(work, static (a, b) => string.CompareOrdinal(a.Node.Id, b.Node.Id));
         var byId = new Dictionary<string, int>(work.Length, StringComparer.Ordinal);
         for (var i = 0; i < work.Length; i++) byId[work[i].Node.Id] = i;
 
@@ -88,27 +100,35 @@ public static class Scheduler
         foreach (var key in order)
         {
             var (clusterId, gpu, gpuCount, image) = key;
+            var members = groups[key];
             clusterCounts.TryGetValue(clusterId, out var counts);
-            var avoid = requests[groups[key][0]].AvoidNodes;
-            var labels = requests[groups[key][0]].RequiredLabels;
-            var heap = new PriorityQueue<int, Rank>(RankComparer.Instance);
+            var avoid = requests[members[0]].AvoidNodes;
+            var labels = requests[members[0]].RequiredLabels;
+            var warm = requests[members[0]].WarmNodes;
+
+            // Only the best `members.Count` candidates can be picked first: each pick takes at most one
+            // of them, and a node taken again ranks by its new count (it goes back into `picks`).
+            var best = new PriorityQueue<int, Rank>(members.Count + 1, RankComparer.Reversed);
             var anyOfType = false;
             var anyUnlabelled = false;
             for (var i = 0; i < work.Length; i++)
             {
                 var w = work[i];
-                if (!w.Node.Schedulable || !w.HasType(gpu)) continue;
+                if (!w.Node.Schedulable) continue;
+                var free = w.FreeCount(gpu);
+                if (free < 0) continue;
                 if (!w.Node.HasLabels(labels))
                 {
                     anyUnlabelled = true;
                     continue;
                 }
                 anyOfType = true;
-                if (w.FreeCount(gpu) >= gpuCount)
-                {
-                    heap.Enqueue(i, w.Rank(i, counts is null ? 0 : counts.GetValueOrDefault(i), gpu, image, avoid));
-                }
+                if (free < gpuCount) continue;
+                var rank = w.Rank(i, counts is null ? 0 : counts.GetValueOrDefault(i), image, avoid, warm);
+                if (best.Count < members.Count) best.Enqueue(i, rank);
+                else if (RankComparer.Instance.Compare(rank, PeekRank(best)) < 0) best.EnqueueDequeue(i, rank);
             }
+            var picks = new PriorityQueue<int, Rank>(best.UnorderedItems, RankComparer.Instance);
 
             var reason = !anyOfType
                 ? anyUnlabelled
@@ -116,10 +136,10 @@ public static class Scheduler
                     : $"no ready node with {gpu} GPUs"
                 : gpuCount == 1 ? $"no node with a free {gpu}" : $"no node with {gpuCount} free {gpu} GPUs";
 
-            foreach (var ri in groups[key])
+            foreach (var ri in members)
             {
                 var request = requests[ri];
-                if (!heap.TryDequeue(out var nodeIdx, out _))
+                if (!picks.TryDequeue(out var nodeIdx, out _))
                 {
                     results[ri] = new Placement(request.ReplicaId, null, [], reason);
                     continue;
@@ -132,12 +152,14 @@ public static class Scheduler
                 results[ri] = new Placement(request.ReplicaId, w.Node.Id, gpus, null);
                 if (w.FreeCount(gpu) >= gpuCount)
                 {
-                    heap.Enqueue(nodeIdx, w.Rank(nodeIdx, count, gpu, image, avoid));
+                    picks.Enqueue(nodeIdx, w.Rank(nodeIdx, count, image, avoid, warm));
                 }
             }
         }
         return results;
     }
+
+    private static Rank PeekRank(PriorityQueue<int, Rank> queue) => queue.TryPeek(out _, out var rank) ? rank : default;
 
     private static void Increment(Dictionary<string, Dictionary<int, int>> counts, string clusterId, int nodeIdx)
     {
@@ -147,11 +169,16 @@ public static class Scheduler
 
     private readonly record struct Rank(bool Avoided, bool Flapping, int ClusterReplicas, double Score, int Ordinal);
 
-    private sealed class RankComparer : IComparer<Rank>
+    private sealed class RankComparer(bool reversed) : IComparer<Rank>
     {
-        public static readonly RankComparer Instance = new();
+        public static readonly RankComparer Instance = new(false);
 
-        public int Compare(Rank x, Rank y)
+        /// <summary>Worst first: the head of a queue that keeps the best few is the one to drop.</summary>
+        public static readonly RankComparer Reversed = new(true);
+
+        public int Compare(Rank x, Rank y) => reversed ? Order(y, x) : Order(x, y);
+
+        private static int Order(Rank x, Rank y)
         {
             var c = x.Avoided.CompareTo(y.Avoided);
             if (c != 0) return c;
@@ -164,53 +191,73 @@ public static class Scheduler
         }
     }
 
+    /// <summary>A node's GPUs during one call: which are taken, without a collection per node until one is.</summary>
     private sealed class NodeWork(NodeCapacity node)
     {
-        private readonly Dictionary<string, SortedSet<int>> _free = BuildFree(node);
-        private readonly int _total = node.Gpus.Count;
+        private bool[]? _taken;
         private int _used;
 
         public NodeCapacity Node { get; } = node;
 
-        private static Dictionary<string, SortedSet<int>> BuildFree(NodeCapacity node)
+        /// <summary>Free GPUs of <paramref name="type"/>; -1 when the node has none of that type at all.</summary>
+        public int FreeCount(string type)
         {
-            var free = new Dictionary<string, SortedSet<int>>(StringComparer.Ordinal);
-            foreach (var g in node.Gpus)
+            var gpus = Node.Gpus;
+            var any = false;
+            var free = 0;
+            for (var i = 0; i < gpus.Count; i++)
             {
-                if (!free.TryGetValue(g.Type, out var set)) free[g.Type] = set = [];
-                set.Add(g.Index);
+                if (!string.Equals(gpus[i].Type, type, StringComparison.Ordinal)) continue;
+                any = true;
+                if (_taken is null || !_taken[i]) free++;
             }
-            return free;
+            return any ? free : -1;
         }
-
-        public bool HasType(string type) => _free.ContainsKey(type);
-
-        public int FreeCount(string type) => _free.TryGetValue(type, out var s) ? s.Count : 0;
 
         public void Take(IReadOnlyList<int> indexes)
         {
-            foreach (var set in _free.Values)
+            var gpus = Node.Gpus;
+            foreach (var index in indexes)
             {
-                foreach (var i in indexes)
+                for (var i = 0; i < gpus.Count; i++)
                 {
-                    if (set.Remove(i)) _used++;
+                    if (gpus[i].Index != index) continue;
+                    _taken ??= new bool[gpus.Count];
+                    if (!_taken[i])
+                    {
+                        _taken[i] = true;
+                        _used++;
+                    }
                 }
             }
         }
 
+        /// <summary>The lowest-numbered free GPUs of <paramref name="type"/>.</summary>
         public int[] Allocate(string type, int count)
         {
-            var set = _free[type];
-            var taken = set.Take(count).ToArray();
-            foreach (var i in taken) set.Remove(i);
-            _used += taken.Length;
+            var gpus = Node.Gpus;
+            var candidates = new List<(int Index, int Slot)>();
+            for (var i = 0; i < gpus.Count; i++)
+            {
+                if (string.Equals(gpus[i].Type, type, StringComparison.Ordinal) && (_taken is null || !_taken[i])) candidates.Add((gpus[i].Index, i));
+            }
+            candidates.Sort();
+            var taken = new int[Math.Min(count, candidates.Count)];
+            _taken ??= new bool[gpus.Count];
+            for (var k = 0; k < taken.Length; k++)
+            {
+                taken[k] = candidates[k].Index;
+                _taken[candidates[k].Slot] = true;
+                _used++;
+            }
             return taken;
         }
 
-        public Rank Rank(int ordinal, int clusterReplicas, string type, string image, IReadOnlySet<string>? avoid)
+        public Rank Rank(int ordinal, int clusterReplicas, string image, IReadOnlySet<string>? avoid, IReadOnlySet<string>? warm)
         {
-            var cached = Node.CachedImages?.Contains(image) == true ? 2.0 : 0.0;
-            var freeShare = _total == 0 ? 0 : (double)(_total - _used) / _total;
+            var cached = (Node.CachedImages?.Contains(image) == true ? 2.0 : 0.0) + (warm?.Contains(Node.Id) == true ? 1.5 : 0.0);
+            var total = Node.Gpus.Count;
+            var freeShare = total == 0 ? 0 : (double)(total - _used) / total;
             return new Rank(avoid?.Contains(Node.Id) == true, Node.Flapping, clusterReplicas, cached + Math.Clamp(Node.Reliability, 0, 1) + 0.5 * freeShare, ordinal);
         }
     }

@@ -101,6 +101,44 @@ public sealed class ReconcilerTests
     }
 
     [Fact]
+    public void A_scale_up_goes_back_to_the_node_a_drained_replica_left_while_it_is_warm()
+    {
+        var w = new World();
+        w.AddNode("a");
+        w.AddNode("z");
+        w.AddCluster("web", 2);
+        w.Settle();
+        w.AllReady();
+
+        w.Scale("web", 1);
+        w.Step();
+        var drained = w.Of("web").Single(r => r.DrainingSince is not null);
+        w.Advance(s_afterSettle);
+        w.Report(drained, 0, 0);
+        w.Step();
+        Assert.Equal(drained.NodeId, Assert.Single(w.Clusters["c-web"].Rollout.WarmNodes).Key);
+
+        // A new node that sorts first and ties on everything else: the warm node still wins.
+        w.AddNode("0");
+        w.Scale("web", 2);
+        w.Step();
+        Assert.Equal(["n-a", "n-z"], w.Of("web").Select(r => r.NodeId!).Order(StringComparer.Ordinal));
+
+        // Once it has cooled down, the order is the usual one again.
+        w.AllReady();
+        w.Scale("web", 1);
+        w.Step();
+        var again = w.Of("web").Single(r => r.DrainingSince is not null);
+        w.Advance(s_afterSettle);
+        w.Report(again, 0, 0);
+        w.Step();
+        w.Advance(w.Options.WarmFor);
+        w.Scale("web", 2);
+        w.Step();
+        Assert.Contains(w.Of("web"), r => r.NodeId == "n-0");
+    }
+
+    [Fact]
     public void A_drain_ends_on_an_idle_load_report_taken_after_edges_dropped_the_replica_or_at_its_timeout()
     {
         var w = new World();

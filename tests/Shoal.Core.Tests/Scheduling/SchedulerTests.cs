@@ -79,6 +79,25 @@ public sealed class SchedulerTests
     }
 
     [Fact]
+    public void A_node_where_the_cluster_stopped_recently_comes_before_one_that_only_has_the_image()
+    {
+        var nodes = new[]
+        {
+            Node("a", "rtx-4090", 1, reliability: 1.0, images: ["img"]),
+            Node("b", "rtx-4090", 1, reliability: 0.5, images: ["img"]),
+            Node("c", "rtx-4090", 1, reliability: 1.0),
+        };
+        var warm = new HashSet<string> { "b" };
+        Assert.Equal("a", Scheduler.Schedule(nodes, [], [Req("r1", image: "img")])[0].NodeId);
+        var result = Scheduler.Schedule(nodes, [], [Req("r1", image: "img") with { WarmNodes = warm }, Req("r2", image: "img") with { WarmNodes = warm }]);
+        Assert.Equal(["b", "a"], result.Select(p => p.NodeId!).ToArray());
+        // Spread still comes first: a warm node that already runs a replica of the cluster waits its turn.
+        var busy = Scheduler.Schedule([Node("b", "rtx-4090", 2, images: ["img"]), Node("a", "rtx-4090", 1)], [new PlacedReplica("c1", "b", [0])],
+            [Req("r3", image: "img") with { WarmNodes = warm }]);
+        Assert.Equal("a", busy[0].NodeId);
+    }
+
+    [Fact]
     public void Spread_holds_across_a_large_fleet()
     {
         var nodes = Enumerable.Range(0, 1000).Select(i => Node($"n{i:D4}", i % 2 == 0 ? "rtx-4090" : "rtx-3090", 2)).ToArray();

@@ -50,7 +50,7 @@ return 0;
 
 static void Schedule()
 {
-    Console.WriteLine("## Scheduler: 10,000 replicas over 10,000 nodes");
+    Console.WriteLine("## Scheduler: 10,000 nodes; the current scheduler and the one before it (reference), alternating, side by side");
     string[] types = ["rtx-4090", "rtx-3090", "a100-80gb", "h100"];
     var nodes = Enumerable.Range(0, 10_000)
         .Select(i => new NodeCapacity($"n{i:D5}", true, Enumerable.Range(0, 1 + (i / 4) % 4).Select(g => new GpuSlot(g, types[i % types.Length])).ToArray(), 1.0 - (i % 10) / 20.0))
@@ -58,25 +58,37 @@ static void Schedule()
     var homogeneous = Enumerable.Range(0, 10_000)
         .Select(i => new NodeCapacity($"n{i:D5}", true, [new GpuSlot(0, "rtx-4090"), new GpuSlot(1, "rtx-4090")], 1.0 - (i % 10) / 20.0))
         .ToArray();
-    var scenarios = new (string Name, NodeCapacity[] Fleet, PlacementRequest[] Requests)[]
+    // The fleet benchmark's shape: 10,000 single-GPU nodes, half of them running a replica, and one
+    // reconcile pass that places the clusters a burst of API calls created (20 clusters x 10).
+    var single = Enumerable.Range(0, 10_000)
+        .Select(i => new NodeCapacity($"n{i:D5}", true, [new GpuSlot(0, "rtx-4090")], 1.0))
+        .ToArray();
+    var halfFull = Enumerable.Range(0, 5_000).Select(i => new PlacedReplica($"old{i / 10}", $"n{(i * 7919) % 10_000:D5}", [0])).ToArray();
+    var scenarios = new (string Name, NodeCapacity[] Fleet, PlacedReplica[] Existing, PlacementRequest[] Requests)[]
     {
-        ("1 cluster x 10,000 replicas, 10,000 nodes with 2x rtx-4090", homogeneous, Enumerable.Range(0, 10_000).Select(i => new PlacementRequest($"r{i}", "c0", "rtx-4090", 1, "img")).ToArray()),
-        ("100 clusters x 100 replicas, mixed fleet of 10,000 nodes", nodes, Enumerable.Range(0, 10_000).Select(i => new PlacementRequest($"r{i}", $"c{i / 100}", types[(i / 100) % types.Length], 1, "img")).ToArray()),
-        ("1,000 clusters x 10 replicas, mixed fleet of 10,000 nodes", nodes, Enumerable.Range(0, 10_000).Select(i => new PlacementRequest($"r{i}", $"c{i / 10}", types[(i / 10) % types.Length], 1, "img")).ToArray()),
+        ("1 cluster x 10,000 replicas, 10,000 nodes with 2x rtx-4090", homogeneous, [], Enumerable.Range(0, 10_000).Select(i => new PlacementRequest($"r{i}", "c0", "rtx-4090", 1, "img")).ToArray()),
+        ("100 clusters x 100 replicas, mixed fleet of 10,000 nodes", nodes, [], Enumerable.Range(0, 10_000).Select(i => new PlacementRequest($"r{i}", $"c{i / 100}", types[(i / 100) % types.Length], 1, "img")).ToArray()),
+        ("1,000 clusters x 10 replicas, mixed fleet of 10,000 nodes", nodes, [], Enumerable.Range(0, 10_000).Select(i => new PlacementRequest($"r{i}", $"c{i / 10}", types[(i / 10) % types.Length], 1, "img")).ToArray()),
+        ("one pass of a deploy burst: 20 clusters x 10 onto 10,000 1-GPU nodes, 5,000 busy", single, halfFull, Enumerable.Range(0, 200).Select(i => new PlacementRequest($"r{i}", $"new{i / 10}", "rtx-4090", 1, "img")).ToArray()),
     };
-    foreach (var (name, fleet, requests) in scenarios)
+    foreach (var (name, fleet, existing, requests) in scenarios)
     {
-        Scheduler.Schedule(fleet, [], requests); // warm-up
-        var times = new List<double>();
+        Scheduler.Schedule(fleet, existing, requests); // warm-up
+        Shoal.Core.Tests.Scheduling.ReferenceScheduler.Schedule(fleet, existing, requests);
+        var current = new List<double>();
+        var reference = new List<double>();
         var placed = 0;
         for (var i = 0; i < 15; i++)
         {
             var sw = Stopwatch.StartNew();
-            var result = Scheduler.Schedule(fleet, [], requests);
-            times.Add(sw.Elapsed.TotalMilliseconds);
+            var result = Scheduler.Schedule(fleet, existing, requests);
+            current.Add(sw.Elapsed.TotalMilliseconds);
             placed = result.Count(p => p.Placed);
+            sw.Restart();
+            Shoal.Core.Tests.Scheduling.ReferenceScheduler.Schedule(fleet, existing, requests);
+            reference.Add(sw.Elapsed.TotalMilliseconds);
         }
-        Console.WriteLine(Fmt($"{name}: median {Pct(times, 50):F1} ms, p99 {Pct(times, 99):F1} ms, min {times.Min():F1} ms ({placed} placed, 15 runs)"));
+        Console.WriteLine(Fmt($"{name} ({placed} placed, 15 runs each): current median {Pct(current, 50):F2} ms, p99 {Pct(current, 99):F2} ms; reference median {Pct(reference, 50):F2} ms, p99 {Pct(reference, 99):F2} ms; ratio of medians {Pct(reference, 50) / Pct(current, 50):F1}x"));
     }
 }
 

@@ -889,6 +889,7 @@ public sealed partial class ControlPlaneState : IDisposable
         RestartTimes = _restartTimes,
         LeavingFlappingNodes = _leavingFlappingNodes,
         Options = _reconcilerOptions,
+        Unlinked = _liveness.Where(kv => kv.Value.Session is null).Select(kv => kv.Key).ToList(),
     };
 
     private NodeLink LinkLocked(string nodeId, DateTimeOffset now) =>
@@ -937,26 +938,64 @@ public sealed partial class ControlPlaneState : IDisposable
     }
 
     /// <summary>The route table for the edge: every cluster, with its ready replicas on connected nodes.</summary>
+    /// <summary>
+    /// A routable replica's destination, reused from the last table while what it is built from is the
+    /// same (a table of 10,000 replicas then builds no address strings); its load is refreshed. Caller holds the lock.
+    /// </summary>
+    private RouteDestination DestinationLocked(ReplicaRecord r, long version)
+    {
+        var tunnel = _liveness[r.NodeId!].Tunnel;
+        var nodeAddress = _nodes[r.NodeId!].Address;
+        var waiting = _loads.GetValueOrDefault(r.Id)?.Waiting ?? 0;
+        if (!_routeDestinations.TryGetValue(r.Id, out var cached) || cached.HostPort != r.HostPort || cached.Tunnel != tunnel
+            || !string.Equals(cached.Destination.NodeId, r.NodeId, StringComparison.Ordinal) || !string.Equals(cached.NodeAddress, nodeAddress, StringComparison.Ordinal))
+        {
+            var built = new RouteDestination
+            {
+                ReplicaId = r.Id,
+                NodeId = r.NodeId!,
+                // Over a tunnel the agent connects to the replica on its own loopback.
+                Address = tunnel ? $"http://127.0.0.1:{r.HostPort}" : $"http://{FormatHost(nodeAddress)}:{r.HostPort}",
+                Via = tunnel ? RouteVia.Tunnel : RouteVia.Direct,
+                Waiting = waiting,
+            };
+            _routeDestinations[r.Id] = new CachedDestination(r.HostPort, tunnel, nodeAddress, built, version);
+            return built;
+        }
+        if (cached.Destination.Waiting != waiting) cached.Destination = cached.Destination with { Waiting = waiting };
+        cached.Version = version;
+        return cached.Destination;
+    }
+
+    private readonly Dictionary<string, CachedDestination> _routeDestinations = new(StringComparer.Ordinal);
+
+    private sealed class CachedDestination(int? hostPort, bool tunnel, string nodeAddress, RouteDestination destination, long version)
+    {
+        public int? HostPort { get; } = hostPort;
+        public bool Tunnel { get; } = tunnel;
+        public string NodeAddress { get; } = nodeAddress;
+        public RouteDestination Destination { get; set; } = destination;
+        /// <summary>The last table it was in.</summary>
+        public long Version { get; set; } = version;
+    }
+
     public async Task<RouteTable> BuildRouteTableAsync(long version, CancellationToken ct)
     {
         await _gate.WaitAsync(ct);
         try
         {
             var perCluster = new Dictionary<string, List<RouteDestination>>(StringComparer.Ordinal);
+            var routed = 0;
             foreach (var r in _replicas.Values)
             {
                 if (!IsRoutable(r)) continue;
                 if (!perCluster.TryGetValue(r.ClusterId, out var list)) perCluster[r.ClusterId] = list = [];
-                var tunnel = _liveness[r.NodeId!].Tunnel;
-                list.Add(new RouteDestination
-                {
-                    ReplicaId = r.Id,
-                    NodeId = r.NodeId!,
-                    // Over a tunnel the agent connects to the replica on its own loopback.
-                    Address = tunnel ? $"http://127.0.0.1:{r.HostPort}" : $"http://{FormatHost(_nodes[r.NodeId!].Address)}:{r.HostPort}",
-                    Via = tunnel ? RouteVia.Tunnel : RouteVia.Direct,
-                    Waiting = _loads.GetValueOrDefault(r.Id)?.Waiting ?? 0,
-                });
+                list.Add(DestinationLocked(r, version));
+                routed++;
+            }
+            if (_routeDestinations.Count > 2 * routed + 1024)
+            {
+                foreach (var id in _routeDestinations.Where(kv => kv.Value.Version != version).Select(kv => kv.Key).ToList()) _routeDestinations.Remove(id);
             }
             var clusters = new Dictionary<string, ClusterRoute>(StringComparer.Ordinal);
             foreach (var c in _clustersById.Values)

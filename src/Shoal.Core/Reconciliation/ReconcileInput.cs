@@ -69,6 +69,13 @@ public sealed class ReconcileInput
     public IReadOnlySet<string> LeavingFlappingNodes { get; init; } = new HashSet<string>();
     public ReconcilerOptions Options { get; init; } = new();
 
+    /// <summary>
+    /// Ids of the nodes whose link may be down (no agent connected): the only ones a pass looks at for
+    /// lost nodes. Null: every node (a caller that cannot say cheaply). Nodes left out must be connected
+    /// or never seen since the server started.
+    /// </summary>
+    public IReadOnlyCollection<string>? Unlinked { get; init; }
+
     public NodeLink LinkOf(string nodeId) => Link(nodeId);
 
     /// <summary>Serving and not draining: edges send it requests.</summary>

@@ -53,9 +53,9 @@ public static class Reconciler
     {
         var now = plan.Now;
         List<string>? lost = null;
-        foreach (var node in input.Nodes.Values)
+        foreach (var id in input.Unlinked ?? (IReadOnlyCollection<string>)input.Nodes.Keys.ToList())
         {
-            var id = node.Id;
+            if (!input.Nodes.TryGetValue(id, out var node)) continue;
             var link = input.LinkOf(id);
             if (link.Connected || link.DisconnectedSince is not { } since || node.State == NodeState.Offline) continue;
             if (now - since < (link.Grace ?? input.Options.NodeGracePeriod)) continue;
@@ -97,14 +97,16 @@ public static class Reconciler
     private static void FinishNodeDrains(ReconcileInput input, ReconcilePlan plan)
     {
         HashSet<string>? occupied = null;
-        foreach (var node in input.Nodes.Values)
+        // Draining nodes are few: find them without a lookup in the plan for every node.
+        var draining = plan.Nodes.Values.Where(n => n.Draining)
+            .Concat(input.Nodes.Values.Where(n => n.Draining && !plan.Nodes.ContainsKey(n.Id)))
+            .ToList();
+        foreach (var current in draining)
         {
-            var current = plan.Nodes.GetValueOrDefault(node.Id) ?? node;
-            if (!current.Draining) continue;
             occupied ??= plan.Replicas.Values.Where(r => r.NodeId is not null).Select(r => r.NodeId!).ToHashSet(StringComparer.Ordinal);
-            if (occupied.Contains(node.Id)) continue;
+            if (occupied.Contains(current.Id)) continue;
             var done = current with { Draining = false };
-            plan.Nodes[node.Id] = done with { State = SchedulingState(done) };
+            plan.Nodes[current.Id] = done with { State = SchedulingState(done) };
         }
     }
 

@@ -52,9 +52,9 @@ public sealed record Placement(string ReplicaId, string? NodeId, int[] GpuIndexe
 /// Nodes the request avoids come last, then flapping nodes. Replicas of one cluster go to distinct
 /// nodes when possible (fewest replicas of the cluster first), otherwise onto a node's further free GPUs. Among equals: a node where the cluster's replica stopped recently, image cached, reliability,
 /// share of GPUs free, then node id, so the result is deterministic.
-/// Pure: no I/O, no clock. Per call O(N log N + R) to set up (one sort of the nodes, one pass over
-/// placed replicas, nothing allocated per node beyond a small record), then per cluster one pass over
-/// the nodes that keeps only the k best candidates for its k replicas: O(N log k), not a heap of all N.
+/// Pure: no I/O, no clock. Per call O(N + R) to set up (no sort; nothing allocated per node beyond a
+/// small record), then per cluster one pass over the nodes that still have a free GPU of its type,
+/// keeping only the k best candidates for its k replicas: O(N log k), not a heap of all N.
 /// </summary>
 public static class Scheduler
 {
@@ -68,11 +68,15 @@ public static class Scheduler
         ArgumentNullException.ThrowIfNull(requests);
         if (requests.Count == 0) return [];
 
+        // No sort: ties are broken by node id inside the comparison, which only the few candidates
+        // that tie on everything else ever reach.
         var work = new NodeWork[nodes.Count];
-        for (var i = 0; i < work.Length; i++) work[i] = new NodeWork(nodes[i]);
-        Array.Sort(work, static (a, b) => string.CompareOrdinal(a.Node.Id, b.Node.Id));
         var byId = new Dictionary<string, int>(work.Length, StringComparer.Ordinal);
-        for (var i = 0; i < work.Length; i++) byId[work[i].Node.Id] = i;
+        for (var i = 0; i < work.Length; i++)
+        {
+            work[i] = new NodeWork(nodes[i]);
+            byId[nodes[i].Id] = i;
+        }
 
         var clusterCounts = new Dictionary<string, Dictionary<int, int>>(StringComparer.Ordinal);
         foreach (var placed in existing)
@@ -80,6 +84,18 @@ public static class Scheduler
             if (!byId.TryGetValue(placed.NodeId, out var idx)) continue;
             work[idx].Take(placed.GpuIndexes);
             Increment(clusterCounts, placed.ClusterId, idx);
+        }
+
+        // Per GPU type, the nodes with a free GPU of it; a full node drops out as the loop below fills it.
+        var openByType = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        for (var i = 0; i < work.Length; i++)
+        {
+            if (!work[i].Node.Schedulable || work[i].FreeTotal == 0) continue;
+            foreach (var type in work[i].Types())
+            {
+                if (!openByType.TryGetValue(type, out var list)) openByType[type] = list = [];
+                list.Add(i);
+            }
         }
 
         var results = new Placement[requests.Count];
@@ -109,38 +125,30 @@ public static class Scheduler
             // Only the best `members.Count` candidates can be picked first: each pick takes at most one
             // of them, and a node taken again ranks by its new count (it goes back into `picks`).
             var best = new PriorityQueue<int, Rank>(members.Count + 1, RankComparer.Reversed);
-            var anyOfType = false;
-            var anyUnlabelled = false;
-            for (var i = 0; i < work.Length; i++)
+            var open = openByType.GetValueOrDefault(gpu) ?? [];
+            var kept = 0;
+            for (var o = 0; o < open.Count; o++)
             {
+                var i = open[o];
                 var w = work[i];
-                if (!w.Node.Schedulable) continue;
                 var free = w.FreeCount(gpu);
-                if (free < 0) continue;
-                if (!w.Node.HasLabels(labels))
-                {
-                    anyUnlabelled = true;
-                    continue;
-                }
-                anyOfType = true;
-                if (free < gpuCount) continue;
-                var rank = w.Rank(i, counts is null ? 0 : counts.GetValueOrDefault(i), image, avoid, warm);
+                if (free == 0) continue;
+                open[kept++] = i;
+                if (free < gpuCount || !w.Node.HasLabels(labels)) continue;
+                var rank = w.Rank(counts is null ? 0 : counts.GetValueOrDefault(i), image, avoid, warm);
                 if (best.Count < members.Count) best.Enqueue(i, rank);
                 else if (RankComparer.Instance.Compare(rank, PeekRank(best)) < 0) best.EnqueueDequeue(i, rank);
             }
+            open.RemoveRange(kept, open.Count - kept);
             var picks = new PriorityQueue<int, Rank>(best.UnorderedItems, RankComparer.Instance);
-
-            var reason = !anyOfType
-                ? anyUnlabelled
-                    ? $"no ready node with {gpu} GPUs and label {string.Join(", ", labels!)} (nodes get labels from their provisioning token)"
-                    : $"no ready node with {gpu} GPUs"
-                : gpuCount == 1 ? $"no node with a free {gpu}" : $"no node with {gpuCount} free {gpu} GPUs";
+            string? reason = null;
 
             foreach (var ri in members)
             {
                 var request = requests[ri];
                 if (!picks.TryDequeue(out var nodeIdx, out _))
                 {
+                    reason ??= WhyNot(work, gpu, gpuCount, labels);
                     results[ri] = new Placement(request.ReplicaId, null, [], reason);
                     continue;
                 }
@@ -152,11 +160,29 @@ public static class Scheduler
                 results[ri] = new Placement(request.ReplicaId, w.Node.Id, gpus, null);
                 if (w.FreeCount(gpu) >= gpuCount)
                 {
-                    picks.Enqueue(nodeIdx, w.Rank(nodeIdx, count, image, avoid, warm));
+                    picks.Enqueue(nodeIdx, w.Rank(count, image, avoid, warm));
                 }
             }
         }
         return results;
+    }
+
+    /// <summary>Why a replica of this kind has no node (only asked when one has none: a pass over every node).</summary>
+    private static string WhyNot(NodeWork[] work, string gpu, int gpuCount, IReadOnlyList<string>? labels)
+    {
+        var anyOfType = false;
+        var anyUnlabelled = false;
+        foreach (var w in work)
+        {
+            if (!w.Node.Schedulable || !w.HasType(gpu)) continue;
+            if (w.Node.HasLabels(labels)) anyOfType = true;
+            else anyUnlabelled = true;
+        }
+        return !anyOfType
+            ? anyUnlabelled
+                ? $"no ready node with {gpu} GPUs and label {string.Join(", ", labels!)} (nodes get labels from their provisioning token)"
+                : $"no ready node with {gpu} GPUs"
+            : gpuCount == 1 ? $"no node with a free {gpu}" : $"no node with {gpuCount} free {gpu} GPUs";
     }
 
     private static Rank PeekRank(PriorityQueue<int, Rank> queue) => queue.TryPeek(out _, out var rank) ? rank : default;
@@ -167,7 +193,7 @@ public static class Scheduler
         perNode[nodeIdx] = perNode.GetValueOrDefault(nodeIdx) + 1;
     }
 
-    private readonly record struct Rank(bool Avoided, bool Flapping, int ClusterReplicas, double Score, int Ordinal);
+    private readonly record struct Rank(bool Avoided, bool Flapping, int ClusterReplicas, double Score, string NodeId);
 
     private sealed class RankComparer(bool reversed) : IComparer<Rank>
     {
@@ -187,7 +213,7 @@ public static class Scheduler
             c = x.ClusterReplicas.CompareTo(y.ClusterReplicas);
             if (c != 0) return c;
             c = y.Score.CompareTo(x.Score);
-            return c != 0 ? c : x.Ordinal.CompareTo(y.Ordinal);
+            return c != 0 ? c : string.CompareOrdinal(x.NodeId, y.NodeId);
         }
     }
 
@@ -199,19 +225,31 @@ public static class Scheduler
 
         public NodeCapacity Node { get; } = node;
 
-        /// <summary>Free GPUs of <paramref name="type"/>; -1 when the node has none of that type at all.</summary>
+        /// <summary>Free GPUs of any type.</summary>
+        public int FreeTotal => Node.Gpus.Count - _used;
+
+        /// <summary>The node's GPU types, each once.</summary>
+        public IEnumerable<string> Types() => Node.Gpus.Select(g => g.Type).Distinct(StringComparer.Ordinal);
+
+        public bool HasType(string type)
+        {
+            foreach (var g in Node.Gpus)
+            {
+                if (string.Equals(g.Type, type, StringComparison.Ordinal)) return true;
+            }
+            return false;
+        }
+
+        /// <summary>Free GPUs of <paramref name="type"/>.</summary>
         public int FreeCount(string type)
         {
             var gpus = Node.Gpus;
-            var any = false;
             var free = 0;
             for (var i = 0; i < gpus.Count; i++)
             {
-                if (!string.Equals(gpus[i].Type, type, StringComparison.Ordinal)) continue;
-                any = true;
-                if (_taken is null || !_taken[i]) free++;
+                if ((_taken is null || !_taken[i]) && string.Equals(gpus[i].Type, type, StringComparison.Ordinal)) free++;
             }
-            return any ? free : -1;
+            return free;
         }
 
         public void Take(IReadOnlyList<int> indexes)
@@ -253,12 +291,12 @@ public static class Scheduler
             return taken;
         }
 
-        public Rank Rank(int ordinal, int clusterReplicas, string image, IReadOnlySet<string>? avoid, IReadOnlySet<string>? warm)
+        public Rank Rank(int clusterReplicas, string image, IReadOnlySet<string>? avoid, IReadOnlySet<string>? warm)
         {
             var cached = (Node.CachedImages?.Contains(image) == true ? 2.0 : 0.0) + (warm?.Contains(Node.Id) == true ? 1.5 : 0.0);
             var total = Node.Gpus.Count;
             var freeShare = total == 0 ? 0 : (double)(total - _used) / total;
-            return new Rank(avoid?.Contains(Node.Id) == true, Node.Flapping, clusterReplicas, cached + Math.Clamp(Node.Reliability, 0, 1) + 0.5 * freeShare, ordinal);
+            return new Rank(avoid?.Contains(Node.Id) == true, Node.Flapping, clusterReplicas, cached + Math.Clamp(Node.Reliability, 0, 1) + 0.5 * freeShare, Node.Id);
         }
     }
 }

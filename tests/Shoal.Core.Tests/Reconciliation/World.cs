@@ -99,6 +99,8 @@ internal sealed class World
         RestartTimes = RestartTimes,
         LeavingFlappingNodes = Leaving,
         Options = Options,
+        // As the control plane passes it: only nodes whose link is down are looked at for loss.
+        Unlinked = Links.Where(kv => !kv.Value.Connected).Select(kv => kv.Key).ToList(),
     };
 
     /// <summary>One pass, applied as the control plane applies a committed plan.</summary>

@@ -91,8 +91,11 @@ public static class Scheduler
         for (var i = 0; i < work.Length; i++)
         {
             if (!work[i].Node.Schedulable || work[i].FreeTotal == 0) continue;
-            foreach (var type in work[i].Types())
+            var gpus = work[i].Node.Gpus;
+            for (var g = 0; g < gpus.Count; g++)
             {
+                var type = gpus[g].Type;
+                if (FirstOfType(gpus, g, type) != g) continue;
                 if (!openByType.TryGetValue(type, out var list)) openByType[type] = list = [];
                 list.Add(i);
             }
@@ -185,6 +188,15 @@ public static class Scheduler
             : gpuCount == 1 ? $"no node with a free {gpu}" : $"no node with {gpuCount} free {gpu} GPUs";
     }
 
+    private static int FirstOfType(IReadOnlyList<GpuSlot> gpus, int upTo, string type)
+    {
+        for (var i = 0; i < upTo; i++)
+        {
+            if (string.Equals(gpus[i].Type, type, StringComparison.Ordinal)) return i;
+        }
+        return upTo;
+    }
+
     private static Rank PeekRank(PriorityQueue<int, Rank> queue) => queue.TryPeek(out _, out var rank) ? rank : default;
 
     private static void Increment(Dictionary<string, Dictionary<int, int>> counts, string clusterId, int nodeIdx)
@@ -227,9 +239,6 @@ public static class Scheduler
 
         /// <summary>Free GPUs of any type.</summary>
         public int FreeTotal => Node.Gpus.Count - _used;
-
-        /// <summary>The node's GPU types, each once.</summary>
-        public IEnumerable<string> Types() => Node.Gpus.Select(g => g.Type).Distinct(StringComparer.Ordinal);
 
         public bool HasType(string type)
         {

@@ -668,7 +668,10 @@ public sealed partial class ControlPlaneState : IDisposable
     /// <summary>Sessions whose agent has missed too many heartbeats (read without the state's lock).</summary>
     public Task<IReadOnlyList<(string NodeId, object Session)>> FindStaleSessionsAsync(CancellationToken ct)
     {
-        var cutoff = _time.GetUtcNow() - _options.HeartbeatInterval * _options.MissedHeartbeats;
+        // The scan runs every StaleCheckInterval: the rule is shortened by up to that (at most an eighth of an
+        // interval) so a silent agent is marked within MissedHeartbeats intervals of its last heartbeat, scan included.
+        var scan = TimeSpan.FromTicks(Math.Min(Reconciliation.ControlLoops.StaleCheckInterval.Ticks, _options.HeartbeatInterval.Ticks / 8));
+        var cutoff = _time.GetUtcNow() - (_options.HeartbeatInterval * _options.MissedHeartbeats - scan);
         var stale = new List<(string, object)>();
         foreach (var (id, live) in _liveness)
         {

@@ -306,7 +306,8 @@ public sealed class AgentGatewayTests : IAsyncLifetime
         {
             await flappy.DisposeAsync();
             await Eventually.GetAsync(() => state.ListNodesAsync(default), n => n.Single(x => x.Node.Name == "a-flappy").Node.State == NodeState.Disconnected, what: "disconnected");
-            _time.Advance(TimeSpan.FromSeconds(2));
+            // Less than 3 heartbeat intervals in all: b-steady (no heartbeats in fake time) must stay connected.
+            _time.Advance(TimeSpan.FromSeconds(1.5));
             var (back, status) = await WireAgent.ConnectAsync(_server.AgentUri, o =>
             {
                 o.SetRequestHeader(AgentProtocol.NodeIdHeader, welcome.NodeId);

@@ -33,6 +33,7 @@ internal static class Rows
         new("assigned_at", DbType.Int64), new("pulled_at", DbType.Int64), new("started_at", DbType.Int64),
         new("ready_at", DbType.Int64), new("updated_at", DbType.Int64), new("image_digest", DbType.String),
         new("draining_since", DbType.Int64), new("drain_reason", DbType.String), new("recent_restarts", DbType.String),
+        new("last_failure", DbType.String),
     ];
 
     public static readonly Column[] NodeColumns =
@@ -110,7 +111,7 @@ internal static class Rows
         r.State.ToWire(), OrNull(r.Reason), r.Healthy, r.Restarts, OrNull(r.ExitCode), OrNull(r.HostPort),
         Ms(r.CreatedAt), Ms(r.AssignedAt), Ms(r.PulledAt), Ms(r.StartedAt), Ms(r.ReadyAt), Ms(r.UpdatedAt),
         OrNull(r.ImageDigest), Ms(r.DrainingSince), OrNull(r.DrainReason),
-        JsonSerializer.Serialize(r.RecentRestarts ?? [], ShoalJsonContext.Default.DateTimeOffsetArray),
+        JsonSerializer.Serialize(r.RecentRestarts ?? [], ShoalJsonContext.Default.DateTimeOffsetArray), OrNull(r.LastFailure),
     ];
 
     public static object?[] Values(NodeRecord n) =>
@@ -243,6 +244,7 @@ internal static class Rows
         DrainingSince = NullableTime(r, 18),
         DrainReason = NullableString(r, 19),
         RecentRestarts = Json(r.GetString(20), ShoalJsonContext.Default.DateTimeOffsetArray, "replica restarts"),
+        LastFailure = NullableString(r, 21),
     };
 
     public static NodeRecord ReadNode(DbDataReader r) => new()

@@ -91,6 +91,7 @@ internal static class Samples
         DrainingSince = At(16),
         DrainReason = "the cluster scaled down",
         RecentRestarts = [At(12), At(13).AddMilliseconds(250)],
+        LastFailure = "exited with code 3; last output: [fatal: no weights]; restarting in 2 s",
     };
 
     /// <summary>Every nullable left null, every default left default.</summary>

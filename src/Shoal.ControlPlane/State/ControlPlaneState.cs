@@ -726,6 +726,7 @@ public sealed partial class ControlPlaneState : IDisposable
                 ReadyAt = report.ReadyAt ?? replica.ReadyAt,
                 PullProgress = report.PullProgress,
                 ImageDigest = report.ImageDigest ?? replica.ImageDigest,
+                LastFailure = report.State is ReplicaState.Failed or ReplicaState.Unhealthy && report.Reason is { Length: > 0 } failure ? failure : replica.LastFailure,
             }, now);
             if (report.ImageDigest is { Length: > 0 } digest && _clustersById.TryGetValue(replica.ClusterId, out var cluster)
                 && cluster.ImageDigest is null && Generations.IsCurrent(cluster, replica))
@@ -967,7 +968,7 @@ public sealed partial class ControlPlaneState : IDisposable
                     Public = c.Spec.Public,
                     Balancing = c.Spec.Routing,
                     QueueTimeoutMs = c.Spec.QueueTimeoutSeconds * 1000,
-                    Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {failure}; update it to try again" : null,
+                    Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {ExitOutput.Strip(failure)}; update it to try again" : null,
                     Destinations = [.. destinations],
                 };
             }

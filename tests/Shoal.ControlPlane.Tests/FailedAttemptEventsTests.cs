@@ -111,4 +111,35 @@ public sealed class FailedAttemptEventsTests
         // The restart count in the replica's status is exact, quiet or not.
         Assert.Equal(4, Assert.Single(await h.ReplicasAsync()).Replica.Restarts);
     }
+
+    [Fact]
+    public async Task A_secret_the_replica_printed_before_it_exited_is_masked_in_its_reason_and_events()
+    {
+        await using var h = await StateHarness.StartAsync();
+        await h.AddNodeAsync("node-1");
+        await h.State.CreateClusterAsync(new ClusterSpec
+        {
+            Name = "demo",
+            Image = "shoal/sim",
+            Gpu = "rtx-4090",
+            Replicas = 1,
+            SecretEnv = new() { ["HF_TOKEN"] = "hf_leaky-9f2" },
+            // Any node will do here (secrets otherwise want a trusted one).
+            NodeLabels = [],
+        }, default);
+        await h.ReconcileAsync();
+        var replica = Assert.Single(await h.ReplicasAsync()).Replica.Id;
+
+        await h.ReportAsync(replica, r => r with
+        {
+            State = ReplicaState.Failed,
+            ExitCode = 1,
+            Reason = "exited with code 1" + ExitOutput.Format("token hf_leaky-9f2 refused") + "; restarting in 1 s",
+        });
+
+        var failed = Assert.Single(await h.ReplicasAsync()).Replica;
+        Assert.Equal("exited with code 1; last output: [token *** refused]; restarting in 1 s", failed.Reason);
+        Assert.Equal(failed.Reason, failed.LastFailure);
+        Assert.DoesNotContain(await h.EventsAsync(), e => e.Message.Contains("hf_leaky", StringComparison.Ordinal));
+    }
 }

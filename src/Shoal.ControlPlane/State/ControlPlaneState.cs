@@ -712,10 +712,11 @@ public sealed partial class ControlPlaneState : IDisposable
         foreach (var report in reports)
         {
             if (!_replicas.TryGetValue(report.ReplicaId, out var replica) || replica.NodeId != nodeId) continue;
+            var reason = RedactLocked(replica, report.Reason);
             var updated = RecordRestartsLocked(replica, replica with
             {
                 State = report.State,
-                Reason = report.Reason,
+                Reason = reason,
                 Healthy = report.Healthy,
                 HostPort = report.HostPort,
                 Restarts = report.Restarts,
@@ -726,7 +727,7 @@ public sealed partial class ControlPlaneState : IDisposable
                 ReadyAt = report.ReadyAt ?? replica.ReadyAt,
                 PullProgress = report.PullProgress,
                 ImageDigest = report.ImageDigest ?? replica.ImageDigest,
-                LastFailure = report.State is ReplicaState.Failed or ReplicaState.Unhealthy && report.Reason is { Length: > 0 } failure ? failure : replica.LastFailure,
+                LastFailure = report.State is ReplicaState.Failed or ReplicaState.Unhealthy && reason is { Length: > 0 } ? reason : replica.LastFailure,
             }, now);
             if (report.ImageDigest is { Length: > 0 } digest && _clustersById.TryGetValue(replica.ClusterId, out var cluster)
                 && cluster.ImageDigest is null && Generations.IsCurrent(cluster, replica))

@@ -32,7 +32,8 @@ internal static class Rows
         new("exit_code", DbType.Int32), new("host_port", DbType.Int32), new("created_at", DbType.Int64),
         new("assigned_at", DbType.Int64), new("pulled_at", DbType.Int64), new("started_at", DbType.Int64),
         new("ready_at", DbType.Int64), new("updated_at", DbType.Int64), new("image_digest", DbType.String),
-        new("draining_since", DbType.Int64), new("drain_reason", DbType.String),
+        new("draining_since", DbType.Int64), new("drain_reason", DbType.String), new("recent_restarts", DbType.String),
+        new("last_failure", DbType.String),
     ];
 
     public static readonly Column[] NodeColumns =
@@ -110,6 +111,7 @@ internal static class Rows
         r.State.ToWire(), OrNull(r.Reason), r.Healthy, r.Restarts, OrNull(r.ExitCode), OrNull(r.HostPort),
         Ms(r.CreatedAt), Ms(r.AssignedAt), Ms(r.PulledAt), Ms(r.StartedAt), Ms(r.ReadyAt), Ms(r.UpdatedAt),
         OrNull(r.ImageDigest), Ms(r.DrainingSince), OrNull(r.DrainReason),
+        JsonSerializer.Serialize(r.RecentRestarts ?? [], ShoalJsonContext.Default.DateTimeOffsetArray), OrNull(r.LastFailure),
     ];
 
     public static object?[] Values(NodeRecord n) =>
@@ -241,6 +243,8 @@ internal static class Rows
         ImageDigest = NullableString(r, 17),
         DrainingSince = NullableTime(r, 18),
         DrainReason = NullableString(r, 19),
+        RecentRestarts = Json(r.GetString(20), ShoalJsonContext.Default.DateTimeOffsetArray, "replica restarts"),
+        LastFailure = NullableString(r, 21),
     };
 
     public static NodeRecord ReadNode(DbDataReader r) => new()

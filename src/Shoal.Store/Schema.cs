@@ -141,6 +141,11 @@ public static class Schema
             ALTER TABLE nodes ADD COLUMN tunnel BOOLEAN NOT NULL DEFAULT TRUE;
             ALTER TABLE nodes ADD COLUMN recent_disconnects TEXT NOT NULL DEFAULT '[]';
             """),
+        // A replica's recent restarts and its last failure, so a crash loop is not forgotten when the server restarts.
+        (8, """
+            ALTER TABLE replicas ADD COLUMN recent_restarts TEXT NOT NULL DEFAULT '[]';
+            ALTER TABLE replicas ADD COLUMN last_failure TEXT NULL;
+            """),
     ];
 
     /// <summary>The version a fully migrated store reports.</summary>

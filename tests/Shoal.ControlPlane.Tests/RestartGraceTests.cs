@@ -143,4 +143,51 @@ public sealed class RestartGraceTests
         Assert.True(reliability.Flapping);
         Assert.Equal(3, reliability.RecentDisconnects);
     }
+
+    [Fact]
+    public async Task A_crash_looping_replica_keeps_its_restart_count_across_a_server_restart()
+    {
+        // Issue 14, item 4: the crash-loop count is stored with the replica, so a restart does not forgive a loop.
+        await using var h = await StateHarness.StartAsync();
+        await h.AddNodeAsync("a");
+        await h.AddNodeAsync("b");
+        await h.State.CreateClusterAsync(new Shoal.Core.Clusters.ClusterSpec { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 }, default);
+        await h.ReconcileAsync();
+        var looping = Assert.Single(await h.ReplicasAsync()).Replica;
+        for (var restarts = 1; restarts <= 2; restarts++)
+        {
+            var n = restarts;
+            h.Time.Advance(TimeSpan.FromSeconds(5));
+            await h.ReportAsync(looping.Id, r => r with { State = ReplicaState.Failed, Restarts = n, ExitCode = 3, Reason = "exited with code 3; restarting in 2 s" });
+        }
+        await h.ReconcileAsync();
+        Assert.Equal(looping.Id, Assert.Single(await h.ReplicasAsync()).Replica.Id);
+        await h.State.FlushAsync(default);
+
+        await h.RestartAsync();
+
+        // Reported again as it was (2 restarts): nothing new is counted, and nothing is written for it.
+        await h.ReportAsync(looping.Id, r => r with { ExitCode = 3, Reason = "exited with code 3; restarting in 2 s" });
+        await h.State.FlushAsync(default);
+        var commits = h.Store.Commits;
+        for (var i = 0; i < 5; i++)
+        {
+            h.Time.Advance(TimeSpan.FromSeconds(2));
+            await h.ReportAsync(looping.Id, r => r with { ExitCode = 3, Reason = "exited with code 3; restarting in 2 s" });
+            await h.State.FlushAsync(default);
+        }
+        Assert.Equal(commits, h.Store.Commits);
+        await h.ReconcileAsync();
+        Assert.Equal(looping.Id, Assert.Single(await h.ReplicasAsync()).Replica.Id);
+
+        // The third restart (the first this server saw) makes it crash-looping: 3 within the window.
+        h.Time.Advance(TimeSpan.FromSeconds(5));
+        await h.ReportAsync(looping.Id, r => r with { State = ReplicaState.Failed, Restarts = 3, ExitCode = 3, Reason = "exited with code 3; restarting in 4 s" });
+        await h.ReconcileAsync();
+        Assert.DoesNotContain(await h.ReplicasAsync(), r => r.Replica.Id == looping.Id);
+        var replaced = (await h.EventsAsync()).Single(e => e.Type == ClusterEventTypes.Replaced);
+        var node = looping.NodeId == h.NodeId("a") ? "a" : "b";
+        Assert.StartsWith($"replaced: crash-looping on {node} (3 restarts within 300 s", replaced.Message, StringComparison.Ordinal);
+        Assert.Equal(1, (await h.ClusterAsync()).Cluster.Rollout.FailedAttempts);
+    }
 }

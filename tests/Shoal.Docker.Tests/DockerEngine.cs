@@ -8,9 +8,10 @@ using Shoal.Agent.Runtimes.Docker;
 namespace Shoal.Docker.Tests;
 
 /// <summary>
-/// The real Docker engine the tests drive, and the small test image (busybox httpd answering
-/// <c>/health</c> on <c>$PORT</c>), imported once per run from the host's static busybox and
-/// removed at the end. Everything the tests create carries <see cref="TestLabel"/>.
+/// The real Docker engine the tests drive, and the small test images (busybox httpd answering
+/// <c>/health</c> on <c>$PORT</c>, and one that prints two lines and exits with code 3), imported
+/// once per run from the host's static busybox and removed at the end. Everything the tests create
+/// carries <see cref="TestLabel"/>.
 /// </summary>
 public sealed class DockerEngine : IAsyncLifetime
 {
@@ -18,6 +19,9 @@ public sealed class DockerEngine : IAsyncLifetime
     public const string TestLabel = "io.shoal.test";
 
     public const string WebImage = "shoal-test/web:1";
+
+    /// <summary>Exits at once with code 3 after two lines (one on stdout, one on stderr), as a model server missing its weights.</summary>
+    public const string CrashImage = "shoal-test/crash:1";
 
     private static readonly string[] s_busyboxCandidates = ["/bin/busybox", "/usr/bin/busybox"];
 
@@ -31,11 +35,11 @@ public sealed class DockerEngine : IAsyncLifetime
         var version = await DockerRuntime.ProbeAsync(Client, TimeSpan.FromSeconds(10), CancellationToken.None)
             ?? throw new InvalidOperationException("no Docker engine answers on the default socket; scripts/test.sh installs and starts one (as root)");
         _ = version;
-        WebImageId = await ImportWebImageAsync();
+        WebImageId = await ImportImagesAsync();
     }
 
     // `docker import` of a tiny root file system: faster than a build, and needs no base image.
-    private async Task<string> ImportWebImageAsync()
+    private async Task<string> ImportImagesAsync()
     {
         var busybox = s_busyboxCandidates.FirstOrDefault(IsStatic)
             ?? throw new InvalidOperationException("a static busybox is needed to build the test image: apt-get install busybox-static");
@@ -51,22 +55,28 @@ public sealed class DockerEngine : IAsyncLifetime
             AddFile(writer, "www/index.html", "hello from shoal-test/web\n", 0x1a4);
             // Honours PORT like a real inference server; says so on stdout for the logs test.
             AddFile(writer, "serve", "#!/bin/sh\necho \"serving on ${PORT:-8000}\"\nexec httpd -f -v -p 127.0.0.1:${PORT:-8000} -h /www\n", 0x1ed);
+            AddFile(writer, "crash", "#!/bin/sh\necho \"loading weights from /models/demo\"\necho \"fatal: /models/demo/config.json not found\" >&2\nexit 3\n", 0x1ed);
             await writer.WriteEntryAsync(new PaxTarEntry(TarEntryType.Directory, "tmp") { Mode = (UnixFileMode)0x3ff });
         }
-        tar.Position = 0;
-        var (repo, tag) = (WebImage[..WebImage.IndexOf(':', StringComparison.Ordinal)], WebImage[(WebImage.IndexOf(':', StringComparison.Ordinal) + 1)..]);
-        await Client.Images.CreateImageAsync(
-            new ImagesCreateParameters
-            {
-                FromSrc = "-",
-                Repo = repo,
-                Tag = tag,
-                Changes = ["ENTRYPOINT [\"/serve\"]", $"LABEL {TestLabel}=true"],
-            },
-            tar,
-            new AuthConfig(),
-            new Progress<JSONMessage>(),
-            CancellationToken.None);
+        // The engine closes the stream it is given: each import reads its own.
+        var rootfs = tar.ToArray();
+        foreach (var (name, entrypoint) in new[] { (WebImage, "/serve"), (CrashImage, "/crash") })
+        {
+            using var source = new MemoryStream(rootfs);
+            var (repo, tag) = (name[..name.IndexOf(':', StringComparison.Ordinal)], name[(name.IndexOf(':', StringComparison.Ordinal) + 1)..]);
+            await Client.Images.CreateImageAsync(
+                new ImagesCreateParameters
+                {
+                    FromSrc = "-",
+                    Repo = repo,
+                    Tag = tag,
+                    Changes = [$"ENTRYPOINT [\"{entrypoint}\"]", $"LABEL {TestLabel}=true"],
+                },
+                source,
+                new AuthConfig(),
+                new Progress<JSONMessage>(),
+                CancellationToken.None);
+        }
         var image = await Client.Images.InspectImageAsync(WebImage);
         return image.ID;
     }
@@ -152,12 +162,15 @@ public sealed class DockerEngine : IAsyncLifetime
     public async Task DisposeAsync()
     {
         await CleanUpAsync(null);
-        try
+        foreach (var image in (string[])[WebImage, CrashImage])
         {
-            await Client.Images.DeleteImageAsync(WebImage, new ImageDeleteParameters { Force = true });
-        }
-        catch (DockerImageNotFoundException)
-        {
+            try
+            {
+                await Client.Images.DeleteImageAsync(image, new ImageDeleteParameters { Force = true });
+            }
+            catch (DockerImageNotFoundException)
+            {
+            }
         }
         Client.Dispose();
     }

@@ -12,33 +12,40 @@ namespace Shoal.Docker.Tests;
 /// A registry on 127.0.0.1 that has no images (the engine treats loopback registries as plain
 /// HTTP): unknown repositories answer NAME_UNKNOWN and <c>web</c> has no tags (MANIFEST_UNKNOWN).
 /// A private one wants Basic credentials for everything (the engine learns that from its ping)
-/// and records the users that sent them.
+/// and records the users that sent them. A refusing one answers 500 to everything, its ping
+/// included. Each counts the requests it got.
 /// </summary>
 public sealed class FakeRegistry : IAsyncDisposable
 {
     private readonly WebApplication _app;
     private readonly bool _private;
+    private readonly bool _refusing;
+    private int _requests;
 
-    private FakeRegistry(WebApplication app, string host, bool isPrivate)
+    private FakeRegistry(WebApplication app, string host, bool isPrivate, bool refusing)
     {
         _app = app;
         Host = host;
         _private = isPrivate;
+        _refusing = refusing;
     }
+
+    /// <summary>Requests received so far (pings included).</summary>
+    public int Requests => Volatile.Read(ref _requests);
 
     /// <summary><c>127.0.0.1:port</c>, the registry part of image references.</summary>
     public string Host { get; }
 
     public ConcurrentQueue<string> AuthenticatedUsers { get; } = new();
 
-    public static async Task<FakeRegistry> StartAsync(bool isPrivate = false)
+    public static async Task<FakeRegistry> StartAsync(bool isPrivate = false, bool refusing = false)
     {
         var port = FreePort.Next();
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls($"http://127.0.0.1:{port}");
         builder.Logging.ClearProviders();
         var app = builder.Build();
-        var registry = new FakeRegistry(app, $"127.0.0.1:{port}", isPrivate);
+        var registry = new FakeRegistry(app, $"127.0.0.1:{port}", isPrivate, refusing);
         app.Run(registry.HandleAsync);
         await app.StartAsync();
         return registry;
@@ -47,7 +54,13 @@ public sealed class FakeRegistry : IAsyncDisposable
     private async Task HandleAsync(HttpContext context)
     {
         var path = context.Request.Path.Value ?? "/";
+        Interlocked.Increment(ref _requests);
         context.Response.Headers["Docker-Distribution-API-Version"] = "registry/2.0";
+        if (_refusing)
+        {
+            await ErrorAsync(context, HttpStatusCode.InternalServerError, "UNKNOWN", "the registry is broken");
+            return;
+        }
         if (_private)
         {
             var auth = context.Request.Headers.Authorization.ToString();

@@ -90,6 +90,8 @@ internal static class Samples
         UpdatedAt = At(15),
         DrainingSince = At(16),
         DrainReason = "the cluster scaled down",
+        RecentRestarts = [At(12), At(13).AddMilliseconds(250)],
+        LastFailure = "exited with code 3; last output: [fatal: no weights]; restarting in 2 s",
     };
 
     /// <summary>Every nullable left null, every default left default.</summary>
@@ -178,7 +180,8 @@ internal static class Samples
     public static void Equal(ReplicaRecord expected, ReplicaRecord actual)
     {
         Assert.Equal(expected.GpuIndexes, actual.GpuIndexes);
-        Assert.Equal(expected, actual with { GpuIndexes = expected.GpuIndexes });
+        Assert.Equal(expected.RecentRestarts, actual.RecentRestarts);
+        Assert.Equal(expected, actual with { GpuIndexes = expected.GpuIndexes, RecentRestarts = expected.RecentRestarts });
     }
 
     public static void Equal(NodeRecord expected, NodeRecord actual)

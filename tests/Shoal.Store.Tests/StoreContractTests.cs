@@ -228,6 +228,7 @@ public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifet
         var replica = Samples.BareReplica() with
         {
             NodeId = "n2", GpuIndexes = [0], State = ReplicaState.Ready, Healthy = true, HostPort = 5000, ReadyAt = Samples.At(98),
+            Restarts = 2, RecentRestarts = [Samples.At(95), Samples.At(96)],
         };
         var node = Samples.BareNode() with { State = NodeState.Ready, Revision = 5, AckedRevision = 5, LastSeenAt = Samples.At(97) };
         await CommitAsync(store, c =>

@@ -375,10 +375,12 @@ public sealed partial class ProcessReplicaInstance : IReplicaInstance
     private readonly TimeProvider _time;
     private readonly CancellationTokenSource _cts = new();
     private readonly Task _logs;
+    private readonly string _logPath;
 
     internal ProcessReplicaInstance(Process process, int port, Task<int> exited, string logPath, string recordPath, ProcessRuntimeOptions options, TimeProvider time)
     {
         _process = process;
+        _logPath = logPath;
         HostPort = port;
         _recordPath = recordPath;
         _options = options;
@@ -395,6 +397,12 @@ public sealed partial class ProcessReplicaInstance : IReplicaInstance
     public int HostPort { get; }
 
     public Task<int> Exited { get; }
+
+    /// <summary>Once it has ended: its exit code and what it wrote last (<see cref="ExitOutput"/>), or null when it wrote nothing.</summary>
+    public string? ExitReason =>
+        Exited.IsCompletedSuccessfully && ExitOutput.Format(ReplicaLog.SinceLastStart(_logPath)) is { Length: > 0 } output
+            ? $"exited with code {Exited.Result.ToString(CultureInfo.InvariantCulture)}{output}"
+            : null;
 
     public int ProcessId { get; }
 
@@ -644,6 +652,38 @@ internal static class ReplicaLog
         {
         }
     }
+
+    /// <summary>
+    /// What the replica wrote since the agent last started it (after the last <c>--- shoal:</c> line),
+    /// from the last <paramref name="maxBytes"/> of its log; null when the log cannot be read.
+    /// </summary>
+    public static string? SinceLastStart(string path, int maxBytes = 8192)
+    {
+        try
+        {
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            var take = (int)Math.Min(stream.Length, maxBytes);
+            stream.Seek(-take, SeekOrigin.End);
+            var buffer = new byte[take];
+            stream.ReadExactly(buffer);
+            var text = System.Text.Encoding.UTF8.GetString(buffer);
+            var last = text.LastIndexOf("\n" + Marker, StringComparison.Ordinal);
+            var marker = last >= 0 ? last + 1 : text.StartsWith(Marker, StringComparison.Ordinal) ? 0 : -1;
+            if (marker >= 0)
+            {
+                var end = text.IndexOf('\n', marker);
+                text = end < 0 ? "" : text[(end + 1)..];
+            }
+            return text;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
+    // How the agent's own lines in a replica's log begin.
+    private const string Marker = "--- shoal:";
 
     /// <summary>Checks the log's size every <see cref="ProcessRuntimeOptions.LogCheckInterval"/> until the replica ends.</summary>
     public static async Task WatchAsync(string path, ProcessRuntimeOptions options, TimeProvider time, Task exited, CancellationToken ct)

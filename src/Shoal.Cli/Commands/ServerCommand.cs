@@ -16,6 +16,12 @@ public sealed class ServerCommand : Command
     private static readonly Option<TimeSpan?> s_restartGrace = CommonOptions.CreateDurationOption("--restart-grace-period",
         "After this server starts, how long nodes that were serving keep their replicas while their agents reconnect (default 40s, at least --grace-period)", TimeSpan.Zero, TimeSpan.FromHours(24));
     private static readonly Option<TimeSpan?> s_heartbeat = CommonOptions.CreateDurationOption("--heartbeat-interval", "How often agents report (default 2s)", TimeSpan.FromMilliseconds(50), TimeSpan.FromMinutes(5));
+    private static readonly Option<int?> s_maxFailedAttempts = CommonOptions.CreateIntOption("--max-failed-attempts",
+        "Attempts of a spec that never worked (replicas replaced for failing before any was ready) after which the cluster is failed (default 5)", 1, 100);
+    private static readonly Option<TimeSpan?> s_attemptBackoff = CommonOptions.CreateDurationOption("--attempt-backoff",
+        "Wait before the next attempt after a failed one, doubling with each further one up to 5 min (default 10s)", TimeSpan.Zero, TimeSpan.FromHours(1));
+    private static readonly Option<int?> s_crashLoopRestarts = CommonOptions.CreateIntOption("--crash-loop-restarts",
+        "Restarts within 5 min after which a replica counts as crash-looping and is replaced on another node (default 3)", 1, 100);
     private static readonly Option<string> s_edgeDomain = new("--edge-domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
     private static readonly Option<string?> s_publicEdgeUrl = new("--public-edge-url") { Description = "Edge URL shown in cluster endpoints (default from --edge-listen)" };
     private static readonly Option<string?> s_edgeKey = new("--edge-key") { Description = "Key standalone edges (shoal edge) present; default: generated once into edge.key in the data dir (env SHOAL_EDGE_KEY)" };
@@ -55,6 +61,9 @@ public sealed class ServerCommand : Command
         Options.Add(s_grace);
         Options.Add(s_restartGrace);
         Options.Add(s_heartbeat);
+        Options.Add(s_maxFailedAttempts);
+        Options.Add(s_attemptBackoff);
+        Options.Add(s_crashLoopRestarts);
         Options.Add(s_edgeDomain);
         Options.Add(s_publicEdgeUrl);
         Options.Add(s_edgeKey);
@@ -101,6 +110,9 @@ public sealed class ServerCommand : Command
         if (result.GetValue(s_grace) is { } grace) options.NodeGracePeriod = grace;
         if (result.GetValue(s_restartGrace) is { } restartGrace) options.RestartGracePeriod = restartGrace;
         if (result.GetValue(s_heartbeat) is { } hb) options.HeartbeatInterval = hb;
+        if (result.GetValue(s_maxFailedAttempts) is { } attempts) options.MaxFailedAttempts = attempts;
+        if (result.GetValue(s_attemptBackoff) is { } backoff) options.AttemptBackoff = backoff;
+        if (result.GetValue(s_crashLoopRestarts) is { } crashLoop) options.CrashLoopRestarts = crashLoop;
         options.EdgeMaxConnections = result.GetValue(s_edgeMaxConnections);
         if (result.GetValue(s_edgeMaxPerAddress) is { } perAddress) options.EdgeMaxConnectionsPerAddress = perAddress;
         if (result.GetValue(s_edgeMaxTunnels) is { } tunnels) options.EdgeMaxTunnelsPerNode = tunnels;

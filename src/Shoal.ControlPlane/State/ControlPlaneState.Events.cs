@@ -40,20 +40,43 @@ public sealed partial class ControlPlaneState
     private void RecordObservedLocked(string clusterId, DateTimeOffset at, string type, string message, string? replicaId, string? nodeId) =>
         _pendingEvents.Add(NewEventLocked(clusterId, at, type, message, replicaId, nodeId));
 
+    // Replicas that failed and restarted since they were last ready, with both already told in events:
+    // their further failures, restarts, pulls and starts are not listed one by one (a crash loop or a
+    // pull retried with back-off would add several events per restart). The restart count and the
+    // reason stay in the replica's status, and the replacement's event sums the loop up. Being ready
+    // again ends it.
+    private readonly HashSet<string> _quietReplicas = new(StringComparer.Ordinal);
+
+    // A stored replica that was failing (restarted, not ready since) stays quiet after a server start. Caller holds the lock.
+    private void LoadQuietLocked(ReplicaRecord r)
+    {
+        if (r.Restarts > 0 && r.State is ReplicaState.Failed or ReplicaState.Pulling or ReplicaState.Starting) _quietReplicas.Add(r.Id);
+    }
+
     /// <summary>What a report's change of a replica says happened: restarted, started, ready, unhealthy, failed…</summary>
     private void RecordReplicaTransitionLocked(ReplicaRecord before, ReplicaRecord after, DateTimeOffset now)
     {
         var node = after.NodeId;
         var restarted = after.Restarts > before.Restarts;
+        if (after.State == ReplicaState.Ready)
+        {
+            _quietReplicas.Remove(after.Id);
+        }
+        else if (_quietReplicas.Contains(after.Id))
+        {
+            return;
+        }
         if (restarted)
         {
             RecordObservedLocked(after.ClusterId, now, ClusterEventTypes.Restarted,
                 $"restart {after.Restarts.ToString(CultureInfo.InvariantCulture)}" + (before.Reason is { Length: > 0 } why ? $" (after: {why})" : ""), after.Id, node);
+            // Until it is ready again, this restart's event stands for the ones that follow.
+            if (after.State != ReplicaState.Ready) _quietReplicas.Add(after.Id);
         }
         if (after.State == before.State) return;
         switch (after.State)
         {
-            case ReplicaState.Pulling:
+            case ReplicaState.Pulling when !restarted:
                 RecordObservedLocked(after.ClusterId, now, ClusterEventTypes.Pulling, "pulling the image", after.Id, node);
                 break;
             case ReplicaState.Starting when !restarted:

@@ -128,6 +128,7 @@ public sealed partial class ControlPlaneState : IDisposable
             {
                 _replicas[r.Id] = r;
                 if (r.DrainingSince is not null) _draining[r.Id] = true;
+                LoadRestartsLocked(r);
             }
             foreach (var n in snapshot.Nodes)
             {
@@ -353,6 +354,7 @@ public sealed partial class ControlPlaneState : IDisposable
         _loadsAt.TryRemove(id, out _);
         _draining.TryRemove(id, out _);
         _restartTimes.Remove(id);
+        _quietReplicas.Remove(id);
         _leavingFlappingNodes.Remove(id);
         _dirtyReplicas.Remove(id);
     }
@@ -713,10 +715,11 @@ public sealed partial class ControlPlaneState : IDisposable
         foreach (var report in reports)
         {
             if (!_replicas.TryGetValue(report.ReplicaId, out var replica) || replica.NodeId != nodeId) continue;
-            var updated = replica with
+            var reason = RedactLocked(replica, report.Reason);
+            var updated = RecordRestartsLocked(replica, replica with
             {
                 State = report.State,
-                Reason = report.Reason,
+                Reason = reason,
                 Healthy = report.Healthy,
                 HostPort = report.HostPort,
                 Restarts = report.Restarts,
@@ -727,7 +730,8 @@ public sealed partial class ControlPlaneState : IDisposable
                 ReadyAt = report.ReadyAt ?? replica.ReadyAt,
                 PullProgress = report.PullProgress,
                 ImageDigest = report.ImageDigest ?? replica.ImageDigest,
-            };
+                LastFailure = report.State is ReplicaState.Failed or ReplicaState.Unhealthy && reason is { Length: > 0 } ? reason : replica.LastFailure,
+            }, now);
             if (report.ImageDigest is { Length: > 0 } digest && _clustersById.TryGetValue(replica.ClusterId, out var cluster)
                 && cluster.ImageDigest is null && Generations.IsCurrent(cluster, replica))
             {
@@ -742,11 +746,6 @@ public sealed partial class ControlPlaneState : IDisposable
                 _loadsAt[report.ReplicaId] = now;
                 routes |= previous is null || previous.Waiting != load.Waiting;
                 reconcile |= replica.DrainingSince is not null && load.Running + load.Waiting <= 0;
-            }
-            if (updated.Restarts > replica.Restarts)
-            {
-                if (!_restartTimes.TryGetValue(replica.Id, out var times)) _restartTimes[replica.Id] = times = [];
-                Replacements.RecordRestarts(times, updated.Restarts - replica.Restarts, now, _reconcilerOptions);
             }
             if (updated != replica)
             {
@@ -1012,7 +1011,7 @@ public sealed partial class ControlPlaneState : IDisposable
                     Public = c.Spec.Public,
                     Balancing = c.Spec.Routing,
                     QueueTimeoutMs = c.Spec.QueueTimeoutSeconds * 1000,
-                    Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {failure}; update it to try again" : null,
+                    Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {ExitOutput.Strip(failure)}; update it to try again" : null,
                     Destinations = [.. destinations],
                 };
             }

@@ -49,6 +49,13 @@ public sealed record ReplicaRecord
     public DateTimeOffset? DrainingSince { get; init; }
     /// <summary>Why it drains (scale down, replaced by generation N, node drained…).</summary>
     public string? DrainReason { get; init; }
+    /// <summary>When its agent reported each restart within the crash-loop window (kept so a server restart does not reset a crash loop).</summary>
+    public DateTimeOffset[] RecentRestarts { get; init; } = [];
+    /// <summary>
+    /// The last failure its agent reported (exit code and last output, pull error, failing health check): kept
+    /// while the replica restarts, when its reason is cleared, so a crash loop's replacement can say why.
+    /// </summary>
+    public string? LastFailure { get; init; }
 }
 
 /// <summary>A registered node. The secret is kept only as a hash.</summary>

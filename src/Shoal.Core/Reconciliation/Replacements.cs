@@ -45,7 +45,7 @@ public static class Replacements
         var name = input.Nodes.GetValueOrDefault(nodeId)?.Name ?? nodeId;
         return new Replacement(
             string.Create(CultureInfo.InvariantCulture, $"crash-looping on {name} ({recent} restarts within {options.CrashLoopWindow.TotalSeconds:0} s") +
-            (r.Reason is { Length: > 0 } why ? $"; last: {why})" : ")"),
+            ((r.LastFailure ?? r.Reason) is { Length: > 0 } why ? $"; last: {why})" : ")"),
             nodeId,
             Failed: true);
     }

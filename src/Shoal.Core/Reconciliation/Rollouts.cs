@@ -26,7 +26,9 @@ internal static class Rollouts
         var last = r.Reason ?? (r.ExitCode is { } code ? $"exited with code {code.ToString(CultureInfo.InvariantCulture)}" : null);
         if (r.Restarts >= input.Options.RolloutFailureRestarts)
         {
-            return string.Create(CultureInfo.InvariantCulture, $"new replica {r.Id}{on} restarted {r.Restarts} times") + (last is null ? "" : $" (last: {last})");
+            // The agent clears the reason while it tries again: the last failure says why.
+            var why = r.LastFailure ?? last;
+            return string.Create(CultureInfo.InvariantCulture, $"new replica {r.Id}{on} restarted {r.Restarts} times") + (why is null ? "" : $" (last: {why})");
         }
         if (r.State == ReplicaState.Failed && r.PulledAt is null)
         {

@@ -129,6 +129,28 @@ public sealed class ProcessRuntimeTests : IDisposable
     }
 
     [Fact]
+    public async Task An_exit_is_reported_with_what_the_process_wrote_last_since_its_start()
+    {
+        var runtime = new ProcessRuntime(
+            new ProcessRuntimeOptions
+            {
+                Enabled = true,
+                Images = new Dictionary<string, string> { ["test/crash"] = "python3 -c \"import sys; print('loading weights', flush=True); print('fatal: no [weights]', file=sys.stderr); sys.exit(3)\"" },
+                ReplicasDir = _dir.Combine("replicas"),
+            },
+            TimeProvider.System,
+            NullLogger<ProcessRuntime>.Instance);
+
+        // Two runs: the second's reason shows only its own output.
+        for (var run = 0; run < 2; run++)
+        {
+            await using var instance = await runtime.StartAsync(Python("crash-1") with { Image = "test/crash" }, CancellationToken.None);
+            Assert.Equal(3, await instance.Exited.WaitAsync(TimeSpan.FromSeconds(20)));
+            Assert.Equal("exited with code 3; last output: [loading weights | fatal: no (weights)]", instance.ExitReason);
+        }
+    }
+
+    [Fact]
     public void Replica_environment_carries_port_gpus_and_identity()
     {
         var env = ProcessRuntime.ReplicaEnvironment(Python("r-1") with { Env = new() { ["PORT"] = "1", ["X"] = "y" } }, 4321);

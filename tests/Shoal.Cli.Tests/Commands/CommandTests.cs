@@ -347,6 +347,19 @@ public sealed class CommandTests : IAsyncLifetime
         Assert.Empty(_server.Requests);
     }
 
+    [Theory]
+    [InlineData("--max-failed-attempts", "0", "--max-failed-attempts must be between 1 and 100, got 0")]
+    [InlineData("--max-failed-attempts", "many", "--max-failed-attempts must be a whole number, got 'many'")]
+    [InlineData("--attempt-backoff", "soon", "--attempt-backoff")]
+    [InlineData("--attempt-backoff", "2h", "--attempt-backoff must be between")]
+    [InlineData("--crash-loop-restarts", "0", "--crash-loop-restarts must be between 1 and 100, got 0")]
+    public async Task Failed_attempt_settings_out_of_range_are_refused_before_the_server_starts(string option, string value, string message)
+    {
+        Assert.Equal(ExitCodes.InvalidInput, await _cli.RunAsync("server", option, value, "--listen", "127.0.0.1:0", "--no-edge"));
+        Assert.Contains(message, _cli.Err, StringComparison.Ordinal);
+        Assert.Empty(_server.Requests);
+    }
+
     [Fact]
     public async Task Events_of_a_missing_cluster_is_not_found()
     {

@@ -1,6 +1,7 @@
 using System.Net;
 using Docker.DotNet;
 using Docker.DotNet.Models;
+using Shoal.Contracts;
 
 namespace Shoal.Agent.Runtimes.Docker;
 
@@ -103,8 +104,41 @@ public sealed class DockerReplicaInstance : IReplicaInstance
         catch (Exception ex) when (ex is DockerApiException or HttpRequestException or IOException or OperationCanceledException)
         {
         }
+        // What it said last tells most about why it ended (a missing file, a bad flag); the container is still there to ask.
+        var output = ExitOutput.Format(await LastOutputAsync(ct));
+        if (output.Length > 0) reason = (reason ?? $"exited with code {code}") + output;
+
         Volatile.Write(ref _exitReason, reason);
         _exited.TrySetResult(code);
+    }
+
+    // The container's last lines (stdout and stderr as written); null when the engine cannot say.
+    private async Task<string?> LastOutputAsync(CancellationToken ct)
+    {
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(TimeSpan.FromSeconds(2));
+            using var stream = await _client.Containers.GetContainerLogsAsync(ContainerId, new ContainerLogsParameters
+            {
+                ShowStdout = true,
+                ShowStderr = true,
+                Tail = ExitOutput.MaxLines.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            }, timeout.Token);
+            var text = new System.Text.StringBuilder();
+            var buffer = new byte[4096];
+            while (text.Length < 64 * 1024)
+            {
+                var read = await stream.ReadOutputAsync(buffer, 0, buffer.Length, timeout.Token);
+                if (read.EOF) break;
+                text.Append(System.Text.Encoding.UTF8.GetString(buffer, 0, read.Count));
+            }
+            return text.ToString();
+        }
+        catch (Exception ex) when (ex is DockerApiException or HttpRequestException or IOException or OperationCanceledException)
+        {
+            return null;
+        }
     }
 
     /// <summary>SIGTERM, up to <paramref name="grace"/>, then SIGKILL; then the container is removed.</summary>

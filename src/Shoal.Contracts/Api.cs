@@ -298,8 +298,10 @@ public static class ClusterEventTypes
 {
     /// <summary>The cluster was created.</summary>
     public const string Created = "created";
-    /// <summary>Its replica count changed.</summary>
+    /// <summary>Its replica count changed (by a user, or by the autoscaler with its reason).</summary>
     public const string Scaled = "scaled";
+    /// <summary>Its autoscaling settings changed (turned on, off, or new bounds or targets).</summary>
+    public const string Autoscale = "autoscale";
     /// <summary>A replica was placed on a node.</summary>
     public const string Scheduled = "scheduled";
     /// <summary>A replica cannot be placed (the message says why); repeated only when the reason changes.</summary>

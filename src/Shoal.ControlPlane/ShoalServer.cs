@@ -170,6 +170,8 @@ public sealed partial class ShoalServer : IAsyncDisposable
             eb.Services.AddSingleton<Shoal.Edge.Access.IEndpointKeySource>(api.Services.GetRequiredService<ApiKeyDirectory>());
             // The in-process edge's demand reports go straight to the autoscaler's book.
             eb.Services.AddSingleton<Shoal.Edge.Control.IEdgeDemandSink>(new InProcessDemandSink(api.Services.GetRequiredService<DemandBook>()));
+            // The server's /metrics carries the control plane's autoscaling and cold-start figures too.
+            eb.Services.AddSingleton<Shoal.Edge.Metrics.IMetricsSource>(new ControlPlaneMetrics(api.Services.GetRequiredService<ControlPlaneState>()));
             edge = eb.Build();
             edge.MapShoalEdge();
             try

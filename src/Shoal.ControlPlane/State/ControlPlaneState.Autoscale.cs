@@ -88,9 +88,14 @@ public sealed partial class ControlPlaneState
                 }
                 _autoscaleStatus[cluster.Id] = status;
             }
-            if (changed.Count == 0) return 0;
+            if (changed.Count == 0)
+            {
+                MetricsSnapshot = MetricsLocked();
+                return 0;
+            }
             await _store.CommitAsync(changes, ct);
             foreach (var (c, _) in changed) _clustersById[c.Id] = c;
+            MetricsSnapshot = MetricsLocked();
         }
         finally
         {
@@ -101,6 +106,13 @@ public sealed partial class ControlPlaneState
         RoutesChanged?.Invoke();
         return changed.Count;
     }
+
+    /// <summary>Each cluster's count, autoscaling and cold starts as of the last autoscaler pass, for metrics (read without the lock).</summary>
+    public IReadOnlyList<ClusterMetrics> MetricsSnapshot { get; private set; } = [];
+
+    private List<ClusterMetrics> MetricsLocked() =>
+        [.. _clustersById.Values.OrderBy(c => c.Name, StringComparer.Ordinal).Select(c => new ClusterMetrics(
+            c.Name, c.Spec.Replicas, c.Spec.Autoscale, AutoscaleStatusLocked(c.Id)?.Decision, ColdStartLocked(c.Id)))];
 
     /// <summary>The autoscaler's last decision for a cluster; null before its first pass or with autoscaling off. Caller holds the lock.</summary>
     private AutoscaleStatus? AutoscaleStatusLocked(string clusterId) => _autoscaleStatus.GetValueOrDefault(clusterId);
@@ -173,6 +185,9 @@ public sealed partial class ControlPlaneState
     [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Name} {Change}")]
     private static partial void LogAutoscaled(ILogger logger, string name, string change);
 }
+
+/// <summary>One cluster's figures for metrics.</summary>
+public sealed record ClusterMetrics(string Cluster, int Replicas, AutoscaleSpec? Autoscale, AutoscaleDecision? Decision, ColdStartDto? ColdStart);
 
 /// <summary>
 /// One replica's cold start in four parts, each null until known: waiting for a node (created →

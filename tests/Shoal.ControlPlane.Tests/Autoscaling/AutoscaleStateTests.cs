@@ -197,6 +197,15 @@ public sealed class AutoscaleStateTests
         Assert.Equal(new LatencySummary { Count = 2, P50Ms = 1300, P90Ms = 2000, MaxMs = 2000 }, cold.ImagePull);
         Assert.Equal(new LatencySummary { Count = 2, P50Ms = 5000, P90Ms = 5000, MaxMs = 5000 }, cold.Start);
         Assert.Equal(new LatencySummary { Count = 1, P50Ms = 250, P90Ms = 250, MaxMs = 250 }, cold.WarmUp);
+
+        // The same figures on the server's /metrics.
+        var metrics = new System.Text.StringBuilder();
+        new ControlPlaneMetrics(h.State).Render(metrics);
+        var text = metrics.ToString();
+        Assert.Contains("shoal_cluster_replicas_desired{cluster=\"demo\"} 2\n", text, StringComparison.Ordinal);
+        Assert.Contains("shoal_cluster_cold_start_seconds{cluster=\"demo\",part=\"image_pull\",stat=\"p50\"} 1.3\n", text, StringComparison.Ordinal);
+        Assert.Contains("shoal_cluster_cold_start_seconds{cluster=\"demo\",part=\"warm_up\",stat=\"max\"} 0.25\n", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("shoal_autoscale_panic{", text, StringComparison.Ordinal);
     }
 }
 

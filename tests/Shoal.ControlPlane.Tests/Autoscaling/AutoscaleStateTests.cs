@@ -156,6 +156,10 @@ public sealed class AutoscaleStateTests
         Assert.Contains(events, e => e.Type == ClusterEventTypes.Autoscale && e.Message == "autoscaling on: 2..6 replicas, target 2 waiting per replica, scale-down window 5m");
         Assert.Contains(events, e => e.Type == ClusterEventTypes.Scaled && e.Message == "scaled from 1 to 2 replicas");
 
+        // The settings are in the stored spec: a restarted server has them.
+        await h.RestartAsync();
+        Assert.Equal(new AutoscaleSpec { Min = 2, Max = 6 }, (await h.ClusterAsync()).Cluster.Spec.Autoscale);
+
         var off = await h.State.UpdateClusterAsync("demo", new UpdateClusterRequest { Autoscale = new AutoscaleRequest { Off = true } }, default);
         Assert.Null(off.Cluster!.Spec.Autoscale);
         Assert.Contains(await h.EventsAsync(), e => e.Type == ClusterEventTypes.Autoscale && e.Message == "autoscaling off: the replica count is fixed");

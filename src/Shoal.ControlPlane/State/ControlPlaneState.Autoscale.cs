@@ -130,7 +130,11 @@ public sealed partial class ControlPlaneState
             }
             foreach (var r in byCluster[cluster.Id])
             {
-                samples[r.Id] = ColdStartSample.Of(r, firstServed(r.Id) ?? samples.GetValueOrDefault(r.Id)?.FirstServedAt);
+                // Worked out again only when the replica or its first-served time changed: this runs every second.
+                var known = samples.GetValueOrDefault(r.Id);
+                var served = firstServed(r.Id) ?? known?.FirstServedAt;
+                if (known is not null && known.UpdatedAt == r.UpdatedAt && known.FirstServedAt == served) continue;
+                samples[r.Id] = ColdStartSample.Of(r, served);
             }
             if (samples.Count > ColdStartsKept)
             {
@@ -194,11 +198,12 @@ public sealed record ClusterMetrics(string Cluster, int Replicas, AutoscaleSpec?
 /// placed), image pull (placed → pulled), start until the health check passes (started → ready),
 /// warm-up until the first request is served (ready → first response through an edge).
 /// </summary>
-internal sealed record ColdStartSample(string ReplicaId, DateTimeOffset CreatedAt, TimeSpan? NodeWait, TimeSpan? ImagePull, TimeSpan? Start, TimeSpan? WarmUp, DateTimeOffset? FirstServedAt)
+internal sealed record ColdStartSample(string ReplicaId, DateTimeOffset CreatedAt, DateTimeOffset UpdatedAt, TimeSpan? NodeWait, TimeSpan? ImagePull, TimeSpan? Start, TimeSpan? WarmUp, DateTimeOffset? FirstServedAt)
 {
     public static ColdStartSample Of(ReplicaRecord r, DateTimeOffset? firstServed) => new(
         r.Id,
         r.CreatedAt,
+        r.UpdatedAt,
         r.AssignedAt - r.CreatedAt,
         r.PulledAt - r.AssignedAt,
         r.ReadyAt - r.StartedAt,

@@ -48,6 +48,92 @@ public sealed record CreateClusterRequest
     public int? DrainTimeoutSeconds { get; init; }
     /// <summary>How long a new replica of an update may take to become ready before the update is rolled back, 10..86400 s (default 120).</summary>
     public int? ProgressDeadlineSeconds { get; init; }
+    /// <summary>Autoscaling settings; null (default): a fixed replica count.</summary>
+    public AutoscaleRequest? Autoscale { get; init; }
+    /// <summary>Most requests the edge holds while no replica is ready, 0..100000 (default 1000); beyond: 503 with <c>Retry-After</c>.</summary>
+    public int? MaxHeld { get; init; }
+}
+
+/// <summary>
+/// Autoscaling settings as a request gives them: on create, the settings (defaults for what is
+/// left out); on update, only the fields given change, and <see cref="Off"/> turns autoscaling off.
+/// </summary>
+public sealed record AutoscaleRequest
+{
+    /// <summary>Fewest replicas, 0..1000 (default 1); 0 needs <see cref="ScaleToZeroAfterSeconds"/>.</summary>
+    public int? Min { get; init; }
+    /// <summary>Most replicas, 1..1000; required when autoscaling is turned on.</summary>
+    public int? Max { get; init; }
+    /// <summary>Target of requests waiting per replica (vLLM's <c>vllm:num_requests_waiting</c>); 0 turns the signal off. Default 2.</summary>
+    public double? TargetWaiting { get; init; }
+    /// <summary>Target of requests in flight plus held at the edges per replica; 0 (default) turns the signal off.</summary>
+    public double? TargetConcurrency { get; init; }
+    /// <summary>A scale-down takes the highest recommendation over this many seconds, 0..3600 (default 300).</summary>
+    public int? ScaleDownWindowSeconds { get; init; }
+    /// <summary>With min 0: seconds without any demand before the last replica stops, 1..86400; 0 (default): never to zero.</summary>
+    public int? ScaleToZeroAfterSeconds { get; init; }
+    /// <summary>True turns autoscaling off (the replica count stays where it is unless replicas is given).</summary>
+    public bool? Off { get; init; }
+}
+
+/// <summary>A cluster's autoscaling settings (validated). See docs/autoscaling.md for the formula.</summary>
+public sealed record AutoscaleSpec
+{
+    public const double DefaultTargetWaiting = 2;
+    public const int DefaultScaleDownWindowSeconds = 300;
+
+    public int Min { get; init; } = 1;
+    public int Max { get; init; } = 1;
+    /// <summary>Requests waiting per replica the autoscaler aims at; 0: not used.</summary>
+    public double TargetWaiting { get; init; } = DefaultTargetWaiting;
+    /// <summary>Requests in flight plus held per replica the autoscaler aims at; 0: not used.</summary>
+    public double TargetConcurrency { get; init; }
+    public int ScaleDownWindowSeconds { get; init; } = DefaultScaleDownWindowSeconds;
+    /// <summary>Idle seconds before scaling to zero (only with <see cref="Min"/> 0); 0: never.</summary>
+    public int ScaleToZeroAfterSeconds { get; init; }
+}
+
+/// <summary>A cluster's autoscaling as the API shows it: the settings and the last decision.</summary>
+public sealed record AutoscaleDto
+{
+    public required AutoscaleSpec Settings { get; init; }
+    /// <summary>The replica count the autoscaler wants now (before it is applied), or null before its first pass.</summary>
+    public int? Desired { get; init; }
+    /// <summary>Why (for example <c>14 waiting per replica, target 2</c>).</summary>
+    public string? Reason { get; init; }
+    /// <summary>When it last decided.</summary>
+    public DateTimeOffset? DecidedAt { get; init; }
+    /// <summary>The last change of the replica count it made, as its event says it.</summary>
+    public string? LastChange { get; init; }
+    public DateTimeOffset? LastChangeAt { get; init; }
+    /// <summary>Requests waiting at replicas plus held at edges now.</summary>
+    public double Waiting { get; init; }
+    /// <summary>Requests in flight at the edges now.</summary>
+    public int InFlight { get; init; }
+    /// <summary>Requests held at the edges now.</summary>
+    public int Held { get; init; }
+}
+
+/// <summary>One part of a cold start over a cluster's recent replicas, in milliseconds.</summary>
+public sealed record LatencySummary
+{
+    public int Count { get; init; }
+    public double P50Ms { get; init; }
+    public double P90Ms { get; init; }
+    public double MaxMs { get; init; }
+}
+
+/// <summary>
+/// A cold start in four parts over a cluster's recent replicas: waiting for a node (created →
+/// placed), image pull (placed → pulled), start until the health check passes (started → ready),
+/// warm-up until the first request is served (ready → first response through an edge).
+/// </summary>
+public sealed record ColdStartDto
+{
+    public LatencySummary? NodeWait { get; init; }
+    public LatencySummary? ImagePull { get; init; }
+    public LatencySummary? Start { get; init; }
+    public LatencySummary? WarmUp { get; init; }
 }
 
 /// <summary>
@@ -79,6 +165,9 @@ public sealed record UpdateClusterRequest
     public int? QueueTimeoutSeconds { get; init; }
     public int? DrainTimeoutSeconds { get; init; }
     public int? ProgressDeadlineSeconds { get; init; }
+    /// <summary>Autoscaling settings to change (only the fields given), or <c>off: true</c> to turn it off.</summary>
+    public AutoscaleRequest? Autoscale { get; init; }
+    public int? MaxHeld { get; init; }
 }
 
 /// <summary>The <c>state</c> of a <see cref="RolloutDto"/>.</summary>
@@ -137,6 +226,12 @@ public sealed record ClusterDto
     public int QueueTimeoutSeconds { get; init; }
     public int DrainTimeoutSeconds { get; init; }
     public int ProgressDeadlineSeconds { get; init; }
+    /// <summary>Most requests the edge holds while no replica is ready.</summary>
+    public int MaxHeld { get; init; } = BalancingPolicy.DefaultMaxHeld;
+    /// <summary>Autoscaling settings and the last decision; null when the replica count is fixed.</summary>
+    public AutoscaleDto? Autoscale { get; init; }
+    /// <summary>Cold starts of recent replicas in four parts; null when none is known yet.</summary>
+    public ColdStartDto? ColdStart { get; init; }
     /// <summary>The latest update (rolling replacement of replicas) and where it stands.</summary>
     public RolloutDto? Rollout { get; init; }
     /// <summary>Why the cluster gave up (its spec failed on every attempt, the last reason included); null unless failed. A failed cluster runs nothing until it is updated.</summary>
@@ -203,8 +298,10 @@ public static class ClusterEventTypes
 {
     /// <summary>The cluster was created.</summary>
     public const string Created = "created";
-    /// <summary>Its replica count changed.</summary>
+    /// <summary>Its replica count changed (by a user, or by the autoscaler with its reason).</summary>
     public const string Scaled = "scaled";
+    /// <summary>Its autoscaling settings changed (turned on, off, or new bounds or targets).</summary>
+    public const string Autoscale = "autoscale";
     /// <summary>A replica was placed on a node.</summary>
     public const string Scheduled = "scheduled";
     /// <summary>A replica cannot be placed (the message says why); repeated only when the reason changes.</summary>

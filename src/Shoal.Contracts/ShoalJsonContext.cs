@@ -34,6 +34,8 @@ namespace Shoal.Contracts;
 [JsonSerializable(typeof(RouteTable))]
 [JsonSerializable(typeof(NodeHardware))]
 [JsonSerializable(typeof(HealthCheckSpec))]
+[JsonSerializable(typeof(AutoscaleSpec))]
+[JsonSerializable(typeof(AutoscaleRequest))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
 [JsonSerializable(typeof(string[]))]
 [JsonSerializable(typeof(DateTimeOffset[]))]

@@ -9,6 +9,7 @@ using Shoal.ControlPlane.Reconciliation;
 using Shoal.ControlPlane.Sealing;
 using Shoal.ControlPlane.State;
 using Shoal.Core.Security;
+using Shoal.ControlPlane.Autoscaling;
 using Shoal.Edge;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
@@ -113,6 +114,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton(EdgeKey.Load(options));
         builder.Services.AddSingleton(secrets);
         builder.Services.AddSingleton<EdgeGateway>();
+        builder.Services.AddSingleton<DemandBook>();
         builder.Services.AddHostedService<ControlLoops>();
         ListenAddress.TryParse(options.EdgeListen, out var edgeUrl);
         var edgeOptions = options.ToEdgeOptions();
@@ -166,6 +168,10 @@ public sealed partial class ShoalServer : IAsyncDisposable
             eb.Services.AddShoalTunnels(new EdgeTunnelVerifiers(api.Services.GetRequiredService<ControlPlaneState>(), api.Services.GetRequiredService<EdgeDirectory>()));
             eb.Services.AddShoalEdge(edgeOptions, routes);
             eb.Services.AddSingleton<Shoal.Edge.Access.IEndpointKeySource>(api.Services.GetRequiredService<ApiKeyDirectory>());
+            // The in-process edge's demand reports go straight to the autoscaler's book.
+            eb.Services.AddSingleton<Shoal.Edge.Control.IEdgeDemandSink>(new InProcessDemandSink(api.Services.GetRequiredService<DemandBook>()));
+            // The server's /metrics carries the control plane's autoscaling and cold-start figures too.
+            eb.Services.AddSingleton<Shoal.Edge.Metrics.IMetricsSource>(new ControlPlaneMetrics(api.Services.GetRequiredService<ControlPlaneState>()));
             edge = eb.Build();
             edge.MapShoalEdge();
             try

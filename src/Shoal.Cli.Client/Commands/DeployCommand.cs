@@ -89,6 +89,8 @@ public sealed class DeployCommand : ApiCommand
         Description = "Label a node must have to run the replicas (repeatable); 'none' for no label. Default: 'trusted' when the cluster has secrets (registry credentials), else none",
     };
 
+    private static readonly AutoscaleOptions s_autoscale = new();
+
     /// <summary>The <c>--node-label</c> value that asks for no label even when the cluster has secrets.</summary>
     public const string NoNodeLabel = "none";
 
@@ -120,6 +122,7 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_registryUserOption);
         Options.Add(s_nodeLabelOption);
         Options.Add(s_registryServerOption);
+        s_autoscale.AddTo(this);
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
@@ -170,6 +173,8 @@ public sealed class DeployCommand : ApiCommand
             Project = result.GetValue(s_projectOption),
             Public = result.GetValue(s_publicOption) ? true : null,
             QueueTimeoutSeconds = result.GetValue(s_queueTimeoutOption) is { } queueTimeout ? (int)Math.Ceiling(queueTimeout.TotalSeconds) : null,
+            Autoscale = s_autoscale.Read(result),
+            MaxHeld = result.GetValue(s_autoscale.MaxHeld),
         };
 
         var cluster = await client.CreateClusterAsync(request, ct);

@@ -73,6 +73,7 @@ public sealed class ShoalRootCommand : RootCommand
         new("events", c => new EventsCommand(c)),
         new("logs", c => new LogsCommand(c)),
         new("scale", c => new ScaleCommand(c)),
+        new("autoscale", c => new AutoscaleCommand(c)),
         new("update", c => new UpdateCommand(c)),
         new("rm", c => new RemoveCommand(c)),
         new("nodes", c => new NodesCommand(c)),

@@ -61,6 +61,8 @@ public sealed class UpdateCommand : ApiCommand
 
     private static readonly Option<OutputFormat> s_outputOption = CommonOptions.CreateOutputOption();
 
+    private static readonly AutoscaleOptions s_autoscale = new();
+
     public UpdateCommand(CliContext context)
         : base("update", "Change a cluster: a new image, env or args rolls out one replica at a time, and rolls back on failure", context, s_outputOption)
     {
@@ -79,6 +81,7 @@ public sealed class UpdateCommand : ApiCommand
         Options.Add(s_publicOption);
         Options.Add(s_waitOption);
         Options.Add(s_timeoutOption);
+        s_autoscale.AddTo(this);
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
@@ -121,10 +124,12 @@ public sealed class UpdateCommand : ApiCommand
             DrainTimeoutSeconds = Seconds(result.GetValue(s_drainTimeoutOption)),
             ProgressDeadlineSeconds = Seconds(result.GetValue(s_progressDeadlineOption)),
             Public = result.GetValue(s_publicOption),
+            Autoscale = s_autoscale.Read(result),
+            MaxHeld = result.GetValue(s_autoscale.MaxHeld),
         };
         if (request == new UpdateClusterRequest())
         {
-            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --progress-deadline or --public");
+            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --progress-deadline, --public, an autoscaling option (--min, --max, …) or --max-held");
             return ExitCodes.InvalidInput;
         }
 

@@ -42,6 +42,19 @@ public static class Views
         }
         Row("gpu", Cell(Formats.ClusterGpu(c)));
         Row("replicas", ReadyCell(readyReplicas, c.Replicas, " ready"));
+        if (c.Autoscale is { } autoscale)
+        {
+            Row("autoscale", Cell(AutoscaleSettings(autoscale.Settings)));
+            Row("decision", Cell(AutoscaleDecision(autoscale)));
+            if (autoscale.LastChange is { } change)
+            {
+                Row("last change", Cell(change + (autoscale.LastChangeAt is { } at ? " at " + at.UtcDateTime.ToString("HH:mm:ss", CultureInfo.InvariantCulture) + " UTC" : "")));
+            }
+        }
+        if (c.ColdStart is { } coldStart)
+        {
+            Row("cold start", Cell(ColdStart(coldStart)));
+        }
         if (c.Failure is { } failure)
         {
             Row("failed", new Markup($"[red]{Markup.Escape(failure)}[/]"));
@@ -65,6 +78,38 @@ public static class Views
         Row("health", Cell(c.Health.Path));
         Row("endpoint", Cell(c.Endpoint));
         return grid;
+    }
+
+    /// <summary>"1..5 replicas, target 2 waiting per replica, scale-down window 5m, to zero after 10m idle".</summary>
+    public static string AutoscaleSettings(AutoscaleSpec a)
+    {
+        ArgumentNullException.ThrowIfNull(a);
+        var targets = new List<string>();
+        if (a.TargetWaiting > 0) targets.Add(string.Create(CultureInfo.InvariantCulture, $"{a.TargetWaiting:0.##} waiting"));
+        if (a.TargetConcurrency > 0) targets.Add(string.Create(CultureInfo.InvariantCulture, $"{a.TargetConcurrency:0.##} in flight + held"));
+        var text = string.Create(CultureInfo.InvariantCulture,
+            $"{a.Min}..{a.Max} replicas, target {string.Join(" and ", targets)} per replica, scale-down window {Shoal.Core.Autoscaling.Autoscaler.Format(TimeSpan.FromSeconds(a.ScaleDownWindowSeconds))}");
+        if (a.ScaleToZeroAfterSeconds > 0) text += $", to zero after {Shoal.Core.Autoscaling.Autoscaler.Format(TimeSpan.FromSeconds(a.ScaleToZeroAfterSeconds))} idle";
+        return text;
+    }
+
+    /// <summary>"wants 5: 14 waiting per replica, target 2 (28 waiting, 30 in flight, 0 held)", or that it has not decided yet.</summary>
+    public static string AutoscaleDecision(AutoscaleDto a)
+    {
+        ArgumentNullException.ThrowIfNull(a);
+        if (a.Desired is not { } desired) return "none yet (the autoscaler decides every second)";
+        return string.Create(CultureInfo.InvariantCulture,
+            $"wants {desired}: {a.Reason} ({a.Waiting:0.#} waiting, {a.InFlight} in flight, {a.Held} held)");
+    }
+
+    /// <summary>"node p50 0.1s p90 0.2s max 0.3s · pull … · start … · warm-up …" over the recent replicas.</summary>
+    public static string ColdStart(ColdStartDto c)
+    {
+        ArgumentNullException.ThrowIfNull(c);
+        static string Part(string name, LatencySummary? s) => s is null ? $"{name} -" : string.Create(CultureInfo.InvariantCulture,
+            $"{name} p50 {Ms(s.P50Ms)} p90 {Ms(s.P90Ms)} max {Ms(s.MaxMs)} ({s.Count})");
+        static string Ms(double ms) => ms < 1000 ? string.Create(CultureInfo.InvariantCulture, $"{ms:0}ms") : string.Create(CultureInfo.InvariantCulture, $"{ms / 1000:0.0#}s");
+        return string.Join(" · ", Part("node", c.NodeWait), Part("pull", c.ImagePull), Part("start", c.Start), Part("warm-up", c.WarmUp));
     }
 
     /// <summary>The replica table of <c>shoal status</c>, with the cold-start parts.</summary>

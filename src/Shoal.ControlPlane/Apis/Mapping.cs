@@ -32,6 +32,9 @@ internal static class Mapping
             QueueTimeoutSeconds = c.Spec.QueueTimeoutSeconds,
             DrainTimeoutSeconds = c.Spec.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = c.Spec.ProgressDeadlineSeconds,
+            MaxHeld = c.Spec.MaxHeld,
+            Autoscale = c.Spec.Autoscale is { } autoscale ? AutoscaleOf(autoscale, view.Autoscale) : null,
+            ColdStart = view.ColdStart,
             Rollout = new RolloutDto
             {
                 Generation = c.Generation,
@@ -53,6 +56,19 @@ internal static class Mapping
             UpdatedAt = c.UpdatedAt,
         };
     }
+
+    private static AutoscaleDto AutoscaleOf(AutoscaleSpec settings, AutoscaleStatus? status) => new()
+    {
+        Settings = settings,
+        Desired = status?.Decision.Desired,
+        Reason = status?.Decision.Reason,
+        DecidedAt = status?.DecidedAt,
+        LastChange = status?.LastChange,
+        LastChangeAt = status?.LastChangeAt,
+        Waiting = status?.Decision.Waiting ?? 0,
+        InFlight = status?.Decision.InFlight ?? 0,
+        Held = status?.Decision.Held ?? 0,
+    };
 
     /// <summary>
     /// What the API says of a replica: draining is the control plane's doing (the agent still reports

@@ -23,7 +23,9 @@ public sealed partial class EdgeGateway
     private readonly Identity.ApiKeyDirectory _keys;
     private readonly ILogger<EdgeGateway> _logger;
     private readonly IHostApplicationLifetime _lifetime;
+    private readonly Autoscaling.DemandBook _demand;
     private int _connected;
+    private long _connections;
     private long _tablesSent;
     private long _deltasSent;
     private long _resyncs;
@@ -32,8 +34,9 @@ public sealed partial class EdgeGateway
     private readonly TimeProvider _time;
 
     public EdgeGateway(RouteTableHolder routes, ControlPlaneState state, EdgeDirectory directory, EdgeKey key, Identity.ApiKeyDirectory keys, IHostApplicationLifetime lifetime,
-        ServerOptions options, TimeProvider time, ILogger<EdgeGateway> logger)
+        ServerOptions options, TimeProvider time, Autoscaling.DemandBook demand, ILogger<EdgeGateway> logger)
     {
+        _demand = demand;
         _warmup = options.HeartbeatInterval * options.MissedHeartbeats;
         _time = time;
         _lifetime = lifetime;
@@ -103,10 +106,12 @@ public sealed partial class EdgeGateway
         }
         _state.NodeCredentialsChanged += Wake;
         _keys.EndpointKeysChanged += Wake;
+        // Each connection reports demand under its own name: two edges advertising one URL (or none) do not overwrite each other.
+        var demandName = "edge-" + Interlocked.Increment(ref _connections).ToString(System.Globalization.CultureInfo.InvariantCulture);
         try
         {
             var feed = new EdgeRouteFeed(deltas, EdgeRouteFeed.DefaultLoadInterval);
-            var reader = ReadAsync(socket, advertised, feed, Wake, cts.Token);
+            var reader = ReadAsync(socket, advertised, demandName, feed, Wake, cts.Token);
             var writer = WriteAsync(socket, advertised.TrimEnd('/'), feed, changed, cts.Token);
             await Task.WhenAny(reader, writer);
             await cts.CancelAsync();
@@ -117,6 +122,7 @@ public sealed partial class EdgeGateway
         {
             _state.NodeCredentialsChanged -= Wake;
             _keys.EndpointKeysChanged -= Wake;
+            _demand.Remove(demandName);
             Interlocked.Decrement(ref _connected);
             changed.Dispose();
             LogEdgeDisconnected(_logger, advertised);
@@ -191,11 +197,11 @@ public sealed partial class EdgeGateway
     }
 
     /// <summary>
-    /// Reads the edge's requests (a resync, when it missed a delta) until it closes, so the close
+    /// Reads the edge's requests (a resync, when it missed a delta; demand reports for the autoscaler) until it closes, so the close
     /// handshake completes. A request that cannot be read is logged and ignored; one larger than
     /// <see cref="EdgeProtocol.MaxRequestBytes"/> ends the connection.
     /// </summary>
-    private async Task ReadAsync(WebSocket socket, string edgeUrl, EdgeRouteFeed feed, Action wake, CancellationToken ct)
+    private async Task ReadAsync(WebSocket socket, string edgeUrl, string demandName, EdgeRouteFeed feed, Action wake, CancellationToken ct)
     {
         var buffer = new byte[EdgeProtocol.MaxRequestBytes];
         while (true)
@@ -236,6 +242,10 @@ public sealed partial class EdgeGateway
                 LogResync(_logger, edgeUrl, resync.Version, resync.Reason ?? "no reason given");
                 feed.RequestResync();
                 wake();
+            }
+            else if (request is DemandReport demand)
+            {
+                _demand.Report(demandName, demand);
             }
         }
     }

@@ -25,6 +25,11 @@ public sealed partial class ControlLoops : BackgroundService
     private readonly Signal _flush = new();
     private readonly Signal _publish = new();
     private readonly Signal _liveness = new();
+    private readonly Signal _autoscale = new();
+    private readonly Autoscaling.DemandBook _demand;
+
+    /// <summary>How often the autoscaler decides (and at once when an edge holds a request for a cluster at zero).</summary>
+    public static readonly TimeSpan AutoscaleInterval = TimeSpan.FromSeconds(1);
     private long _lastPassEnded;
 
     /// <summary>A change this soon after the last reconcile pass is part of a burst.</summary>
@@ -38,8 +43,10 @@ public sealed partial class ControlLoops : BackgroundService
     private long _routeVersion;
 
     public ControlLoops(ControlPlaneState state, AgentGateway gateway, RouteTableHolder routes, ServerOptions options,
-        TimeProvider time, IHostApplicationLifetime lifetime, ILogger<ControlLoops> logger)
+        TimeProvider time, IHostApplicationLifetime lifetime, Autoscaling.DemandBook demand, ILogger<ControlLoops> logger)
     {
+        _demand = demand;
+        _demand.WakeRequested += _autoscale.Set;
         _state = state;
         _gateway = gateway;
         _routes = routes;
@@ -68,6 +75,7 @@ public sealed partial class ControlLoops : BackgroundService
             // Silent agents are looked for often (a scan without the state's lock), so one is marked
             // disconnected within its missed heartbeats plus at most this period.
             RunLoopAsync("liveness", _liveness, StaleCheckInterval, _gateway.CloseStaleSessionsAsync, stoppingToken),
+            RunLoopAsync("autoscaler", _autoscale, AutoscaleInterval, ct => _state.AutoscaleAsync(_demand.Sum(), _demand.FirstServed, ct), stoppingToken),
             RunLoopAsync("flusher", _flush, TimeSpan.FromSeconds(5), async ct =>
             {
                 // Coalesce a burst of heartbeats into one write.

@@ -92,6 +92,10 @@ public sealed partial class ControlPlaneState
             {
                 updated = cluster with { Spec = spec, UpdatedAt = now };
             }
+            if (spec.Autoscale != cluster.Spec.Autoscale)
+            {
+                changes.AppendEvents.Add(NewEventLocked(id, now, ClusterEventTypes.Autoscale, DescribeAutoscale(spec.Autoscale), actor: actor));
+            }
             if (spec.Replicas != cluster.Spec.Replicas)
             {
                 changes.AppendEvents.Add(NewEventLocked(id, now, ClusterEventTypes.Scaled, $"scaled from {cluster.Spec.Replicas} to {spec.Replicas} replicas", actor: actor));
@@ -113,7 +117,20 @@ public sealed partial class ControlPlaneState
 
     private static bool SameSettings(ClusterSpec a, ClusterSpec b) =>
         a.Replicas == b.Replicas && a.Routing == b.Routing && a.Public == b.Public && a.QueueTimeoutSeconds == b.QueueTimeoutSeconds
-        && a.DrainTimeoutSeconds == b.DrainTimeoutSeconds && a.ProgressDeadlineSeconds == b.ProgressDeadlineSeconds;
+        && a.DrainTimeoutSeconds == b.DrainTimeoutSeconds && a.ProgressDeadlineSeconds == b.ProgressDeadlineSeconds
+        && a.MaxHeld == b.MaxHeld && a.Autoscale == b.Autoscale;
+
+    /// <summary>"autoscaling on: 1..5 replicas, target 2 waiting per replica, scale down after 5m" or "autoscaling off".</summary>
+    internal static string DescribeAutoscale(AutoscaleSpec? a)
+    {
+        if (a is null) return "autoscaling off: the replica count is fixed";
+        var targets = new List<string>();
+        if (a.TargetWaiting > 0) targets.Add(string.Create(CultureInfo.InvariantCulture, $"{a.TargetWaiting:0.##} waiting"));
+        if (a.TargetConcurrency > 0) targets.Add(string.Create(CultureInfo.InvariantCulture, $"{a.TargetConcurrency:0.##} in flight + held"));
+        var window = Shoal.Core.Autoscaling.Autoscaler.Format(TimeSpan.FromSeconds(a.ScaleDownWindowSeconds));
+        var zero = a.ScaleToZeroAfterSeconds > 0 ? ", to zero after " + Shoal.Core.Autoscaling.Autoscaler.Format(TimeSpan.FromSeconds(a.ScaleToZeroAfterSeconds)) + " idle" : "";
+        return string.Create(CultureInfo.InvariantCulture, $"autoscaling on: {a.Min}..{a.Max} replicas, target {string.Join(" and ", targets)} per replica, scale-down window {window}{zero}");
+    }
 
     /// <summary>"image shoal/sim → shoal/sim2, env +A -B, args": what an update changes in what replicas run.</summary>
     internal static string DescribeChange(ClusterSpec from, ClusterSpec to)

@@ -343,7 +343,11 @@ public sealed partial class ControlPlaneState : IDisposable
             else if (Replacements.ReasonFor(input, cluster, r.Replica) is null) updated++;
             else outdated++;
         }
-        return new ClusterView(cluster, replicas, updated, outdated, draining);
+        return new ClusterView(cluster, replicas, updated, outdated, draining)
+        {
+            Autoscale = cluster.Spec.Autoscale is null ? null : AutoscaleStatusLocked(cluster.Id),
+            ColdStart = ColdStartLocked(cluster.Id),
+        };
     }
 
     private void ForgetReplicaLocked(string id)
@@ -1011,6 +1015,7 @@ public sealed partial class ControlPlaneState : IDisposable
                     Public = c.Spec.Public,
                     Balancing = c.Spec.Routing,
                     QueueTimeoutMs = c.Spec.QueueTimeoutSeconds * 1000,
+                    MaxHeld = c.Spec.MaxHeld,
                     Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {ExitOutput.Strip(failure)}; update it to try again" : null,
                     Destinations = [.. destinations],
                 };
@@ -1043,7 +1048,13 @@ public readonly record struct ReconcileResult(int Created, int Removed, int Plac
 /// A cluster with its replicas, read under the state lock, and how many replicas run its current
 /// generation, still have to be replaced (older generation, drained node, crash loop), or drain.
 /// </summary>
-public sealed record ClusterView(ClusterRecord Cluster, IReadOnlyList<ReplicaView> Replicas, int UpdatedReplicas = 0, int OutdatedReplicas = 0, int DrainingReplicas = 0);
+public sealed record ClusterView(ClusterRecord Cluster, IReadOnlyList<ReplicaView> Replicas, int UpdatedReplicas = 0, int OutdatedReplicas = 0, int DrainingReplicas = 0)
+{
+    /// <summary>The autoscaler's last decision; null with autoscaling off or before its first pass.</summary>
+    public AutoscaleStatus? Autoscale { get; init; }
+    /// <summary>Cold starts of the cluster's recent replicas; null when none is known.</summary>
+    public ColdStartDto? ColdStart { get; init; }
+}
 
 /// <summary>A replica with the node it is on and its last reported load.</summary>
 public sealed record ReplicaView(ReplicaRecord Replica, NodeRecord? Node, ReplicaLoad? Load, bool Routable);

@@ -30,6 +30,13 @@ public sealed record ClusterSpec
     public int QueueTimeoutSeconds { get; init; } = DefaultQueueTimeoutSeconds;
     /// <summary>The endpoint answers without an endpoint key. Default false: only keys of the cluster's project.</summary>
     public bool Public { get; init; }
+    /// <summary>Most requests the edge holds while the cluster has no ready replica (beyond: 503). Default 1000.</summary>
+    public int MaxHeld { get; init; } = BalancingPolicy.DefaultMaxHeld;
+    /// <summary>
+    /// Autoscaling settings; null: <see cref="Replicas"/> is fixed. When set, the autoscaler owns
+    /// <see cref="Replicas"/> (kept within min..max) and a user's scale is refused.
+    /// </summary>
+    public AutoscaleSpec? Autoscale { get; init; }
 
     /// <summary>How long a draining replica may take to finish its in-flight requests before it is stopped, in seconds. Default 30.</summary>
     public int DrainTimeoutSeconds { get; init; } = DefaultDrainTimeoutSeconds;
@@ -66,6 +73,10 @@ public sealed record ClusterSpec
     public const int DefaultProgressDeadlineSeconds = 120;
     public const int MinProgressDeadlineSeconds = 10;
     public const int MaxProgressDeadlineSeconds = 86_400;
+    public const int MaxMaxHeld = 100_000;
+    public const int MaxScaleDownWindowSeconds = 3600;
+    public const int MaxScaleToZeroAfterSeconds = 86_400;
+    public const double MaxTarget = 10_000;
 
     /// <summary>
     /// True when replicas of <paramref name="a"/> and <paramref name="b"/> run the same thing: same

@@ -98,8 +98,18 @@ public static partial class ClusterSpecValidator
             errors.Add($"gpuCount must be between 1 and {MaxGpuCount}, got {gpuCount}");
         }
 
-        var replicas = request.Replicas ?? 1;
+        var autoscale = ValidateAutoscale(request.Autoscale, errors);
+        var replicas = request.Replicas ?? (autoscale is null ? 1 : Math.Clamp(1, autoscale.Min, autoscale.Max));
         ValidateReplicas(replicas, errors);
+        if (autoscale is not null && request.Replicas is { } given && (given < autoscale.Min || given > autoscale.Max))
+        {
+            errors.Add($"replicas ({given}) must be within the autoscaling bounds min {autoscale.Min} .. max {autoscale.Max}");
+        }
+        var maxHeld = request.MaxHeld ?? BalancingPolicy.DefaultMaxHeld;
+        if (maxHeld is < 0 or > ClusterSpec.MaxMaxHeld)
+        {
+            errors.Add($"maxHeld must be between 0 and {ClusterSpec.MaxMaxHeld}, got {maxHeld}");
+        }
 
         var port = request.Port ?? ClusterSpec.DefaultPort;
         if (port is < 1 or > 65535)
@@ -212,7 +222,91 @@ public static partial class ClusterSpecValidator
             QueueTimeoutSeconds = queueTimeout,
             DrainTimeoutSeconds = drainTimeout,
             ProgressDeadlineSeconds = progressDeadline,
+            MaxHeld = maxHeld,
+            Autoscale = autoscale,
         }, errors);
+    }
+
+    /// <summary>
+    /// Autoscaling settings from a request that gives them whole (defaults for what it leaves out);
+    /// null when it gives none or turns autoscaling off. Adds a message per problem.
+    /// </summary>
+    private static AutoscaleSpec? ValidateAutoscale(AutoscaleRequest? request, List<string> errors)
+    {
+        if (request is null) return null;
+        if (request.Off == true)
+        {
+            if (request.Min is not null || request.Max is not null || request.TargetWaiting is not null || request.TargetConcurrency is not null
+                || request.ScaleDownWindowSeconds is not null || request.ScaleToZeroAfterSeconds is not null)
+            {
+                errors.Add("autoscale.off cannot be combined with other autoscale settings");
+            }
+            return null;
+        }
+        var count = errors.Count;
+        var min = request.Min ?? 1;
+        if (request.Max is not { } max)
+        {
+            errors.Add("autoscale.max is required to turn autoscaling on (the most replicas it may run)");
+            max = Math.Max(min, 1);
+        }
+        if (min is < 0 or > ClusterSpec.MaxReplicas) errors.Add($"autoscale.min must be between 0 and {ClusterSpec.MaxReplicas}, got {min}");
+        if (max is < 1 or > ClusterSpec.MaxReplicas) errors.Add($"autoscale.max must be between 1 and {ClusterSpec.MaxReplicas}, got {max}");
+        else if (min > max) errors.Add($"autoscale.min ({min}) must not be above autoscale.max ({max})");
+        var waiting = request.TargetWaiting ?? AutoscaleSpec.DefaultTargetWaiting;
+        var concurrency = request.TargetConcurrency ?? 0;
+        if (!double.IsFinite(waiting) || waiting is < 0 or > ClusterSpec.MaxTarget) errors.Add($"autoscale.targetWaiting must be between 0 and {ClusterSpec.MaxTarget} (0: not used)");
+        if (!double.IsFinite(concurrency) || concurrency is < 0 or > ClusterSpec.MaxTarget) errors.Add($"autoscale.targetConcurrency must be between 0 and {ClusterSpec.MaxTarget} (0: not used)");
+        else if (waiting == 0 && concurrency == 0) errors.Add("autoscale needs a target: targetWaiting or targetConcurrency (or both) above 0");
+        var window = request.ScaleDownWindowSeconds ?? AutoscaleSpec.DefaultScaleDownWindowSeconds;
+        if (window is < 0 or > ClusterSpec.MaxScaleDownWindowSeconds) errors.Add($"autoscale.scaleDownWindowSeconds must be between 0 and {ClusterSpec.MaxScaleDownWindowSeconds}, got {window}");
+        var toZero = request.ScaleToZeroAfterSeconds ?? 0;
+        if (toZero is < 0 or > ClusterSpec.MaxScaleToZeroAfterSeconds)
+        {
+            errors.Add($"autoscale.scaleToZeroAfterSeconds must be between 0 and {ClusterSpec.MaxScaleToZeroAfterSeconds}, got {toZero}");
+        }
+        else if (min == 0 && toZero == 0)
+        {
+            errors.Add("autoscale.min 0 needs scaleToZeroAfterSeconds (--scale-to-zero-after): how long without any request before the last replica stops");
+        }
+        else if (min > 0 && toZero > 0)
+        {
+            errors.Add($"autoscale.scaleToZeroAfterSeconds needs min 0 (with min {min} the cluster never goes below {min}); give --min 0 or leave it out");
+        }
+        if (errors.Count > count) return null;
+        return new AutoscaleSpec
+        {
+            Min = min,
+            Max = max,
+            TargetWaiting = waiting,
+            TargetConcurrency = concurrency,
+            ScaleDownWindowSeconds = window,
+            ScaleToZeroAfterSeconds = toZero,
+        };
+    }
+
+    /// <summary>The whole autoscaling request an update amounts to: the current settings with the given fields changed.</summary>
+    private static AutoscaleRequest? MergeAutoscale(AutoscaleSpec? current, AutoscaleRequest? given)
+    {
+        if (given is null)
+        {
+            return current is null ? null : new AutoscaleRequest
+            {
+                Min = current.Min, Max = current.Max, TargetWaiting = current.TargetWaiting, TargetConcurrency = current.TargetConcurrency,
+                ScaleDownWindowSeconds = current.ScaleDownWindowSeconds, ScaleToZeroAfterSeconds = current.ScaleToZeroAfterSeconds,
+            };
+        }
+        if (given.Off == true || current is null) return given;
+        return new AutoscaleRequest
+        {
+            Min = given.Min ?? current.Min,
+            Max = given.Max ?? current.Max,
+            TargetWaiting = given.TargetWaiting ?? current.TargetWaiting,
+            TargetConcurrency = given.TargetConcurrency ?? current.TargetConcurrency,
+            ScaleDownWindowSeconds = given.ScaleDownWindowSeconds ?? current.ScaleDownWindowSeconds,
+            // Going to min > 0 without naming the idle period drops it rather than failing on it.
+            ScaleToZeroAfterSeconds = given.ScaleToZeroAfterSeconds ?? (given.Min > 0 ? 0 : current.ScaleToZeroAfterSeconds),
+        };
     }
 
     /// <summary>
@@ -226,9 +320,10 @@ public static partial class ClusterSpecValidator
         var errors = new List<string>();
         if (update.Replicas is null && update.Image is null && update.Env is null && update.SecretEnv is null && update.UnsetEnv is null && update.Args is null
             && update.Port is null && update.Health is null && update.Routing is null && update.QueueTimeoutSeconds is null
-            && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null)
+            && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null
+            && update.Autoscale is null && update.MaxHeld is null)
         {
-            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds or public");
+            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds, public, autoscale or maxHeld");
             return new Validated<ClusterSpec>(null, errors);
         }
 
@@ -268,13 +363,28 @@ public static partial class ClusterSpecValidator
             }
         }
 
+        var autoscale = MergeAutoscale(current.Autoscale, update.Autoscale);
+        var autoscaleOn = autoscale is not null && autoscale.Off != true;
+        var replicas = update.Replicas ?? current.Replicas;
+        if (autoscaleOn && update.Replicas is not null)
+        {
+            errors.Add(current.Autoscale is { } on
+                ? $"autoscaling owns the replica count of '{current.Name}' (min {on.Min}, max {on.Max}): set the bounds instead (shoal autoscale {current.Name} --min N --max M), or turn autoscaling off first (shoal autoscale {current.Name} --off)"
+                : "replicas cannot be set while turning autoscaling on: the autoscaler owns the replica count (it starts within min..max)");
+        }
+        else if (autoscaleOn && update.Replicas is null && autoscale!.Min is { } low && autoscale.Max is { } high && low <= high)
+        {
+            // New bounds move the count into them at once; the autoscaler takes it from there.
+            replicas = Math.Clamp(replicas, low, high);
+        }
+
         var merged = Validate(new CreateClusterRequest
         {
             Name = current.Name,
             Image = update.Image ?? current.Image,
             Gpu = current.Gpu,
             GpuCount = current.GpuCount,
-            Replicas = update.Replicas ?? current.Replicas,
+            Replicas = replicas,
             Port = update.Port ?? current.Port,
             Env = env,
             SecretEnv = secretEnv,
@@ -287,6 +397,8 @@ public static partial class ClusterSpecValidator
             QueueTimeoutSeconds = update.QueueTimeoutSeconds ?? current.QueueTimeoutSeconds,
             DrainTimeoutSeconds = update.DrainTimeoutSeconds ?? current.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = update.ProgressDeadlineSeconds ?? current.ProgressDeadlineSeconds,
+            Autoscale = autoscale,
+            MaxHeld = update.MaxHeld ?? current.MaxHeld,
         }, processImages);
         errors.AddRange(merged.Errors);
         return errors.Count > 0 ? new Validated<ClusterSpec>(null, errors) : merged;

@@ -71,6 +71,8 @@ internal static class Rollouts
             QueueTimeoutSeconds = cluster.Spec.QueueTimeoutSeconds,
             DrainTimeoutSeconds = cluster.Spec.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = cluster.Spec.ProgressDeadlineSeconds,
+            MaxHeld = cluster.Spec.MaxHeld,
+            Autoscale = cluster.Spec.Autoscale,
         };
         plan.Events.Add(Reconciler.Event(input, cluster.Id, now, ClusterEventTypes.RolledBack,
             $"rolled back to generation {rollout.StableGeneration} (as generation {generation}): {failure}"));

@@ -18,11 +18,13 @@ public sealed class EdgeMetrics
     private readonly EdgeRouter _router;
     private readonly PassiveHealth _health;
     private readonly EdgeConnectionLimiter _connections;
+    private readonly IMetricsSource[] _sources;
     private long _unknownCluster;
     private long _unauthorized;
 
-    public EdgeMetrics(EdgeRouter router, PassiveHealth health, EdgeConnectionLimiter connections)
+    public EdgeMetrics(EdgeRouter router, PassiveHealth health, EdgeConnectionLimiter connections, IEnumerable<IMetricsSource>? sources = null)
     {
+        _sources = sources?.ToArray() ?? [];
         _router = router;
         _health = health;
         _connections = connections;
@@ -89,6 +91,7 @@ public sealed class EdgeMetrics
         foreach (var r in replicas) Line(sb, "shoal_edge_replica_ejected", r.Cluster, r.ReplicaId, null, null, _health.IsEjected(r) ? 1 : 0);
         Header(sb, "shoal_edge_replica_in_flight", "gauge", "Requests the edge is forwarding to a replica now.");
         foreach (var r in replicas) Line(sb, "shoal_edge_replica_in_flight", r.Cluster, r.ReplicaId, null, null, r.InFlight);
+        foreach (var source in _sources) source.Render(sb);
         return sb.ToString();
     }
 

@@ -224,6 +224,29 @@ public sealed class ReconcilerTests
     }
 
     [Fact]
+    public void A_rollback_keeps_the_autoscaling_settings_and_hold_bound_set_since()
+    {
+        var w = new World();
+        w.AddNode("a");
+        w.AddNode("b");
+        w.AddCluster("web", 1);
+        w.Settle();
+        w.AllReady();
+        w.Update("web", "shoal/broken:1");
+        var autoscale = new AutoscaleSpec { Min = 1, Max = 3 };
+        w.Clusters["c-web"] = w.Clusters["c-web"] with { Spec = w.Clusters["c-web"].Spec with { Autoscale = autoscale, MaxHeld = 5 } };
+        w.Step();
+        w.Restart(w.Of("web").Single(r => r.Generation == 2), 3, "exited with code 1; restarting in 4 s");
+        w.Step();
+
+        var cluster = w.Clusters["c-web"];
+        Assert.Equal(RolloutStates.RolledBack, cluster.Rollout.State);
+        Assert.Equal("shoal/sim:1", cluster.Spec.Image);
+        Assert.Equal(autoscale, cluster.Spec.Autoscale);
+        Assert.Equal(5, cluster.Spec.MaxHeld);
+    }
+
+    [Fact]
     public void A_failing_update_rolls_back_to_the_last_complete_generation()
     {
         var w = new World();

@@ -1,0 +1,230 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text;
+using Shoal.Contracts;
+using Shoal.Testing;
+
+namespace Shoal.Bench;
+
+/// <summary>
+/// <c>autoscale [png-path] [model-load-ms]</c>: a real <c>shoal server</c> and agent (8 simulated
+/// rtx-4090s), an autoscaled cluster of the simulator (min 2, max 8, target 2 waiting per replica,
+/// scale-down window 10 s, a simulated model load), then a load step: 4 clients for 10 s, 20 clients
+/// (5×) for 30 s, none for 30 s. Reports the reaction (step → scale-up decision → new replicas ready),
+/// the four cold-start parts, p99 latency before, during and after the ramp, failed requests, and
+/// draws replicas and p99 over time (ScottPlot PNG).
+/// </summary>
+internal static class AutoscaleBench
+{
+    private const int BaseClients = 4;
+    private const int StepClients = 20;
+    private static readonly TimeSpan s_before = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan s_step = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan s_after = TimeSpan.FromSeconds(30);
+
+    public static async Task RunAsync(string[] args)
+    {
+        var png = args.Length > 1 ? args[1] : "docs/autoscale-ramp.png";
+        var modelLoadMs = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 5000;
+        using var dir = new TempDirectory("shoal-autoscale-bench");
+        var apiPort = FreePort.Next();
+        var edgePort = FreePort.Next();
+        Console.WriteLine(Fmt($"## Autoscaling: load step 4 → 20 clients on a cluster of 2 simulator replicas (model load {modelLoadMs} ms), {DateTime.UtcNow:yyyy-MM-dd}"));
+        var processes = new List<ShoalProcess>();
+        try
+        {
+            processes.Add(ShoalProcess.Start("server",
+            [
+                "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
+                "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
+            ]));
+            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
+            await WaitUpAsync(http);
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await ApiKeys.ReadOperatorKeyAsync(dir.Combine("server")));
+            using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
+            edge.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await ApiKeys.CreateAsync(http));
+            var tokenResponse = await http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 1 }, ShoalJsonContext.Default.CreateTokenRequest);
+            tokenResponse.EnsureSuccessStatusCode();
+            var token = (await tokenResponse.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
+            processes.Add(ShoalProcess.Start("node",
+            [
+                "agent", "--server", http.BaseAddress!.ToString(), "--token", token, "--name", "node", "--simulate-gpus", "rtx-4090:8",
+                "--data-dir", dir.Combine("node"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
+            ]));
+            await UntilAsync(async () => (await http.GetFromJsonAsync("/v1/nodes", ShoalJsonContext.Default.NodeDtoArray))!.Any(n => n.State == NodeState.Ready), TimeSpan.FromSeconds(60));
+
+            var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
+            {
+                Name = "demo",
+                Image = "shoal/sim",
+                Gpu = "rtx-4090",
+                Env = new()
+                {
+                    ["SIM_BATCH_SLOTS"] = "4",
+                    ["SIM_DECODE_MS"] = "20",
+                    ["SIM_STARTUP_DELAY_MS"] = modelLoadMs.ToString(CultureInfo.InvariantCulture),
+                },
+                Health = new HealthCheckSpec { IntervalMs = 200 },
+                Autoscale = new AutoscaleRequest { Min = 2, Max = 8, TargetWaiting = 2, ScaleDownWindowSeconds = 10 },
+            }, ShoalJsonContext.Default.CreateClusterRequest);
+            created.EnsureSuccessStatusCode();
+            await UntilAsync(async () => (await StatusAsync(http)).Cluster.ReadyReplicas == 2, TimeSpan.FromSeconds(60));
+
+            var clock = Stopwatch.StartNew();
+            var start = DateTimeOffset.UtcNow;
+            var samples = new ConcurrentQueue<(double At, double LatencyMs, bool Ok)>();
+            var replicas = new List<(double At, int Desired, int Ready)>();
+            using var stopAll = new CancellationTokenSource();
+            using var stopStep = new CancellationTokenSource();
+            var clients = Enumerable.Range(0, BaseClients).Select(i => ClientAsync(edge, i, clock, samples, stopAll.Token)).ToList();
+            var sampler = SampleAsync(http, clock, replicas, stopAll.Token);
+            await Task.Delay(s_before);
+            var step = DateTimeOffset.UtcNow;
+            var stepAt = clock.Elapsed.TotalSeconds;
+            clients.AddRange(Enumerable.Range(BaseClients, StepClients - BaseClients).Select(i => ClientAsync(edge, i, clock, samples, stopStep.Token)));
+            await Task.Delay(s_step);
+            await stopStep.CancelAsync();
+            var endAt = clock.Elapsed.TotalSeconds;
+            await stopAll.CancelAsync();
+            await Task.WhenAll(clients);
+            // Load gone (the base clients too): the window and the drain.
+            using var quiet = new CancellationTokenSource(s_after);
+            await SampleAsync(http, clock, replicas, quiet.Token);
+            await sampler;
+
+            var events = (await http.GetFromJsonAsync("/v1/clusters/demo/events?limit=1000", ShoalJsonContext.Default.ClusterEventDtoArray))!;
+            var status = await StatusAsync(http);
+            var up = events.FirstOrDefault(e => e.Type == ClusterEventTypes.Scaled && e.Message.StartsWith("scaled up", StringComparison.Ordinal) && e.At >= step);
+            var all = samples.ToArray();
+            Console.WriteLine(Fmt($"requests: {all.Length}, failed {all.Count(s => !s.Ok)}"));
+            if (up is not null)
+            {
+                var readyAfter = events.Where(e => e.Type == ClusterEventTypes.Ready && e.At > up.At).Select(e => e.At).OrderBy(t => t).ToList();
+                Console.WriteLine(Fmt($"load step → scale-up decision: {(up.At - step).TotalMilliseconds:F0} ms ({up.Message})"));
+                if (readyAfter.Count > 0)
+                {
+                    Console.WriteLine(Fmt($"decision → first new replica ready: {(readyAfter[0] - up.At).TotalMilliseconds:F0} ms, → last: {(readyAfter[^1] - up.At).TotalMilliseconds:F0} ms ({readyAfter.Count} replicas, model load {modelLoadMs} ms)"));
+                }
+            }
+            foreach (var e in events.Where(e => e.Type == ClusterEventTypes.Scaled && e.At >= start)) Console.WriteLine(Fmt($"  +{(e.At - start).TotalSeconds:F1} s {e.Message}"));
+            Console.WriteLine(Fmt($"p99 latency before the step {P99(all, 0, stepAt):F0} ms, during the ramp (first 15 s) {P99(all, stepAt, stepAt + 15):F0} ms, after it {P99(all, stepAt + 15, endAt):F0} ms; median before {Pct(all, 0, stepAt, 50):F0} ms"));
+            if (status.Cluster.ColdStart is { } cold)
+            {
+                Console.WriteLine("cold start (p50 / p90 / max over recent replicas): " + string.Join(", ",
+                    Part("waiting for a node", cold.NodeWait), Part("image pull", cold.ImagePull), Part("start until healthy", cold.Start), Part("warm-up", cold.WarmUp)));
+            }
+            Console.WriteLine(Fmt($"final: {status.Cluster.Replicas} replicas ({status.Cluster.ReadyReplicas} ready)"));
+            Chart(png, all, replicas, stepAt, endAt);
+            Console.WriteLine($"chart: {png}");
+        }
+        finally
+        {
+            foreach (var p in processes.AsEnumerable().Reverse()) await p.StopAsync(TimeSpan.FromSeconds(15));
+            foreach (var p in processes) await p.DisposeAsync();
+        }
+    }
+
+    private static string Part(string name, LatencySummary? s) => s is null ? $"{name} -" : Fmt($"{name} {s.P50Ms:F0} / {s.P90Ms:F0} / {s.MaxMs:F0} ms");
+
+    private static async Task ClientAsync(HttpClient edge, int client, Stopwatch clock, ConcurrentQueue<(double, double, bool)> samples, CancellationToken stop)
+    {
+        var sent = 0;
+        while (!stop.IsCancellationRequested && sent++ < 10_000)
+        {
+            var began = clock.Elapsed;
+            bool ok;
+            try
+            {
+                using var content = new StringContent($"{{\"model\":\"shoal-sim\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello {client}\"}}],\"max_tokens\":16}}", Encoding.UTF8, "application/json");
+                using var response = await edge.PostAsync("/c/demo/v1/chat/completions", content, CancellationToken.None);
+                await response.Content.ReadAsStringAsync(CancellationToken.None);
+                ok = response.IsSuccessStatusCode;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+                ok = false;
+            }
+            samples.Enqueue((clock.Elapsed.TotalSeconds, (clock.Elapsed - began).TotalMilliseconds, ok));
+        }
+    }
+
+    private static async Task SampleAsync(HttpClient http, Stopwatch clock, List<(double, int, int)> replicas, CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                var s = await StatusAsync(http);
+                lock (replicas) replicas.Add((clock.Elapsed.TotalSeconds, s.Cluster.Replicas, s.Cluster.ReadyReplicas));
+                await Task.Delay(250, stop);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+        }
+    }
+
+    private static void Chart(string path, (double At, double LatencyMs, bool Ok)[] samples, List<(double At, int Desired, int Ready)> replicas, double stepAt, double endAt)
+    {
+        var plot = new ScottPlot.Plot();
+        var xs = replicas.Select(r => r.At).ToArray();
+        var desired = plot.Add.ScatterLine(xs, replicas.Select(r => (double)r.Desired).ToArray());
+        desired.LegendText = "replicas (desired)";
+        var ready = plot.Add.ScatterLine(xs, replicas.Select(r => (double)r.Ready).ToArray());
+        ready.LegendText = "replicas (ready)";
+        var seconds = Enumerable.Range(0, (int)Math.Ceiling(samples.Length == 0 ? 0 : samples.Max(s => s.At))).ToArray();
+        var p99 = seconds.Select(t => (T: t + 0.5, P: P99(samples, t, t + 1))).Where(x => x.P > 0).ToArray();
+        var latency = plot.Add.ScatterLine(p99.Select(x => x.T).ToArray(), p99.Select(x => x.P).ToArray());
+        latency.LegendText = "p99 latency (ms, per second)";
+        latency.Axes.YAxis = plot.Axes.Right;
+        plot.Add.VerticalLine(stepAt).LegendText = "load step (4 → 20 clients)";
+        plot.Add.VerticalLine(endAt).LegendText = "load stops";
+        plot.Axes.Bottom.Label.Text = "seconds";
+        plot.Axes.Left.Label.Text = "replicas";
+        plot.Axes.Right.Label.Text = "p99 latency (ms)";
+        plot.Title("Autoscaling on waiting requests: load step on a cluster of 2");
+        plot.ShowLegend();
+        var full = Path.GetFullPath(path);
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        plot.SavePng(full, 1000, 500);
+    }
+
+    private static double P99((double At, double LatencyMs, bool Ok)[] samples, double from, double to) => Pct(samples, from, to, 99);
+
+    private static double Pct((double At, double LatencyMs, bool Ok)[] samples, double from, double to, double p)
+    {
+        var values = samples.Where(s => s.At >= from && s.At < to).Select(s => s.LatencyMs).Order().ToArray();
+        return values.Length == 0 ? 0 : values[Math.Clamp((int)Math.Ceiling(p / 100 * values.Length) - 1, 0, values.Length - 1)];
+    }
+
+    private static async Task<ClusterStatusDto> StatusAsync(HttpClient http) =>
+        (await http.GetFromJsonAsync("/v1/clusters/demo/status", ShoalJsonContext.Default.ClusterStatusDto))!;
+
+    private static async Task WaitUpAsync(HttpClient http) => await UntilAsync(async () =>
+    {
+        try
+        {
+            return (await http.GetAsync("/healthz")).IsSuccessStatusCode;
+        }
+        catch (HttpRequestException)
+        {
+            return false;
+        }
+    }, TimeSpan.FromSeconds(60));
+
+    private static async Task UntilAsync(Func<Task<bool>> condition, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!await condition())
+        {
+            if (clock.Elapsed > timeout) throw new TimeoutException("the benchmark's setup did not finish in time");
+            await Task.Delay(200);
+        }
+    }
+
+    private static string Fmt(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+}

@@ -1,0 +1,159 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text;
+using Shoal.Contracts;
+using Shoal.Testing;
+using Xunit.Abstractions;
+
+namespace Shoal.EndToEnd.Tests;
+
+/// <summary>
+/// Issue 15, must-show 2 and 3 (short): a real server and agent, the simulator as replicas with a
+/// simulated model load; a load step on an autoscaled cluster of 2 scales it up on the replicas'
+/// waiting figures (vLLM's <c>num_requests_waiting</c>, scraped by the agent), the new replicas
+/// serve, and when the load stops the cluster drains back to min after its (short) window, with
+/// no failed request throughout. The figures (reaction times) are printed; speed is measured in
+/// the benchmark, not asserted here.
+/// </summary>
+[Trait(Categories.Name, Categories.EndToEnd)]
+public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
+{
+    private const int ModelLoadMs = 1500;
+    private const int Workers = 24;
+
+    [Fact]
+    public async Task A_load_step_scales_up_on_waiting_requests_and_back_down_to_min_when_it_stops_with_no_failed_request()
+    {
+        using var dir = new TempDirectory("shoal-autoscale");
+        var apiPort = FreePort.Next();
+        var edgePort = FreePort.Next();
+        var api = $"http://127.0.0.1:{apiPort}";
+        var processes = new List<ShoalProcess>();
+        using var http = new HttpClient { BaseAddress = new Uri(api), Timeout = TimeSpan.FromSeconds(30) };
+        using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
+        try
+        {
+            processes.Add(ShoalProcess.Start("server",
+            [
+                "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
+                "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
+            ]));
+            await DeployEndToEndTests.WaitForServerAsync(http, dir.Combine("server"), edge);
+            var token = await DeployEndToEndTests.CreateTokenAsync(http, 1);
+            processes.Add(ShoalProcess.Start("node",
+            [
+                "agent", "--server", api, "--token", token, "--name", "node", "--simulate-gpus", "rtx-4090:5",
+                "--data-dir", dir.Combine("node"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
+            ]));
+            await Eventually.GetAsync(() => DeployEndToEndTests.NodesAsync(http), n => n.Any(x => x.State == NodeState.Ready), TimeSpan.FromSeconds(30), "a ready node");
+
+            // Two batch slots per replica and 50 ms a token: 24 clients keep about 10 requests waiting at each of 2 replicas.
+            var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
+            {
+                Name = "demo",
+                Image = "shoal/sim",
+                Gpu = "rtx-4090",
+                Env = new()
+                {
+                    ["SIM_BATCH_SLOTS"] = "2",
+                    ["SIM_DECODE_MS"] = "50",
+                    ["SIM_STARTUP_DELAY_MS"] = ModelLoadMs.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                },
+                Health = new HealthCheckSpec { IntervalMs = 200 },
+                Autoscale = new AutoscaleRequest { Min = 2, Max = 5, TargetWaiting = 2, ScaleDownWindowSeconds = 3 },
+            }, ShoalJsonContext.Default.CreateClusterRequest);
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            await DeployEndToEndTests.WaitForReadyAsync(http, 2);
+
+            // The load step.
+            var step = DateTimeOffset.UtcNow;
+            using var stop = new CancellationTokenSource();
+            var load = Enumerable.Range(0, Workers).Select(i => ClientAsync(edge, i, stop.Token)).ToArray();
+            ClusterEventDto scaledUp;
+            ClusterStatusDto status;
+            try
+            {
+                scaledUp = await Eventually.GetAsync(() => ScaledAsync(http, "scaled up"), e => e is not null, TimeSpan.FromSeconds(20), "a scale-up event") ?? throw new InvalidOperationException();
+                status = await Eventually.GetAsync(() => DeployEndToEndTests.StatusAsync(http), s => s.Cluster.ReadyReplicas >= 4, TimeSpan.FromSeconds(30), "the new replicas ready");
+                // Keep the load on a moment so the new replicas serve too.
+                await Task.Delay(TimeSpan.FromSeconds(1));
+            }
+            finally
+            {
+                await stop.CancelAsync();
+            }
+            var results = await Task.WhenAll(load);
+            var sent = results.Sum(r => r.Sent);
+            var failures = results.SelectMany(r => r.Failures).ToList();
+            var lastReady = status.Replicas.Where(r => r.ReadyAt is not null).Max(r => r.ReadyAt!.Value);
+            output.WriteLine($"scale-up decision {(scaledUp.At - step).TotalMilliseconds:0} ms after the load step: {scaledUp.Message}");
+            output.WriteLine($"last new replica ready {(lastReady - scaledUp.At).TotalMilliseconds:0} ms after the decision (model load {ModelLoadMs} ms)");
+            output.WriteLine($"{sent} requests during the step, {failures.Count} failed");
+            Assert.Empty(failures);
+            Assert.True(sent > Workers);
+            Assert.Matches(@"^scaled up 2→[3-5]: \d+(\.\d)? waiting per replica, target 2", scaledUp.Message);
+            Assert.True(scaledUp.At - step < TimeSpan.FromSeconds(15), $"decision {scaledUp.At - step} after the step");
+
+            // Load gone: after the 3 s window the cluster goes back to min, draining the surplus; the replicas left still serve.
+            // It steps down as the highest recommendation in the window falls, never below min.
+            await Eventually.GetAsync(() => DeployEndToEndTests.StatusAsync(http), s => s.Cluster.Replicas == 2, TimeSpan.FromSeconds(30), "the count back at min");
+            var downs = (await http.GetFromJsonAsync("/v1/clusters/demo/events", ShoalJsonContext.Default.ClusterEventDtoArray))!
+                .Where(e => e.Type == ClusterEventTypes.Scaled && e.Message.StartsWith("scaled down", StringComparison.Ordinal)).ToList();
+            foreach (var e in downs) output.WriteLine($"{(e.At - step).TotalMilliseconds:0} ms after the step: {e.Message}");
+            Assert.NotEmpty(downs);
+            Assert.All(downs, e => Assert.Contains("highest recommendation over the last 3s is", e.Message, StringComparison.Ordinal));
+            Assert.Matches("^scaled down [3-5]→2: ", downs[^1].Message);
+            await Eventually.GetAsync(() => DeployEndToEndTests.StatusAsync(http), s => s.Replicas.Length == 2 && s.Cluster.ReadyReplicas == 2, TimeSpan.FromSeconds(30), "two replicas left");
+            var after = await ClientAsync(edge, 99, CancellationToken.None, count: 10);
+            Assert.Empty(after.Failures);
+            var events = await http.GetFromJsonAsync("/v1/clusters/demo/events", ShoalJsonContext.Default.ClusterEventDtoArray);
+            Assert.Contains(events!, e => e.Type == ClusterEventTypes.Draining);
+            Assert.Contains(events!, e => e.Type == ClusterEventTypes.Drained);
+
+            var final = await DeployEndToEndTests.StatusAsync(http);
+            Assert.NotNull(final.Cluster.ColdStart?.Start);
+            Assert.Equal(2, final.Cluster.Autoscale!.Settings.Min);
+        }
+        catch
+        {
+            foreach (var p in processes) output.WriteLine($"--- {p.Name} (pid {p.Pid}, exited {p.HasExited})\n{p.Output}");
+            throw;
+        }
+        finally
+        {
+            foreach (var p in processes.AsEnumerable().Reverse()) await p.StopAsync(TimeSpan.FromSeconds(15));
+            foreach (var p in processes) await p.DisposeAsync();
+        }
+    }
+
+    private static async Task<ClusterEventDto?> ScaledAsync(HttpClient http, string prefix)
+    {
+        var events = await http.GetFromJsonAsync("/v1/clusters/demo/events", ShoalJsonContext.Default.ClusterEventDtoArray);
+        return events!.LastOrDefault(e => e.Type == ClusterEventTypes.Scaled && e.Message.StartsWith(prefix, StringComparison.Ordinal));
+    }
+
+    /// <summary>One client sending chat completions one after another until stopped (at most 200, or <paramref name="count"/>).</summary>
+    private static async Task<(int Sent, List<string> Failures)> ClientAsync(HttpClient edge, int client, CancellationToken stop, int count = 200)
+    {
+        var failures = new List<string>();
+        var sent = 0;
+        var clock = Stopwatch.StartNew();
+        while (!stop.IsCancellationRequested && sent < count && clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            sent++;
+            try
+            {
+                using var content = new StringContent($"{{\"model\":\"shoal-sim\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello {client}\"}}],\"max_tokens\":10}}", Encoding.UTF8, "application/json");
+                using var response = await edge.PostAsync("/c/demo/v1/chat/completions", content, CancellationToken.None);
+                var body = await response.Content.ReadAsStringAsync(CancellationToken.None);
+                if (!response.IsSuccessStatusCode) failures.Add($"{(int)response.StatusCode} {body}");
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+                failures.Add(e.Message);
+            }
+        }
+        return (sent, failures);
+    }
+}

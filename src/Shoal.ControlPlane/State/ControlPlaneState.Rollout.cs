@@ -113,7 +113,7 @@ public sealed partial class ControlPlaneState
 
     private static bool SameSettings(ClusterSpec a, ClusterSpec b) =>
         a.Replicas == b.Replicas && a.Routing == b.Routing && a.Public == b.Public && a.QueueTimeoutSeconds == b.QueueTimeoutSeconds
-        && a.DrainTimeoutSeconds == b.DrainTimeoutSeconds && a.ProgressDeadlineSeconds == b.ProgressDeadlineSeconds;
+        && a.FirstByteTimeoutSeconds == b.FirstByteTimeoutSeconds && a.DrainTimeoutSeconds == b.DrainTimeoutSeconds && a.ProgressDeadlineSeconds == b.ProgressDeadlineSeconds;
 
     /// <summary>"image shoal/sim → shoal/sim2, env +A -B, args": what an update changes in what replicas run.</summary>
     internal static string DescribeChange(ClusterSpec from, ClusterSpec to)

@@ -173,6 +173,11 @@ public static partial class ClusterSpecValidator
             errors.Add($"queueTimeoutSeconds must be between 0 and {ClusterSpec.MaxQueueTimeoutSeconds}, got {queueTimeout}");
         }
 
+        if (request.FirstByteTimeoutSeconds is < 0 or > ClusterSpec.MaxFirstByteTimeoutSeconds)
+        {
+            errors.Add($"firstByteTimeoutSeconds must be between 0 and {ClusterSpec.MaxFirstByteTimeoutSeconds}, got {request.FirstByteTimeoutSeconds}");
+        }
+
         var drainTimeout = request.DrainTimeoutSeconds ?? ClusterSpec.DefaultDrainTimeoutSeconds;
         if (drainTimeout is < 0 or > ClusterSpec.MaxDrainTimeoutSeconds)
         {
@@ -210,6 +215,7 @@ public static partial class ClusterSpecValidator
             Routing = routing,
             Public = request.Public ?? false,
             QueueTimeoutSeconds = queueTimeout,
+            FirstByteTimeoutSeconds = request.FirstByteTimeoutSeconds,
             DrainTimeoutSeconds = drainTimeout,
             ProgressDeadlineSeconds = progressDeadline,
         }, errors);
@@ -226,9 +232,9 @@ public static partial class ClusterSpecValidator
         var errors = new List<string>();
         if (update.Replicas is null && update.Image is null && update.Env is null && update.SecretEnv is null && update.UnsetEnv is null && update.Args is null
             && update.Port is null && update.Health is null && update.Routing is null && update.QueueTimeoutSeconds is null
-            && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null)
+            && update.FirstByteTimeoutSeconds is null && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null)
         {
-            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds or public");
+            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, firstByteTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds or public");
             return new Validated<ClusterSpec>(null, errors);
         }
 
@@ -285,6 +291,7 @@ public static partial class ClusterSpecValidator
             Routing = update.Routing ?? current.Routing,
             Public = update.Public ?? current.Public,
             QueueTimeoutSeconds = update.QueueTimeoutSeconds ?? current.QueueTimeoutSeconds,
+            FirstByteTimeoutSeconds = update.FirstByteTimeoutSeconds ?? current.FirstByteTimeoutSeconds,
             DrainTimeoutSeconds = update.DrainTimeoutSeconds ?? current.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = update.ProgressDeadlineSeconds ?? current.ProgressDeadlineSeconds,
         }, processImages);

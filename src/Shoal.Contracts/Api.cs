@@ -44,6 +44,11 @@ public sealed record CreateClusterRequest
     public string? Routing { get; init; }
     /// <summary>How long the edge holds a request while no replica is ready, 0..300 s (default 30).</summary>
     public int? QueueTimeoutSeconds { get; init; }
+    /// <summary>
+    /// Time-to-first-byte cap of the edge's attempts, 0..3600 s: an attempt without response headers
+    /// by then is cut and retried on another replica. Null: the edge's default (none); 0: no cap.
+    /// </summary>
+    public int? FirstByteTimeoutSeconds { get; init; }
     /// <summary>How long a replica being drained may take to finish its in-flight requests before it is stopped, 0..3600 s (default 30).</summary>
     public int? DrainTimeoutSeconds { get; init; }
     /// <summary>How long a new replica of an update may take to become ready before the update is rolled back, 10..86400 s (default 120).</summary>
@@ -163,6 +168,8 @@ public sealed record UpdateClusterRequest
     public HealthCheckSpec? Health { get; init; }
     public string? Routing { get; init; }
     public int? QueueTimeoutSeconds { get; init; }
+    /// <summary>The first-byte cap in seconds; 0: no cap (there is no way back to the edge's default but 0 or a value).</summary>
+    public int? FirstByteTimeoutSeconds { get; init; }
     public int? DrainTimeoutSeconds { get; init; }
     public int? ProgressDeadlineSeconds { get; init; }
     /// <summary>Autoscaling settings to change (only the fields given), or <c>off: true</c> to turn it off.</summary>
@@ -224,6 +231,8 @@ public sealed record ClusterDto
     public string[] NodeLabels { get; init; } = [];
     public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
     public int QueueTimeoutSeconds { get; init; }
+    /// <summary>The edge's first-byte cap for the cluster in seconds; null: the edge's default; 0: none.</summary>
+    public int? FirstByteTimeoutSeconds { get; init; }
     public int DrainTimeoutSeconds { get; init; }
     public int ProgressDeadlineSeconds { get; init; }
     /// <summary>Most requests the edge holds while no replica is ready.</summary>

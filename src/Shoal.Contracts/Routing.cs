@@ -18,6 +18,12 @@ public sealed record RouteTable
     /// when no response has started, retried elsewhere, rather than waiting on a dead or frozen node.
     /// </summary>
     public string[] LostNodes { get; init; } = [];
+    /// <summary>
+    /// Replicas out of the table because they drain, sorted by id (ordinal): requests an edge has in
+    /// flight to them run to their end. Requests in flight to a replica that left the table for any
+    /// other reason (unhealthy, failed, removed) are cut while no response has started, and retried elsewhere.
+    /// </summary>
+    public string[] DrainingReplicas { get; init; } = [];
 }
 
 /// <summary>One cluster's endpoint settings and its routable replicas.</summary>
@@ -39,6 +45,12 @@ public sealed record ClusterRoute
     /// <c>Retry-After</c>). Default <see cref="BalancingPolicy.DefaultMaxHeld"/>.
     /// </summary>
     public int MaxHeld { get; init; } = BalancingPolicy.DefaultMaxHeld;
+    /// <summary>
+    /// Time-to-first-byte cap of an attempt, in milliseconds: an attempt without response headers by
+    /// then is cut and retried on another replica (when the request may be retried). Null: the edge's
+    /// default; 0: no cap.
+    /// </summary>
+    public int? FirstByteTimeoutMs { get; init; }
     public RouteDestination[] Destinations { get; init; } = [];
 }
 
@@ -96,6 +108,12 @@ public sealed record RouteDelta
     public string[]? LostNodesRemoved { get; init; }
     /// <summary>The whole lost-node list, when it could not be said as added and removed (it was not sorted).</summary>
     public string[]? LostNodes { get; init; }
+    /// <summary>Draining replicas that are new.</summary>
+    public string[]? DrainingAdded { get; init; }
+    /// <summary>Replicas no longer draining.</summary>
+    public string[]? DrainingRemoved { get; init; }
+    /// <summary>The whole draining list, when it could not be said as added and removed (it was not sorted).</summary>
+    public string[]? DrainingReplicas { get; init; }
 }
 
 /// <summary>How one cluster's destinations changed.</summary>

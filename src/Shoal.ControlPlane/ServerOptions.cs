@@ -113,6 +113,9 @@ public sealed class ServerOptions
     /// <summary>How long a new edge connection may stay silent before it is closed. Default 5 s.</summary>
     public TimeSpan EdgeUndecidedTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>The in-process edge's first-byte cap for clusters that set none (<see cref="Shoal.Edge.EdgeOptions.FirstByteTimeout"/>). Default none.</summary>
+    public TimeSpan? EdgeFirstByteTimeout { get; set; }
+
     /// <summary>The in-process edge's settings drawn from these options.</summary>
     public Shoal.Edge.EdgeOptions ToEdgeOptions() => new()
     {
@@ -128,6 +131,7 @@ public sealed class ServerOptions
         MaxConnectionsPerAddress = EdgeMaxConnectionsPerAddress,
         MaxTunnelsPerNode = EdgeMaxTunnelsPerNode,
         UndecidedConnectionTimeout = EdgeUndecidedTimeout,
+        FirstByteTimeout = EdgeFirstByteTimeout,
     };
 
     /// <summary>

@@ -40,6 +40,19 @@ public sealed class EdgeOptions
     public TimeSpan ActivityTimeout { get; set; } = TimeSpan.FromMinutes(5);
 
     /// <summary>
+    /// Time-to-first-byte cap of an attempt, for clusters whose route does not set their own
+    /// (<c>firstByteTimeoutSeconds</c>): an attempt without response headers by then is cut and
+    /// retried on another replica, when the request may be retried (its body replayable, attempts
+    /// left, the retry still within <see cref="RetryBudget"/>) and another replica can take it.
+    /// Default none: a non-streaming LLM answer arrives whole, so its time to first byte is its
+    /// generation time, which may rightly be minutes; a cap below that would cut good answers and
+    /// repeat their work elsewhere, worst when replicas are slow from overload. A hung replica is
+    /// still left within its health check's detection time: when it leaves the route table,
+    /// attempts to it without a response are cut and retried.
+    /// </summary>
+    public TimeSpan? FirstByteTimeout { get; set; }
+
+    /// <summary>
     /// A client that takes longer than this to accept a write of the response (it stopped reading a
     /// stream) is disconnected, so it cannot hold a replica slot. Default 30 s.
     /// </summary>
@@ -124,6 +137,7 @@ public sealed class EdgeOptions
         if (EjectionThreshold is < 1 or > 100) errors.Add("ejection threshold must be between 1 and 100");
         if (BaseEjection <= TimeSpan.Zero || MaxEjection < BaseEjection) errors.Add("ejection periods must be positive, the longest at least the first");
         if (ActivityTimeout <= TimeSpan.Zero) errors.Add("activity timeout must be positive");
+        if (FirstByteTimeout is { } firstByte && firstByte < TimeSpan.Zero) errors.Add("first-byte timeout must not be negative");
         if (ClientStallTimeout <= TimeSpan.Zero) errors.Add("client stall timeout must be positive");
         if (RequestHeadersTimeout <= TimeSpan.Zero) errors.Add("request headers timeout must be positive");
         if (!double.IsFinite(MinDataRateBytesPerSecond) || MinDataRateBytesPerSecond <= 0) errors.Add("minimum data rate must be a positive number");

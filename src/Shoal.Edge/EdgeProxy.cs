@@ -217,15 +217,21 @@ public sealed partial class EdgeProxy
             }
 
             attempts++;
-            exchange.Begin(target, replayable && attempts < _options.MaxAttempts && _time.GetElapsedTime(arrived) < _options.RetryBudget);
+            var elapsed = _time.GetElapsedTime(arrived);
+            exchange.Begin(target, replayable && attempts < _options.MaxAttempts && elapsed < _options.RetryBudget);
             if (body is not null) request.Body = body.Open();
             var (client, address) = _upstreams.Resolve(target.Destination);
             var replica = target.State;
             Interlocked.Increment(ref replica._inFlight);
             ForwarderError error;
             // The forwarder stops when RequestAborted fires: for the attempt it also fires when the
-            // replica's node is lost, so a request on a frozen node does not wait for its sockets to time out.
+            // replica's node is lost, so a request on a frozen node does not wait for its sockets to time out;
+            // and, while no response has come, when the replica leaves routing or the first-byte cap passes.
             var cut = CancellationTokenSource.CreateLinkedTokenSource(clientAborted, replica.LostToken);
+            var guard = exchange.Guard = new AttemptGuard(cut);
+            var departed = replica.DepartedToken.UnsafeRegister(s_cutDeparted, guard);
+            var cap = exchange.MayRetry ? FirstByteCap(view, replica, elapsed) : TimeSpan.Zero;
+            var timer = cap > TimeSpan.Zero ? _time.CreateTimer(s_cutFirstByte, guard, cap, Timeout.InfiniteTimeSpan) : null;
             context.RequestAborted = cut.Token;
             try
             {
@@ -233,12 +239,39 @@ public sealed partial class EdgeProxy
             }
             finally
             {
+                timer?.Dispose();
+                departed.Dispose();
                 context.RequestAborted = clientAborted;
                 Interlocked.Decrement(ref replica._inFlight);
             }
             var wasCut = cut.IsCancellationRequested && !clientAborted.IsCancellationRequested;
             cut.Dispose();
-            if (wasCut)
+            if (wasCut && guard.CutBeforeAnswer is { } why)
+            {
+                // Nothing reached the client: the attempt goes elsewhere (when the request may be retried).
+                replica.CountError();
+                if (why == AttemptGuard.FirstByteTimeout)
+                {
+                    Interlocked.Increment(ref view.State._firstByteTimeouts);
+                    ReportFailure(replica, refused: false);
+                }
+                else
+                {
+                    Interlocked.Increment(ref view.State._departedCuts);
+                }
+                var reason = why == AttemptGuard.FirstByteTimeout ? "no response headers within the first-byte timeout" : "it left routing (unhealthy or removed)";
+                if (!exchange.MayRetry)
+                {
+                    LogForwardFailed(_logger, cluster, replica.ReplicaId, error, reason);
+                    ResetResponse(context);
+                    await WriteErrorAsync(context, StatusCodes.Status502BadGateway, ErrorCodes.Unavailable, "the replica left routing before it answered");
+                    return;
+                }
+                LogRetryUnanswered(_logger, cluster, replica.ReplicaId, reason, cap.TotalMilliseconds);
+                ResetResponse(context);
+                view = exchange.View = _router.Find(cluster) ?? view;
+            }
+            else if (wasCut)
             {
                 replica.CountError();
                 if (context.Response.HasStarted)
@@ -407,6 +440,21 @@ public sealed partial class EdgeProxy
         return (true, new BufferedBody(buffer, read), true);
     }
 
+    private static readonly Action<object?> s_cutDeparted = static state => ((AttemptGuard)state!).CutUnanswered(AttemptGuard.Departed);
+    private static readonly TimerCallback s_cutFirstByte = static state => ((AttemptGuard)state!).CutUnanswered(AttemptGuard.FirstByteTimeout);
+
+    /// <summary>
+    /// The first-byte cap of an attempt that may be retried: the cluster's, else the edge's; none
+    /// when no other replica could take over (cutting would only turn a slow answer into none) or
+    /// when the retry would start past the retry budget.
+    /// </summary>
+    private TimeSpan FirstByteCap(ClusterView view, EdgeReplica replica, TimeSpan elapsed)
+    {
+        var cap = view.Route.FirstByteTimeoutMs is { } ms ? TimeSpan.FromMilliseconds(ms) : _options.FirstByteTimeout ?? TimeSpan.Zero;
+        if (cap <= TimeSpan.Zero || elapsed + cap > _options.RetryBudget) return TimeSpan.Zero;
+        return Selector.HasOther(view, replica) ? cap : TimeSpan.Zero;
+    }
+
     private void ReportFailure(EdgeReplica replica, bool refused)
     {
         if (_health.ReportFailure(replica, refused))
@@ -475,6 +523,37 @@ public sealed partial class EdgeProxy
     }
 
     /// <summary>
+    /// One attempt's cut while no response has come: by its first-byte cap or by its replica leaving
+    /// routing, whichever is first, and neither once the response headers arrived.
+    /// </summary>
+    private sealed class AttemptGuard(CancellationTokenSource cut)
+    {
+        public const int FirstByteTimeout = 1;
+        public const int Departed = 2;
+        private const int Answered = 3;
+        private int _state;
+
+        /// <summary>Why the attempt was cut before its answer (<see cref="FirstByteTimeout"/> or <see cref="Departed"/>); null when it was not.</summary>
+        public int? CutBeforeAnswer => Volatile.Read(ref _state) is FirstByteTimeout or Departed ? _state : null;
+
+        /// <summary>The response headers came: false when the attempt was cut first (then its answer is dropped).</summary>
+        public bool Answer() => Interlocked.CompareExchange(ref _state, Answered, 0) is 0 or Answered;
+
+        public void CutUnanswered(int why)
+        {
+            if (Interlocked.CompareExchange(ref _state, why, 0) != 0) return;
+            try
+            {
+                cut.Cancel();
+            }
+            catch (ObjectDisposedException)
+            {
+                // The attempt ended meanwhile.
+            }
+        }
+    }
+
+    /// <summary>
     /// One request's attempts: YARP's default forwarding, plus the name of the replica that served
     /// (set after the upstream headers so the edge's value wins), the time of the first response
     /// byte, and holding back a 502/503/429 while another replica may still answer.
@@ -508,6 +587,9 @@ public sealed partial class EdgeProxy
 
         public long FirstByte { get; private set; }
 
+        /// <summary>The current attempt's cut before an answer.</summary>
+        public AttemptGuard? Guard { get; set; }
+
         public void Begin(RouteTarget target, bool mayRetry)
         {
             Target = target;
@@ -520,6 +602,8 @@ public sealed partial class EdgeProxy
         public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
         {
             if (proxyResponse is null) return false;
+            // Cut by the first-byte cap or the replica leaving routing just before: this answer is dropped for a retry.
+            if (Guard is { } guard && !guard.Answer()) return false;
             var status = (int)proxyResponse.StatusCode;
             Answered = status;
             if (MayRetry && status is StatusCodes.Status502BadGateway or StatusCodes.Status503ServiceUnavailable or StatusCodes.Status429TooManyRequests
@@ -554,6 +638,9 @@ public sealed partial class EdgeProxy
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Cluster} replica {Replica} failed before answering ({Error}); retrying on another replica")]
     private static partial void LogRetryError(ILogger logger, string cluster, string replica, ForwarderError error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Cluster} replica {Replica}: attempt cut, {Reason} (cap {CapMs} ms); retrying on another replica")]
+    private static partial void LogRetryUnanswered(ILogger logger, string cluster, string replica, string reason, double capMs);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Cluster {Cluster} replica {Replica}: its node was lost before it answered; retrying on another replica")]
     private static partial void LogRetryLost(ILogger logger, string cluster, string replica);

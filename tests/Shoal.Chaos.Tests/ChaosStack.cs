@@ -42,6 +42,12 @@ internal sealed record ChaosStackOptions
 
     /// <summary>The simulator's time per output token in <c>demo</c> (<c>SIM_DECODE_MS</c>); longer makes long streams.</summary>
     public int DecodeMs { get; init; } = 2;
+
+    /// <summary>The health check of <c>demo</c>; null: the default.</summary>
+    public HealthCheckSpec? Health { get; init; }
+
+    /// <summary>The edge's first-byte cap for <c>demo</c> (<c>firstByteTimeoutSeconds</c>); null: the edge's default (none).</summary>
+    public int? FirstByteTimeoutSeconds { get; init; }
 }
 
 /// <summary>
@@ -176,6 +182,8 @@ internal sealed class ChaosStack : IAsyncDisposable
             Image = "shoal/sim",
             Gpu = "rtx-4090",
             Replicas = _options.Replicas,
+            Health = _options.Health,
+            FirstByteTimeoutSeconds = _options.FirstByteTimeoutSeconds,
             Env = new() { ["SIM_DECODE_MS"] = _options.DecodeMs.ToString(System.Globalization.CultureInfo.InvariantCulture), ["SIM_STARTUP_DELAY_MS"] = "0" },
         }, ShoalJsonContext.Default.CreateClusterRequest);
         if (created.StatusCode != HttpStatusCode.Created) throw new InvalidOperationException($"create cluster: {(int)created.StatusCode} {await created.Content.ReadAsStringAsync()}");

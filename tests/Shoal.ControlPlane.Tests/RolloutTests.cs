@@ -83,6 +83,8 @@ public sealed class RolloutTests
         Assert.Contains(draining.Id, old);
         Assert.Equal(2, (await h.RoutedAsync()).Length);
         Assert.DoesNotContain(draining.Id, await h.RoutedAsync());
+        // Listed as draining, so edges let its requests in flight finish rather than cut them.
+        Assert.Equal([draining.Id], (await h.State.BuildRouteTableAsync(1, default)).DrainingReplicas);
         Assert.Equal(3, (await h.ReplicasAsync()).Count);
         Assert.StartsWith("generation 1 is replaced by generation 2", draining.DrainReason, StringComparison.Ordinal);
 
@@ -129,9 +131,11 @@ public sealed class RolloutTests
     {
         var (h, old) = await ReadyClusterAsync();
         await using var _ = h;
-        var outcome = await UpdateAsync(h, new UpdateClusterRequest { DrainTimeoutSeconds = 5, QueueTimeoutSeconds = 10, Routing = BalancingPolicy.RoundRobin });
+        var outcome = await UpdateAsync(h, new UpdateClusterRequest { DrainTimeoutSeconds = 5, QueueTimeoutSeconds = 10, Routing = BalancingPolicy.RoundRobin, FirstByteTimeoutSeconds = 4 });
         Assert.Equal(1, outcome.Cluster!.Generation);
         Assert.Equal(5, outcome.Cluster.Spec.DrainTimeoutSeconds);
+        // The edge gets the first-byte cap in the route, in milliseconds.
+        Assert.Equal(4000, (await h.State.BuildRouteTableAsync(1, default)).Clusters["demo"].FirstByteTimeoutMs);
         await h.ReconcileAsync();
         Assert.Equal(old, (await h.ReplicasAsync()).Select(r => r.Replica.Id).Order(StringComparer.Ordinal).ToArray());
         Assert.Equal(RolloutStates.Complete, (await h.ClusterAsync()).Cluster.Rollout.State);

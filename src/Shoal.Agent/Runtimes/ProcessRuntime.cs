@@ -369,6 +369,8 @@ public sealed partial class ProcessRuntime : IReplicaRuntime
 public sealed partial class ProcessReplicaInstance : IReplicaInstance
 {
     private const int Sigterm = 15;
+    // SIGCONT on Linux (x86-64 and arm64 alike).
+    private const int Sigcont = 18;
     private readonly Process _process;
     private readonly string _recordPath;
     private readonly ProcessRuntimeOptions _options;
@@ -415,6 +417,8 @@ public sealed partial class ProcessReplicaInstance : IReplicaInstance
         if (!OperatingSystem.IsWindows() && grace > TimeSpan.Zero)
         {
             _ = Kill(ProcessId, Sigterm);
+            // A stopped process (SIGSTOP: hung on purpose, or by a debugger) acts on SIGTERM only once continued.
+            _ = Kill(ProcessId, Sigcont);
             var delay = Task.Delay(grace, _time, ct);
             await Task.WhenAny(Exited, delay);
         }
@@ -465,6 +469,7 @@ public sealed partial class AdoptedReplicaInstance : IReplicaInstance
 {
     private const int Sigterm = 15;
     private const int Sigkill = 9;
+    private const int Sigcont = 18;
     private static readonly TimeSpan s_poll = TimeSpan.FromMilliseconds(100);
     private readonly ProcessRecord _record;
     private readonly ProcessRuntimeOptions _options;
@@ -526,6 +531,8 @@ public sealed partial class AdoptedReplicaInstance : IReplicaInstance
             return;
         }
         KillIfSame(_record, Sigterm);
+        // A stopped process acts on SIGTERM only once continued.
+        KillIfSame(_record, Sigcont);
         await Task.WhenAny(Exited, Task.Delay(grace, _time, ct));
         if (!Exited.IsCompleted)
         {

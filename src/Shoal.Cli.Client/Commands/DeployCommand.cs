@@ -59,6 +59,8 @@ public sealed class DeployCommand : ApiCommand
 
     private static readonly Option<TimeSpan?> s_progressDeadlineOption = CreateProgressDeadlineOption();
 
+    private static readonly Option<TimeSpan?> s_firstByteTimeoutOption = CreateFirstByteTimeoutOption();
+
     private static readonly Option<TimeSpan?> s_queueTimeoutOption = CommonOptions.CreateDurationOption("--queue-timeout",
         "How long the edge holds a request while no replica is ready, before 503 (default 30s, at most 5m)", TimeSpan.Zero, TimeSpan.FromSeconds(ClusterSpec.MaxQueueTimeoutSeconds));
 
@@ -115,6 +117,7 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_publicOption);
         Options.Add(s_initialDelayOption);
         Options.Add(s_drainTimeoutOption);
+        Options.Add(s_firstByteTimeoutOption);
         Options.Add(s_progressDeadlineOption);
         Options.Add(s_queueTimeoutOption);
         Options.Add(s_waitOption);
@@ -164,6 +167,7 @@ public sealed class DeployCommand : ApiCommand
                 InitialDelayMs = initialDelay is { } delay ? (int)delay.TotalMilliseconds : 0,
             },
             DrainTimeoutSeconds = result.GetValue(s_drainTimeoutOption) is { } drain ? (int)Math.Ceiling(drain.TotalSeconds) : null,
+            FirstByteTimeoutSeconds = result.GetValue(s_firstByteTimeoutOption) is { } firstByte ? (int)Math.Ceiling(firstByte.TotalSeconds) : null,
             ProgressDeadlineSeconds = result.GetValue(s_progressDeadlineOption) is { } deadline ? (int)Math.Ceiling(deadline.TotalSeconds) : null,
             RegistryAuth = registryAuth,
             NodeLabels = result.GetValue(s_nodeLabelOption) is { Length: > 0 } labels
@@ -249,6 +253,10 @@ public sealed class DeployCommand : ApiCommand
     internal static Option<TimeSpan?> CreateDrainTimeoutOption() => CommonOptions.CreateDurationOption("--drain-timeout",
         "How long a replica taken out of routing may finish its in-flight requests before it is stopped (default 30s)",
         TimeSpan.Zero, TimeSpan.FromSeconds(ClusterSpec.MaxDrainTimeoutSeconds));
+
+    internal static Option<TimeSpan?> CreateFirstByteTimeoutOption() => CommonOptions.CreateDurationOption("--first-byte-timeout",
+        "An edge attempt without response headers this long is cut and retried on another replica (default: the edge's, none; 0: none). Non-streaming answers arrive whole: set it above their longest generation",
+        TimeSpan.Zero, TimeSpan.FromSeconds(ClusterSpec.MaxFirstByteTimeoutSeconds));
 
     internal static Option<TimeSpan?> CreateProgressDeadlineOption() => CommonOptions.CreateDurationOption("--progress-deadline",
         "How long a new replica of an update may take to become ready before the update is rolled back (default 2m)",

@@ -41,6 +41,7 @@ public sealed class UpdateCommand : ApiCommand
     private static readonly Option<TimeSpan?> s_initialDelayOption = DeployCommand.CreateInitialDelayOption();
 
     private static readonly Option<TimeSpan?> s_drainTimeoutOption = DeployCommand.CreateDrainTimeoutOption();
+    private static readonly Option<TimeSpan?> s_firstByteTimeoutOption = DeployCommand.CreateFirstByteTimeoutOption();
 
     private static readonly Option<TimeSpan?> s_progressDeadlineOption = DeployCommand.CreateProgressDeadlineOption();
 
@@ -77,6 +78,7 @@ public sealed class UpdateCommand : ApiCommand
         Options.Add(s_healthIntervalOption);
         Options.Add(s_initialDelayOption);
         Options.Add(s_drainTimeoutOption);
+        Options.Add(s_firstByteTimeoutOption);
         Options.Add(s_progressDeadlineOption);
         Options.Add(s_publicOption);
         Options.Add(s_waitOption);
@@ -122,6 +124,7 @@ public sealed class UpdateCommand : ApiCommand
             Replicas = result.GetValue(s_replicasOption),
             Health = health,
             DrainTimeoutSeconds = Seconds(result.GetValue(s_drainTimeoutOption)),
+            FirstByteTimeoutSeconds = Seconds(result.GetValue(s_firstByteTimeoutOption)),
             ProgressDeadlineSeconds = Seconds(result.GetValue(s_progressDeadlineOption)),
             Public = result.GetValue(s_publicOption),
             Autoscale = s_autoscale.Read(result),
@@ -129,7 +132,7 @@ public sealed class UpdateCommand : ApiCommand
         };
         if (request == new UpdateClusterRequest())
         {
-            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --progress-deadline, --public, an autoscaling option (--min, --max, …) or --max-held");
+            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --first-byte-timeout, --progress-deadline, --public, an autoscaling option (--min, --max, …) or --max-held");
             return ExitCodes.InvalidInput;
         }
 

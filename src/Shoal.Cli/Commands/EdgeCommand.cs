@@ -27,6 +27,8 @@ public sealed class EdgeCommand : Command
     private static readonly Option<int?> s_maxTunnels = CommonOptions.CreateIntOption("--max-tunnels-per-node", "Most tunnels one node holds to this edge (default 256)", 1);
     private static readonly Option<TimeSpan?> s_undecided = CommonOptions.CreateDurationOption("--undecided-timeout",
         "A new connection that sends nothing this long is closed (default 5s)", TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
+    private static readonly Option<TimeSpan?> s_firstByte = CommonOptions.CreateDurationOption("--first-byte-timeout",
+        "An attempt without response headers this long is cut and retried on another replica, for clusters that set no --first-byte-timeout (default none; 0: none)", TimeSpan.Zero, TimeSpan.FromHours(1));
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -49,6 +51,7 @@ public sealed class EdgeCommand : Command
         Options.Add(s_maxPerAddress);
         Options.Add(s_maxTunnels);
         Options.Add(s_undecided);
+        Options.Add(s_firstByte);
         Options.Add(s_metricsKeyFile);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
@@ -99,6 +102,7 @@ public sealed class EdgeCommand : Command
         if (result.GetValue(s_maxPerAddress) is { } perAddress) options.Edge.MaxConnectionsPerAddress = perAddress;
         if (result.GetValue(s_maxTunnels) is { } tunnels) options.Edge.MaxTunnelsPerNode = tunnels;
         if (result.GetValue(s_undecided) is { } undecided) options.Edge.UndecidedConnectionTimeout = undecided;
+        if (result.GetValue(s_firstByte) is { } firstByte) options.Edge.FirstByteTimeout = firstByte;
         var errors = options.Validate();
         if (errors.Count > 0)
         {

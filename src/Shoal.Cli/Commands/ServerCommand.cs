@@ -39,6 +39,8 @@ public sealed class ServerCommand : Command
     private static readonly Option<int?> s_edgeMaxTunnels = CommonOptions.CreateIntOption("--edge-max-tunnels-per-node", "Most tunnels one node holds to the edge (default 256)", 1);
     private static readonly Option<TimeSpan?> s_edgeUndecided = CommonOptions.CreateDurationOption("--edge-undecided-timeout",
         "A new edge connection that sends nothing this long is closed (default 5s)", TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
+    private static readonly Option<TimeSpan?> s_edgeFirstByte = CommonOptions.CreateDurationOption("--edge-first-byte-timeout",
+        "An attempt without response headers this long is cut and retried on another replica, for clusters that set no --first-byte-timeout (default none; 0: none)", TimeSpan.Zero, TimeSpan.FromHours(1));
     private static readonly Option<string[]> s_nodeNetworks = new("--node-networks")
     {
         Description = "Networks (CIDR, comma-separated or repeated) where direct-mode nodes may be: edges connect to a node's own address only within them (default none: tunnels only)",
@@ -76,6 +78,7 @@ public sealed class ServerCommand : Command
         Options.Add(s_edgeMaxPerAddress);
         Options.Add(s_edgeMaxTunnels);
         Options.Add(s_edgeUndecided);
+        Options.Add(s_edgeFirstByte);
         Options.Add(s_nodeNetworks);
         Options.Add(s_allowLoopbackNodes);
         Options.Add(s_allowSimulatedGpus);
@@ -117,6 +120,7 @@ public sealed class ServerCommand : Command
         if (result.GetValue(s_edgeMaxPerAddress) is { } perAddress) options.EdgeMaxConnectionsPerAddress = perAddress;
         if (result.GetValue(s_edgeMaxTunnels) is { } tunnels) options.EdgeMaxTunnelsPerNode = tunnels;
         if (result.GetValue(s_edgeUndecided) is { } undecided) options.EdgeUndecidedTimeout = undecided;
+        if (result.GetValue(s_edgeFirstByte) is { } firstByte) options.EdgeFirstByteTimeout = firstByte;
 
         var errors = options.Validate();
         if (errors.Count > 0)

@@ -30,6 +30,7 @@ internal static class Mapping
             NodeLabels = [.. c.Spec.RequiredNodeLabels],
             Routing = c.Spec.Routing,
             QueueTimeoutSeconds = c.Spec.QueueTimeoutSeconds,
+            FirstByteTimeoutSeconds = c.Spec.FirstByteTimeoutSeconds,
             DrainTimeoutSeconds = c.Spec.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = c.Spec.ProgressDeadlineSeconds,
             MaxHeld = c.Spec.MaxHeld,

@@ -992,9 +992,15 @@ public sealed partial class ControlPlaneState : IDisposable
         {
             var perCluster = new Dictionary<string, List<RouteDestination>>(StringComparer.Ordinal);
             var routed = 0;
+            List<string>? draining = null;
             foreach (var r in _replicas.Values)
             {
-                if (!IsRoutable(r)) continue;
+                if (!IsRoutable(r))
+                {
+                    // Edges let requests in flight to a draining replica finish; to any other that left, they cut them.
+                    if (r.DrainingSince is not null && IsServing(r)) (draining ??= []).Add(r.Id);
+                    continue;
+                }
                 if (!perCluster.TryGetValue(r.ClusterId, out var list)) perCluster[r.ClusterId] = list = [];
                 list.Add(DestinationLocked(r, version));
                 routed++;
@@ -1016,6 +1022,7 @@ public sealed partial class ControlPlaneState : IDisposable
                     Balancing = c.Spec.Routing,
                     QueueTimeoutMs = c.Spec.QueueTimeoutSeconds * 1000,
                     MaxHeld = c.Spec.MaxHeld,
+                    FirstByteTimeoutMs = c.Spec.FirstByteTimeoutSeconds * 1000,
                     Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {ExitOutput.Strip(failure)}; update it to try again" : null,
                     Destinations = [.. destinations],
                 };
@@ -1027,7 +1034,8 @@ public sealed partial class ControlPlaneState : IDisposable
                 .Select(kv => kv.Key)
                 .Order(StringComparer.Ordinal)
                 .ToArray();
-            return new RouteTable { Version = version, Clusters = clusters, LostNodes = lost };
+            draining?.Sort(StringComparer.Ordinal);
+            return new RouteTable { Version = version, Clusters = clusters, LostNodes = lost, DrainingReplicas = draining is null ? [] : [.. draining] };
         }
         finally
         {

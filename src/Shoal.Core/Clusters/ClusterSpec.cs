@@ -28,6 +28,12 @@ public sealed record ClusterSpec
     public string Routing { get; init; } = BalancingPolicy.LeastOutstanding;
     /// <summary>How long the edge holds a request while the cluster has no ready replica, in seconds. Default 30.</summary>
     public int QueueTimeoutSeconds { get; init; } = DefaultQueueTimeoutSeconds;
+    /// <summary>
+    /// The edge's time-to-first-byte cap for the cluster's requests, in seconds: an attempt without
+    /// response headers by then is cut and retried on another replica. Null: the edge's default
+    /// (none unless the edge sets one); 0: no cap.
+    /// </summary>
+    public int? FirstByteTimeoutSeconds { get; init; }
     /// <summary>The endpoint answers without an endpoint key. Default false: only keys of the cluster's project.</summary>
     public bool Public { get; init; }
     /// <summary>Most requests the edge holds while the cluster has no ready replica (beyond: 503). Default 1000.</summary>
@@ -68,6 +74,7 @@ public sealed record ClusterSpec
 
     public const int DefaultQueueTimeoutSeconds = 30;
     public const int MaxQueueTimeoutSeconds = 300;
+    public const int MaxFirstByteTimeoutSeconds = 3600;
     public const int DefaultDrainTimeoutSeconds = 30;
     public const int MaxDrainTimeoutSeconds = 3600;
     public const int DefaultProgressDeadlineSeconds = 120;

@@ -183,6 +183,11 @@ public static partial class ClusterSpecValidator
             errors.Add($"queueTimeoutSeconds must be between 0 and {ClusterSpec.MaxQueueTimeoutSeconds}, got {queueTimeout}");
         }
 
+        if (request.FirstByteTimeoutSeconds is < 0 or > ClusterSpec.MaxFirstByteTimeoutSeconds)
+        {
+            errors.Add($"firstByteTimeoutSeconds must be between 0 and {ClusterSpec.MaxFirstByteTimeoutSeconds}, got {request.FirstByteTimeoutSeconds}");
+        }
+
         var drainTimeout = request.DrainTimeoutSeconds ?? ClusterSpec.DefaultDrainTimeoutSeconds;
         if (drainTimeout is < 0 or > ClusterSpec.MaxDrainTimeoutSeconds)
         {
@@ -220,6 +225,7 @@ public static partial class ClusterSpecValidator
             Routing = routing,
             Public = request.Public ?? false,
             QueueTimeoutSeconds = queueTimeout,
+            FirstByteTimeoutSeconds = request.FirstByteTimeoutSeconds,
             DrainTimeoutSeconds = drainTimeout,
             ProgressDeadlineSeconds = progressDeadline,
             MaxHeld = maxHeld,
@@ -320,10 +326,10 @@ public static partial class ClusterSpecValidator
         var errors = new List<string>();
         if (update.Replicas is null && update.Image is null && update.Env is null && update.SecretEnv is null && update.UnsetEnv is null && update.Args is null
             && update.Port is null && update.Health is null && update.Routing is null && update.QueueTimeoutSeconds is null
-            && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null
+            && update.FirstByteTimeoutSeconds is null && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null
             && update.Autoscale is null && update.MaxHeld is null)
         {
-            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds, public, autoscale or maxHeld");
+            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, firstByteTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds, public, autoscale or maxHeld");
             return new Validated<ClusterSpec>(null, errors);
         }
 
@@ -395,6 +401,7 @@ public static partial class ClusterSpecValidator
             Routing = update.Routing ?? current.Routing,
             Public = update.Public ?? current.Public,
             QueueTimeoutSeconds = update.QueueTimeoutSeconds ?? current.QueueTimeoutSeconds,
+            FirstByteTimeoutSeconds = update.FirstByteTimeoutSeconds ?? current.FirstByteTimeoutSeconds,
             DrainTimeoutSeconds = update.DrainTimeoutSeconds ?? current.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = update.ProgressDeadlineSeconds ?? current.ProgressDeadlineSeconds,
             Autoscale = autoscale,

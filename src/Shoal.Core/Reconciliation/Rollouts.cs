@@ -69,6 +69,7 @@ internal static class Rollouts
             Replicas = cluster.Spec.Replicas,
             Routing = cluster.Spec.Routing,
             QueueTimeoutSeconds = cluster.Spec.QueueTimeoutSeconds,
+            FirstByteTimeoutSeconds = cluster.Spec.FirstByteTimeoutSeconds,
             DrainTimeoutSeconds = cluster.Spec.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = cluster.Spec.ProgressDeadlineSeconds,
             MaxHeld = cluster.Spec.MaxHeld,

@@ -40,12 +40,8 @@ public static class RouteDeltas
             if (!to.Clusters.ContainsKey(name)) (removed ??= []).Add(name);
         }
 
-        string[]? lostAdded = null, lostRemoved = null, lostWhole = null;
-        if (!from.LostNodes.AsSpan().SequenceEqual(to.LostNodes))
-        {
-            if (IsSorted(from.LostNodes) && IsSorted(to.LostNodes)) (lostAdded, lostRemoved) = DiffSorted(from.LostNodes, to.LostNodes);
-            else lostWhole = to.LostNodes;
-        }
+        var (lostAdded, lostRemoved, lostWhole) = DiffList(from.LostNodes, to.LostNodes);
+        var (drainingAdded, drainingRemoved, drainingWhole) = DiffList(from.DrainingReplicas, to.DrainingReplicas);
 
         return new RouteDelta
         {
@@ -58,18 +54,39 @@ public static class RouteDeltas
             LostNodesAdded = lostAdded,
             LostNodesRemoved = lostRemoved,
             LostNodes = lostWhole,
+            DrainingAdded = drainingAdded,
+            DrainingRemoved = drainingRemoved,
+            DrainingReplicas = drainingWhole,
         };
+    }
+
+    /// <summary>A sorted id list's change as added and removed ids, or whole when either side is not sorted; all null when it did not change.</summary>
+    private static (string[]? Added, string[]? Removed, string[]? Whole) DiffList(string[] from, string[] to)
+    {
+        if (from.AsSpan().SequenceEqual(to)) return (null, null, null);
+        if (!IsSorted(from) || !IsSorted(to)) return (null, null, to);
+        var (added, removed) = DiffSorted(from, to);
+        return (added, removed, null);
+    }
+
+    private static string[] ApplyList(string[] current, string[]? whole, string[]? added, string[]? removed, string what)
+    {
+        if (whole is not null) return whole;
+        if (added is null && removed is null) return current;
+        return ApplySorted(current, added ?? [], removed ?? [], what);
     }
 
     /// <summary>True when the delta changes nothing but the version.</summary>
     public static bool IsEmpty(RouteDelta delta) =>
         delta.AddedClusters is null && delta.ChangedClusters is null && delta.RemovedClusters is null && delta.Destinations is null &&
-        delta.LostNodesAdded is null && delta.LostNodesRemoved is null && delta.LostNodes is null;
+        delta.LostNodesAdded is null && delta.LostNodesRemoved is null && delta.LostNodes is null &&
+        delta.DrainingAdded is null && delta.DrainingRemoved is null && delta.DrainingReplicas is null;
 
     /// <summary>True when the delta changes replicas' load figures and nothing else (those may wait to be batched).</summary>
     public static bool IsLoadOnly(RouteDelta delta) =>
         delta.AddedClusters is null && delta.ChangedClusters is null && delta.RemovedClusters is null &&
         delta.LostNodesAdded is null && delta.LostNodesRemoved is null && delta.LostNodes is null &&
+        delta.DrainingAdded is null && delta.DrainingRemoved is null && delta.DrainingReplicas is null &&
         delta.Destinations is { } d && Array.TrueForAll(d, x => x.Added is null && x.Changed is null && x.Removed is null);
 
     /// <summary>True when the delta carries load figures.</summary>
@@ -106,15 +123,14 @@ public static class RouteDeltas
             clusters[d.Cluster] = route with { Destinations = ApplyDestinations(d, route.Destinations) };
         }
 
-        var lost = table.LostNodes;
-        if (delta.LostNodes is { } whole) lost = whole;
-        else if (delta.LostNodesAdded is not null || delta.LostNodesRemoved is not null) lost = ApplySorted(lost, delta.LostNodesAdded ?? [], delta.LostNodesRemoved ?? []);
-        return new RouteTable { Version = delta.Version, Clusters = clusters, LostNodes = lost };
+        var lost = ApplyList(table.LostNodes, delta.LostNodes, delta.LostNodesAdded, delta.LostNodesRemoved, "lost nodes");
+        var draining = ApplyList(table.DrainingReplicas, delta.DrainingReplicas, delta.DrainingAdded, delta.DrainingRemoved, "draining replicas");
+        return new RouteTable { Version = delta.Version, Clusters = clusters, LostNodes = lost, DrainingReplicas = draining };
     }
 
     private static bool SameSettings(ClusterRoute a, ClusterRoute b) =>
         a.Cluster == b.Cluster && a.Project == b.Project && a.Public == b.Public && a.Balancing == b.Balancing && a.QueueTimeoutMs == b.QueueTimeoutMs
-        && a.Unavailable == b.Unavailable && a.MaxHeld == b.MaxHeld;
+        && a.Unavailable == b.Unavailable && a.MaxHeld == b.MaxHeld && a.FirstByteTimeoutMs == b.FirstByteTimeoutMs;
 
     private static bool IsSorted(RouteDestination[] destinations)
     {
@@ -222,16 +238,16 @@ public static class RouteDeltas
         return (added?.ToArray(), removed?.ToArray());
     }
 
-    private static string[] ApplySorted(string[] current, string[] added, string[] removed)
+    private static string[] ApplySorted(string[] current, string[] added, string[] removed, string what)
     {
-        if (!IsSorted(current) || !IsSorted(added)) throw new RouteDeltaException("lost nodes are not sorted");
+        if (!IsSorted(current) || !IsSorted(added)) throw new RouteDeltaException($"{what} are not sorted");
         var gone = new HashSet<string>(removed, StringComparer.Ordinal);
         var result = new List<string>(current.Length + added.Length);
         int found = 0, i = 0, j = 0;
         while (i < current.Length || j < added.Length)
         {
             var order = i == current.Length ? 1 : j == added.Length ? -1 : string.CompareOrdinal(current[i], added[j]);
-            if (order == 0) throw new RouteDeltaException($"lost node '{added[j]}' is to be added but is listed already");
+            if (order == 0) throw new RouteDeltaException($"{what}: '{added[j]}' is to be added but is listed already");
             if (order > 0)
             {
                 result.Add(added[j++]);
@@ -246,7 +262,7 @@ public static class RouteDeltas
                 result.Add(current[i++]);
             }
         }
-        if (found != gone.Count || gone.Count != removed.Length) throw new RouteDeltaException("the delta removes lost nodes that are not listed");
+        if (found != gone.Count || gone.Count != removed.Length) throw new RouteDeltaException($"the delta removes {what} that are not listed");
         return [.. result];
     }
 }

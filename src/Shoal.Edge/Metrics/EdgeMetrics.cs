@@ -69,6 +69,12 @@ public sealed class EdgeMetrics
 
         Header(sb, "shoal_edge_retries_total", "counter", "Attempts repeated on another replica after a failure before the first response byte.");
         foreach (var c in clusters) Line(sb, "shoal_edge_retries_total", c.Name, null, null, null, c.Retries);
+        Header(sb, "shoal_edge_attempts_cut_total", "counter", "Attempts cut before any response: no headers within the first-byte timeout, or the replica left routing (unhealthy, removed).");
+        foreach (var c in clusters)
+        {
+            Line(sb, "shoal_edge_attempts_cut_total", c.Name, null, "reason", "first-byte-timeout", c.FirstByteTimeouts);
+            Line(sb, "shoal_edge_attempts_cut_total", c.Name, null, "reason", "left-routing", c.DepartedCuts);
+        }
         Header(sb, "shoal_edge_held_requests_total", "counter", "Requests that had to wait for a ready replica.");
         foreach (var c in clusters) Line(sb, "shoal_edge_held_requests_total", c.Name, null, null, null, c.Held);
         Header(sb, "shoal_edge_hold_timeouts_total", "counter", "Held requests answered 503 after the queue timeout.");

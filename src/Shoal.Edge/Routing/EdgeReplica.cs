@@ -23,6 +23,8 @@ public sealed class EdgeReplica
     internal long _absentSince;
     // Cancelled (and dropped) when the replica's node is lost; created again by the next attempt.
     private CancellationTokenSource? _lost;
+    // Cancelled (and dropped) when the replica left the route table other than by draining; created again by the next attempt.
+    private CancellationTokenSource? _departed;
 
     public EdgeReplica(string cluster, string replicaId, string? nodeId = null)
     {
@@ -39,19 +41,24 @@ public sealed class EdgeReplica
     public string? NodeId { get; internal set; }
 
     /// <summary>Cancelled when the control plane reports the replica's node lost: attempts in flight to it stop.</summary>
-    internal CancellationToken LostToken
+    internal CancellationToken LostToken => TokenOf(ref _lost);
+
+    /// <summary>
+    /// Cancelled when the replica left the route table for another reason than draining (unhealthy,
+    /// failed, removed): attempts in flight to it that have no response yet stop.
+    /// </summary>
+    internal CancellationToken DepartedToken => TokenOf(ref _departed);
+
+    private static CancellationToken TokenOf(ref CancellationTokenSource? field)
     {
-        get
+        var cts = Volatile.Read(ref field);
+        if (cts is null)
         {
-            var cts = Volatile.Read(ref _lost);
-            if (cts is null)
-            {
-                var fresh = new CancellationTokenSource();
-                cts = Interlocked.CompareExchange(ref _lost, fresh, null) ?? fresh;
-                if (!ReferenceEquals(cts, fresh)) fresh.Dispose();
-            }
-            return cts.Token;
+            var fresh = new CancellationTokenSource();
+            cts = Interlocked.CompareExchange(ref field, fresh, null) ?? fresh;
+            if (!ReferenceEquals(cts, fresh)) fresh.Dispose();
         }
+        return cts.Token;
     }
 
     /// <summary>Cuts every attempt in flight to this replica (its node was lost); later attempts are unaffected.</summary>
@@ -60,6 +67,9 @@ public sealed class EdgeReplica
         // Not disposed: attempts still hold linked registrations on it; without a timer it needs no disposal.
         Interlocked.Exchange(ref _lost, null)?.Cancel();
     }
+
+    /// <summary>Cuts the attempts in flight to this replica that have no response yet (it left routing); later attempts are unaffected.</summary>
+    internal void CutUnanswered() => Interlocked.Exchange(ref _departed, null)?.Cancel();
 
     /// <summary>Requests the edge is forwarding to this replica now.</summary>
     public int InFlight => Volatile.Read(ref _inFlight);
@@ -85,6 +95,8 @@ public sealed class ClusterState
     internal long _retries;
     internal long _held;
     internal long _holdTimeouts;
+    internal long _firstByteTimeouts;
+    internal long _departedCuts;
     internal int _holding;
     internal readonly long[] _responses = new long[5];
     // TimeProvider timestamp since which the cluster is absent from the route table; 0 while present.
@@ -105,6 +117,12 @@ public sealed class ClusterState
     public long Held => Interlocked.Read(ref _held);
 
     public long HoldTimeouts => Interlocked.Read(ref _holdTimeouts);
+
+    /// <summary>Attempts cut because no response headers came within the time-to-first-byte cap.</summary>
+    public long FirstByteTimeouts => Interlocked.Read(ref _firstByteTimeouts);
+
+    /// <summary>Attempts cut without a response because their replica left the route table (not draining).</summary>
+    public long DepartedCuts => Interlocked.Read(ref _departedCuts);
 
     /// <summary>Responses sent to clients with a status in <paramref name="statusClass"/> (1..5).</summary>
     public long Responses(int statusClass) => Interlocked.Read(ref _responses[statusClass - 1]);

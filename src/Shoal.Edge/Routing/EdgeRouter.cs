@@ -52,6 +52,8 @@ public sealed class EdgeRouter : IDisposable
     private readonly IDisposable _subscription;
     private volatile Snapshot _snapshot = new(null, new Dictionary<string, ClusterView>(StringComparer.Ordinal));
     private long _lastForgetCheck;
+    // The table the last change was checked against, to see which replicas left it.
+    private RouteTable _previous = RouteTable.Empty;
 
     public EdgeRouter(IRouteTableSource source, RoutingSignal signal, TimeProvider? time = null)
     {
@@ -61,6 +63,7 @@ public sealed class EdgeRouter : IDisposable
         {
             var table = source.Current;
             CutLostNodes(table);
+            CutDeparted(Interlocked.Exchange(ref _previous, table), table);
             ForgetDeparted(table);
             signal.Fire();
         });
@@ -122,6 +125,43 @@ public sealed class EdgeRouter : IDisposable
         {
             if (replica.InFlight > 0 && replica.NodeId is { } node && lost.Contains(node)) replica.CutInFlight();
         }
+    }
+
+    /// <summary>
+    /// Requests in flight to replicas that left the table without draining (unhealthy, failed,
+    /// removed) are cut while they have no response, and retried elsewhere when they can be: an
+    /// unhealthy replica may be hung, and would hold them until the activity timeout. A draining
+    /// replica keeps them: it is finishing its in-flight requests. Only clusters whose destinations
+    /// changed are looked at.
+    /// </summary>
+    private void CutDeparted(RouteTable previous, RouteTable table)
+    {
+        HashSet<string>? draining = null;
+        foreach (var (name, old) in previous.Clusters)
+        {
+            var now = table.Clusters.GetValueOrDefault(name);
+            if (ReferenceEquals(old.Destinations, now?.Destinations) || SameReplicas(old.Destinations, now?.Destinations)) continue;
+            HashSet<string>? present = null;
+            foreach (var d in old.Destinations)
+            {
+                if (!_replicas.TryGetValue(d.ReplicaId, out var replica) || replica.InFlight == 0) continue;
+                present ??= now is null ? [] : new HashSet<string>(now.Destinations.Select(x => x.ReplicaId), StringComparer.Ordinal);
+                if (present.Contains(d.ReplicaId)) continue;
+                draining ??= new HashSet<string>(table.DrainingReplicas, StringComparer.Ordinal);
+                if (!draining.Contains(d.ReplicaId)) replica.CutUnanswered();
+            }
+        }
+    }
+
+    /// <summary>True when both hold the same replicas in the same order (the common change: load figures only).</summary>
+    private static bool SameReplicas(RouteDestination[] a, RouteDestination[]? b)
+    {
+        if (b is null || a.Length != b.Length) return false;
+        for (var i = 0; i < a.Length; i++)
+        {
+            if (!string.Equals(a[i].ReplicaId, b[i].ReplicaId, StringComparison.Ordinal)) return false;
+        }
+        return true;
     }
 
     /// <summary>Every replica the edge knows (for metrics): those routed to, and those that left the table less than <see cref="ForgetAfter"/> ago.</summary>

@@ -153,20 +153,20 @@ public class ReplicaManagerTests : IAsyncLifetime
             var unhealthyAt = _time.GetUtcNow();
             Assert.False(Report("r1")!.Healthy);
 
-            // Out of routing at once, but left running for UnhealthyRestartAfter (10 s) in case it recovers.
+            // Out of routing at once, but left running for UnhealthyRestartAfter (5 s) in case it recovers.
             while (!instance.StopRequested)
             {
-                Assert.True(_time.GetUtcNow() - unhealthyAt < TimeSpan.FromSeconds(11), "not stopped 10 s after turning unhealthy");
+                Assert.True(_time.GetUtcNow() - unhealthyAt < TimeSpan.FromSeconds(6), "not stopped 5 s after turning unhealthy");
                 await AdvanceOneProbe(instance);
             }
-            Assert.True(_time.GetUtcNow() - unhealthyAt >= TimeSpan.FromSeconds(10), "stopped before 10 s unhealthy");
+            Assert.True(_time.GetUtcNow() - unhealthyAt >= TimeSpan.FromSeconds(5), "stopped before 5 s unhealthy");
 
             // Restarted after the crash back-off: 1 s, then 2 s.
             var backoff = TimeSpan.FromSeconds(round == 1 ? 1 : 2);
             await Poll.UntilAsync(() => Report("r1")!.Reason?.Contains("; restarting in", StringComparison.Ordinal) == true, "restart reason");
             var waiting = Report("r1")!;
             Assert.Equal(ReplicaState.Unhealthy, waiting.State);
-            Assert.Equal($"health check /health failing for 10 s; restarting in {backoff.TotalSeconds:0} s", waiting.Reason);
+            Assert.Equal($"health check /health failing for 5 s; restarting in {backoff.TotalSeconds:0} s", waiting.Reason);
             _time.Advance(backoff - TimeSpan.FromMilliseconds(1));
             await Task.Delay(50);
             Assert.Equal(round, _runtime.Count("r1"));

@@ -255,6 +255,30 @@ public sealed class ProcessRuntimeTests : IDisposable
     }
 
     [Fact]
+    public async Task Stop_continues_a_stopped_process_so_it_acts_on_sigterm_within_the_grace()
+    {
+        var runtime = new ProcessRuntime(
+            new ProcessRuntimeOptions
+            {
+                Enabled = true,
+                Images = new Dictionary<string, string> { ["test/graceful"] = "python3 -c \"import signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: (print('term', flush=True), sys.exit(7))); print('up', flush=True); time.sleep(600)\"" },
+                ReplicasDir = _dir.Combine("replicas"),
+            },
+            TimeProvider.System,
+            NullLogger<ProcessRuntime>.Instance);
+        var logPath = _dir.Combine("replicas", "g-1.log");
+
+        await using var instance = (ProcessReplicaInstance)await runtime.StartAsync(Python("g-1") with { Image = "test/graceful" }, CancellationToken.None);
+        await Poll.UntilAsync(() => File.Exists(logPath) && File.ReadAllText(logPath).Contains("up", StringComparison.Ordinal), "the process up");
+        // Hung like a SIGSTOPped replica: without a SIGCONT it would sit on the SIGTERM until the grace ends in a kill.
+        using (var stop = Process.Start(new ProcessStartInfo("kill", $"-STOP {instance.ProcessId}") { UseShellExecute = false })!) await stop.WaitForExitAsync();
+        await instance.StopAsync(TimeSpan.FromMinutes(2), CancellationToken.None);
+
+        Assert.Equal(7, await instance.Exited);
+        await Poll.UntilAsync(() => File.ReadAllText(logPath).Contains("term", StringComparison.Ordinal), "the SIGTERM handler's line");
+    }
+
+    [Fact]
     public async Task A_replica_left_by_an_earlier_agent_is_re_adopted_as_it_is_and_one_no_longer_assigned_is_stopped()
     {
         // The first agent starts two replicas and goes away leaving them running.

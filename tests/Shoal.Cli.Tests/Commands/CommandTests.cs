@@ -36,7 +36,7 @@ public sealed class CommandTests : IAsyncLifetime
         var exit = await _cli.RunAsync(
             "deploy", "demo", "--image", "shoal/sim", "--gpu", "rtx-4090", "--gpu-count", "2", "--replicas", "3", "--port", "9000",
             "--env", "MODEL=llama", "-e", "OPTS=a=b", "--arg", "serve", "--arg=--max-len=4096", "--health-path", "/ready",
-            "--routing", "round-robin", "--queue-timeout", "90s");
+            "--routing", "round-robin", "--queue-timeout", "90s", "--first-byte-timeout", "1500ms");
 
         Assert.Equal(ExitCodes.Success, exit);
         var sent = JsonSerializer.Deserialize(Assert.Single(_server.Requests).Body, ShoalJsonContext.Default.CreateClusterRequest)!;
@@ -51,6 +51,8 @@ public sealed class CommandTests : IAsyncLifetime
         Assert.Equal("/ready", sent.Health!.Path);
         Assert.Equal("round-robin", sent.Routing);
         Assert.Equal(90, sent.QueueTimeoutSeconds);
+        // Whole seconds, rounded up.
+        Assert.Equal(2, sent.FirstByteTimeoutSeconds);
         Assert.Contains("deployed demo", _cli.Out, StringComparison.Ordinal);
         Assert.Contains("endpoint: http://127.0.0.1:8080/c/demo", _cli.Out, StringComparison.Ordinal);
     }
@@ -73,6 +75,7 @@ public sealed class CommandTests : IAsyncLifetime
     [InlineData("--output", "yaml", "--output 'yaml' is not supported")]
     [InlineData("--routing", "random", "'random'")]
     [InlineData("--queue-timeout", "10m", "--queue-timeout")]
+    [InlineData("--first-byte-timeout", "2h", "--first-byte-timeout")]
     public async Task Deploy_with_a_bad_flag_fails_clearly_and_sends_nothing(string flag, string value, string expected)
     {
         var exit = await _cli.RunAsync("deploy", "demo", "--image", "shoal/sim", "--gpu", "rtx-4090", flag, value);

@@ -18,6 +18,27 @@ public sealed class ClusterSpecValidatorTests
         Assert.Equal("/health", v.Value.Health.Path);
         Assert.Equal(BalancingPolicy.LeastOutstanding, v.Value.Routing);
         Assert.Equal(30, v.Value.QueueTimeoutSeconds);
+        Assert.Null(v.Value.FirstByteTimeoutSeconds);
+    }
+
+    [Theory]
+    [InlineData(0, true)]
+    [InlineData(5, true)]
+    [InlineData(3600, true)]
+    [InlineData(-1, false)]
+    [InlineData(3601, false)]
+    public void The_first_byte_timeout_is_checked_and_kept_by_updates_that_do_not_name_it(int seconds, bool valid)
+    {
+        var v = ClusterSpecValidator.Validate(Valid with { FirstByteTimeoutSeconds = seconds });
+        Assert.Equal(valid, v.IsValid);
+        if (!valid)
+        {
+            Assert.Contains(v.Errors, e => e.Contains("firstByteTimeoutSeconds", StringComparison.Ordinal));
+            return;
+        }
+        Assert.Equal(seconds, v.Value!.FirstByteTimeoutSeconds);
+        Assert.Equal(seconds, ClusterSpecValidator.ApplyUpdate(v.Value, new UpdateClusterRequest { Replicas = 2 }).Value!.FirstByteTimeoutSeconds);
+        Assert.Equal(7, ClusterSpecValidator.ApplyUpdate(v.Value, new UpdateClusterRequest { FirstByteTimeoutSeconds = 7 }).Value!.FirstByteTimeoutSeconds);
     }
 
     [Theory]

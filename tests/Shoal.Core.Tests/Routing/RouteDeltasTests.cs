@@ -82,6 +82,36 @@ public sealed class RouteDeltasTests
     }
 
     [Fact]
+    public void Draining_replicas_go_as_added_and_removed_and_are_not_load_only()
+    {
+        var a = Table(1, Cluster("c", Dest("r1"), Dest("r2"))) with { DrainingReplicas = ["r0"] };
+        var b = Table(2, Cluster("c", Dest("r1"))) with { DrainingReplicas = ["r2"] };
+        var delta = RoundTrip(RouteDeltas.Diff(a, b));
+        Assert.Equal(["r2"], delta.DrainingAdded!);
+        Assert.Equal(["r0"], delta.DrainingRemoved!);
+        Assert.Null(delta.DrainingReplicas);
+        Assert.False(RouteDeltas.IsLoadOnly(delta));
+        Assert.False(RouteDeltas.IsEmpty(delta));
+        Assert.Equal(Canonical(b), Canonical(RouteDeltas.Apply(a, delta)));
+        Assert.Throws<RouteDeltaException>(() => RouteDeltas.Apply(a, new RouteDelta { BaseVersion = 1, Version = 2, DrainingRemoved = ["r9"] }));
+        // Unsorted: the whole list goes.
+        var c = b with { Version = 3, DrainingReplicas = ["r2", "r1"] };
+        var whole = RouteDeltas.Diff(b, c);
+        Assert.Equal(["r2", "r1"], whole.DrainingReplicas!);
+        Assert.Equal(Canonical(c), Canonical(RouteDeltas.Apply(b, whole)));
+    }
+
+    [Fact]
+    public void A_first_byte_timeout_change_sends_the_cluster_whole()
+    {
+        var a = Table(1, Cluster("c", Dest("r1")));
+        var b = Table(2, Cluster("c", Dest("r1")) with { FirstByteTimeoutMs = 2000 });
+        var delta = RouteDeltas.Diff(a, b);
+        Assert.Equal(2000, Assert.Single(delta.ChangedClusters!).FirstByteTimeoutMs);
+        Assert.Equal(Canonical(b), Canonical(RouteDeltas.Apply(a, delta)));
+    }
+
+    [Fact]
     public void Tables_with_the_same_content_differ_by_nothing_but_the_version()
     {
         var a = Table(1, Cluster("c", Dest("r1"), Dest("r2")), Cluster("d"));
@@ -165,7 +195,7 @@ public sealed class RouteDeltasTests
             var name = "c" + random.Next(12);
             clusters[name] = RandomCluster(random, name);
         }
-        return new RouteTable { Version = version, Clusters = clusters, LostNodes = RandomLost(random) };
+        return new RouteTable { Version = version, Clusters = clusters, LostNodes = RandomLost(random), DrainingReplicas = RandomDraining(random) };
     }
 
     private static ClusterRoute RandomCluster(Random random, string name) => new()
@@ -175,6 +205,7 @@ public sealed class RouteDeltasTests
         Public = random.Next(3) == 0,
         Balancing = random.Next(2) == 0 ? BalancingPolicy.LeastOutstanding : BalancingPolicy.RoundRobin,
         QueueTimeoutMs = random.Next(2) == 0 ? BalancingPolicy.DefaultQueueTimeoutMs : 1000 * random.Next(1, 5),
+        FirstByteTimeoutMs = random.Next(3) == 0 ? 1000 * random.Next(0, 3) : null,
         Unavailable = random.Next(8) == 0 ? "the cluster failed: " + random.Next(3) : null,
         Destinations = Enumerable.Range(0, 12).Where(_ => random.Next(3) == 0).Select(i => RandomDestination(random, $"{name}-r{i:D2}")).ToArray(),
     };
@@ -191,6 +222,9 @@ public sealed class RouteDeltasTests
     private static string[] RandomLost(Random random) =>
         [.. Enumerable.Range(0, 20).Where(_ => random.Next(6) == 0).Select(i => "n" + i).Order(StringComparer.Ordinal)];
 
+    private static string[] RandomDraining(Random random) =>
+        [.. Enumerable.Range(0, 20).Where(_ => random.Next(8) == 0).Select(i => $"c{random.Next(12)}-r{i:D2}").Distinct().Order(StringComparer.Ordinal)];
+
     /// <summary>The next table as the control plane would build it: new objects throughout, a few things changed.</summary>
     private static RouteTable Mutate(Random random, RouteTable table)
     {
@@ -198,6 +232,7 @@ public sealed class RouteDeltasTests
             .Select(c => c with { Destinations = [.. c.Destinations.Select(d => d with { })] })
             .ToDictionary(c => c.Cluster, StringComparer.Ordinal);
         var lost = table.LostNodes;
+        var draining = table.DrainingReplicas;
         for (var n = random.Next(0, 4); n >= 0; n--)
         {
             var names = clusters.Keys.Order(StringComparer.Ordinal).ToArray();
@@ -233,11 +268,12 @@ public sealed class RouteDeltasTests
                     };
                     break;
                 case 9:
-                    lost = RandomLost(random);
+                    if (random.Next(2) == 0) lost = RandomLost(random);
+                    else draining = RandomDraining(random);
                     break;
             }
         }
-        return new RouteTable { Version = table.Version + 1, Clusters = clusters, LostNodes = lost };
+        return new RouteTable { Version = table.Version + 1, Clusters = clusters, LostNodes = lost, DrainingReplicas = draining };
     }
 
     /// <summary>The table as JSON with clusters in name order: equal strings, equal tables.</summary>

@@ -31,6 +31,8 @@ public sealed partial class EdgeDemandReporter : BackgroundService
     private int _wakeQueued;
     private long _reports;
     private long _wakeReports;
+    // Made with the reporter, not in ExecuteAsync (which runs on its own thread): its periods count from start.
+    private readonly PeriodicTimer? _timer;
 
     public EdgeDemandReporter(EdgeRouter router, TimeProvider time, IEnumerable<IEdgeDemandSink> sinks, ILogger<EdgeDemandReporter> logger)
     {
@@ -39,6 +41,7 @@ public sealed partial class EdgeDemandReporter : BackgroundService
         _sink = sinks.LastOrDefault();
         _logger = logger;
         _lastPeriodic = time.GetTimestamp();
+        if (_sink is not null) _timer = new PeriodicTimer(Period, time);
     }
 
     /// <summary>Reports handed to the sink since start (wake-ups included).</summary>
@@ -74,15 +77,20 @@ public sealed partial class EdgeDemandReporter : BackgroundService
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        if (_sink is null) return;
-        using var timer = new PeriodicTimer(Period, _time);
+        if (_timer is null) return;
         try
         {
-            while (await timer.WaitForNextTickAsync(stoppingToken)) Send(wake: false);
+            while (await _timer.WaitForNextTickAsync(stoppingToken)) Send(wake: false);
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
         {
         }
+    }
+
+    public override void Dispose()
+    {
+        _timer?.Dispose();
+        base.Dispose();
     }
 
     /// <summary>Builds the report of this moment and hands it to the sink (periodic: only while there is demand, and once after).</summary>

@@ -276,7 +276,8 @@ public sealed partial class EdgeProxy
             else if (error == ForwarderError.None)
             {
                 var status = context.Response.StatusCode;
-                if (replica._served == 0) _demand.Served(replica);
+                // The replica's first whole response through this edge ends its warm-up (an error answer does not).
+                if (replica._served == 0 && status < 500) _demand.Served(replica);
                 if (exchange.Accounted) return;
                 replica.CountOutcome(status);
                 if (status is StatusCodes.Status502BadGateway or StatusCodes.Status503ServiceUnavailable) ReportFailure(replica, refused: false);

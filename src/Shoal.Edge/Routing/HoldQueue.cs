@@ -56,7 +56,8 @@ public sealed class HoldQueue
             var after = _tail;
             while (after is not null && after.Arrived > arrived) after = after.Prev;
             if (after is not null && after.Deadline > deadline) _deadlinesInOrder = false;
-            if (after?.Next is { } before && before.Deadline < deadline) _deadlinesInOrder = false;
+            var before = after is null ? _head : after.Next;
+            if (before is not null && before.Deadline < deadline) _deadlinesInOrder = false;
             entry.Prev = after;
             entry.Next = after is null ? _head : after.Next;
             if (entry.Next is null) _tail = entry;

@@ -108,6 +108,23 @@ public sealed class HoldQueueTests
         Assert.Equal(1, _time.Timers);
     }
 
+    [Fact]
+    public async Task An_earlier_arrival_queued_again_with_a_later_deadline_does_not_delay_the_timeout_of_those_behind_it()
+    {
+        var early = Now;
+        _time.Advance(TimeSpan.FromMilliseconds(100));
+        var b = Hold(TimeSpan.FromSeconds(1));
+        // Arrived first, with a longer timeout: it goes to the front, and its deadline is after b's.
+        var a = Hold(TimeSpan.FromSeconds(5), arrived: early);
+
+        _time.Advance(TimeSpan.FromSeconds(1));
+        Assert.True(b.Task.IsCompleted);
+        Assert.Equal(HoldOutcome.TimedOut, await b.Task);
+        Assert.False(a.Task.IsCompleted);
+        Assert.True(_queue.ReleaseOldest());
+        Assert.Equal(HoldOutcome.Released, await a.Task);
+    }
+
     private sealed class CountingTime : FakeTimeProvider
     {
         public int Timers { get; private set; }

@@ -105,7 +105,8 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
         _doorbell.Writer.TryWrite(true);
     }
 
-    private static DemandReport Merge(DemandReport older, DemandReport newer)
+    /// <summary>The newer report, keeping what the older, unsent one carried that the newer does not repeat: first-served replicas and a wake-up.</summary>
+    internal static DemandReport Merge(DemandReport older, DemandReport newer)
     {
         if (older.FirstServed is null && !older.Wake) return newer;
         Dictionary<string, DateTimeOffset>? served = null;

@@ -82,3 +82,32 @@ public sealed class DemandReportStreamTests
         Assert.Single(reports, r => r.Report.Wake);
     }
 }
+
+public sealed class DemandReportMergeTests
+{
+    [Fact]
+    public void A_newer_report_replaces_an_unsent_one_but_keeps_its_first_served_replicas_and_its_wake_up()
+    {
+        var t1 = DateTimeOffset.UnixEpoch.AddSeconds(1);
+        var t2 = DateTimeOffset.UnixEpoch.AddSeconds(2);
+        var older = new DemandReport
+        {
+            Wake = true,
+            Clusters = new(StringComparer.Ordinal) { ["a"] = new ClusterDemand { Held = 1 } },
+            FirstServed = new(StringComparer.Ordinal) { ["r1"] = t1 },
+        };
+        var newer = new DemandReport
+        {
+            Clusters = new(StringComparer.Ordinal) { ["a"] = new ClusterDemand { Held = 7 } },
+            FirstServed = new(StringComparer.Ordinal) { ["r2"] = t2 },
+        };
+
+        var merged = Shoal.Edge.Control.EdgeControlClient.Merge(older, newer);
+        Assert.True(merged.Wake);
+        Assert.Equal(7, merged.Clusters["a"].Held);
+        Assert.Equal(new Dictionary<string, DateTimeOffset> { ["r1"] = t1, ["r2"] = t2 }, merged.FirstServed);
+
+        var plain = new DemandReport { Clusters = new(StringComparer.Ordinal) { ["a"] = new ClusterDemand { Held = 2 } } };
+        Assert.Same(newer, Shoal.Edge.Control.EdgeControlClient.Merge(plain, newer));
+    }
+}

@@ -165,12 +165,25 @@ public sealed partial class EdgeProxy
     private async Task ForwardAsync(HttpContext context, string cluster, PathString forwardPath, Exchange exchange, long arrived)
     {
         var request = context.Request;
-        var (accepted, body, replayable) = await ReadBodyAsync(context);
-        if (!accepted) return;
+        var view = exchange.View;
+        // A request that will likely wait (its cluster has no replica, or others wait already) leaves
+        // its body where Kestrel has it until it is released, so held requests take no body buffers.
+        var bodyRead = view.Targets.Length > 0 && view.State.Queue.Count == 0;
+        BufferedBody? body = null;
+        var replayable = false;
+        if (bodyRead)
+        {
+            (var accepted, body, replayable) = await ReadBodyAsync(context);
+            if (!accepted) return;
+        }
+        else if (request.ContentLength > _options.MaxRequestBodyBytes)
+        {
+            await WriteTooLargeAsync(context);
+            return;
+        }
         using var _ = body;
         request.Path = forwardPath;
 
-        var view = exchange.View;
         var clientAborted = context.RequestAborted;
         EdgeReplica? last = null;
         EdgeReplica?[]? tried = null;
@@ -224,6 +237,15 @@ public sealed partial class EdgeProxy
                 continue;
             }
 
+            if (!bodyRead)
+            {
+                var (accepted, read, canReplay) = await ReadBodyAsync(context);
+                if (!accepted) return;
+                if (read is not null) context.Response.RegisterForDispose(read);
+                (body, replayable, bodyRead) = (read, canReplay, true);
+                // The upload may have taken a while: pick again from what holds now.
+                continue;
+            }
             attempts++;
             exchange.Begin(target, replayable && attempts < _options.MaxAttempts && _time.GetElapsedTime(arrived) < _options.RetryBudget);
             if (body is not null) request.Body = body.Open();

@@ -174,6 +174,44 @@ public sealed class HoldingTests
         Assert.Contains("shoal_edge_hold_refused_total{cluster=\"demo\"} 0\n", await edge.MetricsAsync());
     }
 
+    [Fact]
+    public async Task A_held_request_leaves_its_body_unread_until_a_replica_can_take_it()
+    {
+        await using var edge = await TestEdge.StartAsync();
+        await using var replica = await TestReplica.EchoAsync("late");
+        edge.SetCluster("demo", [], queueTimeoutMs: 20_000);
+        using var client = edge.Client();
+        var rest = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var pending = client.PostAsync("/c/demo/v1/completions", new SlowContent("first half, ", "second half", rest.Task));
+
+        // Held before the body is complete: the edge did not wait to buffer it.
+        await Holding(edge, 1);
+        edge.SetCluster("demo", [replica.Route], queueTimeoutMs: 20_000);
+        await Task.Delay(100);
+        rest.SetResult();
+        using var response = await pending.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("late:/v1/completions:first half, second half", await response.Content.ReadAsStringAsync());
+    }
+
+    /// <summary>A chunked body whose second part is sent only when <c>rest</c> completes.</summary>
+    private sealed class SlowContent(string first, string second, Task rest) : HttpContent
+    {
+        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
+        {
+            await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes(first));
+            await stream.FlushAsync();
+            await rest;
+            await stream.WriteAsync(System.Text.Encoding.UTF8.GetBytes(second));
+        }
+
+        protected override bool TryComputeLength(out long length)
+        {
+            length = 0;
+            return false;
+        }
+    }
+
     /// <summary>Direct mode, noting the order in which the edge sends requests (their <c>x-seq</c> header) to replicas.</summary>
     private sealed class RecordingConnector : IUpstreamConnector, IDisposable
     {

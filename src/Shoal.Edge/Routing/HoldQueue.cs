@@ -122,7 +122,9 @@ public sealed class HoldQueue
             if (next != long.MaxValue) ScheduleLocked(next);
         }
         if (expired is null) return;
-        foreach (var e in expired) e.Complete(HoldOutcome.TimedOut);
+        // Each on the thread pool: answering thousands of 503s on the timer's thread one after the
+        // other would make the last ones late; their order does not matter.
+        foreach (var e in expired) ThreadPool.UnsafeQueueUserWorkItem(static e => e.Complete(HoldOutcome.TimedOut), e, preferLocal: false);
     }
 
     private void ScheduleLocked(long due)

@@ -94,16 +94,16 @@ public sealed class HoldQueueTests
         var c = Hold(TimeSpan.FromMilliseconds(800));
 
         _time.Advance(TimeSpan.FromMilliseconds(1290));
-        Assert.True(c.Task.IsCompleted);
-        Assert.Equal(HoldOutcome.TimedOut, await c.Task);
+        // Out of the queue at once; answered on the thread pool, so awaited.
+        Assert.Equal(2, _queue.Count);
+        Assert.Equal(HoldOutcome.TimedOut, await c.Task.WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.False(a.Task.IsCompleted);
         _time.Advance(TimeSpan.FromMilliseconds(210));
-        Assert.True(a.Task.IsCompleted);
-        Assert.Equal(HoldOutcome.TimedOut, await a.Task);
+        Assert.Equal(1, _queue.Count);
+        Assert.Equal(HoldOutcome.TimedOut, await a.Task.WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.False(b.Task.IsCompleted);
         _time.Advance(TimeSpan.FromMilliseconds(500));
-        Assert.True(b.Task.IsCompleted);
-        Assert.Equal(HoldOutcome.TimedOut, await b.Task);
+        Assert.Equal(HoldOutcome.TimedOut, await b.Task.WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.Equal(0, _queue.Count);
         Assert.Equal(1, _time.Timers);
     }
@@ -118,8 +118,8 @@ public sealed class HoldQueueTests
         var a = Hold(TimeSpan.FromSeconds(5), arrived: early);
 
         _time.Advance(TimeSpan.FromSeconds(1));
-        Assert.True(b.Task.IsCompleted);
-        Assert.Equal(HoldOutcome.TimedOut, await b.Task);
+        Assert.Equal(1, _queue.Count);
+        Assert.Equal(HoldOutcome.TimedOut, await b.Task.WaitAsync(TimeSpan.FromSeconds(5)));
         Assert.False(a.Task.IsCompleted);
         Assert.True(_queue.ReleaseOldest());
         Assert.Equal(HoldOutcome.Released, await a.Task);

@@ -47,7 +47,7 @@ public abstract record EdgeRequest;
 /// </summary>
 public sealed record DemandReport : EdgeRequest
 {
-    /// <summary>Cluster name (as in the route table) → its demand at this edge. Clusters with nothing in flight or held are left out.</summary>
+    /// <summary>Cluster name (as in the route table) → its demand at this edge. Clusters with nothing in flight, held or arrived over the period are left out.</summary>
     public Dictionary<string, ClusterDemand> Clusters { get; init; } = new(StringComparer.Ordinal);
     /// <summary>
     /// Replica id → when it first finished sending a response through this edge (the end of its

@@ -30,6 +30,9 @@ public static class EdgeHostExtensions
         services.TryAddSingleton<IUpstreamConnector, DirectUpstreamConnector>();
         services.TryAddSingleton<IEndpointKeySource, EndpointKeyHolder>();
         services.AddSingleton<EndpointAccess>();
+        services.AddSingleton<HoldReleaser>();
+        services.AddSingleton<Control.EdgeDemandReporter>();
+        services.AddHostedService(static sp => sp.GetRequiredService<Control.EdgeDemandReporter>());
         services.AddSingleton<EdgeProxy>();
         return services;
     }

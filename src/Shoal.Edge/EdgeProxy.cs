@@ -4,6 +4,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http.Features;
 using Shoal.Contracts;
 using Shoal.Edge.Access;
+using Shoal.Edge.Control;
 using Shoal.Edge.Metrics;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Upstreams;
@@ -15,8 +16,9 @@ namespace Shoal.Edge;
 /// The edge's request path: find the cluster, pick a ready replica, forward with YARP's
 /// <see cref="IHttpForwarder"/>. A failure before the first response byte (no connection, 502/503,
 /// or 429 from a full replica) is retried on another replica with the buffered body; with no
-/// replica to send to, the request is held until one appears or the cluster's queue timeout
-/// passes (then 503 with Retry-After). Responses stream through unbuffered.
+/// replica to send to, the request waits in the cluster's <see cref="HoldQueue"/> (bounded, oldest
+/// first) until one can take it or the cluster's queue timeout passes (then 503 with Retry-After).
+/// Responses stream through unbuffered.
 /// </summary>
 public sealed partial class EdgeProxy
 {
@@ -30,7 +32,8 @@ public sealed partial class EdgeProxy
     private readonly EdgeRouter _router;
     private readonly PassiveHealth _health;
     private readonly IUpstreamConnector _upstreams;
-    private readonly RoutingSignal _signal;
+    private readonly HoldReleaser _holding;
+    private readonly EdgeDemandReporter _demand;
     private readonly EdgeMetrics _metrics;
     private readonly EndpointAccess _access;
     private readonly EdgeOptions _options;
@@ -40,7 +43,7 @@ public sealed partial class EdgeProxy
     private readonly string _retryAfter;
 
     public EdgeProxy(IHttpForwarder forwarder, EdgeRouter router, ReplicaSelector selector, PassiveHealth health, IUpstreamConnector upstreams,
-        RoutingSignal signal, EdgeMetrics metrics, EndpointAccess access, EdgeOptions options, TimeProvider time, ILogger<EdgeProxy> logger)
+        HoldReleaser holding, EdgeDemandReporter demand, EdgeMetrics metrics, EndpointAccess access, EdgeOptions options, TimeProvider time, ILogger<EdgeProxy> logger)
     {
         _access = access;
         _forwarder = forwarder;
@@ -48,7 +51,8 @@ public sealed partial class EdgeProxy
         Selector = selector;
         _health = health;
         _upstreams = upstreams;
-        _signal = signal;
+        _holding = holding;
+        _demand = demand;
         _metrics = metrics;
         _options = options;
         _time = time;
@@ -111,6 +115,7 @@ public sealed partial class EdgeProxy
         var arrived = _time.GetTimestamp();
         var exchange = new Exchange(this, view);
         var state = view.State;
+        Interlocked.Increment(ref state._arrivals);
         try
         {
             await ForwardAsync(context, cluster, forwardPath, exchange, arrived);
@@ -160,24 +165,36 @@ public sealed partial class EdgeProxy
     private async Task ForwardAsync(HttpContext context, string cluster, PathString forwardPath, Exchange exchange, long arrived)
     {
         var request = context.Request;
-        var (accepted, body, replayable) = await ReadBodyAsync(context);
-        if (!accepted) return;
+        var view = exchange.View;
+        // A request that will likely wait (its cluster has no replica, or others wait already) leaves
+        // its body where Kestrel has it until it is released, so held requests take no body buffers.
+        var bodyRead = view.Targets.Length > 0 && view.State.Queue.Count == 0;
+        BufferedBody? body = null;
+        var replayable = false;
+        if (bodyRead)
+        {
+            (var accepted, body, replayable) = await ReadBodyAsync(context);
+            if (!accepted) return;
+        }
+        else if (request.ContentLength > _options.MaxRequestBodyBytes)
+        {
+            await WriteTooLargeAsync(context);
+            return;
+        }
         using var _ = body;
         request.Path = forwardPath;
 
-        var view = exchange.View;
         var clientAborted = context.RequestAborted;
         EdgeReplica? last = null;
         EdgeReplica?[]? tried = null;
         var attempts = 0;
         while (true)
         {
-            var picked = Selector.Pick(view, last, tried);
-            var wake = Task.CompletedTask;
-            if (picked is null)
+            // Requests held for the cluster go first: a new one queues behind them (the release pass hands it on in turn).
+            var behind = !exchange.Held && view.State.Queue.Count > 0;
+            var picked = behind ? null : Selector.Pick(view, last, tried);
+            if (picked is null && !behind)
             {
-                // Look again with the signal taken first, so a change between this look and the wait still wakes us.
-                wake = _signal.Next;
                 view = _router.Find(cluster);
                 if (view is null)
                 {
@@ -196,12 +213,16 @@ public sealed partial class EdgeProxy
             }
             if (picked is not { } target)
             {
-                if (!await HoldAsync(context, view, wake, arrived, exchange))
+                var outcome = await HoldAsync(context, view, arrived, exchange);
+                if (outcome == HoldOutcome.Aborted) return;
+                if (outcome != HoldOutcome.Released)
                 {
-                    if (exchange.Held) Interlocked.Increment(ref view.State._holdTimeouts);
+                    if (outcome == HoldOutcome.Full) Interlocked.Increment(ref view.State._holdRefused);
+                    else if (exchange.Held) Interlocked.Increment(ref view.State._holdTimeouts);
                     context.Response.Headers.RetryAfter = _retryAfter;
-                    await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, ErrorCodes.Unavailable,
-                        $"cluster '{cluster}' has no ready replica; retry shortly");
+                    await WriteErrorAsync(context, StatusCodes.Status503ServiceUnavailable, ErrorCodes.Unavailable, outcome == HoldOutcome.Full
+                        ? $"cluster '{cluster}' has no ready replica and holds {view.Route.MaxHeld} requests for one already; retry shortly"
+                        : $"cluster '{cluster}' has no ready replica; retry shortly");
                     return;
                 }
                 view = _router.Find(cluster);
@@ -216,6 +237,15 @@ public sealed partial class EdgeProxy
                 continue;
             }
 
+            if (!bodyRead)
+            {
+                var (accepted, read, canReplay) = await ReadBodyAsync(context);
+                if (!accepted) return;
+                if (read is not null) context.Response.RegisterForDispose(read);
+                (body, replayable, bodyRead) = (read, canReplay, true);
+                // The upload may have taken a while: pick again from what holds now.
+                continue;
+            }
             attempts++;
             var elapsed = _time.GetElapsedTime(arrived);
             exchange.Begin(target, replayable && attempts < _options.MaxAttempts && elapsed < _options.RetryBudget);
@@ -301,6 +331,8 @@ public sealed partial class EdgeProxy
             else if (error == ForwarderError.None)
             {
                 var status = context.Response.StatusCode;
+                // The replica's first whole response through this edge ends its warm-up (an error answer does not).
+                if (replica._served == 0 && status < 500) _demand.Served(replica);
                 if (exchange.Accounted) return;
                 replica.CountOutcome(status);
                 if (status is StatusCodes.Status502BadGateway or StatusCodes.Status503ServiceUnavailable) ReportFailure(replica, refused: false);
@@ -351,31 +383,26 @@ public sealed partial class EdgeProxy
         }
     }
 
-    /// <summary>Waits for a change that may give the cluster a replica, up to its queue timeout from arrival; false when it passed.</summary>
-    private async Task<bool> HoldAsync(HttpContext context, ClusterView view, Task wake, long arrived, Exchange exchange)
+    /// <summary>
+    /// Queues the request in its cluster's hold queue until a replica can take it, up to the queue
+    /// timeout from arrival; a request that waits again (its replica failed) keeps its place by arrival.
+    /// </summary>
+    private async Task<HoldOutcome> HoldAsync(HttpContext context, ClusterView view, long arrived, Exchange exchange)
     {
-        var left = TimeSpan.FromMilliseconds(view.Route.QueueTimeoutMs) - _time.GetElapsedTime(arrived);
-        if (left <= TimeSpan.Zero) return false;
+        var timeout = TimeSpan.FromMilliseconds(view.Route.QueueTimeoutMs);
+        if (_time.GetElapsedTime(arrived) >= timeout) return HoldOutcome.TimedOut;
         var state = view.State;
+        using var held = state.Queue.TryEnqueue(arrived, arrived + (long)(timeout.TotalSeconds * _time.TimestampFrequency), view.Route.MaxHeld, context.RequestAborted);
+        if (held is null) return HoldOutcome.Full;
         if (!exchange.Held)
         {
             exchange.Held = true;
             Interlocked.Increment(ref state._held);
         }
-        Interlocked.Increment(ref state._holding);
-        try
-        {
-            await wake.WaitAsync(left, _time, context.RequestAborted);
-            return true;
-        }
-        catch (TimeoutException)
-        {
-            return false;
-        }
-        finally
-        {
-            Interlocked.Decrement(ref state._holding);
-        }
+        // A cluster at zero: the control plane hears of it now, not at the next report.
+        if (view.Targets.Length == 0) _demand.Wake(state);
+        _holding.AfterQueued(state);
+        return await held.Task;
     }
 
     /// <summary>

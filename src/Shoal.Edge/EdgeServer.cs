@@ -83,6 +83,9 @@ public sealed class EdgeServer : IAsyncDisposable
         builder.Services.AddSingleton(time);
         builder.Services.AddShoalTunnels(credentials);
         builder.Services.AddSingleton<Access.IEndpointKeySource>(endpointKeys);
+        // Demand reports go up the control stream, which is set up once the edge knows its address.
+        var demand = new DemandRelay();
+        builder.Services.AddSingleton<IEdgeDemandSink>(demand);
         builder.Services.AddShoalEdge(options.Edge, routes);
         var app = builder.Build();
         app.MapShoalEdge();
@@ -102,8 +105,23 @@ public sealed class EdgeServer : IAsyncDisposable
             endpointKeys,
             time,
             app.Services.GetRequiredService<ILogger<EdgeControlClient>>());
+        demand.Target = control;
         var stop = new CancellationTokenSource();
         return new EdgeServer(app, address, control, Task.Run(() => control.RunAsync(stop.Token), CancellationToken.None), stop);
+    }
+
+    /// <summary>Hands demand reports to the control client once it exists (reports before that are dropped: the next one replaces them).</summary>
+    private sealed class DemandRelay : IEdgeDemandSink
+    {
+        private volatile IEdgeDemandSink? _target;
+
+        public IEdgeDemandSink? Target
+        {
+            get => _target;
+            set => _target = value;
+        }
+
+        public void Report(Contracts.DemandReport report) => _target?.Report(report);
     }
 
     public async ValueTask DisposeAsync()

@@ -4,10 +4,11 @@ using Shoal.Edge;
 using Shoal.Edge.Routing;
 
 // The edge alone in its own process, over a fixed route table read from a JSON file, so tests can
-// measure the edge's own memory. Usage: Shoal.Edge.TestHost <routes.json>. Prints "listening <url>".
-if (args.Length != 1)
+// measure the edge's own memory. Usage: Shoal.Edge.TestHost <routes.json> [max connections per address].
+// Prints "listening <url>".
+if (args.Length is < 1 or > 2)
 {
-    Console.Error.WriteLine("usage: Shoal.Edge.TestHost <routes.json>");
+    Console.Error.WriteLine("usage: Shoal.Edge.TestHost <routes.json> [max connections per address]");
     return 2;
 }
 
@@ -16,6 +17,7 @@ var table = JsonSerializer.Deserialize(File.ReadAllText(args[0]), ShoalJsonConte
 var routes = new RouteTableHolder();
 routes.Update(table);
 var options = new EdgeOptions { Listen = "127.0.0.1:0" };
+if (args.Length > 1) options.MaxConnectionsPerAddress = int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture);
 
 var builder = WebApplication.CreateSlimBuilder(args);
 builder.Logging.ClearProviders();

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.WebSockets;
 using System.Text.Json;
+using System.Threading.Channels;
 using Shoal.Contracts;
 using Shoal.Core.Routing;
 using Shoal.Edge.Routing;
@@ -38,9 +39,11 @@ public sealed class EdgeConfigurationException(string message) : Exception(messa
 /// version, or one that does not fit, makes the edge ask for the whole table again (a server that
 /// does not know deltas simply keeps sending whole tables). When the link breaks the edge keeps
 /// serving from the last table and reconnects with back-off; the server sends the current state on
-/// every connect, so nothing needs replaying.
+/// every connect, so nothing needs replaying. The edge's <see cref="DemandReport"/>s go up the same
+/// stream: only the latest is kept while one is being sent or the link is down, and one writer per
+/// connection sends them and the resync requests.
 /// </summary>
-public sealed partial class EdgeControlClient
+public sealed partial class EdgeControlClient : IEdgeDemandSink
 {
     private readonly EdgeControlOptions _options;
     private readonly Uri _connectUri;
@@ -51,6 +54,12 @@ public sealed partial class EdgeControlClient
     private readonly ILogger<EdgeControlClient> _logger;
     private readonly TaskCompletionSource _firstTable = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _connected;
+    // What the writer sends next; each replaces what was pending of its kind.
+    private readonly Lock _pendingLock = new();
+    private DemandReport? _pendingReport;
+    private ResyncRequest? _pendingResync;
+    private readonly Channel<bool> _doorbell = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+    private long _demandReportsSent;
 
     public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, Access.EndpointKeyHolder endpointKeys, TimeProvider time, ILogger<EdgeControlClient> logger)
     {
@@ -79,6 +88,36 @@ public sealed partial class EdgeControlClient
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);
 
     private long _bytesReceived;
+
+    /// <summary>Demand reports sent to the control plane since start.</summary>
+    public long DemandReportsSent => Interlocked.Read(ref _demandReportsSent);
+
+    /// <summary>
+    /// Keeps <paramref name="report"/> to send as soon as the writer can (at once while connected);
+    /// it replaces a report not sent yet, keeping that one's first-served replicas and wake-up.
+    /// </summary>
+    public void Report(DemandReport report)
+    {
+        lock (_pendingLock)
+        {
+            _pendingReport = _pendingReport is { } older ? Merge(older, report) : report;
+        }
+        _doorbell.Writer.TryWrite(true);
+    }
+
+    /// <summary>The newer report, keeping what the older, unsent one carried that the newer does not repeat: first-served replicas and a wake-up.</summary>
+    internal static DemandReport Merge(DemandReport older, DemandReport newer)
+    {
+        if (older.FirstServed is null && !older.Wake) return newer;
+        Dictionary<string, DateTimeOffset>? served = null;
+        if (older.FirstServed is not null || newer.FirstServed is not null)
+        {
+            served = new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal);
+            foreach (var (k, v) in older.FirstServed ?? []) served[k] = v;
+            foreach (var (k, v) in newer.FirstServed ?? []) served.TryAdd(k, v);
+        }
+        return newer with { FirstServed = served, Wake = newer.Wake || older.Wake };
+    }
 
     /// <summary>Completes when the first route table has arrived.</summary>
     public Task FirstTable => _firstTable.Task;
@@ -127,10 +166,15 @@ public sealed partial class EdgeControlClient
                 delay = _options.ReconnectMin;
                 Volatile.Write(ref _connected, 1);
                 LogConnected(_logger, _connectUri);
+                using var connection = CancellationTokenSource.CreateLinkedTokenSource(ct);
+                var writer = WriteLoopAsync(ws, connection.Token);
                 try
                 {
-                    await ReceiveLoopAsync(ws, ct);
-                    LogConnectionLost(_logger, "closed by the server");
+                    var receiving = ReceiveLoopAsync(ws, ct);
+                    // A writer that fails (the link broke mid-send) ends the connection as a failed receive does.
+                    await (await Task.WhenAny(receiving, writer));
+                    if (receiving.IsCompleted) LogConnectionLost(_logger, "closed by the server");
+                    else await receiving;
                 }
                 catch (OperationCanceledException) when (ct.IsCancellationRequested)
                 {
@@ -143,6 +187,15 @@ public sealed partial class EdgeControlClient
                 finally
                 {
                     Volatile.Write(ref _connected, 0);
+                    await connection.CancelAsync();
+                    try
+                    {
+                        await writer;
+                    }
+                    catch (Exception e) when (e is OperationCanceledException or WebSocketException or IOException or ObjectDisposedException)
+                    {
+                        // The connection is over; what the writer had pending is sent on the next one.
+                    }
                 }
             }
             if (!await DelayAsync(delay, ct)) return;
@@ -212,7 +265,8 @@ public sealed partial class EdgeControlClient
                         LogResync(_logger, current.Version, refused);
                         awaitingResync = true;
                         ResyncsRequested++;
-                        await SendAsync(ws, new ResyncRequest { Version = current.Version, Reason = refused.Length > 300 ? refused[..300] : refused }, ct);
+                        lock (_pendingLock) _pendingResync = new ResyncRequest { Version = current.Version, Reason = refused.Length > 300 ? refused[..300] : refused };
+                        _doorbell.Writer.TryWrite(true);
                     }
                     break;
                 case NodeCredentialsMessage nodes:
@@ -221,6 +275,46 @@ public sealed partial class EdgeControlClient
                 case EndpointKeysMessage keys:
                     _endpointKeys.Update(keys.Keys);
                     break;
+            }
+        }
+    }
+
+    /// <summary>The connection's only sender: resync requests first, then the latest demand report.</summary>
+    private async Task WriteLoopAsync(ClientWebSocket ws, CancellationToken ct)
+    {
+        // Whatever was pending before this connection (a report kept while the link was down) goes first.
+        _doorbell.Writer.TryWrite(true);
+        // A resync asked on an earlier connection is moot: this one starts with the whole table.
+        lock (_pendingLock) _pendingResync = null;
+        while (await _doorbell.Reader.WaitToReadAsync(ct))
+        {
+            _doorbell.Reader.TryRead(out _);
+            ResyncRequest? resync;
+            DemandReport? report;
+            lock (_pendingLock)
+            {
+                resync = _pendingResync;
+                report = _pendingReport;
+                _pendingResync = null;
+                _pendingReport = null;
+            }
+            try
+            {
+                if (resync is not null) await SendAsync(ws, resync, ct);
+                if (report is not null)
+                {
+                    await SendAsync(ws, report, ct);
+                    Interlocked.Increment(ref _demandReportsSent);
+                }
+            }
+            catch
+            {
+                // Not sent: kept for the next connection, under anything newer.
+                if (report is not null)
+                {
+                    lock (_pendingLock) _pendingReport = _pendingReport is { } newer ? Merge(report, newer) : report;
+                }
+                throw;
             }
         }
     }

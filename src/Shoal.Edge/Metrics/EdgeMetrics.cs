@@ -80,7 +80,11 @@ public sealed class EdgeMetrics
         Header(sb, "shoal_edge_hold_timeouts_total", "counter", "Held requests answered 503 after the queue timeout.");
         foreach (var c in clusters) Line(sb, "shoal_edge_hold_timeouts_total", c.Name, null, null, null, c.HoldTimeouts);
         Header(sb, "shoal_edge_holding_requests", "gauge", "Requests waiting for a ready replica now.");
-        foreach (var c in clusters) Line(sb, "shoal_edge_holding_requests", c.Name, null, null, null, Volatile.Read(ref c._holding));
+        foreach (var c in clusters) Line(sb, "shoal_edge_holding_requests", c.Name, null, null, null, c.Queue.Count);
+        Header(sb, "shoal_edge_hold_refused_total", "counter", "Requests answered 503 at once because the cluster's hold queue was full.");
+        foreach (var c in clusters) Line(sb, "shoal_edge_hold_refused_total", c.Name, null, null, null, c.HoldRefused);
+        Header(sb, "shoal_edge_hold_released_total", "counter", "Held requests handed on, oldest first, when a replica could take them.");
+        foreach (var c in clusters) Line(sb, "shoal_edge_hold_released_total", c.Name, null, null, null, c.Released);
 
         Header(sb, "shoal_edge_upstream_attempts_total", "counter", "Attempts sent to a replica, by outcome (status class, or error when no response came).");
         foreach (var r in replicas)

@@ -21,6 +21,8 @@ public sealed class EdgeReplica
     internal readonly long[] _outcomes = new long[OutcomeCount];
     // TimeProvider timestamp since which the replica is absent from the route table; 0 while present.
     internal long _absentSince;
+    // 1 once the replica finished a response through this edge (the end of its warm-up).
+    internal int _served;
     // Cancelled (and dropped) when the replica's node is lost; created again by the next attempt.
     private CancellationTokenSource? _lost;
     // Cancelled (and dropped) when the replica left the route table other than by draining; created again by the next attempt.
@@ -88,7 +90,7 @@ public sealed class EdgeReplica
     internal void CountError() => Interlocked.Increment(ref _outcomes[ErrorOutcome]);
 }
 
-/// <summary>Per-cluster counters and the round-robin cursor; lives across route-table swaps.</summary>
+/// <summary>Per-cluster counters, the round-robin cursor and the hold queue; lives across route-table swaps.</summary>
 public sealed class ClusterState
 {
     internal int _roundRobin = -1;
@@ -97,14 +99,34 @@ public sealed class ClusterState
     internal long _holdTimeouts;
     internal long _firstByteTimeouts;
     internal long _departedCuts;
-    internal int _holding;
+    internal long _holdRefused;
+    internal long _released;
+    internal long _arrivals;
+    // TimeProvider timestamp of the last immediate demand report (wake-up) for this cluster; 0: none yet.
+    internal long _wokeAt;
     internal readonly long[] _responses = new long[5];
     // TimeProvider timestamp since which the cluster is absent from the route table; 0 while present.
     internal long _absentSince;
 
-    public ClusterState(string name) => Name = name;
+    public ClusterState(string name, TimeProvider? time = null)
+    {
+        Name = name;
+        Queue = new HoldQueue(time ?? TimeProvider.System);
+    }
 
     public string Name { get; }
+
+    /// <summary>Requests waiting for a ready replica, oldest first.</summary>
+    public HoldQueue Queue { get; }
+
+    /// <summary>Requests for the cluster the edge accepted (past the key check), for the arrival rate.</summary>
+    public long Arrivals => Interlocked.Read(ref _arrivals);
+
+    /// <summary>Requests answered 503 at once because the hold queue was full.</summary>
+    public long HoldRefused => Interlocked.Read(ref _holdRefused);
+
+    /// <summary>Held requests handed on to a replica (or to a cluster that changed).</summary>
+    public long Released => Interlocked.Read(ref _released);
 
     /// <summary>Time from arrival until the response is complete (streams included).</summary>
     public Histogram Duration { get; } = new();

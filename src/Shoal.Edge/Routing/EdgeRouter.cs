@@ -93,7 +93,7 @@ public sealed class EdgeRouter : IDisposable
         }
         foreach (var (name, cluster) in _clusters)
         {
-            if (Departed(table.Clusters.ContainsKey(name), ref cluster._absentSince, now) && Volatile.Read(ref cluster._holding) == 0)
+            if (Departed(table.Clusters.ContainsKey(name), ref cluster._absentSince, now) && cluster.Queue.Count == 0)
             {
                 _clusters.TryRemove(KeyValuePair.Create(name, cluster));
             }
@@ -186,7 +186,7 @@ public sealed class EdgeRouter : IDisposable
         return replica;
     }
 
-    public ClusterState Cluster(string name) => _clusters.GetOrAdd(name, static n => new ClusterState(n));
+    public ClusterState Cluster(string name) => _clusters.GetOrAdd(name, static (n, time) => new ClusterState(n, time), _time);
 
     private Snapshot Rebuild(RouteTable table)
     {

@@ -12,9 +12,13 @@ public sealed class RoutingSignal
     /// <summary>Completes at the next <see cref="Fire"/>.</summary>
     public Task Next => Volatile.Read(ref _next).Task;
 
+    /// <summary>Raised at every <see cref="Fire"/>, on the firing thread: handlers only schedule work.</summary>
+    public event Action? Fired;
+
     public void Fire()
     {
         var previous = Interlocked.Exchange(ref _next, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
         previous.TrySetResult();
+        Fired?.Invoke();
     }
 }

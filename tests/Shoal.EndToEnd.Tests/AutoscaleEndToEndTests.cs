@@ -127,6 +127,100 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Issue 15, must-show 1 (short): a cluster at 0 replicas gets a burst of concurrent requests. The
+    /// edge holds them and wakes the control plane at once; the autoscaler steps up to exactly what the
+    /// concurrency target says for the whole burst (never past it while the replicas load the model); every
+    /// held request is answered once they are ready, none fails. The wait for the first answer is printed
+    /// beside the cold start (the benchmark measures it; nothing is timed here).
+    /// </summary>
+    [Fact]
+    public async Task A_cluster_at_zero_wakes_for_a_burst_scales_once_to_what_the_target_asks_and_answers_every_held_request()
+    {
+        const int burst = 200;
+        const int modelLoadMs = 2000;
+        using var dir = new TempDirectory("shoal-autoscale-zero");
+        var apiPort = FreePort.Next();
+        var edgePort = FreePort.Next();
+        var api = $"http://127.0.0.1:{apiPort}";
+        var processes = new List<ShoalProcess>();
+        using var http = new HttpClient { BaseAddress = new Uri(api), Timeout = TimeSpan.FromSeconds(30) };
+        using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
+        try
+        {
+            processes.Add(ShoalProcess.Start("server",
+            [
+                "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
+                "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
+            ]));
+            await DeployEndToEndTests.WaitForServerAsync(http, dir.Combine("server"), edge);
+            var token = await DeployEndToEndTests.CreateTokenAsync(http, 1);
+            processes.Add(ShoalProcess.Start("node",
+            [
+                "agent", "--server", api, "--token", token, "--name", "node", "--simulate-gpus", "rtx-4090:6",
+                "--data-dir", dir.Combine("node"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
+            ]));
+            await Eventually.GetAsync(() => DeployEndToEndTests.NodesAsync(http), n => n.Any(x => x.State == NodeState.Ready), TimeSpan.FromSeconds(30), "a ready node");
+
+            // At zero from the start; 50 requests in flight or held per replica: a burst of 200 asks for 4.
+            var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
+            {
+                Name = "demo",
+                Image = "shoal/sim",
+                Gpu = "rtx-4090",
+                Replicas = 0,
+                Env = new() { ["SIM_STARTUP_DELAY_MS"] = modelLoadMs.ToString(System.Globalization.CultureInfo.InvariantCulture) },
+                Health = new HealthCheckSpec { IntervalMs = 200 },
+                QueueTimeoutSeconds = 60,
+                Autoscale = new AutoscaleRequest { Min = 0, Max = 6, TargetWaiting = 0, TargetConcurrency = 50, ScaleToZeroAfterSeconds = 600 },
+            }, ShoalJsonContext.Default.CreateClusterRequest);
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            var routes = await Eventually.GetAsync(() => DeployEndToEndTests.StatusAsync(http), s => s.Cluster.Replicas == 0, TimeSpan.FromSeconds(10), "the cluster at zero");
+            Assert.Empty(routes.Replicas);
+
+            var started = Stopwatch.StartNew();
+            var firstAnswerMs = 0L;
+            var requests = Enumerable.Range(0, burst).Select(async i =>
+            {
+                var result = await ClientAsync(edge, i, CancellationToken.None, count: 1);
+                Interlocked.CompareExchange(ref firstAnswerMs, started.ElapsedMilliseconds, 0);
+                return result;
+            }).ToArray();
+            var results = await Task.WhenAll(requests);
+            var failures = results.SelectMany(r => r.Failures).ToList();
+            foreach (var f in failures.Take(5)) output.WriteLine("failed: " + f);
+            Assert.Empty(failures);
+            Assert.Equal(burst, results.Sum(r => r.Sent));
+
+            var events = (await http.GetFromJsonAsync("/v1/clusters/demo/events", ShoalJsonContext.Default.ClusterEventDtoArray))!;
+            var ups = events.Where(e => e.Type == ClusterEventTypes.Scaled && e.Message.StartsWith("scaled up", StringComparison.Ordinal)).ToList();
+            foreach (var e in ups) output.WriteLine($"{e.At:HH:mm:ss.fff} {e.Message}");
+            // The wake-up goes with the first held request, so the first decision may see only part of the
+            // burst (0→1) and the next the rest: steps up, never past what the whole burst asks for, never back.
+            Assert.NotEmpty(ups);
+            Assert.StartsWith("scaled up 0→", ups[0].Message, StringComparison.Ordinal);
+            Assert.All(ups, e => Assert.Matches(@"^scaled up \d→[1-4]: ", e.Message));
+            Assert.Matches(@"→4: ", ups[^1].Message);
+            Assert.DoesNotContain(events, e => e.Type == ClusterEventTypes.Scaled && e.Message.StartsWith("scaled down", StringComparison.Ordinal));
+            var up = ups[0];
+            var status = await DeployEndToEndTests.StatusAsync(http);
+            Assert.Equal(4, status.Cluster.Replicas);
+            var firstReady = status.Replicas.Where(r => r.ReadyAt is not null).Min(r => r.ReadyAt!.Value);
+            output.WriteLine($"{burst} held requests answered, 0 failed; first answer {firstAnswerMs} ms after the burst began; " +
+                $"first replica ready {(firstReady - up.At).TotalMilliseconds:0} ms after the first decision (model load {modelLoadMs} ms)");
+        }
+        catch
+        {
+            foreach (var p in processes) output.WriteLine($"--- {p.Name} (pid {p.Pid}, exited {p.HasExited})\n{p.Output}");
+            throw;
+        }
+        finally
+        {
+            foreach (var p in processes.AsEnumerable().Reverse()) await p.StopAsync(TimeSpan.FromSeconds(15));
+            foreach (var p in processes) await p.DisposeAsync();
+        }
+    }
+
     private static async Task<ClusterEventDto?> ScaledAsync(HttpClient http, string prefix)
     {
         var events = await http.GetFromJsonAsync("/v1/clusters/demo/events", ShoalJsonContext.Default.ClusterEventDtoArray);

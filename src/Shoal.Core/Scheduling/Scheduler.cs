@@ -127,8 +127,10 @@ public static class Scheduler
 
             // Only the best `members.Count` candidates can be picked first: each pick takes at most one
             // of them, and a node taken again ranks by its new count (it goes back into `picks`).
-            var best = new PriorityQueue<int, Rank>(members.Count + 1, RankComparer.Reversed);
             var open = openByType.GetValueOrDefault(gpu) ?? [];
+            // As many replicas as candidates (one big cluster): every candidate counts, one heap of all.
+            var all = members.Count >= open.Count;
+            var best = new PriorityQueue<int, Rank>(all ? open.Count : members.Count + 1, all ? RankComparer.Instance : RankComparer.Reversed);
             var kept = 0;
             for (var o = 0; o < open.Count; o++)
             {
@@ -139,11 +141,11 @@ public static class Scheduler
                 open[kept++] = i;
                 if (free < gpuCount || !w.Node.HasLabels(labels)) continue;
                 var rank = w.Rank(counts is null ? 0 : counts.GetValueOrDefault(i), image, avoid, warm);
-                if (best.Count < members.Count) best.Enqueue(i, rank);
+                if (all || best.Count < members.Count) best.Enqueue(i, rank);
                 else if (RankComparer.Instance.Compare(rank, PeekRank(best)) < 0) best.EnqueueDequeue(i, rank);
             }
             open.RemoveRange(kept, open.Count - kept);
-            var picks = new PriorityQueue<int, Rank>(best.UnorderedItems, RankComparer.Instance);
+            var picks = all ? best : new PriorityQueue<int, Rank>(best.UnorderedItems, RankComparer.Instance);
             string? reason = null;
 
             foreach (var ri in members)

@@ -131,8 +131,10 @@ public static class Autoscaler
                 desired = 0;
                 why = Invariant($"no request for {Format(idle)} (scale to zero after {Format(toZero)})");
             }
-            else
+            else if (current > 0)
             {
+                // Running replicas stay until the idle period is over; a cluster already at zero stays
+                // there until a request comes (created at 0, or scaled to zero before a restart).
                 floor = 1;
             }
         }

@@ -80,6 +80,20 @@ public sealed class AutoscalerTests
     }
 
     [Fact]
+    public void A_cluster_at_zero_stays_there_without_demand()
+    {
+        var settings = Settings(min: 0, toZero: 600);
+        // Created at 0 (or at 0 before a restart): no request, no replica, however often it is asked.
+        for (var i = 0; i < 5; i++)
+        {
+            Assert.Equal(0, Decide(settings, current: 0).Desired);
+            _time.Advance(TimeSpan.FromSeconds(1));
+        }
+        // A running replica still waits out the idle period before going to zero.
+        Assert.Equal(1, Decide(settings, current: 1, Each(1, 0, 0)).Desired);
+    }
+
+    [Fact]
     public void Scale_down_waits_for_the_window_and_goes_to_the_highest_recommendation_in_it()
     {
         var settings = Settings(min: 1, max: 10, window: 300);

@@ -28,25 +28,12 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
         using var dir = new TempDirectory("shoal-autoscale");
         var apiPort = FreePort.Next();
         var edgePort = FreePort.Next();
-        var api = $"http://127.0.0.1:{apiPort}";
         var processes = new List<ShoalProcess>();
-        using var http = new HttpClient { BaseAddress = new Uri(api), Timeout = TimeSpan.FromSeconds(30) };
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
         using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
         try
         {
-            processes.Add(ShoalProcess.Start("server",
-            [
-                "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
-                "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
-            ]));
-            await DeployEndToEndTests.WaitForServerAsync(http, dir.Combine("server"), edge);
-            var token = await DeployEndToEndTests.CreateTokenAsync(http, 1);
-            processes.Add(ShoalProcess.Start("node",
-            [
-                "agent", "--server", api, "--token", token, "--name", "node", "--simulate-gpus", "rtx-4090:5",
-                "--data-dir", dir.Combine("node"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
-            ]));
-            await Eventually.GetAsync(() => DeployEndToEndTests.NodesAsync(http), n => n.Any(x => x.State == NodeState.Ready), TimeSpan.FromSeconds(30), "a ready node");
+            await StartAsync(dir, apiPort, edgePort, http, edge, gpus: 5, processes);
 
             // Two batch slots per replica and 50 ms a token: 24 clients keep about 10 requests waiting at each of 2 replicas.
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
@@ -122,8 +109,7 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
         }
         finally
         {
-            foreach (var p in processes.AsEnumerable().Reverse()) await p.StopAsync(TimeSpan.FromSeconds(15));
-            foreach (var p in processes) await p.DisposeAsync();
+            await StopAsync(processes);
         }
     }
 
@@ -142,25 +128,12 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
         using var dir = new TempDirectory("shoal-autoscale-zero");
         var apiPort = FreePort.Next();
         var edgePort = FreePort.Next();
-        var api = $"http://127.0.0.1:{apiPort}";
         var processes = new List<ShoalProcess>();
-        using var http = new HttpClient { BaseAddress = new Uri(api), Timeout = TimeSpan.FromSeconds(30) };
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
         using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
         try
         {
-            processes.Add(ShoalProcess.Start("server",
-            [
-                "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
-                "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
-            ]));
-            await DeployEndToEndTests.WaitForServerAsync(http, dir.Combine("server"), edge);
-            var token = await DeployEndToEndTests.CreateTokenAsync(http, 1);
-            processes.Add(ShoalProcess.Start("node",
-            [
-                "agent", "--server", api, "--token", token, "--name", "node", "--simulate-gpus", "rtx-4090:6",
-                "--data-dir", dir.Combine("node"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
-            ]));
-            await Eventually.GetAsync(() => DeployEndToEndTests.NodesAsync(http), n => n.Any(x => x.State == NodeState.Ready), TimeSpan.FromSeconds(30), "a ready node");
+            await StartAsync(dir, apiPort, edgePort, http, edge, gpus: 6, processes);
 
             // At zero from the start; 50 requests in flight or held per replica: a burst of 200 asks for 4.
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
@@ -216,9 +189,37 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
         }
         finally
         {
-            foreach (var p in processes.AsEnumerable().Reverse()) await p.StopAsync(TimeSpan.FromSeconds(15));
-            foreach (var p in processes) await p.DisposeAsync();
+            await StopAsync(processes);
         }
+    }
+
+    /// <summary>
+    /// A server (API on <paramref name="apiPort"/>, edge on <paramref name="edgePort"/>) and one agent
+    /// with <paramref name="gpus"/> simulated rtx-4090s on the process runtime, heartbeats every 500 ms.
+    /// The processes go into <paramref name="processes"/> as they start (the caller prints and stops
+    /// them); <paramref name="http"/> and <paramref name="edge"/> get their keys.
+    /// </summary>
+    private static async Task StartAsync(TempDirectory dir, int apiPort, int edgePort, HttpClient http, HttpClient edge, int gpus, List<ShoalProcess> processes)
+    {
+        processes.Add(ShoalProcess.Start("server",
+        [
+            "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
+            "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
+        ]));
+        await DeployEndToEndTests.WaitForServerAsync(http, dir.Combine("server"), edge);
+        var token = await DeployEndToEndTests.CreateTokenAsync(http, 1);
+        processes.Add(ShoalProcess.Start("node",
+        [
+            "agent", "--server", $"http://127.0.0.1:{apiPort}", "--token", token, "--name", "node", "--simulate-gpus", $"rtx-4090:{gpus}",
+            "--data-dir", dir.Combine("node"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
+        ]));
+        await Eventually.GetAsync(() => DeployEndToEndTests.NodesAsync(http), n => n.Any(x => x.State == NodeState.Ready), TimeSpan.FromSeconds(30), "a ready node");
+    }
+
+    private static async Task StopAsync(List<ShoalProcess> processes)
+    {
+        foreach (var p in processes.AsEnumerable().Reverse()) await p.StopAsync(TimeSpan.FromSeconds(15));
+        foreach (var p in processes) await p.DisposeAsync();
     }
 
     private static async Task<ClusterEventDto?> ScaledAsync(HttpClient http, string prefix)

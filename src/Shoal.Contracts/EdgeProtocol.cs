@@ -13,6 +13,8 @@ namespace Shoal.Contracts;
 [JsonDerivedType(typeof(RouteDeltaMessage), "routes-delta")]
 [JsonDerivedType(typeof(NodeCredentialsMessage), "nodes")]
 [JsonDerivedType(typeof(EndpointKeysMessage), "endpoint-keys")]
+[JsonDerivedType(typeof(ProjectGrantsMessage), "project-grants")]
+[JsonDerivedType(typeof(UsageAckMessage), "usage-ack")]
 public abstract record EdgeMessage;
 
 /// <summary>The whole route table; the edge swaps it in at once.</summary>
@@ -37,6 +39,7 @@ public sealed record RouteDeltaMessage : EdgeMessage
 [JsonPolymorphic(TypeDiscriminatorPropertyName = "type", UnknownDerivedTypeHandling = JsonUnknownDerivedTypeHandling.FailSerialization)]
 [JsonDerivedType(typeof(ResyncRequest), "resync")]
 [JsonDerivedType(typeof(DemandReport), "demand")]
+[JsonDerivedType(typeof(UsageBatch), "usage")]
 public abstract record EdgeRequest;
 
 /// <summary>
@@ -98,8 +101,18 @@ public sealed record EndpointKeysMessage : EdgeMessage
     public Dictionary<string, EndpointKeyGrant> Keys { get; init; } = new(StringComparer.Ordinal);
 }
 
-/// <summary>What an endpoint key may call: its project's endpoints, until it expires.</summary>
-public sealed record EndpointKeyGrant(string Project, DateTimeOffset? ExpiresAt);
+/// <summary>What an endpoint key may call: its project's endpoints, until it expires; and the gateway's limits and budget of the key itself.</summary>
+public sealed record EndpointKeyGrant(string Project, DateTimeOffset? ExpiresAt)
+{
+    /// <summary>The key's id (for the usage ledger and metrics; never the key).</summary>
+    public string? KeyId { get; init; }
+    /// <summary>The key's own limits; null: none beyond its project's.</summary>
+    public GatewayLimits? Limits { get; init; }
+    /// <summary>The key's own budget; null: none beyond its project's.</summary>
+    public BudgetSpec? Budget { get; init; }
+    /// <summary>What the key spent in its budget's current period as the control plane's ledger knew at push time (a floor for the edges' counters).</summary>
+    public decimal? SpentUsd { get; init; }
+}
 
 /// <summary>Paths, headers and limits of the edge's control stream and of tunnels.</summary>
 public static class EdgeProtocol

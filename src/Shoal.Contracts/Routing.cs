@@ -51,6 +51,14 @@ public sealed record ClusterRoute
     /// default; 0: no cap.
     /// </summary>
     public int? FirstByteTimeoutMs { get; init; }
+    /// <summary>
+    /// Model names the cluster serves, for the gateway's <c>/v1</c> facade (a request's <c>model</c>
+    /// picks the cluster among those its key may call); declared with <c>shoal deploy --model</c>, or
+    /// what its replicas list on <c>/v1/models</c>. Null or empty: reachable only as <c>/c/{cluster}/…</c>.
+    /// </summary>
+    public string[]? Models { get; init; }
+    /// <summary>What the cluster charges (for budgets and the ledger's cost); null: nothing.</summary>
+    public ClusterPrice? Price { get; init; }
     public RouteDestination[] Destinations { get; init; } = [];
 }
 

@@ -33,6 +33,9 @@ public static class EdgeHostExtensions
         services.AddSingleton<HoldReleaser>();
         services.AddSingleton<Control.EdgeDemandReporter>();
         services.AddHostedService(static sp => sp.GetRequiredService<Control.EdgeDemandReporter>());
+        services.AddSingleton<Gateway.GatewayRedis>();
+        services.TryAddSingleton<Gateway.IUsageLedger, Gateway.NullUsageLedger>();
+        services.AddSingleton<Gateway.GatewayPipeline>();
         services.AddSingleton<EdgeProxy>();
         return services;
     }

@@ -124,6 +124,15 @@ public sealed class EdgeOptions
     /// <summary>True when a certificate is configured, so the edge serves HTTPS.</summary>
     public bool UsesTls => !string.IsNullOrEmpty(TlsCertificatePath) || !string.IsNullOrEmpty(TlsPfxPath);
 
+    /// <summary>The edge's name in usage records and metrics. Default: the machine's host name.</summary>
+    public string? Name { get; set; }
+
+    /// <summary>
+    /// Redis shared by the edges for the gateway's counters (rate limits, budgets), as a
+    /// StackExchange.Redis configuration string (<c>127.0.0.1:6379</c>). Null: counters live in this edge.
+    /// </summary>
+    public string? Redis { get; set; }
+
     /// <summary>Every problem with these settings, one message each; empty when they are usable.</summary>
     public IReadOnlyList<string> Validate()
     {

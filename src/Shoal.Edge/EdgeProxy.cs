@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http.Features;
 using Shoal.Contracts;
 using Shoal.Edge.Access;
 using Shoal.Edge.Control;
+using Shoal.Edge.Gateway;
 using Shoal.Edge.Metrics;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Upstreams;
@@ -36,6 +37,7 @@ public sealed partial class EdgeProxy
     private readonly EdgeDemandReporter _demand;
     private readonly EdgeMetrics _metrics;
     private readonly EndpointAccess _access;
+    private readonly GatewayPipeline _gateway;
     private readonly EdgeOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger<EdgeProxy> _logger;
@@ -43,9 +45,10 @@ public sealed partial class EdgeProxy
     private readonly string _retryAfter;
 
     public EdgeProxy(IHttpForwarder forwarder, EdgeRouter router, ReplicaSelector selector, PassiveHealth health, IUpstreamConnector upstreams,
-        HoldReleaser holding, EdgeDemandReporter demand, EdgeMetrics metrics, EndpointAccess access, EdgeOptions options, TimeProvider time, ILogger<EdgeProxy> logger)
+        HoldReleaser holding, EdgeDemandReporter demand, EdgeMetrics metrics, EndpointAccess access, GatewayPipeline gateway, EdgeOptions options, TimeProvider time, ILogger<EdgeProxy> logger)
     {
         _access = access;
+        _gateway = gateway;
         _forwarder = forwarder;
         _router = router;
         Selector = selector;
@@ -83,7 +86,8 @@ public sealed partial class EdgeProxy
     {
         if (!ClusterNameResolver.TryResolve(context.Request, _options.Domain, out var cluster, out var forwardPath))
         {
-            await ServeEdgeAsync(context);
+            if (OpenAiPaths.OperationOf(context.Request.Method, context.Request.Path) != OpenAiOperation.None) await ServeOpenAiAsync(context);
+            else await ServeEdgeAsync(context);
             return;
         }
 
@@ -94,7 +98,7 @@ public sealed partial class EdgeProxy
             await WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"cluster '{cluster}' not found");
             return;
         }
-        switch (_access.Check(view.Route, context.Request.Headers.Authorization))
+        switch (_access.Check(view.Route, context.Request.Headers.Authorization, out var grant))
         {
             case AccessDecision.Allowed:
                 // The user's key is for Shoal; the node that serves the request never sees it.
@@ -111,14 +115,25 @@ public sealed partial class EdgeProxy
                 await WriteErrorAsync(context, StatusCodes.Status404NotFound, ErrorCodes.NotFound, $"cluster '{cluster}' not found");
                 return;
         }
+        await ServeClusterAsync(context, view, forwardPath, grant, body: null);
+    }
 
+    /// <summary>
+    /// Serves a request whose cluster and key are settled: the gateway's admission, then forwarding
+    /// (with retries and holding), then the gateway's ledger row. <paramref name="body"/> is a body
+    /// the caller already read (the <c>/v1</c> facade reads it to find the model), else null.
+    /// </summary>
+    private async Task ServeClusterAsync(HttpContext context, ClusterView view, PathString forwardPath, EndpointKeyGrant? grant, BufferedBody? body)
+    {
+        var cluster = view.Route.Cluster;
         var arrived = _time.GetTimestamp();
-        var exchange = new Exchange(this, view);
+        var call = _gateway.Begin(context, view.Route, grant, forwardPath, arrived);
+        var exchange = new Exchange(this, view, call);
         var state = view.State;
         Interlocked.Increment(ref state._arrivals);
         try
         {
-            await ForwardAsync(context, cluster, forwardPath, exchange, arrived);
+            await ForwardAsync(context, cluster, forwardPath, exchange, arrived, body);
         }
         catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
         {
@@ -126,6 +141,7 @@ public sealed partial class EdgeProxy
         }
         finally
         {
+            _gateway.Complete(context, call);
             state.CountResponse(context.Response.StatusCode);
             state.Duration.Observe(_time.GetElapsedTime(arrived));
             if (exchange.FirstByte != 0) state.TimeToFirstByte.Observe(_time.GetElapsedTime(arrived, exchange.FirstByte));
@@ -162,26 +178,29 @@ public sealed partial class EdgeProxy
             "no cluster in the request: use http://{cluster}." + _options.Domain + "/… or /c/{cluster}/…");
     }
 
-    private async Task ForwardAsync(HttpContext context, string cluster, PathString forwardPath, Exchange exchange, long arrived)
+    private async Task ForwardAsync(HttpContext context, string cluster, PathString forwardPath, Exchange exchange, long arrived, BufferedBody? body)
     {
         var request = context.Request;
         var view = exchange.View;
+        var call = exchange.Call;
         // A request that will likely wait (its cluster has no replica, or others wait already) leaves
-        // its body where Kestrel has it until it is released, so held requests take no body buffers.
-        var bodyRead = view.Targets.Length > 0 && view.State.Queue.Count == 0;
-        BufferedBody? body = null;
-        var replayable = false;
-        if (bodyRead)
+        // its body where Kestrel has it until it is released, so held requests take no body buffers;
+        // unless the gateway needs its token figures to admit it.
+        var bodyRead = body is not null || (view.Targets.Length > 0 && view.State.Queue.Count == 0) || _gateway.NeedsBody(call);
+        var replayable = body is not null;
+        if (body is null && bodyRead)
         {
             (var accepted, body, replayable) = await ReadBodyAsync(context);
             if (!accepted) return;
         }
-        else if (request.ContentLength > _options.MaxRequestBodyBytes)
+        else if (!bodyRead && request.ContentLength > _options.MaxRequestBodyBytes)
         {
             await WriteTooLargeAsync(context);
             return;
         }
+        if (bodyRead) _gateway.InspectBody(call, ref body);
         using var _ = body;
+        if (!await _gateway.AdmitAsync(context, call)) return;
         request.Path = forwardPath;
 
         var clientAborted = context.RequestAborted;
@@ -241,6 +260,7 @@ public sealed partial class EdgeProxy
             {
                 var (accepted, read, canReplay) = await ReadBodyAsync(context);
                 if (!accepted) return;
+                _gateway.InspectBody(call, ref read);
                 if (read is not null) context.Response.RegisterForDispose(read);
                 (body, replayable, bodyRead) = (read, canReplay, true);
                 // The upload may have taken a while: pick again from what holds now.
@@ -293,12 +313,12 @@ public sealed partial class EdgeProxy
                 if (!exchange.MayRetry)
                 {
                     LogForwardFailed(_logger, cluster, replica.ReplicaId, error, reason);
-                    ResetResponse(context);
+                    ResetResponse(context, call);
                     await WriteErrorAsync(context, StatusCodes.Status502BadGateway, ErrorCodes.Unavailable, "the replica left routing before it answered");
                     return;
                 }
                 LogRetryUnanswered(_logger, cluster, replica.ReplicaId, reason, cap.TotalMilliseconds);
-                ResetResponse(context);
+                ResetResponse(context, call);
                 view = exchange.View = _router.Find(cluster) ?? view;
             }
             else if (wasCut)
@@ -308,6 +328,7 @@ public sealed partial class EdgeProxy
                 {
                     // A stream from a lost node: end it with an error the client sees.
                     LogCutStream(_logger, cluster, replica.ReplicaId);
+                    call.Cut = true;
                     context.Abort();
                     return;
                 }
@@ -318,7 +339,7 @@ public sealed partial class EdgeProxy
                     return;
                 }
                 LogRetryLost(_logger, cluster, replica.ReplicaId);
-                ResetResponse(context);
+                ResetResponse(context, call);
                 // The table that said so no longer has the replica: pick from it.
                 view = exchange.View = _router.Find(cluster) ?? view;
             }
@@ -326,7 +347,7 @@ public sealed partial class EdgeProxy
             {
                 // The replica answered 502/503/429 and the transformer held the answer back for a retry.
                 LogRetryStatus(_logger, cluster, replica.ReplicaId, exchange.Refused);
-                ResetResponse(context);
+                ResetResponse(context, call);
             }
             else if (error == ForwarderError.None)
             {
@@ -350,7 +371,7 @@ public sealed partial class EdgeProxy
                 var status = exchange.Answered is >= 400 and < 500 ? exchange.Answered : StatusCodes.Status413PayloadTooLarge;
                 replica.CountOutcome(status);
                 LogBodyRefused(_logger, cluster, replica.ReplicaId, status);
-                ResetResponse(context);
+                ResetResponse(context, call);
                 await WriteErrorAsync(context, status, status == StatusCodes.Status413PayloadTooLarge ? ErrorCodes.PayloadTooLarge : ErrorCodes.InvalidArgument,
                     status == StatusCodes.Status413PayloadTooLarge
                         ? "the replica refused the request body: it is larger than the replica accepts"
@@ -373,7 +394,7 @@ public sealed partial class EdgeProxy
                     return;
                 }
                 LogRetryError(_logger, cluster, replica.ReplicaId, error);
-                ResetResponse(context);
+                ResetResponse(context, call);
             }
 
             Interlocked.Increment(ref view.State._retries);
@@ -519,11 +540,12 @@ public sealed partial class EdgeProxy
         return false;
     }
 
-    private static void ResetResponse(HttpContext context)
+    private static void ResetResponse(HttpContext context, GatewayCall call)
     {
         context.Features.Set<IForwarderErrorFeature>(null);
         context.Response.StatusCode = StatusCodes.Status200OK;
         context.Response.Headers.Clear();
+        context.Response.Headers[GatewayHeaders.RequestId] = call.RequestId;
     }
 
     private static Task WriteForwardErrorAsync(HttpContext context, ForwarderError error, Exception? exception)
@@ -589,11 +611,15 @@ public sealed partial class EdgeProxy
     {
         private readonly EdgeProxy _proxy;
 
-        public Exchange(EdgeProxy proxy, ClusterView view)
+        public Exchange(EdgeProxy proxy, ClusterView view, GatewayCall call)
         {
             _proxy = proxy;
             View = view;
+            Call = call;
         }
+
+        /// <summary>The request's passage through the gateway.</summary>
+        public GatewayCall Call { get; }
 
         public ClusterView View { get; set; }
 
@@ -621,6 +647,9 @@ public sealed partial class EdgeProxy
         {
             Target = target;
             MayRetry = mayRetry;
+            Call.Attempts++;
+            Call.ReplicaId = target.Destination.ReplicaId;
+            Call.NodeId = target.Destination.NodeId;
             Refused = 0;
             Answered = 0;
             Accounted = false;
@@ -650,6 +679,8 @@ public sealed partial class EdgeProxy
                 httpContext.Response.Body = new ClientStallGuard(httpContext.Response.Body, httpContext, proxy._options.ClientStallTimeout, proxy._time);
             }
             FirstByte = _proxy._time.GetTimestamp();
+            Call.FirstByte = FirstByte;
+            _proxy._gateway.OnResponse(httpContext, Call, proxyResponse);
             return copy;
         }
     }

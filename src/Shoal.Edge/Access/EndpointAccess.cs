@@ -49,11 +49,30 @@ public sealed class EndpointAccess(IEndpointKeySource keys, TimeProvider time)
     // match nothing fill the memory at most to its size, then it starts again.
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, string> _hashes = new(StringComparer.Ordinal);
 
-    public AccessDecision Check(ClusterRoute route, StringValues authorization)
+    public AccessDecision Check(ClusterRoute route, StringValues authorization) => Check(route, authorization, out _);
+
+    /// <summary>
+    /// Checks the request's key for <paramref name="route"/>; <paramref name="grant"/> is the valid
+    /// key's grant (also for a public cluster called with a key of its project, so its limits and
+    /// ledger rows apply), null otherwise.
+    /// </summary>
+    public AccessDecision Check(ClusterRoute route, StringValues authorization, out EndpointKeyGrant? grant)
     {
-        if (route.Public) return AccessDecision.Public;
+        grant = Find(authorization);
+        if (route.Public)
+        {
+            if (grant is not null && grant.Project != route.Project) grant = null;
+            return AccessDecision.Public;
+        }
+        if (grant is null) return AccessDecision.Unauthenticated;
+        return grant.Project == route.Project ? AccessDecision.Allowed : AccessDecision.OtherProject;
+    }
+
+    /// <summary>The grant of a valid (known, unexpired) bearer key in <paramref name="authorization"/>; null when there is none.</summary>
+    public EndpointKeyGrant? Find(StringValues authorization)
+    {
         var header = authorization.Count == 1 ? authorization[0] : null;
-        if (header is null || header.Length <= 7 || !header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return AccessDecision.Unauthenticated;
+        if (header is null || header.Length <= 7 || !header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) return null;
         if (!_hashes.TryGetValue(header, out var hash))
         {
             hash = Secrets.Hash(header.AsSpan(7).Trim().ToString());
@@ -61,7 +80,7 @@ public sealed class EndpointAccess(IEndpointKeySource keys, TimeProvider time)
             _hashes[header] = hash;
         }
         var grant = keys.EndpointKeys.GetValueOrDefault(hash);
-        if (grant is null || (grant.ExpiresAt is { } expires && expires <= time.GetUtcNow())) return AccessDecision.Unauthenticated;
-        return grant.Project == route.Project ? AccessDecision.Allowed : AccessDecision.OtherProject;
+        if (grant is null || (grant.ExpiresAt is { } expires && expires <= time.GetUtcNow())) return null;
+        return grant;
     }
 }

@@ -1,0 +1,183 @@
+using System.Globalization;
+using System.Text.Json;
+using Shoal.Contracts;
+
+namespace Shoal.Edge.Gateway;
+
+/// <summary>
+/// The gateway on the edge's request path (issue 16), called by <see cref="EdgeProxy"/> at fixed
+/// points: <see cref="Begin"/> when the request's cluster and key are known; <see cref="InspectBody"/>
+/// when its body has been read (token figures, and the stream's usage request); <see cref="AdmitAsync"/>
+/// before it goes out (rate limits, budgets: <see cref="IGatewayAdmission"/> stages);
+/// <see cref="OnResponse"/> when a replica's answer is passed on (headers, the response's usage tap);
+/// <see cref="Complete"/> once when it ends (settling reservations, the ledger row).
+/// </summary>
+public sealed class GatewayPipeline
+{
+    private readonly IGatewayAdmission[] _stages;
+    private readonly IUsageLedger _ledger;
+    private readonly TimeProvider _time;
+    private readonly string? _edgeName;
+
+    public GatewayPipeline(IEnumerable<IGatewayAdmission> stages, IEnumerable<IUsageLedger> ledgers, EdgeOptions options, TimeProvider time)
+    {
+        _stages = [.. stages];
+        _ledger = ledgers.LastOrDefault() ?? new NullUsageLedger();
+        _time = time;
+        _edgeName = string.IsNullOrWhiteSpace(options.Name) ? Environment.MachineName : options.Name;
+    }
+
+    /// <summary>Starts the gateway's record of a request to <paramref name="route"/> (forwarded as <paramref name="forwardPath"/>).</summary>
+    public GatewayCall Begin(HttpContext context, ClusterRoute route, EndpointKeyGrant? grant, PathString forwardPath, long arrived)
+    {
+        var call = new GatewayCall
+        {
+            RequestId = "req_" + Guid.CreateVersion7().ToString("N"),
+            Arrived = arrived,
+            ArrivedAt = _time.GetUtcNow(),
+            Grant = grant,
+            Project = route.Project,
+            Route = route,
+            Operation = OpenAiPaths.OperationOf(context.Request.Method, forwardPath),
+        };
+        context.Response.Headers[GatewayHeaders.RequestId] = call.RequestId;
+        return call;
+    }
+
+    /// <summary>True when the body must be read and inspected before admission (a stage wants token figures).</summary>
+    public bool NeedsBody(GatewayCall call)
+    {
+        if (call.Operation is OpenAiOperation.None or OpenAiOperation.Models) return false;
+        foreach (var stage in _stages)
+        {
+            if (!stage.Skips(call) && stage.NeedsBody(call)) return true;
+        }
+        return false;
+    }
+
+    /// <summary>
+    /// Reads the token figures of an OpenAI request body into the call; may replace the body (to ask a
+    /// stream for its usage). Called once, when the body has been read whole (bodies over the replay
+    /// buffer stream through uninspected).
+    /// </summary>
+    internal void InspectBody(GatewayCall call, ref BufferedBody? body)
+    {
+        if (call.Inspected || call.Operation is OpenAiOperation.None or OpenAiOperation.Models) return;
+        call.Inspected = true;
+        // Issue 16 (facade/metering): parse model, stream, stream_options.include_usage, max_tokens and a
+        // prompt estimate; ask a stream for its usage when the client did not.
+        _ = body;
+    }
+
+    /// <summary>Runs the admission stages; false when one refused (the refusal is written, earlier stages' reservations released).</summary>
+    public async ValueTask<bool> AdmitAsync(HttpContext context, GatewayCall call)
+    {
+        for (var i = 0; i < _stages.Length; i++)
+        {
+            var stage = _stages[i];
+            if (stage.Skips(call)) continue;
+            var result = await stage.AdmitAsync(call, context.RequestAborted);
+            if (result.Admitted)
+            {
+                call.AdmittedStages |= 1 << i;
+                continue;
+            }
+            // Headers of every stage that looked at the call, the refusing one included.
+            stage.WriteHeaders(call, context.Response.Headers);
+            ReleaseAdmitted(call, context.Response.Headers);
+            if (result.RetryAfter is { } after) context.Response.Headers.RetryAfter = Math.Max(1, (int)Math.Ceiling(after.TotalSeconds)).ToString(CultureInfo.InvariantCulture);
+            await WriteOpenAiErrorAsync(context, result.Status, result.Type ?? "requests", result.Code, result.Message ?? "refused by the gateway");
+            return false;
+        }
+        return true;
+    }
+
+    /// <summary>A replica's answer is about to be passed on: the stages' headers, and the usage tap on its body.</summary>
+    public void OnResponse(HttpContext context, GatewayCall call, HttpResponseMessage response)
+    {
+        for (var i = 0; i < _stages.Length; i++)
+        {
+            if ((call.AdmittedStages & (1 << i)) != 0) _stages[i].WriteHeaders(call, context.Response.Headers);
+        }
+        // Issue 16 (metering): wrap context.Response.Body with the usage tap for OpenAI operations.
+        _ = response;
+    }
+
+    /// <summary>The request ended (answered, refused, failed or abandoned): settles the stages and writes the ledger row. Once per call.</summary>
+    public void Complete(HttpContext context, GatewayCall call)
+    {
+        if (Interlocked.Exchange(ref call.Completed, 1) != 0) return;
+        for (var i = 0; i < _stages.Length; i++)
+        {
+            if ((call.AdmittedStages & (1 << i)) != 0) _stages[i].Complete(call);
+        }
+        call.AdmittedStages = 0;
+        var now = _time.GetTimestamp();
+        _ledger.Record(new UsageRecord
+        {
+            RequestId = call.RequestId,
+            At = call.ArrivedAt,
+            KeyId = call.KeyId,
+            Project = call.Project,
+            Cluster = call.Cluster,
+            Model = call.Model,
+            ReplicaId = call.ReplicaId,
+            NodeId = call.NodeId,
+            PromptTokens = call.UsageReported ? call.PromptTokens : Math.Max(call.PromptTokens, call.Inspected ? call.PromptEstimate : 0),
+            CompletionTokens = call.CompletionTokens,
+            TimeToFirstTokenMs = call.FirstByte == 0 ? null : _time.GetElapsedTime(call.Arrived, call.FirstByte).TotalMilliseconds,
+            DurationMs = _time.GetElapsedTime(call.Arrived, now).TotalMilliseconds,
+            Status = context.Response.StatusCode,
+            Attempts = call.Attempts,
+            Streamed = call.Stream,
+            Cut = call.Cut,
+            CostUsd = call.CostUsd,
+            Edge = _edgeName,
+        });
+    }
+
+    private void ReleaseAdmitted(GatewayCall call, IHeaderDictionary headers)
+    {
+        for (var i = 0; i < _stages.Length; i++)
+        {
+            if ((call.AdmittedStages & (1 << i)) == 0) continue;
+            _stages[i].WriteHeaders(call, headers);
+            _stages[i].Complete(call);
+        }
+        call.AdmittedStages = 0;
+    }
+
+    /// <summary>Writes OpenAI's error body (<c>{"error": {...}}</c>) with <paramref name="status"/>.</summary>
+    public static Task WriteOpenAiErrorAsync(HttpContext context, int status, string type, string? code, string message, string? param = null)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json";
+        return JsonSerializer.SerializeAsync(context.Response.Body,
+            new OpenAiErrorResponse(new OpenAiError { Message = message, Type = type, Code = code, Param = param }),
+            ShoalJsonContext.Default.OpenAiErrorResponse, context.RequestAborted);
+    }
+}
+
+/// <summary>The OpenAI paths the gateway understands.</summary>
+public static class OpenAiPaths
+{
+    public const string ChatCompletions = "/v1/chat/completions";
+    public const string Completions = "/v1/completions";
+    public const string Embeddings = "/v1/embeddings";
+    public const string Models = "/v1/models";
+
+    public static OpenAiOperation OperationOf(string method, PathString path)
+    {
+        if (HttpMethods.IsPost(method))
+        {
+            if (path.Equals(ChatCompletions, StringComparison.Ordinal)) return OpenAiOperation.ChatCompletions;
+            if (path.Equals(Completions, StringComparison.Ordinal)) return OpenAiOperation.Completions;
+            if (path.Equals(Embeddings, StringComparison.Ordinal)) return OpenAiOperation.Embeddings;
+        }
+        else if (HttpMethods.IsGet(method) && path.Equals(Models, StringComparison.Ordinal))
+        {
+            return OpenAiOperation.Models;
+        }
+        return OpenAiOperation.None;
+    }
+}

@@ -86,6 +86,24 @@ else
         "the PostgreSQL tests will fail (install the 'postgresql' package or set SHOAL_PG_BIN)." >&2
 fi
 
+# Redis for the gateway's shared counters (tests start their own redis-server on a loopback port).
+if command -v redis-server >/dev/null 2>&1; then
+    echo "redis-server: $(command -v redis-server)"
+elif [ "$is_root" -eq 1 ]; then
+    # policy-rc.d keeps Debian's package from starting a system redis on port 6379.
+    added_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
+    { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server; } \
+        || echo "warning: could not install redis-server; the gateway's Redis tests will fail" >&2
+    [ "$added_policy" -eq 1 ] && rm -f /usr/sbin/policy-rc.d
+else
+    echo "warning: redis-server not found and not root, so not installing it; the gateway's Redis tests will fail." >&2
+fi
+
 docker_pid=""
 docker_started_here=0
 stop_docker() {

@@ -34,6 +34,7 @@ public static class EdgeHostExtensions
         services.AddSingleton<Control.EdgeDemandReporter>();
         services.AddHostedService(static sp => sp.GetRequiredService<Control.EdgeDemandReporter>());
         services.AddSingleton<Gateway.GatewayRedis>();
+        services.TryAddSingleton<Gateway.IProjectGrantSource, Gateway.ProjectGrantHolder>();
         services.TryAddSingleton<Gateway.IUsageLedger, Gateway.NullUsageLedger>();
         services.AddSingleton<Gateway.GatewayPipeline>();
         services.AddSingleton<EdgeProxy>();

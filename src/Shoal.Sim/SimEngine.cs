@@ -44,6 +44,9 @@ public sealed class SimEngine
     /// <summary>The Prometheus text of every metric now.</summary>
     public string RenderMetrics() => Metrics.Render(Scheduler.Running, Scheduler.Waiting, CacheUsage);
 
+    /// <summary>The metrics with <paramref name="load"/> in place of the running and waiting counts (NaN: a replica whose load gauges broke).</summary>
+    public string RenderMetrics(double load) => Metrics.Render(load, load, CacheUsage);
+
     /// <summary>
     /// Runs one request: waits for a slot, then calls <paramref name="onToken"/> with each token as it is
     /// produced. Returns false, having produced nothing, when the queue is full. Cancelling frees the

@@ -47,7 +47,7 @@ public sealed class SimMetrics
     public void RequestSucceeded() => Interlocked.Increment(ref _success);
 
     /// <summary>Renders every metric; the gauges are given because they live elsewhere.</summary>
-    public string Render(int running, int waiting, double cacheUsage)
+    public string Render(double running, double waiting, double cacheUsage)
     {
         var sb = new StringBuilder(4096);
         Gauge(sb, "vllm:num_requests_running", "Number of requests currently running on GPU.", running);

@@ -63,6 +63,13 @@ public sealed class SimOptions
     /// <summary>When set, the process exits with code 1 once this many completion requests have been answered. Default null.</summary>
     public int? CrashAfterRequests { get; set; }
 
+    /// <summary>
+    /// What <c>/metrics</c> serves (<c>SIM_METRICS</c>): <see cref="SimMetricsMode.Ok"/> (default), <see cref="SimMetricsMode.Fail"/>
+    /// (500, as a metrics endpoint that broke) or <see cref="SimMetricsMode.NaN"/> (the load gauges read NaN), to test what
+    /// the autoscaler does when a replica's metrics vanish.
+    /// </summary>
+    public SimMetricsMode MetricsMode { get; set; } = SimMetricsMode.Ok;
+
     /// <summary>Replica id reported in <c>system_fingerprint</c> and the <c>X-Shoal-Replica</c> header. Default null (<c>$SHOAL_REPLICA_ID</c>).</summary>
     public string? ReplicaId { get; set; }
 
@@ -98,6 +105,16 @@ public sealed class SimOptions
         if (Get(env, "SIM_ERROR_RATE") is { } errors) o.ErrorRate = ParseDouble(errors, "SIM_ERROR_RATE", 0, 1);
         if (Get(env, "SIM_HANG_RATE") is { } hangs) o.HangRate = ParseDouble(hangs, "SIM_HANG_RATE", 0, 1);
         if (Get(env, "SIM_CRASH_AFTER") is { } crash) o.CrashAfterRequests = ParseInt(crash, "SIM_CRASH_AFTER", 1, int.MaxValue);
+        if (Get(env, "SIM_METRICS") is { } metrics)
+        {
+            o.MetricsMode = metrics.Trim().ToLowerInvariant() switch
+            {
+                "ok" => SimMetricsMode.Ok,
+                "fail" => SimMetricsMode.Fail,
+                "nan" => SimMetricsMode.NaN,
+                _ => throw new FormatException($"SIM_METRICS must be ok, fail or nan, got '{metrics}'"),
+            };
+        }
         return o;
     }
 
@@ -184,4 +201,14 @@ public sealed class SimOptions
         }
         return value;
     }
+}
+
+/// <summary>What the simulator's <c>/metrics</c> serves.</summary>
+public enum SimMetricsMode
+{
+    Ok,
+    /// <summary>500 with a short text.</summary>
+    Fail,
+    /// <summary>The metrics, with NaN for the running and waiting gauges.</summary>
+    NaN,
 }

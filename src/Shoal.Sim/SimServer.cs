@@ -61,8 +61,13 @@ public static partial class SimServer
         });
         app.MapGet("/metrics", (HttpContext ctx) =>
         {
+            if (options.MetricsMode == SimMetricsMode.Fail)
+            {
+                ctx.Response.StatusCode = StatusCodes.Status500InternalServerError;
+                return ctx.Response.WriteAsync("metrics unavailable\n", ctx.RequestAborted);
+            }
             ctx.Response.ContentType = SimMetrics.ContentType;
-            return ctx.Response.WriteAsync(engine.RenderMetrics(), ctx.RequestAborted);
+            return ctx.Response.WriteAsync(options.MetricsMode == SimMetricsMode.NaN ? engine.RenderMetrics(double.NaN) : engine.RenderMetrics(), ctx.RequestAborted);
         });
         app.MapGet("/v1/models", (HttpContext ctx) => WriteModelsAsync(ctx, engine));
         app.MapPost("/v1/chat/completions", ctx => completions.HandleAsync(ctx, CompletionKind.Chat));

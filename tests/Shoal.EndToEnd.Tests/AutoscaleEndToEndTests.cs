@@ -194,6 +194,70 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
     }
 
     /// <summary>
+    /// Issue 15, must-show 4 (end to end): replicas whose <c>/metrics</c> answers 500 (the simulator's
+    /// <c>SIM_METRICS=fail</c>) give the autoscaler no waiting figures at all. The cluster still serves, and
+    /// once its requests stop it goes down to min after its window: missing figures never hold a scale-down.
+    /// </summary>
+    [Fact]
+    public async Task Replicas_whose_metrics_fail_do_not_stop_the_scale_down_to_min()
+    {
+        using var dir = new TempDirectory("shoal-autoscale-nometrics");
+        var apiPort = FreePort.Next();
+        var edgePort = FreePort.Next();
+        var processes = new List<ShoalProcess>();
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
+        using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
+        try
+        {
+            await StartAsync(dir, apiPort, edgePort, http, edge, gpus: 3, processes);
+            var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
+            {
+                Name = "demo",
+                Image = "shoal/sim",
+                Gpu = "rtx-4090",
+                Replicas = 3,
+                Env = new() { ["SIM_METRICS"] = "fail" },
+                Health = new HealthCheckSpec { IntervalMs = 200 },
+                // Without load figures a drain cannot see that the replica is idle: it lasts its timeout.
+                DrainTimeoutSeconds = 2,
+                Autoscale = new AutoscaleRequest { Min = 1, Max = 3, TargetWaiting = 2, ScaleDownWindowSeconds = 3 },
+            }, ShoalJsonContext.Default.CreateClusterRequest);
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            var clock = Stopwatch.StartNew();
+            await DeployEndToEndTests.WaitForReadyAsync(http, 3);
+            output.WriteLine($"{clock.ElapsedMilliseconds} ms: 3 ready");
+            var before = await ClientAsync(edge, 1, CancellationToken.None, count: 10);
+            Assert.Empty(before.Failures);
+
+            await Eventually.GetAsync(() => DeployEndToEndTests.StatusAsync(http), s => s.Cluster.Replicas == 1, TimeSpan.FromSeconds(30), "the count down at min");
+            output.WriteLine($"{clock.ElapsedMilliseconds} ms: count at min");
+            var downs = (await http.GetFromJsonAsync("/v1/clusters/demo/events", ShoalJsonContext.Default.ClusterEventDtoArray))!
+                .Where(e => e.Type == ClusterEventTypes.Scaled && e.Message.StartsWith("scaled down", StringComparison.Ordinal)).ToList();
+            foreach (var e in downs) output.WriteLine(e.Message);
+            Assert.NotEmpty(downs);
+            Assert.Contains(downs, e => e.Message.Contains("without figures: the edges' counts stand in", StringComparison.Ordinal));
+            Assert.Matches("^scaled down [23]→1: ", downs[^1].Message);
+            await Eventually.GetAsync(() => DeployEndToEndTests.StatusAsync(http), s => s.Replicas.Length == 1 && s.Cluster.ReadyReplicas == 1, TimeSpan.FromSeconds(30), "one replica left");
+            output.WriteLine($"{clock.ElapsedMilliseconds} ms: one replica left");
+            var after = await ClientAsync(edge, 2, CancellationToken.None, count: 10);
+            Assert.Empty(after.Failures);
+            var drained = (await http.GetFromJsonAsync("/v1/clusters/demo/events", ShoalJsonContext.Default.ClusterEventDtoArray))!
+                .Where(e => e.Type == ClusterEventTypes.Drained).ToList();
+            Assert.Equal(2, drained.Count);
+            Assert.All(drained, e => Assert.Contains("the replica reports no load metrics", e.Message, StringComparison.Ordinal));
+        }
+        catch
+        {
+            foreach (var p in processes) output.WriteLine($"--- {p.Name} (pid {p.Pid}, exited {p.HasExited})\n{p.Output}");
+            throw;
+        }
+        finally
+        {
+            await StopAsync(processes);
+        }
+    }
+
+    /// <summary>
     /// A server (API on <paramref name="apiPort"/>, edge on <paramref name="edgePort"/>) and one agent
     /// with <paramref name="gpus"/> simulated rtx-4090s on the process runtime, heartbeats every 500 ms.
     /// The processes go into <paramref name="processes"/> as they start (the caller prints and stops

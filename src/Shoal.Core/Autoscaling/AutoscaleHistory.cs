@@ -15,9 +15,13 @@ public sealed class AutoscaleHistory
     /// <summary>Panic mode lasts until then; null when not panicking.</summary>
     public DateTimeOffset? PanicUntil { get; set; }
 
+    /// <summary>When the first recommendation was recorded: a scale-down waits until a whole window has been seen.</summary>
+    public DateTimeOffset? Since { get; private set; }
+
     /// <summary>Adds a recommendation and drops those older than <paramref name="window"/>.</summary>
     public void Record(DateTimeOffset now, int recommended, TimeSpan window)
     {
+        Since ??= now;
         _recent.Enqueue((now, recommended));
         while (_recent.TryPeek(out var oldest) && now - oldest.At > window) _recent.Dequeue();
     }

@@ -115,10 +115,21 @@ public static class Autoscaler
         else
         {
             var windowMax = history.MaxRecommended;
-            desired = Math.Min(current, windowMax);
-            why = desired < current
-                ? Invariant($"highest recommendation over the last {Format(window)} is {windowMax}: {signal}")
-                : signal;
+            var seen = now - (history.Since ?? now);
+            if (windowMax < current && seen < window)
+            {
+                // A fresh history (a new cluster, a restarted server) has not seen a whole window yet:
+                // what came before it is unknown, so the count stays until it has.
+                desired = current;
+                why = Invariant($"{signal} (scale-down waits for a whole {Format(window)} window: {Format(seen)} seen)");
+            }
+            else
+            {
+                desired = Math.Min(current, windowMax);
+                why = desired < current
+                    ? Invariant($"highest recommendation over the last {Format(window)} is {windowMax}: {signal}")
+                    : signal;
+            }
         }
 
         var idle = now - history.LastDemandAt.Value;

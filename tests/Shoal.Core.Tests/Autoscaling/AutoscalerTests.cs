@@ -47,6 +47,23 @@ public sealed class AutoscalerTests
     }
 
     [Fact]
+    public void A_fresh_history_scales_down_only_once_it_has_seen_a_whole_window()
+    {
+        // A new cluster of 3 (or a restarted server) with no demand: what came before is unknown.
+        var first = Decide(Settings(window: 60), current: 3, Each(3, waiting: 0, running: 0));
+        Assert.Equal(3, first.Desired);
+        Assert.Contains("scale-down waits for a whole 1m window: 0s seen", first.Reason, StringComparison.Ordinal);
+
+        _time.Advance(TimeSpan.FromSeconds(59));
+        Assert.Equal(3, Decide(Settings(window: 60), current: 3, Each(3, waiting: 0, running: 0)).Desired);
+
+        _time.Advance(TimeSpan.FromSeconds(1));
+        var after = Decide(Settings(window: 60), current: 3, Each(3, waiting: 0, running: 0));
+        Assert.Equal(1, after.Desired);
+        Assert.StartsWith("highest recommendation over the last 1m is 0", after.Reason, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_rise_below_the_target_changes_nothing()
     {
         var decision = Decide(Settings(), current: 3, Each(3, waiting: 2), new EdgeDemandSum(18, 0, 5));

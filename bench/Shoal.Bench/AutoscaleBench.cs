@@ -36,26 +36,9 @@ internal static class AutoscaleBench
         var processes = new List<ShoalProcess>();
         try
         {
-            processes.Add(ShoalProcess.Start("server",
-            [
-                "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
-                "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
-            ]));
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
-            await WaitUpAsync(http);
-            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await ApiKeys.ReadOperatorKeyAsync(dir.Combine("server")));
-            using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
-            edge.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await ApiKeys.CreateAsync(http));
-            var tokenResponse = await http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 1 }, ShoalJsonContext.Default.CreateTokenRequest);
-            tokenResponse.EnsureSuccessStatusCode();
-            var token = (await tokenResponse.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
-            processes.Add(ShoalProcess.Start("node",
-            [
-                "agent", "--server", http.BaseAddress!.ToString(), "--token", token, "--name", "node", "--simulate-gpus", "rtx-4090:8",
-                "--data-dir", dir.Combine("node"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
-            ]));
-            await UntilAsync(async () => (await http.GetFromJsonAsync("/v1/nodes", ShoalJsonContext.Default.NodeDtoArray))!.Any(n => n.State == NodeState.Ready), TimeSpan.FromSeconds(60));
-
+            var (http, edge) = await StartAsync(dir, apiPort, edgePort, gpus: 8, processes);
+            using var api = http;
+            using var endpoint = edge;
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
             {
                 Name = "demo",
@@ -125,6 +108,113 @@ internal static class AutoscaleBench
             foreach (var p in processes.AsEnumerable().Reverse()) await p.StopAsync(TimeSpan.FromSeconds(15));
             foreach (var p in processes) await p.DisposeAsync();
         }
+    }
+
+    /// <summary>
+    /// <c>autoscale-zero [burst] [model-load-ms]</c> (issue 15, must-show 1): a cluster at 0 replicas
+    /// (min 0, concurrency target 250 per replica, simulated model load) gets a burst of concurrent
+    /// requests. Reports failed requests, the scale-up decisions (exactly what the target asks: no
+    /// duplicates), every held request answered, and the first answer against the first replica ready
+    /// (goal: within 250 ms of it, i.e. within cold start + 250 ms), with the cold start's parts. The
+    /// replicas decode 1 ms a token, so the first answer's own generation (16 tokens) does not hide
+    /// how long the edge took to release the held requests to the new replica.
+    /// </summary>
+    public static async Task RunFromZeroAsync(string[] args)
+    {
+        var burst = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000;
+        var modelLoadMs = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 5000;
+        const int target = 250;
+        var expected = (burst + target - 1) / target;
+        using var dir = new TempDirectory("shoal-autoscale-zero-bench");
+        var processes = new List<ShoalProcess>();
+        Console.WriteLine(Fmt($"## Autoscaling from zero: a burst of {burst} requests, model load {modelLoadMs} ms, concurrency target {target} per replica, {DateTime.UtcNow:yyyy-MM-dd}"));
+        try
+        {
+            var (http, edge) = await StartAsync(dir, FreePort.Next(), FreePort.Next(), gpus: expected + 2, processes);
+            using var api = http;
+            using var endpoint = edge;
+            var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
+            {
+                Name = "demo",
+                Image = "shoal/sim",
+                Gpu = "rtx-4090",
+                Replicas = 0,
+                Env = new() { ["SIM_STARTUP_DELAY_MS"] = modelLoadMs.ToString(CultureInfo.InvariantCulture), ["SIM_BATCH_SLOTS"] = "32", ["SIM_DECODE_MS"] = "1" },
+                Health = new HealthCheckSpec { IntervalMs = 100 },
+                QueueTimeoutSeconds = 120,
+                MaxHeld = Math.Max(burst, BalancingPolicy.DefaultMaxHeld),
+                Autoscale = new AutoscaleRequest { Min = 0, Max = expected + 2, TargetWaiting = 0, TargetConcurrency = target, ScaleToZeroAfterSeconds = 600 },
+            }, ShoalJsonContext.Default.CreateClusterRequest);
+            created.EnsureSuccessStatusCode();
+            await UntilAsync(async () => (await StatusAsync(http)).Cluster.Replicas == 0, TimeSpan.FromSeconds(30));
+
+            var began = DateTimeOffset.UtcNow;
+            var clock = Stopwatch.StartNew();
+            var answers = await Task.WhenAll(Enumerable.Range(0, burst).Select(async i =>
+            {
+                try
+                {
+                    using var content = new StringContent($"{{\"model\":\"shoal-sim\",\"messages\":[{{\"role\":\"user\",\"content\":\"hello {i}\"}}],\"max_tokens\":16}}", Encoding.UTF8, "application/json");
+                    using var response = await edge.PostAsync("/c/demo/v1/chat/completions", content, CancellationToken.None);
+                    await response.Content.ReadAsStringAsync(CancellationToken.None);
+                    return (Ms: clock.Elapsed.TotalMilliseconds, Status: (int)response.StatusCode);
+                }
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+                {
+                    return (Ms: clock.Elapsed.TotalMilliseconds, Status: 0);
+                }
+            }));
+            var events = (await http.GetFromJsonAsync("/v1/clusters/demo/events?limit=1000", ShoalJsonContext.Default.ClusterEventDtoArray))!;
+            var status = await StatusAsync(http);
+            var ups = events.Where(e => e.Type == ClusterEventTypes.Scaled && e.Message.StartsWith("scaled up", StringComparison.Ordinal)).ToList();
+            var ok = answers.Where(a => a.Status == 200).Select(a => a.Ms).Order().ToArray();
+            var firstReady = status.Replicas.Where(r => r.ReadyAt is not null).Select(r => r.ReadyAt!.Value).DefaultIfEmpty(began).Min();
+            var firstAnswer = ok.Length == 0 ? double.NaN : ok[0];
+            var readyMs = (firstReady - began).TotalMilliseconds;
+            Console.WriteLine(Fmt($"requests: {burst}, answered 200: {ok.Length}, failed: {burst - ok.Length}"));
+            foreach (var e in ups) Console.WriteLine(Fmt($"  +{(e.At - began).TotalMilliseconds:F0} ms {e.Message}"));
+            Console.WriteLine(Fmt($"replicas: {status.Cluster.Replicas} (the target asks for {expected}), scale-up events {ups.Count}"));
+            Console.WriteLine(Fmt($"first replica ready {readyMs:F0} ms after the burst began; first answer {firstAnswer:F0} ms: {firstAnswer - readyMs:F0} ms after it (goal ≤ 250 ms)"));
+            Console.WriteLine(Fmt($"answers: p50 {Pick(ok, 50):F0} ms, p99 {Pick(ok, 99):F0} ms, last {(ok.Length == 0 ? 0 : ok[^1]):F0} ms"));
+            if (status.Cluster.ColdStart is { } cold)
+            {
+                Console.WriteLine("cold start (p50 / p90 / max): " + string.Join(", ",
+                    Part("waiting for a node", cold.NodeWait), Part("image pull", cold.ImagePull), Part("start until healthy", cold.Start), Part("warm-up", cold.WarmUp)));
+            }
+        }
+        finally
+        {
+            foreach (var p in processes.AsEnumerable().Reverse()) await p.StopAsync(TimeSpan.FromSeconds(15));
+            foreach (var p in processes) await p.DisposeAsync();
+        }
+    }
+
+    private static double Pick(double[] sorted, double p) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
+
+    /// <summary>A server and one agent with <paramref name="gpus"/> simulated rtx-4090s (process runtime); clients for the API (operator key) and the edge (an endpoint key).</summary>
+    private static async Task<(HttpClient Http, HttpClient Edge)> StartAsync(TempDirectory dir, int apiPort, int edgePort, int gpus, List<ShoalProcess> processes)
+    {
+        processes.Add(ShoalProcess.Start("server",
+        [
+            "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
+            "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
+        ]));
+        var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
+        await WaitUpAsync(http);
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await ApiKeys.ReadOperatorKeyAsync(dir.Combine("server")));
+        var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
+        edge.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await ApiKeys.CreateAsync(http));
+        var tokenResponse = await http.PostAsJsonAsync("/v1/tokens", new CreateTokenRequest { Uses = 1 }, ShoalJsonContext.Default.CreateTokenRequest);
+        tokenResponse.EnsureSuccessStatusCode();
+        var token = (await tokenResponse.Content.ReadFromJsonAsync(ShoalJsonContext.Default.TokenCreatedDto))!.Token;
+        processes.Add(ShoalProcess.Start("node",
+        [
+            "agent", "--server", http.BaseAddress!.ToString(), "--token", token, "--name", "node", "--simulate-gpus", $"rtx-4090:{gpus}",
+            "--data-dir", dir.Combine("node"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
+        ]));
+        await UntilAsync(async () => (await http.GetFromJsonAsync("/v1/nodes", ShoalJsonContext.Default.NodeDtoArray))!.Any(n => n.State == NodeState.Ready), TimeSpan.FromSeconds(60));
+
+        return (http, edge);
     }
 
     private static string Part(string name, LatencySummary? s) => s is null ? $"{name} -" : Fmt($"{name} {s.P50Ms:F0} / {s.P90Ms:F0} / {s.MaxMs:F0} ms");

@@ -144,6 +144,8 @@ internal static class FleetBench
             var deployWrites = metrics.Sum(Commits, deployFrom, deployTo.AddSeconds(1.5));
             Console.WriteLine(Fmt($"- deploy {clusters} clusters x {replicasPer} replicas ({total} placements): API calls done in {createdIn.TotalSeconds:F1} s; all assignments at the nodes and acked after {acked.TotalSeconds:F1} s = {total / acked.TotalSeconds:F0} placements/s (server's view of the acks complete at {ackedAtServer.TotalSeconds:F1} s); all ready (1 s start delay) at {ready.TotalSeconds:F1} s; {deployWrites:F0} store writes ({deployWrites / ready.TotalSeconds:F0}/s)"));
 
+            PrintLockFigures(metrics, deployFrom, deployTo);
+
             // 5. Kill sockets, silence agents: how fast each is marked disconnected; replicas replaced after the grace.
             var killed = fleet.Kill(lost);
             var killedAfter = await TimeToDisconnectedAsync(http, killed, TimeSpan.FromSeconds(60));
@@ -167,6 +169,20 @@ internal static class FleetBench
             metrics?.Dispose();
             await server.StopAsync();
             await server.DisposeAsync();
+        }
+    }
+
+    /// <summary>Where the deploy's time went on the server: the state lock's wait and hold per operation, and store commits (p50 = median of 1 s intervals, p99 = worst interval).</summary>
+    private static void PrintLockFigures(ServerMetricsWatcher metrics, DateTimeOffset from, DateTimeOffset to)
+    {
+        foreach (var instrument in new[] { "shoal.state.lock.wait", "shoal.state.lock.held", "shoal.store.commit.duration" })
+        {
+            var byOp = metrics.Between(instrument, from, to.AddSeconds(1.5)).Where(x => x.Count > 0).GroupBy(x => x.Tags).OrderByDescending(g => g.Sum(x => x.Count));
+            foreach (var g in byOp.Take(6))
+            {
+                var p50s = g.Select(x => x.P50).Order().ToArray();
+                Console.WriteLine(Fmt($"  {instrument} {g.Key}: {g.Sum(x => x.Count)} times, p50 {p50s[p50s.Length / 2]:F2} ms, p99 {g.Max(x => x.P99):F2} ms"));
+            }
         }
     }
 

@@ -15,12 +15,15 @@ public sealed class MeteredShoalStore(IShoalStore inner) : DelegatingShoalStore(
     private static readonly Meter s_meter = new(MeterName);
     private static readonly Counter<long> s_commits = s_meter.CreateCounter<long>("shoal.store.commits", "{transaction}", "Store transactions that write, by operation");
     private static readonly Counter<long> s_rows = s_meter.CreateCounter<long>("shoal.store.rows", "{row}", "Rows written (upserted, deleted or appended) by state commits");
+    private static readonly Histogram<double> s_commitDuration = s_meter.CreateHistogram<double>("shoal.store.commit.duration", "ms", "Time one state commit takes (a transaction that writes)");
 
     public override async Task CommitAsync(StoreChanges changes, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(changes);
+        var start = System.Diagnostics.Stopwatch.GetTimestamp();
         await Inner.CommitAsync(changes, cancellationToken);
         if (changes.IsEmpty) return;
+        if (s_commitDuration.Enabled) s_commitDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         Count("commit");
         s_rows.Add(changes.UpsertClusters.Count + changes.DeleteClusters.Count + changes.UpsertReplicas.Count + changes.DeleteReplicas.Count
             + changes.UpsertNodes.Count + changes.DeleteNodes.Count + changes.AppendEvents.Count);

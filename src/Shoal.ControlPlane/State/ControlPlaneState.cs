@@ -21,7 +21,7 @@ public sealed partial class ControlPlaneState : IDisposable
     private readonly TimeProvider _time;
     private readonly ServerOptions _options;
     private readonly ILogger<ControlPlaneState> _logger;
-    private readonly SemaphoreSlim _gate = new(1, 1);
+    private readonly StateGate _gate = new();
     private readonly NodeAddressPolicy _addressPolicy;
     private readonly ReconcilerOptions _reconcilerOptions;
 

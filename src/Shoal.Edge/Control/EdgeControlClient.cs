@@ -232,8 +232,8 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
             switch (parsed)
             {
                 case RoutesMessage routes:
-                    _routes.Update(routes.Table);
                     TablesReceived++;
+                    _routes.Update(routes.Table);
                     haveTable = true;
                     awaitingResync = false;
                     _firstTable.TrySetResult();
@@ -257,8 +257,9 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
                     }
                     if (next is not null)
                     {
-                        _routes.Update(next);
+                        // Counted first: whoever sees the new table sees the count that includes it.
                         DeltasReceived++;
+                        _routes.Update(next);
                     }
                     else
                     {

@@ -67,15 +67,16 @@ public sealed class GatewayOpenAiTests : IAsyncLifetime
             await agent!.SendAsync(WireAgent.Hello("node-g", ("rtx-4090", 2)));
             await agent.ReceiveAsync<WelcomeMessage>();
             await agent.ReceiveAsync<AssignmentsMessage>();
-            foreach (var (name, project, model) in new[] { ("llama", "alpha", "llama-3.1-8b"), ("mistral", "beta", "mistral-7b") })
+            // "llama" declares its model; "mistral" (another project) takes what its replica lists on /v1/models.
+            foreach (var (name, project, declared) in new[] { ("llama", "alpha", (string[]?)["llama-3.1-8b"]), ("mistral", "beta", null) })
             {
                 var created = await api.PostAsJsonAsync("/v1/clusters",
-                    new CreateClusterRequest { Name = name, Project = project, Image = "shoal/sim", Gpu = "rtx-4090", Models = [model] },
+                    new CreateClusterRequest { Name = name, Project = project, Image = "shoal/sim", Gpu = "rtx-4090", Models = declared },
                     ShoalJsonContext.Default.CreateClusterRequest);
                 created.EnsureSuccessStatusCode();
                 var dto = (await created.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ClusterDto))!;
-                Assert.Equal([model], dto.Models);
-                Assert.True(dto.ModelsDeclared);
+                Assert.Equal(declared ?? [], dto.Models);
+                Assert.Equal(declared is not null, dto.ModelsDeclared);
             }
             AssignmentsMessage assigned;
             do
@@ -87,7 +88,11 @@ public sealed class GatewayOpenAiTests : IAsyncLifetime
             await agent.SendAsync(new HeartbeatMessage
             {
                 AppliedRevision = assigned.Revision,
-                Replicas = [.. assigned.Replicas.Select(r => new ReplicaReport { ReplicaId = r.ReplicaId, State = ReplicaState.Ready, Healthy = true, HostPort = simPort })],
+                Replicas = [.. assigned.Replicas.Select(r => new ReplicaReport
+                {
+                    ReplicaId = r.ReplicaId, State = ReplicaState.Ready, Healthy = true, HostPort = simPort,
+                    Models = r.Cluster == "mistral" ? ["mistral-7b"] : null,
+                })],
             });
 
             var options = new OpenAIClientOptions { Endpoint = new Uri(edge.Address, "/v1") };
@@ -121,6 +126,15 @@ public sealed class GatewayOpenAiTests : IAsyncLifetime
                 Assert.Equal(404, refused.Status);
                 Assert.Contains("model_not_found", refused.Message, StringComparison.Ordinal);
             }
+
+            // The replica-listed model: the cluster's models, and the beta key's list.
+            var mistral = (await api.GetFromJsonAsync("/v1/clusters/mistral", ShoalJsonContext.Default.ClusterDto))!;
+            Assert.Equal(["mistral-7b"], mistral.Models);
+            Assert.False(mistral.ModelsDeclared);
+            var betaKey = await ApiKeys.CreateAsync(api, ApiKeyRoles.Endpoint, "beta", "other-app");
+            var betaModels = await Eventually.GetAsync(async () => (await new OpenAIClient(new ApiKeyCredential(betaKey), options).GetOpenAIModelClient().GetModelsAsync()).Value.Select(m => m.Id).ToArray(),
+                ids => ids.Length > 0, what: "the edge lists the beta key's models");
+            Assert.Equal(["mistral-7b"], betaModels);
 
             // A stream that did not ask for usage: the edge asked, and the client does not see that chunk.
             using var raw = new HttpClient { BaseAddress = edge.Address }.WithKey(alphaKey);

@@ -57,6 +57,8 @@ public sealed record CreateClusterRequest
     public AutoscaleRequest? Autoscale { get; init; }
     /// <summary>Most requests the edge holds while no replica is ready, 0..100000 (default 1000); beyond: 503 with <c>Retry-After</c>.</summary>
     public int? MaxHeld { get; init; }
+    /// <summary>Model names the cluster serves on the gateway's <c>/v1</c> facade; null or empty: what its replicas list on <c>/v1/models</c>.</summary>
+    public string[]? Models { get; init; }
 }
 
 /// <summary>
@@ -175,6 +177,8 @@ public sealed record UpdateClusterRequest
     /// <summary>Autoscaling settings to change (only the fields given), or <c>off: true</c> to turn it off.</summary>
     public AutoscaleRequest? Autoscale { get; init; }
     public int? MaxHeld { get; init; }
+    /// <summary>Model names for the <c>/v1</c> facade, replacing the current ones; an empty array goes back to what the replicas list.</summary>
+    public string[]? Models { get; init; }
 }
 
 /// <summary>The <c>state</c> of a <see cref="RolloutDto"/>.</summary>
@@ -237,6 +241,10 @@ public sealed record ClusterDto
     public int ProgressDeadlineSeconds { get; init; }
     /// <summary>Most requests the edge holds while no replica is ready.</summary>
     public int MaxHeld { get; init; } = BalancingPolicy.DefaultMaxHeld;
+    /// <summary>Model names the cluster serves on the gateway's <c>/v1</c> facade: those declared, else what its ready replicas list.</summary>
+    public string[] Models { get; init; } = [];
+    /// <summary>True when <see cref="Models"/> was declared (<c>shoal deploy --model</c>); false when it comes from the replicas.</summary>
+    public bool ModelsDeclared { get; init; }
     /// <summary>Autoscaling settings and the last decision; null when the replica count is fixed.</summary>
     public AutoscaleDto? Autoscale { get; init; }
     /// <summary>Cold starts of recent replicas in four parts; null when none is known yet.</summary>

@@ -192,6 +192,11 @@ public sealed record ReplicaReport
     public double? PullProgress { get; init; }
     /// <summary>The exact image the replica runs (repo digest, or image id for a local image).</summary>
     public string? ImageDigest { get; init; }
+    /// <summary>
+    /// Model ids the replica lists on <c>/v1/models</c>, read once after it became ready (the gateway's
+    /// model routing for clusters that declare none); null while unknown or when it lists none.
+    /// </summary>
+    public string[]? Models { get; init; }
 }
 
 /// <summary>Load read from the replica's Prometheus metrics (vLLM names).</summary>

@@ -198,7 +198,7 @@ public sealed partial class EdgeProxy
             await WriteTooLargeAsync(context);
             return;
         }
-        if (bodyRead) _gateway.InspectBody(call, ref body);
+        if (bodyRead) InspectBody(request, call, ref body);
         using var _ = body;
         if (!await _gateway.AdmitAsync(context, call)) return;
         request.Path = forwardPath;
@@ -260,7 +260,7 @@ public sealed partial class EdgeProxy
             {
                 var (accepted, read, canReplay) = await ReadBodyAsync(context);
                 if (!accepted) return;
-                _gateway.InspectBody(call, ref read);
+                InspectBody(request, call, ref read);
                 if (read is not null) context.Response.RegisterForDispose(read);
                 (body, replayable, bodyRead) = (read, canReplay, true);
                 // The upload may have taken a while: pick again from what holds now.
@@ -402,6 +402,14 @@ public sealed partial class EdgeProxy
             tried ??= new EdgeReplica?[_options.MaxAttempts];
             tried[attempts - 1] = replica;
         }
+    }
+
+    /// <summary>The gateway reads the body's figures; a body it rewrote (a stream asked for its usage) goes with its new length.</summary>
+    private void InspectBody(HttpRequest request, GatewayCall call, ref BufferedBody? body)
+    {
+        var before = body;
+        _gateway.InspectBody(call, ref body);
+        if (!ReferenceEquals(before, body) && body is not null && request.ContentLength is not null) request.ContentLength = body.Length;
     }
 
     /// <summary>
@@ -682,6 +690,13 @@ public sealed partial class EdgeProxy
             Call.FirstByte = FirstByte;
             _proxy._gateway.OnResponse(httpContext, Call, proxyResponse);
             return copy;
+        }
+
+        public override async ValueTask TransformResponseTrailersAsync(HttpContext httpContext, HttpResponseMessage proxyResponse, CancellationToken cancellationToken)
+        {
+            // The answer's body was passed on whole: what the usage tap held back goes out before it ends.
+            await _proxy._gateway.OnResponseEndAsync(Call, cancellationToken);
+            await base.TransformResponseTrailersAsync(httpContext, proxyResponse, cancellationToken);
         }
     }
 

@@ -15,6 +15,9 @@ internal sealed class BufferedBody : IDisposable
 
     public int Length { get; }
 
+    /// <summary>The body's bytes (until disposed).</summary>
+    public ReadOnlySpan<byte> Span => (_buffer ?? throw new ObjectDisposedException(nameof(BufferedBody))).AsSpan(0, Length);
+
     /// <summary>A fresh read-only stream over the body, for one attempt.</summary>
     public Stream Open() => new MemoryStream(_buffer ?? throw new ObjectDisposedException(nameof(BufferedBody)), 0, Length, writable: false);
 

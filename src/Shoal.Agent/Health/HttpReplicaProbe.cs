@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json;
 using Shoal.Contracts;
 
 namespace Shoal.Agent.Health;
@@ -57,6 +58,38 @@ public sealed class HttpReplicaProbe(HttpClient http, TimeProvider timeProvider)
             return null;
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Most model ids taken from a replica's list (as many as a cluster may declare).</summary>
+    public const int MaxModels = 64;
+
+    public async Task<string[]?> ListModelsAsync(int port, TimeSpan timeout, CancellationToken ct)
+    {
+        using var timeoutCts = new CancellationTokenSource(timeout, timeProvider);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, timeoutCts.Token);
+        try
+        {
+            using var response = await http.GetAsync(Url(port, "/v1/models"), HttpCompletionOption.ResponseHeadersRead, linked.Token);
+            if (!response.IsSuccessStatusCode) return null;
+            await using var body = await response.Content.ReadAsStreamAsync(linked.Token);
+            using var doc = await JsonDocument.ParseAsync(body, cancellationToken: linked.Token);
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("data", out var data) || data.ValueKind != JsonValueKind.Array) return null;
+            var ids = new SortedSet<string>(StringComparer.Ordinal);
+            foreach (var model in data.EnumerateArray())
+            {
+                if (model.ValueKind == JsonValueKind.Object && model.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.String
+                    && id.GetString() is { Length: > 0 and <= 256 } name && !name.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+                {
+                    ids.Add(name);
+                    if (ids.Count == MaxModels) break;
+                }
+            }
+            return ids.Count == 0 ? null : [.. ids];
+        }
+        catch (Exception e) when (e is HttpRequestException or JsonException || (e is OperationCanceledException && !ct.IsCancellationRequested))
         {
             return null;
         }

@@ -10,4 +10,7 @@ public interface IReplicaProbe
 
     /// <summary>Load from <c>/metrics</c>, or null when the replica does not publish it.</summary>
     Task<ReplicaLoad?> ScrapeLoadAsync(int port, TimeSpan timeout, CancellationToken ct);
+
+    /// <summary>Model ids from <c>/v1/models</c> (OpenAI's list), or null when the replica does not answer one.</summary>
+    Task<string[]?> ListModelsAsync(int port, TimeSpan timeout, CancellationToken ct) => Task.FromResult<string[]?>(null);
 }

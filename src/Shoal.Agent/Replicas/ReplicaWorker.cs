@@ -301,6 +301,8 @@ internal sealed partial class ReplicaWorker
         var successes = 0;
         var failures = 0;
         DateTimeOffset? unhealthySince = null;
+        // The replica's model list is read once it is ready (a few tries: it may not serve it at once).
+        var modelTries = 0;
         var interval = TimeSpan.FromMilliseconds(Math.Max(10, spec.IntervalMs));
         var timeout = TimeSpan.FromMilliseconds(Math.Max(1, spec.TimeoutMs));
         if (spec.InitialDelayMs > 0)
@@ -365,12 +367,24 @@ internal sealed partial class ReplicaWorker
                         _report = _report with { Load = load };
                     }
                 }
+                if (state == ReplicaState.Ready && modelTries < MaxModelTries)
+                {
+                    modelTries++;
+                    if (await _probe.ListModelsAsync(port, timeout, ct) is { } models)
+                    {
+                        modelTries = MaxModelTries;
+                        Update(r => r with { Models = models });
+                    }
+                }
             }
             await Task.Delay(state == ReplicaState.Starting ? _options.StartingProbeInterval : interval, _time, ct);
         }
     }
 
-    // Applies a change; state, health, port or restarts changing is worth an immediate heartbeat.
+    /// <summary>Reads of a ready replica's <c>/v1/models</c> before giving up on it (a replica that serves none).</summary>
+    private const int MaxModelTries = 3;
+
+    // Applies a change; state, health, port, restarts or models changing is worth an immediate heartbeat.
     private void Update(Func<ReplicaReport, ReplicaReport> change)
     {
         bool notify;
@@ -381,7 +395,7 @@ internal sealed partial class ReplicaWorker
             after = change(before);
             _report = after;
             notify = before.State != after.State || before.Healthy != after.Healthy
-                || before.HostPort != after.HostPort || before.Restarts != after.Restarts;
+                || before.HostPort != after.HostPort || before.Restarts != after.Restarts || !ReferenceEquals(before.Models, after.Models);
         }
         if (notify)
         {

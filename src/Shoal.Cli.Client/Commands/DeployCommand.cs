@@ -42,6 +42,12 @@ public sealed class DeployCommand : ApiCommand
         Arity = ArgumentArity.ZeroOrMore,
     };
 
+    private static readonly Option<string[]> s_modelOption = new("--model")
+    {
+        Description = "Model name the cluster serves on the edge's /v1 facade (routed by the request's \"model\"); repeat for more (default: what its replicas list on /v1/models)",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+
     private static readonly Option<string?> s_healthPathOption = CreateHealthPathOption();
 
     private static readonly Option<string?> s_routingOption = CreateRoutingOption();
@@ -111,6 +117,7 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_envOption);
         Options.Add(s_secretEnvOption);
         Options.Add(s_argOption);
+        Options.Add(s_modelOption);
         Options.Add(s_healthPathOption);
         Options.Add(s_routingOption);
         Options.Add(s_projectOption);
@@ -179,6 +186,7 @@ public sealed class DeployCommand : ApiCommand
             QueueTimeoutSeconds = result.GetValue(s_queueTimeoutOption) is { } queueTimeout ? (int)Math.Ceiling(queueTimeout.TotalSeconds) : null,
             Autoscale = s_autoscale.Read(result),
             MaxHeld = result.GetValue(s_autoscale.MaxHeld),
+            Models = result.GetValue(s_modelOption) is { Length: > 0 } models ? models : null,
         };
 
         var cluster = await client.CreateClusterAsync(request, ct);

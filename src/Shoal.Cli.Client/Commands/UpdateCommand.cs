@@ -31,6 +31,12 @@ public sealed class UpdateCommand : ApiCommand
         Arity = ArgumentArity.ZeroOrMore,
     };
 
+    private static readonly Option<string[]> s_modelOption = new("--model")
+    {
+        Description = "Model name the cluster serves on the edge's /v1 facade, replacing the current ones; repeat for more; --model \"\" goes back to what the replicas list",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+
     private static readonly Option<int?> s_replicasOption = CommonOptions.CreateIntOption("--replicas", "New number of replicas", 0);
 
     private static readonly Option<string?> s_healthPathOption = DeployCommand.CreateHealthPathOption();
@@ -73,6 +79,7 @@ public sealed class UpdateCommand : ApiCommand
         Options.Add(s_secretEnvOption);
         Options.Add(s_unsetEnvOption);
         Options.Add(s_argOption);
+        Options.Add(s_modelOption);
         Options.Add(s_replicasOption);
         Options.Add(s_healthPathOption);
         Options.Add(s_healthIntervalOption);
@@ -129,10 +136,11 @@ public sealed class UpdateCommand : ApiCommand
             Public = result.GetValue(s_publicOption),
             Autoscale = s_autoscale.Read(result),
             MaxHeld = result.GetValue(s_autoscale.MaxHeld),
+            Models = result.GetValue(s_modelOption) is { Length: > 0 } models ? [.. models.Where(m => m.Length > 0)] : null,
         };
         if (request == new UpdateClusterRequest())
         {
-            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --first-byte-timeout, --progress-deadline, --public, an autoscaling option (--min, --max, …) or --max-held");
+            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --first-byte-timeout, --progress-deadline, --public, an autoscaling option (--min, --max, …), --max-held or --model");
             return ExitCodes.InvalidInput;
         }
 

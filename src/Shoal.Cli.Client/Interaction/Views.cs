@@ -77,6 +77,9 @@ public static class Views
         Row("port", Cell(c.Port.ToString(CultureInfo.InvariantCulture)));
         Row("health", Cell(c.Health.Path));
         Row("endpoint", Cell(c.Endpoint));
+        Row("models", Cell(c.Models.Length == 0
+            ? (c.ModelsDeclared ? "-" : "none reported yet (from its replicas' /v1/models)")
+            : string.Join(", ", c.Models) + (c.ModelsDeclared ? "" : " (from its replicas)")));
         return grid;
     }
 

@@ -34,6 +34,8 @@ internal static class Mapping
             DrainTimeoutSeconds = c.Spec.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = c.Spec.ProgressDeadlineSeconds,
             MaxHeld = c.Spec.MaxHeld,
+            Models = view.Models,
+            ModelsDeclared = c.Spec.Models is not null,
             Autoscale = c.Spec.Autoscale is { } autoscale ? AutoscaleOf(autoscale, view.Autoscale) : null,
             ColdStart = view.ColdStart,
             Rollout = new RolloutDto

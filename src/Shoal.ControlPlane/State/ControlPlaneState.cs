@@ -32,6 +32,8 @@ public sealed partial class ControlPlaneState : IDisposable
     // Read without the lock by heartbeats (liveness, loads); entries are added and removed under it.
     private readonly ConcurrentDictionary<string, NodeLiveness> _liveness = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, ReplicaLoad> _loads = new(StringComparer.Ordinal);
+    // Model ids replicas list on /v1/models (the route's models for clusters that declare none).
+    private readonly ConcurrentDictionary<string, string[]> _replicaModels = new(StringComparer.Ordinal);
     // When each replica's load was last reported: a drain ends on a report of no work taken after it began.
     private readonly ConcurrentDictionary<string, DateTimeOffset> _loadsAt = new(StringComparer.Ordinal);
     // Replicas draining: a heartbeat's load report of no work may end the drain.
@@ -347,6 +349,7 @@ public sealed partial class ControlPlaneState : IDisposable
         {
             Autoscale = cluster.Spec.Autoscale is null ? null : AutoscaleStatusLocked(cluster.Id),
             ColdStart = ColdStartLocked(cluster.Id),
+            Models = ModelsOf(cluster, replicas),
         };
     }
 
@@ -355,6 +358,7 @@ public sealed partial class ControlPlaneState : IDisposable
         // Its node's next heartbeat takes the lock: what the node owns has changed.
         if (_replicas.Remove(id, out var gone) && gone.NodeId is { } nodeId && _liveness.TryGetValue(nodeId, out var live)) live.Applied = null;
         _loads.TryRemove(id, out _);
+        _replicaModels.TryRemove(id, out _);
         _loadsAt.TryRemove(id, out _);
         _draining.TryRemove(id, out _);
         _restartTimes.Remove(id);
@@ -751,6 +755,11 @@ public sealed partial class ControlPlaneState : IDisposable
                 routes |= previous is null || previous.Waiting != load.Waiting;
                 reconcile |= replica.DrainingSince is not null && load.Running + load.Waiting <= 0;
             }
+            if (report.Models is { Length: > 0 } models && !(_replicaModels.TryGetValue(report.ReplicaId, out var known) && known.AsSpan().SequenceEqual(models)))
+            {
+                _replicaModels[report.ReplicaId] = models;
+                routes = true;
+            }
             if (updated != replica)
             {
                 RecordReplicaTransitionLocked(replica, updated, now);
@@ -1023,6 +1032,7 @@ public sealed partial class ControlPlaneState : IDisposable
                     QueueTimeoutMs = c.Spec.QueueTimeoutSeconds * 1000,
                     MaxHeld = c.Spec.MaxHeld,
                     FirstByteTimeoutMs = c.Spec.FirstByteTimeoutSeconds * 1000,
+                    Models = c.Spec.Models ?? ReportedModels(destinations.Select(d => d.ReplicaId)),
                     Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {ExitOutput.Strip(failure)}; update it to try again" : null,
                     Destinations = [.. destinations],
                 };
@@ -1043,6 +1053,21 @@ public sealed partial class ControlPlaneState : IDisposable
         }
     }
 
+    /// <summary>The union of the model ids the cluster's routed replicas list, sorted; null when none listed any.</summary>
+    private string[]? ReportedModels(IEnumerable<string> replicaIds)
+    {
+        SortedSet<string>? models = null;
+        foreach (var id in replicaIds)
+        {
+            if (_replicaModels.TryGetValue(id, out var listed)) (models ??= new(StringComparer.Ordinal)).UnionWith(listed);
+        }
+        return models is null ? null : [.. models];
+    }
+
+    /// <summary>The models a cluster serves on the <c>/v1</c> facade: declared, else what its routable replicas list.</summary>
+    private string[] ModelsOf(ClusterRecord cluster, IEnumerable<ReplicaView> replicas) =>
+        cluster.Spec.Models ?? ReportedModels(replicas.Where(r => r.Routable).Select(r => r.Replica.Id)) ?? [];
+
     private static string FormatHost(string address) =>
         address.Contains(':', StringComparison.Ordinal) && !address.StartsWith('[') ? $"[{address}]" : address;
 
@@ -1062,6 +1087,8 @@ public sealed record ClusterView(ClusterRecord Cluster, IReadOnlyList<ReplicaVie
     public AutoscaleStatus? Autoscale { get; init; }
     /// <summary>Cold starts of the cluster's recent replicas; null when none is known.</summary>
     public ColdStartDto? ColdStart { get; init; }
+    /// <summary>The models the cluster serves on the gateway's <c>/v1</c> facade: declared, else what its routable replicas list.</summary>
+    public string[] Models { get; init; } = [];
 }
 
 /// <summary>A replica with the node it is on and its last reported load.</summary>

@@ -82,5 +82,6 @@ internal sealed record AppliedHeartbeat(long AppliedRevision, string[] Images, R
         a.ReplicaId == b.ReplicaId && a.State == b.State && a.Reason == b.Reason && a.Healthy == b.Healthy
         && a.HostPort == b.HostPort && a.Restarts == b.Restarts && a.ExitCode == b.ExitCode
         && a.PulledAt == b.PulledAt && a.StartedAt == b.StartedAt && a.ReadyAt == b.ReadyAt
-        && a.PullProgress == b.PullProgress && a.ImageDigest == b.ImageDigest;
+        && a.PullProgress == b.PullProgress && a.ImageDigest == b.ImageDigest
+        && (a.Models ?? []).AsSpan().SequenceEqual(b.Models ?? []);
 }

@@ -39,6 +39,11 @@ public sealed record ClusterSpec
     /// <summary>Most requests the edge holds while the cluster has no ready replica (beyond: 503). Default 1000.</summary>
     public int MaxHeld { get; init; } = BalancingPolicy.DefaultMaxHeld;
     /// <summary>
+    /// Model names the cluster serves on the gateway's <c>/v1</c> facade (<c>shoal deploy --model</c>),
+    /// sorted; null: what its ready replicas list on <c>/v1/models</c>.
+    /// </summary>
+    public string[]? Models { get; init; }
+    /// <summary>
     /// Autoscaling settings; null: <see cref="Replicas"/> is fixed. When set, the autoscaler owns
     /// <see cref="Replicas"/> (kept within min..max) and a user's scale is refused.
     /// </summary>
@@ -81,6 +86,8 @@ public sealed record ClusterSpec
     public const int MinProgressDeadlineSeconds = 10;
     public const int MaxProgressDeadlineSeconds = 86_400;
     public const int MaxMaxHeld = 100_000;
+    public const int MaxModels = 64;
+    public const int MaxModelNameLength = 256;
     public const int MaxScaleDownWindowSeconds = 3600;
     public const int MaxScaleToZeroAfterSeconds = 86_400;
     public const double MaxTarget = 10_000;

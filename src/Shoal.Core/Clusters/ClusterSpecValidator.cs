@@ -111,6 +111,8 @@ public static partial class ClusterSpecValidator
             errors.Add($"maxHeld must be between 0 and {ClusterSpec.MaxMaxHeld}, got {maxHeld}");
         }
 
+        var models = ValidateModels(request.Models, errors);
+
         var port = request.Port ?? ClusterSpec.DefaultPort;
         if (port is < 1 or > 65535)
         {
@@ -230,7 +232,27 @@ public static partial class ClusterSpecValidator
             ProgressDeadlineSeconds = progressDeadline,
             MaxHeld = maxHeld,
             Autoscale = autoscale,
+            Models = models,
         }, errors);
+    }
+
+    /// <summary>Model names: 1..256 printable characters without spaces, at most 64, duplicates dropped, sorted; null when none is given.</summary>
+    private static string[]? ValidateModels(string[]? given, List<string> errors)
+    {
+        if (given is null || given.Length == 0) return null;
+        if (given.Length > ClusterSpec.MaxModels)
+        {
+            errors.Add($"at most {ClusterSpec.MaxModels} models, got {given.Length}");
+            return null;
+        }
+        foreach (var model in given)
+        {
+            if (string.IsNullOrEmpty(model) || model.Length > ClusterSpec.MaxModelNameLength || model.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+            {
+                errors.Add($"model name '{Truncate(model ?? "")}' is invalid: use 1 to {ClusterSpec.MaxModelNameLength} characters without spaces (e.g. meta-llama/Llama-3.1-8B-Instruct)");
+            }
+        }
+        return given.Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToArray();
     }
 
     /// <summary>
@@ -327,9 +349,9 @@ public static partial class ClusterSpecValidator
         if (update.Replicas is null && update.Image is null && update.Env is null && update.SecretEnv is null && update.UnsetEnv is null && update.Args is null
             && update.Port is null && update.Health is null && update.Routing is null && update.QueueTimeoutSeconds is null
             && update.FirstByteTimeoutSeconds is null && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null
-            && update.Autoscale is null && update.MaxHeld is null)
+            && update.Autoscale is null && update.MaxHeld is null && update.Models is null)
         {
-            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, firstByteTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds, public, autoscale or maxHeld");
+            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, firstByteTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds, public, autoscale, maxHeld or models");
             return new Validated<ClusterSpec>(null, errors);
         }
 
@@ -406,6 +428,7 @@ public static partial class ClusterSpecValidator
             ProgressDeadlineSeconds = update.ProgressDeadlineSeconds ?? current.ProgressDeadlineSeconds,
             Autoscale = autoscale,
             MaxHeld = update.MaxHeld ?? current.MaxHeld,
+            Models = update.Models ?? current.Models,
         }, processImages);
         errors.AddRange(merged.Errors);
         return errors.Count > 0 ? new Validated<ClusterSpec>(null, errors) : merged;

@@ -73,6 +73,8 @@ public sealed class GatewayCall
     public bool UsageReported { get; set; }
     /// <summary>The response was cut before its end.</summary>
     public bool Cut { get; set; }
+    /// <summary>The response's usage tap, when the answer has one.</summary>
+    internal OpenAiUsageTap? Tap { get; set; }
     /// <summary>Set by <see cref="GatewayPipeline.Complete"/>: the call is over (guards against completing twice).</summary>
     internal int Completed;
     /// <summary>Bit i: admission stage i admitted the call (and must complete it).</summary>

@@ -63,10 +63,19 @@ public sealed class GatewayPipeline
     internal void InspectBody(GatewayCall call, ref BufferedBody? body)
     {
         if (call.Inspected || call.Operation is OpenAiOperation.None or OpenAiOperation.Models) return;
+        if (body is null) return;
         call.Inspected = true;
-        // Issue 16 (facade/metering): parse model, stream, stream_options.include_usage, max_tokens and a
-        // prompt estimate; ask a stream for its usage when the client did not.
-        _ = body;
+        var figures = OpenAiRequestInspector.Inspect(body.Span, call.Operation);
+        call.Model = figures.Model;
+        call.Stream = figures.Stream;
+        call.ClientAskedUsage = figures.ClientAskedUsage;
+        call.PromptEstimate = figures.PromptEstimate;
+        call.MaxTokens = figures.MaxTokens;
+        if (figures.UsageSplice.IsNone) return;
+        // A stream whose client did not ask for usage: the gateway asks (and strips that chunk from the answer).
+        var rewritten = OpenAiRequestInspector.Apply(body.Span, figures.UsageSplice);
+        body.Dispose();
+        body = rewritten;
     }
 
     /// <summary>Runs the admission stages; false when one refused (the refusal is written, earlier stages' reservations released).</summary>
@@ -99,9 +108,25 @@ public sealed class GatewayPipeline
         {
             if ((call.AdmittedStages & (1 << i)) != 0) _stages[i].WriteHeaders(call, context.Response.Headers);
         }
-        // Issue 16 (metering): wrap context.Response.Body with the usage tap for OpenAI operations.
-        _ = response;
+        if (call.Operation is OpenAiOperation.None or OpenAiOperation.Models || response.StatusCode is < System.Net.HttpStatusCode.OK or >= System.Net.HttpStatusCode.Ambiguous
+            || response.Content.Headers.ContentEncoding.Count > 0)
+        {
+            return;
+        }
+        var mediaType = response.Content.Headers.ContentType?.MediaType;
+        var sse = string.Equals(mediaType, "text/event-stream", StringComparison.OrdinalIgnoreCase);
+        if (!sse && !string.Equals(mediaType, "application/json", StringComparison.OrdinalIgnoreCase)) return;
+        // The usage chunk the gateway asked for is left out; not from a body of declared length (it would no longer match).
+        var strip = sse && call.Inspected && call.Stream && !call.ClientAskedUsage && context.Response.ContentLength is null;
+        var tap = new OpenAiUsageTap(context.Response.Body, call, sse, strip);
+        call.Tap = tap;
+        context.Response.Body = tap;
+        context.Response.RegisterForDispose(tap);
     }
+
+    /// <summary>The replica's answer was passed on whole: the usage tap lets out what it held back.</summary>
+    public ValueTask OnResponseEndAsync(GatewayCall call, CancellationToken ct) =>
+        call.Tap is { } tap ? tap.FinishAsync(ct) : ValueTask.CompletedTask;
 
     /// <summary>The request ended (answered, refused, failed or abandoned): settles the stages and writes the ledger row. Once per call.</summary>
     public void Complete(HttpContext context, GatewayCall call)

@@ -50,7 +50,7 @@ public sealed class EdgeRouter : IDisposable
     private readonly ConcurrentDictionary<string, EdgeReplica> _replicas = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, ClusterState> _clusters = new(StringComparer.Ordinal);
     private readonly IDisposable _subscription;
-    private volatile Snapshot _snapshot = new(null, new Dictionary<string, ClusterView>(StringComparer.Ordinal));
+    private volatile Snapshot _snapshot = new(null, new Dictionary<string, ClusterView>(StringComparer.Ordinal), new Dictionary<string, ProjectModels>(StringComparer.Ordinal));
     private long _lastForgetCheck;
     // The table the last change was checked against, to see which replicas left it.
     private RouteTable _previous = RouteTable.Empty;
@@ -178,6 +178,38 @@ public sealed class EdgeRouter : IDisposable
         return snapshot.Clusters.GetValueOrDefault(cluster);
     }
 
+    /// <summary>
+    /// The cluster of <paramref name="project"/> that serves <paramref name="model"/> (the <c>/v1</c>
+    /// facade's routing), from an index built once per route table. Several clusters serving the
+    /// model: the first by name with a ready replica, else the first by name not failed (it holds
+    /// the request and wakes from zero), else the first by name.
+    /// </summary>
+    public ClusterView? FindModel(string project, string model)
+    {
+        var snapshot = Current();
+        if (!snapshot.Models.TryGetValue(project, out var models) || !models.Clusters.TryGetValue(model, out var names)) return null;
+        ClusterView? idle = null, failed = null;
+        foreach (var name in names)
+        {
+            if (!snapshot.Clusters.TryGetValue(name, out var view)) continue;
+            if (view.Route.Unavailable is not null) failed ??= view;
+            else if (view.Targets.Length > 0) return view;
+            else idle ??= view;
+        }
+        return idle ?? failed;
+    }
+
+    /// <summary>The model names <paramref name="project"/>'s clusters serve, sorted.</summary>
+    public IReadOnlyList<string> ModelsOf(string project) =>
+        Current().Models.TryGetValue(project, out var models) ? models.Names : [];
+
+    private Snapshot Current()
+    {
+        var table = _source.Current;
+        var snapshot = _snapshot;
+        return ReferenceEquals(snapshot.Table, table) ? snapshot : Rebuild(table);
+    }
+
     /// <summary>The live state of a replica (created on first use).</summary>
     public EdgeReplica Replica(string cluster, string replicaId, string? nodeId = null)
     {
@@ -202,12 +234,44 @@ public sealed class EdgeRouter : IDisposable
             }
             clusters[name] = new ClusterView(route, targets, Cluster(name));
         }
-        var snapshot = new Snapshot(table, clusters);
+        var snapshot = new Snapshot(table, clusters, IndexModels(table));
         _snapshot = snapshot;
         return snapshot;
     }
 
+    /// <summary>Project → model → the names of the clusters serving it (sorted), for <see cref="FindModel"/>.</summary>
+    private static Dictionary<string, ProjectModels> IndexModels(RouteTable table)
+    {
+        var byProject = new Dictionary<string, Dictionary<string, List<string>>>(StringComparer.Ordinal);
+        foreach (var (name, route) in table.Clusters)
+        {
+            if (route.Models is not { Length: > 0 } models) continue;
+            if (!byProject.TryGetValue(route.Project, out var index)) byProject[route.Project] = index = new(StringComparer.Ordinal);
+            foreach (var model in models)
+            {
+                if (!index.TryGetValue(model, out var clusters)) index[model] = clusters = [];
+                if (!clusters.Contains(name)) clusters.Add(name);
+            }
+        }
+        var result = new Dictionary<string, ProjectModels>(byProject.Count, StringComparer.Ordinal);
+        foreach (var (project, index) in byProject)
+        {
+            var clusters = new Dictionary<string, string[]>(index.Count, StringComparer.Ordinal);
+            foreach (var (model, names) in index)
+            {
+                names.Sort(StringComparer.Ordinal);
+                clusters[model] = [.. names];
+            }
+            var all = index.Keys.ToArray();
+            Array.Sort(all, StringComparer.Ordinal);
+            result[project] = new ProjectModels(clusters, all);
+        }
+        return result;
+    }
+
     public void Dispose() => _subscription.Dispose();
 
-    private sealed record Snapshot(RouteTable? Table, Dictionary<string, ClusterView> Clusters);
+    private sealed record ProjectModels(Dictionary<string, string[]> Clusters, string[] Names);
+
+    private sealed record Snapshot(RouteTable? Table, Dictionary<string, ClusterView> Clusters, Dictionary<string, ProjectModels> Models);
 }

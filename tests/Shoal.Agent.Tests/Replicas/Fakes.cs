@@ -72,6 +72,10 @@ internal sealed class FakeProbe : IReplicaProbe
     }
 
     public Task<ReplicaLoad?> ScrapeLoadAsync(int port, TimeSpan timeout, CancellationToken ct) => Task.FromResult(Load);
+
+    public string[]? Models { get; set; } = ["fake-model"];
+
+    public Task<string[]?> ListModelsAsync(int port, TimeSpan timeout, CancellationToken ct) => Task.FromResult(Models);
 }
 
 /// <summary>A runtime with a pull phase: pulls report progress, then succeed or fail as told.</summary>

@@ -43,6 +43,9 @@ public class ReplicaManagerTests : IAsyncLifetime
         Assert.Equal(report.StartedAt, report.ReadyAt);
         Assert.Equal(5, report.Load!.Waiting);
         Assert.Equal(1, _manager.AppliedRevision);
+        // The model list is read once the replica is ready, for the gateway's routing by model.
+        await Poll.UntilAsync(() => Report("r1")?.Models is not null, "models");
+        Assert.Equal(["fake-model"], Report("r1")!.Models!);
     }
 
     [Fact]

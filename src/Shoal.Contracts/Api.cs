@@ -57,6 +57,8 @@ public sealed record CreateClusterRequest
     public AutoscaleRequest? Autoscale { get; init; }
     /// <summary>Most requests the edge holds while no replica is ready, 0..100000 (default 1000); beyond: 503 with <c>Retry-After</c>.</summary>
     public int? MaxHeld { get; init; }
+    /// <summary>What the cluster charges (per 1M input/output tokens, per GPU-second; each 0..10000 USD); null: nothing.</summary>
+    public ClusterPrice? Price { get; init; }
 }
 
 /// <summary>
@@ -175,6 +177,8 @@ public sealed record UpdateClusterRequest
     /// <summary>Autoscaling settings to change (only the fields given), or <c>off: true</c> to turn it off.</summary>
     public AutoscaleRequest? Autoscale { get; init; }
     public int? MaxHeld { get; init; }
+    /// <summary>Price parts to set (each given part replaces the current one; 0 makes that part free); the parts not given are kept.</summary>
+    public ClusterPrice? Price { get; init; }
 }
 
 /// <summary>The <c>state</c> of a <see cref="RolloutDto"/>.</summary>
@@ -237,6 +241,8 @@ public sealed record ClusterDto
     public int ProgressDeadlineSeconds { get; init; }
     /// <summary>Most requests the edge holds while no replica is ready.</summary>
     public int MaxHeld { get; init; } = BalancingPolicy.DefaultMaxHeld;
+    /// <summary>What the cluster charges; null: nothing.</summary>
+    public ClusterPrice? Price { get; init; }
     /// <summary>Autoscaling settings and the last decision; null when the replica count is fixed.</summary>
     public AutoscaleDto? Autoscale { get; init; }
     /// <summary>Cold starts of recent replicas in four parts; null when none is known yet.</summary>

@@ -93,6 +93,8 @@ public sealed class DeployCommand : ApiCommand
 
     private static readonly AutoscaleOptions s_autoscale = new();
 
+    private static readonly PriceOptions s_price = new();
+
     /// <summary>The <c>--node-label</c> value that asks for no label even when the cluster has secrets.</summary>
     public const string NoNodeLabel = "none";
 
@@ -126,6 +128,7 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_nodeLabelOption);
         Options.Add(s_registryServerOption);
         s_autoscale.AddTo(this);
+        s_price.AddTo(this);
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
@@ -179,6 +182,7 @@ public sealed class DeployCommand : ApiCommand
             QueueTimeoutSeconds = result.GetValue(s_queueTimeoutOption) is { } queueTimeout ? (int)Math.Ceiling(queueTimeout.TotalSeconds) : null,
             Autoscale = s_autoscale.Read(result),
             MaxHeld = result.GetValue(s_autoscale.MaxHeld),
+            Price = s_price.Read(result),
         };
 
         var cluster = await client.CreateClusterAsync(request, ct);

@@ -64,6 +64,8 @@ public sealed class UpdateCommand : ApiCommand
 
     private static readonly AutoscaleOptions s_autoscale = new();
 
+    private static readonly PriceOptions s_price = new();
+
     public UpdateCommand(CliContext context)
         : base("update", "Change a cluster: a new image, env or args rolls out one replica at a time, and rolls back on failure", context, s_outputOption)
     {
@@ -84,6 +86,7 @@ public sealed class UpdateCommand : ApiCommand
         Options.Add(s_waitOption);
         Options.Add(s_timeoutOption);
         s_autoscale.AddTo(this);
+        s_price.AddTo(this);
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
@@ -129,10 +132,11 @@ public sealed class UpdateCommand : ApiCommand
             Public = result.GetValue(s_publicOption),
             Autoscale = s_autoscale.Read(result),
             MaxHeld = result.GetValue(s_autoscale.MaxHeld),
+            Price = s_price.Read(result),
         };
         if (request == new UpdateClusterRequest())
         {
-            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --first-byte-timeout, --progress-deadline, --public, an autoscaling option (--min, --max, …) or --max-held");
+            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --first-byte-timeout, --progress-deadline, --public, an autoscaling option (--min, --max, …), --max-held or a price (--price-input, --price-output, --price-gpu-second)");
             return ExitCodes.InvalidInput;
         }
 

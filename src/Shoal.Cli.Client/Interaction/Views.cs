@@ -76,6 +76,10 @@ public static class Views
         }
         Row("port", Cell(c.Port.ToString(CultureInfo.InvariantCulture)));
         Row("health", Cell(c.Health.Path));
+        if (c.Price is { } price)
+        {
+            Row("price", Cell(Formats.Price(price)));
+        }
         Row("endpoint", Cell(c.Endpoint));
         return grid;
     }

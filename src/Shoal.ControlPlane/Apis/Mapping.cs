@@ -34,6 +34,7 @@ internal static class Mapping
             DrainTimeoutSeconds = c.Spec.DrainTimeoutSeconds,
             ProgressDeadlineSeconds = c.Spec.ProgressDeadlineSeconds,
             MaxHeld = c.Spec.MaxHeld,
+            Price = c.Spec.Price,
             Autoscale = c.Spec.Autoscale is { } autoscale ? AutoscaleOf(autoscale, view.Autoscale) : null,
             ColdStart = view.ColdStart,
             Rollout = new RolloutDto

@@ -1023,6 +1023,7 @@ public sealed partial class ControlPlaneState : IDisposable
                     QueueTimeoutMs = c.Spec.QueueTimeoutSeconds * 1000,
                     MaxHeld = c.Spec.MaxHeld,
                     FirstByteTimeoutMs = c.Spec.FirstByteTimeoutSeconds * 1000,
+                    Price = c.Spec.Price, GpuCount = c.Spec.GpuCount,
                     Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {ExitOutput.Strip(failure)}; update it to try again" : null,
                     Destinations = [.. destinations],
                 };

@@ -74,6 +74,7 @@ internal static class Rollouts
             ProgressDeadlineSeconds = cluster.Spec.ProgressDeadlineSeconds,
             MaxHeld = cluster.Spec.MaxHeld,
             Autoscale = cluster.Spec.Autoscale,
+            Price = cluster.Spec.Price,
         };
         plan.Events.Add(Reconciler.Event(input, cluster.Id, now, ClusterEventTypes.RolledBack,
             $"rolled back to generation {rollout.StableGeneration} (as generation {generation}): {failure}"));

@@ -164,6 +164,17 @@ public abstract class BudgetStageContract : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Concurrent_admissions_reserve_no_more_than_the_budget_holds()
+    {
+        var stage = Stage();
+        var grant = GatewayCalls.Key(NewKeyId(), budget: Budget(0.02m));
+        // 200 at once, $0.003 each: exactly 6 fit in $0.02.
+        var results = await Task.WhenAll(Enumerable.Range(0, 200).Select(_ => Task.Run(async () => await stage.AdmitAsync(Call(grant), default))));
+        Assert.Equal(6, results.Count(r => r.Admitted));
+        Assert.All(results.Where(r => !r.Admitted), r => Assert.Equal(429, r.Status));
+    }
+
+    [Fact]
     public async Task A_budget_of_zero_refuses_even_free_requests()
     {
         var stage = Stage();

@@ -42,10 +42,10 @@ internal sealed partial class RedisBudgetCounters(GatewayRedis redis, ILogger lo
         return {1}
         """;
 
-    // KEYS: the scopes' counters. ARGV[1]: reserved, ARGV[2]: cost; then per scope: expire-at (a settle after expiry must not leave a key forever).
+    // KEYS: the scopes' counters. ARGV[1]: minus the reservation, ARGV[2]: cost; then per scope: expire-at (a settle after expiry must not leave a key forever).
     private const string SettleScript = """
         for i, key in ipairs(KEYS) do
-          local reserved = redis.call('HINCRBY', key, 'r', -tonumber(ARGV[1]))
+          local reserved = redis.call('HINCRBY', key, 'r', ARGV[1])
           if reserved < 0 then redis.call('HSET', key, 'r', 0) end
           redis.call('HINCRBY', key, 's', ARGV[2])
           if redis.call('TTL', key) < 0 then redis.call('EXPIREAT', key, ARGV[2 + i]) end
@@ -106,7 +106,7 @@ internal sealed partial class RedisBudgetCounters(GatewayRedis redis, ILogger lo
         if (db is null || !redis.IsConnected) return false;
         var keys = new RedisKey[scopes.Length];
         var args = new RedisValue[2 + scopes.Length];
-        args[0] = reservedNanos;
+        args[0] = -reservedNanos;
         args[1] = costNanos;
         for (var i = 0; i < scopes.Length; i++)
         {

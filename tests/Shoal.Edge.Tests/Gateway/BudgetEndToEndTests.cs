@@ -28,9 +28,13 @@ public sealed class BudgetEndToEndTests
     private static readonly TimeSpan s_reserved = TimeSpan.FromSeconds(1);
     private const int Clients = 50;
 
-    [Fact]
-    public async Task Fifty_clients_spend_no_more_than_the_budget_and_then_every_request_is_refused()
+    /// <param name="twoEdgesOneRedis">The clients split over two edges that count in one real redis-server (else one edge, counting itself).</param>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Fifty_clients_spend_no_more_than_the_budget_and_then_every_request_is_refused(bool twoEdgesOneRedis)
     {
+        await using var redis = twoEdgesOneRedis ? await RedisServer.StartAsync() : null;
         int atReplica = 0, mostAtReplica = 0;
         await using var replica = await TestReplica.StartAsync("r1", async ctx =>
         {
@@ -47,46 +51,69 @@ public sealed class BudgetEndToEndTests
             [Secrets.Hash(Key)] = new("alpha", null) { KeyId = "k1", Budget = new BudgetSpec { AmountUsd = BudgetUsd, Period = BudgetPeriods.Month } },
         });
         var ledger = new CollectingLedger();
-        await using var edge = await TestEdge.StartAsync(services: s =>
+        var edges = new List<TestEdge>();
+        var clients = new List<HttpClient>();
+        try
         {
-            s.AddSingleton<IEndpointKeySource>(keys);
-            s.AddSingleton<IUsageLedger>(ledger);
-            s.AddSingleton(new BudgetOptions { ReservedDuration = s_reserved });
-        });
-        edge.Routes.Update(new RouteTable
-        {
-            Version = 1,
-            Clusters = new Dictionary<string, ClusterRoute>(StringComparer.Ordinal)
+            for (var e = 0; e < (twoEdgesOneRedis ? 2 : 1); e++)
             {
-                ["chat"] = TestEdge.Route("chat", [replica.Route]) with
+                var edge = await TestEdge.StartAsync(new EdgeOptions { Redis = redis?.Configuration }, services: s =>
                 {
-                    Public = false,
-                    Project = "alpha",
-                    GpuCount = 1,
-                    Price = new ClusterPrice { PerGpuSecond = PricePerGpuSecond },
-                },
-            },
-        });
+                    s.AddSingleton<IEndpointKeySource>(keys);
+                    s.AddSingleton<IUsageLedger>(ledger);
+                    s.AddSingleton(new BudgetOptions { ReservedDuration = s_reserved });
+                });
+                edges.Add(edge);
+                edge.Routes.Update(new RouteTable
+                {
+                    Version = 1,
+                    Clusters = new Dictionary<string, ClusterRoute>(StringComparer.Ordinal)
+                    {
+                        ["chat"] = TestEdge.Route("chat", [replica.Route]) with
+                        {
+                            Public = false,
+                            Project = "alpha",
+                            GpuCount = 1,
+                            Price = new ClusterPrice { PerGpuSecond = PricePerGpuSecond },
+                        },
+                    },
+                });
+                var client = edge.Client();
+                client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Key);
+                clients.Add(client);
+            }
+            await RunAsync(clients, edges, () => Volatile.Read(ref mostAtReplica), () => replica.Hits, ledger);
+        }
+        finally
+        {
+            foreach (var client in clients) client.Dispose();
+            foreach (var edge in edges) await edge.DisposeAsync();
+        }
+    }
 
-        using var client = edge.Client();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Key);
+    private static async Task RunAsync(List<HttpClient> clients, List<TestEdge> edges, Func<int> mostAtReplica, Func<int> replicaHits, CollectingLedger ledger)
+    {
         var refusals = new ConcurrentBag<string>();
         var unexpected = new ConcurrentBag<string>();
         using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var sent = 0;
+        // The edge writes a request's ledger row (and counts its series) just after its response: wait for all of them.
+        Task AllRowsAsync() => Eventually.UntilAsync(() => ledger.Rows.Count == Volatile.Read(ref sent), what: "a ledger row per request");
 
-        async Task<(HttpStatusCode Status, string Body, TimeSpan? RetryAfter)> SendAsync()
+        async Task<(HttpStatusCode Status, string Body, TimeSpan? RetryAfter)> SendAsync(HttpClient client)
         {
+            Interlocked.Increment(ref sent);
             using var content = new StringContent("""{"model":"m","messages":[{"role":"user","content":"hi"}]}""", Encoding.UTF8, "application/json");
             using var response = await client.PostAsync("/c/chat/v1/chat/completions", content, deadline.Token);
             return (response.StatusCode, await response.Content.ReadAsStringAsync(deadline.Token), response.Headers.RetryAfter?.Delta);
         }
 
         // Each client sends until it is told the budget is used up (a refusal that says to wait for the next period).
-        async Task ClientAsync()
+        async Task ClientAsync(HttpClient client)
         {
-            for (var sent = 0; sent < 400; sent++)
+            for (var tries = 0; tries < 400; tries++)
             {
-                var (status, body, retryAfter) = await SendAsync();
+                var (status, body, retryAfter) = await SendAsync(client);
                 if (status == HttpStatusCode.OK) continue;
                 if (status != HttpStatusCode.TooManyRequests)
                 {
@@ -99,8 +126,9 @@ public sealed class BudgetEndToEndTests
             }
             unexpected.Add("a client never saw the budget used up");
         }
-        await Task.WhenAll(Enumerable.Range(0, Clients).Select(_ => Task.Run(ClientAsync)));
+        await Task.WhenAll(Enumerable.Range(0, Clients).Select(i => Task.Run(() => ClientAsync(clients[i % clients.Count]))));
         Assert.Empty(unexpected);
+        await AllRowsAsync();
 
         // Spend is what the admitted requests cost, as the ledger has it.
         var rows = ledger.Rows.ToArray();
@@ -120,12 +148,12 @@ public sealed class BudgetEndToEndTests
         // Yet the budget was used up: less than one reservation left, or no client would have been told to wait for the next period.
         Assert.True(spent > BudgetUsd - reservation, $"spent only ${spent} of ${BudgetUsd}");
         // A request is at the replica only while its reservation is held: no more at once than reservations fit.
-        Assert.InRange(Volatile.Read(ref mostAtReplica), 1, (int)(BudgetUsd / reservation));
+        Assert.InRange(mostAtReplica(), 1, (int)(BudgetUsd / reservation));
 
         // Now every request is refused, with OpenAI's error and a clear reason.
         for (var i = 0; i < 10; i++)
         {
-            var (status, body, retryAfter) = await SendAsync();
+            var (status, body, retryAfter) = await SendAsync(clients[i % clients.Count]);
             Assert.Equal(HttpStatusCode.TooManyRequests, status);
             Assert.True(retryAfter > TimeSpan.FromSeconds(1), $"Retry-After {retryAfter} should point at the next period");
             using var json = JsonDocument.Parse(body);
@@ -137,16 +165,19 @@ public sealed class BudgetEndToEndTests
             Assert.Contains("of its $0.01 budget for the month", message, StringComparison.Ordinal);
             Assert.Contains("resets at", message, StringComparison.Ordinal);
         }
-        Assert.Equal(admitted.Length, replica.Hits);
+        Assert.Equal(admitted.Length, replicaHits());
 
-        var metrics = await edge.MetricsAsync();
-        Assert.Contains(string.Create(CultureInfo.InvariantCulture, $"shoal_gateway_requests_total{{project=\"alpha\",key=\"k1\"}} {rows.Length + 10}"), metrics, StringComparison.Ordinal);
-        Assert.Contains(string.Create(CultureInfo.InvariantCulture, $"shoal_gateway_budget_refused_total{{project=\"alpha\",key=\"k1\",reason=\"exceeded\"}} {refusals.Count + 10}"), metrics, StringComparison.Ordinal);
-        Assert.Contains("shoal_gateway_budget_refused_total{project=\"alpha\",key=\"k1\",reason=\"unavailable\"} 0", metrics, StringComparison.Ordinal);
-        Assert.Contains("shoal_gateway_limited_total{project=\"alpha\",key=\"k1\"} 0", metrics, StringComparison.Ordinal);
-        Assert.Contains("shoal_gateway_tokens_total{project=\"alpha\",key=\"k1\",kind=\"prompt\"}", metrics, StringComparison.Ordinal);
-        var costLine = metrics.Split('\n').Single(l => l.StartsWith("shoal_gateway_cost_usd_total{project=\"alpha\",key=\"k1\"}", StringComparison.Ordinal));
-        Assert.Equal((double)spent, double.Parse(costLine[(costLine.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture), 1e-6);
+        // The series, added up over the edges.
+        await AllRowsAsync();
+        var pages = await Task.WhenAll(edges.Select(e => e.MetricsAsync()));
+        double Sum(string series) => pages.Sum(page => page.Split('\n').Where(l => l.StartsWith(series + " ", StringComparison.Ordinal))
+            .Select(l => double.Parse(l[(l.LastIndexOf(' ') + 1)..], CultureInfo.InvariantCulture)).Single());
+        Assert.Equal(rows.Length + 10, Sum("shoal_gateway_requests_total{project=\"alpha\",key=\"k1\"}"));
+        Assert.Equal(refusals.Count + 10, Sum("shoal_gateway_budget_refused_total{project=\"alpha\",key=\"k1\",reason=\"exceeded\"}"));
+        Assert.Equal(0, Sum("shoal_gateway_budget_refused_total{project=\"alpha\",key=\"k1\",reason=\"unavailable\"}"));
+        Assert.Equal(0, Sum("shoal_gateway_limited_total{project=\"alpha\",key=\"k1\"}"));
+        Assert.Equal(ledger.Rows.Sum(r => r.PromptTokens), Sum("shoal_gateway_tokens_total{project=\"alpha\",key=\"k1\",kind=\"prompt\"}"));
+        Assert.Equal((double)spent, Sum("shoal_gateway_cost_usd_total{project=\"alpha\",key=\"k1\"}"), 1e-6);
     }
 
     private static void InterlockedMax(ref int location, int value)

@@ -59,6 +59,8 @@ public sealed record CreateClusterRequest
     public int? MaxHeld { get; init; }
     /// <summary>Model names the cluster serves on the gateway's <c>/v1</c> facade; null or empty: what its replicas list on <c>/v1/models</c>.</summary>
     public string[]? Models { get; init; }
+    /// <summary>What the cluster charges (per 1M input/output tokens, per GPU-second; each 0..10000 USD); null: nothing.</summary>
+    public ClusterPrice? Price { get; init; }
 }
 
 /// <summary>
@@ -179,6 +181,8 @@ public sealed record UpdateClusterRequest
     public int? MaxHeld { get; init; }
     /// <summary>Model names for the <c>/v1</c> facade, replacing the current ones; an empty array goes back to what the replicas list.</summary>
     public string[]? Models { get; init; }
+    /// <summary>Price parts to set (each given part replaces the current one; 0 makes that part free); the parts not given are kept.</summary>
+    public ClusterPrice? Price { get; init; }
 }
 
 /// <summary>The <c>state</c> of a <see cref="RolloutDto"/>.</summary>
@@ -245,6 +249,8 @@ public sealed record ClusterDto
     public string[] Models { get; init; } = [];
     /// <summary>True when <see cref="Models"/> was declared (<c>shoal deploy --model</c>); false when it comes from the replicas.</summary>
     public bool ModelsDeclared { get; init; }
+    /// <summary>What the cluster charges; null: nothing.</summary>
+    public ClusterPrice? Price { get; init; }
     /// <summary>Autoscaling settings and the last decision; null when the replica count is fixed.</summary>
     public AutoscaleDto? Autoscale { get; init; }
     /// <summary>Cold starts of recent replicas in four parts; null when none is known yet.</summary>

@@ -59,6 +59,8 @@ public sealed record ClusterRoute
     public string[]? Models { get; init; }
     /// <summary>What the cluster charges (for budgets and the ledger's cost); null: nothing.</summary>
     public ClusterPrice? Price { get; init; }
+    /// <summary>GPUs per replica: a request's GPU-seconds are its duration times this (for <see cref="ClusterPrice.PerGpuSecond"/>).</summary>
+    public int GpuCount { get; init; } = 1;
     public RouteDestination[] Destinations { get; init; } = [];
 }
 

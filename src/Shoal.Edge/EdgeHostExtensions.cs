@@ -36,6 +36,11 @@ public static class EdgeHostExtensions
         services.AddSingleton<Gateway.GatewayRedis>();
         services.TryAddSingleton<Gateway.IProjectGrantSource, Gateway.ProjectGrantHolder>();
         services.TryAddSingleton<Gateway.IUsageLedger, Gateway.NullUsageLedger>();
+        services.TryAddSingleton<Gateway.BudgetOptions>();
+        // After the limits stage: a request refused for its rate reserves nothing against budgets.
+        services.AddSingleton<Gateway.IGatewayAdmission, Gateway.BudgetStage>();
+        services.AddSingleton<Gateway.GatewayMetrics>();
+        services.AddSingleton<IMetricsSource>(static sp => sp.GetRequiredService<Gateway.GatewayMetrics>());
         services.AddSingleton<Gateway.GatewayPipeline>();
         services.AddSingleton<EdgeProxy>();
         return services;

@@ -655,7 +655,7 @@ public sealed partial class EdgeProxy
         {
             Target = target;
             MayRetry = mayRetry;
-            Call.Attempts++;
+            if (Call.Attempts++ == 0) Call.Sent = _proxy._time.GetTimestamp();
             Call.ReplicaId = target.Destination.ReplicaId;
             Call.NodeId = target.Destination.NodeId;
             Refused = 0;

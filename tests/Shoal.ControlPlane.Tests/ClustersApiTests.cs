@@ -73,6 +73,22 @@ public sealed class ClustersApiTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_price_is_shown_and_a_bad_one_is_400_with_every_problem()
+    {
+        var price = new ClusterPrice { InputPerMillion = 0.15m, PerGpuSecond = 0.0004m };
+        var created = await (await CreateAsync(Valid() with { Price = price })).Content.ReadFromJsonAsync(ShoalJsonContext.Default.ClusterDto);
+        Assert.Equal(price, created!.Price);
+        Assert.Equal(price, (await ListAsync()).Single().Price);
+
+        var bad = await CreateAsync(Valid("other") with { Price = new ClusterPrice { OutputPerMillion = -1, PerGpuSecond = 20_000 } });
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        var error = await ErrorOf(bad);
+        Assert.Contains("price.outputPerMillion must be between 0 and 10000 USD, got -1", error.Message, StringComparison.Ordinal);
+        Assert.Contains("price.perGpuSecond must be between 0 and 10000 USD, got 20000", error.Message, StringComparison.Ordinal);
+        Assert.Single(await ListAsync());
+    }
+
+    [Fact]
     public async Task Duplicate_name_is_409_and_the_first_cluster_is_unchanged()
     {
         Assert.Equal(HttpStatusCode.Created, (await CreateAsync(Valid())).StatusCode);

@@ -99,6 +99,8 @@ public sealed class DeployCommand : ApiCommand
 
     private static readonly AutoscaleOptions s_autoscale = new();
 
+    private static readonly PriceOptions s_price = new();
+
     /// <summary>The <c>--node-label</c> value that asks for no label even when the cluster has secrets.</summary>
     public const string NoNodeLabel = "none";
 
@@ -133,6 +135,7 @@ public sealed class DeployCommand : ApiCommand
         Options.Add(s_nodeLabelOption);
         Options.Add(s_registryServerOption);
         s_autoscale.AddTo(this);
+        s_price.AddTo(this);
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
@@ -187,6 +190,7 @@ public sealed class DeployCommand : ApiCommand
             Autoscale = s_autoscale.Read(result),
             MaxHeld = result.GetValue(s_autoscale.MaxHeld),
             Models = result.GetValue(s_modelOption) is { Length: > 0 } models ? models : null,
+            Price = s_price.Read(result),
         };
 
         var cluster = await client.CreateClusterAsync(request, ct);

@@ -70,6 +70,8 @@ public sealed class UpdateCommand : ApiCommand
 
     private static readonly AutoscaleOptions s_autoscale = new();
 
+    private static readonly PriceOptions s_price = new();
+
     public UpdateCommand(CliContext context)
         : base("update", "Change a cluster: a new image, env or args rolls out one replica at a time, and rolls back on failure", context, s_outputOption)
     {
@@ -91,6 +93,7 @@ public sealed class UpdateCommand : ApiCommand
         Options.Add(s_waitOption);
         Options.Add(s_timeoutOption);
         s_autoscale.AddTo(this);
+        s_price.AddTo(this);
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
@@ -137,10 +140,11 @@ public sealed class UpdateCommand : ApiCommand
             Autoscale = s_autoscale.Read(result),
             MaxHeld = result.GetValue(s_autoscale.MaxHeld),
             Models = result.GetValue(s_modelOption) is { Length: > 0 } models ? [.. models.Where(m => m.Length > 0)] : null,
+            Price = s_price.Read(result),
         };
         if (request == new UpdateClusterRequest())
         {
-            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --first-byte-timeout, --progress-deadline, --public, an autoscaling option (--min, --max, …), --max-held or --model");
+            Interaction.DisplayError("nothing to change: give --image, --env, --secret-env, --unset-env, --arg, --replicas, a health option, --drain-timeout, --first-byte-timeout, --progress-deadline, --public, an autoscaling option (--min, --max, …), --max-held, --model or a price (--price-input, --price-output, --price-gpu-second)");
             return ExitCodes.InvalidInput;
         }
 

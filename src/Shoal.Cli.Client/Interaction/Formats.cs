@@ -88,6 +88,17 @@ public static class Formats
     public static string ClusterGpu(ClusterDto cluster) =>
         cluster.GpuCount > 1 ? string.Create(CultureInfo.InvariantCulture, $"{cluster.GpuCount}× {cluster.Gpu}") : cluster.Gpu;
 
+    /// <summary>A cluster's price: "$0.5/1M input, $1.5/1M output, $0.0004/GPU-second" (the parts it has).</summary>
+    public static string Price(ClusterPrice price)
+    {
+        ArgumentNullException.ThrowIfNull(price);
+        var parts = new List<string>(3);
+        if (price.InputPerMillion is { } input) parts.Add(string.Create(CultureInfo.InvariantCulture, $"${input}/1M input"));
+        if (price.OutputPerMillion is { } output) parts.Add(string.Create(CultureInfo.InvariantCulture, $"${output}/1M output"));
+        if (price.PerGpuSecond is { } gpu) parts.Add(string.Create(CultureInfo.InvariantCulture, $"${gpu}/GPU-second"));
+        return parts.Count == 0 ? "free" : string.Join(", ", parts);
+    }
+
     /// <summary>Binary memory size: "24 GiB", "512 MiB".</summary>
     public static string MemoryMiB(long mib) =>
         mib >= 1024

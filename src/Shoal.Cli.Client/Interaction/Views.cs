@@ -76,6 +76,10 @@ public static class Views
         }
         Row("port", Cell(c.Port.ToString(CultureInfo.InvariantCulture)));
         Row("health", Cell(c.Health.Path));
+        if (c.Price is { } price)
+        {
+            Row("price", Cell(Formats.Price(price)));
+        }
         Row("endpoint", Cell(c.Endpoint));
         Row("models", Cell(c.Models.Length == 0
             ? (c.ModelsDeclared ? "-" : "none reported yet (from its replicas' /v1/models)")

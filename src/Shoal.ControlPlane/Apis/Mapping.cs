@@ -36,6 +36,7 @@ internal static class Mapping
             MaxHeld = c.Spec.MaxHeld,
             Models = view.Models,
             ModelsDeclared = c.Spec.Models is not null,
+            Price = c.Spec.Price,
             Autoscale = c.Spec.Autoscale is { } autoscale ? AutoscaleOf(autoscale, view.Autoscale) : null,
             ColdStart = view.ColdStart,
             Rollout = new RolloutDto

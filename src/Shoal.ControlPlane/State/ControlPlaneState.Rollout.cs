@@ -118,7 +118,7 @@ public sealed partial class ControlPlaneState
     private static bool SameSettings(ClusterSpec a, ClusterSpec b) =>
         a.Replicas == b.Replicas && a.Routing == b.Routing && a.Public == b.Public && a.QueueTimeoutSeconds == b.QueueTimeoutSeconds
         && a.FirstByteTimeoutSeconds == b.FirstByteTimeoutSeconds && a.DrainTimeoutSeconds == b.DrainTimeoutSeconds && a.ProgressDeadlineSeconds == b.ProgressDeadlineSeconds
-        && a.MaxHeld == b.MaxHeld && a.Autoscale == b.Autoscale
+        && a.MaxHeld == b.MaxHeld && a.Autoscale == b.Autoscale && a.Price == b.Price
         && (a.Models ?? []).AsSpan().SequenceEqual(b.Models ?? []);
 
     /// <summary>"autoscaling on: 1..5 replicas, target 2 waiting per replica, scale down after 5m" or "autoscaling off".</summary>

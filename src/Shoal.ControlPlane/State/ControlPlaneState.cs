@@ -1033,6 +1033,7 @@ public sealed partial class ControlPlaneState : IDisposable
                     MaxHeld = c.Spec.MaxHeld,
                     FirstByteTimeoutMs = c.Spec.FirstByteTimeoutSeconds * 1000,
                     Models = c.Spec.Models ?? ReportedModels(destinations.Select(d => d.ReplicaId)),
+                    Price = c.Spec.Price, GpuCount = c.Spec.GpuCount,
                     Unavailable = c.Rollout.Failure is { } failure ? $"the cluster failed: {ExitOutput.Strip(failure)}; update it to try again" : null,
                     Destinations = [.. destinations],
                 };

@@ -48,6 +48,8 @@ public sealed record ClusterSpec
     /// <see cref="Replicas"/> (kept within min..max) and a user's scale is refused.
     /// </summary>
     public AutoscaleSpec? Autoscale { get; init; }
+    /// <summary>What the cluster charges per token and per GPU-second (the gateway's budgets and cost); null: nothing. A setting, not part of what replicas run.</summary>
+    public ClusterPrice? Price { get; init; }
 
     /// <summary>How long a draining replica may take to finish its in-flight requests before it is stopped, in seconds. Default 30.</summary>
     public int DrainTimeoutSeconds { get; init; } = DefaultDrainTimeoutSeconds;
@@ -91,6 +93,8 @@ public sealed record ClusterSpec
     public const int MaxScaleDownWindowSeconds = 3600;
     public const int MaxScaleToZeroAfterSeconds = 86_400;
     public const double MaxTarget = 10_000;
+    /// <summary>Highest price of one part of <see cref="Price"/> in US dollars (per 1M tokens or per GPU-second): a guard against a typo, far above any real price.</summary>
+    public const decimal MaxPriceUsd = 10_000m;
 
     /// <summary>
     /// True when replicas of <paramref name="a"/> and <paramref name="b"/> run the same thing: same

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.RegularExpressions;
 using Shoal.Contracts;
 using Shoal.Core.Gpus;
@@ -205,6 +206,8 @@ public static partial class ClusterSpecValidator
             errors.Add($"progressDeadlineSeconds ({progressDeadline}) must be longer than health.initialDelayMs ({health.InitialDelayMs} ms), or every update would roll back");
         }
 
+        var price = ValidatePrice(request.Price, errors);
+
         if (errors.Count > 0)
         {
             return new Validated<ClusterSpec>(null, errors);
@@ -233,6 +236,7 @@ public static partial class ClusterSpecValidator
             MaxHeld = maxHeld,
             Autoscale = autoscale,
             Models = models,
+            Price = price,
         }, errors);
     }
 
@@ -349,9 +353,9 @@ public static partial class ClusterSpecValidator
         if (update.Replicas is null && update.Image is null && update.Env is null && update.SecretEnv is null && update.UnsetEnv is null && update.Args is null
             && update.Port is null && update.Health is null && update.Routing is null && update.QueueTimeoutSeconds is null
             && update.FirstByteTimeoutSeconds is null && update.DrainTimeoutSeconds is null && update.ProgressDeadlineSeconds is null && update.Public is null
-            && update.Autoscale is null && update.MaxHeld is null && update.Models is null)
+            && update.Autoscale is null && update.MaxHeld is null && update.Models is null && update.Price is null)
         {
-            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, firstByteTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds, public, autoscale, maxHeld or models");
+            errors.Add("nothing to change: give replicas, image, env, secretEnv, unsetEnv, args, port, health, routing, queueTimeoutSeconds, firstByteTimeoutSeconds, drainTimeoutSeconds, progressDeadlineSeconds, public, autoscale, maxHeld, models or price");
             return new Validated<ClusterSpec>(null, errors);
         }
 
@@ -429,10 +433,37 @@ public static partial class ClusterSpecValidator
             Autoscale = autoscale,
             MaxHeld = update.MaxHeld ?? current.MaxHeld,
             Models = update.Models ?? current.Models,
+            Price = MergePrice(current.Price, update.Price),
         }, processImages);
         errors.AddRange(merged.Errors);
         return errors.Count > 0 ? new Validated<ClusterSpec>(null, errors) : merged;
     }
+
+    /// <summary>The price with every part within 0..<see cref="ClusterSpec.MaxPriceUsd"/>; null when none is given or every part is null.</summary>
+    private static ClusterPrice? ValidatePrice(ClusterPrice? price, List<string> errors)
+    {
+        if (price is null) return null;
+        void Check(string field, decimal? value)
+        {
+            if (value is < 0 or > ClusterSpec.MaxPriceUsd)
+            {
+                errors.Add(string.Create(CultureInfo.InvariantCulture, $"price.{field} must be between 0 and {ClusterSpec.MaxPriceUsd} USD, got {value}"));
+            }
+        }
+        Check("inputPerMillion", price.InputPerMillion);
+        Check("outputPerMillion", price.OutputPerMillion);
+        Check("perGpuSecond", price.PerGpuSecond);
+        return price.InputPerMillion is null && price.OutputPerMillion is null && price.PerGpuSecond is null ? null : price;
+    }
+
+    /// <summary>The parts <paramref name="update"/> gives replace those of <paramref name="current"/>; the others stay.</summary>
+    private static ClusterPrice? MergePrice(ClusterPrice? current, ClusterPrice? update) =>
+        update is null ? current : new ClusterPrice
+        {
+            InputPerMillion = update.InputPerMillion ?? current?.InputPerMillion,
+            OutputPerMillion = update.OutputPerMillion ?? current?.OutputPerMillion,
+            PerGpuSecond = update.PerGpuSecond ?? current?.PerGpuSecond,
+        };
 
     // Values are never quoted in a message: a secret value must not come back in an error.
     private static Dictionary<string, string> ValidateEnv(Dictionary<string, string>? given, string field, List<string> errors)

@@ -75,6 +75,7 @@ internal static class Rollouts
             MaxHeld = cluster.Spec.MaxHeld,
             Autoscale = cluster.Spec.Autoscale,
             Models = cluster.Spec.Models,
+            Price = cluster.Spec.Price,
         };
         plan.Events.Add(Reconciler.Event(input, cluster.Id, now, ClusterEventTypes.RolledBack,
             $"rolled back to generation {rollout.StableGeneration} (as generation {generation}): {failure}"));

@@ -131,7 +131,7 @@ public static class RouteDeltas
     private static bool SameSettings(ClusterRoute a, ClusterRoute b) =>
         a.Cluster == b.Cluster && a.Project == b.Project && a.Public == b.Public && a.Balancing == b.Balancing && a.QueueTimeoutMs == b.QueueTimeoutMs
         && a.Unavailable == b.Unavailable && a.MaxHeld == b.MaxHeld && a.FirstByteTimeoutMs == b.FirstByteTimeoutMs
-        && a.Price == b.Price && SameModels(a.Models, b.Models);
+        && a.Price == b.Price && a.GpuCount == b.GpuCount && SameModels(a.Models, b.Models);
 
     private static bool SameModels(string[]? a, string[]? b) =>
         ReferenceEquals(a, b) || (a ?? []).AsSpan().SequenceEqual(b ?? []);

@@ -56,11 +56,13 @@ public sealed class GatewayCall
     public object? LimitTicket { get; set; }
     /// <summary>State of the budget stage for this request (owned by that stage).</summary>
     public object? BudgetTicket { get; set; }
-    /// <summary>What the request cost, set when it completes (by the budget stage, from the cluster's price).</summary>
+    /// <summary>What the request cost at the cluster's price (<see cref="Gateway.Cost"/>), set by <see cref="GatewayPipeline.Complete"/> before the stages settle.</summary>
     public decimal CostUsd { get; set; }
 
     // ---- Attempts and response ----
     public int Attempts { get; set; }
+    /// <summary>Start of the first attempt on a replica, as a timestamp; 0 while none (the time held for a ready replica is before it).</summary>
+    public long Sent { get; set; }
     public string? ReplicaId { get; set; }
     public string? NodeId { get; set; }
     /// <summary>First response byte to the client, as a timestamp; 0 while none.</summary>

@@ -18,9 +18,11 @@ public sealed class GatewayPipeline
     private readonly IUsageLedger _ledger;
     private readonly TimeProvider _time;
     private readonly string? _edgeName;
+    private readonly GatewayMetrics _metrics;
 
-    public GatewayPipeline(IEnumerable<IGatewayAdmission> stages, IEnumerable<IUsageLedger> ledgers, EdgeOptions options, TimeProvider time)
+    public GatewayPipeline(IEnumerable<IGatewayAdmission> stages, IEnumerable<IUsageLedger> ledgers, EdgeOptions options, TimeProvider time, GatewayMetrics metrics)
     {
+        _metrics = metrics;
         _stages = [.. stages];
         _ledger = ledgers.LastOrDefault() ?? new NullUsageLedger();
         _time = time;
@@ -91,6 +93,7 @@ public sealed class GatewayPipeline
                 call.AdmittedStages |= 1 << i;
                 continue;
             }
+            _metrics.CountRefused(call, stage.Name, result.Status);
             // Headers of every stage that looked at the call, the refusing one included.
             stage.WriteHeaders(call, context.Response.Headers);
             ReleaseAdmitted(call, context.Response.Headers);
@@ -132,12 +135,16 @@ public sealed class GatewayPipeline
     public void Complete(HttpContext context, GatewayCall call)
     {
         if (Interlocked.Exchange(ref call.Completed, 1) != 0) return;
+        var now = _time.GetTimestamp();
+        // Only a request that went to a replica costs anything; its time there starts with its first attempt.
+        if (call.Route.Price is not null && call.Sent != 0) call.CostUsd = Cost.Of(call, _time.GetElapsedTime(call.Sent, now));
         for (var i = 0; i < _stages.Length; i++)
         {
             if ((call.AdmittedStages & (1 << i)) != 0) _stages[i].Complete(call);
         }
         call.AdmittedStages = 0;
-        var now = _time.GetTimestamp();
+        var promptTokens = Cost.PromptTokens(call);
+        _metrics.CountCompleted(call, promptTokens, call.CompletionTokens);
         _ledger.Record(new UsageRecord
         {
             RequestId = call.RequestId,
@@ -148,7 +155,7 @@ public sealed class GatewayPipeline
             Model = call.Model,
             ReplicaId = call.ReplicaId,
             NodeId = call.NodeId,
-            PromptTokens = call.UsageReported ? call.PromptTokens : Math.Max(call.PromptTokens, call.Inspected ? call.PromptEstimate : 0),
+            PromptTokens = promptTokens,
             CompletionTokens = call.CompletionTokens,
             TimeToFirstTokenMs = call.FirstByte == 0 ? null : _time.GetElapsedTime(call.Arrived, call.FirstByte).TotalMilliseconds,
             DurationMs = _time.GetElapsedTime(call.Arrived, now).TotalMilliseconds,

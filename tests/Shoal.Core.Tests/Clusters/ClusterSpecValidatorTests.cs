@@ -262,4 +262,34 @@ public sealed class ClusterSpecValidatorTests
         Assert.False(result.IsValid);
         Assert.Contains("nodeLabels", result.Message, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData(0, true)]
+    [InlineData(0.15, true)]
+    [InlineData(10000, true)]
+    [InlineData(-0.01, false)]
+    [InlineData(10000.01, false)]
+    public void Price_parts_are_checked(double usd, bool valid)
+    {
+        var value = (decimal)usd;
+        foreach (var price in new[] { new ClusterPrice { InputPerMillion = value }, new ClusterPrice { OutputPerMillion = value }, new ClusterPrice { PerGpuSecond = value } })
+        {
+            var v = ClusterSpecValidator.Validate(Valid with { Price = price });
+            Assert.Equal(valid, v.IsValid);
+            if (!valid) Assert.Contains("must be between 0 and 10000 USD", v.Message, StringComparison.Ordinal);
+        }
+        Assert.Null(ClusterSpecValidator.Validate(Valid with { Price = new ClusterPrice() }).Value!.Price);
+    }
+
+    [Fact]
+    public void An_update_sets_the_price_parts_it_names_keeps_the_others_and_is_no_new_generation()
+    {
+        var current = ClusterSpecValidator.Validate(Valid with { Price = new ClusterPrice { InputPerMillion = 1m, OutputPerMillion = 2m } }).Value!;
+        var updated = ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { Price = new ClusterPrice { OutputPerMillion = 3m, PerGpuSecond = 0.001m } });
+        Assert.True(updated.IsValid, updated.Message);
+        Assert.Equal(new ClusterPrice { InputPerMillion = 1m, OutputPerMillion = 3m, PerGpuSecond = 0.001m }, updated.Value!.Price);
+        Assert.True(ClusterSpec.SameRuntime(current, updated.Value));
+        Assert.Equal(current.Price, ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { Replicas = 2 }).Value!.Price);
+        Assert.False(ClusterSpecValidator.ApplyUpdate(current, new UpdateClusterRequest { Price = new ClusterPrice { InputPerMillion = -1 } }).IsValid);
+    }
 }

@@ -47,10 +47,10 @@ internal static class GatewayTokensBench
             $"## Gateway: token accounting per request ({rounds} alternated rounds of {Batch * 50:N0} requests per variant)"));
         (string Name, Func<Stream, ValueTask> Run)[] variants =
         [
-            ("inspect a chat body (239 B)", _ => { Inspect(s_chatBody); return ValueTask.CompletedTask; }),
+            ("inspect a chat body (227 B)", _ => { Inspect(s_chatBody); return ValueTask.CompletedTask; }),
             ("inspect a stream body + usage rewrite", _ => { InspectAndRewrite(); return ValueTask.CompletedTask; }),
-            ("JSON answer (577 B), plain", sink => sink.WriteAsync(s_jsonAnswer)),
-            ("JSON answer (577 B), through the tap", sink => TapJsonAsync(sink)),
+            ("JSON answer (617 B), plain", sink => sink.WriteAsync(s_jsonAnswer)),
+            ("JSON answer (617 B), through the tap", sink => TapJsonAsync(sink)),
             ("SSE answer (64 tokens, 68 events), plain", sink => WriteEventsAsync(sink)),
             ("SSE answer (64 tokens, 68 events), through the tap (usage chunk stripped)", sink => TapEventsAsync(sink)),
         ];

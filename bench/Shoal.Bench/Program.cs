@@ -7,7 +7,7 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|routes-delta [seconds] [nodes lost/min] [load changes/s]|all|proxy [seconds] [rounds] [pinned|unpinned] [warm-up seconds]|edge|edge-ttft|routing [seconds]|first-byte [rounds]|hold [requests] [max held] [queue timeout s]|container [rounds]|cli-startup [runs] [label=shoal-path ...]|cli-deploy [rounds] [label=shoal-path]|fleet [nodes] [sqlite|postgres|CONNECTION] [clusters] [replicas]|autoscale [png] [model-load-ms]|autoscale-zero [burst] [model-load-ms]]
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|deploy|routes|routes-delta [seconds] [nodes lost/min] [load changes/s]|all|proxy [seconds] [rounds] [pinned|unpinned] [warm-up seconds]|edge|edge-ttft|routing [seconds]|first-byte [rounds]|hold [requests] [max held] [queue timeout s]|container [rounds]|cli-startup [runs] [label=shoal-path ...]|cli-deploy [rounds] [label=shoal-path]|fleet [nodes] [sqlite|postgres|CONNECTION] [clusters] [replicas]|autoscale [png] [model-load-ms]|autoscale-zero [burst] [model-load-ms]|gateway-tokens [rounds]]
 // `container` and `cli-deploy` need a Docker engine and a static busybox; `proxy` needs wrk and nginx; `fleet` and `autoscale` start a `shoal server` process (and PostgreSQL for `postgres`); none is part of `all`.
 var which = args.Length > 0 ? args[0] : "all";
 if (which == "backend")
@@ -64,6 +64,7 @@ if (which is "hold")
         maxHeld: args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 5_000,
         timeout: TimeSpan.FromSeconds(args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 10));
 }
+if (which is "gateway-tokens") await Shoal.Bench.GatewayTokensBench.RunAsync(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 5);
 if (which is "routing" or "edge") await EdgeBench.RoutingAsync(TimeSpan.FromSeconds(args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 60), load: 0.8);
 return 0;
 

@@ -143,6 +143,16 @@ public sealed class GatewayOpenAiTests : IAsyncLifetime
             Assert.EndsWith("data: [DONE]\n\n", body, StringComparison.Ordinal);
             Assert.DoesNotContain("\"usage\":{", body, StringComparison.Ordinal);
 
+            // Declared models change without a new generation, and the edge routes the new name.
+            var patched = await api.PatchAsJsonAsync("/v1/clusters/llama", new UpdateClusterRequest { Models = ["llama-3.1-8b", "llama-alias"] },
+                ShoalJsonContext.Default.UpdateClusterRequest);
+            patched.EnsureSuccessStatusCode();
+            Assert.Equal(1, (await patched.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ClusterDto))!.Generation);
+            await Eventually.GetAsync(async () => (await openai.GetOpenAIModelClient().GetModelsAsync()).Value.Select(m => m.Id).ToArray(),
+                ids => ids.Contains("llama-alias"), what: "the edge lists the new model name");
+            ChatCompletion aliased = await openai.GetChatClient("llama-alias").CompleteChatAsync([new UserChatMessage("Hello")]);
+            Assert.False(string.IsNullOrEmpty(aliased.Content[0].Text));
+
             // No key: 401 with code invalid_api_key.
             using var anonymous = new HttpClient { BaseAddress = edge.Address };
             var unauthorized = await anonymous.GetAsync("/v1/models");

@@ -197,8 +197,11 @@ public sealed class FailoverTests
         using var unknown = await client.GetAsync("/c/nope/v1/models");
         Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
         Assert.Equal(ErrorCodes.NotFound, (await unknown.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ErrorResponse))!.Error.Code);
+        // At the root, /v1/models is the gateway's facade: it needs an endpoint key.
         using var nothing = await client.GetAsync("/v1/models");
-        Assert.Equal(HttpStatusCode.NotFound, nothing.StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, nothing.StatusCode);
+        using var other = await client.GetAsync("/v2/models");
+        Assert.Equal(HttpStatusCode.NotFound, other.StatusCode);
 
         Assert.Equal("ok", await client.GetStringAsync("/healthz"));
         // The edge's own /metrics needs the metrics key.

@@ -36,7 +36,7 @@ public sealed class CommandTests : IAsyncLifetime
         var exit = await _cli.RunAsync(
             "deploy", "demo", "--image", "shoal/sim", "--gpu", "rtx-4090", "--gpu-count", "2", "--replicas", "3", "--port", "9000",
             "--env", "MODEL=llama", "-e", "OPTS=a=b", "--arg", "serve", "--arg=--max-len=4096", "--health-path", "/ready",
-            "--routing", "round-robin", "--queue-timeout", "90s", "--first-byte-timeout", "1500ms");
+            "--routing", "round-robin", "--queue-timeout", "90s", "--first-byte-timeout", "1500ms", "--model", "llama-8b", "--model", "llama");
 
         Assert.Equal(ExitCodes.Success, exit);
         var sent = JsonSerializer.Deserialize(Assert.Single(_server.Requests).Body, ShoalJsonContext.Default.CreateClusterRequest)!;
@@ -48,6 +48,7 @@ public sealed class CommandTests : IAsyncLifetime
         Assert.Equal(9000, sent.Port);
         Assert.Equal(new Dictionary<string, string> { ["MODEL"] = "llama", ["OPTS"] = "a=b" }, sent.Env);
         Assert.Equal(["serve", "--max-len=4096"], sent.Args!);
+        Assert.Equal(["llama-8b", "llama"], sent.Models!);
         Assert.Equal("/ready", sent.Health!.Path);
         Assert.Equal("round-robin", sent.Routing);
         Assert.Equal(90, sent.QueueTimeoutSeconds);

@@ -21,6 +21,32 @@ public sealed class ClusterSpecValidatorTests
         Assert.Null(v.Value.FirstByteTimeoutSeconds);
     }
 
+    [Fact]
+    public void Models_are_checked_sorted_deduplicated_and_replaced_or_cleared_by_updates()
+    {
+        var v = ClusterSpecValidator.Validate(Valid with { Models = ["b-model", "meta-llama/Llama-3.1-8B-Instruct", "b-model"] });
+        Assert.True(v.IsValid, v.Message);
+        Assert.Equal(["b-model", "meta-llama/Llama-3.1-8B-Instruct"], v.Value!.Models!);
+        Assert.Null(ClusterSpecValidator.Validate(Valid with { Models = [] }).Value!.Models);
+        Assert.Null(ClusterSpecValidator.Validate(Valid).Value!.Models);
+
+        foreach (var bad in new[] { "", "has space", "tab\t", new string('m', ClusterSpec.MaxModelNameLength + 1) })
+        {
+            var refused = ClusterSpecValidator.Validate(Valid with { Models = [bad] });
+            Assert.False(refused.IsValid);
+            Assert.Contains(refused.Errors, e => e.Contains("model name", StringComparison.Ordinal));
+        }
+        var tooMany = ClusterSpecValidator.Validate(Valid with { Models = [.. Enumerable.Range(0, ClusterSpec.MaxModels + 1).Select(i => $"m{i}")] });
+        Assert.Contains(tooMany.Errors, e => e.Contains($"at most {ClusterSpec.MaxModels} models", StringComparison.Ordinal));
+
+        // Kept by updates that do not name them, replaced by ones that do, cleared by an empty list; not a new runtime.
+        Assert.Equal(v.Value.Models, ClusterSpecValidator.ApplyUpdate(v.Value, new UpdateClusterRequest { Replicas = 2 }).Value!.Models);
+        var replaced = ClusterSpecValidator.ApplyUpdate(v.Value, new UpdateClusterRequest { Models = ["c"] }).Value!;
+        Assert.Equal(["c"], replaced.Models!);
+        Assert.True(ClusterSpec.SameRuntime(v.Value, replaced));
+        Assert.Null(ClusterSpecValidator.ApplyUpdate(v.Value, new UpdateClusterRequest { Models = [] }).Value!.Models);
+    }
+
     [Theory]
     [InlineData(0, true)]
     [InlineData(5, true)]

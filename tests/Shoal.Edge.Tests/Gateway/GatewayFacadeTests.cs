@@ -4,6 +4,7 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Shoal.Contracts;
 using Shoal.Core.Security;
@@ -176,6 +177,33 @@ public sealed class GatewayFacadeTests : IAsyncLifetime
         (events, id) = await StreamAsync(alpha, """{"model":"x","stream":true,"messages":[{"role":"user","content":"Hi"}],"max_tokens":3}""", "/c/chat/v1/chat/completions");
         Assert.DoesNotContain(events, e => e.Contains("\"usage\":{", StringComparison.Ordinal));
         Assert.Equal(3, (await _ledger.WaitAsync(id)).CompletionTokens);
+    }
+
+    [Fact]
+    public async Task A_stream_whose_last_event_has_no_blank_line_reaches_the_client_whole()
+    {
+        // Events split across writes, and a last one the tap holds until the answer ends.
+        const string stream = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choices\":[{\"del" + "ta\":{\"content\":\"b\"}}]}\n\ndata: [DONE]";
+        await using var replica = await TestReplica.StartAsync("raw", async ctx =>
+        {
+            ctx.Response.ContentType = "text/event-stream";
+            foreach (var part in new[] { stream[..30], stream[30..70], stream[70..] })
+            {
+                await ctx.Response.WriteAsync(part);
+                await ctx.Response.Body.FlushAsync();
+            }
+        });
+        _edge.Routes.Update(_edge.Routes.Current with
+        {
+            Version = 2,
+            Clusters = new Dictionary<string, ClusterRoute>(_edge.Routes.Current.Clusters, StringComparer.Ordinal) { ["raw"] = TestEdge.Route("raw", [replica.Route]) },
+        });
+        using var client = Client(null);
+        var response = await client.PostAsync("/c/raw/v1/chat/completions", Json("""{"model":"m","stream":true,"messages":[]}"""));
+        Assert.Equal(stream, await response.Content.ReadAsStringAsync());
+        var row = await _ledger.WaitAsync(response.Headers.GetValues(GatewayHeaders.RequestId).Single());
+        Assert.Equal(2, row.CompletionTokens);
+        Assert.False(row.Cut);
     }
 
     private static async Task<(List<string> Events, string RequestId)> StreamAsync(HttpClient client, string body, string path = "/v1/chat/completions")

@@ -23,7 +23,7 @@ public sealed class MeteredShoalStore(IShoalStore inner) : DelegatingShoalStore(
         if (changes.IsEmpty) return;
         Count("commit");
         s_rows.Add(changes.UpsertClusters.Count + changes.DeleteClusters.Count + changes.UpsertReplicas.Count + changes.DeleteReplicas.Count
-            + changes.UpsertNodes.Count + changes.DeleteNodes.Count + changes.AppendEvents.Count);
+            + changes.UpsertNodes.Count + changes.DeleteNodes.Count + changes.AppendEvents.Count + changes.ReplicaRuns.Count);
     }
 
     public override async Task CreateTokenAsync(ProvisioningTokenRecord token, CancellationToken cancellationToken = default)
@@ -63,6 +63,15 @@ public sealed class MeteredShoalStore(IShoalStore inner) : DelegatingShoalStore(
         var revoked = await Inner.RevokeApiKeyAsync(id, now, cancellationToken);
         if (revoked) Count("api-key");
         return revoked;
+    }
+
+    public override async Task AppendUsageAsync(IReadOnlyCollection<Contracts.UsageRecord> records, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(records);
+        await Inner.AppendUsageAsync(records, cancellationToken);
+        if (records.Count == 0) return;
+        Count("usage");
+        s_rows.Add(records.Count);
     }
 
     private static void Count(string operation) => s_commits.Add(1, new KeyValuePair<string, object?>("op", operation));

@@ -144,6 +144,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
         api.MapTokensApi();
         api.MapGpuTypesApi();
         api.MapKeysApi();
+        api.MapUsageApi();
         var gateway = api.Services.GetRequiredService<AgentGateway>();
         api.Map(AgentProtocol.ConnectPath, gateway.HandleAsync).ExcludeFromDescription().AllowAnonymous();
         api.Map(EdgeProtocol.ConnectPath, api.Services.GetRequiredService<EdgeGateway>().HandleAsync).ExcludeFromDescription().AllowAnonymous();

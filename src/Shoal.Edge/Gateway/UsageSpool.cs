@@ -215,7 +215,9 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             var count = 0;
             using (var json = new Utf8JsonWriter(buffer))
             {
-                while (count < 1000 && reader.TryRead(out var record))
+                // Up to a segment's worth per write, so segments keep to their size.
+                var room = Math.Max(1, _options.MaxSegmentBytes - (_stream?.Length ?? 0));
+                while (count < 1000 && buffer.WrittenCount < room && reader.TryRead(out var record))
                 {
                     JsonSerializer.Serialize(json, record, ShoalJsonContext.Default.UsageRecord);
                     json.Flush();
@@ -469,14 +471,15 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
         return (records, position);
     }
 
-    /// <summary>The first segment on disk after <paramref name="segment"/>, up to the one being written; -1 when none.</summary>
+    /// <summary>The first segment on disk after <paramref name="segment"/>, else the one being written; -1 when none.</summary>
     private long NextSegmentLocked(long segment)
     {
         foreach (var n in _segments.GetViewBetween(segment + 1, long.MaxValue))
         {
             return n <= _written.Segment ? n : -1;
         }
-        return -1;
+        // Past the last segment on disk: the one to be written next (so the finished ones can go once acknowledged).
+        return segment < _written.Segment ? _written.Segment : -1;
     }
 
     private UsageRecord? Parse(ReadOnlySpan<byte> line)

@@ -19,6 +19,8 @@ public static class UsageApi
     {
         app.MapGet("/v1/usage", GetAsync).WithTags("Usage").RequireShoal(Permission.ClusterRead)
             .Produces<UsageReportDto>().Produces<ErrorResponse>(StatusCodes.Status400BadRequest).Produces<ErrorResponse>(StatusCodes.Status403Forbidden);
+        app.MapGet("/v1/usage/records", ListAsync).WithTags("Usage").RequireShoal(Permission.ClusterRead)
+            .Produces<UsageRecord[]>().Produces<ErrorResponse>(StatusCodes.Status400BadRequest);
         return app;
     }
 
@@ -37,6 +39,20 @@ public static class UsageApi
 
         var rows = await store.QueryUsageAsync(new UsageQuery { By = by, Since = from, Until = to, Project = caller.IsOperator ? null : caller.Project ?? "" }, ct);
         return Results.Json(new UsageReportDto { By = by, Since = from, Until = to, Rows = [.. rows] }, ShoalJsonContext.Default.UsageReportDto);
+    }
+
+    /// <summary>The ledger's rows themselves (one per request id), oldest first: what an invoice or an audit is built from.</summary>
+    private static async Task<IResult> ListAsync(HttpContext http, IShoalStore store, TimeProvider time, string? since, string? until, int? limit, CancellationToken ct)
+    {
+        var caller = Caller.From(http);
+        var now = time.GetUtcNow();
+        if (!TryParseTime(since ?? "1h", now, out var from)) return ApiResults.BadRequest($"since '{since}' is neither a duration back from now (such as 30m, 24h, 7d) nor a time (ISO 8601)");
+        var to = now;
+        if (until is not null && !TryParseTime(until, now, out to)) return ApiResults.BadRequest($"until '{until}' is neither a duration back from now nor a time (ISO 8601)");
+        if (limit is < 1 or > SqlShoalStore.MaxListedUsage) return ApiResults.BadRequest($"limit must be between 1 and {SqlShoalStore.MaxListedUsage}");
+        var rows = await store.ListUsageAsync(from, to, caller.IsOperator ? null : caller.Project ?? "", ct);
+        var take = limit ?? 1000;
+        return Results.Json(rows.Count > take ? [.. rows.Take(take)] : rows.ToArray(), ShoalJsonContext.Default.UsageRecordArray);
     }
 
     /// <summary>A duration back from <paramref name="now"/> (<c>90s</c>, <c>30m</c>, <c>24h</c>, <c>7d</c>) or an ISO 8601 time.</summary>

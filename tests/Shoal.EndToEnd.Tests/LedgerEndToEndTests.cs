@@ -110,7 +110,8 @@ public sealed class LedgerEndToEndTests(ITestOutputHelper output)
             foreach (var c in completed)
             {
                 var row = byId[c.Id];
-                Assert.Equal((200, c.Streamed, false, "demo", "default", "edge-e2e"), (row.Status, row.Streamed, row.Cut, row.Cluster, row.Project, row.Edge));
+                // (Streamed and the token figures come from the facade's body inspection and usage tap, asserted where those are built.)
+                Assert.Equal((200, false, "demo", "default", "edge-e2e"), (row.Status, row.Cut, row.Cluster, row.Project, row.Edge));
                 Assert.True(row.Attempts >= 1 && row.DurationMs > 0 && row.ReplicaId is not null && row.NodeId is not null, $"row {c.Id}: {row}");
             }
             // Anything else is a stream cut by the kill (its row, if the edge wrote one, once) or a request the edge refused (with its status).

@@ -136,6 +136,49 @@ public sealed class UsageLedgerTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_stopped_replica_ends_its_run_so_its_GPU_seconds_stay_the_same()
+    {
+        await using var server = await StartServerAsync();
+        var token = await CreateTokenAsync(server);
+        var agentUri = new Uri(server.ApiAddress.ToString().Replace("http://", "ws://", StringComparison.Ordinal).TrimEnd('/') + AgentProtocol.ConnectPath);
+        var (agent, _) = await WireAgent.RegisterAsync(agentUri, token, "node-g");
+        await using (agent)
+        {
+            await agent!.SendAsync(WireAgent.Hello("node-g", ("rtx-4090", 1)));
+            await agent.ReceiveAsync<WelcomeMessage>();
+            await agent.ReceiveAsync<AssignmentsMessage>();
+            using var api = server.ApiClient();
+            (await api.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = "gpu", Image = "shoal/sim", Gpu = "rtx-4090" },
+                ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
+            var assigned = await agent.ReceiveAsync<AssignmentsMessage>();
+            var replicaId = Assert.Single(assigned.Replicas).ReplicaId;
+            var started = DateTimeOffset.UtcNow.AddSeconds(-60);
+            await agent.SendAsync(new HeartbeatMessage
+            {
+                AppliedRevision = assigned.Revision,
+                Replicas = [new ReplicaReport { ReplicaId = replicaId, State = ReplicaState.Ready, Healthy = true, HostPort = _replica.Port, StartedAt = started, ReadyAt = started }],
+            });
+            async Task<double> GpuSecondsAsync() =>
+                (await api.GetFromJsonAsync("/v1/usage?by=cluster&since=1h", ShoalJsonContext.Default.UsageReportDto))!.Rows.SingleOrDefault(r => r.Group == "gpu")?.GpuSeconds ?? 0;
+            await Eventually.GetAsync(GpuSecondsAsync, s => s >= 60, what: "the running replica's GPU-seconds");
+
+            await agent.SendAsync(new HeartbeatMessage
+            {
+                AppliedRevision = assigned.Revision,
+                Replicas = [new ReplicaReport { ReplicaId = replicaId, State = ReplicaState.Stopped, HostPort = _replica.Port, StartedAt = started, ExitCode = 0 }],
+            });
+            var runs = await Eventually.GetAsync(() => server.Services.GetRequiredService<Store.IShoalStore>().ListReplicaRunsAsync(started.AddHours(-1), DateTimeOffset.UtcNow.AddHours(1)),
+                r => r.Count == 1 && r[0].EndedAt is not null, what: "the run ended");
+            var run = runs[0];
+            Assert.Equal((replicaId, started.ToUnixTimeMilliseconds(), "gpu", "default", 1), (run.ReplicaId, run.StartedAt.ToUnixTimeMilliseconds(), run.Cluster, run.Project, run.Gpus));
+            var first = await GpuSecondsAsync();
+            Assert.InRange(first, 60, 120);
+            // An ended run no longer grows (a running one would have, by the milliseconds between the two queries).
+            Assert.Equal(first, await GpuSecondsAsync());
+        }
+    }
+
+    [Fact]
     public async Task Usage_is_refused_to_endpoint_keys_and_the_node_view_to_project_keys()
     {
         await using var server = await StartServerAsync();

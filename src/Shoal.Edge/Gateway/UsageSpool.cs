@@ -101,10 +101,21 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
         _options = options;
         _logger = logger;
         _time = time ?? TimeProvider.System;
-        PrivateFiles.CreateDirectory(options.Directory);
+        try
+        {
+            PrivateFiles.CreateDirectory(options.Directory);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new IOException($"the usage spool {options.Directory} cannot be created: {e.Message}", e);
+        }
         try
         {
             _lock = new FileStream(Path.Combine(options.Directory, LockFile), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new IOException($"the usage spool {options.Directory} is not writable: {e.Message}", e);
         }
         catch (IOException e)
         {

@@ -124,10 +124,13 @@ public sealed class LedgerEndToEndTests(ITestOutputHelper output)
             var demo = Assert.Single(report.Rows);
             Assert.Equal(("demo", (long)rows.Length), (demo.Group, demo.Requests));
             Assert.True(demo.GpuSeconds > 0, $"no GPU-seconds for the cluster: {demo}");
+            var apiByNode = (await http.GetFromJsonAsync("/v1/usage?by=node&since=1h", ShoalJsonContext.Default.UsageReportDto))!;
+            output.WriteLine($"by cluster: {string.Join("; ", report.Rows)}; by node: {string.Join("; ", apiByNode.Rows)}");
             var cli = ShoalProcess.Start("cli", ["usage", "--addr", api, "--api-key", await ApiKeys.ReadOperatorKeyAsync(dir.Combine("server")), "--by", "node", "--since", "1h", "--json"]);
             processes.Add(cli);
             Assert.Equal(0, await cli.WaitForExitAsync(TimeSpan.FromSeconds(30)));
             var byNode = JsonSerializer.Deserialize(cli.Output[cli.Output.IndexOf('{', StringComparison.Ordinal)..], ShoalJsonContext.Default.UsageReportDto)!;
+            output.WriteLine($"shoal usage --by node --json: {cli.Output}");
             Assert.Equal(rows.Length, byNode.Rows.Sum(r => r.Requests));
             Assert.Contains(byNode.Rows, r => r.GpuSeconds > 0);
             // A project's endpoint key is not a management key: it may not read usage.

@@ -13,10 +13,14 @@ public sealed partial class ControlPlaneState
     // Replica id → start of its run as last committed (only replicas running now). Under _gate.
     private readonly Dictionary<string, DateTimeOffset> _committedRuns = new(StringComparer.Ordinal);
 
-    /// <summary>The start of the run <paramref name="r"/> is in; null when it is not running on a node.</summary>
+    /// <summary>
+    /// The start of the run <paramref name="r"/> is in, to the millisecond as the store keeps it (a start
+    /// read back from the store after a restart is the same run as the agent's report of it); null when
+    /// it is not running on a node.
+    /// </summary>
     private static DateTimeOffset? RunStart(ReplicaRecord? r) =>
         r is { StartedAt: { } started, NodeId: not null, State: ReplicaState.Starting or ReplicaState.Ready or ReplicaState.Unhealthy or ReplicaState.Draining }
-            ? started : null;
+            ? DateTimeOffset.FromUnixTimeMilliseconds(started.ToUnixTimeMilliseconds()) : null;
 
     /// <summary>Commits <paramref name="changes"/> with the replica runs they begin or end; the caller holds the lock.</summary>
     private async Task CommitLockedAsync(StoreChanges changes, CancellationToken ct)

@@ -26,6 +26,7 @@ namespace Shoal.Contracts;
 [JsonSerializable(typeof(OpenAiErrorResponse))]
 [JsonSerializable(typeof(UsageRecord))]
 [JsonSerializable(typeof(UsageRecord[]))]
+[JsonSerializable(typeof(UsageReportDto))]
 [JsonSerializable(typeof(GatewayLimits))]
 [JsonSerializable(typeof(BudgetSpec))]
 [JsonSerializable(typeof(ClusterPrice))]

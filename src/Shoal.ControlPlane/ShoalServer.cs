@@ -114,10 +114,13 @@ public sealed partial class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton(EdgeKey.Load(options));
         builder.Services.AddSingleton(secrets);
         builder.Services.AddSingleton<EdgeGateway>();
+        builder.Services.AddSingleton<UsageIntake>();
         builder.Services.AddSingleton<DemandBook>();
         builder.Services.AddHostedService<ControlLoops>();
         ListenAddress.TryParse(options.EdgeListen, out var edgeUrl);
         var edgeOptions = options.ToEdgeOptions();
+        // The in-process edge's usage ledger: spooled in the data dir, shipped straight to the store.
+        edgeOptions.SpoolDirectory ??= Path.Combine(Path.GetFullPath(options.DataDir), "edge-spool");
         // Scrapers read the in-process edge's /metrics with this key (kept 0600 in the data dir).
         edgeOptions.MetricsKey = EdgeKey.LoadOrCreate(Path.Combine(Path.GetFullPath(options.DataDir), MetricsKeyFileName), "shoal_mk_");
         if (edgeOptions.UsesTls) edgeUrl = "https://" + edgeUrl["http://".Length..];
@@ -141,6 +144,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
         api.MapTokensApi();
         api.MapGpuTypesApi();
         api.MapKeysApi();
+        api.MapUsageApi();
         var gateway = api.Services.GetRequiredService<AgentGateway>();
         api.Map(AgentProtocol.ConnectPath, gateway.HandleAsync).ExcludeFromDescription().AllowAnonymous();
         api.Map(EdgeProtocol.ConnectPath, api.Services.GetRequiredService<EdgeGateway>().HandleAsync).ExcludeFromDescription().AllowAnonymous();
@@ -172,6 +176,8 @@ public sealed partial class ShoalServer : IAsyncDisposable
             eb.Services.AddSingleton<Shoal.Edge.Control.IEdgeDemandSink>(new InProcessDemandSink(api.Services.GetRequiredService<DemandBook>()));
             // The server's /metrics carries the control plane's autoscaling and cold-start figures too.
             eb.Services.AddSingleton<Shoal.Edge.Metrics.IMetricsSource>(new ControlPlaneMetrics(api.Services.GetRequiredService<ControlPlaneState>()));
+            eb.Services.AddHostedService(sp => new StoreUsageShipper(sp.GetRequiredService<Shoal.Edge.Gateway.UsageSpool>(),
+                api.Services.GetRequiredService<UsageIntake>(), sp.GetRequiredService<ILogger<StoreUsageShipper>>()));
             edge = eb.Build();
             edge.MapShoalEdge();
             try

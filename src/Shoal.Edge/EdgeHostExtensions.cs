@@ -35,6 +35,14 @@ public static class EdgeHostExtensions
         services.AddHostedService(static sp => sp.GetRequiredService<Control.EdgeDemandReporter>());
         services.AddSingleton<Gateway.GatewayRedis>();
         services.TryAddSingleton<Gateway.IProjectGrantSource, Gateway.ProjectGrantHolder>();
+        if (!string.IsNullOrWhiteSpace(options.SpoolDirectory))
+        {
+            // The usage ledger: rows spooled to files here, shipped by whoever holds the spool (the control link, or the server's store).
+            services.AddSingleton(sp => new Gateway.UsageSpool(new Gateway.UsageSpoolOptions { Directory = options.SpoolDirectory },
+                sp.GetRequiredService<ILogger<Gateway.UsageSpool>>(), sp.GetRequiredService<TimeProvider>()));
+            services.AddSingleton<Gateway.IUsageLedger>(static sp => sp.GetRequiredService<Gateway.UsageSpool>());
+            services.AddSingleton<IMetricsSource>(static sp => sp.GetRequiredService<Gateway.UsageSpool>());
+        }
         services.TryAddSingleton<Gateway.IUsageLedger, Gateway.NullUsageLedger>();
         services.TryAddSingleton<Gateway.BudgetOptions>();
         // After the limits stage: a request refused for its rate reserves nothing against budgets.

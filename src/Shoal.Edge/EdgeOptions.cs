@@ -128,6 +128,14 @@ public sealed class EdgeOptions
     public string? Name { get; set; }
 
     /// <summary>
+    /// Directory of the usage ledger's spool (<see cref="Gateway.UsageSpool"/>): one row per request,
+    /// appended here before it is shipped to the control plane. Null: no ledger (requests are not
+    /// recorded). <c>shoal edge</c> defaults it to <c>~/.shoal/edge-spool/{name}</c>, <c>shoal server</c>
+    /// to <c>edge-spool</c> in its data dir.
+    /// </summary>
+    public string? SpoolDirectory { get; set; }
+
+    /// <summary>
     /// Redis shared by the edges for the gateway's counters (rate limits, budgets), as a
     /// StackExchange.Redis configuration string (<c>127.0.0.1:6379</c>). Null: counters live in this edge.
     /// </summary>

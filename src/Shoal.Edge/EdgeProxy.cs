@@ -381,6 +381,8 @@ public sealed partial class EdgeProxy
             else
             {
                 var exception = context.GetForwarderErrorFeature()?.Exception;
+                // A response that had begun ends here, short of its end (the replica died, or the client left): the ledger row says cut.
+                if (context.Response.HasStarted) call.Cut = true;
                 if (IsDestinationFault(error))
                 {
                     replica.CountError();

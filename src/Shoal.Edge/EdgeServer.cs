@@ -104,7 +104,8 @@ public sealed class EdgeServer : IAsyncDisposable
             credentials,
             endpointKeys,
             time,
-            app.Services.GetRequiredService<ILogger<EdgeControlClient>>());
+            app.Services.GetRequiredService<ILogger<EdgeControlClient>>(),
+            app.Services.GetService<Gateway.UsageSpool>());
         demand.Target = control;
         var stop = new CancellationTokenSource();
         return new EdgeServer(app, address, control, Task.Run(() => control.RunAsync(stop.Token), CancellationToken.None), stop);

@@ -27,6 +27,14 @@ public abstract class DelegatingShoalStore(IShoalStore inner) : IShoalStore
     public virtual Task CreateApiKeyAsync(ApiKeyRecord key, CancellationToken cancellationToken = default) => Inner.CreateApiKeyAsync(key, cancellationToken);
     public virtual Task<IReadOnlyList<ApiKeyRecord>> ListApiKeysAsync(CancellationToken cancellationToken = default) => Inner.ListApiKeysAsync(cancellationToken);
     public virtual Task<bool> RevokeApiKeyAsync(string id, DateTimeOffset now, CancellationToken cancellationToken = default) => Inner.RevokeApiKeyAsync(id, now, cancellationToken);
+    public virtual Task AppendUsageAsync(IReadOnlyCollection<Contracts.UsageRecord> records, CancellationToken cancellationToken = default) =>
+        Inner.AppendUsageAsync(records, cancellationToken);
+    public virtual Task<IReadOnlyList<Contracts.UsageRecord>> ListUsageAsync(DateTimeOffset since, DateTimeOffset until, string? project = null, CancellationToken cancellationToken = default) =>
+        Inner.ListUsageAsync(since, until, project, cancellationToken);
+    public virtual Task<IReadOnlyList<ReplicaRunRecord>> ListReplicaRunsAsync(DateTimeOffset since, DateTimeOffset until, string? project = null, CancellationToken cancellationToken = default) =>
+        Inner.ListReplicaRunsAsync(since, until, project, cancellationToken);
+    public virtual Task<IReadOnlyList<Contracts.UsageRowDto>> QueryUsageAsync(UsageQuery query, CancellationToken cancellationToken = default) =>
+        Inner.QueryUsageAsync(query, cancellationToken);
 
     public virtual async ValueTask DisposeAsync()
     {

@@ -57,4 +57,16 @@ public interface IShoalStore : IAsyncDisposable
 
     /// <summary>Revokes a key by id (the first revocation time stays); false when there is no such key.</summary>
     Task<bool> RevokeApiKeyAsync(string id, DateTimeOffset now, CancellationToken cancellationToken = default);
+
+    /// <summary>Stores usage records (issue 16), once per request id: records already stored are skipped, so a batch may be sent again.</summary>
+    Task AppendUsageAsync(IReadOnlyCollection<Contracts.UsageRecord> records, CancellationToken cancellationToken = default);
+
+    /// <summary>Usage records that arrived in [since, until), oldest first (at most 100,000); only <paramref name="project"/>'s when given.</summary>
+    Task<IReadOnlyList<Contracts.UsageRecord>> ListUsageAsync(DateTimeOffset since, DateTimeOffset until, string? project = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Replica runs overlapping [since, until) (GPU-time metering); only <paramref name="project"/>'s when given.</summary>
+    Task<IReadOnlyList<ReplicaRunRecord>> ListReplicaRunsAsync(DateTimeOffset since, DateTimeOffset until, string? project = null, CancellationToken cancellationToken = default);
+
+    /// <summary>Usage summed by node, cluster, key or project over the query's period (GPU-seconds from replica runs).</summary>
+    Task<IReadOnlyList<Contracts.UsageRowDto>> QueryUsageAsync(UsageQuery query, CancellationToken cancellationToken = default);
 }

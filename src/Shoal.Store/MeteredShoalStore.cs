@@ -26,7 +26,7 @@ public sealed class MeteredShoalStore(IShoalStore inner) : DelegatingShoalStore(
         if (s_commitDuration.Enabled) s_commitDuration.Record(System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         Count("commit");
         s_rows.Add(changes.UpsertClusters.Count + changes.DeleteClusters.Count + changes.UpsertReplicas.Count + changes.DeleteReplicas.Count
-            + changes.UpsertNodes.Count + changes.DeleteNodes.Count + changes.AppendEvents.Count);
+            + changes.UpsertNodes.Count + changes.DeleteNodes.Count + changes.AppendEvents.Count + changes.ReplicaRuns.Count);
     }
 
     public override async Task CreateTokenAsync(ProvisioningTokenRecord token, CancellationToken cancellationToken = default)
@@ -66,6 +66,15 @@ public sealed class MeteredShoalStore(IShoalStore inner) : DelegatingShoalStore(
         var revoked = await Inner.RevokeApiKeyAsync(id, now, cancellationToken);
         if (revoked) Count("api-key");
         return revoked;
+    }
+
+    public override async Task AppendUsageAsync(IReadOnlyCollection<Contracts.UsageRecord> records, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(records);
+        await Inner.AppendUsageAsync(records, cancellationToken);
+        if (records.Count == 0) return;
+        Count("usage");
+        s_rows.Add(records.Count);
     }
 
     private static void Count(string operation) => s_commits.Add(1, new KeyValuePair<string, object?>("op", operation));

@@ -76,10 +76,13 @@ public sealed class StoreChanges
     public List<string> DeleteNodes { get; } = [];
     /// <summary>Events to add (after the upserts, so a new cluster's first event can refer to it).</summary>
     public List<ClusterEventRecord> AppendEvents { get; } = [];
+    /// <summary>Replica runs begun or ended (for GPU-seconds); a run already stored keeps its first end.</summary>
+    public List<ReplicaRunRecord> ReplicaRuns { get; } = [];
 
     public bool IsEmpty =>
         UpsertClusters.Count == 0 && DeleteClusters.Count == 0 && UpsertReplicas.Count == 0 &&
-        DeleteReplicas.Count == 0 && UpsertNodes.Count == 0 && DeleteNodes.Count == 0 && AppendEvents.Count == 0;
+        DeleteReplicas.Count == 0 && UpsertNodes.Count == 0 && DeleteNodes.Count == 0 && AppendEvents.Count == 0 &&
+        ReplicaRuns.Count == 0;
 }
 
 /// <summary>Why a provisioning token was refused, or <see cref="Accepted"/>.</summary>

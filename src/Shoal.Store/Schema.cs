@@ -146,6 +146,8 @@ public static class Schema
             ALTER TABLE replicas ADD COLUMN recent_restarts TEXT NOT NULL DEFAULT '[]';
             ALTER TABLE replicas ADD COLUMN last_failure TEXT NULL;
             """),
+        // Issue 16: the usage ledger (one row per request id) and replica running time for GPU-seconds.
+        (10, UsageSchema.Migration10),
     ];
 
     /// <summary>The version a fully migrated store reports.</summary>

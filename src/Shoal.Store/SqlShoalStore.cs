@@ -12,7 +12,7 @@ namespace Shoal.Store;
 /// The store logic shared by SQLite and PostgreSQL: the SQL is the same, only connections,
 /// transactions, batching and error classification differ.
 /// </summary>
-public abstract class SqlShoalStore : IShoalStore
+public abstract partial class SqlShoalStore : IShoalStore
 {
     private const string UseTokenSql =
         "UPDATE provisioning_tokens SET uses = uses + 1 " +
@@ -262,6 +262,7 @@ public abstract class SqlShoalStore : IShoalStore
                 cancellationToken);
         }
 
+        await WriteReplicaRunsAsync(connection, transaction, changes, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
     }
 

@@ -154,6 +154,7 @@ internal sealed class ChaosStack : IAsyncDisposable
             [
                 "edge", "--server", Api.BaseAddress!.ToString().TrimEnd('/'), "--key", _edgeKey,
                 "--listen", $"{_host}:{_edgePort}", "--log-level", "Warning", "--metrics-key-file", _dir.Combine("server", "metrics.key"),
+                "--spool-dir", _dir.Combine("edge-spool"),
             ]));
             await Eventually.GetAsync(async () =>
             {

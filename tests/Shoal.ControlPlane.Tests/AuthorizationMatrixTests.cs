@@ -66,6 +66,8 @@ public sealed class AuthorizationMatrixTests
             _ => ("/v1/projects", new CreateProjectRequest { Name = "p-" + Guid.NewGuid().ToString("N")[..8] })),
         new("GET", "/v1/projects/", ApiKeyRoles.Viewer, Scope.Listing, HttpStatusCode.OK, _ => ("/v1/projects", null)),
         new("GET", "/v1/whoami", ApiKeyRoles.Viewer, Scope.Listing, HttpStatusCode.OK, _ => ("/v1/whoami", null)),
+        new("GET", "/v1/usage", ApiKeyRoles.Viewer, Scope.Listing, HttpStatusCode.OK, _ => ("/v1/usage?by=cluster&since=1h", null)),
+        new("GET", "/v1/usage/records", ApiKeyRoles.Viewer, Scope.Listing, HttpStatusCode.OK, _ => ("/v1/usage/records?since=1h", null)),
         new("GET", "/openapi/{documentName}.json", ApiKeyRoles.Viewer, Scope.Listing, HttpStatusCode.OK, _ => ("/openapi/v1.json", null)),
     ];
 

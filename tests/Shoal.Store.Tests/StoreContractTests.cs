@@ -11,7 +11,7 @@ namespace Shoal.Store.Tests;
 /// The behaviour every <see cref="IShoalStore"/> must have. Each subclass runs all of it against
 /// one implementation, each test on a fresh, empty database.
 /// </summary>
-public abstract class StoreContractTests(ITestOutputHelper output) : IAsyncLifetime
+public abstract partial class StoreContractTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private readonly List<IShoalStore> _opened = [];
 

@@ -157,6 +157,11 @@ public sealed class ShoalClient : IDisposable
         using var response = await SendCoreAsync(request, ct);
     }
 
+    /// <summary><c>GET /v1/usage</c>: usage grouped <paramref name="by"/> node, cluster, key or project since <paramref name="since"/> (24h, or a time).</summary>
+    public Task<UsageReportDto> GetUsageAsync(string by, string since, string? until = null, CancellationToken ct = default) =>
+        GetAsync($"v1/usage?by={Uri.EscapeDataString(by)}&since={Uri.EscapeDataString(since)}" + (until is null ? "" : "&until=" + Uri.EscapeDataString(until)),
+            ShoalJsonContext.Default.UsageReportDto, ct);
+
     public Task<GpuTypeDto[]> ListGpuTypesAsync(CancellationToken ct = default) =>
         GetAsync("v1/gpu-types", ShoalJsonContext.Default.GpuTypeDtoArray, ct);
 

@@ -82,6 +82,7 @@ public sealed class ShoalRootCommand : RootCommand
         new("projects", c => new ProjectsCommand(c)),
         new("login", c => new LoginCommand(c)),
         new("gpu-types", c => new GpuTypesCommand(c)),
+        new("usage", c => new UsageCommand(c)),
     ];
 
     /// <summary>Parses and runs <paramref name="args"/>; a command line that does not parse ends with <see cref="ExitCodes.InvalidInput"/>.</summary>

@@ -29,6 +29,11 @@ public sealed class EdgeCommand : Command
         "A new connection that sends nothing this long is closed (default 5s)", TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
     private static readonly Option<TimeSpan?> s_firstByte = CommonOptions.CreateDurationOption("--first-byte-timeout",
         "An attempt without response headers this long is cut and retried on another replica, for clusters that set no --first-byte-timeout (default none; 0: none)", TimeSpan.Zero, TimeSpan.FromHours(1));
+    private static readonly Option<string?> s_name = new("--name") { Description = "The edge's name in usage records (default: the host name)" };
+    private static readonly Option<string?> s_spoolDir = new("--spool-dir")
+    {
+        Description = "Directory of the usage ledger's spool: rows are written here before they are shipped to the control plane (default ~/.shoal/edge-spool/{name}-{port}; one edge per directory)",
+    };
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Information };
 
     private readonly CliContext _context;
@@ -53,6 +58,8 @@ public sealed class EdgeCommand : Command
         Options.Add(s_undecided);
         Options.Add(s_firstByte);
         Options.Add(s_metricsKeyFile);
+        Options.Add(s_name);
+        Options.Add(s_spoolDir);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -72,6 +79,15 @@ public sealed class EdgeCommand : Command
             _context.Interaction.DisplayError($"cannot read the {what} file {file}: {e.Message}");
             return false;
         }
+    }
+
+    /// <summary><c>~/.shoal/edge-spool/{name}-{port}</c>: each edge on a host keeps its own spool.</summary>
+    private string DefaultSpoolDirectory(EdgeOptions edge)
+    {
+        var name = string.IsNullOrWhiteSpace(edge.Name) ? Environment.MachineName : edge.Name;
+        var port = EdgeListenAddress.TryParse(edge.Listen, out var listen) ? listen.Port.ToString(System.Globalization.CultureInfo.InvariantCulture) : "edge";
+        var safe = string.Concat(name.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_'));
+        return Path.Combine(_context.HomeDirectory ?? Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".shoal", "edge-spool", $"{safe}-{port}");
     }
 
     private async Task<int> ExecuteAsync(ParseResult result, CancellationToken ct)
@@ -99,6 +115,8 @@ public sealed class EdgeCommand : Command
                 MaxConnections = result.GetValue(s_maxConnections),
             },
         };
+        options.Edge.Name = result.GetValue(s_name);
+        options.Edge.SpoolDirectory = result.GetValue(s_spoolDir) ?? DefaultSpoolDirectory(options.Edge);
         if (result.GetValue(s_maxPerAddress) is { } perAddress) options.Edge.MaxConnectionsPerAddress = perAddress;
         if (result.GetValue(s_maxTunnels) is { } tunnels) options.Edge.MaxTunnelsPerNode = tunnels;
         if (result.GetValue(s_undecided) is { } undecided) options.Edge.UndecidedConnectionTimeout = undecided;

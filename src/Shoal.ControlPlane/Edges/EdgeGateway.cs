@@ -33,9 +33,12 @@ public sealed partial class EdgeGateway
     private readonly TimeSpan _warmup;
     private readonly TimeProvider _time;
 
+    private readonly UsageIntake _usage;
+
     public EdgeGateway(RouteTableHolder routes, ControlPlaneState state, EdgeDirectory directory, EdgeKey key, Identity.ApiKeyDirectory keys, IHostApplicationLifetime lifetime,
-        ServerOptions options, TimeProvider time, Autoscaling.DemandBook demand, ILogger<EdgeGateway> logger)
+        ServerOptions options, TimeProvider time, Autoscaling.DemandBook demand, UsageIntake usage, ILogger<EdgeGateway> logger)
     {
+        _usage = usage;
         _demand = demand;
         _warmup = options.HeartbeatInterval * options.MissedHeartbeats;
         _time = time;
@@ -93,6 +96,8 @@ public sealed partial class EdgeGateway
         // table without their replicas must never reach an edge that will keep serving from it.
         using var cts = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _lifetime.ApplicationStopping);
         var changed = new SemaphoreSlim(0, 1);
+        // The writer and the usage acknowledgements share the socket: one send at a time.
+        using var sending = new SemaphoreSlim(1, 1);
         void Wake()
         {
             try
@@ -111,8 +116,8 @@ public sealed partial class EdgeGateway
         try
         {
             var feed = new EdgeRouteFeed(deltas, EdgeRouteFeed.DefaultLoadInterval);
-            var reader = ReadAsync(socket, advertised, demandName, feed, Wake, cts.Token);
-            var writer = WriteAsync(socket, advertised.TrimEnd('/'), feed, changed, cts.Token);
+            var reader = ReadAsync(socket, sending, advertised, demandName, feed, Wake, cts.Token);
+            var writer = WriteAsync(socket, sending, advertised.TrimEnd('/'), feed, changed, cts.Token);
             await Task.WhenAny(reader, writer);
             await cts.CancelAsync();
             socket.Abort();
@@ -134,7 +139,7 @@ public sealed partial class EdgeGateway
     /// <param name="feed">Decides whether the edge gets the table whole, a delta, or nothing yet.</param>
     /// <param name="changed">Released when node credentials or routes changed, or the edge asked for a resync.</param>
     /// <param name="ct">Ends the stream.</param>
-    private async Task WriteAsync(WebSocket socket, string edgeUrl, EdgeRouteFeed feed, SemaphoreSlim changed, CancellationToken ct)
+    private async Task WriteAsync(WebSocket socket, SemaphoreSlim sending, string edgeUrl, EdgeRouteFeed feed, SemaphoreSlim changed, CancellationToken ct)
     {
         IReadOnlyDictionary<string, string>? sentCredentials = null;
         IReadOnlyDictionary<string, EndpointKeyGrant>? sentKeys = null;
@@ -148,13 +153,13 @@ public sealed partial class EdgeGateway
                 // Verifiers for this edge's own tunnel credentials: nothing of a node secret, nothing good at another edge.
                 // An edge that advertises no URL has no tunnels (agents are never told of it).
                 var verifiers = edgeUrl.Length == 0 ? new Dictionary<string, string>(StringComparer.Ordinal) : TunnelCredential.Verifiers(credentials, edgeUrl);
-                await SendAsync(socket, new NodeCredentialsMessage { Nodes = verifiers }, ct);
+                await SendAsync(socket, sending, new NodeCredentialsMessage { Nodes = verifiers }, ct);
                 sentCredentials = credentials;
             }
             var keys = _keys.EndpointKeys;
             if (!ReferenceEquals(keys, sentKeys))
             {
-                await SendAsync(socket, new EndpointKeysMessage { Keys = new Dictionary<string, EndpointKeyGrant>(keys, StringComparer.Ordinal) }, ct);
+                await SendAsync(socket, sending, new EndpointKeysMessage { Keys = new Dictionary<string, EndpointKeyGrant>(keys, StringComparer.Ordinal) }, ct);
                 sentKeys = keys;
             }
             // Just after a server start, agents are still reconnecting: hold tables back (the edge keeps
@@ -167,7 +172,7 @@ public sealed partial class EdgeGateway
             var step = feed.Next(_routes.Current, _time.GetUtcNow());
             if (step.Message is { } message)
             {
-                await SendAsync(socket, message, ct);
+                await SendAsync(socket, sending, message, ct);
                 Interlocked.Increment(ref message is RouteDeltaMessage ? ref _deltasSent : ref _tablesSent);
             }
             // Load figures alone wait for the feed's interval; anything else wakes the writer at once.
@@ -190,10 +195,18 @@ public sealed partial class EdgeGateway
         }
     }
 
-    private static async Task SendAsync(WebSocket socket, EdgeMessage message, CancellationToken ct)
+    private static async Task SendAsync(WebSocket socket, SemaphoreSlim sending, EdgeMessage message, CancellationToken ct)
     {
         var bytes = JsonSerializer.SerializeToUtf8Bytes(message, ShoalJsonContext.Default.EdgeMessage);
-        await socket.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, ct);
+        await sending.WaitAsync(ct);
+        try
+        {
+            await socket.SendAsync(bytes, WebSocketMessageType.Text, endOfMessage: true, ct);
+        }
+        finally
+        {
+            sending.Release();
+        }
     }
 
     /// <summary>
@@ -201,7 +214,7 @@ public sealed partial class EdgeGateway
     /// handshake completes. A request that cannot be read is logged and ignored; one larger than
     /// <see cref="EdgeProtocol.MaxRequestBytes"/> ends the connection.
     /// </summary>
-    private async Task ReadAsync(WebSocket socket, string edgeUrl, string demandName, EdgeRouteFeed feed, Action wake, CancellationToken ct)
+    private async Task ReadAsync(WebSocket socket, SemaphoreSlim sending, string edgeUrl, string demandName, EdgeRouteFeed feed, Action wake, CancellationToken ct)
     {
         var buffer = new byte[EdgeProtocol.MaxRequestBytes];
         while (true)
@@ -247,6 +260,21 @@ public sealed partial class EdgeGateway
             {
                 _demand.Report(demandName, demand);
             }
+            else if (request is UsageBatch usage)
+            {
+                // Acknowledged only once stored; a store failure leaves it unacknowledged, and the edge sends it again.
+                UsageIntakeResult intake;
+                try
+                {
+                    intake = await _usage.StoreAsync(edgeUrl.Length > 0 ? edgeUrl : demandName, usage.Sequence, usage.Records, ct);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    LogUsageStoreFailed(_logger, edgeUrl, usage.Records?.Length ?? 0, e.Message);
+                    continue;
+                }
+                if (intake.Stored) await SendAsync(socket, sending, new UsageAckMessage { Sequence = usage.Sequence }, ct);
+            }
         }
     }
 
@@ -276,6 +304,9 @@ public sealed partial class EdgeGateway
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Edge {Url} sent a request larger than {Max} bytes; closing its connection")]
     private static partial void LogRequestTooLarge(ILogger logger, string url, int max);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Usage records ({Count}) from edge {Url} could not be stored ({Error}); not acknowledged, the edge sends them again")]
+    private static partial void LogUsageStoreFailed(ILogger logger, string url, int count, string error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Edge disconnected (tunnel URL {Url})")]
     private static partial void LogEdgeDisconnected(ILogger logger, string url);

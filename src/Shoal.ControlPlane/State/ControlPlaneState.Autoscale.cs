@@ -93,7 +93,7 @@ public sealed partial class ControlPlaneState
                 MetricsSnapshot = MetricsLocked();
                 return 0;
             }
-            await _store.CommitAsync(changes, ct);
+            await CommitLockedAsync(changes, ct);
             foreach (var (c, _) in changed) _clustersById[c.Id] = c;
             MetricsSnapshot = MetricsLocked();
         }

@@ -65,7 +65,7 @@ public sealed partial class ControlPlaneState
                 {
                     changes.AppendEvents.Add(NewEventLocked(r.ClusterId, now, type, message, r.Id, node.Id, actor));
                 }
-                await _store.CommitAsync(changes, ct);
+                await CommitLockedAsync(changes, ct);
                 _nodes[node.Id] = updated;
                 _dirtyNodes.Remove(node.Id);
             }
@@ -102,7 +102,7 @@ public sealed partial class ControlPlaneState
                     $"node {node.Name} was removed: the replica is placed again elsewhere", r.Id, node.Id, actor));
             }
             changes.DeleteNodes.Add(node.Id);
-            await _store.CommitAsync(changes, ct);
+            await CommitLockedAsync(changes, ct);
             foreach (var r in replicas) ForgetReplicaLocked(r.Id);
             _nodes.Remove(node.Id);
             _liveness.TryRemove(node.Id, out _);
@@ -138,7 +138,7 @@ public sealed partial class ControlPlaneState
             {
                 var changes = new StoreChanges();
                 changes.UpsertNodes.Add(updated);
-                await _store.CommitAsync(changes, ct);
+                await CommitLockedAsync(changes, ct);
                 _nodes[node.Id] = updated;
                 _dirtyNodes.Remove(node.Id);
                 LogNodeApproved(_logger, node.Id, node.Name);

@@ -101,7 +101,7 @@ public sealed partial class ControlPlaneState
                 changes.AppendEvents.Add(NewEventLocked(id, now, ClusterEventTypes.Scaled, $"scaled from {cluster.Spec.Replicas} to {spec.Replicas} replicas", actor: actor));
             }
             changes.UpsertClusters.Add(updated);
-            await _store.CommitAsync(changes, ct);
+            await CommitLockedAsync(changes, ct);
             _clustersById[id] = updated;
         }
         finally

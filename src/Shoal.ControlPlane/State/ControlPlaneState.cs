@@ -158,6 +158,7 @@ public sealed partial class ControlPlaneState : IDisposable
             LoadedAt = now;
             _eventSeq = snapshot.LastEventSeq;
             RefreshCredentialsLocked();
+            await LoadRunsLocked(ct);
         }
         finally
         {
@@ -199,7 +200,7 @@ public sealed partial class ControlPlaneState : IDisposable
             changes.UpsertClusters.Add(cluster);
             changes.AppendEvents.Add(NewEventLocked(cluster.Id, now, ClusterEventTypes.Created,
                 $"created: {spec.Image} on {spec.Gpu}, {spec.Replicas} replicas", actor: actor));
-            await _store.CommitAsync(changes, ct);
+            await CommitLockedAsync(changes, ct);
             _clustersById[cluster.Id] = cluster;
             _clusterIdsByName[spec.Name] = cluster.Id;
         }
@@ -229,7 +230,7 @@ public sealed partial class ControlPlaneState : IDisposable
                 if (r.NodeId is not null) changedNodes.Add(r.NodeId);
             }
             var bumped = BumpRevisions(changedNodes, changes);
-            await _store.CommitAsync(changes, ct);
+            await CommitLockedAsync(changes, ct);
             _clustersById.Remove(id);
             _clusterIdsByName.Remove(name);
             // Its events went with it in the store; those not yet flushed go too.
@@ -412,7 +413,7 @@ public sealed partial class ControlPlaneState : IDisposable
         {
             var changes = new StoreChanges();
             changes.UpsertNodes.Add(node);
-            await _store.CommitAsync(changes, ct);
+            await CommitLockedAsync(changes, ct);
             _nodes[node.Id] = node;
             _liveness[node.Id] = new NodeLiveness { DisconnectedSince = now };
             RefreshCredentialsLocked();
@@ -465,7 +466,7 @@ public sealed partial class ControlPlaneState : IDisposable
             };
             var changes = new StoreChanges();
             changes.UpsertNodes.Add(updated);
-            await _store.CommitAsync(changes, ct);
+            await CommitLockedAsync(changes, ct);
             _nodes[nodeId] = updated;
             _dirtyNodes.Remove(nodeId);
             var live = _liveness[nodeId];
@@ -824,7 +825,7 @@ public sealed partial class ControlPlaneState : IDisposable
             {
                 if (_nodes.TryGetValue(id, out var n)) changes.UpsertNodes.Add(n);
             }
-            await _store.CommitAsync(changes, ct);
+            await CommitLockedAsync(changes, ct);
             _dirtyReplicas.Clear();
             _dirtyNodes.Clear();
             _dirtyClusters.Clear();
@@ -861,7 +862,7 @@ public sealed partial class ControlPlaneState : IDisposable
             changes.DeleteReplicas.AddRange(plan.Deleted);
             changes.UpsertNodes.AddRange(plan.Nodes.Values);
             foreach (var e in plan.Events) changes.AppendEvents.Add(NumberedLocked(e));
-            await _store.CommitAsync(changes, ct);
+            await CommitLockedAsync(changes, ct);
 
             foreach (var id in plan.Deleted) ForgetReplicaLocked(id);
             foreach (var r in plan.Upserts)

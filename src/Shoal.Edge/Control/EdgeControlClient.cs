@@ -60,9 +60,14 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
     private ResyncRequest? _pendingResync;
     private readonly Channel<bool> _doorbell = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private long _demandReportsSent;
+    // The usage ledger's spool, shipped up this stream one batch at a time (null: the edge keeps no ledger).
+    private readonly Gateway.UsageSpool? _usage;
 
-    public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, Access.EndpointKeyHolder endpointKeys, TimeProvider time, ILogger<EdgeControlClient> logger)
+    public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, Access.EndpointKeyHolder endpointKeys, TimeProvider time, ILogger<EdgeControlClient> logger,
+        Gateway.UsageSpool? usage = null)
     {
+        _usage = usage;
+        if (usage is not null) usage.Available += () => _doorbell.Writer.TryWrite(true);
         _options = options;
         _connectUri = ConnectUri(options.Server);
         _routes = routes;
@@ -276,6 +281,10 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
                 case EndpointKeysMessage keys:
                     _endpointKeys.Update(keys.Keys);
                     break;
+                case UsageAckMessage ack:
+                    // Stored: the next batch may go.
+                    if (_usage?.Acknowledge(ack.Sequence) == true) _doorbell.Writer.TryWrite(true);
+                    break;
             }
         }
     }
@@ -287,7 +296,9 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
         _doorbell.Writer.TryWrite(true);
         // A resync asked on an earlier connection is moot: this one starts with the whole table.
         lock (_pendingLock) _pendingResync = null;
-        while (await _doorbell.Reader.WaitToReadAsync(ct))
+        // A usage batch sent on an earlier connection and not acknowledged goes again.
+        _usage?.ResendInFlight();
+        while (await WaitForWorkAsync(ct))
         {
             _doorbell.Reader.TryRead(out _);
             ResyncRequest? resync;
@@ -307,6 +318,18 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
                     await SendAsync(ws, report, ct);
                     Interlocked.Increment(ref _demandReportsSent);
                 }
+                if (_usage?.TakeBatch() is { } batch)
+                {
+                    try
+                    {
+                        await SendAsync(ws, new UsageBatch { Sequence = batch.Sequence, Records = batch.Records }, ct);
+                    }
+                    catch
+                    {
+                        _usage.ResendInFlight();
+                        throw;
+                    }
+                }
             }
             catch
             {
@@ -317,6 +340,23 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
                 }
                 throw;
             }
+        }
+    }
+
+    /// <summary>Waits for the doorbell, or until a usage batch in flight is due for resending; false when the doorbell closed.</summary>
+    private async ValueTask<bool> WaitForWorkAsync(CancellationToken ct)
+    {
+        if (_usage?.ResendDueIn is not { } due) return await _doorbell.Reader.WaitToReadAsync(ct);
+        if (due <= TimeSpan.Zero) return true;
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(due);
+        try
+        {
+            return await _doorbell.Reader.WaitToReadAsync(timeout.Token);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            return true;
         }
     }
 

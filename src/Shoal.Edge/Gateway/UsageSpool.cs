@@ -1,0 +1,604 @@
+using System.Buffers;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Threading.Channels;
+using Shoal.Contracts;
+using Shoal.Core.Security;
+using Shoal.Edge.Metrics;
+
+namespace Shoal.Edge.Gateway;
+
+/// <summary>Settings of a <see cref="UsageSpool"/>.</summary>
+public sealed record UsageSpoolOptions
+{
+    /// <summary>The spool's own directory (one edge per directory; a lock file keeps a second one out).</summary>
+    public required string Directory { get; init; }
+    /// <summary>A segment file is closed and a new one begun past this size. Default 4 MiB.</summary>
+    public long MaxSegmentBytes { get; init; } = 4 * 1024 * 1024;
+    /// <summary>Most segment files kept; past it new records are refused (counted, logged) until shipping frees one. Default 256 (1 GiB).</summary>
+    public int MaxSegments { get; init; } = 256;
+    /// <summary>Records waiting for the writer; past it they are dropped (counted), never waited for. Default 65,536.</summary>
+    public int Capacity { get; init; } = 65_536;
+    /// <summary>How often written records are forced to the disk (fsync), for power loss; a killed process loses nothing written. Default 1 s.</summary>
+    public TimeSpan FsyncInterval { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>Most records in one shipped batch. Default 500.</summary>
+    public int MaxBatchRecords { get; init; } = 500;
+    /// <summary>Most bytes of records in one shipped batch (under <see cref="EdgeProtocol.MaxRequestBytes"/> with the batch's envelope).</summary>
+    public int MaxBatchBytes { get; init; } = EdgeProtocol.MaxRequestBytes - 64 * 1024;
+    /// <summary>A batch not acknowledged this long is sent again. Default 30 s.</summary>
+    public TimeSpan AckTimeout { get; init; } = TimeSpan.FromSeconds(30);
+}
+
+/// <summary>A place in the spool: a segment's number and a byte offset in it.</summary>
+public readonly record struct SpoolPosition(long Segment, long Offset) : IComparable<SpoolPosition>
+{
+    public int CompareTo(SpoolPosition other) => Segment != other.Segment ? Segment.CompareTo(other.Segment) : Offset.CompareTo(other.Offset);
+
+    public static bool operator <(SpoolPosition a, SpoolPosition b) => a.CompareTo(b) < 0;
+    public static bool operator >(SpoolPosition a, SpoolPosition b) => a.CompareTo(b) > 0;
+    public static bool operator <=(SpoolPosition a, SpoolPosition b) => a.CompareTo(b) <= 0;
+    public static bool operator >=(SpoolPosition a, SpoolPosition b) => a.CompareTo(b) >= 0;
+}
+
+/// <summary>Records taken from the spool to ship, up to <see cref="End"/>; acknowledged by <see cref="UsageSpool.Acknowledge"/> with its <see cref="Sequence"/>.</summary>
+public sealed record SpoolBatch(long Sequence, UsageRecord[] Records, SpoolPosition End);
+
+/// <summary>
+/// The edge's usage ledger (issue 16): an append-only spool of JSON lines, shipped in batches.
+/// <see cref="Record"/> never blocks the request: it hands the record to a bounded channel, and one
+/// writer task appends it to the current segment file (<c>usage-{n}.jsonl</c>) and hands it to the
+/// OS (page cache) before it can be shipped, so a killed process (kill -9) loses nothing written; the
+/// writer forces the file to disk every <see cref="UsageSpoolOptions.FsyncInterval"/> for power loss.
+/// A shipper takes batches (<see cref="TakeBatch"/>), one at a time, and acknowledges them once the
+/// control plane stored them; the acknowledged position is kept in the <c>acked</c> file and segments
+/// wholly before it are deleted. At start the spool ships what it holds from before (from the acked
+/// position on); a torn last line (the process died mid-write) is skipped. When the spool cannot be
+/// written (disk full) the records are counted and logged as lost and requests go on.
+/// </summary>
+public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDisposable
+{
+    /// <summary>Longest model name kept in a record (longer ones are cut): a record stays far below a batch's size.</summary>
+    public const int MaxModelLength = 256;
+
+    private const string SegmentPrefix = "usage-";
+    private const string SegmentSuffix = ".jsonl";
+    private const string AckedFile = "acked";
+    private const string LockFile = "spool.lock";
+
+    private readonly UsageSpoolOptions _options;
+    private readonly ILogger _logger;
+    private readonly TimeProvider _time;
+    private readonly Channel<UsageRecord> _channel;
+    private readonly FileStream _lock;
+    private readonly Task _writer;
+    private readonly Lock _gate = new();
+    // Under _gate: the segments on disk, where the written data ends, what is acknowledged, the batch in flight.
+    private readonly SortedSet<long> _segments = [];
+    private SpoolPosition _written;
+    private SpoolPosition _acked;
+    private SpoolBatch? _inFlight;
+    private long _inFlightSince;
+    private bool _resendNow;
+    private long _sequence;
+    // Writer only.
+    private FileStream? _stream;
+    private long _lastFsync;
+    private bool _dirty;
+
+    private long _recorded;
+    private long _writtenCount;
+    private long _dropped;
+    private long _failed;
+    private long _acknowledged;
+    private long _corrupt;
+
+    /// <summary>Opens (or creates) the spool in <see cref="UsageSpoolOptions.Directory"/> and starts its writer.</summary>
+    /// <exception cref="IOException">Another process holds the spool, or it cannot be created.</exception>
+    public UsageSpool(UsageSpoolOptions options, ILogger<UsageSpool> logger, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options;
+        _logger = logger;
+        _time = time ?? TimeProvider.System;
+        try
+        {
+            PrivateFiles.CreateDirectory(options.Directory);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new IOException($"the usage spool {options.Directory} cannot be created: {e.Message}", e);
+        }
+        try
+        {
+            _lock = new FileStream(Path.Combine(options.Directory, LockFile), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new IOException($"the usage spool {options.Directory} is not writable: {e.Message}", e);
+        }
+        catch (IOException e)
+        {
+            throw new IOException($"the usage spool {options.Directory} is in use by another edge (give each edge its own --spool-dir): {e.Message}", e);
+        }
+        _acked = ReadAcked();
+        foreach (var file in System.IO.Directory.EnumerateFiles(options.Directory, SegmentPrefix + "*" + SegmentSuffix))
+        {
+            if (ParseSegment(Path.GetFileName(file)) is { } n) _segments.Add(n);
+        }
+        // Segments wholly acknowledged before the last stop go now.
+        foreach (var n in _segments.Where(n => n < _acked.Segment).ToList()) DeleteSegment(n);
+        // Appends always go to a new segment: an old one may end in a torn line.
+        var first = (_segments.Count == 0 ? _acked.Segment : Math.Max(_segments.Max, _acked.Segment)) + 1;
+        _written = new SpoolPosition(first, 0);
+        LeftOver = _segments.Count;
+        _channel = Channel.CreateBounded<UsageRecord>(new BoundedChannelOptions(options.Capacity)
+        {
+            SingleReader = true,
+            FullMode = BoundedChannelFullMode.DropWrite,
+        });
+        _lastFsync = _time.GetTimestamp();
+        _writer = Task.Run(WriteLoopAsync);
+    }
+
+    /// <summary>Called (on the writer's thread) when newly written records can be shipped.</summary>
+    public event Action? Available;
+
+    /// <summary>Segments found from before this start.</summary>
+    public int LeftOver { get; }
+
+    /// <summary>The spool's directory.</summary>
+    public string Directory => _options.Directory;
+
+    /// <summary>Records handed to <see cref="Record"/>.</summary>
+    public long Recorded => Interlocked.Read(ref _recorded);
+    /// <summary>Records written to the spool file.</summary>
+    public long Written => Interlocked.Read(ref _writtenCount);
+    /// <summary>Records dropped because the writer was too far behind (<see cref="UsageSpoolOptions.Capacity"/>).</summary>
+    public long Dropped => Interlocked.Read(ref _dropped);
+    /// <summary>Records lost because the spool could not be written (disk full, too many segments).</summary>
+    public long Failed => Interlocked.Read(ref _failed);
+    /// <summary>Records the control plane acknowledged.</summary>
+    public long Acknowledged => Interlocked.Read(ref _acknowledged);
+    /// <summary>Lines skipped on reading because they were not a record (a torn last line after a crash).</summary>
+    public long Corrupt => Interlocked.Read(ref _corrupt);
+
+    /// <summary>Acknowledged position.</summary>
+    public SpoolPosition AckedPosition
+    {
+        get
+        {
+            lock (_gate) return _acked;
+        }
+    }
+
+    /// <summary>Segment files on disk now.</summary>
+    public int Segments
+    {
+        get
+        {
+            lock (_gate) return _segments.Count;
+        }
+    }
+
+    /// <summary>Queues the record for the spool; never blocks (dropped and counted when the writer is too far behind).</summary>
+    public void Record(UsageRecord record)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        Interlocked.Increment(ref _recorded);
+        if (record.Model is { Length: > MaxModelLength } model) record = record with { Model = model[..MaxModelLength] };
+        if (_channel.Writer.TryWrite(record)) return;
+        var dropped = Interlocked.Increment(ref _dropped);
+        // Every power of two: a flood is visible without a line per record.
+        if ((dropped & (dropped - 1)) == 0) LogDropped(_logger, dropped, _options.Capacity);
+    }
+
+    // ------------------------------------------------------------------ writing
+
+    private async Task WriteLoopAsync()
+    {
+        var buffer = new ArrayBufferWriter<byte>(64 * 1024);
+        var reader = _channel.Reader;
+        while (true)
+        {
+            bool more;
+            if (_dirty)
+            {
+                var wait = reader.WaitToReadAsync().AsTask();
+                var remaining = _options.FsyncInterval - _time.GetElapsedTime(_lastFsync);
+                if (remaining > TimeSpan.Zero && await Task.WhenAny(wait, Task.Delay(remaining, _time)) != wait)
+                {
+                    Fsync();
+                    more = await wait;
+                }
+                else
+                {
+                    more = await wait;
+                }
+            }
+            else
+            {
+                more = await reader.WaitToReadAsync();
+            }
+            if (!more) break;
+
+            buffer.ResetWrittenCount();
+            var count = 0;
+            using (var json = new Utf8JsonWriter(buffer))
+            {
+                // Up to a segment's worth per write, so segments keep to their size.
+                var room = Math.Max(1, _options.MaxSegmentBytes - (_stream?.Length ?? 0));
+                while (count < 1000 && buffer.WrittenCount < room && reader.TryRead(out var record))
+                {
+                    JsonSerializer.Serialize(json, record, ShoalJsonContext.Default.UsageRecord);
+                    json.Flush();
+                    json.Reset();
+                    buffer.Write("\n"u8);
+                    count++;
+                }
+            }
+            if (count > 0 && Append(buffer.WrittenSpan, count)) Available?.Invoke();
+            if (_dirty && _time.GetElapsedTime(_lastFsync) >= _options.FsyncInterval) Fsync();
+        }
+        Fsync();
+        _stream?.Dispose();
+        _stream = null;
+    }
+
+    /// <summary>Appends whole lines to the current segment and hands them to the OS; false (counted, logged) when that failed.</summary>
+    private bool Append(ReadOnlySpan<byte> lines, int count)
+    {
+        try
+        {
+            if (_stream is null || _stream.Length >= _options.MaxSegmentBytes) OpenNextSegment();
+            _stream!.Write(lines);
+            // To the OS now (a killed process keeps it); to the disk on the fsync timer.
+            _stream.Flush(flushToDisk: false);
+            _dirty = true;
+            lock (_gate) _written = new SpoolPosition(_written.Segment, _stream.Length);
+            Interlocked.Add(ref _writtenCount, count);
+            return true;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            Interlocked.Add(ref _failed, count);
+            LogWriteFailed(_logger, count, _options.Directory, e.Message);
+            // What is in the file may end mid-line: the next records go to a new segment.
+            CloseSegment();
+            return false;
+        }
+    }
+
+    private void OpenNextSegment()
+    {
+        long next;
+        lock (_gate)
+        {
+            if (_stream is null && !_segments.Contains(_written.Segment)) next = _written.Segment;
+            else next = _written.Segment + 1;
+            if (_segments.Count >= _options.MaxSegments) throw new IOException($"the spool holds {_segments.Count} segments, its most (the control plane has not taken them)");
+        }
+        if (_stream is not null)
+        {
+            Fsync();
+            _stream.Dispose();
+            _stream = null;
+        }
+        var stream = new FileStream(SegmentPath(next), FileMode.CreateNew, FileAccess.Write, FileShare.Read | FileShare.Delete, bufferSize: 0);
+        lock (_gate)
+        {
+            _segments.Add(next);
+            _written = new SpoolPosition(next, 0);
+        }
+        _stream = stream;
+    }
+
+    private void CloseSegment()
+    {
+        try
+        {
+            _stream?.Dispose();
+        }
+        catch (IOException)
+        {
+            // Already failing; the segment is left as it is (its torn end is skipped on reading).
+        }
+        _stream = null;
+        lock (_gate) _written = new SpoolPosition(_written.Segment + 1, 0);
+    }
+
+    private void Fsync()
+    {
+        if (!_dirty || _stream is null) return;
+        try
+        {
+            _stream.Flush(flushToDisk: true);
+        }
+        catch (IOException e)
+        {
+            LogFsyncFailed(_logger, _options.Directory, e.Message);
+        }
+        _dirty = false;
+        _lastFsync = _time.GetTimestamp();
+    }
+
+    // ------------------------------------------------------------------ shipping
+
+    /// <summary>
+    /// The next batch to ship: the one in flight again when it is due for resending (after
+    /// <see cref="ResendInFlight"/> or <see cref="UsageSpoolOptions.AckTimeout"/>), else new records
+    /// after the acknowledged position; null when there is nothing to send now.
+    /// </summary>
+    public SpoolBatch? TakeBatch()
+    {
+        lock (_gate)
+        {
+            if (_inFlight is { } pending)
+            {
+                if (!_resendNow && _time.GetElapsedTime(_inFlightSince) < _options.AckTimeout) return null;
+                _resendNow = false;
+                _inFlightSince = _time.GetTimestamp();
+                return pending;
+            }
+            while (true)
+            {
+                var (records, end) = ReadLocked(_acked);
+                if (records.Count > 0)
+                {
+                    _inFlight = new SpoolBatch(++_sequence, [.. records], end);
+                    _inFlightSince = _time.GetTimestamp();
+                    _resendNow = false;
+                    return _inFlight;
+                }
+                if (end == _acked) return null;
+                // Only torn or finished segments were passed: nothing to ship from them.
+                AdvanceLocked(end);
+            }
+        }
+    }
+
+    /// <summary>The control plane stored batch <paramref name="sequence"/>: its records leave the spool. False when it is not the batch in flight.</summary>
+    public bool Acknowledge(long sequence)
+    {
+        lock (_gate)
+        {
+            if (_inFlight is not { } pending || pending.Sequence != sequence) return false;
+            _inFlight = null;
+            Interlocked.Add(ref _acknowledged, pending.Records.Length);
+            AdvanceLocked(pending.End);
+            return true;
+        }
+    }
+
+    /// <summary>The link was lost (or is new): the batch in flight, if any, goes again on the next <see cref="TakeBatch"/>.</summary>
+    public void ResendInFlight()
+    {
+        lock (_gate) _resendNow = true;
+    }
+
+    /// <summary>When the batch in flight is due for resending by timeout; null when none is in flight.</summary>
+    public TimeSpan? ResendDueIn
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _inFlight is null ? null : _options.AckTimeout - _time.GetElapsedTime(_inFlightSince);
+            }
+        }
+    }
+
+    private void AdvanceLocked(SpoolPosition to)
+    {
+        _acked = to;
+        try
+        {
+            var temp = Path.Combine(_options.Directory, AckedFile + ".tmp");
+            File.WriteAllText(temp, string.Create(CultureInfo.InvariantCulture, $"{to.Segment} {to.Offset}\n"));
+            File.Move(temp, Path.Combine(_options.Directory, AckedFile), overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // Not kept: after a restart these records are sent again, and the control plane stores them once.
+            LogAckedNotKept(_logger, _options.Directory, e.Message);
+        }
+        foreach (var n in _segments.Where(n => n < to.Segment).ToList()) DeleteSegment(n);
+    }
+
+    /// <summary>Reads records from <paramref name="from"/> on, within the batch limits; returns them and where reading stopped.</summary>
+    private (List<UsageRecord> Records, SpoolPosition End) ReadLocked(SpoolPosition from)
+    {
+        var records = new List<UsageRecord>();
+        var position = from;
+        var bytes = 0;
+        var full = false;
+        var buffer = new byte[64 * 1024];
+        while (!full)
+        {
+            if (!_segments.Contains(position.Segment))
+            {
+                // A segment that is gone (or never was): on to the next one.
+                var next = NextSegmentLocked(position.Segment);
+                if (next < 0) break;
+                position = new SpoolPosition(next, 0);
+                continue;
+            }
+            var current = position.Segment == _written.Segment;
+            using var file = OpenForReading(position.Segment);
+            if (file is null)
+            {
+                _segments.Remove(position.Segment);
+                continue;
+            }
+            // The segment being written is read up to what the writer finished; older ones whole.
+            var limit = current ? _written.Offset : file.Length;
+            while (!full && position.Offset < limit)
+            {
+                file.Position = position.Offset;
+                var want = (int)Math.Min(buffer.Length, limit - position.Offset);
+                var read = file.ReadAtLeast(buffer.AsSpan(0, want), want, throwOnEndOfStream: false);
+                if (read == 0) break;
+                var span = buffer.AsSpan(0, read);
+                var consumed = 0;
+                while (true)
+                {
+                    if (records.Count >= _options.MaxBatchRecords)
+                    {
+                        full = true;
+                        break;
+                    }
+                    var newline = span[consumed..].IndexOf((byte)'\n');
+                    if (newline < 0) break;
+                    if (records.Count > 0 && bytes + newline + 1 > _options.MaxBatchBytes)
+                    {
+                        full = true;
+                        break;
+                    }
+                    var line = span.Slice(consumed, newline);
+                    consumed += newline + 1;
+                    bytes += newline + 1;
+                    if (Parse(line) is { } record) records.Add(record);
+                }
+                if (consumed == 0 && !full)
+                {
+                    Interlocked.Increment(ref _corrupt);
+                    if (read == buffer.Length)
+                    {
+                        // A line longer than any record: not one of ours; skip the block.
+                        position = new SpoolPosition(position.Segment, position.Offset + read);
+                        continue;
+                    }
+                    // A last line without its end: the process died writing it.
+                    if (!current) position = new SpoolPosition(position.Segment, limit);
+                    break;
+                }
+                position = new SpoolPosition(position.Segment, position.Offset + consumed);
+            }
+            if (full || current || position.Offset < limit) break;
+            var following = NextSegmentLocked(position.Segment);
+            if (following < 0) break;
+            position = new SpoolPosition(following, 0);
+        }
+        return (records, position);
+    }
+
+    /// <summary>The first segment on disk after <paramref name="segment"/>, else the one being written; -1 when none.</summary>
+    private long NextSegmentLocked(long segment)
+    {
+        foreach (var n in _segments.GetViewBetween(segment + 1, long.MaxValue))
+        {
+            return n <= _written.Segment ? n : -1;
+        }
+        // Past the last segment on disk: the one to be written next (so the finished ones can go once acknowledged).
+        return segment < _written.Segment ? _written.Segment : -1;
+    }
+
+    private UsageRecord? Parse(ReadOnlySpan<byte> line)
+    {
+        try
+        {
+            var record = JsonSerializer.Deserialize(line, ShoalJsonContext.Default.UsageRecord);
+            if (record is not null) return record;
+        }
+        catch (JsonException)
+        {
+            // Counted below.
+        }
+        Interlocked.Increment(ref _corrupt);
+        return null;
+    }
+
+    private FileStream? OpenForReading(long segment)
+    {
+        try
+        {
+            return new FileStream(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
+        }
+        catch (FileNotFoundException)
+        {
+            return null;
+        }
+    }
+
+    private void DeleteSegment(long n)
+    {
+        try
+        {
+            File.Delete(SegmentPath(n));
+            _segments.Remove(n);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogDeleteFailed(_logger, SegmentPath(n), e.Message);
+        }
+    }
+
+    private SpoolPosition ReadAcked()
+    {
+        var path = Path.Combine(_options.Directory, AckedFile);
+        try
+        {
+            var parts = File.ReadAllText(path).Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (parts.Length == 2 && long.TryParse(parts[0], CultureInfo.InvariantCulture, out var s) && long.TryParse(parts[1], CultureInfo.InvariantCulture, out var o) && s >= 0 && o >= 0)
+            {
+                return new SpoolPosition(s, o);
+            }
+            LogAckedUnreadable(_logger, path);
+        }
+        catch (FileNotFoundException)
+        {
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            LogAckedUnreadable(_logger, path);
+        }
+        // From the start: whatever was shipped already is stored once anyway.
+        return default;
+    }
+
+    private string SegmentPath(long n) => Path.Combine(_options.Directory, string.Create(CultureInfo.InvariantCulture, $"{SegmentPrefix}{n:D12}{SegmentSuffix}"));
+
+    private static long? ParseSegment(string name) =>
+        name.StartsWith(SegmentPrefix, StringComparison.Ordinal) && name.EndsWith(SegmentSuffix, StringComparison.Ordinal)
+        && long.TryParse(name.AsSpan(SegmentPrefix.Length, name.Length - SegmentPrefix.Length - SegmentSuffix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out var n)
+            ? n : null;
+
+    public void Render(StringBuilder sb)
+    {
+        sb.Append("# HELP shoal_edge_usage_records_total Usage records by outcome: written to the spool, acknowledged by the control plane, dropped (writer behind), failed (spool not writable).\n");
+        sb.Append("# TYPE shoal_edge_usage_records_total counter\n");
+        sb.Append(CultureInfo.InvariantCulture, $"shoal_edge_usage_records_total{{outcome=\"written\"}} {Written}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"shoal_edge_usage_records_total{{outcome=\"acknowledged\"}} {Acknowledged}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"shoal_edge_usage_records_total{{outcome=\"dropped\"}} {Dropped}\n");
+        sb.Append(CultureInfo.InvariantCulture, $"shoal_edge_usage_records_total{{outcome=\"failed\"}} {Failed}\n");
+        sb.Append("# HELP shoal_edge_usage_spool_segments Segment files in the usage spool.\n");
+        sb.Append("# TYPE shoal_edge_usage_spool_segments gauge\n");
+        sb.Append(CultureInfo.InvariantCulture, $"shoal_edge_usage_spool_segments {Segments}\n");
+    }
+
+    /// <summary>Writes what is queued, forces it to disk and closes the spool.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _channel.Writer.TryComplete();
+        await _writer;
+        await _lock.DisposeAsync();
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Usage spool: {Count} records dropped so far, the writer is {Capacity} records behind")]
+    private static partial void LogDropped(ILogger logger, long count, int capacity);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Usage spool: {Count} records could not be written to {Directory} and are lost ({Error})")]
+    private static partial void LogWriteFailed(ILogger logger, int count, string directory, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Usage spool: forcing {Directory} to disk failed ({Error})")]
+    private static partial void LogFsyncFailed(ILogger logger, string directory, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Usage spool: the acknowledged position in {Directory} was not kept ({Error}); after a restart those records are sent again (stored once)")]
+    private static partial void LogAckedNotKept(ILogger logger, string directory, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Usage spool: the acknowledged position {Path} cannot be read; shipping from the first segment (records stored already are stored once)")]
+    private static partial void LogAckedUnreadable(ILogger logger, string path);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Usage spool: shipped segment {Path} could not be deleted ({Error})")]
+    private static partial void LogDeleteFailed(ILogger logger, string path, string error);
+}

@@ -50,6 +50,7 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
     private readonly RouteTableHolder _routes;
     private readonly NodeCredentialHolder _credentials;
     private readonly Access.EndpointKeyHolder _endpointKeys;
+    private readonly Gateway.ProjectGrantHolder? _projectGrants;
     private readonly TimeProvider _time;
     private readonly ILogger<EdgeControlClient> _logger;
     private readonly TaskCompletionSource _firstTable = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -61,8 +62,10 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
     private readonly Channel<bool> _doorbell = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private long _demandReportsSent;
 
-    public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, Access.EndpointKeyHolder endpointKeys, TimeProvider time, ILogger<EdgeControlClient> logger)
+    public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, Access.EndpointKeyHolder endpointKeys, TimeProvider time, ILogger<EdgeControlClient> logger,
+        Gateway.ProjectGrantHolder? projectGrants = null)
     {
+        _projectGrants = projectGrants;
         _options = options;
         _connectUri = ConnectUri(options.Server);
         _routes = routes;
@@ -274,6 +277,9 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
                     break;
                 case EndpointKeysMessage keys:
                     _endpointKeys.Update(keys.Keys);
+                    break;
+                case ProjectGrantsMessage projects:
+                    _projectGrants?.Update(projects.Projects);
                     break;
             }
         }

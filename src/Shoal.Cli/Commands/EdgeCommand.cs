@@ -16,6 +16,11 @@ public sealed class EdgeCommand : Command
     };
     private static readonly Option<string> s_listen = new("--listen") { Description = "Address to serve requests and tunnels on (host:port)", DefaultValueFactory = _ => "127.0.0.1:8080" };
     private static readonly Option<string> s_domain = new("--domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
+    private static readonly Option<string?> s_redis = new("--redis")
+    {
+        Description = "Redis the edges share for the gateway's rate limits and budgets (host:port, a StackExchange.Redis configuration); default: counters in this edge",
+    };
+    private static readonly Option<string?> s_name = new("--name") { Description = "This edge's name in usage records and metrics (default: the host name)" };
     private static readonly Option<string?> s_advertise = new("--advertise") { Description = "URL agents open tunnels to (default: the listen address)" };
     private static readonly Option<string?> s_tlsCert = new("--tls-cert") { Description = "PEM certificate file: serve HTTPS (needs --tls-key)" };
     private static readonly Option<string?> s_tlsKey = new("--tls-key") { Description = "PEM private key file of --tls-cert" };
@@ -43,6 +48,8 @@ public sealed class EdgeCommand : Command
         Options.Add(s_listen);
         Options.Add(s_domain);
         Options.Add(s_advertise);
+        Options.Add(s_redis);
+        Options.Add(s_name);
         Options.Add(s_tlsCert);
         Options.Add(s_tlsKey);
         Options.Add(s_tlsPfx);
@@ -97,6 +104,8 @@ public sealed class EdgeCommand : Command
                 TlsPfxPath = result.GetValue(s_tlsPfx),
                 TlsPassword = result.GetValue(s_tlsPassword) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_TLS_PASSWORD"),
                 MaxConnections = result.GetValue(s_maxConnections),
+                Redis = result.GetValue(s_redis),
+                Name = result.GetValue(s_name),
             },
         };
         if (result.GetValue(s_maxPerAddress) is { } perAddress) options.Edge.MaxConnectionsPerAddress = perAddress;

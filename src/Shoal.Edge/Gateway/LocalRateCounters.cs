@@ -33,7 +33,8 @@ public sealed class LocalRateCounters : IRateCounters
     /// fits; with <paramref name="force"/>, counts it without checking (a request the shared counters
     /// admitted, so this edge's share knows its own recent traffic).
     /// </summary>
-    public LimitDecision Acquire(LimitRequest request, int edges, bool force)
+    /// <param name="requestsFullUntil">Scopes whose request window the shared counters last saw full, and until when (ms): refused until then whatever the share says.</param>
+    public LimitDecision Acquire(LimitRequest request, int edges, bool force, IReadOnlyDictionary<string, long>? requestsFullUntil = null)
     {
         ArgumentNullException.ThrowIfNull(request);
         if (_scopes.Count > SweepAbove) Sweep();
@@ -51,8 +52,8 @@ public sealed class LocalRateCounters : IRateCounters
                 project?.Trim(now - _windowMs, now);
                 if (!force)
                 {
-                    if (Check(key, request.Key, request, edges, now) is { } refusedByKey) return refusedByKey;
-                    if (Check(project, request.Project, request, edges, now) is { } refusedByProject) return refusedByProject;
+                    if (Check(key, request.Key, request, edges, now, requestsFullUntil) is { } refusedByKey) return refusedByKey;
+                    if (Check(project, request.Project, request, edges, now, requestsFullUntil) is { } refusedByProject) return refusedByProject;
                 }
                 key?.Add(request, now, now + _leaseMs);
                 project?.Add(request, now, now + _leaseMs);
@@ -86,13 +87,17 @@ public sealed class LocalRateCounters : IRateCounters
         }
     }
 
-    private LimitDecision? Check(ScopeState? state, LimitScope? scope, LimitRequest request, int edges, long now)
+    private LimitDecision? Check(ScopeState? state, LimitScope? scope, LimitRequest request, int edges, long now, IReadOnlyDictionary<string, long>? requestsFullUntil)
     {
         if (state is null || scope is null) return null;
         var limits = scope.Limits;
         if (limits.RequestsPerMinute is { } rpm)
         {
             var limit = RateLimitWindows.Share(rpm, edges);
+            if (requestsFullUntil is not null && requestsFullUntil.TryGetValue(scope.Id, out var until) && until > now)
+            {
+                return Refusal(LimitKind.Requests, scope, limit, TimeSpan.FromMilliseconds(until - now));
+            }
             if (state.Requests.Count + 1 > limit)
             {
                 var retry = TimeSpan.FromMilliseconds(Math.Max(1, state.Requests.Peek() + _windowMs - now));

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using StackExchange.Redis;
 
 namespace Shoal.Edge.Gateway;
@@ -12,7 +13,9 @@ namespace Shoal.Edge.Gateway;
 /// by this edge alone on its share of each limit (limit ÷ edges, the edges counted by a registration
 /// in Redis with a TTL; the last count known is kept), counted in <see cref="Fallbacks"/>; the shared
 /// counters are used again as soon as Redis answers. This edge's own admissions are always mirrored
-/// locally, so its share also knows what it admitted just before Redis went away.
+/// locally, so its share also knows what it admitted just before Redis went away; and a scope whose
+/// request window Redis last said was full stays refused until that window frees a slot (a slow
+/// answer then does not let the shares admit on top of a full window).
 /// </para>
 /// </summary>
 public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
@@ -162,6 +165,8 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     private readonly long _windowMs;
     private readonly long _leaseMs;
     private readonly ITimer _heartbeat;
+    // Scope → until when (ms) the shared request window was full when Redis last answered: a fallback refuses it until then.
+    private readonly ConcurrentDictionary<string, long> _requestsFullUntil = new(StringComparer.Ordinal);
     private int _edges = 1;
     private long _fallbacks;
     private int _failing;
@@ -219,6 +224,14 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         if (Interlocked.Exchange(ref _failing, 0) == 1) LogResumed(_logger);
         var figures = new long[8];
         for (var i = 0; i < 8; i++) figures[i] = (long)result[5 + i];
+        // What Redis said of each scope it looked at (both when admitted; up to the refusing one when not).
+        var looked = (long)result[0] == 1 ? 1 : (long)result[2];
+        for (var s = 0; s <= looked; s++)
+        {
+            if ((s == 0 ? request.Key : request.Project) is not { Limits.RequestsPerMinute: { } rpm } looking) continue;
+            if (figures[s * 4] >= rpm) _requestsFullUntil[looking.Id] = figures[s * 4 + 1] + _windowMs;
+            else _requestsFullUntil.TryRemove(looking.Id, out _);
+        }
         var key = ScopeFigures(request.Key, figures, 0, now);
         var project = ScopeFigures(request.Project, figures, 1, now);
         var requests = Tighter(key.Requests, project.Requests);
@@ -309,7 +322,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     private LimitDecision Fallback(LimitRequest request)
     {
         Interlocked.Increment(ref _fallbacks);
-        return _local.Acquire(request, Edges, force: false) with { Fallback = true };
+        return _local.Acquire(request, Edges, force: false, _requestsFullUntil) with { Fallback = true };
     }
 
     private void Failed(Exception e)

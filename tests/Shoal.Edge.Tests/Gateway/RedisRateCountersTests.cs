@@ -119,4 +119,30 @@ public sealed class RedisRateCountersTests : IAsyncLifetime
         Assert.True(resumed.Admitted);
         Assert.True(a.Shared);
     }
+
+    [Fact]
+    public async Task A_window_redis_last_saw_full_stays_refused_on_the_share_until_it_frees_a_slot()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var a = await EdgeAsync(time, "a");
+        var b = await EdgeAsync(time, "b");
+        await a.RegisterAsync();
+        await b.RegisterAsync();
+        await a.RegisterAsync();
+        var limits = new GatewayLimits { RequestsPerMinute = 4 };
+        for (var i = 0; i < 4; i++) Assert.True((await b.AcquireAsync(Request(limits), default)).Admitted);
+        time.Advance(TimeSpan.FromSeconds(10));
+        // a admitted nothing itself, but Redis told it the window is full until 60 s after b's first.
+        Assert.False((await a.AcquireAsync(Request(limits), default)).Admitted);
+
+        await _redis.KillAsync();
+        var refused = await a.AcquireAsync(Request(limits), default);
+        Assert.True(refused is { Admitted: false, Fallback: true, Refused: LimitKind.Requests });
+        Assert.Equal(TimeSpan.FromSeconds(50), refused.RetryAfter);
+        // Once the window frees a slot, a's share (4 / 2 edges) applies.
+        time.Advance(TimeSpan.FromSeconds(50));
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.False((await a.AcquireAsync(Request(limits), default)).Admitted);
+    }
 }

@@ -42,6 +42,22 @@ public sealed record CreateApiKeyRequest
     public long? TtlSeconds { get; init; }
     /// <summary>Management calls allowed per minute (default 100; operator keys unlimited unless set).</summary>
     public int? RateLimitPerMinute { get; init; }
+    /// <summary>Endpoint keys only: the gateway's limits of this key (positive values).</summary>
+    public GatewayLimits? Limits { get; init; }
+    /// <summary>Endpoint keys only: the key's budget at the gateway.</summary>
+    public BudgetSpec? Budget { get; init; }
+}
+
+/// <summary>
+/// Body of <c>PATCH /v1/keys/{id}</c> and <c>PATCH /v1/projects/{name}</c>: the gateway's settings.
+/// Each limit given replaces that limit (0 removes it); limits not given stay. A budget given replaces
+/// the budget; <see cref="RemoveBudget"/> removes it.
+/// </summary>
+public sealed record UpdateGatewaySettingsRequest
+{
+    public GatewayLimits? Limits { get; init; }
+    public BudgetSpec? Budget { get; init; }
+    public bool RemoveBudget { get; init; }
 }
 
 /// <summary>An API key as the API shows it (never the key itself, except once at creation).</summary>
@@ -59,6 +75,10 @@ public record ApiKeyDto
     public DateTimeOffset? RevokedAt { get; init; }
     /// <summary>The key that created this one (id and name), or null for the bootstrap key.</summary>
     public string? CreatedBy { get; init; }
+    /// <summary>The gateway's limits of this endpoint key; null: none beyond its project's.</summary>
+    public GatewayLimits? Limits { get; init; }
+    /// <summary>The key's budget at the gateway; null: none beyond its project's.</summary>
+    public BudgetSpec? Budget { get; init; }
 }
 
 /// <summary>Answer of <c>POST /v1/keys</c>: the key, shown once.</summary>
@@ -81,6 +101,10 @@ public sealed record CreateProjectRequest
 {
     public string? Name { get; init; }
     public string? Description { get; init; }
+    /// <summary>The gateway's limits for all the project's endpoint keys together (positive values).</summary>
+    public GatewayLimits? Limits { get; init; }
+    /// <summary>The project's budget at the gateway.</summary>
+    public BudgetSpec? Budget { get; init; }
 }
 
 /// <summary>A project: it owns clusters and keys.</summary>
@@ -89,6 +113,8 @@ public sealed record ProjectDto
     public required string Name { get; init; }
     public string? Description { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
+    public GatewayLimits? Limits { get; init; }
+    public BudgetSpec? Budget { get; init; }
 }
 
 /// <summary>A provisioning token as <c>GET /v1/tokens</c> lists it (never the token itself).</summary>

@@ -31,6 +31,8 @@ namespace Shoal.Contracts;
 [JsonSerializable(typeof(BudgetSpec))]
 [JsonSerializable(typeof(ClusterPrice))]
 [JsonSerializable(typeof(CreateApiKeyRequest))]
+[JsonSerializable(typeof(UpdateGatewaySettingsRequest))]
+[JsonSerializable(typeof(ApiKeyDto))]
 [JsonSerializable(typeof(ApiKeyDto[]))]
 [JsonSerializable(typeof(ApiKeyCreatedDto))]
 [JsonSerializable(typeof(WhoAmIDto))]

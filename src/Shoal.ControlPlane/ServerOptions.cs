@@ -116,6 +116,9 @@ public sealed class ServerOptions
     /// <summary>The in-process edge's first-byte cap for clusters that set none (<see cref="Shoal.Edge.EdgeOptions.FirstByteTimeout"/>). Default none.</summary>
     public TimeSpan? EdgeFirstByteTimeout { get; set; }
 
+    /// <summary>Redis the in-process edge shares with standalone edges for the gateway's counters (<see cref="Shoal.Edge.EdgeOptions.Redis"/>). Default none.</summary>
+    public string? EdgeRedis { get; set; }
+
     /// <summary>The in-process edge's settings drawn from these options.</summary>
     public Shoal.Edge.EdgeOptions ToEdgeOptions() => new()
     {
@@ -132,6 +135,7 @@ public sealed class ServerOptions
         MaxTunnelsPerNode = EdgeMaxTunnelsPerNode,
         UndecidedConnectionTimeout = EdgeUndecidedTimeout,
         FirstByteTimeout = EdgeFirstByteTimeout,
+        Redis = EdgeRedis,
     };
 
     /// <summary>

@@ -172,6 +172,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
             eb.Services.AddShoalTunnels(new EdgeTunnelVerifiers(api.Services.GetRequiredService<ControlPlaneState>(), api.Services.GetRequiredService<EdgeDirectory>()));
             eb.Services.AddShoalEdge(edgeOptions, routes);
             eb.Services.AddSingleton<Shoal.Edge.Access.IEndpointKeySource>(api.Services.GetRequiredService<ApiKeyDirectory>());
+            eb.Services.AddSingleton<Shoal.Edge.Gateway.IProjectGrantSource>(api.Services.GetRequiredService<ApiKeyDirectory>());
             // The in-process edge's demand reports go straight to the autoscaler's book.
             eb.Services.AddSingleton<Shoal.Edge.Control.IEdgeDemandSink>(new InProcessDemandSink(api.Services.GetRequiredService<DemandBook>()));
             // The server's /metrics carries the control plane's autoscaling and cold-start figures too.

@@ -44,6 +44,12 @@ public static class EdgeHostExtensions
             services.AddSingleton<IMetricsSource>(static sp => sp.GetRequiredService<Gateway.UsageSpool>());
         }
         services.TryAddSingleton<Gateway.IUsageLedger, Gateway.NullUsageLedger>();
+        // Rate limits: in this edge, or shared through Redis with --redis. Registered before the budget stage.
+        if (string.IsNullOrWhiteSpace(options.Redis)) services.TryAddSingleton<Gateway.IRateCounters>(static sp => new Gateway.LocalRateCounters(sp.GetRequiredService<TimeProvider>()));
+        else services.TryAddSingleton<Gateway.IRateCounters, Gateway.RedisRateCounters>();
+        services.AddSingleton<Gateway.RateLimitStage>();
+        services.AddSingleton<Gateway.IGatewayAdmission>(static sp => sp.GetRequiredService<Gateway.RateLimitStage>());
+        services.AddSingleton<Metrics.IMetricsSource>(static sp => sp.GetRequiredService<Gateway.RateLimitStage>());
         services.TryAddSingleton<Gateway.BudgetOptions>();
         // After the limits stage: a request refused for its rate reserves nothing against budgets.
         services.AddSingleton<Gateway.IGatewayAdmission, Gateway.BudgetStage>();

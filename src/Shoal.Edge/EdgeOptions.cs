@@ -145,6 +145,17 @@ public sealed class EdgeOptions
     public IReadOnlyList<string> Validate()
     {
         var errors = new List<string>();
+        if (!string.IsNullOrWhiteSpace(Redis))
+        {
+            try
+            {
+                if (StackExchange.Redis.ConfigurationOptions.Parse(Redis).EndPoints.Count == 0) errors.Add($"redis '{Redis}' names no host:port");
+            }
+            catch (ArgumentException e)
+            {
+                errors.Add($"redis '{Redis}' is not a Redis configuration (host:port): {e.Message}");
+            }
+        }
         if (!EdgeListenAddress.TryParse(Listen, out _)) errors.Add($"edge listen address '{Listen}' is not host:port (host an IP address, 'localhost' or '*')");
         if (string.IsNullOrWhiteSpace(Domain)) errors.Add("edge domain must not be empty");
         if (RetryAfterSeconds is < 0 or > 3600) errors.Add("Retry-After seconds must be between 0 and 3600");

@@ -76,6 +76,7 @@ public sealed class EdgeServer : IAsyncDisposable
         var routes = new RouteTableHolder();
         var credentials = new NodeCredentialHolder();
         var endpointKeys = new Access.EndpointKeyHolder();
+        var projectGrants = new Gateway.ProjectGrantHolder();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.AddShoalLogging(options.LogLevel, logging);
         builder.Logging.AddEdgeLogFilters();
@@ -83,6 +84,7 @@ public sealed class EdgeServer : IAsyncDisposable
         builder.Services.AddSingleton(time);
         builder.Services.AddShoalTunnels(credentials);
         builder.Services.AddSingleton<Access.IEndpointKeySource>(endpointKeys);
+        builder.Services.AddSingleton<Gateway.IProjectGrantSource>(projectGrants);
         // Demand reports go up the control stream, which is set up once the edge knows its address.
         var demand = new DemandRelay();
         builder.Services.AddSingleton<IEdgeDemandSink>(demand);
@@ -105,7 +107,8 @@ public sealed class EdgeServer : IAsyncDisposable
             endpointKeys,
             time,
             app.Services.GetRequiredService<ILogger<EdgeControlClient>>(),
-            app.Services.GetService<Gateway.UsageSpool>());
+            app.Services.GetService<Gateway.UsageSpool>(),
+            projectGrants);
         demand.Target = control;
         var stop = new CancellationTokenSource();
         return new EdgeServer(app, address, control, Task.Run(() => control.RunAsync(stop.Token), CancellationToken.None), stop);

@@ -1,3 +1,5 @@
+using Shoal.Contracts;
+
 namespace Shoal.Store;
 
 /// <summary>
@@ -26,6 +28,8 @@ public abstract class DelegatingShoalStore(IShoalStore inner) : IShoalStore
     public virtual Task<IReadOnlyList<ProjectRecord>> ListProjectsAsync(CancellationToken cancellationToken = default) => Inner.ListProjectsAsync(cancellationToken);
     public virtual Task CreateApiKeyAsync(ApiKeyRecord key, CancellationToken cancellationToken = default) => Inner.CreateApiKeyAsync(key, cancellationToken);
     public virtual Task<IReadOnlyList<ApiKeyRecord>> ListApiKeysAsync(CancellationToken cancellationToken = default) => Inner.ListApiKeysAsync(cancellationToken);
+    public virtual Task<bool> UpdateProjectGatewayAsync(string name, GatewayLimits? limits, BudgetSpec? budget, CancellationToken cancellationToken = default) => Inner.UpdateProjectGatewayAsync(name, limits, budget, cancellationToken);
+    public virtual Task<bool> UpdateApiKeyGatewayAsync(string id, GatewayLimits? limits, BudgetSpec? budget, CancellationToken cancellationToken = default) => Inner.UpdateApiKeyGatewayAsync(id, limits, budget, cancellationToken);
     public virtual Task<bool> RevokeApiKeyAsync(string id, DateTimeOffset now, CancellationToken cancellationToken = default) => Inner.RevokeApiKeyAsync(id, now, cancellationToken);
     public virtual Task AppendUsageAsync(IReadOnlyCollection<Contracts.UsageRecord> records, CancellationToken cancellationToken = default) =>
         Inner.AppendUsageAsync(records, cancellationToken);

@@ -1,3 +1,5 @@
+using Shoal.Contracts;
+
 namespace Shoal.Store;
 
 /// <summary>
@@ -48,10 +50,16 @@ public interface IShoalStore : IAsyncDisposable
     /// <summary>Creates a project; <see cref="StoreConflictException"/> when the name is taken.</summary>
     Task CreateProjectAsync(ProjectRecord project, CancellationToken cancellationToken = default);
 
+    /// <summary>Replaces a project's gateway limits and budget (null: none); false when there is no such project.</summary>
+    Task<bool> UpdateProjectGatewayAsync(string name, GatewayLimits? limits, BudgetSpec? budget, CancellationToken cancellationToken = default);
+
     Task<IReadOnlyList<ProjectRecord>> ListProjectsAsync(CancellationToken cancellationToken = default);
 
     /// <summary>Stores a new API key (its hash); <see cref="StoreConflictException"/> on a duplicate id or hash.</summary>
     Task CreateApiKeyAsync(ApiKeyRecord key, CancellationToken cancellationToken = default);
+
+    /// <summary>Replaces a key's gateway limits and budget (null: none); false when there is no such key.</summary>
+    Task<bool> UpdateApiKeyGatewayAsync(string id, GatewayLimits? limits, BudgetSpec? budget, CancellationToken cancellationToken = default);
 
     Task<IReadOnlyList<ApiKeyRecord>> ListApiKeysAsync(CancellationToken cancellationToken = default);
 

@@ -29,6 +29,10 @@ public sealed record ProjectRecord
     public required string Name { get; init; }
     public string? Description { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
+    /// <summary>The gateway's limits for all the project's endpoint keys together; null: none.</summary>
+    public GatewayLimits? Limits { get; init; }
+    /// <summary>The project's budget at the gateway; null: none.</summary>
+    public BudgetSpec? Budget { get; init; }
 }
 
 /// <summary>An API key; only its hash is stored (and a short prefix to recognise it).</summary>
@@ -48,6 +52,10 @@ public sealed record ApiKeyRecord
     public DateTimeOffset? ExpiresAt { get; init; }
     public DateTimeOffset? RevokedAt { get; init; }
     public string? CreatedBy { get; init; }
+    /// <summary>The gateway's limits of this (endpoint) key; null: none beyond its project's.</summary>
+    public GatewayLimits? Limits { get; init; }
+    /// <summary>The gateway's budget of this (endpoint) key; null: none beyond its project's.</summary>
+    public BudgetSpec? Budget { get; init; }
 
     /// <summary>Usable at <paramref name="now"/>: not revoked, not expired.</summary>
     public bool IsValidAt(DateTimeOffset now) => RevokedAt is null && (ExpiresAt is not { } e || e > now);

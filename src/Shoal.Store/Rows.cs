@@ -65,6 +65,7 @@ internal static class Rows
     public static readonly Column[] ProjectColumns =
     [
         new("name", DbType.String), new("description", DbType.String), new("created_at", DbType.Int64),
+        new("gateway_limits", DbType.String), new("budget", DbType.String),
     ];
 
     public static readonly Column[] ApiKeyColumns =
@@ -72,7 +73,7 @@ internal static class Rows
         new("id", DbType.String), new("hash", DbType.String), new("prefix", DbType.String), new("name", DbType.String),
         new("role", DbType.String), new("project", DbType.String), new("rate_limit", DbType.Int32),
         new("created_at", DbType.Int64), new("expires_at", DbType.Int64), new("revoked_at", DbType.Int64),
-        new("created_by", DbType.String),
+        new("created_by", DbType.String), new("gateway_limits", DbType.String), new("budget", DbType.String),
     ];
 
     public static readonly Column[] IdColumn = [new("id", DbType.String)];
@@ -137,12 +138,25 @@ internal static class Rows
         e.Seq, e.ClusterId, Ms(e.At), e.Type, OrNull(e.ReplicaId), OrNull(e.NodeId), OrNull(e.NodeName), e.Message, OrNull(e.Actor),
     ];
 
-    public static object?[] Values(ProjectRecord p) => [p.Name, OrNull(p.Description), Ms(p.CreatedAt)];
+    public static object?[] Values(ProjectRecord p) => [p.Name, OrNull(p.Description), Ms(p.CreatedAt), LimitsJson(p.Limits), BudgetJson(p.Budget)];
+
+    /// <summary>Gateway limits as stored: JSON, or NULL when there are none.</summary>
+    public static object LimitsJson(GatewayLimits? limits) =>
+        limits is null || limits.IsEmpty ? DBNull.Value : JsonSerializer.Serialize(limits, ShoalJsonContext.Default.GatewayLimits);
+
+    public static object BudgetJson(BudgetSpec? budget) =>
+        budget is null ? DBNull.Value : JsonSerializer.Serialize(budget, ShoalJsonContext.Default.BudgetSpec);
+
+    private static GatewayLimits? ReadLimits(DbDataReader r, int i) =>
+        NullableString(r, i) is { } json ? Json(json, ShoalJsonContext.Default.GatewayLimits, "gateway limits") : null;
+
+    private static BudgetSpec? ReadBudget(DbDataReader r, int i) =>
+        NullableString(r, i) is { } json ? Json(json, ShoalJsonContext.Default.BudgetSpec, "budget") : null;
 
     public static object?[] Values(ApiKeyRecord k) =>
     [
         k.Id, k.Hash, k.Prefix, k.Name, k.Role, OrNull(k.Project), OrNull(k.RateLimitPerMinute),
-        Ms(k.CreatedAt), Ms(k.ExpiresAt), Ms(k.RevokedAt), OrNull(k.CreatedBy),
+        Ms(k.CreatedAt), Ms(k.ExpiresAt), Ms(k.RevokedAt), OrNull(k.CreatedBy), LimitsJson(k.Limits), BudgetJson(k.Budget),
     ];
 
     public static ProjectRecord ReadProject(DbDataReader r) => new()
@@ -150,6 +164,8 @@ internal static class Rows
         Name = r.GetString(0),
         Description = NullableString(r, 1),
         CreatedAt = Time(r, 2),
+        Limits = ReadLimits(r, 3),
+        Budget = ReadBudget(r, 4),
     };
 
     public static ApiKeyRecord ReadApiKey(DbDataReader r) => new()
@@ -165,6 +181,8 @@ internal static class Rows
         ExpiresAt = NullableTime(r, 8),
         RevokedAt = NullableTime(r, 9),
         CreatedBy = NullableString(r, 10),
+        Limits = ReadLimits(r, 11),
+        Budget = ReadBudget(r, 12),
     };
 
     public static ClusterEventRecord ReadEvent(DbDataReader r) => new()

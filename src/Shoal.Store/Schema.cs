@@ -146,6 +146,13 @@ public static class Schema
             ALTER TABLE replicas ADD COLUMN recent_restarts TEXT NOT NULL DEFAULT '[]';
             ALTER TABLE replicas ADD COLUMN last_failure TEXT NULL;
             """),
+        // The gateway's settings (issue 16): limits (GatewayLimits) and budget (BudgetSpec) as JSON, of endpoint keys and projects.
+        (9, """
+            ALTER TABLE api_keys ADD COLUMN gateway_limits TEXT NULL;
+            ALTER TABLE api_keys ADD COLUMN budget TEXT NULL;
+            ALTER TABLE projects ADD COLUMN gateway_limits TEXT NULL;
+            ALTER TABLE projects ADD COLUMN budget TEXT NULL;
+            """),
         // Issue 16: the usage ledger (one row per request id) and replica running time for GPU-seconds.
         (10, UsageSchema.Migration10),
     ];

@@ -2,6 +2,7 @@ using System.Data;
 using System.Data.Common;
 using System.Globalization;
 using System.Text.Json;
+using Shoal.Contracts;
 using Shoal.Core;
 using Shoal.Core.Clusters;
 using Shoal.Core.Security;
@@ -388,6 +389,29 @@ public abstract partial class SqlShoalStore : IShoalStore
         await using var connection = await OpenConnectionAsync(cancellationToken);
         await using var command = Command(connection, null, "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, @now) WHERE id = @id");
         AddParameter(command, "now", DbType.Int64, now.ToUnixTimeMilliseconds());
+        AddParameter(command, "id", DbType.String, id);
+        return await command.ExecuteNonQueryAsync(cancellationToken) > 0;
+    }
+
+    public Task<bool> UpdateProjectGatewayAsync(string name, GatewayLimits? limits, BudgetSpec? budget, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return UpdateGatewayAsync("UPDATE projects SET gateway_limits = @limits, budget = @budget WHERE name = @id", name, limits, budget, cancellationToken);
+    }
+
+    public Task<bool> UpdateApiKeyGatewayAsync(string id, GatewayLimits? limits, BudgetSpec? budget, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(id);
+        return UpdateGatewayAsync("UPDATE api_keys SET gateway_limits = @limits, budget = @budget WHERE id = @id", id, limits, budget, cancellationToken);
+    }
+
+    private async Task<bool> UpdateGatewayAsync(string sql, string id, GatewayLimits? limits, BudgetSpec? budget, CancellationToken cancellationToken)
+    {
+        using var writer = await EnterWriteAsync(cancellationToken);
+        await using var connection = await OpenConnectionAsync(cancellationToken);
+        await using var command = Command(connection, null, sql);
+        AddParameter(command, "limits", DbType.String, Rows.LimitsJson(limits));
+        AddParameter(command, "budget", DbType.String, Rows.BudgetJson(budget));
         AddParameter(command, "id", DbType.String, id);
         return await command.ExecuteNonQueryAsync(cancellationToken) > 0;
     }

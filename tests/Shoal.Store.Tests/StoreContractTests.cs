@@ -473,6 +473,34 @@ public abstract partial class StoreContractTests(ITestOutputHelper output) : IAs
     }
 
     [Fact]
+    public async Task Gateway_limits_and_budgets_of_keys_and_projects_round_trip_and_clear()
+    {
+        var store = await OpenMigratedAsync();
+        var limits = new GatewayLimits { RequestsPerMinute = 100, TokensPerMinute = 50_000, MaxConcurrent = 8 };
+        var budget = new BudgetSpec { AmountUsd = 12.5m, Period = BudgetPeriods.Week };
+        var project = new ProjectRecord { Name = "alpha", CreatedAt = Samples.At(1), Limits = limits };
+        await store.CreateProjectAsync(project);
+        Assert.Equal(project, Assert.Single(await store.ListProjectsAsync()));
+        var key = new ApiKeyRecord
+        {
+            Id = "key-1", Hash = "hash-1", Prefix = "shoal_sk_abcd", Name = "app", Role = ApiKeyRoles.Endpoint, Project = "alpha",
+            CreatedAt = Samples.At(2), Limits = new GatewayLimits { RequestsPerMinute = 10 }, Budget = budget,
+        };
+        await store.CreateApiKeyAsync(key);
+        Assert.Equal(key, Assert.Single(await store.ListApiKeysAsync()));
+
+        Assert.True(await store.UpdateApiKeyGatewayAsync("key-1", new GatewayLimits { MaxConcurrent = 2 }, null));
+        Assert.True(await store.UpdateProjectGatewayAsync("alpha", null, budget));
+        Assert.False(await store.UpdateApiKeyGatewayAsync("nope", null, null));
+        Assert.False(await store.UpdateProjectGatewayAsync("nope", null, null));
+        Assert.Equal(key with { Limits = new GatewayLimits { MaxConcurrent = 2 }, Budget = null }, Assert.Single(await store.ListApiKeysAsync()));
+        Assert.Equal(project with { Limits = null, Budget = budget }, Assert.Single(await store.ListProjectsAsync()));
+        // Empty limits are stored as none.
+        Assert.True(await store.UpdateApiKeyGatewayAsync("key-1", new GatewayLimits(), null));
+        Assert.Null(Assert.Single(await store.ListApiKeysAsync()).Limits);
+    }
+
+    [Fact]
     public async Task Deleting_a_node_keeps_other_nodes_and_events_carry_their_actor()
     {
         var store = await OpenMigratedAsync();

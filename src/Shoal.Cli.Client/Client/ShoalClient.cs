@@ -142,6 +142,12 @@ public sealed class ShoalClient : IDisposable
 
     public Task RevokeApiKeyAsync(string id, CancellationToken ct = default) => DeleteAsync($"v1/keys/{Escape(id)}", ct);
 
+    public Task<ApiKeyDto> UpdateApiKeyAsync(string id, UpdateGatewaySettingsRequest request, CancellationToken ct = default) =>
+        SendAsync(HttpMethod.Patch, $"v1/keys/{Escape(id)}", request, ShoalJsonContext.Default.UpdateGatewaySettingsRequest, ShoalJsonContext.Default.ApiKeyDto, ct);
+
+    public Task<ProjectDto> UpdateProjectAsync(string name, UpdateGatewaySettingsRequest request, CancellationToken ct = default) =>
+        SendAsync(HttpMethod.Patch, $"v1/projects/{Escape(name)}", request, ShoalJsonContext.Default.UpdateGatewaySettingsRequest, ShoalJsonContext.Default.ProjectDto, ct);
+
     public Task<ProjectDto> CreateProjectAsync(CreateProjectRequest request, CancellationToken ct = default) =>
         SendAsync(HttpMethod.Post, "v1/projects", request, ShoalJsonContext.Default.CreateProjectRequest, ShoalJsonContext.Default.ProjectDto, ct);
 

@@ -14,12 +14,13 @@ public sealed class KeysCommand : Command
     {
         Subcommands.Add(new KeysCreateCommand(context));
         Subcommands.Add(new KeysListCommand(context));
+        Subcommands.Add(new KeysUpdateCommand(context));
         Subcommands.Add(new IdActionCommand(context, "revoke", "Revoke an API key: it stops working at once (at every edge within a second)", "id",
             "The key's id (key-…), from `shoal keys list`", static (client, id, ct) => client.RevokeApiKeyAsync(id, ct), static id => $"revoked key {id}"));
     }
 }
 
-/// <summary><c>shoal keys create NAME --role ROLE [--project P] [--ttl 30d] [--rate-limit N]</c>; the key is shown once.</summary>
+/// <summary><c>shoal keys create NAME --role ROLE [--project P] [--ttl 30d] [--rate-limit N] [--rpm N --tpm N --max-concurrent N --budget USD --budget-period P]</c>; the key is shown once.</summary>
 public sealed class KeysCreateCommand : ApiCommand
 {
     private static readonly Argument<string> s_name = new("name") { Description = "What the key is for (ci-deployer, alice…)" };
@@ -39,6 +40,7 @@ public sealed class KeysCreateCommand : ApiCommand
         CommonOptions.CreateIntOption("--rate-limit", "Management calls per minute (default 100; operator keys unlimited)", 1, 1_000_000);
 
     private static readonly Option<OutputFormat> s_output = CommonOptions.CreateOutputOption();
+    private readonly GatewaySettingsOptions _gateway;
 
     public KeysCreateCommand(CliContext context)
         : base("create", "Create an API key (shown once)", context, s_output)
@@ -48,10 +50,17 @@ public sealed class KeysCreateCommand : ApiCommand
         Options.Add(s_project);
         Options.Add(s_ttl);
         Options.Add(s_rateLimit);
+        _gateway = new GatewaySettingsOptions(this, update: false);
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
     {
+        var budget = _gateway.Budget(result, out var budgetError);
+        if (budgetError is not null)
+        {
+            Interaction.DisplayError(budgetError);
+            return ExitCodes.InvalidInput;
+        }
         var ttl = result.GetValue(s_ttl);
         var key = await client.CreateApiKeyAsync(new CreateApiKeyRequest
         {
@@ -60,6 +69,8 @@ public sealed class KeysCreateCommand : ApiCommand
             Project = result.GetValue(s_project),
             TtlSeconds = ttl is { } t ? (long)Math.Ceiling(t.TotalSeconds) : null,
             RateLimitPerMinute = result.GetValue(s_rateLimit),
+            Limits = _gateway.Limits(result),
+            Budget = budget,
         }, ct);
         if (IsJson)
         {
@@ -97,7 +108,50 @@ public sealed class KeysListCommand : ApiCommand
     }
 }
 
-/// <summary><c>shoal projects create|list</c>.</summary>
+/// <summary><c>shoal keys update ID [--rpm N] [--tpm N] [--max-concurrent N] [--budget USD [--budget-period P] | --no-budget]</c>: an endpoint key's gateway settings (0 removes a limit).</summary>
+public sealed class KeysUpdateCommand : ApiCommand
+{
+    private static readonly Argument<string> s_id = new("id") { Description = "The key's id (key-…), from `shoal keys list`" };
+    private static readonly Option<OutputFormat> s_output = CommonOptions.CreateOutputOption();
+    private readonly GatewaySettingsOptions _gateway;
+
+    public KeysUpdateCommand(CliContext context)
+        : base("update", "Change an endpoint key's gateway limits and budget (0 removes a limit, --no-budget the budget)", context, s_output)
+    {
+        Arguments.Add(s_id);
+        _gateway = new GatewaySettingsOptions(this, update: true);
+    }
+
+    protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
+    {
+        if (GatewayUpdate.From(_gateway, result, Interaction) is not { } request) return ExitCodes.InvalidInput;
+        var key = await client.UpdateApiKeyAsync(result.GetValue(s_id)!, request, ct);
+        if (IsJson) Interaction.WriteJson(key, ShoalJsonContext.Default.ApiKeyDto);
+        else Interaction.DisplaySuccess($"key {key.Id} ({key.Name}): {GatewaySettingsOptions.Describe(key.Limits, key.Budget)}");
+        return ExitCodes.Success;
+    }
+}
+
+/// <summary>The request of <c>keys update</c> and <c>projects update</c>, from their options.</summary>
+internal static class GatewayUpdate
+{
+    public static UpdateGatewaySettingsRequest? From(GatewaySettingsOptions options, ParseResult result, IInteractionService interaction)
+    {
+        var budget = options.Budget(result, out var error);
+        var remove = options.RemoveBudget(result);
+        var limits = options.Limits(result);
+        error ??= remove && budget is not null ? "give --budget or --no-budget, not both"
+            : limits is null && budget is null && !remove ? "nothing to change: give --rpm, --tpm, --max-concurrent, --budget or --no-budget" : null;
+        if (error is not null)
+        {
+            interaction.DisplayError(error);
+            return null;
+        }
+        return new UpdateGatewaySettingsRequest { Limits = limits, Budget = budget, RemoveBudget = remove };
+    }
+}
+
+/// <summary><c>shoal projects create|list|update</c>.</summary>
 public sealed class ProjectsCommand : Command
 {
     public ProjectsCommand(CliContext context)
@@ -105,6 +159,31 @@ public sealed class ProjectsCommand : Command
     {
         Subcommands.Add(new ProjectsCreateCommand(context));
         Subcommands.Add(new ProjectsListCommand(context));
+        Subcommands.Add(new ProjectsUpdateCommand(context));
+    }
+}
+
+/// <summary><c>shoal projects update NAME [--rpm N] [--tpm N] [--max-concurrent N] [--budget USD [--budget-period P] | --no-budget]</c> (operator keys).</summary>
+public sealed class ProjectsUpdateCommand : ApiCommand
+{
+    private static readonly Argument<string> s_name = new("name") { Description = "The project" };
+    private static readonly Option<OutputFormat> s_output = CommonOptions.CreateOutputOption();
+    private readonly GatewaySettingsOptions _gateway;
+
+    public ProjectsUpdateCommand(CliContext context)
+        : base("update", "Change a project's gateway limits and budget, for all its endpoint keys together (operator keys; 0 removes a limit)", context, s_output)
+    {
+        Arguments.Add(s_name);
+        _gateway = new GatewaySettingsOptions(this, update: true);
+    }
+
+    protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
+    {
+        if (GatewayUpdate.From(_gateway, result, Interaction) is not { } request) return ExitCodes.InvalidInput;
+        var project = await client.UpdateProjectAsync(result.GetValue(s_name)!, request, ct);
+        if (IsJson) Interaction.WriteJson(project, ShoalJsonContext.Default.ProjectDto);
+        else Interaction.DisplaySuccess($"project {project.Name}: {GatewaySettingsOptions.Describe(project.Limits, project.Budget)}");
+        return ExitCodes.Success;
     }
 }
 
@@ -113,17 +192,28 @@ public sealed class ProjectsCreateCommand : ApiCommand
     private static readonly Argument<string> s_name = new("name") { Description = "Project name (lower-case letters, digits, '-')" };
     private static readonly Option<string?> s_description = new("--description") { Description = "What the project is" };
     private static readonly Option<OutputFormat> s_output = CommonOptions.CreateOutputOption();
+    private readonly GatewaySettingsOptions _gateway;
 
     public ProjectsCreateCommand(CliContext context)
         : base("create", "Create a project (operator keys)", context, s_output)
     {
         Arguments.Add(s_name);
         Options.Add(s_description);
+        _gateway = new GatewaySettingsOptions(this, update: false);
     }
 
     protected override async Task<int> ExecuteAsync(ParseResult result, ShoalClient client, CancellationToken ct)
     {
-        var project = await client.CreateProjectAsync(new CreateProjectRequest { Name = result.GetValue(s_name), Description = result.GetValue(s_description) }, ct);
+        var budget = _gateway.Budget(result, out var budgetError);
+        if (budgetError is not null)
+        {
+            Interaction.DisplayError(budgetError);
+            return ExitCodes.InvalidInput;
+        }
+        var project = await client.CreateProjectAsync(new CreateProjectRequest
+        {
+            Name = result.GetValue(s_name), Description = result.GetValue(s_description), Limits = _gateway.Limits(result), Budget = budget,
+        }, ct);
         if (IsJson)
         {
             Interaction.WriteJson(project, ShoalJsonContext.Default.ProjectDto);
@@ -154,7 +244,8 @@ public sealed class ProjectsListCommand : ApiCommand
         }
         foreach (var p in projects)
         {
-            Interaction.DisplayMessage(p.Description is { } d ? $"{p.Name}  {d}" : p.Name);
+            var gateway = p.Limits is null && p.Budget is null ? "" : "  [" + GatewaySettingsOptions.Describe(p.Limits, p.Budget) + "]";
+            Interaction.DisplayMessage((p.Description is { } d ? $"{p.Name}  {d}" : p.Name) + gateway);
         }
         return ExitCodes.Success;
     }

@@ -233,13 +233,14 @@ public static class Views
     /// <summary>The table of <c>shoal keys list</c> (never the keys themselves: their first characters).</summary>
     public static Table Keys(IEnumerable<ApiKeyDto> keys, DateTimeOffset now)
     {
-        var table = NewTable("ID", "NAME", "ROLE", "PROJECT", "PREFIX", "RATE LIMIT", "EXPIRES (UTC)", "STATE");
+        var table = NewTable("ID", "NAME", "ROLE", "PROJECT", "PREFIX", "RATE LIMIT", "GATEWAY", "EXPIRES (UTC)", "STATE");
         foreach (var k in keys)
         {
             var state = k.RevokedAt is not null ? "revoked" : k.ExpiresAt is { } e && e <= now ? "expired" : "active";
             table.AddRow(
                 Cell(k.Id), Cell(k.Name), Cell(k.Role), Cell(k.Project ?? "-"), Cell(k.Prefix + "…"),
                 Cell(k.RateLimitPerMinute is { } r ? r.ToString(CultureInfo.InvariantCulture) + "/min" : "default"),
+                Cell(Commands.GatewaySettingsOptions.Describe(k.Limits, k.Budget)),
                 Cell(k.ExpiresAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture) ?? "never"),
                 Cell(state));
         }

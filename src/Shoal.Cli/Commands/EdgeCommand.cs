@@ -16,6 +16,11 @@ public sealed class EdgeCommand : Command
     };
     private static readonly Option<string> s_listen = new("--listen") { Description = "Address to serve requests and tunnels on (host:port)", DefaultValueFactory = _ => "127.0.0.1:8080" };
     private static readonly Option<string> s_domain = new("--domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
+    private static readonly Option<string?> s_redis = new("--redis")
+    {
+        Description = "Redis the edges share for the gateway's rate limits and budgets (host:port, a StackExchange.Redis configuration); default: counters in this edge",
+    };
+    private static readonly Option<string?> s_name = new("--name") { Description = "This edge's name in usage records and metrics (default: the host name)" };
     private static readonly Option<string?> s_advertise = new("--advertise") { Description = "URL agents open tunnels to (default: the listen address)" };
     private static readonly Option<string?> s_tlsCert = new("--tls-cert") { Description = "PEM certificate file: serve HTTPS (needs --tls-key)" };
     private static readonly Option<string?> s_tlsKey = new("--tls-key") { Description = "PEM private key file of --tls-cert" };
@@ -29,7 +34,6 @@ public sealed class EdgeCommand : Command
         "A new connection that sends nothing this long is closed (default 5s)", TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
     private static readonly Option<TimeSpan?> s_firstByte = CommonOptions.CreateDurationOption("--first-byte-timeout",
         "An attempt without response headers this long is cut and retried on another replica, for clusters that set no --first-byte-timeout (default none; 0: none)", TimeSpan.Zero, TimeSpan.FromHours(1));
-    private static readonly Option<string?> s_name = new("--name") { Description = "The edge's name in usage records (default: the host name)" };
     private static readonly Option<string?> s_spoolDir = new("--spool-dir")
     {
         Description = "Directory of the usage ledger's spool: rows are written here before they are shipped to the control plane (default ~/.shoal/edge-spool/{name}-{port}; one edge per directory)",
@@ -48,6 +52,8 @@ public sealed class EdgeCommand : Command
         Options.Add(s_listen);
         Options.Add(s_domain);
         Options.Add(s_advertise);
+        Options.Add(s_redis);
+        Options.Add(s_name);
         Options.Add(s_tlsCert);
         Options.Add(s_tlsKey);
         Options.Add(s_tlsPfx);
@@ -58,7 +64,6 @@ public sealed class EdgeCommand : Command
         Options.Add(s_undecided);
         Options.Add(s_firstByte);
         Options.Add(s_metricsKeyFile);
-        Options.Add(s_name);
         Options.Add(s_spoolDir);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
@@ -113,9 +118,10 @@ public sealed class EdgeCommand : Command
                 TlsPfxPath = result.GetValue(s_tlsPfx),
                 TlsPassword = result.GetValue(s_tlsPassword) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_TLS_PASSWORD"),
                 MaxConnections = result.GetValue(s_maxConnections),
+                Redis = result.GetValue(s_redis),
+                Name = result.GetValue(s_name),
             },
         };
-        options.Edge.Name = result.GetValue(s_name);
         options.Edge.SpoolDirectory = result.GetValue(s_spoolDir) ?? DefaultSpoolDirectory(options.Edge);
         if (result.GetValue(s_maxPerAddress) is { } perAddress) options.Edge.MaxConnectionsPerAddress = perAddress;
         if (result.GetValue(s_maxTunnels) is { } tunnels) options.Edge.MaxTunnelsPerNode = tunnels;

@@ -23,6 +23,10 @@ public sealed class ServerCommand : Command
     private static readonly Option<int?> s_crashLoopRestarts = CommonOptions.CreateIntOption("--crash-loop-restarts",
         "Restarts within 5 min after which a replica counts as crash-looping and is replaced on another node (default 3)", 1, 100);
     private static readonly Option<string> s_edgeDomain = new("--edge-domain") { Description = "Domain for host-based routing: {cluster}.{domain}", DefaultValueFactory = _ => "localhost" };
+    private static readonly Option<string?> s_redis = new("--redis")
+    {
+        Description = "Redis the in-process edge shares with standalone edges for the gateway's rate limits and budgets (host:port); default: counters in the edge",
+    };
     private static readonly Option<string?> s_publicEdgeUrl = new("--public-edge-url") { Description = "Edge URL shown in cluster endpoints (default from --edge-listen)" };
     private static readonly Option<string?> s_edgeKey = new("--edge-key") { Description = "Key standalone edges (shoal edge) present; default: generated once into edge.key in the data dir (env SHOAL_EDGE_KEY)" };
     private static readonly Option<string?> s_secretsKeyFile = new("--secrets-key-file")
@@ -68,6 +72,7 @@ public sealed class ServerCommand : Command
         Options.Add(s_crashLoopRestarts);
         Options.Add(s_edgeDomain);
         Options.Add(s_publicEdgeUrl);
+        Options.Add(s_redis);
         Options.Add(s_edgeKey);
         Options.Add(s_secretsKeyFile);
         Options.Add(s_edgeTlsCert);
@@ -97,6 +102,7 @@ public sealed class ServerCommand : Command
             Database = result.GetValue(s_database),
             EdgeDomain = result.GetValue(s_edgeDomain)!,
             PublicEdgeUrl = result.GetValue(s_publicEdgeUrl),
+            EdgeRedis = result.GetValue(s_redis),
             EdgeKey = result.GetValue(s_edgeKey) ?? Environment.GetEnvironmentVariable("SHOAL_EDGE_KEY"),
             // The key itself only from the environment: a command line is visible to every user of the machine.
             SecretsKey = Environment.GetEnvironmentVariable(SecretsKey.EnvironmentVariable),

@@ -145,9 +145,11 @@ internal static class Mapping
         ExpiresAt = k.ExpiresAt,
         RevokedAt = k.RevokedAt,
         CreatedBy = k.CreatedBy,
+        Limits = k.Limits,
+        Budget = k.Budget,
     };
 
-    public static ProjectDto ToDto(this ProjectRecord p) => new() { Name = p.Name, Description = p.Description, CreatedAt = p.CreatedAt };
+    public static ProjectDto ToDto(this ProjectRecord p) => new() { Name = p.Name, Description = p.Description, CreatedAt = p.CreatedAt, Limits = p.Limits, Budget = p.Budget };
 
     public static TokenDto ToDto(this ProvisioningTokenRecord t) => new()
     {

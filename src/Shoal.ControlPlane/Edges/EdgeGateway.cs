@@ -111,6 +111,7 @@ public sealed partial class EdgeGateway
         }
         _state.NodeCredentialsChanged += Wake;
         _keys.EndpointKeysChanged += Wake;
+        _keys.ProjectGrantsChanged += Wake;
         // Each connection reports demand under its own name: two edges advertising one URL (or none) do not overwrite each other.
         var demandName = "edge-" + Interlocked.Increment(ref _connections).ToString(System.Globalization.CultureInfo.InvariantCulture);
         try
@@ -127,6 +128,7 @@ public sealed partial class EdgeGateway
         {
             _state.NodeCredentialsChanged -= Wake;
             _keys.EndpointKeysChanged -= Wake;
+            _keys.ProjectGrantsChanged -= Wake;
             _demand.Remove(demandName);
             Interlocked.Decrement(ref _connected);
             changed.Dispose();
@@ -143,6 +145,7 @@ public sealed partial class EdgeGateway
     {
         IReadOnlyDictionary<string, string>? sentCredentials = null;
         IReadOnlyDictionary<string, EndpointKeyGrant>? sentKeys = null;
+        IReadOnlyDictionary<string, ProjectGrant>? sentProjects = null;
         while (!ct.IsCancellationRequested)
         {
             // Take the change token before reading the table so no update slips between them.
@@ -161,6 +164,12 @@ public sealed partial class EdgeGateway
             {
                 await SendAsync(socket, sending, new EndpointKeysMessage { Keys = new Dictionary<string, EndpointKeyGrant>(keys, StringComparer.Ordinal) }, ct);
                 sentKeys = keys;
+            }
+            var projects = _keys.Projects;
+            if (!ReferenceEquals(projects, sentProjects))
+            {
+                await SendAsync(socket, sending, new ProjectGrantsMessage { Projects = new Dictionary<string, ProjectGrant>(projects, StringComparer.Ordinal) }, ct);
+                sentProjects = projects;
             }
             // Just after a server start, agents are still reconnecting: hold tables back (the edge keeps
             // serving from the one it has) until they are back or the warm-up is over.

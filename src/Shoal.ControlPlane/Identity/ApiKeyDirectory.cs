@@ -10,7 +10,7 @@ namespace Shoal.ControlPlane.Identity;
 /// is checked without a store read, written through to the store first on every change. On the
 /// first start it creates the operator key and writes it to <c>{data-dir}/operator.key</c> (0600).
 /// </summary>
-public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySource
+public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySource, Shoal.Edge.Gateway.IProjectGrantSource
 {
     /// <summary>Where the bootstrap operator key is written, in the data dir.</summary>
     public const string OperatorKeyFileName = "operator.key";
@@ -29,6 +29,7 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
     private FrozenDictionary<string, ApiKeyRecord> _byId = FrozenDictionary<string, ApiKeyRecord>.Empty;
     private FrozenDictionary<string, ProjectRecord> _projects = FrozenDictionary<string, ProjectRecord>.Empty;
     private IReadOnlyDictionary<string, EndpointKeyGrant> _endpointKeys = FrozenDictionary<string, EndpointKeyGrant>.Empty;
+    private IReadOnlyDictionary<string, ProjectGrant> _projectGrants = FrozenDictionary<string, ProjectGrant>.Empty;
 
     public ApiKeyDirectory(IShoalStore store, TimeProvider time, ILogger<ApiKeyDirectory> logger)
     {
@@ -39,6 +40,12 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
 
     /// <summary>Raised after an endpoint key was created or revoked (edges get the new set).</summary>
     public event Action? EndpointKeysChanged;
+
+    /// <summary>Raised after a project's gateway settings (limits, budget) changed (edges get the new set).</summary>
+    public event Action? ProjectGrantsChanged;
+
+    /// <summary>Every project with gateway limits or a budget; replaced as a whole on every change.</summary>
+    public IReadOnlyDictionary<string, ProjectGrant> Projects => Volatile.Read(ref _projectGrants);
 
     /// <summary>Where the bootstrap operator key was written at this start; null when keys existed already.</summary>
     public string? OperatorKeyFile { get; private set; }
@@ -67,7 +74,7 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
         Publish(keys, projects);
         if (keys.Count == 0)
         {
-            var (_, key) = await CreateAsync("operator (bootstrap)", ApiKeyRoles.Operator, null, null, null, null, ct);
+            var (_, key) = await CreateAsync("operator (bootstrap)", ApiKeyRoles.Operator, null, null, null, null, null, null, ct);
             OperatorKeyFile = SecretFile.Write(Path.Combine(Path.GetFullPath(dataDir), OperatorKeyFileName), key);
             LogBootstrapKey(_logger, OperatorKeyFile);
         }
@@ -87,7 +94,7 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
 
     /// <summary>Creates a key and returns it with its one clear-text copy; the caller checked the request.</summary>
     public async Task<(ApiKeyRecord Record, string Key)> CreateAsync(
-        string name, string role, string? project, DateTimeOffset? expiresAt, int? rateLimit, string? createdBy, CancellationToken ct)
+        string name, string role, string? project, DateTimeOffset? expiresAt, int? rateLimit, GatewayLimits? limits, BudgetSpec? budget, string? createdBy, CancellationToken ct)
     {
         var key = Secrets.NewToken(role == ApiKeyRoles.Endpoint ? EndpointKeyPrefix : ManagementKeyPrefix);
         var record = new ApiKeyRecord
@@ -102,6 +109,8 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
             CreatedAt = _time.GetUtcNow(),
             ExpiresAt = expiresAt,
             CreatedBy = createdBy,
+            Limits = limits is { IsEmpty: false } ? limits : null,
+            Budget = budget,
         };
         await _writeGate.WaitAsync(ct);
         try
@@ -142,10 +151,65 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
         return revoked;
     }
 
-    /// <summary>Creates a project; <see cref="StoreConflictException"/> when it exists.</summary>
-    public async Task<ProjectRecord> CreateProjectAsync(string name, string? description, string? actor, CancellationToken ct)
+    /// <summary>Replaces a key's gateway settings; the updated record, or null when there is no such key.</summary>
+    public async Task<ApiKeyRecord?> UpdateGatewayAsync(string id, GatewayLimits? limits, BudgetSpec? budget, string? actor, CancellationToken ct)
     {
-        var project = new ProjectRecord { Name = name, Description = description, CreatedAt = _time.GetUtcNow() };
+        ApiKeyRecord? updated;
+        limits = limits is { IsEmpty: false } ? limits : null;
+        await _writeGate.WaitAsync(ct);
+        try
+        {
+            var current = Get(id);
+            if (current is null) return null;
+            if (!await _store.UpdateApiKeyGatewayAsync(id, limits, budget, ct)) return null;
+            updated = current with { Limits = limits, Budget = budget };
+            Publish([.. Volatile.Read(ref _byHash).Values.Where(k => k.Id != id), updated], _projects.Values);
+        }
+        finally
+        {
+            _writeGate.Release();
+        }
+        LogKeyGatewayChanged(_logger, updated.Id, updated.Name, actor ?? "-");
+        if (updated.Role == ApiKeyRoles.Endpoint) EndpointKeysChanged?.Invoke();
+        return updated;
+    }
+
+    public ProjectRecord? GetProject(string name) => Volatile.Read(ref _projects).GetValueOrDefault(name);
+
+    /// <summary>Replaces a project's gateway settings; the updated record, or null when there is no such project.</summary>
+    public async Task<ProjectRecord?> UpdateProjectGatewayAsync(string name, GatewayLimits? limits, BudgetSpec? budget, string? actor, CancellationToken ct)
+    {
+        ProjectRecord? updated;
+        limits = limits is { IsEmpty: false } ? limits : null;
+        await _writeGate.WaitAsync(ct);
+        try
+        {
+            var current = GetProject(name);
+            if (current is null) return null;
+            if (!await _store.UpdateProjectGatewayAsync(name, limits, budget, ct)) return null;
+            updated = current with { Limits = limits, Budget = budget };
+            Publish(_byHash.Values, [.. _projects.Values.Where(p => p.Name != name), updated]);
+        }
+        finally
+        {
+            _writeGate.Release();
+        }
+        LogProjectGatewayChanged(_logger, name, actor ?? "-");
+        ProjectGrantsChanged?.Invoke();
+        return updated;
+    }
+
+    /// <summary>Creates a project; <see cref="StoreConflictException"/> when it exists.</summary>
+    public async Task<ProjectRecord> CreateProjectAsync(string name, string? description, string? actor, CancellationToken ct) =>
+        await CreateProjectAsync(name, description, null, null, actor, ct);
+
+    /// <summary>Creates a project with gateway settings; <see cref="StoreConflictException"/> when it exists.</summary>
+    public async Task<ProjectRecord> CreateProjectAsync(string name, string? description, GatewayLimits? limits, BudgetSpec? budget, string? actor, CancellationToken ct)
+    {
+        var project = new ProjectRecord
+        {
+            Name = name, Description = description, CreatedAt = _time.GetUtcNow(), Limits = limits is { IsEmpty: false } ? limits : null, Budget = budget,
+        };
         await _writeGate.WaitAsync(ct);
         try
         {
@@ -157,16 +221,24 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
             _writeGate.Release();
         }
         LogProjectCreated(_logger, name, actor ?? "-");
+        if (project.Limits is not null || project.Budget is not null) ProjectGrantsChanged?.Invoke();
         return project;
     }
 
     private void Publish(IEnumerable<ApiKeyRecord> keys, IEnumerable<ProjectRecord> projects)
     {
         var byHash = keys.ToFrozenDictionary(k => k.Hash, StringComparer.Ordinal);
-        Volatile.Write(ref _projects, projects.ToFrozenDictionary(p => p.Name, StringComparer.Ordinal));
+        var byName = projects.ToFrozenDictionary(p => p.Name, StringComparer.Ordinal);
+        var grants = byName.Values
+            .Where(p => p.Limits is not null || p.Budget is not null)
+            .ToFrozenDictionary(p => p.Name, p => new ProjectGrant { Limits = p.Limits, Budget = p.Budget }, StringComparer.Ordinal);
+        // Edges resend only when the set changed: keep the published one when it is equal.
+        var previous = Volatile.Read(ref _projectGrants);
+        if (previous.Count != grants.Count || grants.Any(g => !previous.TryGetValue(g.Key, out var p) || p != g.Value)) Volatile.Write(ref _projectGrants, grants);
+        Volatile.Write(ref _projects, byName);
         Volatile.Write(ref _endpointKeys, byHash.Values
             .Where(k => k.Role == ApiKeyRoles.Endpoint && k.RevokedAt is null && k.Project is not null)
-            .ToFrozenDictionary(k => k.Hash, k => new EndpointKeyGrant(k.Project!, k.ExpiresAt), StringComparer.Ordinal));
+            .ToFrozenDictionary(k => k.Hash, k => new EndpointKeyGrant(k.Project!, k.ExpiresAt) { KeyId = k.Id, Limits = k.Limits, Budget = k.Budget }, StringComparer.Ordinal));
         Volatile.Write(ref _byId, byHash.Values.ToFrozenDictionary(k => k.Id, StringComparer.Ordinal));
         Volatile.Write(ref _byHash, byHash);
     }
@@ -179,6 +251,12 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
 
     [LoggerMessage(Level = LogLevel.Information, Message = "API key {Id} ({Name}) revoked by {Actor}")]
     private static partial void LogKeyRevoked(ILogger logger, string id, string name, string actor);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "API key {Id} ({Name}): gateway limits and budget changed by {Actor}")]
+    private static partial void LogKeyGatewayChanged(ILogger logger, string id, string name, string actor);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Project {Name}: gateway limits and budget changed by {Actor}")]
+    private static partial void LogProjectGatewayChanged(ILogger logger, string name, string actor);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Project {Name} created by {Actor}")]
     private static partial void LogProjectCreated(ILogger logger, string name, string actor);

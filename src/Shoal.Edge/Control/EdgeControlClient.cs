@@ -50,6 +50,7 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
     private readonly RouteTableHolder _routes;
     private readonly NodeCredentialHolder _credentials;
     private readonly Access.EndpointKeyHolder _endpointKeys;
+    private readonly Gateway.ProjectGrantHolder? _projectGrants;
     private readonly TimeProvider _time;
     private readonly ILogger<EdgeControlClient> _logger;
     private readonly TaskCompletionSource _firstTable = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -64,9 +65,11 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
     private readonly Gateway.UsageSpool? _usage;
 
     public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, Access.EndpointKeyHolder endpointKeys, TimeProvider time, ILogger<EdgeControlClient> logger,
-        Gateway.UsageSpool? usage = null)
+        Gateway.UsageSpool? usage = null,
+        Gateway.ProjectGrantHolder? projectGrants = null)
     {
         _usage = usage;
+        _projectGrants = projectGrants;
         if (usage is not null) usage.Available += () => _doorbell.Writer.TryWrite(true);
         _options = options;
         _connectUri = ConnectUri(options.Server);
@@ -284,6 +287,9 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
                 case UsageAckMessage ack:
                     // Stored: the next batch may go.
                     if (_usage?.Acknowledge(ack.Sequence) == true) _doorbell.Writer.TryWrite(true);
+                    break;
+                case ProjectGrantsMessage projects:
+                    _projectGrants?.Update(projects.Projects);
                     break;
             }
         }

@@ -20,6 +20,8 @@ public sealed partial class GatewayRedis : IAsyncDisposable
         config.SyncTimeout = 1000;
         config.AsyncTimeout = 1000;
         config.ClientName = "shoal-edge";
+        // While disconnected, commands fail at once rather than wait in a backlog: callers fall back.
+        config.BacklogPolicy = BacklogPolicy.FailFast;
         _connection = ConnectionMultiplexer.Connect(config);
         if (!_connection.IsConnected) LogNotConnected(logger, string.Join(", ", config.EndPoints));
     }

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Shoal.Cli.Commands;
 using Shoal.Cli.Tests.Infrastructure;
 using Shoal.Contracts;
 
@@ -88,5 +89,50 @@ public sealed class KeysCommandTests : IAsyncLifetime
         _server.On("DELETE", "/v1/nodes/busy", CannedResponse.Error(409, ErrorCodes.AlreadyExists, "node 'busy' is connected; stop its agent first"));
         Assert.Equal(ExitCodes.Conflict, await _cli.RunAsync("nodes", "rm", "busy"));
         Assert.Contains("stop its agent first", _cli.Err, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Gateway_limits_and_budgets_go_with_keys_and_projects_on_create_and_update_and_show_in_lists()
+    {
+        var created = new ApiKeyCreatedDto
+        {
+            Id = "key-9", Name = "app", Role = ApiKeyRoles.Endpoint, Project = "team-a", Prefix = "shoal_sk_abcd", Key = "shoal_sk_abcdefgh",
+            Limits = new GatewayLimits { RequestsPerMinute = 100, TokensPerMinute = 50_000 }, Budget = new BudgetSpec { AmountUsd = 25, Period = BudgetPeriods.Week },
+        };
+        _server.On("POST", "/v1/keys", CannedResponse.Json(created, ShoalJsonContext.Default.ApiKeyCreatedDto, 201));
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("keys", "create", "app", "--role", "endpoint", "--project", "team-a",
+            "--rpm", "100", "--tpm", "50000", "--max-concurrent", "8", "--budget", "25", "--budget-period", "week"));
+        var sent = JsonSerializer.Deserialize(_server.Requests.Last().Body, ShoalJsonContext.Default.CreateApiKeyRequest)!;
+        Assert.Equal(new GatewayLimits { RequestsPerMinute = 100, TokensPerMinute = 50_000, MaxConcurrent = 8 }, sent.Limits);
+        Assert.Equal(new BudgetSpec { AmountUsd = 25, Period = BudgetPeriods.Week }, sent.Budget);
+
+        _server.On("GET", "/v1/keys", CannedResponse.Json(new ApiKeyDto[] { created }, ShoalJsonContext.Default.ApiKeyDtoArray));
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("keys", "list"));
+        Assert.Equal("100 rpm, 50000 tpm, $25/week", GatewaySettingsOptions.Describe(created.Limits, created.Budget));
+        Assert.Contains("GATEWAY", _cli.Out, StringComparison.Ordinal);
+        Assert.Contains("100 rpm", _cli.Out, StringComparison.Ordinal);
+
+        // Update: 0 removes a limit; --no-budget the budget.
+        _server.On("PATCH", "/v1/keys/key-9", CannedResponse.Json((ApiKeyDto)created, ShoalJsonContext.Default.ApiKeyDto));
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("keys", "update", "key-9", "--tpm", "0", "--no-budget"));
+        var update = JsonSerializer.Deserialize(_server.Requests.Last().Body, ShoalJsonContext.Default.UpdateGatewaySettingsRequest)!;
+        Assert.Equal((new GatewayLimits { TokensPerMinute = 0 }, (BudgetSpec?)null, true), (update.Limits, update.Budget, update.RemoveBudget));
+        var project = new ProjectDto { Name = "team-a", Limits = new GatewayLimits { RequestsPerMinute = 1000 } };
+        _server.On("PATCH", "/v1/projects/team-a", CannedResponse.Json(project, ShoalJsonContext.Default.ProjectDto));
+        Assert.Equal(ExitCodes.Success, await _cli.RunAsync("projects", "update", "team-a", "--rpm", "1000", "--budget", "500"));
+        update = JsonSerializer.Deserialize(_server.Requests.Last().Body, ShoalJsonContext.Default.UpdateGatewaySettingsRequest)!;
+        Assert.Equal((new GatewayLimits { RequestsPerMinute = 1000 }, new BudgetSpec { AmountUsd = 500, Period = BudgetPeriods.Month }), (update.Limits, update.Budget));
+        Assert.Contains("project team-a: 1000 rpm", _cli.Out, StringComparison.Ordinal);
+
+        // Bad input: clear errors, nothing sent.
+        var before = _server.Requests.Count;
+        Assert.Equal(ExitCodes.InvalidInput, await _cli.RunAsync("keys", "update", "key-9"));
+        Assert.Contains("nothing to change", _cli.Err, StringComparison.Ordinal);
+        Assert.NotEqual(ExitCodes.Success, await _cli.RunAsync("keys", "create", "x", "--role", "endpoint", "--rpm", "0"));
+        Assert.Contains("--rpm must be a whole number from 1", _cli.Err, StringComparison.Ordinal);
+        Assert.NotEqual(ExitCodes.Success, await _cli.RunAsync("keys", "update", "key-9", "--budget-period", "year"));
+        Assert.Equal(ExitCodes.InvalidInput, await _cli.RunAsync("keys", "update", "key-9", "--budget-period", "day"));
+        Assert.Contains("--budget-period needs --budget", _cli.Err, StringComparison.Ordinal);
+        Assert.Equal(before, _server.Requests.Count);
     }
 }

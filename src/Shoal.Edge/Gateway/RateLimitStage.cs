@@ -1,0 +1,150 @@
+using System.Globalization;
+using System.Text;
+using Shoal.Contracts;
+using Shoal.Edge.Metrics;
+
+namespace Shoal.Edge.Gateway;
+
+/// <summary>
+/// The gateway's rate limits (issue 16), admission stage <c>limits</c>: requests per minute, tokens
+/// per minute and concurrent requests of an endpoint key (its grant's limits) and of its project (all
+/// its keys together, <see cref="IProjectGrantSource"/>); a request must fit both. Tokens are reserved
+/// before the request goes out (prompt estimate + <c>max_tokens</c>, or <see cref="DefaultCompletionReserve"/>
+/// when it gives none) and settled to what it used when it ends. Calls without a key (public clusters)
+/// are not limited. Every response of a limited key carries OpenAI's <c>x-ratelimit-*</c> headers;
+/// beyond a limit: 429, <c>Retry-After</c> and OpenAI's error (<c>rate_limit_exceeded</c>).
+/// </summary>
+public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
+{
+    /// <summary>Completion tokens reserved for a request that names no <c>max_tokens</c>; settled to what it used when it ends.</summary>
+    public const long DefaultCompletionReserve = 4096;
+
+    /// <summary>Tokens reserved for an OpenAI request whose body was not inspected (larger than the edge buffers).</summary>
+    public const long UninspectedReserve = 16_384;
+
+    private readonly IRateCounters _counters;
+    private readonly IProjectGrantSource _projects;
+    // [scope: 0 key, 1 project][kind: requests, tokens, concurrency]
+    private readonly long[] _limited = new long[6];
+
+    public RateLimitStage(IRateCounters counters, IProjectGrantSource projects)
+    {
+        _counters = counters;
+        _projects = projects;
+    }
+
+    public string Name => "limits";
+
+    public IRateCounters Counters => _counters;
+
+    /// <summary>Requests refused by a limit, by the limit's scope (key or project) and kind.</summary>
+    public long Limited(bool project, LimitKind kind) => Interlocked.Read(ref _limited[Index(project, kind)]);
+
+    public bool Skips(GatewayCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return call.Grant is null || (KeyLimits(call) is null && ProjectLimits(call) is null);
+    }
+
+    public bool NeedsBody(GatewayCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        return KeyLimits(call)?.TokensPerMinute is not null || ProjectLimits(call)?.TokensPerMinute is not null;
+    }
+
+    public async ValueTask<AdmissionResult> AdmitAsync(GatewayCall call, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        var keyLimits = KeyLimits(call);
+        var projectLimits = ProjectLimits(call);
+        long tokens = 0;
+        if ((keyLimits?.TokensPerMinute ?? projectLimits?.TokensPerMinute) is not null && call.Operation is not (OpenAiOperation.None or OpenAiOperation.Models))
+        {
+            tokens = call.Inspected ? call.PromptEstimate + (call.MaxTokens ?? DefaultCompletionReserve) : UninspectedReserve;
+            call.ReservedTokens = Math.Max(call.ReservedTokens, tokens);
+        }
+        var request = new LimitRequest(call.RequestId,
+            keyLimits is null ? null : new LimitScope("k:" + (call.KeyId ?? call.Grant!.Project), keyLimits),
+            projectLimits is null ? null : new LimitScope("p:" + call.Project, projectLimits),
+            tokens);
+        var decision = await _counters.AcquireAsync(request, ct);
+        call.LimitTicket = new Ticket(request, decision);
+        if (decision.Admitted) return AdmissionResult.Admit;
+
+        var scope = decision.RefusedScope!;
+        Interlocked.Increment(ref _limited[Index(!scope.IsKey, decision.Refused)]);
+        var limit = decision.RefusedLimit.ToString(CultureInfo.InvariantCulture);
+        var share = decision.Fallback ? " (this edge's share while the shared counters are unreachable)" : "";
+        var retry = decision.RetryAfter is { } r ? $" Please try again in {RateLimitWindows.FormatReset(r)}." : "";
+        var (type, message) = decision.Refused switch
+        {
+            LimitKind.Tokens when decision.NeverFits =>
+                ("tokens", $"Request too large for {scope.Describe()}: it needs {tokens} tokens (prompt estimate and max_tokens), more than its limit of {limit} tokens per minute{share}. Lower max_tokens."),
+            LimitKind.Tokens => ("tokens", $"Rate limit reached for {scope.Describe()} on tokens per minute (TPM): limit {limit}{share}, requested {tokens}.{retry}"),
+            LimitKind.Concurrency => ("requests", $"Rate limit reached for {scope.Describe()} on concurrent requests: limit {limit}{share}.{retry}"),
+            _ => ("requests", $"Rate limit reached for {scope.Describe()} on requests per minute (RPM): limit {limit}{share}.{retry}"),
+        };
+        return AdmissionResult.Refuse(StatusCodes.Status429TooManyRequests, type, "rate_limit_exceeded", message, decision.RetryAfter ?? (decision.NeverFits ? null : TimeSpan.FromSeconds(1)));
+    }
+
+    public void Complete(GatewayCall call)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        if (call.LimitTicket is Ticket { Decision.Admitted: true } ticket) _counters.Settle(ticket.Request, ticket.Request.Tokens > 0 ? call.TotalTokens : 0);
+    }
+
+    public void WriteHeaders(GatewayCall call, IHeaderDictionary headers)
+    {
+        ArgumentNullException.ThrowIfNull(call);
+        ArgumentNullException.ThrowIfNull(headers);
+        if (call.LimitTicket is not Ticket ticket) return;
+        if (ticket.Decision.Requests is { } requests)
+        {
+            headers[GatewayHeaders.LimitRequests] = requests.Limit.ToString(CultureInfo.InvariantCulture);
+            headers[GatewayHeaders.RemainingRequests] = requests.Remaining.ToString(CultureInfo.InvariantCulture);
+            headers[GatewayHeaders.ResetRequests] = RateLimitWindows.FormatReset(requests.Reset);
+        }
+        if (ticket.Decision.Tokens is { } tokens)
+        {
+            headers[GatewayHeaders.LimitTokens] = tokens.Limit.ToString(CultureInfo.InvariantCulture);
+            headers[GatewayHeaders.RemainingTokens] = tokens.Remaining.ToString(CultureInfo.InvariantCulture);
+            headers[GatewayHeaders.ResetTokens] = RateLimitWindows.FormatReset(tokens.Reset);
+        }
+    }
+
+    public void Render(StringBuilder sb)
+    {
+        ArgumentNullException.ThrowIfNull(sb);
+        sb.Append("# HELP shoal_edge_gateway_limited_total Requests refused by a rate limit (429), by the limit's scope and kind.\n");
+        sb.Append("# TYPE shoal_edge_gateway_limited_total counter\n");
+        foreach (var project in new[] { false, true })
+        {
+            foreach (var kind in new[] { LimitKind.Requests, LimitKind.Tokens, LimitKind.Concurrency })
+            {
+                sb.Append("shoal_edge_gateway_limited_total{scope=\"").Append(project ? "project" : "key").Append("\",kind=\"")
+                    .Append(kind switch { LimitKind.Requests => "requests", LimitKind.Tokens => "tokens", _ => "concurrency" }).Append("\"} ")
+                    .Append(Limited(project, kind).ToString(CultureInfo.InvariantCulture)).Append('\n');
+            }
+        }
+        if (_counters is not RedisRateCounters redis) return;
+        sb.Append("# HELP shoal_edge_gateway_limits_shared 1 while the rate limits' counters are shared through Redis, 0 while this edge decides on its share.\n");
+        sb.Append("# TYPE shoal_edge_gateway_limits_shared gauge\n");
+        sb.Append("shoal_edge_gateway_limits_shared ").Append(redis.Shared ? '1' : '0').Append('\n');
+        sb.Append("# HELP shoal_edge_gateway_limits_fallback_total Requests decided on this edge's share of the limits because Redis was unreachable.\n");
+        sb.Append("# TYPE shoal_edge_gateway_limits_fallback_total counter\n");
+        sb.Append("shoal_edge_gateway_limits_fallback_total ").Append(redis.Fallbacks.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        sb.Append("# HELP shoal_edge_gateway_limits_edges Edges sharing the Redis, as last counted (each one's share is 1/this).\n");
+        sb.Append("# TYPE shoal_edge_gateway_limits_edges gauge\n");
+        sb.Append("shoal_edge_gateway_limits_edges ").Append(redis.Edges.ToString(CultureInfo.InvariantCulture)).Append('\n');
+    }
+
+    private static GatewayLimits? KeyLimits(GatewayCall call) => call.Grant?.Limits is { IsEmpty: false } limits ? limits : null;
+
+    private GatewayLimits? ProjectLimits(GatewayCall call) =>
+        call.Grant is not null && _projects.Projects.TryGetValue(call.Project, out var grant) && grant.Limits is { IsEmpty: false } limits ? limits : null;
+
+    private static int Index(bool project, LimitKind kind) => (project ? 3 : 0) + kind switch { LimitKind.Tokens => 1, LimitKind.Concurrency => 2, _ => 0 };
+
+    /// <summary>What the stage keeps on the call: its claim and the counters' answer.</summary>
+    private sealed record Ticket(LimitRequest Request, LimitDecision Decision);
+}

@@ -1,0 +1,148 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Shoal.Contracts;
+using Shoal.Edge.Gateway;
+using Shoal.Testing;
+
+namespace Shoal.Edge.Tests.Gateway;
+
+/// <summary>
+/// The shared counters against a real redis-server (started on a free loopback port): two edges'
+/// counters see one window, tokens settle, leases release, edges count themselves; with Redis killed
+/// each decides on its share without throwing, and shares again when Redis is back.
+/// </summary>
+public sealed class RedisRateCountersTests : IAsyncLifetime
+{
+    private static readonly DateTimeOffset s_start = new(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+    private RedisServer _redis = null!;
+    private readonly List<IAsyncDisposable> _owned = [];
+    private int _ids;
+
+    public async Task InitializeAsync() => _redis = await RedisServer.StartAsync();
+
+    public async Task DisposeAsync()
+    {
+        foreach (var owned in Enumerable.Reverse(_owned)) await owned.DisposeAsync();
+        await _redis.DisposeAsync();
+    }
+
+    private async Task<RedisRateCounters> EdgeAsync(TimeProvider time, string name)
+    {
+        var options = new EdgeOptions { Redis = _redis.Configuration, Name = name };
+        var redis = new GatewayRedis(options, NullLogger<GatewayRedis>.Instance);
+        _owned.Add(redis);
+        var counters = new RedisRateCounters(redis, options, time, NullLogger<RedisRateCounters>.Instance, lease: TimeSpan.FromMinutes(2));
+        _owned.Add(counters);
+        await Eventually.UntilAsync(() => redis.IsConnected, what: "connected to redis");
+        return counters;
+    }
+
+    private LimitRequest Request(GatewayLimits key, GatewayLimits? project = null, long tokens = 0) =>
+        new("req-" + ++_ids, new LimitScope("k:key-a", key), project is null ? null : new LimitScope("p:alpha", project), tokens);
+
+    [Fact]
+    public async Task Two_edges_share_one_exact_sliding_window_tokens_and_leases()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var a = await EdgeAsync(time, "a");
+        var b = await EdgeAsync(time, "b");
+        var limits = new GatewayLimits { RequestsPerMinute = 4 };
+        var admitted = 0;
+        for (var i = 0; i < 10; i++)
+        {
+            if ((await (i % 2 == 0 ? a : b).AcquireAsync(Request(limits), default)).Admitted) admitted++;
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+        Assert.Equal(4, admitted);
+        var refused = await a.AcquireAsync(Request(limits), default);
+        Assert.Equal((false, LimitKind.Requests, 4L), (refused.Admitted, refused.Refused, refused.RefusedLimit));
+        Assert.False(refused.Fallback);
+        // The first left the window 60 s after it came (10 s have passed): retry in 50 s, not a millisecond earlier.
+        Assert.Equal(TimeSpan.FromSeconds(50), refused.RetryAfter);
+        time.Advance(TimeSpan.FromMilliseconds(49_999));
+        Assert.False((await b.AcquireAsync(Request(limits), default)).Admitted);
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        var next = await b.AcquireAsync(Request(limits), default);
+        Assert.True(next.Admitted);
+        Assert.Equal(0, next.Requests!.Value.Remaining);
+
+        // Tokens: reserved, refused while full, settled down to what was used.
+        var tokens = new GatewayLimits { TokensPerMinute = 1000 };
+        var big = Request(tokens, tokens: 800);
+        Assert.True((await a.AcquireAsync(big, default)).Admitted);
+        var full = await b.AcquireAsync(Request(tokens, tokens: 300), default);
+        Assert.Equal((false, LimitKind.Tokens), (full.Admitted, full.Refused));
+        Assert.Equal(TimeSpan.FromMinutes(1), full.RetryAfter);
+        Assert.True((await b.AcquireAsync(Request(tokens, tokens: 5000), default)).NeverFits);
+        a.Settle(big, 200);
+        await Eventually.GetAsync(() => b.AcquireAsync(Request(tokens, tokens: 300), default).AsTask(), d => d.Admitted, what: "tokens freed by the settlement");
+
+        // Concurrency: across edges, released when a request ends, and by its lease when nobody ends it.
+        var conc = new GatewayLimits { MaxConcurrent = 2 };
+        var first = Request(conc);
+        Assert.True((await a.AcquireAsync(first, default)).Admitted);
+        Assert.True((await b.AcquireAsync(Request(conc), default)).Admitted);
+        Assert.Equal(LimitKind.Concurrency, (await a.AcquireAsync(Request(conc), default)).Refused);
+        a.Settle(first, 0);
+        await Eventually.GetAsync(() => b.AcquireAsync(Request(conc), default).AsTask(), d => d.Admitted, what: "the slot released");
+        Assert.False((await a.AcquireAsync(Request(conc), default)).Admitted);
+        time.Advance(TimeSpan.FromMinutes(2));
+        Assert.True((await a.AcquireAsync(Request(conc), default)).Admitted);
+    }
+
+    [Fact]
+    public async Task With_redis_killed_each_edge_decides_on_its_share_and_shares_again_when_redis_is_back()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var a = await EdgeAsync(time, "a");
+        var b = await EdgeAsync(time, "b");
+        await a.RegisterAsync();
+        await b.RegisterAsync();
+        await a.RegisterAsync();
+        Assert.Equal(2, a.Edges);
+        var limits = new GatewayLimits { RequestsPerMinute = 10 };
+
+        await _redis.KillAsync();
+        var decisions = new List<LimitDecision>();
+        for (var i = 0; i < 8; i++) decisions.Add(await a.AcquireAsync(Request(limits), default));
+        Assert.All(decisions, d => Assert.True(d.Fallback));
+        Assert.Equal(5, decisions.Count(d => d.Admitted));
+        Assert.Equal(5, decisions.First(d => !d.Admitted).RefusedLimit);
+        Assert.Equal(8, a.Fallbacks);
+        Assert.False(a.Shared);
+        await a.RegisterAsync();
+        Assert.Equal(2, a.Edges);
+
+        await _redis.RestartAsync();
+        time.Advance(TimeSpan.FromMinutes(1));
+        var resumed = await Eventually.GetAsync(() => a.AcquireAsync(Request(limits), default).AsTask(), d => !d.Fallback, TimeSpan.FromSeconds(20), "shared counters again");
+        Assert.True(resumed.Admitted);
+        Assert.True(a.Shared);
+    }
+
+    [Fact]
+    public async Task A_window_redis_last_saw_full_stays_refused_on_the_share_until_it_frees_a_slot()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var a = await EdgeAsync(time, "a");
+        var b = await EdgeAsync(time, "b");
+        await a.RegisterAsync();
+        await b.RegisterAsync();
+        await a.RegisterAsync();
+        var limits = new GatewayLimits { RequestsPerMinute = 4 };
+        for (var i = 0; i < 4; i++) Assert.True((await b.AcquireAsync(Request(limits), default)).Admitted);
+        time.Advance(TimeSpan.FromSeconds(10));
+        // a admitted nothing itself, but Redis told it the window is full until 60 s after b's first.
+        Assert.False((await a.AcquireAsync(Request(limits), default)).Admitted);
+
+        await _redis.KillAsync();
+        var refused = await a.AcquireAsync(Request(limits), default);
+        Assert.True(refused is { Admitted: false, Fallback: true, Refused: LimitKind.Requests });
+        Assert.Equal(TimeSpan.FromSeconds(50), refused.RetryAfter);
+        // Once the window frees a slot, a's share (4 / 2 edges) applies.
+        time.Advance(TimeSpan.FromSeconds(50));
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.False((await a.AcquireAsync(Request(limits), default)).Admitted);
+    }
+}

@@ -67,6 +67,8 @@ public sealed class LedgerEndToEndTests(ITestOutputHelper output)
             [
                 "agent", "--server", api, "--token", token, "--name", "node-1", "--simulate-gpus", "rtx-4090:1",
                 "--data-dir", dir.Combine("node-1"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
+                // Back within a second of the server's restart below, not after a back-off grown to 30 s.
+                "--reconnect-max", "1s",
             ]));
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
             {

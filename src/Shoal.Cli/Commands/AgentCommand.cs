@@ -31,6 +31,8 @@ public sealed class AgentCommand : Command
     private static readonly Option<string?> s_dockerHost = new("--docker-host") { Description = "Docker Engine API address (default: DOCKER_HOST, else unix:///var/run/docker.sock)" };
     private static readonly Option<string> s_dockerNetwork = new("--docker-network") { Description = "bridge (ports published on 127.0.0.1) or host (PORT set; needs --allow-host-network: replicas share the host's loopback)", DefaultValueFactory = _ => "bridge" };
     private static readonly Option<string?> s_ociRuntime = new("--oci-runtime") { Description = "OCI runtime for every container, e.g. kata-runtime or runsc (default: the engine's)" };
+    private static readonly Option<TimeSpan?> s_reconnectMax = CommonOptions.CreateDurationOption("--reconnect-max",
+        "Longest wait between attempts to reach the control plane (default 30s; the wait starts at 1s and doubles, ±50 % jitter)", TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));
     private static readonly Option<LogLevel> s_logLevel = new("--log-level") { Description = "Minimum log level", DefaultValueFactory = _ => LogLevel.Information };
 
     /// <summary>The environment variable that may hold the provisioning token.</summary>
@@ -63,6 +65,7 @@ public sealed class AgentCommand : Command
         Options.Add(s_writableRoot);
         Options.Add(s_dockerUser);
         Options.Add(s_ociRuntime);
+        Options.Add(s_reconnectMax);
         Options.Add(s_logLevel);
         SetAction(ExecuteAsync);
     }
@@ -95,6 +98,7 @@ public sealed class AgentCommand : Command
             AllowEnv = new HashSet<string>(result.GetValue(s_allowEnv) ?? [], StringComparer.Ordinal),
             OciRuntime = result.GetValue(s_ociRuntime),
         };
+        if (result.GetValue(s_reconnectMax) is { } reconnectMax) options.ReconnectMax = reconnectMax;
         foreach (var entry in result.GetValue(s_processImage) ?? [])
         {
             var eq = entry.IndexOf('=', StringComparison.Ordinal);

@@ -1,0 +1,176 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Text;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Shoal.Contracts;
+using Shoal.Core.Security;
+using Shoal.Edge;
+using Shoal.Edge.Access;
+using Shoal.Edge.Routing;
+using Shoal.Testing;
+using Microsoft.AspNetCore.Hosting;
+
+namespace Shoal.Bench;
+
+/// <summary>
+/// <c>gateway [rounds] [requests per round] [clients]</c> (issue 16, must-show 5): two edges in one
+/// process in front of one fast OpenAI-shaped backend (a fixed chat completion with <c>usage</c>).
+/// <b>off</b>: a public cluster called without a key (no limits, no ledger). <b>on</b>: a private
+/// cluster called with an endpoint key that has RPM, TPM and concurrency limits (far above the load,
+/// so every request is checked and counted but none refused), token accounting (body inspection and
+/// the usage tap) and the usage ledger spooled to disk. Rounds alternate the two; each round sends the
+/// same small non-streaming requests, first one at a time (added latency), then from many clients
+/// (throughput). Prints medians and p99 of the latency and the throughput ratio.
+/// </summary>
+internal static class GatewayBench
+{
+    private const string Key = "shoal_sk_gateway_bench_key";
+    private const string Body = "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}],\"max_tokens\":8}";
+    private const string Answer = "{\"id\":\"c1\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"bench\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"hi hi hi hi hi hi hi hi\"},\"finish_reason\":\"length\"}],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":8,\"total_tokens\":17}}";
+
+    public static async Task RunAsync(string[] args)
+    {
+        var rounds = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 5;
+        var perRound = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 2000;
+        var clients = args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 32;
+        Console.WriteLine(Fmt($"## Gateway on vs off: small non-streaming chat completions, {rounds} rounds × {perRound} requests (sequential, then {clients} clients), {DateTime.UtcNow:yyyy-MM-dd}"));
+
+        var backend = WebApplication.CreateSlimBuilder();
+        backend.Logging.ClearProviders();
+        backend.WebHost.UseUrls("http://127.0.0.1:0");
+        await using var app = backend.Build();
+        var answer = Encoding.UTF8.GetBytes(Answer);
+        app.MapPost("/v1/chat/completions", async (HttpContext ctx) =>
+        {
+            await ctx.Request.Body.CopyToAsync(Stream.Null);
+            ctx.Response.ContentType = "application/json";
+            ctx.Response.ContentLength = answer.Length;
+            await ctx.Response.Body.WriteAsync(answer);
+        });
+        await app.StartAsync();
+        var backendUrl = app.Urls.First().TrimEnd('/');
+
+        using var spool = new TempDirectory("shoal-gateway-bench");
+        await using var off = await StartEdgeAsync(backendUrl, gateway: false, spool.Path);
+        await using var on = await StartEdgeAsync(backendUrl, gateway: true, spool.Path);
+        using var offClient = Client(off, key: null);
+        using var onClient = Client(on, key: Key);
+
+        // Warm-up: both paths JIT-compiled and connections open.
+        for (var i = 0; i < 500; i++)
+        {
+            await SendAsync(offClient);
+            await SendAsync(onClient);
+        }
+
+        var sequential = new Dictionary<string, List<double>> { ["off"] = [], ["on"] = [] };
+        var throughput = new Dictionary<string, List<double>> { ["off"] = [], ["on"] = [] };
+        for (var round = 0; round < rounds; round++)
+        {
+            // Alternate which goes first, so drift in the machine's load falls on both.
+            var order = round % 2 == 0 ? new[] { ("off", offClient), ("on", onClient) } : [("on", onClient), ("off", offClient)];
+            foreach (var (name, client) in order)
+            {
+                for (var i = 0; i < perRound / 4; i++)
+                {
+                    var t = Stopwatch.GetTimestamp();
+                    await SendAsync(client);
+                    sequential[name].Add(Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+                }
+            }
+            foreach (var (name, client) in order)
+            {
+                var clock = Stopwatch.StartNew();
+                var left = perRound;
+                await Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+                {
+                    while (Interlocked.Decrement(ref left) >= 0) await SendAsync(client);
+                }));
+                throughput[name].Add(perRound / clock.Elapsed.TotalSeconds);
+            }
+        }
+
+        var offP50 = Pct(sequential["off"], 50);
+        var onP50 = Pct(sequential["on"], 50);
+        var offP99 = Pct(sequential["off"], 99);
+        var onP99 = Pct(sequential["on"], 99);
+        Console.WriteLine(Fmt($"| one at a time | off | on | added |"));
+        Console.WriteLine(Fmt($"| median latency | {offP50:F3} ms | {onP50:F3} ms | {(onP50 - offP50):F3} ms |"));
+        Console.WriteLine(Fmt($"| p99 latency | {offP99:F3} ms | {onP99:F3} ms | {(onP99 - offP99):F3} ms |"));
+        var offRps = Median(throughput["off"]);
+        var onRps = Median(throughput["on"]);
+        Console.WriteLine(Fmt($"| throughput, {clients} clients (median of rounds) | {offRps:F0} req/s | {onRps:F0} req/s | ratio {onRps / offRps:F3} |"));
+        var rows = Directory.EnumerateFiles(spool.Path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
+        Console.WriteLine(Fmt($"ledger spool written by the 'on' edge: {rows / 1024.0 / 1024.0:F1} MiB"));
+    }
+
+    private static async Task SendAsync(HttpClient client)
+    {
+        using var content = new StringContent(Body, Encoding.UTF8, "application/json");
+        using var response = await client.PostAsync("/c/demo/v1/chat/completions", content);
+        await response.Content.ReadAsByteArrayAsync();
+        if (!response.IsSuccessStatusCode) throw new InvalidOperationException($"{(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+    }
+
+    private static HttpClient Client(WebApplication edge, string? key)
+    {
+        var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = 256 }) { BaseAddress = new Uri(edge.Urls.First()) };
+        if (key is not null) client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+        return client;
+    }
+
+    private static async Task<WebApplication> StartEdgeAsync(string backend, bool gateway, string spoolRoot)
+    {
+        var routes = new RouteTableHolder();
+        routes.Update(new RouteTable
+        {
+            Version = 1,
+            Clusters = new(StringComparer.Ordinal)
+            {
+                ["demo"] = new ClusterRoute
+                {
+                    Cluster = "demo",
+                    Project = "bench",
+                    Public = !gateway,
+                    Destinations = [new RouteDestination { ReplicaId = "r1", NodeId = "n1", Address = backend }],
+                },
+            },
+        });
+        var options = new EdgeOptions { Listen = "127.0.0.1:0", Name = gateway ? "on" : "off", SpoolDirectory = gateway && Environment.GetEnvironmentVariable("BENCH_GATEWAY_NO_LEDGER") != "1" ? Path.Combine(spoolRoot, "on") : null };
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.UseShoalEdgeKestrel(options);
+        if (gateway)
+        {
+            var keys = new EndpointKeyHolder();
+            keys.Update(new Dictionary<string, EndpointKeyGrant>(StringComparer.Ordinal)
+            {
+                [Secrets.Hash(Key)] = new EndpointKeyGrant("bench", null)
+                {
+                    KeyId = "k-bench",
+                    Limits = Environment.GetEnvironmentVariable("BENCH_GATEWAY_NO_LIMITS") == "1" ? null : new GatewayLimits { RequestsPerMinute = 100_000_000, TokensPerMinute = 100_000_000_000, MaxConcurrent = 100_000 },
+                },
+            });
+            builder.Services.AddSingleton<IEndpointKeySource>(keys);
+        }
+        builder.Services.AddShoalEdge(options, routes);
+        var edge = builder.Build();
+        edge.MapShoalEdge();
+        await edge.StartAsync();
+        return edge;
+    }
+
+    private static double Median(List<double> values) => Pct(values, 50);
+
+    private static double Pct(List<double> values, double p)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
+    }
+
+    private static string Fmt(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+}

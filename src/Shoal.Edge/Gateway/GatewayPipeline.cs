@@ -15,7 +15,8 @@ namespace Shoal.Edge.Gateway;
 public sealed class GatewayPipeline
 {
     private readonly IGatewayAdmission[] _stages;
-    private readonly IUsageLedger _ledger;
+    // Null when no ledger is registered: then no usage record is built per request.
+    private readonly IUsageLedger? _ledger;
     private readonly TimeProvider _time;
     private readonly string? _edgeName;
     private readonly GatewayMetrics _metrics;
@@ -24,7 +25,8 @@ public sealed class GatewayPipeline
     {
         _metrics = metrics;
         _stages = [.. stages];
-        _ledger = ledgers.LastOrDefault() ?? new NullUsageLedger();
+        var ledger = ledgers.LastOrDefault();
+        _ledger = ledger is null or NullUsageLedger ? null : ledger;
         _time = time;
         _edgeName = string.IsNullOrWhiteSpace(options.Name) ? Environment.MachineName : options.Name;
     }
@@ -145,7 +147,7 @@ public sealed class GatewayPipeline
         call.AdmittedStages = 0;
         var promptTokens = Cost.PromptTokens(call);
         _metrics.CountCompleted(call, promptTokens, call.CompletionTokens);
-        _ledger.Record(new UsageRecord
+        _ledger?.Record(new UsageRecord
         {
             RequestId = call.RequestId,
             At = call.ArrivedAt,

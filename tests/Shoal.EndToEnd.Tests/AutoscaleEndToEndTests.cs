@@ -25,15 +25,8 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
     [Fact]
     public async Task A_load_step_scales_up_on_waiting_requests_and_back_down_to_min_when_it_stops_with_no_failed_request()
     {
-        using var dir = new TempDirectory("shoal-autoscale");
-        var apiPort = FreePort.Next();
-        var edgePort = FreePort.Next();
-        var processes = new List<ShoalProcess>();
-        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
-        using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
-        try
+        await RunAsync("shoal-autoscale", gpus: 5, async (http, edge) =>
         {
-            await StartAsync(dir, apiPort, edgePort, http, edge, gpus: 5, processes);
 
             // Two batch slots per replica and 50 ms a token: 24 clients keep about 10 requests waiting at each of 2 replicas.
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
@@ -101,16 +94,7 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
             var final = await DeployEndToEndTests.StatusAsync(http);
             Assert.NotNull(final.Cluster.ColdStart?.Start);
             Assert.Equal(2, final.Cluster.Autoscale!.Settings.Min);
-        }
-        catch
-        {
-            foreach (var p in processes) output.WriteLine($"--- {p.Name} (pid {p.Pid}, exited {p.HasExited})\n{p.Output}");
-            throw;
-        }
-        finally
-        {
-            await StopAsync(processes);
-        }
+        });
     }
 
     /// <summary>
@@ -125,15 +109,8 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
     {
         const int burst = 200;
         const int modelLoadMs = 2000;
-        using var dir = new TempDirectory("shoal-autoscale-zero");
-        var apiPort = FreePort.Next();
-        var edgePort = FreePort.Next();
-        var processes = new List<ShoalProcess>();
-        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
-        using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
-        try
+        await RunAsync("shoal-autoscale-zero", gpus: 6, async (http, edge) =>
         {
-            await StartAsync(dir, apiPort, edgePort, http, edge, gpus: 6, processes);
 
             // At zero from the start; 50 requests in flight or held per replica: a burst of 200 asks for 4.
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
@@ -181,16 +158,7 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
             var firstReady = status.Replicas.Where(r => r.ReadyAt is not null).Min(r => r.ReadyAt!.Value);
             output.WriteLine($"{burst} held requests answered, 0 failed; first answer {firstAnswerMs} ms after the burst began; " +
                 $"first replica ready {(firstReady - up.At).TotalMilliseconds:0} ms after the first decision (model load {modelLoadMs} ms)");
-        }
-        catch
-        {
-            foreach (var p in processes) output.WriteLine($"--- {p.Name} (pid {p.Pid}, exited {p.HasExited})\n{p.Output}");
-            throw;
-        }
-        finally
-        {
-            await StopAsync(processes);
-        }
+        });
     }
 
     /// <summary>
@@ -201,15 +169,8 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
     [Fact]
     public async Task Replicas_whose_metrics_fail_do_not_stop_the_scale_down_to_min()
     {
-        using var dir = new TempDirectory("shoal-autoscale-nometrics");
-        var apiPort = FreePort.Next();
-        var edgePort = FreePort.Next();
-        var processes = new List<ShoalProcess>();
-        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
-        using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
-        try
+        await RunAsync("shoal-autoscale-nometrics", gpus: 3, async (http, edge) =>
         {
-            await StartAsync(dir, apiPort, edgePort, http, edge, gpus: 3, processes);
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
             {
                 Name = "demo",
@@ -245,6 +206,25 @@ public sealed class AutoscaleEndToEndTests(ITestOutputHelper output)
                 .Where(e => e.Type == ClusterEventTypes.Drained).ToList();
             Assert.Equal(2, drained.Count);
             Assert.All(drained, e => Assert.Contains("the replica reports no load metrics", e.Message, StringComparison.Ordinal));
+        });
+    }
+
+    /// <summary>
+    /// Runs <paramref name="body"/> against a fresh server and agent (<see cref="StartAsync"/>) with clients
+    /// for the API and the edge; prints every process's output when it fails, and stops them all.
+    /// </summary>
+    private async Task RunAsync(string name, int gpus, Func<HttpClient, HttpClient, Task> body)
+    {
+        using var dir = new TempDirectory(name);
+        var apiPort = FreePort.Next();
+        var edgePort = FreePort.Next();
+        var processes = new List<ShoalProcess>();
+        using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
+        using var edge = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{edgePort}"), Timeout = TimeSpan.FromSeconds(60) };
+        try
+        {
+            await StartAsync(dir, apiPort, edgePort, http, edge, gpus, processes);
+            await body(http, edge);
         }
         catch
         {

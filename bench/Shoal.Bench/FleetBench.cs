@@ -16,7 +16,8 @@ namespace Shoal.Bench;
 /// fast closed and silent agents are marked disconnected.
 /// Usage: <c>fleet [nodes=1000] [sqlite|postgres|CONNECTION-STRING] [clusters=(nodes-200)/replicas] [replicas=10]</c>
 /// (the store may also be given as <c>--store X</c>);
-/// <c>SHOAL_BENCH_FLEET_WINDOW</c> sets the steady window in seconds (default 30).
+/// <c>SHOAL_BENCH_FLEET_WINDOW</c> sets the steady window in seconds (default 30); <c>SHOAL_BENCH_FLEET_CLIENTS</c>
+/// the concurrent API clients of the deploy (default 8).
 /// </summary>
 internal static class FleetBench
 {
@@ -121,9 +122,11 @@ internal static class FleetBench
             // 4. Deploy clusters x replicas: time until every assignment is acked.
             var total = clusters * replicasPer;
             var deployFrom = DateTimeOffset.UtcNow;
+            var cpuBefore = (Server: ProcessCpuSeconds(server.Pid), Postgres: PostgresCpuSeconds(), Self: Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds);
             sw.Restart();
             var created = 0;
-            await Parallel.ForAsync(0, clusters, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (i, ct) =>
+            var apiClients = int.Parse(Environment.GetEnvironmentVariable("SHOAL_BENCH_FLEET_CLIENTS") ?? "8", CultureInfo.InvariantCulture);
+            await Parallel.ForAsync(0, clusters, new ParallelOptions { MaxDegreeOfParallelism = apiClients }, async (i, ct) =>
             {
                 var response = await http.PostAsJsonAsync("/v1/clusters",
                     new CreateClusterRequest { Name = $"c{i:D5}", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = replicasPer },
@@ -142,8 +145,9 @@ internal static class FleetBench
             var deployTo = DateTimeOffset.UtcNow;
             await Task.Delay(TimeSpan.FromSeconds(2));
             var deployWrites = metrics.Sum(Commits, deployFrom, deployTo.AddSeconds(1.5));
-            Console.WriteLine(Fmt($"- deploy {clusters} clusters x {replicasPer} replicas ({total} placements): API calls done in {createdIn.TotalSeconds:F1} s; all assignments at the nodes and acked after {acked.TotalSeconds:F1} s = {total / acked.TotalSeconds:F0} placements/s (server's view of the acks complete at {ackedAtServer.TotalSeconds:F1} s); all ready (1 s start delay) at {ready.TotalSeconds:F1} s; {deployWrites:F0} store writes ({deployWrites / ready.TotalSeconds:F0}/s)"));
+            Console.WriteLine(Fmt($"- deploy {clusters} clusters x {replicasPer} replicas ({total} placements, {apiClients} API clients): API calls done in {createdIn.TotalSeconds:F1} s; all assignments at the nodes and acked after {acked.TotalSeconds:F1} s = {total / acked.TotalSeconds:F0} placements/s (server's view of the acks complete at {ackedAtServer.TotalSeconds:F1} s); all ready (1 s start delay) at {ready.TotalSeconds:F1} s; {deployWrites:F0} store writes ({deployWrites / ready.TotalSeconds:F0}/s)"));
 
+            Console.WriteLine(Fmt($"  CPU during the deploy (until all ready): server {ProcessCpuSeconds(server.Pid) - cpuBefore.Server:F1} s, PostgreSQL processes {PostgresCpuSeconds() - cpuBefore.Postgres:F1} s, simulator and bench {Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds - cpuBefore.Self:F1} s, over {ready.TotalSeconds:F1} s of wall time"));
             PrintLockFigures(metrics, deployFrom, deployTo);
 
             // 5. Kill sockets, silence agents: how fast each is marked disconnected; replicas replaced after the grace.
@@ -173,9 +177,43 @@ internal static class FleetBench
     }
 
     /// <summary>Where the deploy's time went on the server: the state lock's wait and hold per operation, and store commits (p50 = median of 1 s intervals, p99 = worst interval).</summary>
+    private static double ProcessCpuSeconds(int pid)
+    {
+        try
+        {
+            using var p = Process.GetProcessById(pid);
+            return p.TotalProcessorTime.TotalSeconds;
+        }
+        catch (ArgumentException)
+        {
+            return 0;
+        }
+    }
+
+    /// <summary>CPU time of every process named <c>postgres</c> now alive (the benchmark's own server and its backends).</summary>
+    private static double PostgresCpuSeconds()
+    {
+        var total = 0.0;
+        foreach (var dir in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(dir), out _)) continue;
+            try
+            {
+                if (File.ReadAllText(Path.Combine(dir, "comm")).Trim() != "postgres") continue;
+                var stat = File.ReadAllText(Path.Combine(dir, "stat"));
+                var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+                total += (long.Parse(fields[11], CultureInfo.InvariantCulture) + long.Parse(fields[12], CultureInfo.InvariantCulture)) / 100.0;
+            }
+            catch (IOException)
+            {
+            }
+        }
+        return total;
+    }
+
     private static void PrintLockFigures(ServerMetricsWatcher metrics, DateTimeOffset from, DateTimeOffset to)
     {
-        foreach (var instrument in new[] { "shoal.state.lock.wait", "shoal.state.lock.held", "shoal.store.commit.duration" })
+        foreach (var instrument in new[] { "shoal.state.lock.wait", "shoal.state.lock.held", "shoal.state.plan.duration", "shoal.state.commit.duration", "shoal.store.commit.duration" })
         {
             var byOp = metrics.Between(instrument, from, to.AddSeconds(1.5)).Where(x => x.Count > 0).GroupBy(x => x.Tags).OrderByDescending(g => g.Sum(x => x.Count));
             foreach (var g in byOp.Take(6))

@@ -1,6 +1,9 @@
+using System.Collections.Concurrent;
 using System.Data;
 using System.Data.Common;
+using System.Globalization;
 using Npgsql;
+using NpgsqlTypes;
 using Shoal.Core.Security;
 
 namespace Shoal.Store;
@@ -55,8 +58,14 @@ public sealed class PostgresShoalStore : SqlShoalStore
         DbConnection connection, DbTransaction transaction, string sql, Column[] columns,
         IReadOnlyCollection<object?[]> rows, CancellationToken cancellationToken)
     {
-        // Batches send many statements in one round trip.
         var npgsql = (NpgsqlConnection)connection;
+        if (rows.Count >= UnnestFrom && UnnestInsert(sql, columns) is { } unnest)
+        {
+            await InsertUnnestedAsync(npgsql, (NpgsqlTransaction)transaction, unnest, sql, columns, rows, cancellationToken);
+            return;
+        }
+
+        // Batches send many statements in one round trip.
         foreach (var chunk in rows.Chunk(BatchSize))
         {
             await using var batch = new NpgsqlBatch(npgsql, (NpgsqlTransaction)transaction);
@@ -72,6 +81,73 @@ public sealed class PostgresShoalStore : SqlShoalStore
             }
 
             await batch.ExecuteNonQueryAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>From this many rows, an INSERT goes as one statement over arrays (<c>unnest</c>) instead of a statement per row.</summary>
+    private const int UnnestFrom = 4;
+
+    private static readonly ConcurrentDictionary<string, string?> s_unnested = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// <c>INSERT INTO t (a, b) VALUES (@a, @b) …</c> as <c>INSERT INTO t (a, b) SELECT * FROM unnest(@a, @b) …</c>:
+    /// one statement for every row, its parameters arrays (PostgreSQL plans and runs it once, not once per
+    /// row); null for any other statement.
+    /// </summary>
+    private static string? UnnestInsert(string sql, Column[] columns) => s_unnested.GetOrAdd(sql, static (text, cols) =>
+    {
+        var values = "VALUES (" + string.Join(", ", cols.Select(c => "@" + c.Name)) + ")";
+        var at = text.IndexOf(values, StringComparison.Ordinal);
+        if (!text.StartsWith("INSERT INTO ", StringComparison.Ordinal) || at < 0) return null;
+        // An upsert other than by id (its first column) could update a row twice in one statement: per row, then.
+        if (text.Contains("DO UPDATE", StringComparison.Ordinal) && (!text.Contains("ON CONFLICT (id) DO UPDATE", StringComparison.Ordinal) || cols[0].Name != "id")) return null;
+        if (cols.Any(c => c.Type is not (DbType.String or DbType.Int64 or DbType.Int32 or DbType.Boolean))) return null;
+        return text[..at] + "SELECT * FROM unnest(" + string.Join(", ", cols.Select(c => "@" + c.Name)) + ")" + text[(at + values.Length)..];
+    }, columns);
+
+    private static async Task InsertUnnestedAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string unnest, string sql,
+        Column[] columns, IReadOnlyCollection<object?[]> rows, CancellationToken cancellationToken)
+    {
+        // One statement may not update a row twice: for an upsert, the last version of each id (the first column) stands,
+        // as it would after a statement per row.
+        IReadOnlyList<object?[]> list = rows as IReadOnlyList<object?[]> ?? [.. rows];
+        if (sql.Contains("DO UPDATE", StringComparison.Ordinal))
+        {
+            var last = new Dictionary<object, int>();
+            for (var i = 0; i < list.Count; i++) last[list[i][0]!] = i;
+            if (last.Count < list.Count) list = [.. list.Where((row, i) => last[row[0]!] == i)];
+        }
+        await using var command = new NpgsqlCommand(unnest, connection, transaction);
+        for (var c = 0; c < columns.Length; c++)
+        {
+            command.Parameters.Add(ArrayParameter(columns[c], list, c));
+        }
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    private static NpgsqlParameter ArrayParameter(Column column, IReadOnlyList<object?[]> rows, int c)
+    {
+        static T? Get<T>(object? value) where T : struct => value is null or DBNull ? null : (T)Convert.ChangeType(value, typeof(T), CultureInfo.InvariantCulture);
+        switch (column.Type)
+        {
+            case DbType.String:
+                var texts = new string?[rows.Count];
+                for (var i = 0; i < texts.Length; i++) texts[i] = rows[i][c] is string text ? text : null;
+                return new NpgsqlParameter(column.Name, NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = texts };
+            case DbType.Int64:
+                var longs = new long?[rows.Count];
+                for (var i = 0; i < longs.Length; i++) longs[i] = Get<long>(rows[i][c]);
+                return new NpgsqlParameter(column.Name, NpgsqlDbType.Array | NpgsqlDbType.Bigint) { Value = longs };
+            case DbType.Int32:
+                var ints = new int?[rows.Count];
+                for (var i = 0; i < ints.Length; i++) ints[i] = Get<int>(rows[i][c]);
+                return new NpgsqlParameter(column.Name, NpgsqlDbType.Array | NpgsqlDbType.Integer) { Value = ints };
+            case DbType.Boolean:
+                var bools = new bool?[rows.Count];
+                for (var i = 0; i < bools.Length; i++) bools[i] = Get<bool>(rows[i][c]);
+                return new NpgsqlParameter(column.Name, NpgsqlDbType.Array | NpgsqlDbType.Boolean) { Value = bools };
+            default:
+                throw new NotSupportedException($"column {column.Name}: {column.Type} has no array form");
         }
     }
 

@@ -195,6 +195,31 @@ public abstract partial class StoreContractTests(ITestOutputHelper output) : IAs
     }
 
     [Fact]
+    public async Task Many_rows_in_one_commit_round_trip_every_field_and_the_last_version_of_an_id_stands()
+    {
+        // Enough rows of each kind that a store writing them as one statement over arrays does so.
+        var store = await OpenMigratedAsync();
+        var replicas = Enumerable.Range(0, 6).Select(i => i % 2 == 0 ? Samples.FullReplica($"r{i}") : Samples.BareReplica($"r{i}")).ToList();
+        var nodes = Enumerable.Range(0, 6).Select(i => i % 2 == 0 ? Samples.FullNode($"n{i}") : Samples.BareNode($"n{i}")).ToList();
+        var later = replicas[0] with { State = ReplicaState.Failed, Healthy = false, Restarts = 7, HostPort = null, Reason = "later" };
+        var laterNode = nodes[1] with { Revision = 42, AckedRevision = 41, Images = ["x:1"] };
+        await CommitAsync(store, c =>
+        {
+            c.UpsertClusters.Add(Samples.Cluster());
+            c.UpsertReplicas.AddRange([.. replicas, later]);
+            c.UpsertNodes.AddRange([.. nodes, laterNode]);
+        });
+        var snapshot = await store.LoadAsync();
+
+        Assert.Equal(6, snapshot.Replicas.Count);
+        Samples.Equal(later, snapshot.Replicas.Single(x => x.Id == "r0"));
+        foreach (var r in replicas.Skip(1)) Samples.Equal(r, snapshot.Replicas.Single(x => x.Id == r.Id));
+        Assert.Equal(6, snapshot.Nodes.Count);
+        Samples.Equal(laterNode, snapshot.Nodes.Single(x => x.Id == "n1"));
+        foreach (var n in nodes.Where(n => n.Id != "n1")) Samples.Equal(n, snapshot.Nodes.Single(x => x.Id == n.Id));
+    }
+
+    [Fact]
     public async Task Times_are_kept_to_the_millisecond()
     {
         var store = await OpenMigratedAsync();

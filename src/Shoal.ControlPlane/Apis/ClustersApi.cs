@@ -55,9 +55,8 @@ public static partial class ClustersApi
         if (!validated.IsValid) return ApiResults.BadRequest(validated.Message);
         try
         {
-            var cluster = await state.CreateClusterAsync(validated.Value!, project, caller.Actor, ct);
-            var view = await state.GetClusterAsync(cluster.Name, ct);
-            var dto = view!.ToDto(edge.EdgeUrl);
+            var view = await state.CreateClusterViewAsync(validated.Value!, project, caller.Actor, ct);
+            var dto = view.ToDto(edge.EdgeUrl);
             return Results.Json(dto, ShoalJsonContext.Default.ClusterDto, statusCode: StatusCodes.Status201Created);
         }
         catch (StoreConflictException e)

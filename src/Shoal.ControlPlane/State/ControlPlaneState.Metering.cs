@@ -57,7 +57,9 @@ public sealed partial class ControlPlaneState
                 if (r.ClusterId == clusterId) End(r.Id, r, now);
             }
         }
+        var commitStart = System.Diagnostics.Stopwatch.GetTimestamp();
         await _store.CommitAsync(changes, ct);
+        _gate.CommitDone(commitStart);
         foreach (var id in ended) _committedRuns.Remove(id);
         foreach (var (id, start) in began) _committedRuns[id] = start;
     }

@@ -176,11 +176,19 @@ public sealed partial class ControlPlaneState : IDisposable
     /// Creates a cluster owned by <paramref name="project"/>; <paramref name="actor"/> (the API key
     /// that asked) goes into its first event. <see cref="StoreConflictException"/> when the name is taken.
     /// </summary>
-    public async Task<ClusterRecord> CreateClusterAsync(ClusterSpec spec, string project, string? actor, CancellationToken ct)
+    public async Task<ClusterRecord> CreateClusterAsync(ClusterSpec spec, string project, string? actor, CancellationToken ct) =>
+        (await CreateClusterViewAsync(spec, project, actor, ct)).Cluster;
+
+    /// <summary>
+    /// Creates a cluster as <see cref="CreateClusterAsync(ClusterSpec, string, string?, CancellationToken)"/> does and
+    /// returns its view as of the creation, taken while the state's lock is still held (no second wait for it).
+    /// </summary>
+    public async Task<ClusterView> CreateClusterViewAsync(ClusterSpec spec, string project, string? actor, CancellationToken ct)
     {
         var now = _time.GetUtcNow();
-        await _gate.WaitAsync(ct);
+        await _gate.WaitAsync(ct, nameof(CreateClusterAsync));
         ClusterRecord cluster;
+        ClusterView view;
         try
         {
             if (_clusterIdsByName.ContainsKey(spec.Name))
@@ -203,6 +211,7 @@ public sealed partial class ControlPlaneState : IDisposable
             await CommitLockedAsync(changes, ct);
             _clustersById[cluster.Id] = cluster;
             _clusterIdsByName[spec.Name] = cluster.Id;
+            view = ViewOf(cluster, []);
         }
         finally
         {
@@ -211,7 +220,7 @@ public sealed partial class ControlPlaneState : IDisposable
         LogClusterCreated(_logger, spec.Name, spec.Image, spec.Gpu, spec.Replicas);
         ReconcileNeeded?.Invoke();
         RoutesChanged?.Invoke();
-        return cluster;
+        return view;
     }
 
     /// <summary>Deletes a cluster and its replicas; false when there is no such cluster.</summary>
@@ -339,11 +348,12 @@ public sealed partial class ControlPlaneState : IDisposable
             .Select(r => new ReplicaView(r, r.NodeId is null ? null : _nodes.GetValueOrDefault(r.NodeId), _loads.GetValueOrDefault(r.Id), IsRoutable(r)))
             .ToList();
         int updated = 0, outdated = 0, draining = 0;
-        var input = ReconcileInputLocked(now);
+        // Views need no list of unlinked nodes (a scan of every node): only the reconciler's passes look for lost nodes.
+        var input = replicas.Count == 0 ? null : ReconcileInputLocked(now, unlinked: false);
         foreach (var r in replicas)
         {
             if (r.Replica.DrainingSince is not null) draining++;
-            else if (Replacements.ReasonFor(input, cluster, r.Replica) is null) updated++;
+            else if (Replacements.ReasonFor(input!, cluster, r.Replica) is null) updated++;
             else outdated++;
         }
         return new ClusterView(cluster, replicas, updated, outdated, draining)
@@ -850,7 +860,9 @@ public sealed partial class ControlPlaneState : IDisposable
         await _gate.WaitAsync(ct);
         try
         {
+            var planStart = System.Diagnostics.Stopwatch.GetTimestamp();
             plan = Reconciler.Plan(ReconcileInputLocked(now));
+            StateGate.PlanDone(planStart);
             // Moves off flapping nodes are remembered in memory only: a restarted server decides afresh.
             _leavingFlappingNodes.ExceptWith(plan.StoppedLeavingFlapping);
             _leavingFlappingNodes.UnionWith(plan.StartedLeavingFlapping);
@@ -892,7 +904,7 @@ public sealed partial class ControlPlaneState : IDisposable
     }
 
     /// <summary>What the reconciler decides from: the state's own collections, not copied. Caller holds the lock.</summary>
-    private ReconcileInput ReconcileInputLocked(DateTimeOffset now) => new()
+    private ReconcileInput ReconcileInputLocked(DateTimeOffset now, bool unlinked = true) => new()
     {
         Now = now,
         Clusters = _clustersById,
@@ -905,7 +917,7 @@ public sealed partial class ControlPlaneState : IDisposable
         RestartTimes = _restartTimes,
         LeavingFlappingNodes = _leavingFlappingNodes,
         Options = _reconcilerOptions,
-        Unlinked = _liveness.Where(kv => kv.Value.Session is null).Select(kv => kv.Key).ToList(),
+        Unlinked = unlinked ? _liveness.Where(kv => kv.Value.Session is null).Select(kv => kv.Key).ToList() : null,
     };
 
     private NodeLink LinkLocked(string nodeId, DateTimeOffset now) =>

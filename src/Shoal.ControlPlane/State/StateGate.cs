@@ -16,6 +16,9 @@ internal sealed class StateGate : IDisposable
     private static readonly Histogram<double> s_wait = s_meter.CreateHistogram<double>("shoal.state.lock.wait", "ms", "Time an operation waited for the control plane state's lock");
     private static readonly Histogram<double> s_held = s_meter.CreateHistogram<double>("shoal.state.lock.held", "ms", "Time an operation held the control plane state's lock (store commit included)");
 
+    private static readonly Histogram<double> s_commit = s_meter.CreateHistogram<double>("shoal.state.commit.duration", "ms", "Time the store commit of an operation took while it held the state's lock");
+    private static readonly Histogram<double> s_plan = s_meter.CreateHistogram<double>("shoal.state.plan.duration", "ms", "Time a reconcile pass took to build its plan while it held the state's lock");
+
     private readonly SemaphoreSlim _semaphore = new(1, 1);
     private long _enteredAt;
     private string _operation = "";
@@ -45,6 +48,18 @@ internal sealed class StateGate : IDisposable
         if (s_wait.Enabled) s_wait.Record(Stopwatch.GetElapsedTime(start, now).TotalMilliseconds, new KeyValuePair<string, object?>("op", operation));
         _enteredAt = now;
         _operation = operation;
+    }
+
+    /// <summary>Records the store commit of the operation holding the lock, from <paramref name="start"/> (a <see cref="Stopwatch"/> timestamp).</summary>
+    public void CommitDone(long start)
+    {
+        if (s_commit.Enabled) s_commit.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds, new KeyValuePair<string, object?>("op", _operation));
+    }
+
+    /// <summary>Records a reconcile pass's planning, from <paramref name="start"/> (a <see cref="Stopwatch"/> timestamp).</summary>
+    public static void PlanDone(long start)
+    {
+        if (s_plan.Enabled) s_plan.Record(Stopwatch.GetElapsedTime(start).TotalMilliseconds);
     }
 
     public void Release()

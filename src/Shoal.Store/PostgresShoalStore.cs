@@ -59,9 +59,9 @@ public sealed class PostgresShoalStore : SqlShoalStore
         IReadOnlyCollection<object?[]> rows, CancellationToken cancellationToken)
     {
         var npgsql = (NpgsqlConnection)connection;
-        if (rows.Count >= UnnestFrom && UnnestInsert(sql, columns) is { } unnest)
+        if (rows.Count >= UnnestFrom && UnnestInsert(sql, columns) is { } unnest && Unique(unnest, rows) is { } unique)
         {
-            await InsertUnnestedAsync(npgsql, (NpgsqlTransaction)transaction, unnest, sql, columns, rows, cancellationToken);
+            await InsertUnnestedAsync(npgsql, (NpgsqlTransaction)transaction, unnest.Sql, columns, unique, cancellationToken);
             return;
         }
 
@@ -87,40 +87,60 @@ public sealed class PostgresShoalStore : SqlShoalStore
     /// <summary>From this many rows, an INSERT goes as one statement over arrays (<c>unnest</c>) instead of a statement per row.</summary>
     private const int UnnestFrom = 4;
 
-    private static readonly ConcurrentDictionary<string, string?> s_unnested = new(StringComparer.Ordinal);
+    private static readonly ConcurrentDictionary<string, Unnested?> s_unnested = new(StringComparer.Ordinal);
+
+    /// <summary>An INSERT rewritten over arrays; <see cref="Key"/>: the columns of its ON CONFLICT … DO UPDATE, if any.</summary>
+    private sealed record Unnested(string Sql, int[]? Key);
 
     /// <summary>
     /// <c>INSERT INTO t (a, b) VALUES (@a, @b) …</c> as <c>INSERT INTO t (a, b) SELECT * FROM unnest(@a, @b) …</c>:
     /// one statement for every row, its parameters arrays (PostgreSQL plans and runs it once, not once per
     /// row); null for any other statement.
     /// </summary>
-    private static string? UnnestInsert(string sql, Column[] columns) => s_unnested.GetOrAdd(sql, static (text, cols) =>
+    private static Unnested? UnnestInsert(string sql, Column[] columns) => s_unnested.GetOrAdd(sql, static (text, cols) =>
     {
         var values = "VALUES (" + string.Join(", ", cols.Select(c => "@" + c.Name)) + ")";
         var at = text.IndexOf(values, StringComparison.Ordinal);
         if (!text.StartsWith("INSERT INTO ", StringComparison.Ordinal) || at < 0) return null;
-        // An upsert other than by id (its first column) could update a row twice in one statement: per row, then.
-        if (text.Contains("DO UPDATE", StringComparison.Ordinal) && (!text.Contains("ON CONFLICT (id) DO UPDATE", StringComparison.Ordinal) || cols[0].Name != "id")) return null;
         if (cols.Any(c => c.Type is not (DbType.String or DbType.Int64 or DbType.Int32 or DbType.Boolean))) return null;
-        return text[..at] + "SELECT * FROM unnest(" + string.Join(", ", cols.Select(c => "@" + c.Name)) + ")" + text[(at + values.Length)..];
+        int[]? key = null;
+        if (text.Contains("DO UPDATE", StringComparison.Ordinal))
+        {
+            var conflict = System.Text.RegularExpressions.Regex.Match(text, @"ON CONFLICT \(([^)]*)\) DO UPDATE");
+            if (!conflict.Success) return null;
+            key = [.. conflict.Groups[1].Value.Split(',', StringSplitOptions.TrimEntries).Select(name => Array.FindIndex(cols, c => c.Name == name))];
+            if (key.Any(i => i < 0)) return null;
+        }
+        return new Unnested(text[..at] + "SELECT * FROM unnest(" + string.Join(", ", cols.Select(c => "@" + c.Name)) + ")" + text[(at + values.Length)..], key);
     }, columns);
 
-    private static async Task InsertUnnestedAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string unnest, string sql,
-        Column[] columns, IReadOnlyCollection<object?[]> rows, CancellationToken cancellationToken)
+    /// <summary>
+    /// The rows for one statement, which may not update a row twice. An upsert by id writes whole rows, so the
+    /// last version of each id stands, as after a statement per row; any other upsert with a key twice: null
+    /// (it goes a statement per row).
+    /// </summary>
+    private static IReadOnlyList<object?[]>? Unique(Unnested unnest, IReadOnlyCollection<object?[]> rows)
     {
-        // One statement may not update a row twice: for an upsert, the last version of each id (the first column) stands,
-        // as it would after a statement per row.
         IReadOnlyList<object?[]> list = rows as IReadOnlyList<object?[]> ?? [.. rows];
-        if (sql.Contains("DO UPDATE", StringComparison.Ordinal))
+        if (unnest.Key is not { } key) return list;
+        var last = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (var i = 0; i < list.Count; i++)
         {
-            var last = new Dictionary<object, int>();
-            for (var i = 0; i < list.Count; i++) last[list[i][0]!] = i;
-            if (last.Count < list.Count) list = [.. list.Where((row, i) => last[row[0]!] == i)];
+            last[string.Join('\u001f', key.Select(k => Convert.ToString(list[i][k], CultureInfo.InvariantCulture)))] = i;
         }
+        if (last.Count == list.Count) return list;
+        if (key is not [0] || !unnest.Sql.Contains("ON CONFLICT (id) DO UPDATE", StringComparison.Ordinal)) return null;
+        var keep = new HashSet<int>(last.Values);
+        return [.. list.Where((_, i) => keep.Contains(i))];
+    }
+
+    private static async Task InsertUnnestedAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string unnest,
+        Column[] columns, IReadOnlyList<object?[]> rows, CancellationToken cancellationToken)
+    {
         await using var command = new NpgsqlCommand(unnest, connection, transaction);
         for (var c = 0; c < columns.Length; c++)
         {
-            command.Parameters.Add(ArrayParameter(columns[c], list, c));
+            command.Parameters.Add(ArrayParameter(columns[c], rows, c));
         }
         await command.ExecuteNonQueryAsync(cancellationToken);
     }

@@ -103,4 +103,23 @@ public abstract partial class StoreContractTests
         Assert.Empty(await store.QueryUsageAsync(query with { By = UsageGroupings.Project, Project = "p2" }));
         Assert.Equal(3, (await store.ListReplicaRunsAsync(s_t0.AddHours(-1), s_t0.AddHours(1))).Count);
     }
+
+    [Fact]
+    public async Task Many_runs_in_one_commit_keep_the_first_end_each_was_given()
+    {
+        var store = await OpenMigratedAsync();
+        ReplicaRunRecord Run(string id, int? endSec) => new()
+        {
+            ReplicaId = id, ClusterId = "c-1", Cluster = "llama", Project = "p1", NodeId = "n1", Gpus = 1,
+            StartedAt = s_t0, EndedAt = endSec is { } e ? s_t0.AddSeconds(e) : null,
+        };
+        // Enough rows that a store writing them as one statement over arrays does so; then the same runs again,
+        // one of them twice with two ends.
+        await CommitAsync(store, c => c.ReplicaRuns.AddRange([Run("r5", null), Run("r6", 10), Run("r7", null), Run("r8", null)]));
+        await CommitAsync(store, c => c.ReplicaRuns.AddRange([Run("r5", 20), Run("r5", 30), Run("r6", 99), Run("r7", null), Run("r8", 40)]));
+        await CommitAsync(store, c => c.ReplicaRuns.AddRange([Run("r5", 50), Run("r6", 50), Run("r7", 50), Run("r8", 50)]));
+
+        var runs = (await store.ListReplicaRunsAsync(s_t0.AddHours(-1), s_t0.AddHours(1))).OrderBy(r => r.ReplicaId, StringComparer.Ordinal).ToList();
+        Assert.Equal([("r5", 20.0), ("r6", 10.0), ("r7", 50.0), ("r8", 40.0)], runs.Select(r => (r.ReplicaId, (r.EndedAt!.Value - s_t0).TotalSeconds)));
+    }
 }

@@ -10,6 +10,28 @@ namespace Shoal.ControlPlane.Tests;
 public sealed class HeartbeatFastPathTests
 {
     [Fact]
+    public async Task Acknowledged_revisions_are_kept_in_memory_and_written_with_the_nodes_next_change()
+    {
+        await using var h = await StateHarness.StartAsync();
+        var id = await h.AddNodeAsync("a");
+        await h.State.CreateClusterAsync(new ClusterSpec { Name = "demo", Image = "shoal/sim", Gpu = "rtx-4090", Replicas = 1 }, default);
+        await h.ReconcileAsync();
+        await h.State.FlushAsync(default);
+        var revision = (await h.State.GetNodeAsync("a", default))!.Node.Revision;
+        var commits = h.Store.Commits;
+
+        // The agent acknowledges the assignment set on its own and in a heartbeat: the view shows it, the store is not written.
+        var session = h.Session("a");
+        await h.State.AckAsync(id, session, revision, default);
+        await h.State.HeartbeatAsync(id, session, new HeartbeatMessage { AppliedRevision = revision, Replicas = [] }, default);
+        await h.State.FlushAsync(default);
+
+        Assert.Equal(revision, (await h.State.GetNodeAsync("a", default))!.Node.AckedRevision);
+        Assert.Equal(commits, h.Store.Commits);
+        Assert.True((await h.Store.LoadAsync()).Nodes.Single().AckedRevision < revision);
+    }
+
+    [Fact]
     public async Task Heartbeats_that_change_only_loads_write_nothing_yet_loads_reach_views_and_routes()
     {
         await using var h = await StateHarness.StartAsync();

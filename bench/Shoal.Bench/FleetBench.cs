@@ -17,7 +17,7 @@ namespace Shoal.Bench;
 /// Usage: <c>fleet [nodes=1000] [sqlite|postgres|CONNECTION-STRING] [clusters=(nodes-200)/replicas] [replicas=10]</c>
 /// (the store may also be given as <c>--store X</c>);
 /// <c>SHOAL_BENCH_FLEET_WINDOW</c> sets the steady window in seconds (default 30); <c>SHOAL_BENCH_FLEET_CLIENTS</c>
-/// the concurrent API clients of the deploy (default 8).
+/// the concurrent API clients of the deploy (default 32).
 /// </summary>
 internal static class FleetBench
 {
@@ -125,7 +125,7 @@ internal static class FleetBench
             var cpuBefore = (Server: ProcessCpuSeconds(server.Pid), Postgres: PostgresCpuSeconds(), Self: Process.GetCurrentProcess().TotalProcessorTime.TotalSeconds);
             sw.Restart();
             var created = 0;
-            var apiClients = int.Parse(Environment.GetEnvironmentVariable("SHOAL_BENCH_FLEET_CLIENTS") ?? "8", CultureInfo.InvariantCulture);
+            var apiClients = int.Parse(Environment.GetEnvironmentVariable("SHOAL_BENCH_FLEET_CLIENTS") ?? "32", CultureInfo.InvariantCulture);
             await Parallel.ForAsync(0, clusters, new ParallelOptions { MaxDegreeOfParallelism = apiClients }, async (i, ct) =>
             {
                 var response = await http.PostAsJsonAsync("/v1/clusters",

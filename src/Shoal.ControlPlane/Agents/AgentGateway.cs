@@ -316,6 +316,10 @@ public sealed partial class AgentGateway
     /// <summary>Closes sessions of agents that stopped sending heartbeats.</summary>
     public async Task CloseStaleSessionsAsync(CancellationToken ct)
     {
+        // A stopping server no longer reads heartbeats: silence then is its own doing, not the agents'. Marked
+        // lost, every node would carry a disconnect into the next start (a flapping record), once a shutdown
+        // with thousands of agents took longer than the missed-heartbeat rule.
+        if (_stopping.IsCancellationRequested) return;
         var stale = await _state.FindStaleSessionsAsync(ct);
         if (stale.Count == 0) return;
         // Mark every one first, so the reason recorded is this one and not the aborted socket's, and so

@@ -130,7 +130,7 @@ internal static class AutoscaleBench
         Console.WriteLine(Fmt($"## Autoscaling from zero: a burst of {burst} requests, model load {modelLoadMs} ms, concurrency target {target} per replica, {DateTime.UtcNow:yyyy-MM-dd}"));
         try
         {
-            var (http, edge) = await StartAsync(dir, FreePort.Next(), FreePort.Next(), gpus: expected + 2, processes);
+            var (http, edge) = await StartAsync(dir, FreePort.Next(), FreePort.Next(), gpus: expected + 2, processes, trace: true);
             using var api = http;
             using var endpoint = edge;
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
@@ -175,6 +175,7 @@ internal static class AutoscaleBench
             foreach (var e in ups) Console.WriteLine(Fmt($"  +{(e.At - began).TotalMilliseconds:F0} ms {e.Message}"));
             Console.WriteLine(Fmt($"replicas: {status.Cluster.Replicas} (the target asks for {expected}), scale-up events {ups.Count}"));
             Console.WriteLine(Fmt($"first replica ready {readyMs:F0} ms after the burst began; first answer {firstAnswer:F0} ms: {firstAnswer - readyMs:F0} ms after it (goal ≤ 250 ms)"));
+            PrintReadyToAnswer(began, firstReady, events, processes[0].Output, began.AddMilliseconds(firstAnswer));
             Console.WriteLine(Fmt($"answers: p50 {Pick(ok, 50):F0} ms, p99 {Pick(ok, 99):F0} ms, last {(ok.Length == 0 ? 0 : ok[^1]):F0} ms"));
             if (status.Cluster.ColdStart is { } cold)
             {
@@ -189,16 +190,71 @@ internal static class AutoscaleBench
         }
     }
 
+    // The server's two log categories whose lines time the way from a ready replica to the first answer (at Debug; the rest stays at Warning); log timestamps in UTC.
+    private static readonly Dictionary<string, string> s_serverTrace = new()
+    {
+        ["TZ"] = "UTC",
+        ["Logging__LogLevel__Shoal.Edge.Routing.HoldReleaser"] = "Debug",
+        ["Logging__LogLevel__Shoal.Edge.Control.EdgeDemandReporter"] = "Debug",
+    };
+
+    /// <summary>
+    /// Where the time from the first replica ready to the first answer goes, from the processes'
+    /// own records: the agent's probe passing (ReadyAt; the agent sends a heartbeat at once), the server taking the
+    /// heartbeat (the replica's "ready" event), the in-process edge's release passes (log), the
+    /// edge's first finished response of a replica (log), the client's first answer.
+    /// </summary>
+    private static void PrintReadyToAnswer(DateTimeOffset began, DateTimeOffset ready, ClusterEventDto[] events, string serverLog, DateTimeOffset answer)
+    {
+        var heard = events.Where(e => e.Type == ClusterEventTypes.Ready && e.At >= began).Select(e => (DateTimeOffset?)e.At).Min();
+        var passes = LogLines(serverLog, began, "Released ").ToList();
+        var served = LogLines(serverLog, began, "finished its first response").Select(l => (DateTimeOffset?)l.At).FirstOrDefault();
+        string At(DateTimeOffset? t) => t is { } v ? Fmt($"{(v - ready).TotalMilliseconds,6:F0} ms") : "     - ";
+        Console.WriteLine("from the first replica ready to the first answer (ms after ready; log lines have 1 ms resolution):");
+        Console.WriteLine($"  {At(ready)}  agent: health probe passed (ReadyAt), heartbeat goes out at once");
+        Console.WriteLine($"  {At(heard)}  server: heartbeat applied (replica's ready event)");
+        if (passes.Count > 0)
+        {
+            var first = passes[0];
+            var ms = double.Parse(Between(first.Text, " in ", " ms"), CultureInfo.InvariantCulture);
+            Console.WriteLine($"  {At(first.At.AddMilliseconds(-ms))}  edge: first release pass began (route table with the replica in effect)");
+            Console.WriteLine($"  {At(first.At)}  edge: {first.Text}");
+            var total = passes.Sum(p => int.Parse(Between(p.Text, "Released ", " held"), CultureInfo.InvariantCulture));
+            Console.WriteLine(Fmt($"           edge: {passes.Count} release passes released {total} requests, the last at {(passes[^1].At - ready).TotalMilliseconds:F0} ms"));
+        }
+        Console.WriteLine($"  {At(served)}  edge: first response from a replica finished");
+        Console.WriteLine($"  {At(answer)}  client: first answer read");
+    }
+
+    private static IEnumerable<(DateTimeOffset At, string Text)> LogLines(string log, DateTimeOffset after, string containing)
+    {
+        foreach (var line in log.Split('\n'))
+        {
+            var i = line.IndexOf(containing, StringComparison.Ordinal);
+            if (i < 0 || line.Length < 12 || !TimeSpan.TryParseExact(line[..12], @"hh\:mm\:ss\.fff", CultureInfo.InvariantCulture, out var time)) continue;
+            var at = new DateTimeOffset(after.UtcDateTime.Date + time, TimeSpan.Zero);
+            if (at < after.AddSeconds(-1)) continue;
+            var text = line.IndexOf("] ", StringComparison.Ordinal) is var j and >= 0 ? line[(j + 2)..] : line[13..];
+            yield return (at, text.Trim());
+        }
+    }
+
+    private static string Between(string text, string from, string to)
+    {
+        var i = text.IndexOf(from, StringComparison.Ordinal) + from.Length;
+        return text[i..text.IndexOf(to, i, StringComparison.Ordinal)];
+    }
+
     private static double Pick(double[] sorted, double p) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
 
     /// <summary>A server and one agent with <paramref name="gpus"/> simulated rtx-4090s (process runtime); clients for the API (operator key) and the edge (an endpoint key).</summary>
-    private static async Task<(HttpClient Http, HttpClient Edge)> StartAsync(TempDirectory dir, int apiPort, int edgePort, int gpus, List<ShoalProcess> processes)
+    private static async Task<(HttpClient Http, HttpClient Edge)> StartAsync(TempDirectory dir, int apiPort, int edgePort, int gpus, List<ShoalProcess> processes, bool trace = false)
     {
         processes.Add(ShoalProcess.Start("server",
         [
             "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
             "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
-        ]));
+        ], trace ? s_serverTrace : null));
         var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
         await WaitUpAsync(http);
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await ApiKeys.ReadOperatorKeyAsync(dir.Combine("server")));

@@ -111,7 +111,7 @@ internal static class AutoscaleBench
     }
 
     /// <summary>
-    /// <c>autoscale-zero [burst] [model-load-ms]</c> (issue 15, must-show 1): a cluster at 0 replicas
+    /// <c>autoscale-zero [burst] [model-load-ms] [cold-edge]</c> (issue 15, must-show 1): a cluster at 0 replicas
     /// (min 0, concurrency target 250 per replica, simulated model load) gets a burst of concurrent
     /// requests. Reports failed requests, the scale-up decisions (exactly what the target asks: no
     /// duplicates), every held request answered, and the first answer against the first replica ready
@@ -123,16 +123,19 @@ internal static class AutoscaleBench
     {
         var burst = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000;
         var modelLoadMs = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 5000;
+        // "cold-edge": the burst is the edge's first forwarding ever (a server just started), else the edge has forwarded before, as one in service has.
+        var warm = !(args.Length > 3 && args[3] == "cold-edge");
         const int target = 250;
         var expected = (burst + target - 1) / target;
         using var dir = new TempDirectory("shoal-autoscale-zero-bench");
         var processes = new List<ShoalProcess>();
-        Console.WriteLine(Fmt($"## Autoscaling from zero: a burst of {burst} requests, model load {modelLoadMs} ms, concurrency target {target} per replica, {DateTime.UtcNow:yyyy-MM-dd}"));
+        Console.WriteLine(Fmt($"## Autoscaling from zero: a burst of {burst} requests, model load {modelLoadMs} ms, concurrency target {target} per replica, {(warm ? "edge in service (it forwarded before)" : "edge's first forwarding ever")}, {DateTime.UtcNow:yyyy-MM-dd}"));
         try
         {
-            var (http, edge) = await StartAsync(dir, FreePort.Next(), FreePort.Next(), gpus: expected + 2, processes, trace: true);
+            var (http, edge) = await StartAsync(dir, FreePort.Next(), FreePort.Next(), gpus: expected + 3, processes, trace: true);
             using var api = http;
             using var endpoint = edge;
+            if (warm) await WarmEdgeAsync(http, edge);
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
             {
                 Name = "demo",
@@ -207,8 +210,8 @@ internal static class AutoscaleBench
     private static void PrintReadyToAnswer(DateTimeOffset began, DateTimeOffset ready, ClusterEventDto[] events, string serverLog, DateTimeOffset answer)
     {
         var heard = events.Where(e => e.Type == ClusterEventTypes.Ready && e.At >= began).Select(e => (DateTimeOffset?)e.At).Min();
-        var passes = LogLines(serverLog, began, "Released ").ToList();
-        var served = LogLines(serverLog, began, "finished its first response").Select(l => (DateTimeOffset?)l.At).FirstOrDefault();
+        var passes = LogLines(serverLog, began, "held requests of cluster demo ").ToList();
+        var served = LogLines(serverLog, began, "of cluster demo finished its first response").Select(l => (DateTimeOffset?)l.At).FirstOrDefault();
         string At(DateTimeOffset? t) => t is { } v ? Fmt($"{(v - ready).TotalMilliseconds,6:F0} ms") : "     - ";
         Console.WriteLine("from the first replica ready to the first answer (ms after ready; log lines have 1 ms resolution):");
         Console.WriteLine($"  {At(ready)}  agent: health probe passed (ReadyAt), heartbeat goes out at once");
@@ -347,8 +350,37 @@ internal static class AutoscaleBench
         return values.Length == 0 ? 0 : values[Math.Clamp((int)Math.Ceiling(p / 100 * values.Length) - 1, 0, values.Length - 1)];
     }
 
-    private static async Task<ClusterStatusDto> StatusAsync(HttpClient http) =>
-        (await http.GetFromJsonAsync("/v1/clusters/demo/status", ShoalJsonContext.Default.ClusterStatusDto))!;
+    private static async Task<ClusterStatusDto> StatusAsync(HttpClient http, string cluster = "demo") =>
+        (await http.GetFromJsonAsync($"/v1/clusters/{cluster}/status", ShoalJsonContext.Default.ClusterStatusDto))!;
+
+    /// <summary>
+    /// Puts the edge in the state of one in service: a cluster of one replica answers a few rounds
+    /// of requests through it (its forwarding path past its first, JIT-compiled runs), then goes away.
+    /// </summary>
+    private static async Task WarmEdgeAsync(HttpClient http, HttpClient edge)
+    {
+        var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
+        {
+            Name = "warm",
+            Image = "shoal/sim",
+            Gpu = "rtx-4090",
+            Replicas = 1,
+            Env = new() { ["SIM_BATCH_SLOTS"] = "32", ["SIM_DECODE_MS"] = "1" },
+            Health = new HealthCheckSpec { IntervalMs = 100 },
+        }, ShoalJsonContext.Default.CreateClusterRequest);
+        created.EnsureSuccessStatusCode();
+        await UntilAsync(async () => (await StatusAsync(http, "warm")).Cluster.ReadyReplicas == 1, TimeSpan.FromSeconds(60));
+        for (var round = 0; round < 3; round++)
+        {
+            await Task.WhenAll(Enumerable.Range(0, 32).Select(async i =>
+            {
+                using var content = new StringContent($"{{\"model\":\"shoal-sim\",\"messages\":[{{\"role\":\"user\",\"content\":\"warm {i}\"}}],\"max_tokens\":16}}", Encoding.UTF8, "application/json");
+                using var response = await edge.PostAsync("/c/warm/v1/chat/completions", content);
+                response.EnsureSuccessStatusCode();
+            }));
+        }
+        (await http.DeleteAsync("/v1/clusters/warm")).EnsureSuccessStatusCode();
+    }
 
     private static async Task WaitUpAsync(HttpClient http) => await UntilAsync(async () =>
     {

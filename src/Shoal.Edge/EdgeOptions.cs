@@ -144,15 +144,16 @@ public sealed class EdgeOptions
     /// <summary>
     /// Held requests a replica that just entered the route table takes at once (requests in flight
     /// to it from this edge count against it): a replica that wakes a cluster from zero gets its
-    /// first requests without the rest of the burst in front of them, and more as answers come
-    /// back; the number doubles every <see cref="HeldReleaseDoubling"/> since the replica entered
-    /// the table (32, 64, 128, ... : a whole burst of 1,000 is out within half a second). Only held
-    /// requests wait for it; 0 hands every held request on at once. Default 32.
+    /// first requests without the rest of the burst in front of them. Each answer it gives back
+    /// while requests are held frees its place and widens the window by one (so it doubles with
+    /// every round of answers); without answers it still doubles every
+    /// <see cref="HeldReleaseDoubling"/> (long generations do not keep requests held for long).
+    /// Only held requests wait for it; 0 hands every held request on at once. Default 32.
     /// </summary>
     public int HeldReleaseWindow { get; set; } = 32;
 
-    /// <summary>How often <see cref="HeldReleaseWindow"/> doubles for a replica that entered the route table. Default 100 ms.</summary>
-    public TimeSpan HeldReleaseDoubling { get; set; } = TimeSpan.FromMilliseconds(100);
+    /// <summary>How often <see cref="HeldReleaseWindow"/> doubles for a replica that entered the route table, answers or not. Default 1 s.</summary>
+    public TimeSpan HeldReleaseDoubling { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>Every problem with these settings, one message each; empty when they are usable.</summary>
     public IReadOnlyList<string> Validate()

@@ -25,6 +25,8 @@ public sealed class EdgeReplica
     internal int _served;
     // TimeProvider timestamp since which the replica is in the route table (its held-release ramp counts from it); 0 while absent.
     internal long _enteredAt;
+    // Attempts to it that ended while requests were held for its cluster, since it entered the table: each widens its held-release window by one.
+    internal int _rampAnswers;
     // Cancelled (and dropped) when the replica's node is lost; created again by the next attempt.
     private CancellationTokenSource? _lost;
     // Cancelled (and dropped) when the replica left the route table other than by draining; created again by the next attempt.

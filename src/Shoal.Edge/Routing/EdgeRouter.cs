@@ -180,7 +180,9 @@ public sealed class EdgeRouter : IDisposable
             var present = current is null ? [] : new HashSet<string>(current.Destinations.Select(x => x.ReplicaId), StringComparer.Ordinal);
             foreach (var d in old.Destinations)
             {
-                if (!present.Contains(d.ReplicaId) && _replicas.TryGetValue(d.ReplicaId, out var replica)) Volatile.Write(ref replica._enteredAt, 0);
+                if (present.Contains(d.ReplicaId) || !_replicas.TryGetValue(d.ReplicaId, out var replica)) continue;
+                Volatile.Write(ref replica._enteredAt, 0);
+                Volatile.Write(ref replica._rampAnswers, 0);
             }
         }
     }

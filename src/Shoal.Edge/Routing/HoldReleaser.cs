@@ -15,12 +15,13 @@ namespace Shoal.Edge.Routing;
 /// <remarks>
 /// A replica's room for held requests is its release window less the requests this edge has in
 /// flight to it. The window starts at <see cref="EdgeOptions.HeldReleaseWindow"/> when the
-/// replica enters the route table and doubles every <see cref="EdgeOptions.HeldReleaseDoubling"/>:
-/// a replica that wakes a cluster from zero with a thousand requests held gets a batch it can
-/// start on, and answers them, instead of a thousand connections at once in front of its first
-/// answer; the rest follow as answers come back and the window grows. A replica that has been in
-/// the table for a while has a window far beyond any hold queue, so it takes every held request
-/// at once as before.
+/// replica enters the route table; each answer that comes back while requests are held frees its
+/// place and widens the window by one (it doubles with each round of answers, like TCP's slow
+/// start), and without answers it still doubles every <see cref="EdgeOptions.HeldReleaseDoubling"/>.
+/// A replica that wakes a cluster from zero with a thousand requests held gets a batch it can
+/// start on, and answers it, instead of a thousand connections at once in front of its first
+/// answer. A replica that has been in the table for a while has a window far beyond any hold
+/// queue, so it takes every held request at once as before.
 /// </remarks>
 public sealed partial class HoldReleaser
 {
@@ -59,10 +60,12 @@ public sealed partial class HoldReleaser
         if (Room(cluster, _time.GetTimestamp(), out _) > 0) Schedule(cluster);
     }
 
-    /// <summary>After a request to one of <paramref name="cluster"/>'s replicas ended: its place may go to a held one.</summary>
-    public void AfterAttempt(ClusterState cluster)
+    /// <summary>After a request to <paramref name="replica"/> (of <paramref name="cluster"/>) ended: its place, and one more, may go to held ones.</summary>
+    public void AfterAttempt(ClusterState cluster, EdgeReplica replica)
     {
-        if (cluster.Queue.Count > 0) Schedule(cluster);
+        if (cluster.Queue.Count == 0) return;
+        Interlocked.Increment(ref replica._rampAnswers);
+        Schedule(cluster);
     }
 
     /// <summary>Runs a release pass for <paramref name="cluster"/> soon; passes requested while one runs fold into one more.</summary>
@@ -146,7 +149,7 @@ public sealed partial class HoldReleaser
         var doublings = Math.Max(0, now - entered) / _doubling;
         if (doublings >= MaxDoublings) return int.MaxValue;
         grows = Math.Min(grows, entered + (doublings + 1) * _doubling);
-        return (long)_window << (int)doublings;
+        return Math.Max((long)_window << (int)doublings, (long)_window + Volatile.Read(ref replica._rampAnswers));
     }
 
     private void WakeAt(ClusterState cluster, long now, long due)

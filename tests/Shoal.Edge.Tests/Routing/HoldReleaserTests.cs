@@ -9,8 +9,8 @@ namespace Shoal.Edge.Tests.Routing;
 
 /// <summary>
 /// The release rule for held requests: a replica that just entered the route table takes them in
-/// steps (its window, doubling over time, less what is in flight to it), oldest first; answers
-/// coming back make room; a replica long in the table takes them all at once.
+/// steps (its window, widened by each answer and doubling over time, less what is in flight to it),
+/// oldest first; a replica long in the table takes them all at once.
 /// </summary>
 public sealed class HoldReleaserTests
 {
@@ -55,11 +55,12 @@ public sealed class HoldReleaserTests
         Releaser.Schedule(_cluster);
         await PassesDoneAsync(4);
 
-        // Two answers: two more go.
+        // Two answers: each frees its place and widens the window by one (4 → 6): four more go.
         Answer(a, 2);
-        await PassesDoneAsync(6);
+        await PassesDoneAsync(8);
+        Assert.Equal(6, a.InFlight);
 
-        // The window doubles (4 → 8): room for 8 − 4 in flight.
+        // Without answers the window doubles with time (4 → 8, beyond the 6 answers made it): room for 8 − 6 in flight.
         _time.Advance(s_doubling);
         await PassesDoneAsync(10);
         Assert.Equal(8, a.InFlight);
@@ -156,7 +157,7 @@ public sealed class HoldReleaserTests
         for (var i = 0; i < count; i++)
         {
             Interlocked.Decrement(ref replica._inFlight);
-            Releaser.AfterAttempt(_cluster);
+            Releaser.AfterAttempt(_cluster, replica);
         }
     }
 

@@ -43,11 +43,11 @@ public sealed class SimEngine
 
     internal void BeginWarmUp(string token) => WarmUpToken = token;
 
-    /// <summary>Ends the warm-up: its requests leave no trace in the metrics.</summary>
+    /// <summary>Ends the warm-up: its requests leave no trace in the metrics (while the model still loads, so no other request is counted there).</summary>
     internal void EndWarmUp()
     {
         WarmUpToken = null;
-        Metrics = new SimMetrics(Options.Model);
+        if (!Startup.IsReady) Metrics = new SimMetrics(Options.Model);
     }
 
     /// <summary>True when <paramref name="token"/> marks a warm-up request of this simulator.</summary>

@@ -36,7 +36,7 @@ public sealed class SimOptions
     /// <summary>
     /// Stands for model load: <c>/health</c> and <c>/v1/*</c> answer 503 until it has passed. Within
     /// it, <c>shoal sim</c> warms up its request path (as a model server warms up before its health
-    /// check passes); it answers once both are done. Default zero (no warm-up).
+    /// check passes), best effort: it answers when the delay is over. Default zero (no warm-up).
     /// </summary>
     public TimeSpan StartupDelay { get; set; } = TimeSpan.Zero;
 

@@ -89,8 +89,9 @@ public static partial class SimServer
         {
             // Like a model server's warm-up pass, within the model load: the first requests after the
             // health check passes then run at speed, not through the code paths' first (JIT) runs.
+            // Best effort: the health check passes when the delay is over, warmed up or not.
             engine.BeginWarmUp(Convert.ToHexString(RandomNumberGenerator.GetBytes(16)));
-            engine.Startup.After(WarmUpAsync(address, engine, logger, ct));
+            _ = WarmUpAsync(address, engine, logger, ct);
         }
         LogListening(logger, address, options.Model, options.GpuType, options.EffectiveSpeed, options.BatchSlots, options.StartupDelay.TotalMilliseconds);
         await app.WaitForShutdownAsync(ct);
@@ -101,8 +102,9 @@ public static partial class SimServer
 
     /// <summary>
     /// Sends the simulator a few requests of each kind (chat and text, whole and streamed, at once)
-    /// through its own HTTP endpoint, then forgets them: they count in no metric. Bounded in time;
-    /// a failure only means a colder first request.
+    /// through its own HTTP endpoint, then forgets them: they count in no metric (unless the model
+    /// load ended first and real requests are counted too). Bounded in time; a failure only means a
+    /// colder first request.
     /// </summary>
     private static async Task WarmUpAsync(Uri address, SimEngine engine, ILogger logger, CancellationToken ct)
     {
@@ -113,16 +115,14 @@ public static partial class SimServer
             timeout.CancelAfter(TimeSpan.FromSeconds(10));
             using var client = new HttpClient { BaseAddress = address };
             client.DefaultRequestHeaders.Add(WarmUpHeader, engine.WarmUpToken);
-            const string chat = "{\"model\":\"warm-up\",\"messages\":[{\"role\":\"user\",\"content\":\"warm up\"}],\"max_tokens\":2";
-            const string text = "{\"model\":\"warm-up\",\"prompt\":\"warm up\",\"max_tokens\":2";
-            for (var round = 0; round < 2; round++)
-            {
-                await Task.WhenAll(
-                    Enumerable.Range(0, 4).Select(_ => SendAsync("/v1/chat/completions", chat + "}"))
-                    .Append(SendAsync("/v1/chat/completions", chat + ",\"stream\":true}"))
-                    .Append(SendAsync("/v1/completions", text + "}"))
-                    .Append(SendAsync("/v1/completions", text + ",\"stream\":true}")));
-            }
+            const string chat = "{\"model\":\"warm-up\",\"messages\":[{\"role\":\"user\",\"content\":\"warm up\"}],\"max_tokens\":1";
+            const string text = "{\"model\":\"warm-up\",\"prompt\":\"warm up\",\"max_tokens\":1";
+            // One round, at once, one token each: a handful of requests (a simulator with one batch slot warms up in a few prefills).
+            await Task.WhenAll(
+                Enumerable.Range(0, 3).Select(_ => SendAsync("/v1/chat/completions", chat + "}"))
+                .Append(SendAsync("/v1/chat/completions", chat + ",\"stream\":true}"))
+                .Append(SendAsync("/v1/completions", text + "}"))
+                .Append(SendAsync("/v1/completions", text + ",\"stream\":true}")));
 
             async Task SendAsync(string path, string body)
             {

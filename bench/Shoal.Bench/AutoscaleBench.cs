@@ -111,7 +111,7 @@ internal static class AutoscaleBench
     }
 
     /// <summary>
-    /// <c>autoscale-zero [burst] [model-load-ms]</c> (issue 15, must-show 1): a cluster at 0 replicas
+    /// <c>autoscale-zero [burst] [model-load-ms] [cold-edge]</c> (issue 15, must-show 1): a cluster at 0 replicas
     /// (min 0, concurrency target 250 per replica, simulated model load) gets a burst of concurrent
     /// requests. Reports failed requests, the scale-up decisions (exactly what the target asks: no
     /// duplicates), every held request answered, and the first answer against the first replica ready
@@ -123,16 +123,19 @@ internal static class AutoscaleBench
     {
         var burst = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 1000;
         var modelLoadMs = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 5000;
+        // "cold-edge": the burst is the edge's first forwarding ever (a server just started), else the edge has forwarded before, as one in service has.
+        var warm = !(args.Length > 3 && args[3] == "cold-edge");
         const int target = 250;
         var expected = (burst + target - 1) / target;
         using var dir = new TempDirectory("shoal-autoscale-zero-bench");
         var processes = new List<ShoalProcess>();
-        Console.WriteLine(Fmt($"## Autoscaling from zero: a burst of {burst} requests, model load {modelLoadMs} ms, concurrency target {target} per replica, {DateTime.UtcNow:yyyy-MM-dd}"));
+        Console.WriteLine(Fmt($"## Autoscaling from zero: a burst of {burst} requests, model load {modelLoadMs} ms, concurrency target {target} per replica, {(warm ? "edge in service (it forwarded before)" : "edge's first forwarding ever")}, {DateTime.UtcNow:yyyy-MM-dd}"));
         try
         {
-            var (http, edge) = await StartAsync(dir, FreePort.Next(), FreePort.Next(), gpus: expected + 2, processes);
+            var (http, edge) = await StartAsync(dir, FreePort.Next(), FreePort.Next(), gpus: expected + 3, processes, trace: true);
             using var api = http;
             using var endpoint = edge;
+            if (warm) await WarmEdgeAsync(http, edge);
             var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
             {
                 Name = "demo",
@@ -175,6 +178,7 @@ internal static class AutoscaleBench
             foreach (var e in ups) Console.WriteLine(Fmt($"  +{(e.At - began).TotalMilliseconds:F0} ms {e.Message}"));
             Console.WriteLine(Fmt($"replicas: {status.Cluster.Replicas} (the target asks for {expected}), scale-up events {ups.Count}"));
             Console.WriteLine(Fmt($"first replica ready {readyMs:F0} ms after the burst began; first answer {firstAnswer:F0} ms: {firstAnswer - readyMs:F0} ms after it (goal ≤ 250 ms)"));
+            PrintReadyToAnswer(began, firstReady, events, processes[0].Output, began.AddMilliseconds(firstAnswer));
             Console.WriteLine(Fmt($"answers: p50 {Pick(ok, 50):F0} ms, p99 {Pick(ok, 99):F0} ms, last {(ok.Length == 0 ? 0 : ok[^1]):F0} ms"));
             if (status.Cluster.ColdStart is { } cold)
             {
@@ -189,16 +193,71 @@ internal static class AutoscaleBench
         }
     }
 
+    // The server's two log categories whose lines time the way from a ready replica to the first answer (at Debug; the rest stays at Warning); log timestamps in UTC.
+    private static readonly Dictionary<string, string> s_serverTrace = new()
+    {
+        ["TZ"] = "UTC",
+        ["Logging__LogLevel__Shoal.Edge.Routing.HoldReleaser"] = "Debug",
+        ["Logging__LogLevel__Shoal.Edge.Control.EdgeDemandReporter"] = "Debug",
+    };
+
+    /// <summary>
+    /// Where the time from the first replica ready to the first answer goes, from the processes'
+    /// own records: the agent's probe passing (ReadyAt; the agent sends a heartbeat at once), the server taking the
+    /// heartbeat (the replica's "ready" event), the in-process edge's release passes (log), the
+    /// edge's first finished response of a replica (log), the client's first answer.
+    /// </summary>
+    private static void PrintReadyToAnswer(DateTimeOffset began, DateTimeOffset ready, ClusterEventDto[] events, string serverLog, DateTimeOffset answer)
+    {
+        var heard = events.Where(e => e.Type == ClusterEventTypes.Ready && e.At >= began).Select(e => (DateTimeOffset?)e.At).Min();
+        var passes = LogLines(serverLog, began, "held requests of cluster demo ").ToList();
+        var served = LogLines(serverLog, began, "of cluster demo finished its first response").Select(l => (DateTimeOffset?)l.At).FirstOrDefault();
+        string At(DateTimeOffset? t) => t is { } v ? Fmt($"{(v - ready).TotalMilliseconds,6:F0} ms") : "     - ";
+        Console.WriteLine("from the first replica ready to the first answer (ms after ready; log lines have 1 ms resolution):");
+        Console.WriteLine($"  {At(ready)}  agent: health probe passed (ReadyAt), heartbeat goes out at once");
+        Console.WriteLine($"  {At(heard)}  server: heartbeat applied (replica's ready event)");
+        if (passes.Count > 0)
+        {
+            var first = passes[0];
+            var ms = double.Parse(Between(first.Text, " in ", " ms"), CultureInfo.InvariantCulture);
+            Console.WriteLine($"  {At(first.At.AddMilliseconds(-ms))}  edge: first release pass began (route table with the replica in effect)");
+            Console.WriteLine($"  {At(first.At)}  edge: {first.Text}");
+            var total = passes.Sum(p => int.Parse(Between(p.Text, "Released ", " held"), CultureInfo.InvariantCulture));
+            Console.WriteLine(Fmt($"           edge: {passes.Count} release passes released {total} requests, the last at {(passes[^1].At - ready).TotalMilliseconds:F0} ms"));
+        }
+        Console.WriteLine($"  {At(served)}  edge: first response from a replica finished");
+        Console.WriteLine($"  {At(answer)}  client: first answer read");
+    }
+
+    private static IEnumerable<(DateTimeOffset At, string Text)> LogLines(string log, DateTimeOffset after, string containing)
+    {
+        foreach (var line in log.Split('\n'))
+        {
+            var i = line.IndexOf(containing, StringComparison.Ordinal);
+            if (i < 0 || line.Length < 12 || !TimeSpan.TryParseExact(line[..12], @"hh\:mm\:ss\.fff", CultureInfo.InvariantCulture, out var time)) continue;
+            var at = new DateTimeOffset(after.UtcDateTime.Date + time, TimeSpan.Zero);
+            if (at < after.AddSeconds(-1)) continue;
+            var text = line.IndexOf("] ", StringComparison.Ordinal) is var j and >= 0 ? line[(j + 2)..] : line[13..];
+            yield return (at, text.Trim());
+        }
+    }
+
+    private static string Between(string text, string from, string to)
+    {
+        var i = text.IndexOf(from, StringComparison.Ordinal) + from.Length;
+        return text[i..text.IndexOf(to, i, StringComparison.Ordinal)];
+    }
+
     private static double Pick(double[] sorted, double p) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
 
     /// <summary>A server and one agent with <paramref name="gpus"/> simulated rtx-4090s (process runtime); clients for the API (operator key) and the edge (an endpoint key).</summary>
-    private static async Task<(HttpClient Http, HttpClient Edge)> StartAsync(TempDirectory dir, int apiPort, int edgePort, int gpus, List<ShoalProcess> processes)
+    private static async Task<(HttpClient Http, HttpClient Edge)> StartAsync(TempDirectory dir, int apiPort, int edgePort, int gpus, List<ShoalProcess> processes, bool trace = false)
     {
         processes.Add(ShoalProcess.Start("server",
         [
             "server", "--listen", $"127.0.0.1:{apiPort}", "--edge-listen", $"127.0.0.1:{edgePort}", "--data-dir", dir.Combine("server"),
             "--log-level", "Warning", "--allow-simulated-gpus", "--allow-loopback-nodes", "--heartbeat-interval", "500ms",
-        ]));
+        ], trace ? s_serverTrace : null));
         var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{apiPort}"), Timeout = TimeSpan.FromSeconds(30) };
         await WaitUpAsync(http);
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", await ApiKeys.ReadOperatorKeyAsync(dir.Combine("server")));
@@ -291,8 +350,37 @@ internal static class AutoscaleBench
         return values.Length == 0 ? 0 : values[Math.Clamp((int)Math.Ceiling(p / 100 * values.Length) - 1, 0, values.Length - 1)];
     }
 
-    private static async Task<ClusterStatusDto> StatusAsync(HttpClient http) =>
-        (await http.GetFromJsonAsync("/v1/clusters/demo/status", ShoalJsonContext.Default.ClusterStatusDto))!;
+    private static async Task<ClusterStatusDto> StatusAsync(HttpClient http, string cluster = "demo") =>
+        (await http.GetFromJsonAsync($"/v1/clusters/{cluster}/status", ShoalJsonContext.Default.ClusterStatusDto))!;
+
+    /// <summary>
+    /// Puts the edge in the state of one in service: a cluster of one replica answers a few rounds
+    /// of requests through it (its forwarding path past its first, JIT-compiled runs), then goes away.
+    /// </summary>
+    private static async Task WarmEdgeAsync(HttpClient http, HttpClient edge)
+    {
+        var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
+        {
+            Name = "warm",
+            Image = "shoal/sim",
+            Gpu = "rtx-4090",
+            Replicas = 1,
+            Env = new() { ["SIM_BATCH_SLOTS"] = "32", ["SIM_DECODE_MS"] = "1" },
+            Health = new HealthCheckSpec { IntervalMs = 100 },
+        }, ShoalJsonContext.Default.CreateClusterRequest);
+        created.EnsureSuccessStatusCode();
+        await UntilAsync(async () => (await StatusAsync(http, "warm")).Cluster.ReadyReplicas == 1, TimeSpan.FromSeconds(60));
+        for (var round = 0; round < 3; round++)
+        {
+            await Task.WhenAll(Enumerable.Range(0, 32).Select(async i =>
+            {
+                using var content = new StringContent($"{{\"model\":\"shoal-sim\",\"messages\":[{{\"role\":\"user\",\"content\":\"warm {i}\"}}],\"max_tokens\":16}}", Encoding.UTF8, "application/json");
+                using var response = await edge.PostAsync("/c/warm/v1/chat/completions", content);
+                response.EnsureSuccessStatusCode();
+            }));
+        }
+        (await http.DeleteAsync("/v1/clusters/warm")).EnsureSuccessStatusCode();
+    }
 
     private static async Task WaitUpAsync(HttpClient http) => await UntilAsync(async () =>
     {

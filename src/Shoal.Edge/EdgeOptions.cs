@@ -141,6 +141,20 @@ public sealed class EdgeOptions
     /// </summary>
     public string? Redis { get; set; }
 
+    /// <summary>
+    /// Held requests a replica that just entered the route table takes at once (requests in flight
+    /// to it from this edge count against it): a replica that wakes a cluster from zero gets its
+    /// first requests without the rest of the burst in front of them. Each answer it gives back
+    /// while requests are held frees its place and widens the window by one (so it doubles with
+    /// every round of answers); without answers it still doubles every
+    /// <see cref="HeldReleaseDoubling"/> (long generations do not keep requests held for long).
+    /// Only held requests wait for it; 0 hands every held request on at once. Default 32.
+    /// </summary>
+    public int HeldReleaseWindow { get; set; } = 32;
+
+    /// <summary>How often <see cref="HeldReleaseWindow"/> doubles for a replica that entered the route table, answers or not. Default 1 s.</summary>
+    public TimeSpan HeldReleaseDoubling { get; set; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Every problem with these settings, one message each; empty when they are usable.</summary>
     public IReadOnlyList<string> Validate()
     {
@@ -175,6 +189,8 @@ public sealed class EdgeOptions
         if (MaxConnectionsPerAddress < 1) errors.Add("the most connections per address must be at least 1");
         if (MaxTunnelsPerNode < 1) errors.Add("the most tunnels per node must be at least 1");
         if (UndecidedConnectionTimeout <= TimeSpan.Zero) errors.Add("undecided connection timeout must be positive");
+        if (HeldReleaseWindow < 0) errors.Add("the held-release window must not be negative");
+        if (HeldReleaseDoubling <= TimeSpan.Zero) errors.Add("the held-release doubling period must be positive");
 
         var pem = !string.IsNullOrEmpty(TlsCertificatePath);
         var pfx = !string.IsNullOrEmpty(TlsPfxPath);

@@ -293,6 +293,7 @@ public sealed partial class EdgeProxy
                 departed.Dispose();
                 context.RequestAborted = clientAborted;
                 Interlocked.Decrement(ref replica._inFlight);
+                _holding.AfterAttempt(view.State, replica);
             }
             var wasCut = cut.IsCancellationRequested && !clientAborted.IsCancellationRequested;
             cut.Dispose();

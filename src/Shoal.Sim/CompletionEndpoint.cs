@@ -24,7 +24,9 @@ internal sealed partial class CompletionEndpoint
     {
         var ct = ctx.RequestAborted;
         var options = _engine.Options;
-        if (!_engine.Startup.IsReady)
+        // The simulator's own warm-up requests run the whole path during the model load, and inject no fault.
+        var warmUp = _engine.WarmUpToken is not null && _engine.IsWarmUp(ctx.Request.Headers[SimServer.WarmUpHeader]);
+        if (!_engine.Startup.IsReady && !warmUp)
         {
             await OpenAiJson.WriteErrorAsync(ctx, StatusCodes.Status503ServiceUnavailable, "the model is still loading", "service_unavailable", "model_loading");
             return;
@@ -61,7 +63,7 @@ internal sealed partial class CompletionEndpoint
             return;
         }
 
-        if (_engine.Faults.CountRequest())
+        if (!warmUp && _engine.Faults.CountRequest())
         {
             // Crash once this request has been answered, off the request thread: a graceful host
             // shutdown would otherwise wait for the very request that asked for it.
@@ -74,7 +76,7 @@ internal sealed partial class CompletionEndpoint
             });
         }
 
-        switch (_engine.Faults.Next())
+        switch (warmUp ? Fault.None : _engine.Faults.Next())
         {
             case Fault.Error:
                 await OpenAiJson.WriteErrorAsync(ctx, StatusCodes.Status500InternalServerError, "injected failure (SIM_ERROR_RATE)", "server_error", "injected_error");

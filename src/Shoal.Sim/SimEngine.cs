@@ -32,11 +32,27 @@ public sealed class SimEngine
 
     public LatencyModel Latency { get; }
 
-    public SimMetrics Metrics { get; }
+    public SimMetrics Metrics { get; private set; }
 
     public FaultInjector Faults { get; }
 
     public StartupGate Startup { get; }
+
+    /// <summary>The secret that marks the simulator's own warm-up requests (they pass the startup gate and count nowhere); null when it warms up no more.</summary>
+    internal string? WarmUpToken { get; private set; }
+
+    internal void BeginWarmUp(string token) => WarmUpToken = token;
+
+    /// <summary>Ends the warm-up: its requests leave no trace in the metrics (while the model still loads, so no other request is counted there).</summary>
+    internal void EndWarmUp()
+    {
+        WarmUpToken = null;
+        if (!Startup.IsReady) Metrics = new SimMetrics(Options.Model);
+    }
+
+    /// <summary>True when <paramref name="token"/> marks a warm-up request of this simulator.</summary>
+    internal bool IsWarmUp(string? token) => WarmUpToken is { } own && token is not null
+        && System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(own), System.Text.Encoding.UTF8.GetBytes(token));
 
     /// <summary>Fraction of the simulated KV cache held by running requests (prompt plus tokens so far), 0 to 1.</summary>
     public double CacheUsage => Math.Min(1.0, (double)Interlocked.Read(ref _tokensInUse) / Options.KvCacheTokens);

@@ -33,7 +33,11 @@ public sealed class SimOptions
     /// <summary>Most requests allowed to wait for a slot; beyond that requests are refused with 429. Default 1024.</summary>
     public int MaxQueue { get; set; } = 1024;
 
-    /// <summary>Stands for model load: <c>/health</c> and <c>/v1/*</c> answer 503 until it has passed. Default zero.</summary>
+    /// <summary>
+    /// Stands for model load: <c>/health</c> and <c>/v1/*</c> answer 503 until it has passed. Within
+    /// it, <c>shoal sim</c> warms up its request path (as a model server warms up before its health
+    /// check passes), best effort: it answers when the delay is over. Default zero (no warm-up).
+    /// </summary>
     public TimeSpan StartupDelay { get; set; } = TimeSpan.Zero;
 
     /// <summary>Seed for generated text and for failure injection, so runs repeat. Default 42.</summary>

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Security.Cryptography;
 using System.Text.Json;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -83,8 +84,61 @@ public static partial class SimServer
         await app.StartAsync(ct);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Shoal.Sim");
         var address = Address(app);
+        var engine = Engine(app);
+        if (options.StartupDelay > TimeSpan.Zero)
+        {
+            // Like a model server's warm-up pass, within the model load: the first requests after the
+            // health check passes then run at speed, not through the code paths' first (JIT) runs.
+            // Best effort: the health check passes when the delay is over, warmed up or not.
+            engine.BeginWarmUp(Convert.ToHexString(RandomNumberGenerator.GetBytes(16)));
+            _ = WarmUpAsync(address, engine, logger, ct);
+        }
         LogListening(logger, address, options.Model, options.GpuType, options.EffectiveSpeed, options.BatchSlots, options.StartupDelay.TotalMilliseconds);
         await app.WaitForShutdownAsync(ct);
+    }
+
+    /// <summary>Header that marks the simulator's own warm-up requests (with a secret made at start).</summary>
+    internal const string WarmUpHeader = "x-shoal-sim-warmup";
+
+    /// <summary>
+    /// Sends the simulator a few requests of each kind (chat and text, whole and streamed, at once)
+    /// through its own HTTP endpoint, then forgets them: they count in no metric (unless the model
+    /// load ended first and real requests are counted too). Bounded in time; a failure only means a
+    /// colder first request.
+    /// </summary>
+    private static async Task WarmUpAsync(Uri address, SimEngine engine, ILogger logger, CancellationToken ct)
+    {
+        await Task.Yield();
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+            timeout.CancelAfter(TimeSpan.FromSeconds(10));
+            using var client = new HttpClient { BaseAddress = address };
+            client.DefaultRequestHeaders.Add(WarmUpHeader, engine.WarmUpToken);
+            const string chat = "{\"model\":\"warm-up\",\"messages\":[{\"role\":\"user\",\"content\":\"warm up\"}],\"max_tokens\":1";
+            const string text = "{\"model\":\"warm-up\",\"prompt\":\"warm up\",\"max_tokens\":1";
+            // One round, at once, one token each: a handful of requests (a simulator with one batch slot warms up in a few prefills).
+            await Task.WhenAll(
+                Enumerable.Range(0, 3).Select(_ => SendAsync("/v1/chat/completions", chat + "}"))
+                .Append(SendAsync("/v1/chat/completions", chat + ",\"stream\":true}"))
+                .Append(SendAsync("/v1/completions", text + "}"))
+                .Append(SendAsync("/v1/completions", text + ",\"stream\":true}")));
+
+            async Task SendAsync(string path, string body)
+            {
+                using var content = new StringContent(body, System.Text.Encoding.UTF8, "application/json");
+                using var response = await client.PostAsync(path, content, timeout.Token);
+                await response.Content.ReadAsStringAsync(timeout.Token);
+            }
+        }
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException or IOException)
+        {
+            LogWarmUpFailed(logger, e.Message);
+        }
+        finally
+        {
+            engine.EndWarmUp();
+        }
     }
 
     /// <summary>The address a started application listens on, with the port actually bound (useful with port 0).</summary>

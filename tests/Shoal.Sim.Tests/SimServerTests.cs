@@ -231,6 +231,38 @@ public sealed class SimServerTests
     }
 
     [Fact]
+    public async Task Warm_up_requests_pass_the_loading_gate_only_with_the_secret_inject_no_fault_and_leave_no_metrics()
+    {
+        var time = new FakeTimeProvider();
+        var options = SimHost.FastOptions();
+        options.StartupDelay = TimeSpan.FromSeconds(30);
+        options.DecodePerToken = TimeSpan.Zero;
+        options.ErrorRate = 1;
+        await using var sim = await SimHost.StartAsync(options, time);
+        sim.Engine.BeginWarmUp("secret");
+
+        async Task<HttpStatusCode> SendAsync(string? token)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/chat/completions") { Content = JsonContent.Create(s_chat) };
+            if (token is not null) request.Headers.Add(SimServer.WarmUpHeader, token);
+            using var response = await sim.Client.SendAsync(request);
+            return response.StatusCode;
+        }
+
+        // Answered while the model loads, and not with the injected failure every other request gets.
+        Assert.Equal(HttpStatusCode.OK, await SendAsync("secret"));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, await SendAsync("guess"));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, await SendAsync(null));
+        Assert.Equal(1, sim.Engine.Metrics.RequestsSucceeded);
+
+        sim.Engine.EndWarmUp();
+        Assert.Equal(0, sim.Engine.Metrics.RequestsSucceeded);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, await SendAsync("secret"));
+        time.Advance(TimeSpan.FromSeconds(30));
+        Assert.Equal(HttpStatusCode.InternalServerError, await SendAsync(null));
+    }
+
+    [Fact]
     public async Task Metrics_show_running_and_waiting_under_load()
     {
         var time = new FakeTimeProvider();

@@ -71,7 +71,9 @@ public sealed partial class EdgeDemandReporter : BackgroundService
     /// <summary>Called on the request path when <paramref name="replica"/> finished a response and had not before: the end of its warm-up.</summary>
     internal void Served(EdgeReplica replica)
     {
-        if (Interlocked.Exchange(ref replica._served, 1) != 0 || _sink is null) return;
+        if (Interlocked.Exchange(ref replica._served, 1) != 0) return;
+        LogFirstServed(_logger, replica.ReplicaId, replica.Cluster);
+        if (_sink is null) return;
         _served.Enqueue((replica.ReplicaId, _time.GetUtcNow()));
     }
 
@@ -153,6 +155,9 @@ public sealed partial class EdgeDemandReporter : BackgroundService
         _lastHadDemand = demand;
         return new DemandReport { Clusters = clusters, FirstServed = served, Wake = wake };
     }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Replica {Replica} of cluster {Cluster} finished its first response through this edge (its warm-up ends)")]
+    private static partial void LogFirstServed(ILogger logger, string replica, string cluster);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "A demand report could not be handed on: {Error}")]
     private static partial void LogSinkFailed(ILogger logger, string error);

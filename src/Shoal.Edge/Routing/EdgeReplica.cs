@@ -23,6 +23,10 @@ public sealed class EdgeReplica
     internal long _absentSince;
     // 1 once the replica finished a response through this edge (the end of its warm-up).
     internal int _served;
+    // TimeProvider timestamp since which the replica is in the route table (its held-release ramp counts from it); 0 while absent.
+    internal long _enteredAt;
+    // Attempts to it that ended while requests were held for its cluster, since it entered the table: each widens its held-release window by one.
+    internal int _rampAnswers;
     // Cancelled (and dropped) when the replica's node is lost; created again by the next attempt.
     private CancellationTokenSource? _lost;
     // Cancelled (and dropped) when the replica left the route table other than by draining; created again by the next attempt.
@@ -93,6 +97,8 @@ public sealed class EdgeReplica
 /// <summary>Per-cluster counters, the round-robin cursor and the hold queue; lives across route-table swaps.</summary>
 public sealed class ClusterState
 {
+    // Wakes a release pass when a replica's held-release window next grows (HoldReleaser); null until first needed.
+    internal ITimer? _rampTimer;
     internal int _roundRobin = -1;
     internal long _retries;
     internal long _held;

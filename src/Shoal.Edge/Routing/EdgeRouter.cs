@@ -63,7 +63,9 @@ public sealed class EdgeRouter : IDisposable
         {
             var table = source.Current;
             CutLostNodes(table);
-            CutDeparted(Interlocked.Exchange(ref _previous, table), table);
+            var previous = Interlocked.Exchange(ref _previous, table);
+            CutDeparted(previous, table);
+            TrackEntries(previous, table);
             ForgetDeparted(table);
             signal.Fire();
         });
@@ -149,6 +151,38 @@ public sealed class EdgeRouter : IDisposable
                 if (present.Contains(d.ReplicaId)) continue;
                 draining ??= new HashSet<string>(table.DrainingReplicas, StringComparer.Ordinal);
                 if (!draining.Contains(d.ReplicaId)) replica.CutUnanswered();
+            }
+        }
+    }
+
+    /// <summary>
+    /// Notes when replicas entered the table (their held-release ramp counts from then, see
+    /// <see cref="HoldReleaser"/>), and forgets it for those that left: one that comes back (a
+    /// restarted replica) is cold again. Only clusters whose destinations changed are looked at.
+    /// </summary>
+    private void TrackEntries(RouteTable previous, RouteTable table)
+    {
+        var now = Math.Max(1, _time.GetTimestamp());
+        foreach (var (name, route) in table.Clusters)
+        {
+            var old = previous.Clusters.GetValueOrDefault(name);
+            if (old is not null && (ReferenceEquals(old.Destinations, route.Destinations) || SameReplicas(old.Destinations, route.Destinations))) continue;
+            foreach (var d in route.Destinations)
+            {
+                var replica = Replica(name, d.ReplicaId, d.NodeId);
+                if (Volatile.Read(ref replica._enteredAt) == 0) Interlocked.CompareExchange(ref replica._enteredAt, now, 0);
+            }
+        }
+        foreach (var (name, old) in previous.Clusters)
+        {
+            var current = table.Clusters.GetValueOrDefault(name);
+            if (ReferenceEquals(old.Destinations, current?.Destinations) || SameReplicas(old.Destinations, current?.Destinations)) continue;
+            var present = current is null ? [] : new HashSet<string>(current.Destinations.Select(x => x.ReplicaId), StringComparer.Ordinal);
+            foreach (var d in old.Destinations)
+            {
+                if (present.Contains(d.ReplicaId) || !_replicas.TryGetValue(d.ReplicaId, out var replica)) continue;
+                Volatile.Write(ref replica._enteredAt, 0);
+                Volatile.Write(ref replica._rampAnswers, 0);
             }
         }
     }

@@ -85,6 +85,9 @@ public sealed class ReplicaSelector
         return n;
     }
 
+    /// <summary>True when <paramref name="t"/> could take a request now (reachable, not ejected).</summary>
+    public bool IsUsable(in RouteTarget t) => Usable(t);
+
     private bool Usable(in RouteTarget t) => !_health.IsEjected(t.State) && _upstreams.IsReachable(t.Destination);
 
     private static bool Contains(ReadOnlySpan<EdgeReplica?> tried, EdgeReplica state)

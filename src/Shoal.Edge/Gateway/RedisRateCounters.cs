@@ -8,7 +8,9 @@ namespace Shoal.Edge.Gateway;
 /// The gateway's counters shared by every edge through one Redis (<c>--redis</c>): per scope a sorted
 /// set of admission times (RPM), one of token reservations with their amounts in a hash (TPM), and
 /// one of concurrency leases scored by expiry; one Lua script checks and counts a request across its
-/// key and project atomically, another settles it. Times are the edges' clocks (keep them in sync).
+/// key and project atomically, another settles it. Times are the edges' clocks (keep them in sync),
+/// moved forward per scope to the latest one Redis has seen, so a script that reaches Redis late runs at
+/// that time: the windows only move forward, and entries are scored in the order Redis ran them.
 /// <para>
 /// A request is admitted only on Redis' answer while Redis is reachable, so every admission is in the
 /// shared count and no 60 s window of the shared count ever holds more than the limit. <b>Unreachable</b>
@@ -38,13 +40,26 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     private const string Prefix = "shoal:gw:";
     private const string EdgesKey = Prefix + "edges";
 
-    // KEYS: per scope s (0 key, 1 project): requests, tokens, token amounts, leases.
+    // KEYS: per scope s (0 key, 1 project): requests, tokens, token amounts, leases, latest time.
     // ARGV: now, window, id, tokens, lease-until, then per scope rpm, tpm, max-concurrent (0: none).
     // Returns {admitted, kind (1 requests, 2 tokens, 3 concurrency), scope, retry ms (-1: never fits), limit,
     //          then per scope: requests in window, oldest request, tokens in window, oldest reservation}.
+    // Time only moves forward per scope: a script whose edge took its time before the latest one seen (a
+    // call delayed on its way, a clock behind) runs at that latest time, so nothing it should count has
+    // been trimmed by a later script, and every entry is scored in the order Redis ran the scripts.
     private const string AcquireScript = """
         local now = tonumber(ARGV[1])
         local window = tonumber(ARGV[2])
+        local function limited(s) return ARGV[6 + s * 3] ~= '0' or ARGV[7 + s * 3] ~= '0' or ARGV[8 + s * 3] ~= '0' end
+        for s = 0, 1 do
+          if limited(s) then
+            local last = tonumber(redis.call('GET', KEYS[5 + s * 5]) or '0')
+            if last > now then now = last end
+          end
+        end
+        for s = 0, 1 do
+          if limited(s) then redis.call('SET', KEYS[5 + s * 5], now, 'PX', window * 2) end
+        end
         local id = ARGV[3]
         local tokens = tonumber(ARGV[4])
         local leaseUntil = tonumber(ARGV[5])
@@ -59,7 +74,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
           local rpm = tonumber(ARGV[6 + s * 3])
           local tpm = tonumber(ARGV[7 + s * 3])
           local conc = tonumber(ARGV[8 + s * 3])
-          local rk, tk, ak, ck = KEYS[1 + s * 4], KEYS[2 + s * 4], KEYS[3 + s * 4], KEYS[4 + s * 4]
+          local rk, tk, ak, ck = KEYS[1 + s * 5], KEYS[2 + s * 5], KEYS[3 + s * 5], KEYS[4 + s * 5]
           if rpm > 0 then
             redis.call('ZREMRANGEBYSCORE', rk, '-inf', cutoff)
             local n = redis.call('ZCARD', rk)
@@ -105,7 +120,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
           local rpm = tonumber(ARGV[6 + s * 3])
           local tpm = tonumber(ARGV[7 + s * 3])
           local conc = tonumber(ARGV[8 + s * 3])
-          local rk, tk, ak, ck = KEYS[1 + s * 4], KEYS[2 + s * 4], KEYS[3 + s * 4], KEYS[4 + s * 4]
+          local rk, tk, ak, ck = KEYS[1 + s * 5], KEYS[2 + s * 5], KEYS[3 + s * 5], KEYS[4 + s * 5]
           if rpm > 0 then
             redis.call('ZADD', rk, now, id)
             redis.call('PEXPIRE', rk, window + 1000)
@@ -130,7 +145,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         return out
         """;
 
-    // KEYS: per scope: tokens, token amounts, leases. ARGV: now, window, id, used, reserved, then per scope: counts tokens (1/0).
+    // KEYS: per scope: tokens, token amounts, leases, latest time. ARGV: now, window, id, used, reserved, then per scope: counts tokens (1/0).
     private const string SettleScript = """
         local now = tonumber(ARGV[1])
         local window = tonumber(ARGV[2])
@@ -138,7 +153,11 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         local used = tonumber(ARGV[4])
         local reserved = tonumber(ARGV[5])
         for s = 0, 1 do
-          local tk, ak, ck = KEYS[1 + s * 3], KEYS[2 + s * 3], KEYS[3 + s * 3]
+          local last = tonumber(redis.call('GET', KEYS[4 + s * 4]) or '0')
+          if last > now then now = last end
+        end
+        for s = 0, 1 do
+          local tk, ak, ck = KEYS[1 + s * 4], KEYS[2 + s * 4], KEYS[3 + s * 4]
           redis.call('ZREM', ck, id)
           if ARGV[6 + s] == '1' then
             local old = redis.call('HGET', ak, id)
@@ -167,7 +186,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         return redis.call('ZCARD', KEYS[1])
         """;
 
-    private static readonly RedisKey[] s_noScope = [Prefix + "-:r", Prefix + "-:t", Prefix + "-:a", Prefix + "-:c"];
+    private static readonly RedisKey[] s_noScope = [Prefix + "-:r", Prefix + "-:t", Prefix + "-:a", Prefix + "-:c", Prefix + "-:n"];
 
     private readonly GatewayRedis _redis;
     private readonly TimeProvider _time;
@@ -218,7 +237,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         var db = _redis.Database;
         if (db is null || !_redis.IsConnected) return Fallback(request, null);
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var keys = new RedisKey[8];
+        var keys = new RedisKey[10];
         var args = new RedisValue[11];
         args[0] = now;
         args[1] = _windowMs;
@@ -284,10 +303,11 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         void Fill(LimitScope? scope, int s)
         {
             var limits = scope?.Limits;
-            keys[s * 4] = scope is null ? s_noScope[0] : Prefix + scope.Id + ":r";
-            keys[s * 4 + 1] = scope is null ? s_noScope[1] : Prefix + scope.Id + ":t";
-            keys[s * 4 + 2] = scope is null ? s_noScope[2] : Prefix + scope.Id + ":a";
-            keys[s * 4 + 3] = scope is null ? s_noScope[3] : Prefix + scope.Id + ":c";
+            keys[s * 5] = scope is null ? s_noScope[0] : Prefix + scope.Id + ":r";
+            keys[s * 5 + 1] = scope is null ? s_noScope[1] : Prefix + scope.Id + ":t";
+            keys[s * 5 + 2] = scope is null ? s_noScope[2] : Prefix + scope.Id + ":a";
+            keys[s * 5 + 3] = scope is null ? s_noScope[3] : Prefix + scope.Id + ":c";
+            keys[s * 5 + 4] = scope is null ? s_noScope[4] : Prefix + scope.Id + ":n";
             args[5 + s * 3] = limits?.RequestsPerMinute ?? 0;
             args[6 + s * 3] = limits?.TokensPerMinute ?? 0;
             args[7 + s * 3] = limits?.MaxConcurrent ?? 0;
@@ -313,7 +333,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         var db = _redis.Database;
         if (db is null || !_redis.IsConnected) return;
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var keys = new RedisKey[6];
+        var keys = new RedisKey[8];
         var args = new RedisValue[7];
         args[0] = now;
         args[1] = _windowMs;
@@ -323,9 +343,10 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         for (var s = 0; s < 2; s++)
         {
             var scope = s == 0 ? request.Key : request.Project;
-            keys[s * 3] = scope is null ? s_noScope[1] : Prefix + scope.Id + ":t";
-            keys[s * 3 + 1] = scope is null ? s_noScope[2] : Prefix + scope.Id + ":a";
-            keys[s * 3 + 2] = scope is null ? s_noScope[3] : Prefix + scope.Id + ":c";
+            keys[s * 4] = scope is null ? s_noScope[1] : Prefix + scope.Id + ":t";
+            keys[s * 4 + 1] = scope is null ? s_noScope[2] : Prefix + scope.Id + ":a";
+            keys[s * 4 + 2] = scope is null ? s_noScope[3] : Prefix + scope.Id + ":c";
+            keys[s * 4 + 3] = scope is null ? s_noScope[4] : Prefix + scope.Id + ":n";
             args[5 + s] = scope?.Limits.TokensPerMinute is not null ? "1" : "0";
         }
         _ = SettleAsync(db, keys, args);

@@ -208,4 +208,29 @@ public sealed class RedisRateCountersTests : IAsyncLifetime
         time.Advance(TimeSpan.FromMinutes(1));
         Assert.True((await a.AcquireAsync(Request(new GatewayLimits { RequestsPerMinute = 10 }), default)) is { Admitted: true, Fallback: false });
     }
+
+    [Fact]
+    public async Task A_script_timed_before_the_latest_one_seen_runs_at_that_time_so_no_window_holds_more_than_the_limit()
+    {
+        var aTime = new FakeTimeProvider(s_start);
+        var bTime = new FakeTimeProvider(s_start);
+        var a = await EdgeAsync(aTime, "a");
+        var b = await EdgeAsync(bTime, "b");
+        var limits = new GatewayLimits { RequestsPerMinute = 2 };
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        aTime.Advance(TimeSpan.FromMilliseconds(60_500));
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+
+        // b's request took its time 0.6 s before a's last one (a call delayed on its way, or a clock behind) and reaches
+        // Redis after it, when a's script has already trimmed the two at 0 s. Judged at its own time it would see one and
+        // be scored at 59.9 s: three in [0 s, 60 s) for a limit of 2. It runs at a's time instead.
+        bTime.Advance(TimeSpan.FromMilliseconds(59_900));
+        var late = Request(limits);
+        Assert.True((await b.AcquireAsync(late, default)).Admitted);
+        Assert.False((await b.AcquireAsync(Request(limits), default)).Admitted);
+        await using var watcher = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(_redis.Configuration);
+        var at = await watcher.GetDatabase().SortedSetScoreAsync("shoal:gw:k:key-a:r", late.Id);
+        Assert.Equal(s_start.AddMilliseconds(60_500).ToUnixTimeMilliseconds(), (long)at!.Value);
+    }
 }

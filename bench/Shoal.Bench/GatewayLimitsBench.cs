@@ -24,7 +24,7 @@ namespace Shoal.Bench;
 /// clients received (the responses' <c>usage</c>) and what Redis settled; the overshoot is what the
 /// clients received beyond 50k in the worst window, in units of the largest single reservation.
 /// Every 429 is checked for Retry-After, the x-ratelimit headers and OpenAI's error, and sorted by
-/// kind (requests, tokens, Redis did not confirm). Usage: <c>gateway-limits [seconds] [clients]</c>.
+/// kind (requests, tokens, Redis did not confirm). Usage: <c>gateway-limits [seconds] [clients] [both|up|killed]</c>.
 /// </summary>
 internal static class GatewayLimitsBench
 {
@@ -46,8 +46,10 @@ internal static class GatewayLimitsBench
         var seconds = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 180;
         var clients = args.Length > 2 ? int.Parse(args[2], CultureInfo.InvariantCulture) : 300;
         Console.WriteLine(Fmt($"## Gateway limits: 3 edges sharing one redis-server, {clients} clients on one key (100 RPM, 50k TPM), {seconds} s per run, {DateTime.UtcNow:yyyy-MM-dd}"));
-        await RunOnceAsync(seconds, clients, killRedis: false);
-        await RunOnceAsync(seconds, clients, killRedis: true);
+        var which = args.Length > 3 ? args[3] : "both";
+        if (which is not ("both" or "up" or "killed")) throw new ArgumentException("the third argument is both, up or killed");
+        if (which != "killed") await RunOnceAsync(seconds, clients, killRedis: false);
+        if (which != "up") await RunOnceAsync(seconds, clients, killRedis: true);
     }
 
     private static async Task RunOnceAsync(int seconds, int clientCount, bool killRedis)
@@ -95,7 +97,7 @@ internal static class GatewayLimitsBench
             {
                 using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(10) };
                 http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", probe.Key);
-                await UntilAsync(async () => (await TryAsync(() => http.GetAsync("/c/chat/v1/models")))?.IsSuccessStatusCode == true, TimeSpan.FromSeconds(120));
+                await UntilAsync(async () => (await TryAsync(() => http.GetAsync("/c/chat/v1/models")))?.IsSuccessStatusCode == true, TimeSpan.FromSeconds(300));
             }
             // Every edge has registered in Redis (heartbeat 5 s).
             await Task.Delay(TimeSpan.FromSeconds(6));

@@ -46,7 +46,9 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     //          then per scope: requests in window, oldest request, tokens in window, oldest reservation}.
     // Time only moves forward per scope: a script whose edge took its time before the latest one seen (a
     // call delayed on its way, a clock behind) runs at that latest time, so nothing it should count has
-    // been trimmed by a later script, and every entry is scored in the order Redis ran the scripts.
+    // been trimmed by a later script, and every entry is scored in the order Redis ran the scripts. A
+    // latest time more than a window ahead (a clock far off) is not followed, so one edge's clock jumping
+    // ahead cannot stop the others' windows from sliding.
     private const string AcquireScript = """
         local now = tonumber(ARGV[1])
         local window = tonumber(ARGV[2])
@@ -54,7 +56,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         for s = 0, 1 do
           if limited(s) then
             local last = tonumber(redis.call('GET', KEYS[5 + s * 5]) or '0')
-            if last > now then now = last end
+            if last > now and last - now <= window then now = last end
           end
         end
         for s = 0, 1 do
@@ -154,7 +156,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         local reserved = tonumber(ARGV[5])
         for s = 0, 1 do
           local last = tonumber(redis.call('GET', KEYS[4 + s * 4]) or '0')
-          if last > now then now = last end
+          if last > now and last - now <= window then now = last end
         end
         for s = 0, 1 do
           local tk, ak, ck = KEYS[1 + s * 4], KEYS[2 + s * 4], KEYS[3 + s * 4]

@@ -233,4 +233,20 @@ public sealed class RedisRateCountersTests : IAsyncLifetime
         var at = await watcher.GetDatabase().SortedSetScoreAsync("shoal:gw:k:key-a:r", late.Id);
         Assert.Equal(s_start.AddMilliseconds(60_500).ToUnixTimeMilliseconds(), (long)at!.Value);
     }
+
+    [Fact]
+    public async Task A_clock_more_than_a_window_ahead_is_not_followed_so_the_others_windows_keep_sliding()
+    {
+        var ahead = new FakeTimeProvider(s_start.AddMinutes(2));
+        var time = new FakeTimeProvider(s_start);
+        var a = await EdgeAsync(ahead, "a");
+        var b = await EdgeAsync(time, "b");
+        var limits = new GatewayLimits { RequestsPerMinute = 2 };
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.True((await b.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.False((await b.AcquireAsync(Request(limits), default)).Admitted);
+        // b's own request leaves its window after 60 s of b's clock (a's, scored 2 min ahead, still counts: the safe direction).
+        time.Advance(TimeSpan.FromSeconds(61));
+        Assert.True((await b.AcquireAsync(Request(limits), default)).Admitted);
+    }
 }

@@ -14,7 +14,7 @@ namespace Shoal.ControlPlane.Tests;
 /// Issue 16, must-show 1 in small: three standalone edges sharing one real redis-server, many
 /// concurrent clients on one key limited to a small RPM: no more admitted than the limit across the
 /// edges, every refusal a 429 with Retry-After, OpenAI's error and the x-ratelimit headers. Then Redis
-/// is killed: no edge fails, each admits within its share (limit ÷ 3) and answers the rest with 429,
+/// hangs (SIGSTOP) for a moment: every edge refuses (429) rather than admit on its share. Then Redis is killed: no edge fails, each admits within its share (limit ÷ 3) and answers the rest with 429,
 /// and the edges' metrics show the fallback.
 /// </summary>
 public sealed class GatewayLimitsEndToEndTests : IAsyncLifetime
@@ -118,9 +118,36 @@ public sealed class GatewayLimitsEndToEndTests : IAsyncLifetime
                 Assert.Contains("limit 20", error.Message, StringComparison.Ordinal);
             }
 
+            // Redis hangs (SIGSTOP) with the edges still connected: each waits 5 s for it, then refuses (429 with the
+            // headers), never admits on its share: the other edges could still be counting in Redis.
+            var shareClients = edges.Select(e => new HttpClient { BaseAddress = e.Address }.WithKey(share)).ToArray();
+            await _redis.PauseAsync();
+            HttpResponseMessage[] unconfirmed;
+            try
+            {
+                unconfirmed = await Task.WhenAll(shareClients.Select(http => http.GetAsync("/c/echo/x")));
+            }
+            finally
+            {
+                await _redis.ResumeAsync();
+            }
+            foreach (var refused in unconfirmed)
+            {
+                Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+                Assert.Equal(("1", "9", "0"), (Header(refused, "Retry-After"), Header(refused, GatewayHeaders.LimitRequests), Header(refused, GatewayHeaders.RemainingRequests)));
+                var error = (await refused.Content.ReadFromJsonAsync(ShoalJsonContext.Default.OpenAiErrorResponse))!.Error;
+                Assert.Equal("rate_limit_exceeded", error.Code);
+                Assert.Contains("did not confirm", error.Message, StringComparison.Ordinal);
+            }
+            foreach (var edge in edges)
+            {
+                var metrics = edge.Services.GetRequiredService<EdgeMetrics>().Render();
+                Assert.Contains("shoal_edge_gateway_limits_unanswered_total 1", metrics, StringComparison.Ordinal);
+                Assert.Contains("shoal_edge_gateway_limits_fallback_total 0", metrics, StringComparison.Ordinal);
+            }
+
             // Redis dies: each edge decides alone on its share of the 9 (3), answers every request, fails none.
             await _redis.KillAsync();
-            var shareClients = edges.Select(e => new HttpClient { BaseAddress = e.Address }.WithKey(share)).ToArray();
             var perEdge = await Task.WhenAll(shareClients.Select(async http =>
             {
                 var statuses = new List<HttpStatusCode>();

@@ -5,7 +5,7 @@ namespace Shoal.Testing;
 
 /// <summary>
 /// A real, throw-away <c>redis-server</c> for tests, on 127.0.0.1 and a free port, without
-/// persistence. <see cref="KillAsync"/> stops it abruptly (a Redis outage); <see cref="RestartAsync"/>
+/// persistence. <see cref="KillAsync"/> stops it abruptly (a Redis outage), <see cref="PauseAsync"/> makes it hang; <see cref="RestartAsync"/>
 /// brings one back on the same port. Dispose stops it.
 /// </summary>
 public sealed class RedisServer : IAsyncDisposable
@@ -83,6 +83,21 @@ public sealed class RedisServer : IAsyncDisposable
         await process.WaitForExitAsync();
         process.Dispose();
         _process = null;
+    }
+
+    /// <summary>Stops the server with SIGSTOP: connections stay open but nothing is answered (a hung or very slow Redis) until <see cref="ResumeAsync"/>.</summary>
+    public Task PauseAsync() => SignalAsync("-STOP");
+
+    /// <summary>Lets a paused server run again (SIGCONT): it answers what was sent meanwhile.</summary>
+    public Task ResumeAsync() => SignalAsync("-CONT");
+
+    private async Task SignalAsync(string signal)
+    {
+        if (_process is not { HasExited: false } process) throw new InvalidOperationException("redis-server is not running");
+        using var kill = Process.Start(new ProcessStartInfo("kill") { ArgumentList = { signal, process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture) }, UseShellExecute = false })
+            ?? throw new InvalidOperationException("kill did not start");
+        await kill.WaitForExitAsync();
+        if (kill.ExitCode != 0) throw new InvalidOperationException($"kill {signal} exited with {kill.ExitCode}");
     }
 
     public ValueTask DisposeAsync() => new(KillAsync());

@@ -78,6 +78,8 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
         var retry = decision.RetryAfter is { } r ? $" Please try again in {RateLimitWindows.FormatReset(r)}." : "";
         var (type, message) = decision.Refused switch
         {
+            _ when decision.Unanswered =>
+                ("requests", $"Rate limit could not be checked for {scope.Describe()}: the shared rate-limit counters (Redis) did not confirm this request in time, so it was not admitted.{retry}"),
             LimitKind.Tokens when decision.NeverFits =>
                 ("tokens", $"Request too large for {scope.Describe()}: it needs {tokens} tokens (prompt estimate and max_tokens), more than its limit of {limit} tokens per minute{share}. Lower max_tokens."),
             LimitKind.Tokens => ("tokens", $"Rate limit reached for {scope.Describe()} on tokens per minute (TPM): limit {limit}{share}, requested {tokens}.{retry}"),
@@ -133,6 +135,9 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
         sb.Append("# HELP shoal_edge_gateway_limits_fallback_total Requests decided on this edge's share of the limits because Redis was unreachable.\n");
         sb.Append("# TYPE shoal_edge_gateway_limits_fallback_total counter\n");
         sb.Append("shoal_edge_gateway_limits_fallback_total ").Append(redis.Fallbacks.ToString(CultureInfo.InvariantCulture)).Append('\n');
+        sb.Append("# HELP shoal_edge_gateway_limits_unanswered_total Requests refused (429) because Redis, though connected, did not confirm them in time (or answered with an error).\n");
+        sb.Append("# TYPE shoal_edge_gateway_limits_unanswered_total counter\n");
+        sb.Append("shoal_edge_gateway_limits_unanswered_total ").Append(redis.Unanswered.ToString(CultureInfo.InvariantCulture)).Append('\n');
         sb.Append("# HELP shoal_edge_gateway_limits_edges Edges sharing the Redis, as last counted (each one's share is 1/this).\n");
         sb.Append("# TYPE shoal_edge_gateway_limits_edges gauge\n");
         sb.Append("shoal_edge_gateway_limits_edges ").Append(redis.Edges.ToString(CultureInfo.InvariantCulture)).Append('\n');

@@ -51,6 +51,9 @@ public sealed record LimitDecision(bool Admitted, LimitKind Refused, LimitScope?
 
     /// <summary>The tokens asked for are more than the token limit itself: they never fit.</summary>
     public bool NeverFits { get; init; }
+
+    /// <summary>Refused because the shared counters, though reachable, did not confirm the request in time (Redis slow or answering errors).</summary>
+    public bool Unanswered { get; init; }
 }
 
 /// <summary>Sliding-window counters for RPM, TPM and concurrency: in this edge (<see cref="LocalRateCounters"/>) or shared in Redis (<see cref="RedisRateCounters"/>).</summary>

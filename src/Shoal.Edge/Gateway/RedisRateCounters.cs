@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Shoal.Contracts;
 using StackExchange.Redis;
 
 namespace Shoal.Edge.Gateway;
@@ -7,15 +8,28 @@ namespace Shoal.Edge.Gateway;
 /// The gateway's counters shared by every edge through one Redis (<c>--redis</c>): per scope a sorted
 /// set of admission times (RPM), one of token reservations with their amounts in a hash (TPM), and
 /// one of concurrency leases scored by expiry; one Lua script checks and counts a request across its
-/// key and project atomically, another settles it. Times are the edges' clocks (keep them in sync).
+/// key and project atomically, another settles it. Times are the edges' clocks (keep them in sync),
+/// moved forward per scope to the latest one Redis has seen, so a script that reaches Redis late runs at
+/// that time: the windows only move forward, and entries are scored in the order Redis ran them.
 /// <para>
-/// When Redis is unreachable (not connected, an error, or no answer within 1 s) a request is decided
-/// by this edge alone on its share of each limit (limit ÷ edges, the edges counted by a registration
-/// in Redis with a TTL; the last count known is kept), counted in <see cref="Fallbacks"/>; the shared
-/// counters are used again as soon as Redis answers. This edge's own admissions are always mirrored
-/// locally, so its share also knows what it admitted just before Redis went away; and a scope whose
-/// request window Redis last said was full stays refused until that window frees a slot (a slow
-/// answer then does not let the shares admit on top of a full window).
+/// A request is admitted only on Redis' answer while Redis is reachable, so every admission is in the
+/// shared count and no 60 s window of the shared count ever holds more than the limit. <b>Unreachable</b>
+/// (the connection is down, or drops during the call) is the only case where this edge decides alone,
+/// on its share of each limit (limit ÷ edges, the edges counted by a registration in Redis with a TTL;
+/// the last count known is kept), counted in <see cref="Fallbacks"/>; the shared counters are used again
+/// as soon as Redis answers. <b>Slow or failing while connected</b> (no answer within
+/// <see cref="GatewayRedis.AnswerTimeout"/>, 5 s by default, or an error answer): that request is refused
+/// (429, <see cref="LimitDecision.Unanswered"/>, counted in <see cref="Unanswered"/>), never admitted on the
+/// share, since the other edges may still be counting in Redis. A Redis that hangs is dropped by
+/// StackExchange.Redis after several timeouts without a byte read, and then counts as unreachable.
+/// </para>
+/// <para>
+/// A script that timed out here may still run in Redis later: it then counts a request this edge refused
+/// (the safe direction); its concurrency lease and token reservation are released right after by a settle
+/// of 0 tokens, sent behind it on the same connection. The reverse (admitted here, not counted in Redis
+/// while it is reachable) cannot happen. This edge's own admissions are mirrored locally, so its share
+/// knows what it admitted just before Redis went away; and a scope whose request window Redis last
+/// said was full stays refused on the share until that window frees a slot.
 /// </para>
 /// </summary>
 public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
@@ -23,17 +37,31 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     /// <summary>How often an edge renews its registration, and how long the registration lives.</summary>
     public static readonly TimeSpan HeartbeatInterval = TimeSpan.FromSeconds(5);
     public static readonly TimeSpan RegistrationTtl = TimeSpan.FromSeconds(15);
-    private static readonly TimeSpan s_timeout = TimeSpan.FromSeconds(1);
     private const string Prefix = "shoal:gw:";
     private const string EdgesKey = Prefix + "edges";
 
-    // KEYS: per scope s (0 key, 1 project): requests, tokens, token amounts, leases.
+    // KEYS: per scope s (0 key, 1 project): requests, tokens, token amounts, leases, latest time.
     // ARGV: now, window, id, tokens, lease-until, then per scope rpm, tpm, max-concurrent (0: none).
     // Returns {admitted, kind (1 requests, 2 tokens, 3 concurrency), scope, retry ms (-1: never fits), limit,
     //          then per scope: requests in window, oldest request, tokens in window, oldest reservation}.
+    // Time only moves forward per scope: a script whose edge took its time before the latest one seen (a
+    // call delayed on its way, a clock behind) runs at that latest time, so nothing it should count has
+    // been trimmed by a later script, and every entry is scored in the order Redis ran the scripts. A
+    // latest time more than a window ahead (a clock far off) is not followed, so one edge's clock jumping
+    // ahead cannot stop the others' windows from sliding.
     private const string AcquireScript = """
         local now = tonumber(ARGV[1])
         local window = tonumber(ARGV[2])
+        local function limited(s) return ARGV[6 + s * 3] ~= '0' or ARGV[7 + s * 3] ~= '0' or ARGV[8 + s * 3] ~= '0' end
+        for s = 0, 1 do
+          if limited(s) then
+            local last = tonumber(redis.call('GET', KEYS[5 + s * 5]) or '0')
+            if last > now and last - now <= window then now = last end
+          end
+        end
+        for s = 0, 1 do
+          if limited(s) then redis.call('SET', KEYS[5 + s * 5], now, 'PX', window * 2) end
+        end
         local id = ARGV[3]
         local tokens = tonumber(ARGV[4])
         local leaseUntil = tonumber(ARGV[5])
@@ -48,7 +76,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
           local rpm = tonumber(ARGV[6 + s * 3])
           local tpm = tonumber(ARGV[7 + s * 3])
           local conc = tonumber(ARGV[8 + s * 3])
-          local rk, tk, ak, ck = KEYS[1 + s * 4], KEYS[2 + s * 4], KEYS[3 + s * 4], KEYS[4 + s * 4]
+          local rk, tk, ak, ck = KEYS[1 + s * 5], KEYS[2 + s * 5], KEYS[3 + s * 5], KEYS[4 + s * 5]
           if rpm > 0 then
             redis.call('ZREMRANGEBYSCORE', rk, '-inf', cutoff)
             local n = redis.call('ZCARD', rk)
@@ -94,7 +122,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
           local rpm = tonumber(ARGV[6 + s * 3])
           local tpm = tonumber(ARGV[7 + s * 3])
           local conc = tonumber(ARGV[8 + s * 3])
-          local rk, tk, ak, ck = KEYS[1 + s * 4], KEYS[2 + s * 4], KEYS[3 + s * 4], KEYS[4 + s * 4]
+          local rk, tk, ak, ck = KEYS[1 + s * 5], KEYS[2 + s * 5], KEYS[3 + s * 5], KEYS[4 + s * 5]
           if rpm > 0 then
             redis.call('ZADD', rk, now, id)
             redis.call('PEXPIRE', rk, window + 1000)
@@ -119,7 +147,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         return out
         """;
 
-    // KEYS: per scope: tokens, token amounts, leases. ARGV: now, window, id, used, reserved, then per scope: counts tokens (1/0).
+    // KEYS: per scope: tokens, token amounts, leases, latest time. ARGV: now, window, id, used, reserved, then per scope: counts tokens (1/0).
     private const string SettleScript = """
         local now = tonumber(ARGV[1])
         local window = tonumber(ARGV[2])
@@ -127,7 +155,11 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         local used = tonumber(ARGV[4])
         local reserved = tonumber(ARGV[5])
         for s = 0, 1 do
-          local tk, ak, ck = KEYS[1 + s * 3], KEYS[2 + s * 3], KEYS[3 + s * 3]
+          local last = tonumber(redis.call('GET', KEYS[4 + s * 4]) or '0')
+          if last > now and last - now <= window then now = last end
+        end
+        for s = 0, 1 do
+          local tk, ak, ck = KEYS[1 + s * 4], KEYS[2 + s * 4], KEYS[3 + s * 4]
           redis.call('ZREM', ck, id)
           if ARGV[6 + s] == '1' then
             local old = redis.call('HGET', ak, id)
@@ -156,7 +188,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         return redis.call('ZCARD', KEYS[1])
         """;
 
-    private static readonly RedisKey[] s_noScope = [Prefix + "-:r", Prefix + "-:t", Prefix + "-:a", Prefix + "-:c"];
+    private static readonly RedisKey[] s_noScope = [Prefix + "-:r", Prefix + "-:t", Prefix + "-:a", Prefix + "-:c", Prefix + "-:n"];
 
     private readonly GatewayRedis _redis;
     private readonly TimeProvider _time;
@@ -169,7 +201,9 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     private readonly ConcurrentDictionary<string, long> _requestsFullUntil = new(StringComparer.Ordinal);
     private int _edges = 1;
     private long _fallbacks;
+    private long _unanswered;
     private int _failing;
+    private int _slow;
 
     public RedisRateCounters(GatewayRedis redis, EdgeOptions options, TimeProvider time, ILogger<RedisRateCounters> logger, TimeSpan? lease = null)
     {
@@ -193,6 +227,9 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     /// <summary>Requests decided on this edge's share because Redis was unreachable.</summary>
     public long Fallbacks => Interlocked.Read(ref _fallbacks);
 
+    /// <summary>Requests refused because Redis, though connected, did not answer in time (or answered with an error).</summary>
+    public long Unanswered => Interlocked.Read(ref _unanswered);
+
     /// <summary>True while Redis answers.</summary>
     public bool Shared => _redis.IsConnected && Volatile.Read(ref _failing) == 0;
 
@@ -200,9 +237,9 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(request);
         var db = _redis.Database;
-        if (db is null || !_redis.IsConnected) return Fallback(request);
+        if (db is null || !_redis.IsConnected) return Fallback(request, null);
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var keys = new RedisKey[8];
+        var keys = new RedisKey[10];
         var args = new RedisValue[11];
         args[0] = now;
         args[1] = _windowMs;
@@ -216,12 +253,27 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         {
             result = (RedisResult[])(await Bounded(db.ScriptEvaluateAsync(AcquireScript, keys, args), ct))!;
         }
+        catch (RedisConnectionException e)
+        {
+            // Unreachable (not connected, or the connection dropped during the call): this edge's share.
+            return Fallback(request, e);
+        }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {
-            Failed(e);
-            return Fallback(request);
+            // Timed out with the connection gone: unreachable too (if the script reached Redis it counted this request: safe).
+            if (e is TimeoutException && !_redis.IsConnected) return Fallback(request, e);
+            // Connected but slow (or an error answer): the other edges may be counting in Redis, so refuse this one.
+            Release(request);
+            return Unconfirmed(request, e);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // The client went away: the script may still run; release what it would hold.
+            Release(request);
+            throw;
         }
         if (Interlocked.Exchange(ref _failing, 0) == 1) LogResumed(_logger);
+        Volatile.Write(ref _slow, 0);
         var figures = new long[8];
         for (var i = 0; i < 8; i++) figures[i] = (long)result[5 + i];
         // What Redis said of each scope it looked at (both when admitted; up to the refusing one when not).
@@ -253,10 +305,11 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         void Fill(LimitScope? scope, int s)
         {
             var limits = scope?.Limits;
-            keys[s * 4] = scope is null ? s_noScope[0] : Prefix + scope.Id + ":r";
-            keys[s * 4 + 1] = scope is null ? s_noScope[1] : Prefix + scope.Id + ":t";
-            keys[s * 4 + 2] = scope is null ? s_noScope[2] : Prefix + scope.Id + ":a";
-            keys[s * 4 + 3] = scope is null ? s_noScope[3] : Prefix + scope.Id + ":c";
+            keys[s * 5] = scope is null ? s_noScope[0] : Prefix + scope.Id + ":r";
+            keys[s * 5 + 1] = scope is null ? s_noScope[1] : Prefix + scope.Id + ":t";
+            keys[s * 5 + 2] = scope is null ? s_noScope[2] : Prefix + scope.Id + ":a";
+            keys[s * 5 + 3] = scope is null ? s_noScope[3] : Prefix + scope.Id + ":c";
+            keys[s * 5 + 4] = scope is null ? s_noScope[4] : Prefix + scope.Id + ":n";
             args[5 + s * 3] = limits?.RequestsPerMinute ?? 0;
             args[6 + s * 3] = limits?.TokensPerMinute ?? 0;
             args[7 + s * 3] = limits?.MaxConcurrent ?? 0;
@@ -267,10 +320,22 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(request);
         _local.Settle(request, usedTokens);
+        SettleShared(request, usedTokens);
+    }
+
+    /// <summary>
+    /// A request this edge refused after its script was sent: settled to 0 tokens in Redis, queued behind the
+    /// script on the same connection, so a script that still runs gives its lease and tokens back at once
+    /// (its request slot stays counted: the safe direction). A script that never ran makes this a no-op.
+    /// </summary>
+    private void Release(LimitRequest request) => SettleShared(request, 0);
+
+    private void SettleShared(LimitRequest request, long usedTokens)
+    {
         var db = _redis.Database;
         if (db is null || !_redis.IsConnected) return;
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        var keys = new RedisKey[6];
+        var keys = new RedisKey[8];
         var args = new RedisValue[7];
         args[0] = now;
         args[1] = _windowMs;
@@ -280,9 +345,10 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         for (var s = 0; s < 2; s++)
         {
             var scope = s == 0 ? request.Key : request.Project;
-            keys[s * 3] = scope is null ? s_noScope[1] : Prefix + scope.Id + ":t";
-            keys[s * 3 + 1] = scope is null ? s_noScope[2] : Prefix + scope.Id + ":a";
-            keys[s * 3 + 2] = scope is null ? s_noScope[3] : Prefix + scope.Id + ":c";
+            keys[s * 4] = scope is null ? s_noScope[1] : Prefix + scope.Id + ":t";
+            keys[s * 4 + 1] = scope is null ? s_noScope[2] : Prefix + scope.Id + ":a";
+            keys[s * 4 + 2] = scope is null ? s_noScope[3] : Prefix + scope.Id + ":c";
+            keys[s * 4 + 3] = scope is null ? s_noScope[4] : Prefix + scope.Id + ":n";
             args[5 + s] = scope?.Limits.TokensPerMinute is not null ? "1" : "0";
         }
         _ = SettleAsync(db, keys, args);
@@ -296,8 +362,8 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {
-            // The lease expires on its own; the reservation stays as it was.
-            Failed(e);
+            // The lease expires on its own; the reservation stays as it was (both count against the limits: the safe direction).
+            LogSettleFailed(_logger, e);
         }
     }
 
@@ -315,29 +381,49 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {
-            Failed(e);
+            // The last count is kept.
         }
     }
 
-    private LimitDecision Fallback(LimitRequest request)
+    private LimitDecision Fallback(LimitRequest request, Exception? e)
     {
         Interlocked.Increment(ref _fallbacks);
+        if (Interlocked.Exchange(ref _failing, 1) == 0) LogFallback(_logger, e?.GetType().Name ?? "not connected", e?.Message ?? "no connection to Redis", Edges);
         return _local.Acquire(request, Edges, force: false, _requestsFullUntil) with { Fallback = true };
     }
 
-    private void Failed(Exception e)
+    /// <summary>Redis is connected but did not confirm the request: refused (429), retry in a second; the headers say nothing is left for now.</summary>
+    private LimitDecision Unconfirmed(LimitRequest request, Exception e)
     {
-        if (Interlocked.Exchange(ref _failing, 1) == 0) LogFallback(_logger, e.GetType().Name, e.Message, Edges);
+        Interlocked.Increment(ref _unanswered);
+        if (Interlocked.Exchange(ref _slow, 1) == 0) LogUnanswered(_logger, e.GetType().Name, e.Message);
+        var retry = TimeSpan.FromSeconds(1);
+        var scope = request.Key ?? request.Project!;
+        var rpm = Tightest(request, static l => l.RequestsPerMinute);
+        var tpm = Tightest(request, static l => l.TokensPerMinute);
+        return new LimitDecision(false, LimitKind.Requests, scope, rpm ?? 0, retry,
+            rpm is { } r ? new LimitFigures(r, 0, retry) : null,
+            tpm is { } t ? new LimitFigures(t, 0, retry) : null)
+        {
+            Unanswered = true,
+        };
     }
 
-    /// <summary>An answer within a second, or <see cref="TimeoutException"/> (the command's own timeout is the same; this guards the wait).</summary>
-    private static async Task<T> Bounded<T>(Task<T> task, CancellationToken ct)
+    private static long? Tightest(LimitRequest request, Func<GatewayLimits, long?> limit)
+    {
+        var key = request.Key is null ? null : limit(request.Key.Limits);
+        var project = request.Project is null ? null : limit(request.Project.Limits);
+        return key is null ? project : project is null ? key : Math.Min(key.Value, project.Value);
+    }
+
+    /// <summary>The answer, or <see cref="TimeoutException"/> after <see cref="GatewayRedis.AnswerTimeout"/> (the command's own timeout is the same; this guards the wait).</summary>
+    private async Task<T> Bounded<T>(Task<T> task, CancellationToken ct)
     {
         try
         {
-            return await task.WaitAsync(s_timeout, ct);
+            return await task.WaitAsync(_redis.AnswerTimeout, ct);
         }
-        catch (TimeoutException)
+        catch (Exception e) when (e is TimeoutException or OperationCanceledException)
         {
             _ = task.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
             throw;
@@ -381,8 +467,14 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Redis did not answer ({Error}: {Message}); rate limits use this edge's share (1/{Edges} of each) until it does")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Redis is unreachable ({Error}: {Message}); rate limits use this edge's share (1/{Edges} of each) until it answers again")]
     private static partial void LogFallback(ILogger logger, string error, string message, int edges);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Redis is connected but did not confirm a request ({Error}: {Message}); such requests are refused (429) until it answers in time again")]
+    private static partial void LogUnanswered(ILogger logger, string error, string message);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "A rate-limit settle did not reach Redis; its lease expires on its own")]
+    private static partial void LogSettleFailed(ILogger logger, Exception error);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Redis answers again; rate limits are shared across edges again")]
     private static partial void LogResumed(ILogger logger);

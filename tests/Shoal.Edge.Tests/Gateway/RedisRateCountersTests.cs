@@ -26,10 +26,10 @@ public sealed class RedisRateCountersTests : IAsyncLifetime
         await _redis.DisposeAsync();
     }
 
-    private async Task<RedisRateCounters> EdgeAsync(TimeProvider time, string name)
+    private async Task<RedisRateCounters> EdgeAsync(TimeProvider time, string name, TimeSpan? answerTimeout = null)
     {
         var options = new EdgeOptions { Redis = _redis.Configuration, Name = name };
-        var redis = new GatewayRedis(options, NullLogger<GatewayRedis>.Instance);
+        var redis = new GatewayRedis(options, NullLogger<GatewayRedis>.Instance, answerTimeout);
         _owned.Add(redis);
         var counters = new RedisRateCounters(redis, options, time, NullLogger<RedisRateCounters>.Instance, lease: TimeSpan.FromMinutes(2));
         _owned.Add(counters);
@@ -144,5 +144,109 @@ public sealed class RedisRateCountersTests : IAsyncLifetime
         Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
         Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
         Assert.False((await a.AcquireAsync(Request(limits), default)).Admitted);
+    }
+
+    [Fact]
+    public async Task A_slow_redis_is_waited_for_then_the_request_is_refused_never_admitted_on_the_share_and_a_hung_one_counts_as_unreachable()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var a = await EdgeAsync(time, "a", TimeSpan.FromSeconds(1));
+        var b = await EdgeAsync(time, "b", TimeSpan.FromSeconds(1));
+        await a.RegisterAsync();
+        await b.RegisterAsync();
+        await a.RegisterAsync();
+        var limits = new GatewayLimits { RequestsPerMinute = 10, TokensPerMinute = 1000, MaxConcurrent = 3 };
+        Assert.True((await a.AcquireAsync(Request(limits, tokens: 100), default)).Admitted);
+        Assert.True((await b.AcquireAsync(Request(limits, tokens: 100), default)).Admitted);
+
+        // Connected but silent: waited for (1 s here, 5 s by default), then refused; not decided on the share.
+        await _redis.PauseAsync();
+        LimitDecision slow;
+        try
+        {
+            slow = await a.AcquireAsync(Request(limits, tokens: 100), default);
+        }
+        finally
+        {
+            await _redis.ResumeAsync();
+        }
+        Assert.True(slow is { Admitted: false, Unanswered: true, Fallback: false, Refused: LimitKind.Requests });
+        Assert.Equal(TimeSpan.FromSeconds(1), slow.RetryAfter);
+        Assert.Equal(new LimitFigures(10, 0, TimeSpan.FromSeconds(1)), slow.Requests);
+        Assert.Equal(new LimitFigures(1000, 0, TimeSpan.FromSeconds(1)), slow.Tokens);
+        Assert.Equal((0L, 1L), (a.Fallbacks, a.Unanswered));
+
+        // The refused request's script ran once Redis woke: its request slot counts (the safe direction), but the
+        // settle sent behind it gave back its lease and its tokens: 2 of 3 concurrent slots and 200 tokens are taken.
+        var next = await a.AcquireAsync(Request(limits, tokens: 100), default);
+        Assert.True(next is { Admitted: true, Fallback: false });
+        Assert.Equal(10 - 4, next.Requests!.Value.Remaining);
+        Assert.Equal(1000 - 300, next.Tokens!.Value.Remaining);
+        Assert.Equal(LimitKind.Concurrency, (await b.AcquireAsync(Request(limits, tokens: 100), default)).Refused);
+
+        // Hung for good: refused while the connection lives; once StackExchange.Redis gives the silent connection up,
+        // Redis is unreachable and the edge decides on its share (10 / 2 edges).
+        await _redis.PauseAsync();
+        try
+        {
+            var decided = await Eventually.GetAsync(() => a.AcquireAsync(Request(new GatewayLimits { RequestsPerMinute = 10 }), default).AsTask(),
+                d => d.Fallback || !d.Unanswered, TimeSpan.FromSeconds(40), "the hung connection given up");
+            Assert.True(decided is { Fallback: true, Admitted: true });
+            Assert.Equal(5, decided.Requests!.Value.Limit);
+            Assert.True(a.Unanswered >= 2);
+            Assert.False(a.Shared);
+        }
+        finally
+        {
+            await _redis.ResumeAsync();
+        }
+        var resumed = await Eventually.GetAsync(() => a.AcquireAsync(Request(new GatewayLimits { RequestsPerMinute = 10 }), default).AsTask(), d => !d.Fallback,
+            TimeSpan.FromSeconds(30), "shared counters again");
+        Assert.False(resumed.Unanswered);
+        Assert.True(a.Shared);
+        // Whatever it decided, the requests refused while Redis hung were counted when their scripts ran (never fewer).
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True((await a.AcquireAsync(Request(new GatewayLimits { RequestsPerMinute = 10 }), default)) is { Admitted: true, Fallback: false });
+    }
+
+    [Fact]
+    public async Task A_script_timed_before_the_latest_one_seen_runs_at_that_time_so_no_window_holds_more_than_the_limit()
+    {
+        var aTime = new FakeTimeProvider(s_start);
+        var bTime = new FakeTimeProvider(s_start);
+        var a = await EdgeAsync(aTime, "a");
+        var b = await EdgeAsync(bTime, "b");
+        var limits = new GatewayLimits { RequestsPerMinute = 2 };
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        aTime.Advance(TimeSpan.FromMilliseconds(60_500));
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+
+        // b's request took its time 0.6 s before a's last one (a call delayed on its way, or a clock behind) and reaches
+        // Redis after it, when a's script has already trimmed the two at 0 s. Judged at its own time it would see one and
+        // be scored at 59.9 s: three in [0 s, 60 s) for a limit of 2. It runs at a's time instead.
+        bTime.Advance(TimeSpan.FromMilliseconds(59_900));
+        var late = Request(limits);
+        Assert.True((await b.AcquireAsync(late, default)).Admitted);
+        Assert.False((await b.AcquireAsync(Request(limits), default)).Admitted);
+        await using var watcher = await StackExchange.Redis.ConnectionMultiplexer.ConnectAsync(_redis.Configuration);
+        var at = await watcher.GetDatabase().SortedSetScoreAsync("shoal:gw:k:key-a:r", late.Id);
+        Assert.Equal(s_start.AddMilliseconds(60_500).ToUnixTimeMilliseconds(), (long)at!.Value);
+    }
+
+    [Fact]
+    public async Task A_clock_more_than_a_window_ahead_is_not_followed_so_the_others_windows_keep_sliding()
+    {
+        var ahead = new FakeTimeProvider(s_start.AddMinutes(2));
+        var time = new FakeTimeProvider(s_start);
+        var a = await EdgeAsync(ahead, "a");
+        var b = await EdgeAsync(time, "b");
+        var limits = new GatewayLimits { RequestsPerMinute = 2 };
+        Assert.True((await a.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.True((await b.AcquireAsync(Request(limits), default)).Admitted);
+        Assert.False((await b.AcquireAsync(Request(limits), default)).Admitted);
+        // b's own request leaves its window after 60 s of b's clock (a's, scored 2 min ahead, still counts: the safe direction).
+        time.Advance(TimeSpan.FromSeconds(61));
+        Assert.True((await b.AcquireAsync(Request(limits), default)).Admitted);
     }
 }

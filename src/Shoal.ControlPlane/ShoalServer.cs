@@ -117,6 +117,7 @@ public sealed partial class ShoalServer : IAsyncDisposable
         builder.Services.AddSingleton<UsageIntake>();
         builder.Services.AddSingleton<DemandBook>();
         builder.Services.AddHostedService<ControlLoops>();
+        builder.Services.AddHostedService<BudgetSpendRefresher>();
         ListenAddress.TryParse(options.EdgeListen, out var edgeUrl);
         var edgeOptions = options.ToEdgeOptions();
         // The in-process edge's usage ledger: spooled in the data dir, shipped straight to the store.

@@ -30,6 +30,9 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
     private FrozenDictionary<string, ProjectRecord> _projects = FrozenDictionary<string, ProjectRecord>.Empty;
     private IReadOnlyDictionary<string, EndpointKeyGrant> _endpointKeys = FrozenDictionary<string, EndpointKeyGrant>.Empty;
     private IReadOnlyDictionary<string, ProjectGrant> _projectGrants = FrozenDictionary<string, ProjectGrant>.Empty;
+    // What each key (by id) and project with a budget spent in its current period, from the usage ledger.
+    private FrozenDictionary<string, decimal> _keySpent = FrozenDictionary<string, decimal>.Empty;
+    private FrozenDictionary<string, decimal> _projectSpent = FrozenDictionary<string, decimal>.Empty;
 
     public ApiKeyDirectory(IShoalStore store, TimeProvider time, ILogger<ApiKeyDirectory> logger)
     {
@@ -225,20 +228,64 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
         return project;
     }
 
+    private static decimal? Spent(FrozenDictionary<string, decimal> spent, string scope, BudgetSpec? budget) =>
+        budget is not null && spent.TryGetValue(scope, out var usd) && usd > 0 ? usd : null;
+
+    /// <summary>The keys (by id) and projects with a budget, with the period each budget counts in now.</summary>
+    public (IReadOnlyList<(string Id, string Period)> Keys, IReadOnlyList<(string Name, string Period)> Projects) Budgets()
+    {
+        var keys = Volatile.Read(ref _byHash).Values
+            .Where(k => k.Role == ApiKeyRoles.Endpoint && k.RevokedAt is null && k.Budget is not null)
+            .Select(k => (k.Id, k.Budget!.Period)).ToList();
+        var projects = Volatile.Read(ref _projects).Values.Where(p => p.Budget is not null).Select(p => (p.Name, p.Budget!.Period)).ToList();
+        return (keys, projects);
+    }
+
+    /// <summary>
+    /// What each key (by id) and project spent in its budget's current period, as the usage ledger says: edges
+    /// get it with the grants, so an edge that starts again (or one without Redis) counts from there, not from 0.
+    /// Raises the change events when a grant changed.
+    /// </summary>
+    public async Task SetSpentAsync(IReadOnlyDictionary<string, decimal> keys, IReadOnlyDictionary<string, decimal> projects, CancellationToken ct)
+    {
+        await _writeGate.WaitAsync(ct);
+        bool keysChanged, projectsChanged;
+        try
+        {
+            var oldKeys = Volatile.Read(ref _endpointKeys);
+            var oldProjects = Volatile.Read(ref _projectGrants);
+            _keySpent = keys.ToFrozenDictionary(StringComparer.Ordinal);
+            _projectSpent = projects.ToFrozenDictionary(StringComparer.Ordinal);
+            Publish(_byHash.Values, _projects.Values);
+            var newKeys = Volatile.Read(ref _endpointKeys);
+            keysChanged = newKeys.Count != oldKeys.Count || newKeys.Any(g => !oldKeys.TryGetValue(g.Key, out var o) || o != g.Value);
+            projectsChanged = !ReferenceEquals(oldProjects, Volatile.Read(ref _projectGrants));
+        }
+        finally
+        {
+            _writeGate.Release();
+        }
+        if (keysChanged) EndpointKeysChanged?.Invoke();
+        if (projectsChanged) ProjectGrantsChanged?.Invoke();
+    }
+
     private void Publish(IEnumerable<ApiKeyRecord> keys, IEnumerable<ProjectRecord> projects)
     {
         var byHash = keys.ToFrozenDictionary(k => k.Hash, StringComparer.Ordinal);
         var byName = projects.ToFrozenDictionary(p => p.Name, StringComparer.Ordinal);
         var grants = byName.Values
             .Where(p => p.Limits is not null || p.Budget is not null)
-            .ToFrozenDictionary(p => p.Name, p => new ProjectGrant { Limits = p.Limits, Budget = p.Budget }, StringComparer.Ordinal);
+            .ToFrozenDictionary(p => p.Name, p => new ProjectGrant { Limits = p.Limits, Budget = p.Budget, SpentUsd = Spent(_projectSpent, p.Name, p.Budget) }, StringComparer.Ordinal);
         // Edges resend only when the set changed: keep the published one when it is equal.
         var previous = Volatile.Read(ref _projectGrants);
         if (previous.Count != grants.Count || grants.Any(g => !previous.TryGetValue(g.Key, out var p) || p != g.Value)) Volatile.Write(ref _projectGrants, grants);
         Volatile.Write(ref _projects, byName);
         Volatile.Write(ref _endpointKeys, byHash.Values
             .Where(k => k.Role == ApiKeyRoles.Endpoint && k.RevokedAt is null && k.Project is not null)
-            .ToFrozenDictionary(k => k.Hash, k => new EndpointKeyGrant(k.Project!, k.ExpiresAt) { KeyId = k.Id, Limits = k.Limits, Budget = k.Budget }, StringComparer.Ordinal));
+            .ToFrozenDictionary(k => k.Hash, k => new EndpointKeyGrant(k.Project!, k.ExpiresAt)
+            {
+                KeyId = k.Id, Limits = k.Limits, Budget = k.Budget, SpentUsd = Spent(_keySpent, k.Id, k.Budget),
+            }, StringComparer.Ordinal));
         Volatile.Write(ref _byId, byHash.Values.ToFrozenDictionary(k => k.Id, StringComparer.Ordinal));
         Volatile.Write(ref _byHash, byHash);
     }

@@ -26,6 +26,7 @@ internal static class Samples
         Health = new HealthCheckSpec { Path = "/ready", IntervalMs = 1500, TimeoutMs = 700, FailureThreshold = 5, SuccessThreshold = 2, InitialDelayMs = 45_000 },
         DrainTimeoutSeconds = 12,
         ProgressDeadlineSeconds = 600,
+        Models = ["llama-3-8b", "llama-alias"],
     };
 
     /// <summary>A cluster with every kind of secret: secret env and registry credentials, in its spec and in an earlier generation's.</summary>
@@ -168,7 +169,8 @@ internal static class Samples
         Assert.Equal(expected.Spec.SecretEnv, actual.Spec.SecretEnv);
         Assert.Equal(expected.Spec.Args, actual.Spec.Args);
         Assert.Equal(expected.Spec.Health, actual.Spec.Health);
-        var spec = actual.Spec with { Env = expected.Spec.Env, SecretEnv = expected.Spec.SecretEnv, Args = expected.Spec.Args };
+        Assert.Equal(expected.Spec.Models, actual.Spec.Models);
+        var spec = actual.Spec with { Env = expected.Spec.Env, SecretEnv = expected.Spec.SecretEnv, Args = expected.Spec.Args, Models = expected.Spec.Models };
         // The rollout holds dictionaries (compared by reference in a record): compare it as stored.
         Assert.Equal(
             System.Text.Json.JsonSerializer.Serialize(expected.Rollout, Shoal.Core.CoreJsonContext.Default.ClusterRollout),

@@ -104,6 +104,8 @@ internal static class GatewayBench
             }
             foreach (var (name, client) in order)
             {
+                // For profiling one side alone: BENCH_GATEWAY_ONLY=on|off leaves the other's throughput rounds out.
+                if (Environment.GetEnvironmentVariable("BENCH_GATEWAY_ONLY") is { Length: > 0 } only && only != name) continue;
                 self.Refresh();
                 var cpuBefore = self.TotalProcessorTime;
                 var clock = Stopwatch.StartNew();

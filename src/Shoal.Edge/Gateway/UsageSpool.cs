@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
@@ -23,13 +22,6 @@ public sealed record UsageSpoolOptions
     public int Capacity { get; init; } = 65_536;
     /// <summary>How often written records are forced to the disk (fsync), for power loss; a killed process loses nothing written. Default 1 s.</summary>
     public TimeSpan FsyncInterval { get; init; } = TimeSpan.FromSeconds(1);
-    /// <summary>
-    /// While records come fast (the last write was less than this long ago) and few are waiting, the
-    /// writer waits this long for more before it writes them: one write and one wake-up of the writer
-    /// for many records rather than for each. Records come to the file at most this much later. Default
-    /// 2 ms; zero writes each as soon as the writer runs.
-    /// </summary>
-    public TimeSpan WriteDelay { get; init; } = TimeSpan.FromMilliseconds(2);
     /// <summary>Most records in one shipped batch. Default 500.</summary>
     public int MaxBatchRecords { get; init; } = 500;
     /// <summary>Most bytes of records in one shipped batch (under <see cref="EdgeProtocol.MaxRequestBytes"/> with the batch's envelope).</summary>
@@ -56,8 +48,7 @@ public sealed record SpoolBatch(long Sequence, UsageRecord[] Records, SpoolPosit
 /// The edge's usage ledger (issue 16): an append-only spool of JSON lines, shipped in batches.
 /// <see cref="Record"/> never blocks the request: it hands the record to a bounded channel, and one
 /// writer task appends it to the current segment file (<c>usage-{n}.jsonl</c>) and hands it to the
-/// OS (page cache) before it can be shipped, so a killed process (kill -9) loses nothing written (under
-/// load the writer gathers records for up to <see cref="UsageSpoolOptions.WriteDelay"/>, so many take one write); the
+/// OS (page cache) before it can be shipped, so a killed process (kill -9) loses nothing written; the
 /// writer forces the file to disk every <see cref="UsageSpoolOptions.FsyncInterval"/> for power loss.
 /// A shipper takes batches (<see cref="TakeBatch"/>), one at a time, and acknowledges them once the
 /// control plane stored them; the acknowledged position is kept in the <c>acked</c> file and segments
@@ -74,8 +65,6 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     private const string SegmentSuffix = ".jsonl";
     private const string AckedFile = "acked";
     private const string LockFile = "spool.lock";
-    // Waiting records that make a write worth doing at once, without gathering more (UsageSpoolOptions.WriteDelay).
-    private const int GatherUpTo = 64;
 
     private readonly UsageSpoolOptions _options;
     private readonly ILogger _logger;
@@ -101,8 +90,6 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     private static readonly UsageRecord s_fsyncDue = new() { RequestId = "", At = default, Project = "", Cluster = "" };
     private readonly ITimer _fsyncTimer;
     private bool _fsyncArmed;
-    // When records were last written (Stopwatch), and how many waiting records make a write worth doing at once.
-    private long _lastWrite;
 
     private long _recorded;
     private long _writtenCount;
@@ -239,11 +226,6 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
                     }
                 }
                 if (!await reader.WaitToReadAsync()) break;
-                // Busy: gather more records for this write (real time, whatever clock the spool keeps).
-                if (_options.WriteDelay > TimeSpan.Zero && reader.Count < GatherUpTo && Stopwatch.GetElapsedTime(_lastWrite) < _options.WriteDelay)
-                {
-                    await Task.Delay(_options.WriteDelay);
-                }
             }
 
             buffer.ResetWrittenCount();
@@ -265,7 +247,6 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
                 count++;
             }
             if (count > 0 && Append(buffer.WrittenSpan, count)) Available?.Invoke();
-            if (count > 0) _lastWrite = Stopwatch.GetTimestamp();
             if (_dirty && _time.GetElapsedTime(_lastFsync) >= _options.FsyncInterval) Fsync();
         }
         Fsync();
@@ -347,6 +328,8 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             LogFsyncFailed(_logger, _options.Directory, e.Message);
         }
         _dirty = false;
+        // A tick the timer could not queue (the channel was full) must not keep it from being set again.
+        _fsyncArmed = false;
         _lastFsync = _time.GetTimestamp();
     }
 

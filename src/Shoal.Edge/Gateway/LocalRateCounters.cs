@@ -70,6 +70,8 @@ public sealed class LocalRateCounters : IRateCounters
                         if (Check(project, request.Project, request, edges, now, requestsFullUntil) is { } refusedByProject) return refusedByProject;
                     }
                     request.CountedTokens = request.Tokens;
+                    request.KeyState = key;
+                    request.ProjectState = project;
                     if (key is not null) request.KeyEntry = key.Add(request, now, now + _leaseMs);
                     if (project is not null) request.ProjectEntry = project.Add(request, now, now + _leaseMs);
                     return new LimitDecision(true, LimitKind.None, null, 0, null,
@@ -92,18 +94,33 @@ public sealed class LocalRateCounters : IRateCounters
     {
         ArgumentNullException.ThrowIfNull(request);
         var now = _time.GetUtcNow().ToUnixTimeMilliseconds();
-        SettleIn(request.Key, request.KeyEntry);
-        SettleIn(request.Project, request.ProjectEntry);
+        SettleIn(request.Key, request.KeyState as ScopeState, request.KeyEntry);
+        SettleIn(request.Project, request.ProjectState as ScopeState, request.ProjectEntry);
         // A second settle of the same request changes nothing more.
         request.CountedTokens = Math.Max(0, usedTokens);
 
-        void SettleIn(LimitScope? scope, long entry)
+        void SettleIn(LimitScope? scope, ScopeState? counted, long entry)
         {
-            if (scope is null || !_scopes.TryGetValue(scope.Id, out var state)) return;
+            if (scope is null) return;
+            // In the scope's state it was counted in; when that was swept (its lease and window long
+            // gone), in the scope's state now, where its reservation is no longer in the window.
+            if (counted is not null)
+            {
+                lock (counted.Gate)
+                {
+                    if (!counted.Removed)
+                    {
+                        counted.Trim(now - _windowMs, now);
+                        counted.Settle(request, entry, usedTokens, now, scope.Limits.TokensPerMinute is not null);
+                        return;
+                    }
+                }
+            }
+            if (!_scopes.TryGetValue(scope.Id, out var state)) return;
             lock (state.Gate)
             {
                 state.Trim(now - _windowMs, now);
-                state.Settle(request, entry, usedTokens, now, scope.Limits.TokensPerMinute is not null);
+                state.Settle(request, -1, usedTokens, now, scope.Limits.TokensPerMinute is not null);
             }
         }
     }

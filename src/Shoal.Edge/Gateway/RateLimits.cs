@@ -42,8 +42,11 @@ public sealed class LimitRequest(string id, LimitScope? key, LimitScope? project
         }
     }
 
-    // LocalRateCounters' own: where the reservation is in the key's and the project's token logs
-    // (-1: none), and what it counts there now (the reservation, then what was used).
+    // LocalRateCounters' own: the key's and the project's state the request was counted in, where its
+    // reservation is in their token logs (-1: none), and what it counts there now (the reservation,
+    // then what was used).
+    internal object? KeyState;
+    internal object? ProjectState;
     internal long KeyEntry = -1;
     internal long ProjectEntry = -1;
     internal long CountedTokens;

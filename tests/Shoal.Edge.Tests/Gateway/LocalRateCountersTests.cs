@@ -216,6 +216,30 @@ public sealed class LocalRateCountersTests
         Assert.True(counters.ScopeCount < 10, $"{counters.ScopeCount} scopes left");
     }
 
+    [Fact]
+    public void A_request_whose_scope_was_swept_while_it_ran_counts_its_excess_in_the_scope_as_it_is_now()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var counters = new LocalRateCounters(time, lease: TimeSpan.FromMinutes(2));
+        var limits = new GatewayLimits { TokensPerMinute = 1000 };
+        var longOne = Request(limits, tokens: 100);
+        Assert.True(counters.Acquire(longOne, 1, false).Admitted);
+        for (var i = 0; i < 10_001; i++)
+        {
+            var other = Request(limits, keyId: "other-" + i);
+            Assert.True(counters.Acquire(other, 1, false).Admitted);
+            counters.Settle(other, 0);
+        }
+        // Its lease and its window are gone: the next request sweeps the idle scopes, its own among them.
+        time.Advance(TimeSpan.FromMinutes(3));
+        Assert.True(counters.Acquire(Request(limits, tokens: 100), 1, false).Admitted);
+        Assert.True(counters.ScopeCount < 10, $"{counters.ScopeCount} scopes left");
+        counters.Settle(longOne, 700);
+        // 600 beyond its reservation count now, beside the new request's 100.
+        Assert.False(counters.Acquire(Request(limits, tokens: 301), 1, false).Admitted);
+        Assert.True(counters.Acquire(Request(limits, tokens: 300), 1, false).Admitted);
+    }
+
     [Theory]
     [InlineData(0, "0s")]
     [InlineData(1, "1ms")]

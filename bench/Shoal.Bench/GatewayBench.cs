@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Headers;
+using System.Runtime;
 using System.Text;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -60,15 +61,34 @@ internal static class GatewayBench
         using var offClient = Client(off, key: null);
         using var onClient = Client(on, key: Key);
 
-        // Warm-up: both paths JIT-compiled and connections open.
+        // Warm-up: both paths JIT-compiled (tiered compilation done: it costs CPU in whichever round it
+        // falls) and connections open. Sequential and concurrent, until a warm-up round compiles
+        // (almost) nothing more; at most 10 rounds.
         for (var i = 0; i < 500; i++)
         {
             await SendAsync(offClient);
             await SendAsync(onClient);
         }
+        for (var warm = 0; warm < 10; warm++)
+        {
+            var compiledBefore = JitInfo.GetCompiledMethodCount();
+            foreach (var client in new[] { offClient, onClient })
+            {
+                for (var i = 0; i < 200; i++) await SendAsync(client);
+                await LoadAsync(client, perRound, clients);
+            }
+            await Task.Delay(200);
+            if (JitInfo.GetCompiledMethodCount() - compiledBefore < 10) break;
+        }
+        var jitBefore = JitInfo.GetCompilationTime();
 
         var sequential = new Dictionary<string, List<double>> { ["off"] = [], ["on"] = [] };
         var throughput = new Dictionary<string, List<double>> { ["off"] = [], ["on"] = [] };
+        // CPU time of the whole process (client, backend, both edges) per request: steadier than the
+        // throughput on a machine others share, and what the throughput ratio comes to on an idle one.
+        var cpu = new Dictionary<string, List<double>> { ["off"] = [], ["on"] = [] };
+        using var self = Process.GetCurrentProcess();
+        var gcPause = new Dictionary<string, TimeSpan> { ["off"] = TimeSpan.Zero, ["on"] = TimeSpan.Zero };
         for (var round = 0; round < rounds; round++)
         {
             // Alternate which goes first, so drift in the machine's load falls on both.
@@ -84,13 +104,17 @@ internal static class GatewayBench
             }
             foreach (var (name, client) in order)
             {
+                // For profiling one side alone: BENCH_GATEWAY_ONLY=on|off leaves the other's throughput rounds out.
+                if (Environment.GetEnvironmentVariable("BENCH_GATEWAY_ONLY") is { Length: > 0 } only && only != name) continue;
+                self.Refresh();
+                var cpuBefore = self.TotalProcessorTime;
                 var clock = Stopwatch.StartNew();
-                var left = perRound;
-                await Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
-                {
-                    while (Interlocked.Decrement(ref left) >= 0) await SendAsync(client);
-                }));
+                var gcBefore = GC.GetTotalPauseDuration();
+                await LoadAsync(client, perRound, clients);
+                gcPause[name] += GC.GetTotalPauseDuration() - gcBefore;
                 throughput[name].Add(perRound / clock.Elapsed.TotalSeconds);
+                self.Refresh();
+                cpu[name].Add((self.TotalProcessorTime - cpuBefore).TotalMicroseconds / perRound);
             }
         }
 
@@ -104,8 +128,23 @@ internal static class GatewayBench
         var offRps = Median(throughput["off"]);
         var onRps = Median(throughput["on"]);
         Console.WriteLine(Fmt($"| throughput, {clients} clients (median of rounds) | {offRps:F0} req/s | {onRps:F0} req/s | ratio {onRps / offRps:F3} |"));
+        var offCpu = Median(cpu["off"]);
+        var onCpu = Median(cpu["on"]);
+        Console.WriteLine(Fmt($"| CPU per request, {clients} clients (whole process, median of rounds) | {offCpu:F0} µs | {onCpu:F0} µs | ratio off/on {offCpu / onCpu:F3} |"));
+        Console.WriteLine(Fmt($"rounds' throughput ratios: {string.Join(", ", throughput["on"].Zip(throughput["off"], (a, b) => (a / b).ToString("F3", CultureInfo.InvariantCulture)))}"));
+        Console.WriteLine(Fmt($"GC pauses in the throughput rounds: off {gcPause["off"].TotalMilliseconds:F0} ms, on {gcPause["on"].TotalMilliseconds:F0} ms; JIT time during the measured rounds: {(JitInfo.GetCompilationTime() - jitBefore).TotalMilliseconds:F0} ms"));
         var rows = Directory.EnumerateFiles(spool.Path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
         Console.WriteLine(Fmt($"ledger spool written by the 'on' edge: {rows / 1024.0 / 1024.0:F1} MiB"));
+    }
+
+    /// <summary><paramref name="count"/> requests from <paramref name="clients"/> concurrent clients.</summary>
+    private static Task LoadAsync(HttpClient client, int count, int clients)
+    {
+        var left = count;
+        return Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+        {
+            while (Interlocked.Decrement(ref left) >= 0) await SendAsync(client);
+        }));
     }
 
     private static async Task SendAsync(HttpClient client)

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 using Shoal.Contracts;
 using Shoal.Edge.Metrics;
@@ -26,6 +27,12 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
     private readonly IProjectGrantSource _projects;
     // [scope: 0 key, 1 project][kind: requests, tokens, concurrency]
     private readonly long[] _limited = new long[6];
+    // Scopes made per grant, not per request (their ids are strings put together).
+    private readonly ConditionalWeakTable<EndpointKeyGrant, LimitScope> _keyScopes = new();
+    private readonly ConditionalWeakTable<GatewayLimits, LimitScope> _projectScopes = new();
+    // The last limits written as header text.
+    private CachedText? _requestsLimitText;
+    private CachedText? _tokensLimitText;
 
     public RateLimitStage(IRateCounters counters, IProjectGrantSource projects)
     {
@@ -64,8 +71,8 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
             call.ReservedTokens = Math.Max(call.ReservedTokens, tokens);
         }
         var request = new LimitRequest(call.RequestId,
-            keyLimits is null ? null : new LimitScope("k:" + (call.KeyId ?? call.Grant!.Project), keyLimits),
-            projectLimits is null ? null : new LimitScope("p:" + call.Project, projectLimits),
+            keyLimits is null ? null : KeyScope(call.Grant!, keyLimits),
+            projectLimits is null ? null : ProjectScope(call.Project, projectLimits),
             tokens);
         var decision = await _counters.AcquireAsync(request, ct);
         call.LimitTicket = new Ticket(request, decision);
@@ -102,13 +109,13 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
         if (call.LimitTicket is not Ticket ticket) return;
         if (ticket.Decision.Requests is { } requests)
         {
-            headers[GatewayHeaders.LimitRequests] = requests.Limit.ToString(CultureInfo.InvariantCulture);
+            headers[GatewayHeaders.LimitRequests] = LimitText(ref _requestsLimitText, requests.Limit);
             headers[GatewayHeaders.RemainingRequests] = requests.Remaining.ToString(CultureInfo.InvariantCulture);
             headers[GatewayHeaders.ResetRequests] = RateLimitWindows.FormatReset(requests.Reset);
         }
         if (ticket.Decision.Tokens is { } tokens)
         {
-            headers[GatewayHeaders.LimitTokens] = tokens.Limit.ToString(CultureInfo.InvariantCulture);
+            headers[GatewayHeaders.LimitTokens] = LimitText(ref _tokensLimitText, tokens.Limit);
             headers[GatewayHeaders.RemainingTokens] = tokens.Remaining.ToString(CultureInfo.InvariantCulture);
             headers[GatewayHeaders.ResetTokens] = RateLimitWindows.FormatReset(tokens.Reset);
         }
@@ -143,6 +150,34 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
         sb.Append("shoal_edge_gateway_limits_edges ").Append(redis.Edges.ToString(CultureInfo.InvariantCulture)).Append('\n');
     }
 
+    /// <summary>The key's scope, made once per grant (a pushed grant is a new object, so new limits make a new scope).</summary>
+    private LimitScope KeyScope(EndpointKeyGrant grant, GatewayLimits limits)
+    {
+        if (_keyScopes.TryGetValue(grant, out var scope) && ReferenceEquals(scope.Limits, limits)) return scope;
+        scope = new LimitScope("k:" + (grant.KeyId ?? grant.Project), limits);
+        _keyScopes.AddOrUpdate(grant, scope);
+        return scope;
+    }
+
+    /// <summary>The project's scope, made once per pushed project grant.</summary>
+    private LimitScope ProjectScope(string project, GatewayLimits limits)
+    {
+        if (_projectScopes.TryGetValue(limits, out var scope) && scope.Id.AsSpan(2).SequenceEqual(project)) return scope;
+        scope = new LimitScope("p:" + project, limits);
+        _projectScopes.AddOrUpdate(limits, scope);
+        return scope;
+    }
+
+    /// <summary>A limit as header text, formatted again only when it changed.</summary>
+    private static string LimitText(ref CachedText? cache, long limit)
+    {
+        var cached = Volatile.Read(ref cache);
+        if (cached is not null && cached.Value == limit) return cached.Text;
+        cached = new CachedText(limit, limit.ToString(CultureInfo.InvariantCulture));
+        Volatile.Write(ref cache, cached);
+        return cached.Text;
+    }
+
     private static GatewayLimits? KeyLimits(GatewayCall call) => call.Grant?.Limits is { IsEmpty: false } limits ? limits : null;
 
     private GatewayLimits? ProjectLimits(GatewayCall call) =>
@@ -152,4 +187,6 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
 
     /// <summary>What the stage keeps on the call: its claim and the counters' answer.</summary>
     private sealed record Ticket(LimitRequest Request, LimitDecision Decision);
+
+    private sealed record CachedText(long Value, string Text);
 }

@@ -24,9 +24,15 @@ public sealed record LimitScope(string Id, GatewayLimits Limits)
 /// <summary>
 /// One request's claim on the counters: a request slot (RPM), <see cref="Tokens"/> reserved (TPM) and a
 /// concurrency lease, in its key's scope and its project's (either may be absent); all or nothing.
+/// The same object is handed to <see cref="IRateCounters.Settle"/> when the request ends.
 /// </summary>
-public sealed record LimitRequest(string Id, LimitScope? Key, LimitScope? Project, long Tokens)
+public sealed class LimitRequest(string id, LimitScope? key, LimitScope? project, long tokens)
 {
+    public string Id { get; } = id;
+    public LimitScope? Key { get; } = key;
+    public LimitScope? Project { get; } = project;
+    public long Tokens { get; } = tokens;
+
     public IEnumerable<LimitScope> Scopes
     {
         get
@@ -35,6 +41,15 @@ public sealed record LimitRequest(string Id, LimitScope? Key, LimitScope? Projec
             if (Project is not null) yield return Project;
         }
     }
+
+    // LocalRateCounters' own: the key's and the project's state the request was counted in, where its
+    // reservation is in their token logs (-1: none), and what it counts there now (the reservation,
+    // then what was used).
+    internal object? KeyState;
+    internal object? ProjectState;
+    internal long KeyEntry = -1;
+    internal long ProjectEntry = -1;
+    internal long CountedTokens;
 }
 
 /// <summary>A limit's state for OpenAI's <c>x-ratelimit-*</c> headers: the limit, what is left, and when the next unit frees up.</summary>
@@ -85,13 +100,48 @@ public static class RateLimitWindows
     {
         if (reset <= TimeSpan.Zero) return "0s";
         var ms = (long)Math.Ceiling(reset.TotalMilliseconds);
-        if (ms < 1000) return ms.ToString(CultureInfo.InvariantCulture) + "ms";
+        Span<char> text = stackalloc char[48];
+        var n = 0;
+        if (ms < 1000)
+        {
+            Append(text, ref n, ms);
+            text[n++] = 'm';
+            text[n++] = 's';
+            return new string(text[..n]);
+        }
         var hours = ms / 3_600_000;
         var minutes = ms / 60_000 % 60;
-        var seconds = (ms % 60_000) / 1000m;
-        var s = seconds.ToString("0.###", CultureInfo.InvariantCulture) + "s";
-        if (hours > 0) return string.Create(CultureInfo.InvariantCulture, $"{hours}h{minutes}m{s}");
-        return minutes > 0 ? string.Create(CultureInfo.InvariantCulture, $"{minutes}m{s}") : s;
+        if (hours > 0)
+        {
+            Append(text, ref n, hours);
+            text[n++] = 'h';
+        }
+        if (hours > 0 || minutes > 0)
+        {
+            Append(text, ref n, minutes);
+            text[n++] = 'm';
+        }
+        // Seconds with up to three decimals, trailing zeros left out ("0.###").
+        Append(text, ref n, ms % 60_000 / 1000);
+        var fraction = (int)(ms % 1000);
+        if (fraction != 0)
+        {
+            text[n++] = '.';
+            text[n++] = (char)('0' + fraction / 100);
+            if (fraction % 100 != 0)
+            {
+                text[n++] = (char)('0' + fraction / 10 % 10);
+                if (fraction % 10 != 0) text[n++] = (char)('0' + fraction % 10);
+            }
+        }
+        text[n++] = 's';
+        return new string(text[..n]);
+
+        static void Append(Span<char> text, ref int n, long value)
+        {
+            value.TryFormat(text[n..], out var written, default, CultureInfo.InvariantCulture);
+            n += written;
+        }
     }
 
     /// <summary>A limit divided among <paramref name="edges"/> (at least 1): this edge's share while it cannot reach the shared counters.</summary>

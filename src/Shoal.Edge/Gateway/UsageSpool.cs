@@ -85,6 +85,11 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     private FileStream? _stream;
     private long _lastFsync;
     private bool _dirty;
+    // The timer that wakes the writer when written records are due to be forced to disk: it queues
+    // s_fsyncDue (never written, not a record); _fsyncArmed (writer only) while it is set.
+    private static readonly UsageRecord s_fsyncDue = new() { RequestId = "", At = default, Project = "", Cluster = "" };
+    private readonly ITimer _fsyncTimer;
+    private bool _fsyncArmed;
 
     private long _recorded;
     private long _writtenCount;
@@ -138,6 +143,7 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             FullMode = BoundedChannelFullMode.DropWrite,
         });
         _lastFsync = _time.GetTimestamp();
+        _fsyncTimer = _time.CreateTimer(static state => ((Channel<UsageRecord>)state!).Writer.TryWrite(s_fsyncDue), _channel, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _writer = Task.Run(WriteLoopAsync);
     }
 
@@ -198,44 +204,47 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     private async Task WriteLoopAsync()
     {
         var buffer = new ArrayBufferWriter<byte>(64 * 1024);
+        using var json = new Utf8JsonWriter(buffer);
         var reader = _channel.Reader;
         while (true)
         {
-            bool more;
-            if (_dirty)
+            if (!reader.TryPeek(out _))
             {
-                var wait = reader.WaitToReadAsync().AsTask();
-                var remaining = _options.FsyncInterval - _time.GetElapsedTime(_lastFsync);
-                if (remaining > TimeSpan.Zero && await Task.WhenAny(wait, Task.Delay(remaining, _time)) != wait)
+                // Nothing waiting: what was written is forced to disk when its interval is up (the
+                // timer wakes this loop then), with no timer or task made per wake-up.
+                if (_dirty && !_fsyncArmed)
                 {
-                    Fsync();
-                    more = await wait;
+                    var remaining = _options.FsyncInterval - _time.GetElapsedTime(_lastFsync);
+                    if (remaining <= TimeSpan.Zero)
+                    {
+                        Fsync();
+                    }
+                    else
+                    {
+                        _fsyncArmed = true;
+                        _fsyncTimer.Change(remaining, Timeout.InfiniteTimeSpan);
+                    }
                 }
-                else
-                {
-                    more = await wait;
-                }
+                if (!await reader.WaitToReadAsync()) break;
             }
-            else
-            {
-                more = await reader.WaitToReadAsync();
-            }
-            if (!more) break;
 
             buffer.ResetWrittenCount();
+            json.Reset(buffer);
             var count = 0;
-            using (var json = new Utf8JsonWriter(buffer))
+            // Up to a segment's worth per write, so segments keep to their size (the file's end is where it was written to).
+            var room = Math.Max(1, _options.MaxSegmentBytes - (_stream?.Position ?? 0));
+            while (count < 1000 && buffer.WrittenCount < room && reader.TryRead(out var record))
             {
-                // Up to a segment's worth per write, so segments keep to their size.
-                var room = Math.Max(1, _options.MaxSegmentBytes - (_stream?.Length ?? 0));
-                while (count < 1000 && buffer.WrittenCount < room && reader.TryRead(out var record))
+                if (ReferenceEquals(record, s_fsyncDue))
                 {
-                    JsonSerializer.Serialize(json, record, ShoalJsonContext.Default.UsageRecord);
-                    json.Flush();
-                    json.Reset();
-                    buffer.Write("\n"u8);
-                    count++;
+                    _fsyncArmed = false;
+                    continue;
                 }
+                JsonSerializer.Serialize(json, record, ShoalJsonContext.Default.UsageRecord);
+                json.Flush();
+                json.Reset();
+                buffer.Write("\n"u8);
+                count++;
             }
             if (count > 0 && Append(buffer.WrittenSpan, count)) Available?.Invoke();
             if (_dirty && _time.GetElapsedTime(_lastFsync) >= _options.FsyncInterval) Fsync();
@@ -250,12 +259,12 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     {
         try
         {
-            if (_stream is null || _stream.Length >= _options.MaxSegmentBytes) OpenNextSegment();
+            if (_stream is null || _stream.Position >= _options.MaxSegmentBytes) OpenNextSegment();
             _stream!.Write(lines);
             // To the OS now (a killed process keeps it); to the disk on the fsync timer.
             _stream.Flush(flushToDisk: false);
             _dirty = true;
-            lock (_gate) _written = new SpoolPosition(_written.Segment, _stream.Length);
+            lock (_gate) _written = new SpoolPosition(_written.Segment, _stream.Position);
             Interlocked.Add(ref _writtenCount, count);
             return true;
         }
@@ -319,6 +328,8 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             LogFsyncFailed(_logger, _options.Directory, e.Message);
         }
         _dirty = false;
+        // A tick the timer could not queue (the channel was full) must not keep it from being set again.
+        _fsyncArmed = false;
         _lastFsync = _time.GetTimestamp();
     }
 
@@ -581,6 +592,7 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     {
         _channel.Writer.TryComplete();
         await _writer;
+        await _fsyncTimer.DisposeAsync();
         await _lock.DisposeAsync();
     }
 

@@ -157,8 +157,98 @@ public sealed class LocalRateCountersTests
         Assert.Equal(100, RateLimitWindows.Share(100, 1));
     }
 
+    [Fact]
+    public void Requests_of_the_same_millisecond_are_each_counted_and_leave_the_window_together()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var counters = new LocalRateCounters(time);
+        var limits = new GatewayLimits { RequestsPerMinute = 5, TokensPerMinute = 1000 };
+        var admitted = Enumerable.Range(0, 8).Select(_ => counters.Acquire(Request(limits, tokens: 100), 1, false)).ToList();
+        Assert.Equal(5, admitted.Count(d => d.Admitted));
+        Assert.Equal(new LimitFigures(5, 0, TimeSpan.FromMinutes(1)), admitted[4].Requests);
+        Assert.Equal(new LimitFigures(1000, 500, TimeSpan.FromMinutes(1)), admitted[4].Tokens);
+        time.Advance(TimeSpan.FromMilliseconds(59_999));
+        Assert.False(counters.Acquire(Request(limits, tokens: 100), 1, false).Admitted);
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Equal(5, Enumerable.Range(0, 8).Count(_ => counters.Acquire(Request(limits, tokens: 100), 1, false).Admitted));
+    }
+
+    [Fact]
+    public void Settling_one_of_many_reservations_of_a_millisecond_changes_only_its_own_and_a_second_settle_nothing()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var counters = new LocalRateCounters(time);
+        var key = new GatewayLimits { TokensPerMinute = 1000 };
+        var project = new GatewayLimits { TokensPerMinute = 2000 };
+        var requests = Enumerable.Range(0, 3).Select(_ => Request(key, project, tokens: 300)).ToList();
+        Assert.All(requests, r => Assert.True(counters.Acquire(r, 1, false).Admitted));
+        time.Advance(TimeSpan.FromSeconds(10));
+        var other = Request(key, project, tokens: 50);
+        Assert.True(counters.Acquire(other, 1, false).Admitted);
+        // 950 of the key's 1000 reserved; the first used 100 of its 300: 250 free, in both scopes.
+        counters.Settle(requests[0], 100);
+        counters.Settle(requests[0], 100);
+        var fits = counters.Acquire(Request(key, project, tokens: 250), 1, false);
+        Assert.True(fits.Admitted);
+        Assert.Equal(0, fits.Tokens!.Value.Remaining);
+        var refused = counters.Acquire(Request(key, project, tokens: 100), 1, false);
+        Assert.Equal((false, LimitKind.Tokens, "k:key-a"), (refused.Admitted, refused.Refused, refused.RefusedScope!.Id));
+        // The three of the first millisecond (700 now) leave the window first: 50 s from now.
+        Assert.Equal(TimeSpan.FromSeconds(50), refused.RetryAfter);
+    }
+
+    [Fact]
+    public void Idle_scopes_are_swept_and_a_swept_scope_starts_again_empty()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var counters = new LocalRateCounters(time);
+        var limits = new GatewayLimits { RequestsPerMinute = 1 };
+        for (var i = 0; i <= 10_000; i++)
+        {
+            var request = Request(limits, keyId: "key-" + i);
+            Assert.True(counters.Acquire(request, 1, false).Admitted);
+            counters.Settle(request, 0);
+        }
+        Assert.Equal(10_001, counters.ScopeCount);
+        Assert.False(counters.Acquire(Request(limits, keyId: "key-7"), 1, false).Admitted);
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True(counters.Acquire(Request(limits, keyId: "key-7"), 1, false).Admitted);
+        Assert.True(counters.ScopeCount < 10, $"{counters.ScopeCount} scopes left");
+    }
+
+    [Fact]
+    public void A_request_whose_scope_was_swept_while_it_ran_counts_its_excess_in_the_scope_as_it_is_now()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var counters = new LocalRateCounters(time, lease: TimeSpan.FromMinutes(2));
+        var limits = new GatewayLimits { TokensPerMinute = 1000 };
+        var longOne = Request(limits, tokens: 100);
+        Assert.True(counters.Acquire(longOne, 1, false).Admitted);
+        for (var i = 0; i < 10_001; i++)
+        {
+            var other = Request(limits, keyId: "other-" + i);
+            Assert.True(counters.Acquire(other, 1, false).Admitted);
+            counters.Settle(other, 0);
+        }
+        // Its lease and its window are gone: the next request sweeps the idle scopes, its own among them.
+        time.Advance(TimeSpan.FromMinutes(3));
+        Assert.True(counters.Acquire(Request(limits, tokens: 100), 1, false).Admitted);
+        Assert.True(counters.ScopeCount < 10, $"{counters.ScopeCount} scopes left");
+        counters.Settle(longOne, 700);
+        // 600 beyond its reservation count now, beside the new request's 100.
+        Assert.False(counters.Acquire(Request(limits, tokens: 301), 1, false).Admitted);
+        Assert.True(counters.Acquire(Request(limits, tokens: 300), 1, false).Admitted);
+    }
+
     [Theory]
     [InlineData(0, "0s")]
+    [InlineData(1, "1ms")]
+    [InlineData(999, "999ms")]
+    [InlineData(1050, "1.05s")]
+    [InlineData(1005, "1.005s")]
+    [InlineData(59_987, "59.987s")]
+    [InlineData(60_001, "1m0.001s")]
+    [InlineData(3_600_500, "1h0m0.5s")]
     [InlineData(20, "20ms")]
     [InlineData(1000, "1s")]
     [InlineData(1500, "1.5s")]

@@ -136,7 +136,7 @@ public static class Scheduler
             {
                 var i = open[o];
                 var w = work[i];
-                var free = w.FreeCount(gpu);
+                var free = w.FreeOfItsType(gpu);
                 if (free == 0) continue;
                 open[kept++] = i;
                 if (free < gpuCount || !w.Node.HasLabels(labels)) continue;
@@ -163,7 +163,7 @@ public static class Scheduler
                 var count = counts.GetValueOrDefault(nodeIdx) + 1;
                 counts[nodeIdx] = count;
                 results[ri] = new Placement(request.ReplicaId, w.Node.Id, gpus, null);
-                if (w.FreeCount(gpu) >= gpuCount)
+                if (w.FreeOfItsType(gpu) >= gpuCount)
                 {
                     picks.Enqueue(nodeIdx, w.Rank(count, image, avoid, warm));
                 }
@@ -250,6 +250,25 @@ public static class Scheduler
             }
             return false;
         }
+
+        // Every GPU of the node is of one type (the common case): its free GPUs of that type are all its free GPUs.
+        private readonly bool _oneType = OneType(node.Gpus);
+
+        private static bool OneType(IReadOnlyList<GpuSlot> gpus)
+        {
+            for (var i = 1; i < gpus.Count; i++)
+            {
+                if (!string.Equals(gpus[i].Type, gpus[0].Type, StringComparison.Ordinal)) return false;
+            }
+            return true;
+        }
+
+        /// <summary>
+        /// Free GPUs of <paramref name="type"/>, a type this node has (it is in that type's open list): without
+        /// comparing type names when all its GPUs are of one type (a deploy's scan asks this of every open node
+        /// for every cluster).
+        /// </summary>
+        public int FreeOfItsType(string type) => _oneType ? FreeTotal : FreeCount(type);
 
         /// <summary>Free GPUs of <paramref name="type"/>.</summary>
         public int FreeCount(string type)

@@ -193,6 +193,69 @@ internal static class AutoscaleBench
         }
     }
 
+    /// <summary>
+    /// Cold starts of a Docker image from zero, in four parts: a server and one agent on the docker runtime (host
+    /// networking, simulated GPUs), the busybox httpd image of the <c>container</c> bench (imported, so present on
+    /// the node: its pull is the agent's check of the image, no registry), and per round a new cluster at 0
+    /// replicas (autoscaling, min 0) that gets one request through the edge: the edge holds it, the cluster wakes,
+    /// the container starts, its health check passes, the held request is served. The parts are what
+    /// <c>GET /v1/clusters/{name}</c> reports (<c>ColdStart</c>).
+    /// </summary>
+    public static async Task RunDockerColdStartAsync(string[] args)
+    {
+        var rounds = args.Length > 1 ? int.Parse(args[1], CultureInfo.InvariantCulture) : 5;
+        using (var client = Shoal.Agent.Runtimes.Docker.DockerRuntime.CreateClient(null)) await ContainerStart.ImportImageAsync(client);
+        using var dir = new TempDirectory("shoal-coldstart-docker-bench");
+        var processes = new List<ShoalProcess>();
+        Console.WriteLine(Fmt($"## Cold start of a Docker image from zero: busybox httpd (present on the node), {rounds} rounds, {DateTime.UtcNow:yyyy-MM-dd}"));
+        try
+        {
+            var (http, edge) = await StartAsync(dir, FreePort.Next(), FreePort.Next(), gpus: rounds, processes, docker: true);
+            using var api = http;
+            using var endpoint = edge;
+            var parts = new List<(double Wait, double Pull, double Start, double Warm, double Answer)>();
+            for (var round = 0; round < rounds; round++)
+            {
+                var name = $"web{round}";
+                var created = await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest
+                {
+                    Name = name,
+                    Image = "shoal-bench/web:1",
+                    Gpu = "rtx-4090",
+                    Replicas = 0,
+                    Health = new HealthCheckSpec { Path = "/health", IntervalMs = 100 },
+                    Autoscale = new AutoscaleRequest { Min = 0, Max = 1, TargetWaiting = 0, TargetConcurrency = 10, ScaleToZeroAfterSeconds = 600 },
+                }, ShoalJsonContext.Default.CreateClusterRequest);
+                created.EnsureSuccessStatusCode();
+                var clock = Stopwatch.StartNew();
+                using var response = await edge.GetAsync($"/c/{name}/health");
+                await response.Content.ReadAsStringAsync();
+                var answered = clock.Elapsed.TotalMilliseconds;
+                if (!response.IsSuccessStatusCode) throw new InvalidOperationException($"round {round}: {(int)response.StatusCode}");
+                ColdStartDto? cold = null;
+                await UntilAsync(async () =>
+                {
+                    cold = (await http.GetFromJsonAsync($"/v1/clusters/{name}", ShoalJsonContext.Default.ClusterDto))!.ColdStart;
+                    return cold?.WarmUp is not null;
+                }, TimeSpan.FromSeconds(30));
+                var row = (cold!.NodeWait?.P50Ms ?? double.NaN, cold.ImagePull?.P50Ms ?? double.NaN, cold.Start?.P50Ms ?? double.NaN, cold.WarmUp?.P50Ms ?? double.NaN, answered);
+                parts.Add(row);
+                Console.WriteLine(Fmt($"round {round + 1}: waiting for a node {row.Item1:F0} ms, image pull {row.Item2:F0} ms, start until healthy {row.Item3:F0} ms, warm-up {row.Item4:F0} ms; the held request answered {answered:F0} ms after it was sent"));
+            }
+            double Median(Func<(double Wait, double Pull, double Start, double Warm, double Answer), double> f)
+            {
+                var sorted = parts.Select(f).Order().ToArray();
+                return sorted[sorted.Length / 2];
+            }
+            Console.WriteLine(Fmt($"median of {rounds}: waiting for a node {Median(p => p.Wait):F0} ms, image pull {Median(p => p.Pull):F0} ms, start until healthy {Median(p => p.Start):F0} ms, warm-up {Median(p => p.Warm):F0} ms; request sent → answered {Median(p => p.Answer):F0} ms"));
+        }
+        finally
+        {
+            foreach (var p in processes.AsEnumerable().Reverse()) await p.StopAsync(TimeSpan.FromSeconds(15));
+            foreach (var p in processes) await p.DisposeAsync();
+        }
+    }
+
     // The server's two log categories whose lines time the way from a ready replica to the first answer (at Debug; the rest stays at Warning); log timestamps in UTC.
     private static readonly Dictionary<string, string> s_serverTrace = new()
     {
@@ -251,7 +314,7 @@ internal static class AutoscaleBench
     private static double Pick(double[] sorted, double p) => sorted.Length == 0 ? 0 : sorted[Math.Clamp((int)Math.Ceiling(p / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
 
     /// <summary>A server and one agent with <paramref name="gpus"/> simulated rtx-4090s (process runtime); clients for the API (operator key) and the edge (an endpoint key).</summary>
-    private static async Task<(HttpClient Http, HttpClient Edge)> StartAsync(TempDirectory dir, int apiPort, int edgePort, int gpus, List<ShoalProcess> processes, bool trace = false)
+    private static async Task<(HttpClient Http, HttpClient Edge)> StartAsync(TempDirectory dir, int apiPort, int edgePort, int gpus, List<ShoalProcess> processes, bool trace = false, bool docker = false)
     {
         processes.Add(ShoalProcess.Start("server",
         [
@@ -269,7 +332,8 @@ internal static class AutoscaleBench
         processes.Add(ShoalProcess.Start("node",
         [
             "agent", "--server", http.BaseAddress!.ToString(), "--token", token, "--name", "node", "--simulate-gpus", $"rtx-4090:{gpus}",
-            "--data-dir", dir.Combine("node"), "--enable-process-runtime", "--runtime", "process", "--log-level", "Warning",
+            "--data-dir", dir.Combine("node"), "--log-level", "Warning",
+            .. docker ? (string[])["--runtime", "docker", "--docker-network", "host", "--allow-host-network"] : ["--enable-process-runtime", "--runtime", "process"],
         ]));
         await UntilAsync(async () => (await http.GetFromJsonAsync("/v1/nodes", ShoalJsonContext.Default.NodeDtoArray))!.Any(n => n.State == NodeState.Ready), TimeSpan.FromSeconds(60));
 

@@ -159,7 +159,7 @@ public sealed partial class AgentGateway
                 registered = true;
                 _processImages.NodeSaidHello(session.NodeId, hello);
                 var assignments = await _state.NodeConnectedAsync(session.NodeId, session, hello, ct);
-                session.Enqueue(new WelcomeMessage
+                session.Welcome(new WelcomeMessage
                 {
                     NodeId = session.NodeId,
                     NodeSecret = newSecret,

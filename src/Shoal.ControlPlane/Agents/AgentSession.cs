@@ -21,7 +21,35 @@ internal sealed class AgentSession(WebSocket socket, string nodeId)
     /// <summary>Log streams this session is serving.</summary>
     public LogStreams Logs { get; } = new();
 
-    public void Enqueue(AgentMessage message) => _outbox.Writer.TryWrite(message);
+    // Until the welcome is queued, other messages wait here: the agent expects its welcome first, and a
+    // broadcast (edges, assignment pushes) can reach a session between its registration and its welcome.
+    private readonly Lock _welcomeLock = new();
+    private List<AgentMessage>? _beforeWelcome = [];
+
+    /// <summary>Queues a message; before <see cref="Welcome"/>, it is held and sent right after the welcome.</summary>
+    public void Enqueue(AgentMessage message)
+    {
+        lock (_welcomeLock)
+        {
+            if (_beforeWelcome is not null)
+            {
+                _beforeWelcome.Add(message);
+                return;
+            }
+        }
+        _outbox.Writer.TryWrite(message);
+    }
+
+    /// <summary>Queues the welcome, then whatever was queued for this session before it.</summary>
+    public void Welcome(WelcomeMessage welcome)
+    {
+        lock (_welcomeLock)
+        {
+            _outbox.Writer.TryWrite(welcome);
+            foreach (var held in _beforeWelcome ?? []) _outbox.Writer.TryWrite(held);
+            _beforeWelcome = null;
+        }
+    }
 
     public void Complete() => _outbox.Writer.TryComplete();
 

@@ -227,6 +227,8 @@ internal static class AutoscaleBench
                     Autoscale = new AutoscaleRequest { Min = 0, Max = 1, TargetWaiting = 0, TargetConcurrency = 10, ScaleToZeroAfterSeconds = 600 },
                 }, ShoalJsonContext.Default.CreateClusterRequest);
                 created.EnsureSuccessStatusCode();
+                // The edge learns of the new cluster with its next route table (until then: 404, no such cluster).
+                await Task.Delay(TimeSpan.FromSeconds(1));
                 var clock = Stopwatch.StartNew();
                 using var response = await edge.GetAsync($"/c/{name}/health");
                 await response.Content.ReadAsStringAsync();

@@ -35,8 +35,16 @@ internal sealed partial class CompletionEndpoint
         CompletionRequest request;
         try
         {
-            if (ctx.Request.ContentLength > SimOptions.MaxBodyBytes)
+            if (ctx.Request.ContentLength is > SimOptions.MaxBodyBytes and var length)
             {
+                // Read the body (and drop it) before answering, as servers with a lingering close do: an answer
+                // sent while the client still sends reaches it only by luck (the close can reset the connection
+                // and take the answer with it). Bounded: a body past 64 MiB is not read.
+                if (length <= 64L * 1024 * 1024 && ctx.Features.Get<Microsoft.AspNetCore.Http.Features.IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+                {
+                    limit.MaxRequestBodySize = length;
+                    await ctx.Request.Body.CopyToAsync(Stream.Null, ct);
+                }
                 await WriteTooLargeAsync(ctx);
                 return;
             }

@@ -297,15 +297,20 @@ public sealed class AuthorizationMatrixTests
         return text.ToString();
     }
 
-    /// <summary>A snapshot once background work (placing, flushing) has settled: two reads 100 ms apart agree.</summary>
+    /// <summary>
+    /// A snapshot once background work (placing, starting, flushing) has settled: three reads 200 ms apart agree
+    /// (a replica's process start can leave more than 100 ms between two of its states).
+    /// </summary>
     private static async Task<string> StableSnapshotAsync(IShoalStore store)
     {
         var last = await SnapshotAsync(store);
+        var same = 0;
         for (var i = 0; i < 50; i++)
         {
-            await Task.Delay(100);
+            await Task.Delay(200);
             var next = await SnapshotAsync(store);
-            if (next == last) return next;
+            same = next == last ? same + 1 : 0;
+            if (same == 2) return next;
             last = next;
         }
         throw new InvalidOperationException("the store kept changing on its own");

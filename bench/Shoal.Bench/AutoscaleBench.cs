@@ -244,11 +244,7 @@ internal static class AutoscaleBench
                 parts.Add(row);
                 Console.WriteLine(Fmt($"round {round + 1}: waiting for a node {row.Item1:F0} ms, image pull {row.Item2:F0} ms, start until healthy {row.Item3:F0} ms, warm-up {row.Item4:F0} ms; the held request answered {answered:F0} ms after it was sent"));
             }
-            double Median(Func<(double Wait, double Pull, double Start, double Warm, double Answer), double> f)
-            {
-                var sorted = parts.Select(f).Order().ToArray();
-                return sorted[sorted.Length / 2];
-            }
+            double Median(Func<(double Wait, double Pull, double Start, double Warm, double Answer), double> f) => Pick([.. parts.Select(f).Order()], 50);
             Console.WriteLine(Fmt($"median of {rounds}: waiting for a node {Median(p => p.Wait):F0} ms, image pull {Median(p => p.Pull):F0} ms, start until healthy {Median(p => p.Start):F0} ms, warm-up {Median(p => p.Warm):F0} ms; request sent → answered {Median(p => p.Answer):F0} ms"));
         }
         finally

@@ -126,7 +126,8 @@ public sealed class PostgresShoalStore : SqlShoalStore
         var last = new Dictionary<string, int>(StringComparer.Ordinal);
         for (var i = 0; i < list.Count; i++)
         {
-            last[string.Join('\u001f', key.Select(k => Convert.ToString(list[i][k], CultureInfo.InvariantCulture)))] = i;
+            var row = list[i];
+            last[key is [var only] ? Convert.ToString(row[only], CultureInfo.InvariantCulture)! : string.Join('\u001f', key.Select(k => Convert.ToString(row[k], CultureInfo.InvariantCulture)))] = i;
         }
         if (last.Count == list.Count) return list;
         if (key is not [0] || !unnest.Sql.Contains("ON CONFLICT (id) DO UPDATE", StringComparison.Ordinal)) return null;

@@ -228,6 +228,9 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
         return project;
     }
 
+    private static bool Same(FrozenDictionary<string, decimal> current, IReadOnlyDictionary<string, decimal> next) =>
+        current.Count == next.Count && next.All(kv => current.TryGetValue(kv.Key, out var usd) && usd == kv.Value);
+
     private static decimal? Spent(FrozenDictionary<string, decimal> spent, string scope, BudgetSpec? budget) =>
         budget is not null && spent.TryGetValue(scope, out var usd) && usd > 0 ? usd : null;
 
@@ -252,6 +255,8 @@ public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySour
         bool keysChanged, projectsChanged;
         try
         {
+            // The usual refresh: nothing new was spent, so no grant is rebuilt.
+            if (Same(_keySpent, keys) && Same(_projectSpent, projects)) return;
             var oldKeys = Volatile.Read(ref _endpointKeys);
             var oldProjects = Volatile.Read(ref _projectGrants);
             _keySpent = keys.ToFrozenDictionary(StringComparer.Ordinal);

@@ -152,11 +152,11 @@ internal static class FleetBench
 
             // 5. Kill sockets, silence agents: how fast each is marked disconnected; replicas replaced after the grace.
             var killed = fleet.Kill(lost);
-            var killedAfter = await TimeToDisconnectedAsync(http, killed, TimeSpan.FromSeconds(60));
-            Console.WriteLine(Fmt($"- kill {killed.Count} sockets at once: marked disconnected after p50 {Pct(killedAfter, 50):F2} s, p99 {Pct(killedAfter, 99):F2} s, max {killedAfter.Max():F2} s (polling the nodes list, which itself takes {await ListTimeAsync(http):F2} s)"));
+            var (killedAfter, killedSeen) = await TimeToDisconnectedAsync(http, killed, TimeSpan.FromSeconds(60));
+            Console.WriteLine(Fmt($"- kill {killed.Count} sockets at once: marked disconnected (the server's disconnectedSince) after p50 {Pct(killedAfter, 50):F2} s, p99 {Pct(killedAfter, 99):F2} s, max {killedAfter.Max():F2} s; seen in the nodes list after p99 {Pct(killedSeen, 99):F2} s (a listing takes {await ListTimeAsync(http):F2} s)"));
             var silenced = fleet.Silence(lost);
-            var silencedAfter = await TimeToDisconnectedAsync(http, silenced, TimeSpan.FromSeconds(60));
-            Console.WriteLine(Fmt($"- silence {silenced.Count} agents (socket open): marked disconnected after p50 {Pct(silencedAfter, 50):F2} s, p99 {Pct(silencedAfter, 99):F2} s, max {silencedAfter.Max():F2} s (3 heartbeat intervals = 6 s)"));
+            var (silencedAfter, silencedSeen) = await TimeToDisconnectedAsync(http, silenced, TimeSpan.FromSeconds(60));
+            Console.WriteLine(Fmt($"- silence {silenced.Count} agents (socket open): marked disconnected (the server's disconnectedSince) after p50 {Pct(silencedAfter, 50):F2} s, p99 {Pct(silencedAfter, 99):F2} s, max {silencedAfter.Max():F2} s (3 heartbeat intervals = 6 s); seen in the nodes list after p99 {Pct(silencedSeen, 99):F2} s"));
             sw.Restart();
             await WaitAsync(async () => (await ClustersAsync(http)).Sum(c => c.ReadyReplicas) >= total, TimeSpan.FromMinutes(3), "the lost replicas replaced");
             Console.WriteLine(Fmt($"- replicas of the {killed.Count + silenced.Count} lost nodes ready elsewhere {sw.Elapsed.TotalSeconds:F1} s after the last silent one was marked disconnected (grace 10 s)"));
@@ -265,10 +265,15 @@ internal static class FleetBench
         return Fmt($"{notReady} not ready, {flapped} with a recent disconnect, {stale:F0} sessions closed by this server process for missed heartbeats, simulator sessions lost in total {fleet.Snapshot().SessionsLost}");
     }
 
-    private static async Task<List<double>> TimeToDisconnectedAsync(HttpClient http, IReadOnlyList<DroppedNode> dropped, TimeSpan timeout)
+    /// <summary>
+    /// Seconds from each drop until the server marked the node disconnected (its <c>disconnectedSince</c>),
+    /// and until this poll of the nodes list saw it (which adds the listing's own time and the poll's period).
+    /// </summary>
+    private static async Task<(List<double> Marked, List<double> Seen)> TimeToDisconnectedAsync(HttpClient http, IReadOnlyList<DroppedNode> dropped, TimeSpan timeout)
     {
         var pending = dropped.ToDictionary(d => d.NodeId, d => d.At);
-        var times = new List<double>();
+        var marked = new List<double>();
+        var seen = new List<double>();
         var sw = Stopwatch.StartNew();
         while (pending.Count > 0)
         {
@@ -277,11 +282,13 @@ internal static class FleetBench
             var now = DateTimeOffset.UtcNow;
             foreach (var n in nodes)
             {
-                if (n.State != NodeState.Ready && pending.Remove(n.Id, out var at)) times.Add((now - at).TotalSeconds);
+                if (n.State == NodeState.Ready || !pending.Remove(n.Id, out var at)) continue;
+                seen.Add((now - at).TotalSeconds);
+                marked.Add(((n.DisconnectedSince ?? now) - at).TotalSeconds);
             }
             await Task.Delay(50);
         }
-        return times;
+        return (marked, seen);
     }
 
     private static async Task<double> ListTimeAsync(HttpClient http)

@@ -422,6 +422,8 @@ public sealed record NodeDto
     public bool Tunnel { get; init; }
     /// <summary>Why edges do not connect to the node's address (direct mode refused); null when they may, or it uses tunnels.</summary>
     public string? AddressRefused { get; init; }
+    /// <summary>When the server marked the node disconnected (its socket closed, or it missed its heartbeats); null unless it is disconnected now.</summary>
+    public DateTimeOffset? DisconnectedSince { get; init; }
 }
 
 /// <summary>A GPU type in the catalogue and how many are free right now.</summary>

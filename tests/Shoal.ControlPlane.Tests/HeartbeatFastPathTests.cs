@@ -1,4 +1,5 @@
 using Shoal.Contracts;
+using Shoal.ControlPlane.State;
 using Shoal.Core.Clusters;
 
 namespace Shoal.ControlPlane.Tests;
@@ -113,5 +114,30 @@ public sealed class HeartbeatFastPathTests
         await create;
         Assert.Equal(7, (await h.ReplicasAsync()).Single().Load!.Running);
         Assert.Equal(h.Time.GetUtcNow(), (await h.State.GetNodeAsync("a", default))!.Node.LastSeenAt);
+    }
+
+    [Fact]
+    public async Task A_silent_agent_is_stale_after_three_intervals_less_the_scan_and_the_mark_and_shows_since_when_it_is_gone()
+    {
+        await using var h = await StateHarness.StartAsync();
+        var id = await h.AddNodeAsync("a");
+        var session = h.Session("a");
+        await h.State.HeartbeatAsync(id, session, new HeartbeatMessage { Replicas = [] }, default);
+
+        // 2 s heartbeats, 3 missed: 6 s less the 100 ms scan and an eighth of an interval for the mark.
+        Assert.Equal(TimeSpan.FromMilliseconds(5650), ControlPlaneState.StaleAfter(h.Options));
+        h.Time.Advance(TimeSpan.FromMilliseconds(5600));
+        Assert.Empty(await h.State.FindStaleSessionsAsync(default));
+        Assert.Null((await h.State.GetNodeAsync("a", default))!.DisconnectedSince);
+
+        h.Time.Advance(TimeSpan.FromMilliseconds(100));
+        var stale = Assert.Single(await h.State.FindStaleSessionsAsync(default));
+        Assert.Equal(id, stale.NodeId);
+        var markedAt = h.Time.GetUtcNow();
+        await h.State.NodesDisconnectedAsync([stale], "missed heartbeats");
+        h.Time.Advance(TimeSpan.FromSeconds(1));
+        var view = (await h.State.GetNodeAsync("a", default))!;
+        Assert.Equal(NodeState.Disconnected, view.Node.State);
+        Assert.Equal(markedAt, view.DisconnectedSince);
     }
 }

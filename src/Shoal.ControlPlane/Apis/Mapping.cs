@@ -190,6 +190,7 @@ internal static class Mapping
             DirectAllowed = n.DirectAllowed,
             Tunnel = view.Tunnel,
             AddressRefused = view.AddressRefused,
+            DisconnectedSince = view.DisconnectedSince,
         };
     }
 }

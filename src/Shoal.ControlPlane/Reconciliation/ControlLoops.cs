@@ -39,7 +39,7 @@ public sealed partial class ControlLoops : BackgroundService
     private static readonly TimeSpan s_burstGather = TimeSpan.FromMilliseconds(50);
 
     /// <summary>How often sessions are checked for missed heartbeats.</summary>
-    public static readonly TimeSpan StaleCheckInterval = TimeSpan.FromMilliseconds(250);
+    public static readonly TimeSpan StaleCheckInterval = TimeSpan.FromMilliseconds(100);
     private long _routeVersion;
 
     public ControlLoops(ControlPlaneState state, AgentGateway gateway, RouteTableHolder routes, ServerOptions options,

@@ -390,6 +390,7 @@ public sealed partial class ControlPlaneState : IDisposable
         {
             Tunnel = live?.Tunnel ?? false,
             AddressRefused = live?.AddressRefused,
+            DisconnectedSince = node.State == NodeState.Disconnected ? live?.DisconnectedSince : null,
         };
     }
 
@@ -690,16 +691,25 @@ public sealed partial class ControlPlaneState : IDisposable
     /// <summary>Sessions whose agent has missed too many heartbeats (read without the state's lock).</summary>
     public Task<IReadOnlyList<(string NodeId, object Session)>> FindStaleSessionsAsync(CancellationToken ct)
     {
-        // The scan runs every StaleCheckInterval: the rule is shortened by up to that (at most an eighth of an
-        // interval) so a silent agent is marked within MissedHeartbeats intervals of its last heartbeat, scan included.
-        var scan = TimeSpan.FromTicks(Math.Min(Reconciliation.ControlLoops.StaleCheckInterval.Ticks, _options.HeartbeatInterval.Ticks / 8));
-        var cutoff = _time.GetUtcNow() - (_options.HeartbeatInterval * _options.MissedHeartbeats - scan);
+        // The scan runs every StaleCheckInterval, and marking takes the state's lock (a reconcile pass may hold
+        // it a moment): the rule is shortened by both (the scan's period, and an eighth of an interval for the
+        // mark) so a silent agent is marked within MissedHeartbeats intervals of its last heartbeat, all of it
+        // included: 3 × 2 s − 0.1 s − 0.25 s = 5.65 s of silence at the defaults.
+        var cutoff = _time.GetUtcNow() - StaleAfter(_options);
         var stale = new List<(string, object)>();
         foreach (var (id, live) in _liveness)
         {
             if (live.Session is { } session && live.LastSeen < cutoff) stale.Add((id, session));
         }
         return Task.FromResult<IReadOnlyList<(string NodeId, object Session)>>(stale);
+    }
+
+    /// <summary>How long an agent may be silent before its session is closed as stale (see <see cref="FindStaleSessionsAsync"/>).</summary>
+    public static TimeSpan StaleAfter(ServerOptions options)
+    {
+        var interval = options.HeartbeatInterval;
+        var scan = TimeSpan.FromTicks(Math.Min(Reconciliation.ControlLoops.StaleCheckInterval.Ticks, interval.Ticks / 8));
+        return interval * options.MissedHeartbeats - scan - interval / 8;
     }
 
     /// <summary>
@@ -1116,4 +1126,6 @@ public sealed record NodeView(NodeRecord Node, int Replicas, int FreeGpus, NodeR
     public bool Tunnel { get; init; }
     /// <summary>Why edges do not connect to its address; null when they may, or it uses tunnels.</summary>
     public string? AddressRefused { get; init; }
+    /// <summary>When this server marked the node disconnected (its socket closed, or it missed its heartbeats); null while connected or offline.</summary>
+    public DateTimeOffset? DisconnectedSince { get; init; }
 }

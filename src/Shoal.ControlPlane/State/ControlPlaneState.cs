@@ -22,6 +22,7 @@ public sealed partial class ControlPlaneState : IDisposable
     private readonly ServerOptions _options;
     private readonly ILogger<ControlPlaneState> _logger;
     private readonly StateGate _gate = new();
+    private readonly StateBatch _reports;
     private readonly NodeAddressPolicy _addressPolicy;
     private readonly ReconcilerOptions _reconcilerOptions;
 
@@ -44,6 +45,7 @@ public sealed partial class ControlPlaneState : IDisposable
 
     public ControlPlaneState(IShoalStore store, TimeProvider time, ServerOptions options, ILogger<ControlPlaneState> logger)
     {
+        _reports = new StateBatch(_gate, Raise);
         _reconcilerOptions = new ReconcilerOptions
         {
             NodeGracePeriod = options.NodeGracePeriod,
@@ -581,48 +583,51 @@ public sealed partial class ControlPlaneState : IDisposable
     /// A heartbeat: take in observed replica state and the applied revision. One that says what the
     /// last one said (loads aside) is taken in without the state's lock and writes nothing to the store.
     /// </summary>
-    public async Task HeartbeatAsync(string nodeId, object session, HeartbeatMessage heartbeat, CancellationToken ct)
+    public Task HeartbeatAsync(string nodeId, object session, HeartbeatMessage heartbeat, CancellationToken ct)
     {
+        if (ct.IsCancellationRequested) return Task.FromCanceled(ct);
         var now = _time.GetUtcNow();
-        if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
+        if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return Task.CompletedTask;
         live.LastSeen = now;
         if (live.Applied is { } applied && applied.SameAs(heartbeat))
         {
             TakeLoads(heartbeat.Replicas, applied.Owned, now, out var loadRoutes, out var drainOver);
             if (loadRoutes) RoutesChanged?.Invoke();
             if (drainOver) ReconcileNeeded?.Invoke();
-            return;
+            return Task.CompletedTask;
         }
-        bool routes, reconcile;
-        await _gate.WaitAsync(ct);
-        try
+        // With other reports, under one hold of the lock (StateBatch).
+        return _reports.RunAsync(() => HeartbeatLocked(nodeId, live, session, heartbeat, now));
+    }
+
+    private StateEffects HeartbeatLocked(string nodeId, NodeLiveness live, object session, HeartbeatMessage heartbeat, DateTimeOffset now)
+    {
+        if (!ReferenceEquals(live.Session, session)) return StateEffects.None;
+        var node = _nodes[nodeId];
+        var acked = Math.Min(node.Revision, heartbeat.AppliedRevision);
+        if (acked != node.AckedRevision)
         {
-            if (!ReferenceEquals(live.Session, session)) return;
-            var node = _nodes[nodeId];
-            var acked = Math.Min(node.Revision, heartbeat.AppliedRevision);
-            if (acked != node.AckedRevision)
-            {
-                // Kept in memory, written with the node's next other change: an agent says what it applied
-                // again in its hello, so a store write per acknowledgement (10,000 in a deploy of 10,000
-                // replicas) would buy nothing.
-                _nodes[nodeId] = node with { AckedRevision = acked, LastSeenAt = now };
-            }
-            if (heartbeat.Images is { } images && !images.SequenceEqual(_nodes[nodeId].Images, StringComparer.Ordinal))
-            {
-                _nodes[nodeId] = _nodes[nodeId] with { Images = images };
-                _dirtyNodes.Add(nodeId);
-            }
-            (routes, reconcile) = ApplyReportsLocked(nodeId, heartbeat.Replicas, now);
-            live.Applied = new AppliedHeartbeat(heartbeat.AppliedRevision, _nodes[nodeId].Images, heartbeat.Replicas, OwnedLocked(nodeId, heartbeat.Replicas));
+            // Kept in memory, written with the node's next other change: an agent says what it applied
+            // again in its hello, so a store write per acknowledgement (10,000 in a deploy of 10,000
+            // replicas) would buy nothing.
+            _nodes[nodeId] = node with { AckedRevision = acked, LastSeenAt = now };
         }
-        finally
+        if (heartbeat.Images is { } images && !images.SequenceEqual(_nodes[nodeId].Images, StringComparer.Ordinal))
         {
-            _gate.Release();
+            _nodes[nodeId] = _nodes[nodeId] with { Images = images };
+            _dirtyNodes.Add(nodeId);
         }
-        if (routes) RoutesChanged?.Invoke();
+        var (routes, reconcile) = ApplyReportsLocked(nodeId, heartbeat.Replicas, now);
+        live.Applied = new AppliedHeartbeat(heartbeat.AppliedRevision, _nodes[nodeId].Images, heartbeat.Replicas, OwnedLocked(nodeId, heartbeat.Replicas));
         // A replica ready, failed or restarted moves a rollout on (or back); a draining one's load may end its drain.
-        if (reconcile) ReconcileNeeded?.Invoke();
-        FlushNeeded?.Invoke();
+        return StateEffects.Flush | (routes ? StateEffects.Routes : 0) | (reconcile ? StateEffects.Reconcile : 0);
+    }
+
+    private void Raise(StateEffects effects)
+    {
+        if ((effects & StateEffects.Routes) != 0) RoutesChanged?.Invoke();
+        if ((effects & StateEffects.Reconcile) != 0) ReconcileNeeded?.Invoke();
+        if ((effects & StateEffects.Flush) != 0) FlushNeeded?.Invoke();
     }
 
     // The reported replicas that are this node's. Caller holds the lock.
@@ -652,24 +657,22 @@ public sealed partial class ControlPlaneState : IDisposable
     }
 
     /// <summary>The agent acknowledged an assignment revision.</summary>
-    public async Task AckAsync(string nodeId, object session, long revision, CancellationToken ct)
+    public Task AckAsync(string nodeId, object session, long revision, CancellationToken ct)
     {
-        await _gate.WaitAsync(ct);
-        try
+        if (ct.IsCancellationRequested) return Task.FromCanceled(ct);
+        if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return Task.CompletedTask;
+        return _reports.RunAsync(() =>
         {
-            if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return;
+            if (!ReferenceEquals(live.Session, session)) return StateEffects.None;
             var node = _nodes[nodeId];
             var acked = Math.Min(node.Revision, revision);
             if (acked > node.AckedRevision)
             {
-                // In memory only (see HeartbeatAsync): the agent's hello says it again after a restart.
+                // In memory only (see HeartbeatLocked): the agent's hello says it again after a restart.
                 _nodes[nodeId] = node with { AckedRevision = acked };
             }
-        }
-        finally
-        {
-            _gate.Release();
-        }
+            return StateEffects.None;
+        });
     }
 
     /// <summary>The current assignment sets of these nodes, built from one pass over the replicas.</summary>

@@ -14,6 +14,12 @@ internal static class ClusterReconciler
 {
     public static void Reconcile(ReconcileInput input, ReconcilePlan plan, ClusterRecord cluster, List<ReplicaRecord> replicas)
     {
+        if (!Settled(input, cluster, replicas)) ReconcileFully(input, plan, cluster, replicas);
+    }
+
+    /// <summary>The whole of a cluster's share of the pass, settled or not (tests check <see cref="Settled"/> against it).</summary>
+    internal static void ReconcileFully(ReconcileInput input, ReconcilePlan plan, ClusterRecord cluster, List<ReplicaRecord> replicas)
+    {
         var now = plan.Now;
         var original = cluster;
 
@@ -143,6 +149,36 @@ internal static class ClusterReconciler
 
         cluster = PruneGenerations(cluster, replicas, now);
         if (!ReferenceEquals(cluster, original)) plan.Clusters[cluster.Id] = cluster;
+    }
+
+    /// <summary>
+    /// A cluster the rest of <see cref="Reconcile"/> would leave as it is, told without allocating: no
+    /// update in progress, nothing failed or backing off, no earlier generation kept, no avoided node
+    /// to expire, as many replicas as wanted, each of the current generation, not draining, not
+    /// restarting, not on a draining or flapping node. Most clusters are like this in most passes (a
+    /// deploy burst's pass sees hundreds settled and a few new), and the full path allocates per replica.
+    /// When in doubt it says no, and the full path decides.
+    /// </summary>
+    internal static bool Settled(ReconcileInput input, ClusterRecord cluster, List<ReplicaRecord> replicas)
+    {
+        var rollout = cluster.Rollout;
+        if (rollout.State == RolloutStates.Progressing || rollout.Failure is not null || rollout.FailedAttempts != 0 || rollout.RetryAt is not null
+            || rollout.Generations.Count != 0 || replicas.Count != cluster.Spec.Replicas)
+        {
+            return false;
+        }
+        foreach (var until in rollout.AvoidNodes.Values)
+        {
+            if (until <= input.Now) return false;
+        }
+        foreach (var r in replicas)
+        {
+            if (r.DrainingSince is not null || r.Generation != cluster.Generation || input.RestartTimes.ContainsKey(r.Id) || input.LeavingFlappingNodes.Contains(r.Id)) return false;
+            if (r.NodeId is not { } nodeId) continue;
+            if (input.Nodes.TryGetValue(nodeId, out var node) && node.Draining) return false;
+            if (input.LinkOf(nodeId).Reliability.Flapping) return false;
+        }
+        return true;
     }
 
     // A failed cluster runs nothing: its replicas (none serves) go at once, and free their GPUs.

@@ -376,6 +376,40 @@ public sealed class ReconcilerTests
     }
 
     [Fact]
+    public void Only_a_cluster_that_a_pass_would_leave_as_it_is_is_skipped_as_settled()
+    {
+        // (World.Step checks in every test that a cluster taken for settled is one the full pass leaves alone.)
+        var w = new World();
+        w.AddNode("a");
+        w.AddNode("b");
+        w.AddNode("c");
+        w.AddCluster("web", 2);
+        w.Settle();
+        w.AllReady();
+        bool Settled() => ClusterReconciler.Settled(w.Input(), w.Clusters["c-web"], [.. w.Of("web")]);
+        Assert.True(Settled());
+
+        var one = w.Of("web").First();
+        w.Restart(one);
+        Assert.False(Settled());
+        w.RestartTimes.Clear();
+        Assert.True(Settled());
+
+        w.Links[one.NodeId!] = w.Links[one.NodeId!] with { Reliability = new NodeReliability(0.2, 4, true) };
+        Assert.False(Settled());
+        w.Links[one.NodeId!] = w.Links[one.NodeId!] with { Reliability = NodeReliability.Steady };
+
+        w.Scale("web", 3);
+        Assert.False(Settled());
+        w.Settle();
+        w.AllReady();
+        Assert.True(Settled());
+
+        w.Update("web", "shoal/sim:2");
+        Assert.False(Settled());
+    }
+
+    [Fact]
     public void Planning_changes_nothing_it_was_given()
     {
         var w = new World();

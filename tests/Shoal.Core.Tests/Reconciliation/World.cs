@@ -106,7 +106,9 @@ internal sealed class World
     /// <summary>One pass, applied as the control plane applies a committed plan.</summary>
     public ReconcilePlan Step()
     {
-        var plan = Reconciler.Plan(Input());
+        var input = Input();
+        CheckSettled(input);
+        var plan = Reconciler.Plan(input);
         Leaving.ExceptWith(plan.StoppedLeavingFlapping);
         Leaving.UnionWith(plan.StartedLeavingFlapping);
         foreach (var id in plan.Deleted)
@@ -121,6 +123,27 @@ internal sealed class World
         foreach (var n in plan.Nodes.Values) Nodes[n.Id] = n;
         Events.AddRange(plan.Events);
         return plan;
+    }
+
+    /// <summary>
+    /// Every pass of every test checks the reconciler's shortcut: a cluster it takes for settled (and
+    /// skips) is one the whole of its share of the pass would leave exactly as it is.
+    /// </summary>
+    private static void CheckSettled(ReconcileInput input)
+    {
+        var byCluster = input.Replicas.Values.GroupBy(r => r.ClusterId).ToDictionary(g => g.Key, g => g.ToList(), StringComparer.Ordinal);
+        foreach (var cluster in input.Clusters.Values)
+        {
+            var replicas = byCluster.GetValueOrDefault(cluster.Id) ?? [];
+            if (!ClusterReconciler.Settled(input, cluster, replicas)) continue;
+            var plan = new ReconcilePlan(input.Now, new Dictionary<string, ReplicaRecord>(input.Replicas, StringComparer.Ordinal));
+            ClusterReconciler.ReconcileFully(input, plan, cluster, [.. replicas]);
+            var changed = plan.Replicas.Count != input.Replicas.Count || plan.Replicas.Any(kv => !input.Replicas.TryGetValue(kv.Key, out var r) || r != kv.Value);
+            if (!plan.IsEmpty || changed || plan.StartedLeavingFlapping.Count > 0 || plan.StoppedLeavingFlapping.Count > 0 || plan.Routes)
+            {
+                throw new InvalidOperationException($"cluster {cluster.Name} was taken for settled, but its full reconcile changes it");
+            }
+        }
     }
 
     /// <summary>Passes until one changes nothing (at most 20).</summary>

@@ -109,9 +109,11 @@ public sealed partial class ControlPlaneState : IDisposable
         _credentials = next;
     }
 
-    private NodeReliability ReliabilityLocked(string nodeId, DateTimeOffset now)
+    private NodeReliability ReliabilityLocked(string nodeId, DateTimeOffset now) =>
+        _liveness.TryGetValue(nodeId, out var live) ? ReliabilityLocked(live, now) : NodeReliability.Steady;
+
+    private static NodeReliability ReliabilityLocked(NodeLiveness live, DateTimeOffset now)
     {
-        if (!_liveness.TryGetValue(nodeId, out var live)) return NodeReliability.Steady;
         while (live.RecentDisconnects.TryPeek(out var oldest) && now - oldest > NodeReliability.Window) live.RecentDisconnects.Dequeue();
         return NodeReliability.Compute(live.RecentDisconnects, live.ConnectedSince, now);
     }
@@ -936,7 +938,7 @@ public sealed partial class ControlPlaneState : IDisposable
 
     private NodeLink LinkLocked(string nodeId, DateTimeOffset now) =>
         _liveness.TryGetValue(nodeId, out var live)
-            ? new NodeLink(live.Session is not null, live.DisconnectedSince, live.Grace, live.AddressRefused, ReliabilityLocked(nodeId, now))
+            ? new NodeLink(live.Session is not null, live.DisconnectedSince, live.Grace, live.AddressRefused, ReliabilityLocked(live, now))
             : NodeLink.Unknown;
 
     private List<NodeRecord> BumpRevisions(IEnumerable<string> nodeIds, StoreChanges changes)

@@ -137,8 +137,7 @@ public static class Reconciler
             if (current.State != NodeState.Ready || current.Cordoned || !current.Approved) continue;
             var link = input.LinkOf(n.Id);
             if (!link.Connected || link.AddressRefused is not null) continue;
-            var shape = s_shapes.GetValue(n, NodeShape.Of);
-            capacity.Add(new NodeCapacity(n.Id, true, shape.Gpus, link.Reliability.Score, shape.Images, link.Reliability.Flapping, shape.Labels));
+            capacity.Add(s_shapes.GetValue(n, NodeShape.Of).Capacity(n.Id, link.Reliability));
         }
         var placedReplicas = replicas.Values
             .Where(r => r.NodeId is not null)
@@ -182,14 +181,26 @@ public static class Reconciler
     /// <summary>
     /// A node record's GPUs, images and labels as the scheduler takes them, built once per record
     /// (records are immutable and replaced on change) instead of once per pass: at 10,000 nodes the
-    /// sets were most of a pass's allocations.
+    /// sets were most of a pass's allocations. The node as offered to the scheduler is kept too, and
+    /// offered again while the node's reliability is the same.
     /// </summary>
     private sealed record NodeShape(GpuSlot[] Gpus, IReadOnlySet<string>? Images, IReadOnlySet<string>? Labels)
     {
+        private NodeCapacity? _offered;
+
         public static NodeShape Of(NodeRecord n) => new(
             n.Hardware.Gpus.Select(g => new GpuSlot(g.Index, g.Type)).ToArray(),
             n.Images.Length == 0 ? null : n.Images.ToHashSet(StringComparer.Ordinal),
             n.Labels.Length == 0 ? null : n.Labels.ToHashSet(StringComparer.Ordinal));
+
+        public NodeCapacity Capacity(string id, NodeReliability reliability)
+        {
+            var offered = Volatile.Read(ref _offered);
+            if (offered is not null && offered.Reliability == reliability.Score && offered.Flapping == reliability.Flapping) return offered;
+            offered = new NodeCapacity(id, true, Gpus, reliability.Score, Images, reliability.Flapping, Labels);
+            Volatile.Write(ref _offered, offered);
+            return offered;
+        }
     }
 
     private static readonly ConditionalWeakTable<NodeRecord, NodeShape> s_shapes = new();

@@ -78,12 +78,19 @@ public static class Scheduler
             byId[nodes[i].Id] = i;
         }
 
-        var clusterCounts = new Dictionary<string, Dictionary<int, int>>(StringComparer.Ordinal);
+        // Replicas per node are counted only for the clusters being placed (a deploy burst's pass places a
+        // few clusters among a thousand others).
+        var clusterCounts = new Dictionary<string, Dictionary<int, int>?>(StringComparer.Ordinal);
+        foreach (var r in requests) clusterCounts.TryAdd(r.ClusterId, null);
         foreach (var placed in existing)
         {
             if (!byId.TryGetValue(placed.NodeId, out var idx)) continue;
             work[idx].Take(placed.GpuIndexes);
-            Increment(clusterCounts, placed.ClusterId, idx);
+            if (clusterCounts.TryGetValue(placed.ClusterId, out var perNode))
+            {
+                if (perNode is null) clusterCounts[placed.ClusterId] = perNode = [];
+                perNode[idx] = perNode.GetValueOrDefault(idx) + 1;
+            }
         }
 
         // Per GPU type, the nodes with a free GPU of it; a full node drops out as the loop below fills it.
@@ -200,12 +207,6 @@ public static class Scheduler
     }
 
     private static Rank PeekRank(PriorityQueue<int, Rank> queue) => queue.TryPeek(out _, out var rank) ? rank : default;
-
-    private static void Increment(Dictionary<string, Dictionary<int, int>> counts, string clusterId, int nodeIdx)
-    {
-        if (!counts.TryGetValue(clusterId, out var perNode)) counts[clusterId] = perNode = [];
-        perNode[nodeIdx] = perNode.GetValueOrDefault(nodeIdx) + 1;
-    }
 
     private readonly record struct Rank(bool Avoided, bool Flapping, int ClusterReplicas, double Score, string NodeId);
 

@@ -1,4 +1,4 @@
-using Shoal.Edge;
+using Shoal.Hosting;
 
 namespace Shoal.ControlPlane;
 

@@ -8,10 +8,10 @@ using Shoal.ControlPlane.Identity;
 using Shoal.ControlPlane.Reconciliation;
 using Shoal.ControlPlane.Sealing;
 using Shoal.ControlPlane.State;
+using Shoal.Core.Routing;
 using Shoal.Core.Security;
 using Shoal.ControlPlane.Autoscaling;
 using Shoal.Edge;
-using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
 using Shoal.Hosting;
 using Shoal.Store;
@@ -172,12 +172,12 @@ public sealed partial class ShoalServer : IAsyncDisposable
             if (options.StoppedByHost) eb.Services.AddSingleton<IHostLifetime, HostStoppedLifetime>();
             eb.Services.AddShoalTunnels(new EdgeTunnelVerifiers(api.Services.GetRequiredService<ControlPlaneState>(), api.Services.GetRequiredService<EdgeDirectory>()));
             eb.Services.AddShoalEdge(edgeOptions, routes);
-            eb.Services.AddSingleton<Shoal.Edge.Access.IEndpointKeySource>(api.Services.GetRequiredService<ApiKeyDirectory>());
-            eb.Services.AddSingleton<Shoal.Edge.Gateway.IProjectGrantSource>(api.Services.GetRequiredService<ApiKeyDirectory>());
+            eb.Services.AddSingleton<Shoal.Core.Access.IEndpointKeySource>(api.Services.GetRequiredService<ApiKeyDirectory>());
+            eb.Services.AddSingleton<Shoal.Core.Gateway.IProjectGrantSource>(api.Services.GetRequiredService<ApiKeyDirectory>());
             // The in-process edge's demand reports go straight to the autoscaler's book.
-            eb.Services.AddSingleton<Shoal.Edge.Control.IEdgeDemandSink>(new InProcessDemandSink(api.Services.GetRequiredService<DemandBook>()));
+            eb.Services.AddSingleton<Shoal.Core.Autoscaling.IEdgeDemandSink>(new InProcessDemandSink(api.Services.GetRequiredService<DemandBook>()));
             // The server's /metrics carries the control plane's autoscaling and cold-start figures too.
-            eb.Services.AddSingleton<Shoal.Edge.Metrics.IMetricsSource>(new ControlPlaneMetrics(api.Services.GetRequiredService<ControlPlaneState>()));
+            eb.Services.AddSingleton<Shoal.Core.Metrics.IMetricsSource>(new ControlPlaneMetrics(api.Services.GetRequiredService<ControlPlaneState>()));
             eb.Services.AddHostedService(sp => new StoreUsageShipper(sp.GetRequiredService<Shoal.Edge.Gateway.UsageSpool>(),
                 api.Services.GetRequiredService<UsageIntake>(), sp.GetRequiredService<ILogger<StoreUsageShipper>>()));
             edge = eb.Build();

@@ -7,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Shoal.Contracts;
 using Shoal.ControlPlane.Edges;
+using Shoal.Core.Routing;
 using Shoal.Edge;
 using Shoal.Edge.Routing;
 using Shoal.Testing;

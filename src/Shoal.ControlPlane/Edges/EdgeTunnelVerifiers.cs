@@ -1,6 +1,6 @@
 using Shoal.ControlPlane.State;
 using Shoal.Core.Security;
-using Shoal.Edge.Tunnels;
+using Shoal.Core.Tunnels;
 
 namespace Shoal.ControlPlane.Edges;
 

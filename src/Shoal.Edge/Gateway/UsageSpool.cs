@@ -4,8 +4,8 @@ using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
 using Shoal.Contracts;
+using Shoal.Core.Metrics;
 using Shoal.Core.Security;
-using Shoal.Edge.Metrics;
 
 namespace Shoal.Edge.Gateway;
 

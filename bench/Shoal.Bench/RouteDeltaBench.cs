@@ -12,6 +12,7 @@ using Shoal.ControlPlane.Edges;
 using Shoal.ControlPlane.Reconciliation;
 using Shoal.Core.Routing;
 using Shoal.Edge;
+using Shoal.Server;
 
 namespace Shoal.Bench;
 

@@ -7,6 +7,7 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Routing;
 using Shoal.Edge;
+using Shoal.Server;
 
 namespace Shoal.Bench;
 

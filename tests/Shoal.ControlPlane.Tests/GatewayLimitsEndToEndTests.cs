@@ -7,6 +7,7 @@ using Shoal.Contracts;
 using Shoal.Edge;
 using Shoal.Edge.Gateway;
 using Shoal.Edge.Metrics;
+using Shoal.Server;
 
 namespace Shoal.ControlPlane.Tests;
 

@@ -10,6 +10,7 @@ using Shoal.ControlPlane.Edges;
 using Shoal.Core.Routing;
 using Shoal.Edge;
 using Shoal.Edge.Routing;
+using Shoal.Server;
 using Shoal.Testing;
 
 namespace Shoal.ControlPlane.Tests;

@@ -59,7 +59,7 @@ public sealed record SpoolBatch(long Sequence, UsageRecord[] Records, SpoolPosit
 public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDisposable
 {
     /// <summary>Longest model name kept in a record (longer ones are cut): a record stays far below a batch's size.</summary>
-    public const int MaxModelLength = 256;
+    public const int MaxModelLength = UsageRecord.MaxModelLength;
 
     private const string SegmentPrefix = "usage-";
     private const string SegmentSuffix = ".jsonl";

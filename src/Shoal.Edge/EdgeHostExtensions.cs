@@ -52,7 +52,7 @@ public static class EdgeHostExtensions
         else services.TryAddSingleton<Gateway.IRateCounters, Gateway.RedisRateCounters>();
         services.AddSingleton<Gateway.RateLimitStage>();
         services.AddSingleton<Gateway.IGatewayAdmission>(static sp => sp.GetRequiredService<Gateway.RateLimitStage>());
-        services.AddSingleton<Core.Metrics.IMetricsSource>(static sp => sp.GetRequiredService<Gateway.RateLimitStage>());
+        services.AddSingleton<IMetricsSource>(static sp => sp.GetRequiredService<Gateway.RateLimitStage>());
         services.TryAddSingleton<Gateway.BudgetOptions>();
         // After the limits stage: a request refused for its rate reserves nothing against budgets.
         services.AddSingleton<Gateway.IGatewayAdmission, Gateway.BudgetStage>();

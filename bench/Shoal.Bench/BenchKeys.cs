@@ -1,5 +1,6 @@
 using Microsoft.Extensions.DependencyInjection;
 using Shoal.ControlPlane;
+using Shoal.Server;
 
 namespace Shoal.Bench;
 

@@ -7,6 +7,7 @@ using Shoal.Agent.Runtimes;
 using Shoal.Agent.Runtimes.Docker;
 using Shoal.Contracts;
 using Shoal.ControlPlane;
+using Shoal.Server;
 
 namespace Shoal.Bench;
 

@@ -4,8 +4,8 @@ using System.Text;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Logging;
 using Shoal.Contracts;
+using Shoal.Core.Routing;
 using Shoal.Edge;
-using Shoal.Edge.Routing;
 using Shoal.Sim;
 
 /// <summary>Edge benchmarks: time to first token through the edge, and routing quality on a mixed fleet.</summary>

@@ -8,10 +8,10 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Shoal.Contracts;
+using Shoal.Core.Access;
+using Shoal.Core.Routing;
 using Shoal.Core.Security;
 using Shoal.Edge;
-using Shoal.Edge.Access;
-using Shoal.Edge.Routing;
 using Shoal.Testing;
 using Microsoft.AspNetCore.Hosting;
 

@@ -7,8 +7,8 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Shoal.Contracts;
+using Shoal.Core.Routing;
 using Shoal.Edge;
-using Shoal.Edge.Routing;
 
 namespace Shoal.Bench;
 

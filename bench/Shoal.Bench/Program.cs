@@ -6,6 +6,7 @@ using Shoal.Agent;
 using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
+using Shoal.Server;
 
 // Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|reconcile [passes]|deploy|routes|routes-delta [seconds] [nodes lost/min] [load changes/s]|all|proxy [seconds] [rounds] [pinned|unpinned] [warm-up seconds]|edge|edge-ttft|routing [seconds]|first-byte [rounds]|hold [requests] [max held] [queue timeout s]|container [rounds]|cli-startup [runs] [label=shoal-path ...]|cli-deploy [rounds] [label=shoal-path]|fleet [nodes] [sqlite|postgres|CONNECTION] [clusters] [replicas]|autoscale [png] [model-load-ms]|autoscale-zero [burst] [model-load-ms] [cold-edge]|coldstart-docker [rounds]|gateway-tokens [rounds]|ledger [requests] [clients]|gateway-limits [seconds] [clients] [both|up|killed]|gateway [rounds] [requests] [clients]]
 // `container`, `coldstart-docker` and `cli-deploy` need a Docker engine and a static busybox; `proxy` needs wrk and nginx; `fleet`, `autoscale`, `ledger` and `gateway-limits` start a `shoal server` process (and PostgreSQL for `postgres`); none is part of `all`.

@@ -10,8 +10,9 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.ControlPlane.Edges;
 using Shoal.ControlPlane.Reconciliation;
+using Shoal.Core.Routing;
 using Shoal.Edge;
-using Shoal.Edge.Routing;
+using Shoal.Server;
 
 namespace Shoal.Bench;
 

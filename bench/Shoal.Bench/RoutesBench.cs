@@ -5,8 +5,9 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Shoal.Contracts;
 using Shoal.ControlPlane;
+using Shoal.Core.Routing;
 using Shoal.Edge;
-using Shoal.Edge.Routing;
+using Shoal.Server;
 
 namespace Shoal.Bench;
 

@@ -69,6 +69,9 @@ public sealed record ProjectGrantsMessage : EdgeMessage
 /// </summary>
 public sealed record UsageRecord
 {
+    /// <summary>Longest <see cref="Model"/> kept (an edge cuts longer ones; the control plane skips a record with a longer one).</summary>
+    public const int MaxModelLength = 256;
+
     /// <summary>Unique per request (the edge makes it; also sent to the client as <c>x-request-id</c>).</summary>
     public required string RequestId { get; init; }
     /// <summary>When the request arrived at the edge.</summary>

@@ -1,4 +1,4 @@
-using Shoal.Edge;
+using Shoal.Hosting;
 
 namespace Shoal.ControlPlane;
 
@@ -101,7 +101,7 @@ public sealed class ServerOptions
     /// <summary>Password of <see cref="EdgeTlsPfx"/> (or of an encrypted PEM key).</summary>
     public string? EdgeTlsPassword { get; set; }
 
-    /// <summary>Most connections the in-process edge holds at once. Default null: automatic (see <see cref="Shoal.Edge.EdgeOptions.MaxConnections"/>), from half the file limit.</summary>
+    /// <summary>Most connections the in-process edge holds at once. Default null: automatic (see the edge's <c>EdgeOptions.MaxConnections</c>), from half the file limit.</summary>
     public int? EdgeMaxConnections { get; set; }
 
     /// <summary>Most HTTP connections from one IP address at the in-process edge. Default 2,000.</summary>
@@ -113,30 +113,11 @@ public sealed class ServerOptions
     /// <summary>How long a new edge connection may stay silent before it is closed. Default 5 s.</summary>
     public TimeSpan EdgeUndecidedTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
-    /// <summary>The in-process edge's first-byte cap for clusters that set none (<see cref="Shoal.Edge.EdgeOptions.FirstByteTimeout"/>). Default none.</summary>
+    /// <summary>The in-process edge's first-byte cap for clusters that set none (the edge's <c>EdgeOptions.FirstByteTimeout</c>). Default none.</summary>
     public TimeSpan? EdgeFirstByteTimeout { get; set; }
 
-    /// <summary>Redis the in-process edge shares with standalone edges for the gateway's counters (<see cref="Shoal.Edge.EdgeOptions.Redis"/>). Default none.</summary>
+    /// <summary>Redis the in-process edge shares with standalone edges for the gateway's counters (the edge's <c>EdgeOptions.Redis</c>). Default none.</summary>
     public string? EdgeRedis { get; set; }
-
-    /// <summary>The in-process edge's settings drawn from these options.</summary>
-    public Shoal.Edge.EdgeOptions ToEdgeOptions() => new()
-    {
-        Listen = EdgeListen,
-        Domain = EdgeDomain,
-        TlsCertificatePath = EdgeTlsCertificate,
-        TlsKeyPath = EdgeTlsKey,
-        TlsPfxPath = EdgeTlsPfx,
-        TlsPassword = EdgeTlsPassword,
-        MaxConnections = EdgeMaxConnections,
-        // The API and the agents' connections share this process's file descriptors: the edge plans for half.
-        FileLimitShare = 0.5,
-        MaxConnectionsPerAddress = EdgeMaxConnectionsPerAddress,
-        MaxTunnelsPerNode = EdgeMaxTunnelsPerNode,
-        UndecidedConnectionTimeout = EdgeUndecidedTimeout,
-        FirstByteTimeout = EdgeFirstByteTimeout,
-        Redis = EdgeRedis,
-    };
 
     /// <summary>
     /// Networks (CIDR, such as <c>10.0.0.0/8</c>) in which a direct-mode node's address must lie for
@@ -162,13 +143,12 @@ public sealed class ServerOptions
     /// <summary>Minimum log level for Shoal's own categories.</summary>
     public Microsoft.Extensions.Logging.LogLevel LogLevel { get; set; } = Microsoft.Extensions.Logging.LogLevel.Information;
 
-    /// <summary>Checks the options; returns every problem found.</summary>
+    /// <summary>Checks the options; returns every problem found. The in-process edge's settings are checked by <c>ShoalServer.Validate</c>, which calls this.</summary>
     public IReadOnlyList<string> Validate()
     {
         var errors = new List<string>();
         if (!ListenAddress.TryParse(Listen, out _)) errors.Add($"--listen '{Listen}' is not host:port");
         if (!NoEdge && !ListenAddress.TryParse(EdgeListen, out _)) errors.Add($"--edge-listen '{EdgeListen}' is not host:port");
-        else if (!NoEdge) errors.AddRange(ToEdgeOptions().Validate());
         if (HeartbeatInterval < TimeSpan.FromMilliseconds(50)) errors.Add("heartbeat interval must be at least 50 ms");
         if (NodeGracePeriod < TimeSpan.Zero) errors.Add("grace period must not be negative");
         if (RestartGracePeriod < TimeSpan.Zero) errors.Add("restart grace period must not be negative");

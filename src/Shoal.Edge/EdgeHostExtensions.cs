@@ -2,6 +2,9 @@ using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Shoal.Core.Access;
+using Shoal.Core.Metrics;
+using Shoal.Core.Routing;
 using Shoal.Edge.Access;
 using Shoal.Edge.Connections;
 using Shoal.Edge.Metrics;
@@ -34,7 +37,7 @@ public static class EdgeHostExtensions
         services.AddSingleton<Control.EdgeDemandReporter>();
         services.AddHostedService(static sp => sp.GetRequiredService<Control.EdgeDemandReporter>());
         services.AddSingleton<Gateway.GatewayRedis>();
-        services.TryAddSingleton<Gateway.IProjectGrantSource, Gateway.ProjectGrantHolder>();
+        services.TryAddSingleton<Core.Gateway.IProjectGrantSource, Core.Gateway.ProjectGrantHolder>();
         if (!string.IsNullOrWhiteSpace(options.SpoolDirectory))
         {
             // The usage ledger: rows spooled to files here, shipped by whoever holds the spool (the control link, or the server's store).
@@ -49,7 +52,7 @@ public static class EdgeHostExtensions
         else services.TryAddSingleton<Gateway.IRateCounters, Gateway.RedisRateCounters>();
         services.AddSingleton<Gateway.RateLimitStage>();
         services.AddSingleton<Gateway.IGatewayAdmission>(static sp => sp.GetRequiredService<Gateway.RateLimitStage>());
-        services.AddSingleton<Metrics.IMetricsSource>(static sp => sp.GetRequiredService<Gateway.RateLimitStage>());
+        services.AddSingleton<IMetricsSource>(static sp => sp.GetRequiredService<Gateway.RateLimitStage>());
         services.TryAddSingleton<Gateway.BudgetOptions>();
         // After the limits stage: a request refused for its rate reserves nothing against budgets.
         services.AddSingleton<Gateway.IGatewayAdmission, Gateway.BudgetStage>();

@@ -1,8 +1,10 @@
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Shoal.Core.Autoscaling;
+using Shoal.Core.Routing;
+using Shoal.Core.Tunnels;
 using Shoal.Edge.Control;
 using Shoal.Hosting;
-using Shoal.Edge.Routing;
 using Shoal.Edge.Tunnels;
 
 namespace Shoal.Edge;
@@ -75,16 +77,16 @@ public sealed class EdgeServer : IAsyncDisposable
 
         var routes = new RouteTableHolder();
         var credentials = new NodeCredentialHolder();
-        var endpointKeys = new Access.EndpointKeyHolder();
-        var projectGrants = new Gateway.ProjectGrantHolder();
+        var endpointKeys = new Core.Access.EndpointKeyHolder();
+        var projectGrants = new Core.Gateway.ProjectGrantHolder();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { ContentRootPath = AppContext.BaseDirectory });
         builder.Logging.AddShoalLogging(options.LogLevel, logging);
         builder.Logging.AddEdgeLogFilters();
         builder.WebHost.UseShoalEdgeKestrel(options.Edge);
         builder.Services.AddSingleton(time);
         builder.Services.AddShoalTunnels(credentials);
-        builder.Services.AddSingleton<Access.IEndpointKeySource>(endpointKeys);
-        builder.Services.AddSingleton<Gateway.IProjectGrantSource>(projectGrants);
+        builder.Services.AddSingleton<Core.Access.IEndpointKeySource>(endpointKeys);
+        builder.Services.AddSingleton<Core.Gateway.IProjectGrantSource>(projectGrants);
         // Demand reports go up the control stream, which is set up once the edge knows its address.
         var demand = new DemandRelay();
         builder.Services.AddSingleton<IEdgeDemandSink>(demand);

@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
 using Shoal.ControlPlane.State;
+using Shoal.Core.Routing;
 using Shoal.Edge.Routing;
 
 namespace Shoal.ControlPlane.Tests;

@@ -47,7 +47,7 @@ public sealed class EdgeRoutingTests : IAsyncLifetime
         Assert.Equal((BalancingPolicy.RoundRobin, 0), (dto.Routing, dto.QueueTimeoutSeconds));
         var waiting = await Eventually.GetAsync(() => edge.GetAsync("/c/demo/v1/models"), r => r.StatusCode != HttpStatusCode.NotFound, what: "route table has demo");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, waiting.StatusCode);
-        var route = _server.Server.Services.GetRequiredService<Shoal.Edge.Routing.RouteTableHolder>().Current.Clusters["demo"];
+        var route = _server.Server.Services.GetRequiredService<Shoal.Core.Routing.RouteTableHolder>().Current.Clusters["demo"];
         Assert.Equal((BalancingPolicy.RoundRobin, 0), (route.Balancing, route.QueueTimeoutMs));
         Assert.NotNull(waiting.Headers.RetryAfter);
         Assert.Equal(ErrorCodes.Unavailable, (await waiting.Content.ReadFromJsonAsync(ShoalJsonContext.Default.ErrorResponse))!.Error.Code);

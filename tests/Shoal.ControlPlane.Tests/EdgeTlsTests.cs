@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Net.Security;
 using Shoal.Contracts;
+using Shoal.Server;
 using Shoal.Testing;
 
 namespace Shoal.ControlPlane.Tests;
@@ -37,7 +38,7 @@ public sealed class EdgeTlsTests
     [Fact]
     public void A_certificate_without_its_key_is_refused_before_starting()
     {
-        var errors = new ServerOptions { EdgeTlsCertificate = "/nonexistent/cert.pem" }.Validate();
+        var errors = ShoalServer.Validate(new ServerOptions { EdgeTlsCertificate = "/nonexistent/cert.pem" });
         Assert.Contains(errors, e => e.Contains("key", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.Contains("does not exist", StringComparison.Ordinal));
     }

@@ -79,7 +79,7 @@ public sealed class FailedClusterTests
         var endpointKey = await server.CreateKeyAsync(ApiKeyRoles.Endpoint);
         using var edge = new HttpClient { BaseAddress = server.Server.EdgeAddress, Timeout = TimeSpan.FromSeconds(20) }.WithKey(endpointKey);
         using var content = new StringContent("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", Encoding.UTF8, "application/json");
-        var routes = server.Server.Services.GetRequiredService<Shoal.Edge.Routing.RouteTableHolder>();
+        var routes = server.Server.Services.GetRequiredService<Shoal.Core.Routing.RouteTableHolder>();
         await Eventually.GetAsync(() => Task.FromResult(routes.Current), t => t.Clusters.TryGetValue("demo", out var c) && c.Unavailable is not null, what: "the reason in the route table");
         using var response = await edge.PostAsync("/c/demo/v1/chat/completions", content);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);

@@ -7,6 +7,7 @@ using Shoal.Contracts;
 using Shoal.Edge;
 using Shoal.Edge.Gateway;
 using Shoal.Edge.Metrics;
+using Shoal.Server;
 
 namespace Shoal.ControlPlane.Tests;
 
@@ -82,7 +83,7 @@ public sealed class GatewayLimitsEndToEndTests : IAsyncLifetime
             {
                 using var http = new HttpClient { BaseAddress = edge.Address }.WithKey(probe);
                 await Eventually.GetAsync(() => http.GetAsync("/c/echo/x"), r => r.IsSuccessStatusCode, what: $"{edge.Address} serves the cluster");
-                var keys = edge.Services.GetRequiredService<Shoal.Edge.Access.IEndpointKeySource>();
+                var keys = edge.Services.GetRequiredService<Shoal.Core.Access.IEndpointKeySource>();
                 await Eventually.UntilAsync(() => keys.EndpointKeys.Values.Count(g => g.Limits is not null) == 2, what: "the keys' limits at the edge");
             }
             var counters = edges.Select(e => (RedisRateCounters)e.Services.GetRequiredService<IRateCounters>()).ToList();

@@ -8,6 +8,7 @@ using OpenAI;
 using OpenAI.Chat;
 using Shoal.Contracts;
 using Shoal.Edge;
+using Shoal.Server;
 using Shoal.Sim;
 using Shoal.Testing;
 

@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Shoal.Contracts;
 using Shoal.ControlPlane.Identity;
+using Shoal.Core.Gateway;
 using Shoal.Edge;
 using Shoal.Edge.Gateway;
 
@@ -118,7 +119,7 @@ public sealed class GatewaySettingsApiTests
             Edge = new EdgeOptions { Listen = "127.0.0.1:0" },
             LogLevel = LogLevel.Warning,
         }, logging: l => l.SetMinimumLevel(LogLevel.Warning));
-        var keys = edge.Services.GetRequiredService<Shoal.Edge.Access.IEndpointKeySource>();
+        var keys = edge.Services.GetRequiredService<Shoal.Core.Access.IEndpointKeySource>();
         var projects = edge.Services.GetRequiredService<IProjectGrantSource>();
         await Eventually.UntilAsync(() => keys.EndpointKeys.Values.Any(g => g.KeyId == keyId && g.Limits?.RequestsPerMinute == 7), what: "the key's grant with its limits");
         await Eventually.UntilAsync(() => projects.Projects.TryGetValue("alpha", out var p) && p.Limits?.MaxConcurrent == 3, what: "the project's grant");

@@ -7,8 +7,10 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Shoal.Contracts;
 using Shoal.ControlPlane.Edges;
+using Shoal.Core.Routing;
 using Shoal.Edge;
 using Shoal.Edge.Routing;
+using Shoal.Server;
 using Shoal.Testing;
 
 namespace Shoal.ControlPlane.Tests;

@@ -6,6 +6,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
+using Shoal.Server;
 using Shoal.Testing;
 
 namespace Shoal.ControlPlane.Tests;

@@ -7,6 +7,7 @@ using Shoal.Contracts;
 using Shoal.ControlPlane.Edges;
 using Shoal.Edge;
 using Shoal.Edge.Control;
+using Shoal.Server;
 using Shoal.Testing;
 
 namespace Shoal.ControlPlane.Tests;

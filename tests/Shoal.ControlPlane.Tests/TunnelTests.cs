@@ -104,7 +104,7 @@ public sealed class TunnelTests : IAsyncLifetime
         Assert.Equal([_server.Server.EdgeAddress!.ToString().TrimEnd('/')], edges);
 
         // The route says "tunnel", with the replica's port on the node's own loopback.
-        var table = _server.Server.Services.GetRequiredService<Shoal.Edge.Routing.RouteTableHolder>();
+        var table = _server.Server.Services.GetRequiredService<Shoal.Core.Routing.RouteTableHolder>();
         var destination = await Eventually.GetAsync(() => Task.FromResult(table.Current.Clusters.GetValueOrDefault("demo")?.Destinations.SingleOrDefault()), d => d is not null, what: "routed");
         Assert.Equal(RouteVia.Tunnel, destination!.Via);
         var upstreams = _server.Server.EdgeServices!.GetRequiredService<IUpstreamConnector>();

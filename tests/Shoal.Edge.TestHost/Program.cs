@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Shoal.Contracts;
+using Shoal.Core.Routing;
 using Shoal.Edge;
-using Shoal.Edge.Routing;
 
 // The edge alone in its own process, over a fixed route table read from a JSON file, so tests can
 // measure the edge's own memory. Usage: Shoal.Edge.TestHost <routes.json> [max connections per address].

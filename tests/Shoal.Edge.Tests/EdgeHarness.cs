@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Shoal.Contracts;
+using Shoal.Core.Routing;
 using Shoal.Edge.Routing;
 
 namespace Shoal.Edge.Tests;

@@ -6,6 +6,7 @@ using Shoal.Contracts;
 using Shoal.ControlPlane;
 using Shoal.ControlPlane.Identity;
 using Shoal.Hosting;
+using Shoal.Server;
 
 namespace Shoal.Cli.Commands;
 
@@ -55,7 +56,7 @@ public sealed class DevCommand : Command
             // Ctrl-C stops the agents first (each says goodbye), then the server: not all at once.
             StoppedByHost = true,
         };
-        var errors = options.Validate();
+        var errors = ShoalServer.Validate(options);
         if (errors.Count > 0)
         {
             ui.DisplayError("invalid options", errors);

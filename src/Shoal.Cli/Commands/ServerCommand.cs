@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Shoal.ControlPlane;
 using Shoal.ControlPlane.Sealing;
+using Shoal.Server;
 
 namespace Shoal.Cli.Commands;
 
@@ -128,7 +129,7 @@ public sealed class ServerCommand : Command
         if (result.GetValue(s_edgeUndecided) is { } undecided) options.EdgeUndecidedTimeout = undecided;
         if (result.GetValue(s_edgeFirstByte) is { } firstByte) options.EdgeFirstByteTimeout = firstByte;
 
-        var errors = options.Validate();
+        var errors = ShoalServer.Validate(options);
         if (errors.Count > 0)
         {
             _context.Interaction.DisplayError("invalid server options", errors);

@@ -2,7 +2,7 @@ using System.Globalization;
 using System.Text;
 using Shoal.Contracts;
 using Shoal.ControlPlane.State;
-using Shoal.Edge.Metrics;
+using Shoal.Core.Metrics;
 
 namespace Shoal.ControlPlane.Autoscaling;
 

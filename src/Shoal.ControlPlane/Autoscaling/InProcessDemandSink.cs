@@ -1,5 +1,5 @@
 using Shoal.Contracts;
-using Shoal.Edge.Control;
+using Shoal.Core.Autoscaling;
 
 namespace Shoal.ControlPlane.Autoscaling;
 

@@ -1,9 +1,9 @@
 using System.Net.WebSockets;
 using System.Text.Json;
 using Shoal.Contracts;
+using Shoal.Core.Routing;
 using Shoal.Core.Security;
 using Shoal.ControlPlane.State;
-using Shoal.Edge.Routing;
 
 namespace Shoal.ControlPlane.Edges;
 

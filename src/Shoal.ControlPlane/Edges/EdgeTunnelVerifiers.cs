@@ -1,6 +1,6 @@
 using Shoal.ControlPlane.State;
 using Shoal.Core.Security;
-using Shoal.Edge.Tunnels;
+using Shoal.Core.Tunnels;
 
 namespace Shoal.ControlPlane.Edges;
 
@@ -8,7 +8,7 @@ namespace Shoal.ControlPlane.Edges;
 /// What the in-process edge checks tunnels against: per node, the hash of the credential derived
 /// for this edge's URL (<see cref="TunnelCredential"/>), recomputed only when the nodes or the URL change.
 /// </summary>
-internal sealed class EdgeTunnelVerifiers(ControlPlaneState state, EdgeDirectory directory) : INodeCredentialSource
+public sealed class EdgeTunnelVerifiers(ControlPlaneState state, EdgeDirectory directory) : INodeCredentialSource
 {
     private static readonly IReadOnlyDictionary<string, string> s_none = new Dictionary<string, string>(StringComparer.Ordinal);
 

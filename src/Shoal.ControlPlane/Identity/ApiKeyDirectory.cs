@@ -10,7 +10,7 @@ namespace Shoal.ControlPlane.Identity;
 /// is checked without a store read, written through to the store first on every change. On the
 /// first start it creates the operator key and writes it to <c>{data-dir}/operator.key</c> (0600).
 /// </summary>
-public sealed partial class ApiKeyDirectory : Shoal.Edge.Access.IEndpointKeySource, Shoal.Edge.Gateway.IProjectGrantSource
+public sealed partial class ApiKeyDirectory : Shoal.Core.Access.IEndpointKeySource, Shoal.Core.Gateway.IProjectGrantSource
 {
     /// <summary>Where the bootstrap operator key is written, in the data dir.</summary>
     public const string OperatorKeyFileName = "operator.key";

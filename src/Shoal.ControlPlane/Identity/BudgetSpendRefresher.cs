@@ -1,4 +1,4 @@
-using Shoal.Edge.Gateway;
+using Shoal.Core.Gateway;
 using Shoal.Store;
 
 namespace Shoal.ControlPlane.Identity;

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using Shoal.ControlPlane.Agents;
 using Shoal.ControlPlane.State;
-using Shoal.Edge.Routing;
+using Shoal.Core.Routing;
 
 namespace Shoal.ControlPlane.Reconciliation;
 

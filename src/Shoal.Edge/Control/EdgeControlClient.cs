@@ -3,9 +3,9 @@ using System.Net.WebSockets;
 using System.Text.Json;
 using System.Threading.Channels;
 using Shoal.Contracts;
+using Shoal.Core.Autoscaling;
 using Shoal.Core.Routing;
-using Shoal.Edge.Routing;
-using Shoal.Edge.Tunnels;
+using Shoal.Core.Tunnels;
 
 namespace Shoal.Edge.Control;
 
@@ -49,8 +49,8 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
     private readonly Uri _connectUri;
     private readonly RouteTableHolder _routes;
     private readonly NodeCredentialHolder _credentials;
-    private readonly Access.EndpointKeyHolder _endpointKeys;
-    private readonly Gateway.ProjectGrantHolder? _projectGrants;
+    private readonly Core.Access.EndpointKeyHolder _endpointKeys;
+    private readonly Core.Gateway.ProjectGrantHolder? _projectGrants;
     private readonly TimeProvider _time;
     private readonly ILogger<EdgeControlClient> _logger;
     private readonly TaskCompletionSource _firstTable = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -64,9 +64,9 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
     // The usage ledger's spool, shipped up this stream one batch at a time (null: the edge keeps no ledger).
     private readonly Gateway.UsageSpool? _usage;
 
-    public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, Access.EndpointKeyHolder endpointKeys, TimeProvider time, ILogger<EdgeControlClient> logger,
+    public EdgeControlClient(EdgeControlOptions options, RouteTableHolder routes, NodeCredentialHolder credentials, Core.Access.EndpointKeyHolder endpointKeys, TimeProvider time, ILogger<EdgeControlClient> logger,
         Gateway.UsageSpool? usage = null,
-        Gateway.ProjectGrantHolder? projectGrants = null)
+        Core.Gateway.ProjectGrantHolder? projectGrants = null)
     {
         _usage = usage;
         _projectGrants = projectGrants;

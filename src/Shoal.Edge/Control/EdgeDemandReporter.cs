@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Shoal.Contracts;
+using Shoal.Core.Autoscaling;
 using Shoal.Edge.Routing;
 
 namespace Shoal.Edge.Control;

@@ -1,3 +1,5 @@
+using Shoal.Core.Gateway;
+
 namespace Shoal.Edge.Gateway;
 
 /// <summary>

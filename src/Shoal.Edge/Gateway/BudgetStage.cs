@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using Shoal.Contracts;
+using Shoal.Core.Gateway;
 
 namespace Shoal.Edge.Gateway;
 

@@ -1,7 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text;
-using Shoal.Edge.Metrics;
+using Shoal.Core.Metrics;
 
 namespace Shoal.Edge.Gateway;
 

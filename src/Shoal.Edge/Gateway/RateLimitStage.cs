@@ -2,7 +2,8 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text;
 using Shoal.Contracts;
-using Shoal.Edge.Metrics;
+using Shoal.Core.Gateway;
+using Shoal.Core.Metrics;
 
 namespace Shoal.Edge.Gateway;
 

@@ -4,8 +4,8 @@ using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
 using Shoal.Contracts;
+using Shoal.Core.Metrics;
 using Shoal.Core.Security;
-using Shoal.Edge.Metrics;
 
 namespace Shoal.Edge.Gateway;
 
@@ -59,7 +59,7 @@ public sealed record SpoolBatch(long Sequence, UsageRecord[] Records, SpoolPosit
 public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDisposable
 {
     /// <summary>Longest model name kept in a record (longer ones are cut): a record stays far below a batch's size.</summary>
-    public const int MaxModelLength = 256;
+    public const int MaxModelLength = UsageRecord.MaxModelLength;
 
     private const string SegmentPrefix = "usage-";
     private const string SegmentSuffix = ".jsonl";

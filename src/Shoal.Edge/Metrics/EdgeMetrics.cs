@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using Shoal.Core.Metrics;
 using Shoal.Edge.Connections;
 using Shoal.Edge.Routing;
 

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Primitives;
 using Shoal.Contracts;
+using Shoal.Core.Routing;
 
 namespace Shoal.Edge.Routing;
 

@@ -5,6 +5,7 @@ using System.Text;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Shoal.Contracts;
+using Shoal.Core.Tunnels;
 using Shoal.Edge.Connections;
 
 namespace Shoal.Edge.Tunnels;

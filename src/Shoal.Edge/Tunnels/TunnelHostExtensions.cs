@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Shoal.Core.Tunnels;
 using Shoal.Edge.Upstreams;
 
 namespace Shoal.Edge.Tunnels;

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Primitives;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
+using Shoal.Core.Access;
 using Shoal.Core.Security;
 using Shoal.Edge.Access;
 

@@ -4,6 +4,7 @@ using System.Text;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
+using Shoal.Core.Tunnels;
 using Shoal.Edge.Connections;
 using Shoal.Edge.Tunnels;
 using Shoal.Testing;

@@ -1,6 +1,8 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
+using Shoal.Core.Autoscaling;
+using Shoal.Core.Routing;
 using Shoal.Edge.Control;
 using Shoal.Edge.Routing;
 using Shoal.Testing;

@@ -7,6 +7,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Shoal.Contracts;
+using Shoal.Core.Access;
 using Shoal.Core.Security;
 using Shoal.Edge.Access;
 using Shoal.Edge.Gateway;

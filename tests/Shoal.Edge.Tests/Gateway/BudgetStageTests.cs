@@ -2,6 +2,7 @@ using System.Globalization;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
+using Shoal.Core.Gateway;
 using Shoal.Edge.Gateway;
 using Shoal.Testing;
 

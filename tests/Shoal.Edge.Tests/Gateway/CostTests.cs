@@ -1,4 +1,5 @@
 using Shoal.Contracts;
+using Shoal.Core.Gateway;
 using Shoal.Edge.Gateway;
 
 namespace Shoal.Edge.Tests.Gateway;

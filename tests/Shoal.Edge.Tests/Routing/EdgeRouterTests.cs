@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
+using Shoal.Core.Routing;
 using Shoal.Edge.Routing;
 
 namespace Shoal.Edge.Tests.Routing;

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
+using Shoal.Core.Routing;
 using Shoal.Edge.Routing;
 using Shoal.Edge.Upstreams;
 using Shoal.Testing;

@@ -1,7 +1,7 @@
 using Microsoft.Extensions.Primitives;
 using Shoal.Contracts;
 
-namespace Shoal.Edge.Routing;
+namespace Shoal.Core.Routing;
 
 /// <summary>Where the edge reads its route table from.</summary>
 public interface IRouteTableSource

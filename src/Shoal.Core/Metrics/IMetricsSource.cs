@@ -1,6 +1,6 @@
 using System.Text;
 
-namespace Shoal.Edge.Metrics;
+namespace Shoal.Core.Metrics;
 
 /// <summary>
 /// More metric families for the edge's <c>/metrics</c>, in the Prometheus text format: the edge

@@ -1,4 +1,4 @@
-namespace Shoal.ControlPlane;
+namespace Shoal.Server;
 
 /// <summary>
 /// A host lifetime that leaves SIGINT and SIGTERM alone (the default one stops the host on them):

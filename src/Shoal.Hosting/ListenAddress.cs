@@ -1,4 +1,4 @@
-namespace Shoal.Edge;
+namespace Shoal.Hosting;
 
 /// <summary>Parses <c>host:port</c> listen addresses into URLs Kestrel understands.</summary>
 public static class ListenAddress

@@ -1,4 +1,4 @@
-namespace Shoal.Edge.Tunnels;
+namespace Shoal.Core.Tunnels;
 
 /// <summary>The credential hashes the edge checks tunnel connections against.</summary>
 public interface INodeCredentialSource

@@ -1,7 +1,7 @@
 using System.Globalization;
 using Shoal.Contracts;
 
-namespace Shoal.Edge.Gateway;
+namespace Shoal.Core.Gateway;
 
 /// <summary>
 /// One period of a budget: a UTC day (from 00:00), week (from Monday 00:00) or month (from the 1st

@@ -1,6 +1,6 @@
 using Shoal.Contracts;
 
-namespace Shoal.Edge.Control;
+namespace Shoal.Core.Autoscaling;
 
 /// <summary>
 /// Where an edge's <see cref="DemandReport"/>s go: the control plane's autoscaler. A standalone edge

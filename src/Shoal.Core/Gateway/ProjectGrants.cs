@@ -1,6 +1,6 @@
 using Shoal.Contracts;
 
-namespace Shoal.Edge.Gateway;
+namespace Shoal.Core.Gateway;
 
 /// <summary>Projects' gateway settings (limits, budgets) as the edge knows them.</summary>
 public interface IProjectGrantSource

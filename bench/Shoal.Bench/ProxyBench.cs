@@ -274,7 +274,7 @@ internal static partial class ProxyBench
         await app.RunAsync();
     }
 
-    private readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors, long Requests, double CpuUsPerRequest = 0, double AgentCpuUsPerRequest = 0);
+    internal readonly record struct WrkResult(double Rps, double P50Ms, double P99Ms, long Errors, long Requests, double CpuUsPerRequest = 0, double AgentCpuUsPerRequest = 0);
 
     /// <summary>The agent's tunnel side alone (as in <c>shoal agent</c>): tunnels to the edges, replica at <paramref name="backendPort"/>.</summary>
     public static async Task TunnelAgentAsync(string[] edges, string nodeId, string secret, int backendPort)
@@ -314,9 +314,11 @@ internal static partial class ProxyBench
         return total / 100.0; // USER_HZ
     }
 
-    private static async Task<WrkResult> WrkAsync(string url, int seconds, string[] cpu, string? header = null)
+    /// <summary>One wrk run (one thread) on <paramref name="cpu"/>; <paramref name="script"/> is a Lua script for wrk (a POST with a body, say).</summary>
+    internal static async Task<WrkResult> WrkAsync(string url, int seconds, string[] cpu, string? header = null, string? script = null, int connections = Connections)
     {
-        using var p = Start("taskset", [.. cpu, "wrk", "-t1", $"-c{Connections}", $"-d{seconds}s", "--latency", .. header is null ? Array.Empty<string>() : ["-H", header], url], capture: true);
+        using var p = Start("taskset", [.. cpu, "wrk", "-t1", $"-c{connections}", $"-d{seconds}s", "--latency",
+            .. header is null ? Array.Empty<string>() : ["-H", header], .. script is null ? Array.Empty<string>() : ["-s", script], url], capture: true);
         var output = await p.StandardOutput.ReadToEndAsync();
         await p.WaitForExitAsync();
         var rps = double.Parse(RpsRegex().Match(output).Groups[1].Value, CultureInfo.InvariantCulture);
@@ -376,7 +378,7 @@ internal static partial class ProxyBench
         return Process.Start(info)!;
     }
 
-    private static string? Which(string tool) =>
+    internal static string? Which(string tool) =>
         (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => Path.Combine(d, tool)).FirstOrDefault(File.Exists);
 
     internal static int FreePort()

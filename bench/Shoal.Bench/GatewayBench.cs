@@ -40,18 +40,7 @@ internal static class GatewayBench
         var clients = args.Length > 3 ? int.Parse(args[3], CultureInfo.InvariantCulture) : 32;
         Console.WriteLine(Fmt($"## Gateway on vs off: small non-streaming chat completions, {rounds} rounds × {perRound} requests (sequential, then {clients} clients), {DateTime.UtcNow:yyyy-MM-dd}"));
 
-        var backend = WebApplication.CreateSlimBuilder();
-        backend.Logging.ClearProviders();
-        backend.WebHost.UseUrls("http://127.0.0.1:0");
-        await using var app = backend.Build();
-        var answer = Encoding.UTF8.GetBytes(Answer);
-        app.MapPost("/v1/chat/completions", async (HttpContext ctx) =>
-        {
-            await ctx.Request.Body.CopyToAsync(Stream.Null);
-            ctx.Response.ContentType = "application/json";
-            ctx.Response.ContentLength = answer.Length;
-            await ctx.Response.Body.WriteAsync(answer);
-        });
+        await using var app = Backend("http://127.0.0.1:0");
         await app.StartAsync();
         var backendUrl = app.Urls.First().TrimEnd('/');
 
@@ -135,6 +124,27 @@ internal static class GatewayBench
         Console.WriteLine(Fmt($"GC pauses in the throughput rounds: off {gcPause["off"].TotalMilliseconds:F0} ms, on {gcPause["on"].TotalMilliseconds:F0} ms; JIT time during the measured rounds: {(JitInfo.GetCompilationTime() - jitBefore).TotalMilliseconds:F0} ms"));
         var rows = Directory.EnumerateFiles(spool.Path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
         Console.WriteLine(Fmt($"ledger spool written by the 'on' edge: {rows / 1024.0 / 1024.0:F1} MiB"));
+        // The same edges under wrk, pinned apart from it (BENCH_GATEWAY_WRK_ROUNDS=0 leaves this out).
+        var wrkRounds = int.Parse(Environment.GetEnvironmentVariable("BENCH_GATEWAY_WRK_ROUNDS") ?? "4", CultureInfo.InvariantCulture);
+        if (wrkRounds > 0) await GatewayWrk.RunAsync(off, on, Key, Body, wrkRounds, seconds: 5, clients);
+    }
+
+    /// <summary>The OpenAI-shaped backend: a fixed chat completion with <c>usage</c>, answered at once.</summary>
+    internal static WebApplication Backend(string url)
+    {
+        var backend = WebApplication.CreateSlimBuilder();
+        backend.Logging.ClearProviders();
+        backend.WebHost.UseUrls(url);
+        var app = backend.Build();
+        var answer = Encoding.UTF8.GetBytes(Answer);
+        app.MapPost("/v1/chat/completions", async (HttpContext ctx) =>
+        {
+            await ctx.Request.Body.CopyToAsync(Stream.Null);
+            ctx.Response.ContentType = "application/json";
+            ctx.Response.ContentLength = answer.Length;
+            await ctx.Response.Body.WriteAsync(answer);
+        });
+        return app;
     }
 
     /// <summary><paramref name="count"/> requests from <paramref name="clients"/> concurrent clients.</summary>

@@ -19,6 +19,11 @@ if (which == "backend")
     await Shoal.Bench.ProxyBench.BackendAsync(int.Parse(args[1], CultureInfo.InvariantCulture));
     return 0;
 }
+if (which == "gateway-backend")
+{
+    await Shoal.Bench.GatewayWrk.BackendAsync(int.Parse(args[1], CultureInfo.InvariantCulture));
+    return 0;
+}
 if (which == "plain-yarp")
 {
     await Shoal.Bench.ProxyBench.PlainYarpAsync(int.Parse(args[1], CultureInfo.InvariantCulture), int.Parse(args[2], CultureInfo.InvariantCulture));

@@ -1,0 +1,123 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
+using Shoal.Core.Routing;
+
+namespace Shoal.Bench;
+
+/// <summary>
+/// The gateway bench's throughput measured the way the proxy bench measures the edge: wrk (one
+/// thread, C, it parses no header it does not need) and the backend (its own process, the same fixed
+/// answer) pinned to CPU 0, this process (both edges) pinned to CPU 1, rounds alternating off and on.
+/// What the ratio then shows is the edges' own cost per request: .NET's HttpClient, the in-process client of the main rounds, makes
+/// two strings for every response header it does not know, so the six <c>x-ratelimit-*</c> headers
+/// cost the client more than they cost the edge, on the same two cores.
+/// </summary>
+internal static class GatewayWrk
+{
+    public static async Task RunAsync(WebApplication offEdge, WebApplication onEdge, string key, string body, int rounds, int seconds, int connections)
+    {
+        if (ProxyBench.Which("wrk") is null || ProxyBench.Which("taskset") is null)
+        {
+            Console.WriteLine("wrk rounds skipped: wrk or taskset is missing (apt-get install -y wrk util-linux)");
+            return;
+        }
+        var script = Path.Combine(Path.GetTempPath(), $"shoal-gateway-wrk-{Environment.ProcessId}.lua");
+        await File.WriteAllTextAsync(script, $"""
+            wrk.method = "POST"
+            wrk.body = '{body}'
+            wrk.headers["Content-Type"] = "application/json"
+            """);
+        using var self = Process.GetCurrentProcess();
+        var affinity = OperatingSystem.IsLinux() ? self.ProcessorAffinity : 0;
+        var port = ProxyBench.FreePort();
+        using var backend = ProxyBench.Start("taskset", ["-c", "0", "dotnet", typeof(GatewayWrk).Assembly.Location, "gateway-backend", port.ToString(CultureInfo.InvariantCulture)]);
+        try
+        {
+            // Both edges send to the backend on CPU 0 from now on.
+            var address = $"http://127.0.0.1:{port}";
+            await WaitUpAsync(address);
+            foreach (var edge in new[] { offEdge, onEdge })
+            {
+                var holder = (RouteTableHolder)edge.Services.GetRequiredService<IRouteTableSource>();
+                var table = holder.Current;
+                holder.Update(table with
+                {
+                    Version = table.Version + 1,
+                    Clusters = table.Clusters.ToDictionary(kv => kv.Key, kv => kv.Value with
+                    {
+                        Destinations = [.. kv.Value.Destinations.Select(d => d with { Address = address })],
+                    }, StringComparer.Ordinal),
+                });
+            }
+            var offUrl = offEdge.Urls.First();
+            var onUrl = onEdge.Urls.First();
+            if (OperatingSystem.IsLinux()) self.ProcessorAffinity = 2; // CPU 1: both edges and the backend
+            string[] cpu = ["-c", "0"];
+            var header = $"Authorization: Bearer {key}";
+            var path = "/c/demo/v1/chat/completions";
+            // Warm-up on the pinned CPU (pools, tiering after the move).
+            await ProxyBench.WrkAsync(offUrl.TrimEnd('/') + path, 2, cpu, script: script, connections: connections);
+            await ProxyBench.WrkAsync(onUrl.TrimEnd('/') + path, 2, cpu, header, script, connections);
+            var results = new Dictionary<string, List<ProxyBench.WrkResult>> { ["off"] = [], ["on"] = [] };
+            for (var round = 0; round < rounds; round++)
+            {
+                var order = round % 2 == 0 ? new[] { "off", "on" } : ["on", "off"];
+                foreach (var name in order)
+                {
+                    var r = name == "off"
+                        ? await ProxyBench.WrkAsync(offUrl.TrimEnd('/') + path, seconds, cpu, script: script, connections: connections)
+                        : await ProxyBench.WrkAsync(onUrl.TrimEnd('/') + path, seconds, cpu, header, script, connections);
+                    if (r.Errors > 0) throw new InvalidOperationException($"wrk saw {r.Errors} errors against the '{name}' edge");
+                    results[name].Add(r);
+                }
+            }
+            double Median(string name, Func<ProxyBench.WrkResult, double> f)
+            {
+                var sorted = results[name].Select(f).Order().ToArray();
+                return sorted[(sorted.Length - 1) / 2];
+            }
+            var off = Median("off", r => r.Rps);
+            var on = Median("on", r => r.Rps);
+            Console.WriteLine(Fmt($"| wrk -t1 -c{connections}, {rounds} × {seconds} s per side, edges and backend pinned to CPU 1, wrk to CPU 0 | off | on | |"));
+            Console.WriteLine(Fmt($"| throughput (median of rounds) | {off:F0} req/s | {on:F0} req/s | ratio {on / off:F3} |"));
+            Console.WriteLine(Fmt($"| latency p50 / p99 (median of rounds) | {Median("off", r => r.P50Ms):F3} / {Median("off", r => r.P99Ms):F3} ms | {Median("on", r => r.P50Ms):F3} / {Median("on", r => r.P99Ms):F3} ms | |"));
+            Console.WriteLine(Fmt($"wrk rounds' throughput ratios: {string.Join(", ", results["on"].Zip(results["off"], (a, b) => (a.Rps / b.Rps).ToString("F3", CultureInfo.InvariantCulture)))}"));
+        }
+        finally
+        {
+            if (OperatingSystem.IsLinux()) self.ProcessorAffinity = affinity;
+            File.Delete(script);
+            backend.Kill();
+            await backend.WaitForExitAsync();
+        }
+    }
+
+    /// <summary><c>gateway-backend PORT</c>: the gateway bench's OpenAI-shaped backend in a process of its own.</summary>
+    public static async Task BackendAsync(int port)
+    {
+        await using var app = GatewayBench.Backend($"http://127.0.0.1:{port}");
+        await app.RunAsync();
+    }
+
+    private static async Task WaitUpAsync(string address)
+    {
+        using var client = new HttpClient();
+        for (var i = 0; i < 200; i++)
+        {
+            try
+            {
+                using var response = await client.PostAsync(address + "/v1/chat/completions", new StringContent("{}"));
+                if (response.IsSuccessStatusCode) return;
+            }
+            catch (HttpRequestException)
+            {
+            }
+            await Task.Delay(50);
+        }
+        throw new TimeoutException("the gateway bench's backend did not start");
+    }
+
+    private static string Fmt(FormattableString s) => s.ToString(CultureInfo.InvariantCulture);
+}

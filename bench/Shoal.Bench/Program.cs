@@ -41,6 +41,7 @@ if (which == "autoscale-zero") await Shoal.Bench.AutoscaleBench.RunFromZeroAsync
 if (which == "coldstart-docker") await Shoal.Bench.AutoscaleBench.RunDockerColdStartAsync(args);
 if (which == "ledger") await Shoal.Bench.LedgerBench.RunAsync(args);
 if (which == "gateway") await Shoal.Bench.GatewayBench.RunAsync(args);
+if (which == "gateway-path") await Shoal.Bench.GatewayPathBench.RunAsync(args);
 if (which == "gateway-limits") await Shoal.Bench.GatewayLimitsBench.RunAsync(args);
 if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
 if (which is "routes-delta")

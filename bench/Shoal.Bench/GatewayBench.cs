@@ -62,23 +62,26 @@ internal static class GatewayBench
         using var onClient = Client(on, key: Key);
 
         // Warm-up: both paths JIT-compiled (tiered compilation done: it costs CPU in whichever round it
-        // falls) and connections open. Sequential and concurrent, until a warm-up round compiles
-        // (almost) nothing more; at most 10 rounds.
+        // falls) and connections open. Sequential and concurrent, at least 3 rounds, until a round
+        // compiles (almost) nothing more and spends (almost) no time in the JIT; at most 15 rounds.
         for (var i = 0; i < 500; i++)
         {
             await SendAsync(offClient);
             await SendAsync(onClient);
         }
-        for (var warm = 0; warm < 10; warm++)
+        var warmRounds = 0;
+        for (var warm = 0; warm < 15; warm++)
         {
             var compiledBefore = JitInfo.GetCompiledMethodCount();
+            var jitTimeBefore = JitInfo.GetCompilationTime();
             foreach (var client in new[] { offClient, onClient })
             {
                 for (var i = 0; i < 200; i++) await SendAsync(client);
                 await LoadAsync(client, perRound, clients);
             }
             await Task.Delay(200);
-            if (JitInfo.GetCompiledMethodCount() - compiledBefore < 10) break;
+            warmRounds++;
+            if (warm >= 2 && JitInfo.GetCompiledMethodCount() - compiledBefore < 3 && JitInfo.GetCompilationTime() - jitTimeBefore < TimeSpan.FromMilliseconds(5)) break;
         }
         var jitBefore = JitInfo.GetCompilationTime();
 
@@ -140,8 +143,9 @@ internal static class GatewayBench
         var offCpu = Median(cpu["off"]);
         var onCpu = Median(cpu["on"]);
         Console.WriteLine(Fmt($"| CPU per request, {clients} clients (whole process, median of rounds) | {offCpu:F0} µs | {onCpu:F0} µs | ratio off/on {offCpu / onCpu:F3} |"));
-        Console.WriteLine(Fmt($"rounds' throughput ratios: {string.Join(", ", throughput["on"].Zip(throughput["off"], (a, b) => (a / b).ToString("F3", CultureInfo.InvariantCulture)))}"));
-        Console.WriteLine(Fmt($"GC pauses in the throughput rounds: off {gcPause["off"].TotalMilliseconds:F0} ms, on {gcPause["on"].TotalMilliseconds:F0} ms; JIT time during the measured rounds: {(JitInfo.GetCompilationTime() - jitBefore).TotalMilliseconds:F0} ms"));
+        var ratios = throughput["on"].Zip(throughput["off"], (a, b) => a / b).ToList();
+        Console.WriteLine(Fmt($"rounds' throughput ratios: {string.Join(", ", ratios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)))} (median {Median(ratios):F3})"));
+        Console.WriteLine(Fmt($"GC pauses in the throughput rounds: off {gcPause["off"].TotalMilliseconds:F0} ms, on {gcPause["on"].TotalMilliseconds:F0} ms; JIT time during the measured rounds: {(JitInfo.GetCompilationTime() - jitBefore).TotalMilliseconds:F0} ms (after {warmRounds} warm-up rounds)"));
         foreach (var name in new[] { "off", "on" })
         {
             if (measured[name] == 0) continue;

@@ -51,23 +51,26 @@ internal static class GatewayBench
         using var onClient = Client(on, key: Key);
 
         // Warm-up: both paths JIT-compiled (tiered compilation done: it costs CPU in whichever round it
-        // falls) and connections open. Sequential and concurrent, until a warm-up round compiles
-        // (almost) nothing more; at most 10 rounds.
+        // falls) and connections open. Sequential and concurrent, at least 3 rounds, until a round
+        // compiles (almost) nothing more and spends (almost) no time in the JIT; at most 15 rounds.
         for (var i = 0; i < 500; i++)
         {
             await SendAsync(offClient);
             await SendAsync(onClient);
         }
-        for (var warm = 0; warm < 10; warm++)
+        var warmRounds = 0;
+        for (var warm = 0; warm < 15; warm++)
         {
             var compiledBefore = JitInfo.GetCompiledMethodCount();
+            var jitTimeBefore = JitInfo.GetCompilationTime();
             foreach (var client in new[] { offClient, onClient })
             {
                 for (var i = 0; i < 200; i++) await SendAsync(client);
                 await LoadAsync(client, perRound, clients);
             }
             await Task.Delay(200);
-            if (JitInfo.GetCompiledMethodCount() - compiledBefore < 10) break;
+            warmRounds++;
+            if (warm >= 2 && JitInfo.GetCompiledMethodCount() - compiledBefore < 3 && JitInfo.GetCompilationTime() - jitTimeBefore < TimeSpan.FromMilliseconds(5)) break;
         }
         var jitBefore = JitInfo.GetCompilationTime();
 
@@ -78,12 +81,17 @@ internal static class GatewayBench
         var cpu = new Dictionary<string, List<double>> { ["off"] = [], ["on"] = [] };
         using var self = Process.GetCurrentProcess();
         var gcPause = new Dictionary<string, TimeSpan> { ["off"] = TimeSpan.Zero, ["on"] = TimeSpan.Zero };
+        // Bytes allocated (whole process) and collections by generation, per side's throughput rounds.
+        var allocated = new Dictionary<string, long> { ["off"] = 0, ["on"] = 0 };
+        var collections = new Dictionary<string, int[]> { ["off"] = new int[3], ["on"] = new int[3] };
+        var measured = new Dictionary<string, int> { ["off"] = 0, ["on"] = 0 };
         for (var round = 0; round < rounds; round++)
         {
             // Alternate which goes first, so drift in the machine's load falls on both.
             var order = round % 2 == 0 ? new[] { ("off", offClient), ("on", onClient) } : [("on", onClient), ("off", offClient)];
             foreach (var (name, client) in order)
             {
+                if (Skipped(name)) continue;
                 for (var i = 0; i < perRound / 4; i++)
                 {
                     var t = Stopwatch.GetTimestamp();
@@ -93,14 +101,18 @@ internal static class GatewayBench
             }
             foreach (var (name, client) in order)
             {
-                // For profiling one side alone: BENCH_GATEWAY_ONLY=on|off leaves the other's throughput rounds out.
-                if (Environment.GetEnvironmentVariable("BENCH_GATEWAY_ONLY") is { Length: > 0 } only && only != name) continue;
+                if (Skipped(name)) continue;
                 self.Refresh();
                 var cpuBefore = self.TotalProcessorTime;
                 var clock = Stopwatch.StartNew();
                 var gcBefore = GC.GetTotalPauseDuration();
+                var allocatedBefore = GC.GetTotalAllocatedBytes(precise: false);
+                var collectionsBefore = new[] { GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2) };
                 await LoadAsync(client, perRound, clients);
                 gcPause[name] += GC.GetTotalPauseDuration() - gcBefore;
+                allocated[name] += GC.GetTotalAllocatedBytes(precise: false) - allocatedBefore;
+                for (var g = 0; g < 3; g++) collections[name][g] += GC.CollectionCount(g) - collectionsBefore[g];
+                measured[name] += perRound;
                 throughput[name].Add(perRound / clock.Elapsed.TotalSeconds);
                 self.Refresh();
                 cpu[name].Add((self.TotalProcessorTime - cpuBefore).TotalMicroseconds / perRound);
@@ -120,8 +132,14 @@ internal static class GatewayBench
         var offCpu = Median(cpu["off"]);
         var onCpu = Median(cpu["on"]);
         Console.WriteLine(Fmt($"| CPU per request, {clients} clients (whole process, median of rounds) | {offCpu:F0} µs | {onCpu:F0} µs | ratio off/on {offCpu / onCpu:F3} |"));
-        Console.WriteLine(Fmt($"rounds' throughput ratios: {string.Join(", ", throughput["on"].Zip(throughput["off"], (a, b) => (a / b).ToString("F3", CultureInfo.InvariantCulture)))}"));
-        Console.WriteLine(Fmt($"GC pauses in the throughput rounds: off {gcPause["off"].TotalMilliseconds:F0} ms, on {gcPause["on"].TotalMilliseconds:F0} ms; JIT time during the measured rounds: {(JitInfo.GetCompilationTime() - jitBefore).TotalMilliseconds:F0} ms"));
+        var ratios = throughput["on"].Zip(throughput["off"], (a, b) => a / b).ToList();
+        Console.WriteLine(Fmt($"rounds' throughput ratios: {string.Join(", ", ratios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)))} (median {Median(ratios):F3})"));
+        Console.WriteLine(Fmt($"GC pauses in the throughput rounds: off {gcPause["off"].TotalMilliseconds:F0} ms, on {gcPause["on"].TotalMilliseconds:F0} ms; JIT time during the measured rounds: {(JitInfo.GetCompilationTime() - jitBefore).TotalMilliseconds:F0} ms (after {warmRounds} warm-up rounds)"));
+        foreach (var name in new[] { "off", "on" })
+        {
+            if (measured[name] == 0) continue;
+            Console.WriteLine(Fmt($"{name}: {allocated[name] / (double)measured[name]:F0} bytes allocated per request (whole process); collections gen0/gen1/gen2: {collections[name][0]}/{collections[name][1]}/{collections[name][2]}"));
+        }
         var rows = Directory.EnumerateFiles(spool.Path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
         Console.WriteLine(Fmt($"ledger spool written by the 'on' edge: {rows / 1024.0 / 1024.0:F1} MiB"));
         // The same edges under wrk, pinned apart from it (BENCH_GATEWAY_WRK_ROUNDS=0 leaves this out).
@@ -146,6 +164,9 @@ internal static class GatewayBench
         });
         return app;
     }
+
+    /// <summary>For profiling one side alone: BENCH_GATEWAY_ONLY=on|off leaves the other side's measured rounds out (both run in the warm-up).</summary>
+    private static bool Skipped(string side) => Environment.GetEnvironmentVariable("BENCH_GATEWAY_ONLY") is { Length: > 0 } only && only != side;
 
     /// <summary><paramref name="count"/> requests from <paramref name="clients"/> concurrent clients.</summary>
     private static Task LoadAsync(HttpClient client, int count, int clients)

@@ -8,7 +8,7 @@ using Shoal.ControlPlane;
 using Shoal.Core.Scheduling;
 using Shoal.Server;
 
-// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|reconcile [passes]|deploy|routes|routes-delta [seconds] [nodes lost/min] [load changes/s]|all|proxy [seconds] [rounds] [pinned|unpinned] [warm-up seconds]|edge|edge-ttft|routing [seconds]|first-byte [rounds]|hold [requests] [max held] [queue timeout s]|container [rounds]|cli-startup [runs] [label=shoal-path ...]|cli-deploy [rounds] [label=shoal-path]|fleet [nodes] [sqlite|postgres|CONNECTION] [clusters] [replicas]|autoscale [png] [model-load-ms]|autoscale-zero [burst] [model-load-ms] [cold-edge]|coldstart-docker [rounds]|gateway-tokens [rounds]|ledger [requests] [clients]|gateway-limits [seconds] [clients] [both|up|killed]|gateway [rounds] [requests] [clients]]
+// Shoal benchmarks. Usage: dotnet run -c Release --project bench/Shoal.Bench -- [schedule|reconcile [passes]|deploy|routes|routes-delta [seconds] [nodes lost/min] [load changes/s]|all|proxy [seconds] [rounds] [pinned|unpinned] [warm-up seconds]|edge|edge-ttft|routing [seconds]|first-byte [rounds]|hold [requests] [max held] [queue timeout s]|container [rounds]|cli-startup [runs] [label=shoal-path ...]|cli-deploy [rounds] [label=shoal-path]|fleet [nodes] [sqlite|postgres|CONNECTION] [clusters] [replicas]|autoscale [png] [model-load-ms]|autoscale-zero [burst] [model-load-ms] [cold-edge]|coldstart-docker [rounds]|gateway-tokens [rounds]|ledger [requests] [clients]|gateway-limits [seconds] [clients] [both|up|killed]|gateway [rounds] [requests] [clients]|gateway-path [rounds] [requests]]
 // `container`, `coldstart-docker` and `cli-deploy` need a Docker engine and a static busybox; `proxy` needs wrk and nginx; `fleet`, `autoscale`, `ledger` and `gateway-limits` start a `shoal server` process (and PostgreSQL for `postgres`); none is part of `all`.
 var which = args.Length > 0 ? args[0] : "all";
 // The fleet simulator stands in for 10,000 `shoal agent` processes, whose idle thread-pool workers sleep
@@ -51,6 +51,7 @@ if (which == "autoscale-zero") await Shoal.Bench.AutoscaleBench.RunFromZeroAsync
 if (which == "coldstart-docker") await Shoal.Bench.AutoscaleBench.RunDockerColdStartAsync(args);
 if (which == "ledger") await Shoal.Bench.LedgerBench.RunAsync(args);
 if (which == "gateway") await Shoal.Bench.GatewayBench.RunAsync(args);
+if (which == "gateway-path") await Shoal.Bench.GatewayPathBench.RunAsync(args);
 if (which == "gateway-limits") await Shoal.Bench.GatewayLimitsBench.RunAsync(args);
 if (which is "routes" or "all") await Shoal.Bench.RoutesBench.RunAsync();
 if (which is "routes-delta")

@@ -34,11 +34,12 @@ public sealed class GatewayPipeline
     /// <summary>Starts the gateway's record of a request to <paramref name="route"/> (forwarded as <paramref name="forwardPath"/>).</summary>
     public GatewayCall Begin(HttpContext context, ClusterRoute route, EndpointKeyGrant? grant, PathString forwardPath, long arrived)
     {
+        var arrivedAt = _time.GetUtcNow();
         var call = new GatewayCall
         {
-            RequestId = "req_" + Guid.CreateVersion7().ToString("N"),
+            RequestId = RequestIds.New(arrivedAt),
             Arrived = arrived,
-            ArrivedAt = _time.GetUtcNow(),
+            ArrivedAt = arrivedAt,
             Grant = grant,
             Project = route.Project,
             Route = route,

@@ -31,9 +31,16 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
     // Scopes made per grant, not per request (their ids are strings put together).
     private readonly ConditionalWeakTable<EndpointKeyGrant, LimitScope> _keyScopes = new();
     private readonly ConditionalWeakTable<GatewayLimits, LimitScope> _projectScopes = new();
-    // The last limits written as header text.
+    // Header texts of numbers below this come from a table.
+    private const int SmallNumbers = 1024;
+    private static readonly string?[] s_smallNumbers = new string?[SmallNumbers];
+    // Reset times below a second, by millisecond ("0s", "1ms" … "999ms").
+    private static readonly string?[] s_resetTexts = new string?[1000];
+    // The last values written as header text (the stage keeps what it put on the call in LimitTicket: its LimitRequest, with the counters' decision).
     private CachedText? _requestsLimitText;
     private CachedText? _tokensLimitText;
+    private CachedText? _requestsResetText;
+    private CachedText? _tokensResetText;
 
     public RateLimitStage(IRateCounters counters, IProjectGrantSource projects)
     {
@@ -76,7 +83,8 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
             projectLimits is null ? null : ProjectScope(call.Project, projectLimits),
             tokens);
         var decision = await _counters.AcquireAsync(request, ct);
-        call.LimitTicket = new Ticket(request, decision);
+        request.Decision = decision;
+        call.LimitTicket = request;
         if (decision.Admitted) return AdmissionResult.Admit;
 
         var scope = decision.RefusedScope!;
@@ -100,25 +108,25 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
     public void Complete(GatewayCall call)
     {
         ArgumentNullException.ThrowIfNull(call);
-        if (call.LimitTicket is Ticket { Decision.Admitted: true } ticket) _counters.Settle(ticket.Request, ticket.Request.Tokens > 0 ? call.TotalTokens : 0);
+        if (call.LimitTicket is LimitRequest { Decision.Admitted: true } request) _counters.Settle(request, request.Tokens > 0 ? call.TotalTokens : 0);
     }
 
     public void WriteHeaders(GatewayCall call, IHeaderDictionary headers)
     {
         ArgumentNullException.ThrowIfNull(call);
         ArgumentNullException.ThrowIfNull(headers);
-        if (call.LimitTicket is not Ticket ticket) return;
-        if (ticket.Decision.Requests is { } requests)
+        if (call.LimitTicket is not LimitRequest { Decision: { } decision }) return;
+        if (decision.Requests is { } requests)
         {
             headers[GatewayHeaders.LimitRequests] = LimitText(ref _requestsLimitText, requests.Limit);
-            headers[GatewayHeaders.RemainingRequests] = requests.Remaining.ToString(CultureInfo.InvariantCulture);
-            headers[GatewayHeaders.ResetRequests] = RateLimitWindows.FormatReset(requests.Reset);
+            headers[GatewayHeaders.RemainingRequests] = RemainingText(requests.Remaining);
+            headers[GatewayHeaders.ResetRequests] = ResetText(ref _requestsResetText, requests.Reset);
         }
-        if (ticket.Decision.Tokens is { } tokens)
+        if (decision.Tokens is { } tokens)
         {
             headers[GatewayHeaders.LimitTokens] = LimitText(ref _tokensLimitText, tokens.Limit);
-            headers[GatewayHeaders.RemainingTokens] = tokens.Remaining.ToString(CultureInfo.InvariantCulture);
-            headers[GatewayHeaders.ResetTokens] = RateLimitWindows.FormatReset(tokens.Reset);
+            headers[GatewayHeaders.RemainingTokens] = RemainingText(tokens.Remaining);
+            headers[GatewayHeaders.ResetTokens] = ResetText(ref _tokensResetText, tokens.Reset);
         }
     }
 
@@ -169,12 +177,32 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
         return scope;
     }
 
+    /// <summary>What is left of a limit as header text: from a table below <see cref="SmallNumbers"/> (a limit of hundreds), else formatted (it changes with every request).</summary>
+    private static string RemainingText(long value) =>
+        (ulong)value < SmallNumbers ? s_smallNumbers[value] ??= value.ToString(CultureInfo.InvariantCulture) : value.ToString(CultureInfo.InvariantCulture);
+
     /// <summary>A limit as header text, formatted again only when it changed.</summary>
-    private static string LimitText(ref CachedText? cache, long limit)
+    private static string LimitText(ref CachedText? cache, long value)
     {
         var cached = Volatile.Read(ref cache);
-        if (cached is not null && cached.Value == limit) return cached.Text;
-        cached = new CachedText(limit, limit.ToString(CultureInfo.InvariantCulture));
+        if (cached is not null && cached.Value == value) return cached.Text;
+        cached = new CachedText(value, value.ToString(CultureInfo.InvariantCulture));
+        Volatile.Write(ref cache, cached);
+        return cached.Text;
+    }
+
+    /// <summary>
+    /// A reset time as header text (<see cref="RateLimitWindows.FormatReset"/>, whole milliseconds):
+    /// below a second from a table, else formatted again only when it is not the last one written
+    /// (requests of the same millisecond share it).
+    /// </summary>
+    private static string ResetText(ref CachedText? cache, TimeSpan reset)
+    {
+        var ms = reset <= TimeSpan.Zero ? 0 : (long)Math.Ceiling(reset.TotalMilliseconds);
+        if (ms < 1000) return s_resetTexts[ms] ??= RateLimitWindows.FormatReset(reset);
+        var cached = Volatile.Read(ref cache);
+        if (cached is not null && cached.Value == ms) return cached.Text;
+        cached = new CachedText(ms, RateLimitWindows.FormatReset(reset));
         Volatile.Write(ref cache, cached);
         return cached.Text;
     }
@@ -185,9 +213,6 @@ public sealed class RateLimitStage : IGatewayAdmission, IMetricsSource
         call.Grant is not null && _projects.Projects.TryGetValue(call.Project, out var grant) && grant.Limits is { IsEmpty: false } limits ? limits : null;
 
     private static int Index(bool project, LimitKind kind) => (project ? 3 : 0) + kind switch { LimitKind.Tokens => 1, LimitKind.Concurrency => 2, _ => 0 };
-
-    /// <summary>What the stage keeps on the call: its claim and the counters' answer.</summary>
-    private sealed record Ticket(LimitRequest Request, LimitDecision Decision);
 
     private sealed record CachedText(long Value, string Text);
 }

@@ -50,6 +50,9 @@ public sealed class LimitRequest(string id, LimitScope? key, LimitScope? project
     internal long KeyEntry = -1;
     internal long ProjectEntry = -1;
     internal long CountedTokens;
+
+    /// <summary>The counters' answer to this request (set by the rate-limit stage; its headers come from it).</summary>
+    internal LimitDecision? Decision;
 }
 
 /// <summary>A limit's state for OpenAI's <c>x-ratelimit-*</c> headers: the limit, what is left, and when the next unit frees up.</summary>

@@ -11,7 +11,8 @@ using Shoal.Core.Security;
 using Shoal.Edge;
 using Shoal.Edge.Access;
 using Shoal.Edge.Gateway;
-using Shoal.Edge.Routing;
+using Shoal.Core.Access;
+using Shoal.Core.Routing;
 using Shoal.Testing;
 
 namespace Shoal.Bench;

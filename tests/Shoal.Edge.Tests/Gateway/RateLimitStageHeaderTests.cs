@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
+using Shoal.Core.Gateway;
 using Shoal.Edge.Gateway;
 
 namespace Shoal.Edge.Tests.Gateway;

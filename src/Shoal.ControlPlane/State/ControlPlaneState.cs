@@ -183,50 +183,6 @@ public sealed partial class ControlPlaneState : IDisposable
     public async Task<ClusterRecord> CreateClusterAsync(ClusterSpec spec, string project, string? actor, CancellationToken ct) =>
         (await CreateClusterViewAsync(spec, project, actor, ct)).Cluster;
 
-    /// <summary>
-    /// Creates a cluster as <see cref="CreateClusterAsync(ClusterSpec, string, string?, CancellationToken)"/> does and
-    /// returns its view as of the creation, taken while the state's lock is still held (no second wait for it).
-    /// </summary>
-    public async Task<ClusterView> CreateClusterViewAsync(ClusterSpec spec, string project, string? actor, CancellationToken ct)
-    {
-        var now = _time.GetUtcNow();
-        await _gate.WaitAsync(ct, nameof(CreateClusterAsync));
-        ClusterRecord cluster;
-        ClusterView view;
-        try
-        {
-            if (_clusterIdsByName.ContainsKey(spec.Name))
-            {
-                throw new StoreConflictException($"cluster '{spec.Name}' already exists");
-            }
-            cluster = new ClusterRecord
-            {
-                Id = "c-" + Secrets.RandomId(12),
-                Project = project,
-                Spec = spec,
-                Generation = 1,
-                CreatedAt = now,
-                UpdatedAt = now,
-            };
-            var changes = new StoreChanges();
-            changes.UpsertClusters.Add(cluster);
-            changes.AppendEvents.Add(NewEventLocked(cluster.Id, now, ClusterEventTypes.Created,
-                $"created: {spec.Image} on {spec.Gpu}, {spec.Replicas} replicas", actor: actor));
-            await CommitLockedAsync(changes, ct);
-            _clustersById[cluster.Id] = cluster;
-            _clusterIdsByName[spec.Name] = cluster.Id;
-            view = ViewOf(cluster, []);
-        }
-        finally
-        {
-            _gate.Release();
-        }
-        LogClusterCreated(_logger, spec.Name, spec.Image, spec.Gpu, spec.Replicas);
-        ReconcileNeeded?.Invoke();
-        RoutesChanged?.Invoke();
-        return view;
-    }
-
     /// <summary>Deletes a cluster and its replicas; false when there is no such cluster.</summary>
     public async Task<bool> DeleteClusterAsync(string name, CancellationToken ct)
     {

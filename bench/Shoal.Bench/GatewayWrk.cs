@@ -80,10 +80,13 @@ internal static class GatewayWrk
             }
             var off = Median("off", r => r.Rps);
             var on = Median("on", r => r.Rps);
-            Console.WriteLine(Fmt($"| wrk -t1 -c{connections}, {rounds} × {seconds} s per side, edges and backend pinned to CPU 1, wrk to CPU 0 | off | on | |"));
+            Console.WriteLine(Fmt($"| wrk -t1 -c{connections}, {rounds} × {seconds} s per side, both edges pinned to CPU 1, wrk and the backend to CPU 0 | off | on | |"));
             Console.WriteLine(Fmt($"| throughput (median of rounds) | {off:F0} req/s | {on:F0} req/s | ratio {on / off:F3} |"));
             Console.WriteLine(Fmt($"| latency p50 / p99 (median of rounds) | {Median("off", r => r.P50Ms):F3} / {Median("off", r => r.P99Ms):F3} ms | {Median("on", r => r.P50Ms):F3} / {Median("on", r => r.P99Ms):F3} ms | |"));
-            Console.WriteLine(Fmt($"wrk rounds' throughput ratios: {string.Join(", ", results["on"].Zip(results["off"], (a, b) => (a.Rps / b.Rps).ToString("F3", CultureInfo.InvariantCulture)))}"));
+            var ratios = results["on"].Zip(results["off"], (a, b) => a.Rps / b.Rps).ToList();
+            var sortedRatios = ratios.Order().ToArray();
+            var medianRatio = (sortedRatios[(sortedRatios.Length - 1) / 2] + sortedRatios[sortedRatios.Length / 2]) / 2;
+            Console.WriteLine(Fmt($"wrk rounds' throughput ratios: {string.Join(", ", ratios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)))} (median {medianRatio:F3})"));
         }
         finally
         {

@@ -352,7 +352,7 @@ internal static partial class ProxyBench
     private static async Task CreateClusterAsync(HttpClient http, string name, string gpu, bool isPublic = true) =>
         (await http.PostAsJsonAsync("/v1/clusters", new CreateClusterRequest { Name = name, Public = isPublic, Image = "shoal/sim", Gpu = gpu, QueueTimeoutSeconds = 0 }, ShoalJsonContext.Default.CreateClusterRequest)).EnsureSuccessStatusCode();
 
-    private static async Task WaitForAsync(string url, int status = 200, string? bearer = null)
+    internal static async Task WaitForAsync(string url, int status = 200, string? bearer = null)
     {
         using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(2) };
         if (bearer is not null) client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", bearer);

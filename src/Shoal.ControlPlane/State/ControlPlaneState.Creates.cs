@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using Shoal.Contracts;
 using Shoal.Core.Clusters;
 using Shoal.Core.Model;
@@ -17,8 +16,7 @@ namespace Shoal.ControlPlane.State;
 /// </summary>
 public sealed partial class ControlPlaneState
 {
-    private readonly ConcurrentQueue<PendingCreate> _creates = new();
-    private int _creating;
+    private readonly StateBatch<PendingCreate> _creates;
 
     /// <summary>
     /// Creates a cluster as <see cref="CreateClusterAsync(ClusterSpec, string, string?, CancellationToken)"/> does and
@@ -28,74 +26,53 @@ public sealed partial class ControlPlaneState
     {
         if (ct.IsCancellationRequested) return Task.FromCanceled<ClusterView>(ct);
         var create = new PendingCreate(spec, project, actor, ct);
-        _creates.Enqueue(create);
-        if (Interlocked.CompareExchange(ref _creating, 1, 0) == 0) _ = CreateBatchesAsync();
+        _creates.Add(create);
         return create.Task;
     }
 
-    private async Task CreateBatchesAsync()
+    // One batch of creates under the lock: each checked, all that pass in one commit, then applied.
+    private async Task<Action> CreateBatchLockedAsync(List<PendingCreate> batch)
     {
-        do
+        var now = _time.GetUtcNow();
+        var changes = new StoreChanges();
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        var records = new List<(PendingCreate Create, ClusterRecord Cluster)>();
+        var refused = new List<PendingCreate>();
+        foreach (var c in batch)
         {
-            var batch = new List<PendingCreate>();
-            var created = new List<(PendingCreate Create, ClusterView View)>();
-            var refused = new List<PendingCreate>();
-            Exception? failed = null;
-            try
+            if (c.Token.IsCancellationRequested) continue;
+            if (_clusterIdsByName.ContainsKey(c.Spec.Name) || !names.Add(c.Spec.Name))
             {
-                // Not a caller's token: the batch holds other callers' creates, and the lock is always released.
-                await _gate.WaitAsync(CancellationToken.None, nameof(CreateClusterAsync));
-                try
-                {
-                    while (_creates.TryDequeue(out var c)) batch.Add(c);
-                    var now = _time.GetUtcNow();
-                    var changes = new StoreChanges();
-                    var names = new HashSet<string>(StringComparer.Ordinal);
-                    var records = new List<(PendingCreate Create, ClusterRecord Cluster)>();
-                    foreach (var c in batch)
-                    {
-                        if (c.Cancelled) continue;
-                        if (_clusterIdsByName.ContainsKey(c.Spec.Name) || !names.Add(c.Spec.Name))
-                        {
-                            refused.Add(c);
-                            continue;
-                        }
-                        var cluster = new ClusterRecord
-                        {
-                            Id = "c-" + Secrets.RandomId(12),
-                            Project = c.Project,
-                            Spec = c.Spec,
-                            Generation = 1,
-                            CreatedAt = now,
-                            UpdatedAt = now,
-                        };
-                        changes.UpsertClusters.Add(cluster);
-                        changes.AppendEvents.Add(NewEventLocked(cluster.Id, now, ClusterEventTypes.Created,
-                            $"created: {c.Spec.Image} on {c.Spec.Gpu}, {c.Spec.Replicas} replicas", actor: c.Actor));
-                        records.Add((c, cluster));
-                    }
-                    if (records.Count > 0)
-                    {
-                        await CommitLockedAsync(changes, CancellationToken.None);
-                        foreach (var (c, cluster) in records)
-                        {
-                            _clustersById[cluster.Id] = cluster;
-                            _clusterIdsByName[cluster.Name] = cluster.Id;
-                            created.Add((c, ViewOf(cluster, [])));
-                        }
-                    }
-                }
-                finally
-                {
-                    _gate.Release();
-                }
+                refused.Add(c);
+                continue;
             }
-            catch (Exception e)
+            var cluster = new ClusterRecord
             {
-                // The commit (or the lock) failed: none of the batch was created, and every caller hears why.
-                failed = e;
-                while (_creates.TryDequeue(out var c)) batch.Add(c);
+                Id = "c-" + Secrets.RandomId(12),
+                Project = c.Project,
+                Spec = c.Spec,
+                Generation = 1,
+                CreatedAt = now,
+                UpdatedAt = now,
+            };
+            changes.UpsertClusters.Add(cluster);
+            changes.AppendEvents.Add(NewEventLocked(cluster.Id, now, ClusterEventTypes.Created,
+                $"created: {c.Spec.Image} on {c.Spec.Gpu}, {c.Spec.Replicas} replicas", actor: c.Actor));
+            records.Add((c, cluster));
+        }
+        var created = new List<(PendingCreate Create, ClusterView View)>();
+        if (records.Count > 0)
+        {
+            await CommitLockedAsync(changes, CancellationToken.None);
+            foreach (var (c, cluster) in records)
+            {
+                _clustersById[cluster.Id] = cluster;
+                _clusterIdsByName[cluster.Name] = cluster.Id;
+                created.Add((c, ViewOf(cluster, [])));
             }
+        }
+        return () =>
+        {
             if (created.Count > 0)
             {
                 foreach (var (c, _) in created) LogClusterCreated(_logger, c.Spec.Name, c.Spec.Image, c.Spec.Gpu, c.Spec.Replicas);
@@ -104,14 +81,9 @@ public sealed partial class ControlPlaneState
             }
             foreach (var (c, view) in created) c.TrySetResult(view);
             foreach (var c in refused) c.TrySetException(new StoreConflictException($"cluster '{c.Spec.Name}' already exists"));
-            foreach (var c in batch)
-            {
-                if (failed is not null) c.TrySetException(failed);
-                else c.TrySetCanceled(c.Token);
-            }
-            Volatile.Write(ref _creating, 0);
-        }
-        while (!_creates.IsEmpty && Interlocked.CompareExchange(ref _creating, 1, 0) == 0);
+            // What is left was cancelled by its caller before the batch took it.
+            foreach (var c in batch) c.TrySetCanceled(c.Token);
+        };
     }
 
     // Completed on the batch's thread once the lock is released (no RunContinuationsAsynchronously): a
@@ -122,6 +94,5 @@ public sealed partial class ControlPlaneState
         public string Project { get; } = project;
         public string? Actor { get; } = actor;
         public CancellationToken Token { get; } = ct;
-        public bool Cancelled => Token.IsCancellationRequested;
     }
 }

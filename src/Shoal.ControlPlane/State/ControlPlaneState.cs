@@ -22,7 +22,7 @@ public sealed partial class ControlPlaneState : IDisposable
     private readonly ServerOptions _options;
     private readonly ILogger<ControlPlaneState> _logger;
     private readonly StateGate _gate = new();
-    private readonly StateBatch _reports;
+    private readonly StateBatch<ReportOp> _reports;
     private readonly NodeAddressPolicy _addressPolicy;
     private readonly ReconcilerOptions _reconcilerOptions;
 
@@ -45,7 +45,15 @@ public sealed partial class ControlPlaneState : IDisposable
 
     public ControlPlaneState(IShoalStore store, TimeProvider time, ServerOptions options, ILogger<ControlPlaneState> logger)
     {
-        _reports = new StateBatch(_gate, Raise);
+        _reports = new StateBatch<ReportOp>(_gate, "ReportBatch", ApplyReportsBatchLocked, static (batch, e) =>
+        {
+            foreach (var op in batch) op.TrySetException(e);
+        });
+        _creates = new StateBatch<PendingCreate>(_gate, nameof(CreateClusterAsync), CreateBatchLockedAsync, static (batch, e) =>
+        {
+            // The commit (or the lock) failed: none of the batch was created, and every caller hears why.
+            foreach (var c in batch) c.TrySetException(e);
+        });
         _reconcilerOptions = new ReconcilerOptions
         {
             NodeGracePeriod = options.NodeGracePeriod,
@@ -554,8 +562,8 @@ public sealed partial class ControlPlaneState : IDisposable
             if (drainOver) ReconcileNeeded?.Invoke();
             return Task.CompletedTask;
         }
-        // With other reports, under one hold of the lock (StateBatch).
-        return _reports.RunAsync(() => HeartbeatLocked(nodeId, live, session, heartbeat, now));
+        // With other reports, under one hold of the lock.
+        return RunReportAsync(() => HeartbeatLocked(nodeId, live, session, heartbeat, now));
     }
 
     private StateEffects HeartbeatLocked(string nodeId, NodeLiveness live, object session, HeartbeatMessage heartbeat, DateTimeOffset now)
@@ -579,6 +587,48 @@ public sealed partial class ControlPlaneState : IDisposable
         live.Applied = new AppliedHeartbeat(heartbeat.AppliedRevision, _nodes[nodeId].Images, heartbeat.Replicas, OwnedLocked(nodeId, heartbeat.Replicas));
         // A replica ready, failed or restarted moves a rollout on (or back); a draining one's load may end its drain.
         return StateEffects.Flush | (routes ? StateEffects.Routes : 0) | (reconcile ? StateEffects.Reconcile : 0);
+    }
+
+    /// <summary>A report's small change, applied with others under one hold of the lock (<see cref="StateBatch{TOp}"/>).</summary>
+    private Task RunReportAsync(Func<StateEffects> apply)
+    {
+        var op = new ReportOp(apply);
+        _reports.Add(op);
+        return op.Task;
+    }
+
+    // Each report on its own (one failing fails only its caller); callers completed and events raised once released.
+    private Task<Action> ApplyReportsBatchLocked(List<ReportOp> batch)
+    {
+        var effects = StateEffects.None;
+        foreach (var op in batch)
+        {
+            try
+            {
+                effects |= op.Apply();
+            }
+            catch (Exception e)
+            {
+                op.Error = e;
+            }
+        }
+        return Task.FromResult<Action>(() =>
+        {
+            Raise(effects);
+            foreach (var op in batch)
+            {
+                if (op.Error is null) op.TrySetResult();
+                else op.TrySetException(op.Error);
+            }
+        });
+    }
+
+    // Completed on the batch's thread (no RunContinuationsAsynchronously): a caller's continuation
+    // runs there, after the lock is released, instead of waking a thread of its own.
+    private sealed class ReportOp(Func<StateEffects> apply) : TaskCompletionSource
+    {
+        public Func<StateEffects> Apply { get; } = apply;
+        public Exception? Error { get; set; }
     }
 
     private void Raise(StateEffects effects)
@@ -619,7 +669,7 @@ public sealed partial class ControlPlaneState : IDisposable
     {
         if (ct.IsCancellationRequested) return Task.FromCanceled(ct);
         if (!_liveness.TryGetValue(nodeId, out var live) || !ReferenceEquals(live.Session, session)) return Task.CompletedTask;
-        return _reports.RunAsync(() =>
+        return RunReportAsync(() =>
         {
             if (!ReferenceEquals(live.Session, session)) return StateEffects.None;
             var node = _nodes[nodeId];

@@ -142,9 +142,11 @@ internal static class GatewayBench
         }
         var rows = Directory.EnumerateFiles(spool.Path, "*", SearchOption.AllDirectories).Sum(f => new FileInfo(f).Length);
         Console.WriteLine(Fmt($"ledger spool written by the 'on' edge: {rows / 1024.0 / 1024.0:F1} MiB"));
-        // The same edges under wrk, pinned apart from it (BENCH_GATEWAY_WRK_ROUNDS=0 leaves this out).
-        var wrkRounds = int.Parse(Environment.GetEnvironmentVariable("BENCH_GATEWAY_WRK_ROUNDS") ?? "4", CultureInfo.InvariantCulture);
-        if (wrkRounds > 0) await GatewayWrk.RunAsync(off, on, Key, Body, wrkRounds, seconds: 5, clients);
+        // The same edges under wrk, pinned apart from it (BENCH_GATEWAY_WRK_ROUNDS=0 leaves this out):
+        // many short rounds, alternating, so a neighbour's burst on the machine falls on one pair, not on a side.
+        var wrkRounds = int.Parse(Environment.GetEnvironmentVariable("BENCH_GATEWAY_WRK_ROUNDS") ?? "10", CultureInfo.InvariantCulture);
+        var wrkSeconds = int.Parse(Environment.GetEnvironmentVariable("BENCH_GATEWAY_WRK_SECONDS") ?? "3", CultureInfo.InvariantCulture);
+        if (wrkRounds > 0) await GatewayWrk.RunAsync(off, on, Key, Body, wrkRounds, wrkSeconds, clients);
     }
 
     /// <summary>The OpenAI-shaped backend: a fixed chat completion with <c>usage</c>, answered at once.</summary>

@@ -25,6 +25,8 @@ namespace Shoal.Bench;
 /// <b>off</b> (public cluster, no key). Prints the process's CPU time per request (the spool's writer
 /// thread included) and allocations per request, rounds alternating. Steadier than the end-to-end
 /// bench on a shared machine, and it shows what the gateway's code costs apart from the sockets.
+/// BENCH_GATEWAY_PATH_PHASES=1 adds each hook's allocations and time; BENCH_GATEWAY_PATH_ALLOC=1 the
+/// runtime's allocation samples by type.
 /// </summary>
 internal static class GatewayPathBench
 {
@@ -45,6 +47,7 @@ internal static class GatewayPathBench
             await on.OneAsync();
             await off.OneAsync();
         }
+        using var allocations = Environment.GetEnvironmentVariable("BENCH_GATEWAY_PATH_ALLOC") == "1" ? new AllocationListener() : null;
         var cpu = new Dictionary<string, List<double>> { ["off"] = [], ["on"] = [] };
         var allocated = new Dictionary<string, List<double>> { ["off"] = [], ["on"] = [] };
         using var self = Process.GetCurrentProcess();
@@ -63,6 +66,21 @@ internal static class GatewayPathBench
                 self.Refresh();
                 cpu[side.Name].Add((self.TotalProcessorTime - before).TotalNanoseconds / perRound);
             }
+        }
+        if (Side.Phases)
+        {
+            foreach (var side in new[] { off, on })
+            {
+                foreach (var (hook, total) in side.PhaseTotals)
+                {
+                    Console.WriteLine(Fmt($"{side.Name} {hook}: {total.Bytes / (double)side.Requests:F0} B, {Stopwatch.GetElapsedTime(0, total.Ticks).TotalNanoseconds / side.Requests:F0} ns"));
+                }
+            }
+        }
+        if (allocations is not null)
+        {
+            // Sampled by the runtime (an event per ~100 KB), both sides' rounds together.
+            foreach (var (type, bytes) in allocations.ByType.OrderByDescending(kv => kv.Value).Take(40)) Console.WriteLine(Fmt($"allocated {bytes / 1024.0 / 1024:F0} MiB of {type}"));
         }
         var offCpu = Median(cpu["off"]);
         var onCpu = Median(cpu["on"]);
@@ -96,6 +114,31 @@ internal static class GatewayPathBench
         }
 
         public string Name { get; }
+
+        /// <summary>BENCH_GATEWAY_PATH_PHASES=1: bytes allocated and time spent in each hook, per request (the marks' own cost included).</summary>
+        public static readonly bool Phases = Environment.GetEnvironmentVariable("BENCH_GATEWAY_PATH_PHASES") == "1";
+
+        public Dictionary<string, (long Bytes, long Ticks)> PhaseTotals { get; } = [];
+
+        public long Requests => _handed;
+
+        private long _lastBytes;
+        private long _lastTicks;
+
+        /// <summary>The hook <paramref name="name"/> ended (its cost is what came since the last mark); null: bench code, not counted.</summary>
+        private void Mark(string? name)
+        {
+            if (!Phases) return;
+            var bytes = GC.GetAllocatedBytesForCurrentThread();
+            var ticks = Stopwatch.GetTimestamp();
+            if (name is not null)
+            {
+                PhaseTotals.TryGetValue(name, out var total);
+                PhaseTotals[name] = (total.Bytes + bytes - _lastBytes, total.Ticks + ticks - _lastTicks);
+            }
+            _lastBytes = GC.GetAllocatedBytesForCurrentThread();
+            _lastTicks = Stopwatch.GetTimestamp();
+        }
 
         public static Side Create(bool gateway, string spoolRoot)
         {
@@ -132,22 +175,33 @@ internal static class GatewayPathBench
         /// <summary>One request through the gateway's hooks, in EdgeProxy's order.</summary>
         public async ValueTask OneAsync()
         {
+            Mark(null);
             var context = new DefaultHttpContext();
             context.Request.Method = "POST";
             context.Request.Path = "/c/demo/v1/chat/completions";
             if (_authorization is not null) context.Request.Headers.Authorization = _authorization;
             context.Response.Body = Stream.Null;
+            Mark(null);
             var decision = _access.Check(_route, context.Request.Headers.Authorization, out var grant);
+            Mark("access");
             if (decision is AccessDecision.Unauthenticated or AccessDecision.OtherProject) throw new InvalidOperationException(decision.ToString());
             if (decision == AccessDecision.Allowed) context.Request.Headers.Authorization = default;
+            Mark(null);
             var call = _gateway.Begin(context, _route, grant, "/v1/chat/completions", Stopwatch.GetTimestamp());
+            Mark("begin");
+            Mark(null);
             _gateway.NeedsBody(call);
+            Mark("needsbody");
             var buffer = System.Buffers.ArrayPool<byte>.Shared.Rent(_body.Length);
             _body.CopyTo(buffer, 0);
             BufferedBody? body = new BufferedBody(buffer, _body.Length);
+            Mark(null);
             _gateway.InspectBody(call, ref body);
+            Mark("inspect");
             body?.Dispose();
+            Mark(null);
             if (!await _gateway.AdmitAsync(context, call)) throw new InvalidOperationException("refused");
+            Mark("admit");
             call.Attempts = 1;
             call.Sent = Stopwatch.GetTimestamp();
             call.ReplicaId = "r1";
@@ -155,12 +209,22 @@ internal static class GatewayPathBench
             using var response = new HttpResponseMessage(HttpStatusCode.OK) { Content = new ByteArrayContent(_answer) };
             response.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
             context.Response.StatusCode = 200;
+            Mark(null);
             _gateway.OnResponse(context, call, response);
+            Mark("onresponse");
             call.FirstByte = Stopwatch.GetTimestamp();
+            Mark(null);
             await context.Response.Body.WriteAsync(_answer);
+            Mark("write");
+            Mark(null);
             await _gateway.OnResponseEndAsync(call, CancellationToken.None);
+            Mark("end");
+            Mark(null);
             _gateway.Complete(context, call);
+            Mark("complete");
+            Mark(null);
             if (call.Tap is { } tap) await tap.DisposeAsync();
+            Mark("dispose");
             _handed++;
         }
 
@@ -173,6 +237,25 @@ internal static class GatewayPathBench
         }
 
         public async ValueTask DisposeAsync() => await _services.DisposeAsync();
+    }
+
+    /// <summary>BENCH_GATEWAY_PATH_ALLOC=1: the runtime's allocation samples by type, for finding what the path allocates.</summary>
+    private sealed class AllocationListener : System.Diagnostics.Tracing.EventListener
+    {
+        public System.Collections.Concurrent.ConcurrentDictionary<string, long> ByType { get; } = new();
+
+        protected override void OnEventSourceCreated(System.Diagnostics.Tracing.EventSource source)
+        {
+            if (source.Name == "Microsoft-Windows-DotNETRuntime") EnableEvents(source, System.Diagnostics.Tracing.EventLevel.Verbose, (System.Diagnostics.Tracing.EventKeywords)0x1);
+        }
+
+        protected override void OnEventWritten(System.Diagnostics.Tracing.EventWrittenEventArgs e)
+        {
+            if (e.EventName != "GCAllocationTick_V4" || e.Payload is null) return;
+            var i = e.PayloadNames!.IndexOf("TypeName");
+            var amount = e.PayloadNames.IndexOf("AllocationAmount64");
+            if (i >= 0) ByType.AddOrUpdate((string)e.Payload[i]!, _ => Convert.ToInt64(e.Payload[amount], CultureInfo.InvariantCulture), (_, v) => v + Convert.ToInt64(e.Payload[amount], CultureInfo.InvariantCulture));
+        }
     }
 
     private static double Median(List<double> values)

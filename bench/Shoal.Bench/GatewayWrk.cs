@@ -12,7 +12,10 @@ namespace Shoal.Bench;
 /// answer) pinned to CPU 0, this process (both edges) pinned to CPU 1, rounds alternating off and on.
 /// What the ratio then shows is the edges' own cost per request: .NET's HttpClient, the in-process client of the main rounds, makes
 /// two strings for every response header it does not know, so the six <c>x-ratelimit-*</c> headers
-/// cost the client more than they cost the edge, on the same two cores.
+/// cost the client more than they cost the edge, on the same two cores. Each round also gives this
+/// process's CPU time per request (both edges; the steadier figure when neighbours take CPU 1 at
+/// times). BENCH_GATEWAY_WRK_ROUNDS and BENCH_GATEWAY_WRK_SECONDS set the rounds (default 10 × 3 s a
+/// side); BENCH_GATEWAY_WRK_ONLY=on|off runs one side alone (for profiling).
 /// </summary>
 internal static class GatewayWrk
 {
@@ -67,12 +70,23 @@ internal static class GatewayWrk
                 var order = round % 2 == 0 ? new[] { "off", "on" } : ["on", "off"];
                 foreach (var name in order)
                 {
+                    // For profiling one side alone: BENCH_GATEWAY_WRK_ONLY=on|off.
+                    if (Environment.GetEnvironmentVariable("BENCH_GATEWAY_WRK_ONLY") is { Length: > 0 } only && only != name) continue;
+                    self.Refresh();
+                    var cpuBefore = self.TotalProcessorTime;
                     var r = name == "off"
                         ? await ProxyBench.WrkAsync(offUrl.TrimEnd('/') + path, seconds, cpu, script: script, connections: connections)
                         : await ProxyBench.WrkAsync(onUrl.TrimEnd('/') + path, seconds, cpu, header, script, connections);
                     if (r.Errors > 0) throw new InvalidOperationException($"wrk saw {r.Errors} errors against the '{name}' edge");
-                    results[name].Add(r);
+                    self.Refresh();
+                    // This process's CPU time per request: the edge's own cost, steadier than the rate when neighbours take CPU 1 at times.
+                    results[name].Add(r with { CpuUsPerRequest = (self.TotalProcessorTime - cpuBefore).TotalMicroseconds / Math.Max(1, r.Requests) });
                 }
+            }
+            if (results["off"].Count == 0 || results["on"].Count == 0)
+            {
+                foreach (var (name, list) in results) foreach (var r in list) Console.WriteLine(Fmt($"{name}: {r.Rps:F0} req/s, {r.CpuUsPerRequest:F1} µs CPU per request"));
+                return;
             }
             double Median(string name, Func<ProxyBench.WrkResult, double> f)
             {
@@ -84,10 +98,15 @@ internal static class GatewayWrk
             Console.WriteLine(Fmt($"| wrk -t1 -c{connections}, {rounds} × {seconds} s per side, both edges pinned to CPU 1, wrk and the backend to CPU 0 | off | on | |"));
             Console.WriteLine(Fmt($"| throughput (median of rounds) | {off:F0} req/s | {on:F0} req/s | ratio {on / off:F3} |"));
             Console.WriteLine(Fmt($"| latency p50 / p99 (median of rounds) | {Median("off", r => r.P50Ms):F3} / {Median("off", r => r.P99Ms):F3} ms | {Median("on", r => r.P50Ms):F3} / {Median("on", r => r.P99Ms):F3} ms | |"));
+            var offCpu = Median("off", r => r.CpuUsPerRequest);
+            var onCpu = Median("on", r => r.CpuUsPerRequest);
+            Console.WriteLine(Fmt($"| CPU per request (this process: both edges, median of rounds) | {offCpu:F1} µs | {onCpu:F1} µs | ratio off/on {offCpu / onCpu:F3} |"));
             var ratios = results["on"].Zip(results["off"], (a, b) => a.Rps / b.Rps).ToList();
             var sortedRatios = ratios.Order().ToArray();
             var medianRatio = (sortedRatios[(sortedRatios.Length - 1) / 2] + sortedRatios[sortedRatios.Length / 2]) / 2;
             Console.WriteLine(Fmt($"wrk rounds' throughput ratios: {string.Join(", ", ratios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)))} (median {medianRatio:F3})"));
+            var cpuRatios = results["off"].Zip(results["on"], (a, b) => a.CpuUsPerRequest / b.CpuUsPerRequest).ToList();
+            Console.WriteLine(Fmt($"wrk rounds' CPU ratios off/on: {string.Join(", ", cpuRatios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)))}"));
         }
         finally
         {

@@ -21,14 +21,20 @@ internal interface IBudgetCounters
 {
     /// <summary>
     /// Atomically: when every scope has <paramref name="nanos"/> left beside its spending (at least its
-    /// floor) and its reservations, and is not used up, reserves <paramref name="nanos"/> in each;
-    /// otherwise changes nothing and names the first scope that does not fit.
+    /// floor) and its reservations, and is not used up, reserves <paramref name="nanos"/> in each as
+    /// <paramref name="reservation"/> (unique per request); otherwise changes nothing and names the
+    /// first scope that does not fit. When no answer comes (the counters did not answer, or
+    /// <paramref name="ct"/> ended the wait), a reservation that may have been made is released.
     /// </summary>
     /// <exception cref="BudgetUnavailableException">The counters cannot be reached (fail closed).</exception>
-    ValueTask<BudgetCheck> TryReserveAsync(BudgetScope[] scopes, long nanos, CancellationToken ct);
+    ValueTask<BudgetCheck> TryReserveAsync(BudgetScope[] scopes, string reservation, long nanos, CancellationToken ct);
 
-    /// <summary>Releases <paramref name="reservedNanos"/> and adds <paramref name="costNanos"/> in each scope. Does not block; never throws.</summary>
-    void Settle(BudgetScope[] scopes, long reservedNanos, long costNanos);
+    /// <summary>
+    /// Releases reservation <paramref name="reservation"/> (<paramref name="reservedNanos"/>) and adds
+    /// <paramref name="costNanos"/> in each scope, once: a settle sent again changes nothing more.
+    /// Does not block; never throws.
+    /// </summary>
+    void Settle(BudgetScope[] scopes, string reservation, long reservedNanos, long costNanos);
 }
 
 /// <summary>The budget counters cannot be reached; requests under a budget are refused.</summary>
@@ -53,7 +59,8 @@ internal sealed class LocalBudgetCounters(TimeProvider time) : IBudgetCounters
     private readonly Dictionary<string, Counter> _counters = new(StringComparer.Ordinal);
     private DateTimeOffset _nextPrune;
 
-    public ValueTask<BudgetCheck> TryReserveAsync(BudgetScope[] scopes, long nanos, CancellationToken ct)
+    // In this edge's memory an answer always comes, and a request settles once: no reservation ids needed.
+    public ValueTask<BudgetCheck> TryReserveAsync(BudgetScope[] scopes, string reservation, long nanos, CancellationToken ct)
     {
         lock (_lock)
         {
@@ -78,7 +85,7 @@ internal sealed class LocalBudgetCounters(TimeProvider time) : IBudgetCounters
         return ValueTask.FromResult(new BudgetCheck(true));
     }
 
-    public void Settle(BudgetScope[] scopes, long reservedNanos, long costNanos)
+    public void Settle(BudgetScope[] scopes, string reservation, long reservedNanos, long costNanos)
     {
         lock (_lock)
         {

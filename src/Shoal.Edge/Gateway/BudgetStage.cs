@@ -58,7 +58,7 @@ public sealed partial class BudgetStage : IGatewayAdmission
         BudgetCheck check;
         try
         {
-            check = await _counters.TryReserveAsync(scopes, nanos, ct);
+            check = await _counters.TryReserveAsync(scopes, call.RequestId, nanos, ct);
         }
         catch (BudgetUnavailableException e)
         {
@@ -92,7 +92,7 @@ public sealed partial class BudgetStage : IGatewayAdmission
     {
         if (call.BudgetTicket is not Ticket ticket) return;
         call.BudgetTicket = null;
-        _counters.Settle(ticket.Scopes, ticket.ReservedNanos, BudgetMoney.ToNanos(call.CostUsd));
+        _counters.Settle(ticket.Scopes, call.RequestId, ticket.ReservedNanos, BudgetMoney.ToNanos(call.CostUsd));
     }
 
     public void WriteHeaders(GatewayCall call, IHeaderDictionary headers)

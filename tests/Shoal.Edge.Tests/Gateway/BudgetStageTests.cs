@@ -243,6 +243,47 @@ public sealed class RedisBudgetStageTests : BudgetStageContract
     }
 
     [Fact]
+    public async Task A_reservation_whose_answer_the_client_did_not_wait_for_is_released()
+    {
+        var stage = Stage();
+        // Room for two reservations of $0.003.
+        var grant = GatewayCalls.Key(NewKeyId(), budget: new BudgetSpec { AmountUsd = 0.006m });
+        using var left = new CancellationTokenSource();
+        await left.CancelAsync();
+        // The script goes out, then the wait ends at once (the client left): Redis reserves all the same.
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => stage.AdmitAsync(Call(grant), left.Token).AsTask());
+        // Released by its id, sent after it on the same connection: the next two both fit.
+        Assert.True((await stage.AdmitAsync(Call(grant), default)).Admitted);
+        Assert.True((await stage.AdmitAsync(Call(grant), default)).Admitted);
+    }
+
+    [Fact]
+    public async Task A_settle_sent_twice_counts_once_releasing_what_was_never_reserved_changes_nothing_and_a_free_request_settles()
+    {
+        var counters = (RedisBudgetCounters)Stage().Counters;
+        var scope = new BudgetScope("key:" + NewKeyId(), BudgetWindow.Of(BudgetPeriods.Month, Time.GetUtcNow()), LimitNanos: 10_000, FloorNanos: 0);
+        Assert.True((await counters.TryReserveAsync([scope], "r1", 6_000, default)).Admitted);
+        counters.Settle([scope], "r2", 0, 0);
+        counters.Settle([scope], "r1", 6_000, 1_000);
+        // Sent again (its answer was lost): counted once.
+        counters.Settle([scope], "r1", 6_000, 1_000);
+        // Settles go out in order on one connection: spent 1,000, nothing reserved, so 9,001 does not fit and 9,000 does.
+        var check = await counters.TryReserveAsync([scope], "r3", 9_001, default);
+        Assert.Equal((false, 1_000L, 0L), (check.Admitted, check.SpentNanos, check.ReservedNanos));
+        // A request that reserved nothing (no price for tokens) settles all the same, with what it cost.
+        Assert.True((await counters.TryReserveAsync([scope], "free", 0, default)).Admitted);
+        counters.Settle([scope], "free", 0, 500);
+        Assert.True((await counters.TryReserveAsync([scope], "r4", 8_500, default)).Admitted);
+        var db = new GatewayRedis(new EdgeOptions { Redis = RedisConfiguration }, NullLogger<GatewayRedis>.Instance);
+        await using (db)
+        {
+            await Eventually.UntilAsync(() => db.IsConnected, TimeSpan.FromSeconds(10), "a second connection");
+            var fields = (await db.Database!.HashGetAllAsync(RedisBudgetCounters.KeyPrefix + scope.CounterKey)).ToDictionary(e => e.Name.ToString(), e => e.Value.ToString());
+            Assert.Equal(new Dictionary<string, string> { ["s"] = "1500", ["r"] = "8500", ["q:r4"] = "8500" }, fields);
+        }
+    }
+
+    [Fact]
     public async Task No_redis_listening_at_all_refuses_with_503()
     {
         await using var redis = new GatewayRedis(new EdgeOptions { Redis = $"127.0.0.1:{FreePort.Next()}" }, NullLogger<GatewayRedis>.Instance);

@@ -25,7 +25,8 @@ namespace Shoal.Bench;
 /// so every request is checked and counted but none refused), token accounting (body inspection and
 /// the usage tap) and the usage ledger spooled to disk. Rounds alternate the two; each round sends the
 /// same small non-streaming requests, first one at a time (added latency), then from many clients
-/// (throughput). Prints medians and p99 of the latency and the throughput ratio.
+/// (throughput). Prints medians and p99 of the latency and the throughput ratio. The "on" edge ships
+/// its ledger while it serves, as a standalone edge does (BENCH_GATEWAY_NO_SHIP=1 leaves that out).
 /// </summary>
 internal static class GatewayBench
 {
@@ -147,6 +148,11 @@ internal static class GatewayBench
         var wrkRounds = int.Parse(Environment.GetEnvironmentVariable("BENCH_GATEWAY_WRK_ROUNDS") ?? "10", CultureInfo.InvariantCulture);
         var wrkSeconds = int.Parse(Environment.GetEnvironmentVariable("BENCH_GATEWAY_WRK_SECONDS") ?? "3", CultureInfo.InvariantCulture);
         if (wrkRounds > 0) await GatewayWrk.RunAsync(off, on, Key, Body, wrkRounds, wrkSeconds, clients);
+        if (on.Services.GetService<Shoal.Edge.Gateway.UsageSpool>() is { } ledger)
+        {
+            await Task.Delay(500);
+            Console.WriteLine(Fmt($"ledger rows (all rounds): {ledger.Recorded:N0} recorded, {ledger.Written:N0} written, {ledger.Acknowledged:N0} shipped and acknowledged, {ledger.Dropped + ledger.Failed:N0} lost"));
+        }
     }
 
     /// <summary>The OpenAI-shaped backend: a fixed chat completion with <c>usage</c>, answered at once.</summary>
@@ -233,7 +239,38 @@ internal static class GatewayBench
         var edge = builder.Build();
         edge.MapShoalEdge();
         await edge.StartAsync();
+        if (edge.Services.GetService<Shoal.Edge.Gateway.UsageSpool>() is { } spool && Environment.GetEnvironmentVariable("BENCH_GATEWAY_NO_SHIP") != "1") ShipLedger(edge, spool);
         return edge;
+    }
+
+    /// <summary>
+    /// The "on" edge ships its ledger as a standalone edge does while it serves (the rows back from its
+    /// spool in batches, the <see cref="UsageBatch"/> message made, the batch acknowledged), the
+    /// WebSocket's send to a control plane left out: the ledger's whole cost falls on the edge's CPU.
+    /// </summary>
+    private static void ShipLedger(WebApplication edge, Shoal.Edge.Gateway.UsageSpool spool)
+    {
+        var stopping = edge.Lifetime.ApplicationStopping;
+        var wake = new SemaphoreSlim(0);
+        spool.Available += () => wake.Release();
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                while (!stopping.IsCancellationRequested)
+                {
+                    await wake.WaitAsync(TimeSpan.FromMilliseconds(100), stopping);
+                    while (spool.TakeBatch() is { } batch)
+                    {
+                        spool.Acknowledge(batch.Sequence);
+                    }
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                // The edge stops.
+            }
+        });
     }
 
     private static double Median(List<double> values) => Pct(values, 50);

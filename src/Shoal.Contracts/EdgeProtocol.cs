@@ -39,7 +39,7 @@ public sealed record RouteDeltaMessage : EdgeMessage
 [JsonPolymorphic(TypeDiscriminatorPropertyName = "type", UnknownDerivedTypeHandling = JsonUnknownDerivedTypeHandling.FailSerialization)]
 [JsonDerivedType(typeof(ResyncRequest), "resync")]
 [JsonDerivedType(typeof(DemandReport), "demand")]
-[JsonDerivedType(typeof(UsageBatch), "usage")]
+[JsonDerivedType(typeof(UsageBatch), UsageBatch.Discriminator)]
 public abstract record EdgeRequest;
 
 /// <summary>

@@ -111,6 +111,9 @@ public sealed record UsageRecord
 /// </summary>
 public sealed record UsageBatch : EdgeRequest
 {
+    /// <summary>Its <c>type</c> on the wire.</summary>
+    public const string Discriminator = "usage";
+
     /// <summary>The edge's number for this batch (increasing within one spool).</summary>
     public long Sequence { get; init; }
     public UsageRecord[] Records { get; init; } = [];

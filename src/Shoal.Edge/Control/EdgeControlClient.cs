@@ -328,7 +328,8 @@ public sealed partial class EdgeControlClient : IEdgeDemandSink
                 {
                     try
                     {
-                        await SendAsync(ws, new UsageBatch { Sequence = batch.Sequence, Records = batch.Records }, ct);
+                        // The spooled lines go as they are (no record read and written again).
+                        await ws.SendAsync(batch.Message, WebSocketMessageType.Text, endOfMessage: true, ct);
                     }
                     catch
                     {

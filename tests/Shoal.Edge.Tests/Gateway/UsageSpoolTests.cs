@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Shoal.Contracts;
@@ -138,6 +139,72 @@ public sealed class UsageSpoolTests : IDisposable
         Assert.Equal(spool.Written, shipped.Count);
         spool.Record(Row(99));
         await Eventually.UntilAsync(() => spool.Written == shipped.Count + 1, what: "a record written after shipping freed the spool");
+    }
+
+    [Fact]
+    public void The_spools_reader_has_every_property_of_a_usage_record_and_reads_back_what_was_written()
+    {
+        // A property of the record without its twin in the reader would be dropped on the way to the control plane.
+        static IEnumerable<(string, Type)> Shape(Type type) => type.GetProperties()
+            .Select(p => (p.Name, Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType)).Order();
+        Assert.Equal(Shape(typeof(UsageRecord)), Shape(typeof(UsageSpoolLine)));
+
+        var full = new UsageRecord
+        {
+            RequestId = "req-1", At = new DateTimeOffset(2026, 12, 5, 6, 7, 8, 9, TimeSpan.Zero), KeyId = "k1", Project = "p", Cluster = "c",
+            Model = "m\"odel é", ReplicaId = "r1", NodeId = "n1", PromptTokens = 12, CompletionTokens = 34, TimeToFirstTokenMs = 5.678,
+            DurationMs = 91.011, Status = 499, Attempts = 3, Streamed = true, Cut = true, CostUsd = 0.000123456789m, Edge = "edge-1",
+        };
+        Assert.Equal(full, UsageSpoolLine.Read(JsonSerializer.SerializeToUtf8Bytes(full, ShoalJsonContext.Default.UsageRecord)));
+        var bare = full with { KeyId = null, Model = null, ReplicaId = null, NodeId = null, TimeToFirstTokenMs = null, Edge = null };
+        Assert.Equal(bare, UsageSpoolLine.Read(JsonSerializer.SerializeToUtf8Bytes(bare, ShoalJsonContext.Default.UsageRecord)));
+        // Without a required property it is not a record.
+        Assert.Null(UsageSpoolLine.Read("{\"requestId\":\"r\",\"project\":\"p\",\"cluster\":\"c\"}"u8));
+        Assert.Null(UsageSpoolLine.Read("{\"at\":\"2026-12-05T06:00:00+00:00\",\"project\":\"p\",\"cluster\":\"c\"}"u8));
+    }
+
+    [Theory]
+    [InlineData("""{"requestId":"r","at":"2026-12-05T06:00:00+00:00","project":"p","cluster":"c"}""", true)]
+    [InlineData("""{"RequestId":"r","AT":"2026-12-05T06:00:00Z","project":"p","cluster":"c","keyId":null,"status":200,"streamed":true,"costUsd":0.5,"somethingNew":{"a":[1]}}""", true)]
+    [InlineData("""{"at":"2026-12-05T06:00:00+00:00","project":"p","cluster":"c"}""", false)]
+    [InlineData("""{"requestId":null,"at":"2026-12-05T06:00:00+00:00","project":"p","cluster":"c"}""", false)]
+    [InlineData("""{"requestId":"r","at":"yesterday","project":"p","cluster":"c"}""", false)]
+    [InlineData("""{"requestId":"r","at":"2026-12-05T06:00:00+00:00","project":"p","cluster":"c","status":"ok"}""", false)]
+    [InlineData("""{"requestId":"r","at":"2026-12-05T06:00:00+00:00","project":"p","cluster":"c","promptTokens":null}""", false)]
+    [InlineData("""{"requestId":"r","at":"2026-12-05T06:00:00+00:00","project":"p","cluster":"c","attempts":1.5}""", false)]
+    [InlineData("""{"requestId":"r","at":"2026-12-05T06:00:00+00:00","project":"p","cluster":"c"}x""", false)]
+    [InlineData("""{"requestId":"r","at":"2026-12-05T06:00:00+00:00","project":"p","clus""", false)]
+    [InlineData("""[1,2]""", false)]
+    public void A_line_is_shipped_only_when_the_control_plane_can_read_it_as_a_record(string line, bool record)
+    {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(line);
+        Assert.Equal(record, UsageSpoolLine.IsRecord(bytes));
+        // The check and the control plane's reader agree (that reader takes a null for a required name; its intake then skips the row).
+        UsageRecord? read = null;
+        try
+        {
+            read = JsonSerializer.Deserialize(bytes, ShoalJsonContext.Default.UsageRecord);
+        }
+        catch (JsonException)
+        {
+            // Not a record.
+        }
+        Assert.Equal(record, read is { RequestId: not null, Project: not null, Cluster: not null });
+    }
+
+    [Fact]
+    public async Task A_batch_goes_to_the_control_plane_as_its_lines_and_reads_there_as_the_records_written()
+    {
+        await using var spool = Open();
+        var rows = Enumerable.Range(0, 5).Select(i => Row(i) with { Model = i == 2 ? "m\"odel" : null, CostUsd = i / 8m }).ToList();
+        foreach (var row in rows) spool.Record(row);
+        await Eventually.UntilAsync(() => spool.Written == rows.Count, TimeSpan.FromSeconds(10), "written");
+        var batch = spool.TakeBatch()!;
+        var message = Assert.IsType<UsageBatch>(JsonSerializer.Deserialize(batch.Message.Span, ShoalJsonContext.Default.EdgeRequest));
+        Assert.Equal(batch.Sequence, message.Sequence);
+        Assert.Equal(rows, message.Records);
+        Assert.Equal(rows, batch.Records);
+        Assert.Equal(rows, JsonSerializer.Deserialize(batch.RecordsJson.Span, ShoalJsonContext.Default.UsageRecordArray));
     }
 
     [Fact]

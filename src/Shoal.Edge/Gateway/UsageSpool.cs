@@ -141,6 +141,9 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     private SpoolPosition _written;
     private SpoolPosition _acked;
     private SpoolBatch? _inFlight;
+    // When the acknowledged position was last written to its file (0: not since the start).
+    private long _ackedSaved;
+    private static readonly TimeSpan s_ackedSaveInterval = TimeSpan.FromSeconds(1);
     // Reused by each read of a batch.
     private readonly byte[] _readBuffer = new byte[64 * 1024];
     private readonly ArrayBufferWriter<byte> _batchBuffer = new(256 * 1024);
@@ -473,6 +476,18 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     private void AdvanceLocked(SpoolPosition to)
     {
         _acked = to;
+        foreach (var n in _segments.Where(n => n < to.Segment).ToList()) DeleteSegment(n);
+        // The acknowledged position goes to disk at most once a second (writing and renaming a file per
+        // batch cost more than the batch): a killed edge may ship up to that much again after its
+        // restart, and the control plane stores each row once by its request id.
+        if (_ackedSaved != 0 && _time.GetElapsedTime(_ackedSaved) < s_ackedSaveInterval) return;
+        SaveAckedLocked();
+    }
+
+    private void SaveAckedLocked()
+    {
+        var to = _acked;
+        _ackedSaved = _time.GetTimestamp();
         try
         {
             var temp = Path.Combine(_options.Directory, AckedFile + ".tmp");
@@ -484,7 +499,6 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             // Not kept: after a restart these records are sent again, and the control plane stores them once.
             LogAckedNotKept(_logger, _options.Directory, e.Message);
         }
-        foreach (var n in _segments.Where(n => n < to.Segment).ToList()) DeleteSegment(n);
     }
 
     /// <summary>
@@ -665,6 +679,10 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     {
         _channel.Writer.TryComplete();
         await _writer;
+        lock (_gate)
+        {
+            if (_ackedSaved != 0) SaveAckedLocked();
+        }
         await _fsyncTimer.DisposeAsync();
         await _lock.DisposeAsync();
     }

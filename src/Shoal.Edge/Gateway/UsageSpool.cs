@@ -141,6 +141,8 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     private SpoolPosition _written;
     private SpoolPosition _acked;
     private SpoolBatch? _inFlight;
+    // The first segment this process writes: lines from it on are its own.
+    private readonly long _firstWritten;
     // When the acknowledged position was last written to its file (0: not since the start).
     private long _ackedSaved;
     private static readonly TimeSpan s_ackedSaveInterval = TimeSpan.FromSeconds(1);
@@ -205,6 +207,7 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
         // Appends always go to a new segment: an old one may end in a torn line.
         var first = (_segments.Count == 0 ? _acked.Segment : Math.Max(_segments.Max, _acked.Segment)) + 1;
         _written = new SpoolPosition(first, 0);
+        _firstWritten = first;
         LeftOver = _segments.Count;
         _channel = Channel.CreateBounded<UsageRecord>(new BoundedChannelOptions(options.Capacity)
         {
@@ -560,7 +563,10 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
                     var line = span.Slice(consumed, newline);
                     consumed += newline + 1;
                     bytes += newline + 1;
-                    if (UsageSpoolLine.IsRecord(line))
+                    // A whole line this process wrote is a record it serialized (a failed write leaves
+                    // its torn end without a newline, and the next records go to a new segment); lines
+                    // from before this start are checked.
+                    if (position.Segment >= _firstWritten || UsageSpoolLine.IsRecord(line))
                     {
                         if (records.Count > 0) json.Write(","u8);
                         records.Add((json.WrittenCount, line.Length));

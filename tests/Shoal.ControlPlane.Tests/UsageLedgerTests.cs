@@ -126,7 +126,8 @@ public sealed class UsageLedgerTests : IAsyncLifetime
                 // 100 s of one GPU so far (and a little more while the test runs).
                 Assert.InRange(demo.GpuSeconds, 100, 160);
                 var byNode = (await api2.GetFromJsonAsync("/v1/usage?by=node&since=1h", ShoalJsonContext.Default.UsageReportDto))!;
-                Assert.Equal(demo.GpuSeconds, Assert.Single(byNode.Rows).GpuSeconds, 0);
+                // The same run, read a moment later while it still runs: as much, or a little more (not a rounding of it).
+                Assert.InRange(Assert.Single(byNode.Rows).GpuSeconds, demo.GpuSeconds - 0.01, demo.GpuSeconds + 5);
             }
         }
         finally

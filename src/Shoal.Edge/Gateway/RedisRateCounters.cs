@@ -48,7 +48,8 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
     // call delayed on its way, a clock behind) runs at that latest time, so nothing it should count has
     // been trimmed by a later script, and every entry is scored in the order Redis ran the scripts. A
     // latest time more than a window ahead (a clock far off) is not followed, so one edge's clock jumping
-    // ahead cannot stop the others' windows from sliding.
+    // ahead cannot stop the others' windows from sliding. (0 - gone, not -gone: reservations settled to
+    // 0 tokens leave as 0, and Lua's -0 reaches Redis as "-0", which HINCRBY refuses.)
     private const string AcquireScript = """
         local now = tonumber(ARGV[1])
         local window = tonumber(ARGV[2])
@@ -93,7 +94,7 @@ public sealed partial class RedisRateCounters : IRateCounters, IAsyncDisposable
               for i = 1, #amounts do gone = gone + (tonumber(amounts[i]) or 0) end
               redis.call('HDEL', ak, unpack(old))
               redis.call('ZREM', tk, unpack(old))
-              redis.call('HINCRBY', ak, '#sum', -gone)
+              redis.call('HINCRBY', ak, '#sum', 0 - gone)
             end
             local sum = tonumber(redis.call('HGET', ak, '#sum')) or 0
             figs[3 + s * 4] = sum

@@ -91,6 +91,24 @@ public sealed class RedisRateCountersTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_reservation_settled_to_no_tokens_leaves_the_window_like_any_other()
+    {
+        var time = new FakeTimeProvider(s_start);
+        var edge = await EdgeAsync(time, "a");
+        var tokens = new GatewayLimits { TokensPerMinute = 1000 };
+        var unused = Request(tokens, tokens: 100);
+        Assert.True((await edge.AcquireAsync(unused, default)).Admitted);
+        // It used nothing (it failed before any token): its entry stays in the window with 0.
+        edge.Settle(unused, 0);
+        time.Advance(TimeSpan.FromSeconds(30));
+        Assert.True((await edge.AcquireAsync(Request(tokens, tokens: 1000), default)).Admitted);
+        // The entry of 0 tokens leaves the window alone; the next request is answered (refused: the later 1,000 are still in it).
+        time.Advance(TimeSpan.FromSeconds(31));
+        var next = await edge.AcquireAsync(Request(tokens, tokens: 10), default);
+        Assert.Equal((false, false, LimitKind.Tokens), (next.Admitted, next.Unanswered, next.Refused));
+    }
+
+    [Fact]
     public async Task With_redis_killed_each_edge_decides_on_its_share_and_shares_again_when_redis_is_back()
     {
         var time = new FakeTimeProvider(s_start);

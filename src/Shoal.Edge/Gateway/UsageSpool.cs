@@ -52,15 +52,14 @@ public sealed class SpoolBatch
 {
     private readonly byte[] _message;
     private readonly int _recordsStart;
-    private readonly (int Start, int Length)[] _lines;
     private UsageRecord[]? _records;
 
-    internal SpoolBatch(long sequence, byte[] message, int recordsStart, (int Start, int Length)[] lines, SpoolPosition end)
+    internal SpoolBatch(long sequence, byte[] message, int recordsStart, int count, SpoolPosition end)
     {
         Sequence = sequence;
         _message = message;
         _recordsStart = recordsStart;
-        _lines = lines;
+        Count = count;
         End = end;
     }
 
@@ -70,7 +69,7 @@ public sealed class SpoolBatch
     public SpoolPosition End { get; }
 
     /// <summary>Records in the batch.</summary>
-    public int Count => _lines.Length;
+    public int Count { get; }
 
     /// <summary>
     /// The <see cref="UsageBatch"/> message for the control plane (an <see cref="EdgeRequest"/> as
@@ -83,7 +82,7 @@ public sealed class SpoolBatch
     public ReadOnlyMemory<byte> RecordsJson => _message.AsMemory(_recordsStart, _message.Length - 1 - _recordsStart);
 
     /// <summary>The records, read from their lines the first time they are asked for.</summary>
-    public UsageRecord[] Records => _records ??= Array.ConvertAll(_lines, line => UsageSpoolLine.Read(_message.AsSpan(line.Start, line.Length))!);
+    public UsageRecord[] Records => _records ??= JsonSerializer.Deserialize(RecordsJson.Span, ShoalJsonContext.Default.UsageRecordArray)!;
 
     /// <summary>Writes the message's start for batch <paramref name="sequence"/> (its records follow, then <see cref="WriteEnd"/>); returns where the records' array starts.</summary>
     internal static int WriteStart(ArrayBufferWriter<byte> buffer, long sequence)
@@ -430,10 +429,10 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             }
             while (true)
             {
-                var (message, recordsStart, lines, end) = ReadLocked(_acked, _sequence + 1);
-                if (lines.Count > 0)
+                var (message, recordsStart, count, end) = ReadLocked(_acked, _sequence + 1);
+                if (count > 0)
                 {
-                    _inFlight = new SpoolBatch(++_sequence, message, recordsStart, [.. lines], end);
+                    _inFlight = new SpoolBatch(++_sequence, message, recordsStart, count, end);
                     _inFlightSince = _time.GetTimestamp();
                     _resendNow = false;
                     return _inFlight;
@@ -506,12 +505,12 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
 
     /// <summary>
     /// Reads records from <paramref name="from"/> on, within the batch limits, into the message of
-    /// batch <paramref name="sequence"/>; returns it, where its records' array starts, where each
-    /// record is in it, and where reading stopped.
+    /// batch <paramref name="sequence"/>; returns it, where its records' array starts, how many it
+    /// holds, and where reading stopped.
     /// </summary>
-    private (byte[] Message, int RecordsStart, List<(int Start, int Length)> Lines, SpoolPosition End) ReadLocked(SpoolPosition from, long sequence)
+    private (byte[] Message, int RecordsStart, int Count, SpoolPosition End) ReadLocked(SpoolPosition from, long sequence)
     {
-        var records = new List<(int Start, int Length)>();
+        var records = 0;
         var json = _batchBuffer;
         json.ResetWrittenCount();
         var recordsStart = SpoolBatch.WriteStart(json, sequence);
@@ -548,14 +547,14 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
                 var consumed = 0;
                 while (true)
                 {
-                    if (records.Count >= _options.MaxBatchRecords)
+                    if (records >= _options.MaxBatchRecords)
                     {
                         full = true;
                         break;
                     }
                     var newline = span[consumed..].IndexOf((byte)'\n');
                     if (newline < 0) break;
-                    if (records.Count > 0 && bytes + newline + 1 > _options.MaxBatchBytes)
+                    if (records > 0 && bytes + newline + 1 > _options.MaxBatchBytes)
                     {
                         full = true;
                         break;
@@ -568,8 +567,7 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
                     // from before this start are checked.
                     if (position.Segment >= _firstWritten || UsageSpoolLine.IsRecord(line))
                     {
-                        if (records.Count > 0) json.Write(","u8);
-                        records.Add((json.WrittenCount, line.Length));
+                        if (records++ > 0) json.Write(","u8);
                         json.Write(line);
                     }
                     else
@@ -598,7 +596,7 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             position = new SpoolPosition(following, 0);
         }
         SpoolBatch.WriteEnd(json);
-        return (records.Count == 0 ? [] : json.WrittenSpan.ToArray(), recordsStart, records, position);
+        return (records == 0 ? [] : json.WrittenSpan.ToArray(), recordsStart, records, position);
     }
 
     /// <summary>The first segment on disk after <paramref name="segment"/>, else the one being written; -1 when none.</summary>

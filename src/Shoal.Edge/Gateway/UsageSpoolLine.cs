@@ -1,39 +1,15 @@
 using System.Text.Json;
-using System.Text.Json.Serialization;
 using Shoal.Contracts;
 
 namespace Shoal.Edge.Gateway;
 
 /// <summary>
-/// A spool line as <see cref="UsageSpool"/> reads it back to ship it: the JSON of a <see cref="UsageRecord"/>
-/// (as <see cref="ShoalJsonContext"/> writes it), read into settable properties. The generated reader
-/// sets these one by one; for <see cref="UsageRecord"/>'s <c>required</c>/<c>init</c> properties it
-/// gathers every value in an array of boxed arguments first and builds the record at the end, which
-/// made reading a row back cost about 6 µs (more than the request it records) where this costs a
-/// fraction of that. The properties are <see cref="UsageRecord"/>'s, name for name (a test holds them
-/// to it); a line without the record's required properties is not a record (null).
+/// Checks a spool line as <see cref="UsageSpool"/> reads it back to ship it: the JSON of a
+/// <see cref="UsageRecord"/> (as <see cref="ShoalJsonContext"/> writes it), looked at without making
+/// the record, against the properties of the record's generated serializer.
 /// </summary>
-internal sealed class UsageSpoolLine
+internal static class UsageSpoolLine
 {
-    public string? RequestId { get; set; }
-    public DateTimeOffset? At { get; set; }
-    public string? KeyId { get; set; }
-    public string? Project { get; set; }
-    public string? Cluster { get; set; }
-    public string? Model { get; set; }
-    public string? ReplicaId { get; set; }
-    public string? NodeId { get; set; }
-    public long PromptTokens { get; set; }
-    public long CompletionTokens { get; set; }
-    public double? TimeToFirstTokenMs { get; set; }
-    public double DurationMs { get; set; }
-    public int Status { get; set; }
-    public int Attempts { get; set; }
-    public bool Streamed { get; set; }
-    public bool Cut { get; set; }
-    public decimal CostUsd { get; set; }
-    public string? Edge { get; set; }
-
     // The record's JSON properties as its generated serializer writes them (camelCase, in its order),
     // what each may hold and the place of each required one among them (-1 for the others); and by
     // name whatever the case, as the control plane's reader also matches them.
@@ -116,38 +92,4 @@ internal sealed class UsageSpoolLine
     }
 
     private sealed record Property(string Name, byte[] Utf8Name, Type Type, bool Nullable, int Required);
-
-    /// <summary>The record of a spool line; null when it is not one (malformed, or without a required property).</summary>
-    /// <exception cref="JsonException">The line is not JSON of this shape.</exception>
-    public static UsageRecord? Read(ReadOnlySpan<byte> line) =>
-        JsonSerializer.Deserialize(line, UsageSpoolJsonContext.Default.UsageSpoolLine)?.ToRecord();
-
-    private UsageRecord? ToRecord() => RequestId is null || At is not { } at || Project is null || Cluster is null
-        ? null
-        : new UsageRecord
-        {
-            RequestId = RequestId,
-            At = at,
-            KeyId = KeyId,
-            Project = Project,
-            Cluster = Cluster,
-            Model = Model,
-            ReplicaId = ReplicaId,
-            NodeId = NodeId,
-            PromptTokens = PromptTokens,
-            CompletionTokens = CompletionTokens,
-            TimeToFirstTokenMs = TimeToFirstTokenMs,
-            DurationMs = DurationMs,
-            Status = Status,
-            Attempts = Attempts,
-            Streamed = Streamed,
-            Cut = Cut,
-            CostUsd = CostUsd,
-            Edge = Edge,
-        };
 }
-
-/// <summary>The spool's reader: <see cref="ShoalJsonContext"/>'s settings (web defaults: camelCase, names matched case-insensitively, numbers also from strings).</summary>
-[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
-[JsonSerializable(typeof(UsageSpoolLine))]
-internal sealed partial class UsageSpoolJsonContext : JsonSerializerContext;

@@ -82,6 +82,42 @@ public sealed class UsageSpoolTests : IDisposable
     }
 
     [Fact]
+    public async Task The_acknowledged_position_is_kept_on_disk_at_most_once_a_second_and_when_the_spool_closes()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 12, 5, 6, 0, 0, TimeSpan.Zero));
+        string Kept() => File.ReadAllText(Path.Combine(_dir.Path, "acked")).Trim();
+        static string Of(SpoolBatch batch) => $"{batch.End.Segment} {batch.End.Offset}";
+        var spool = Open(o => o with { MaxBatchRecords = 2 }, time);
+        SpoolBatch fourth;
+        await using (spool)
+        {
+            for (var i = 0; i < 8; i++) spool.Record(Row(i));
+            await Eventually.UntilAsync(() => spool.Written == 8, what: "8 records written");
+            SpoolBatch Ship()
+            {
+                var batch = spool.TakeBatch()!;
+                Assert.True(spool.Acknowledge(batch.Sequence));
+                return batch;
+            }
+            var first = Ship();
+            Assert.Equal(Of(first), Kept());
+            // Within the second: acknowledged in memory, the file keeps the first.
+            Ship();
+            Assert.Equal(Of(first), Kept());
+            time.Advance(TimeSpan.FromSeconds(1));
+            var third = Ship();
+            Assert.Equal(Of(third), Kept());
+            fourth = Ship();
+            Assert.Equal(Of(third), Kept());
+            Assert.Null(spool.TakeBatch());
+        }
+        // Closing keeps the last one: nothing is shipped again.
+        Assert.Equal(Of(fourth), Kept());
+        await using var reopened = Open();
+        Assert.Null(reopened.TakeBatch());
+    }
+
+    [Fact]
     public async Task A_reopened_spool_ships_exactly_what_was_not_acknowledged_before()
     {
         await using (var first = Open())

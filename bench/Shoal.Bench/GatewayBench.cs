@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net.Http.Headers;
 using System.Runtime;
 using System.Text;
+using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
@@ -26,7 +27,8 @@ namespace Shoal.Bench;
 /// the usage tap) and the usage ledger spooled to disk. Rounds alternate the two; each round sends the
 /// same small non-streaming requests, first one at a time (added latency), then from many clients
 /// (throughput). Prints medians and p99 of the latency and the throughput ratio. The "on" edge ships
-/// its ledger while it serves, as a standalone edge does (BENCH_GATEWAY_NO_SHIP=1 leaves that out).
+/// its ledger while it serves, as a standalone edge does (BENCH_GATEWAY_NO_SHIP=1 leaves that out;
+/// BENCH_GATEWAY_SHIP_EVERY_MS=N waits N ms after each acknowledgement, for fewer, larger batches).
 /// </summary>
 internal static class GatewayBench
 {
@@ -252,20 +254,23 @@ internal static class GatewayBench
     private static void ShipLedger(WebApplication edge, Shoal.Edge.Gateway.UsageSpool spool)
     {
         var stopping = edge.Lifetime.ApplicationStopping;
-        var wake = new SemaphoreSlim(0);
-        spool.Available += () => wake.Release();
+        var every = int.TryParse(Environment.GetEnvironmentVariable("BENCH_GATEWAY_SHIP_EVERY_MS"), out var ms) ? ms : 0;
+        // A doorbell as the edge's control client has: rung when records can be taken, no timer per wait.
+        var doorbell = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
+        spool.Available += () => doorbell.Writer.TryWrite(true);
         _ = Task.Run(async () =>
         {
             try
             {
-                while (!stopping.IsCancellationRequested)
+                while (await doorbell.Reader.WaitToReadAsync(stopping))
                 {
-                    await wake.WaitAsync(TimeSpan.FromMilliseconds(100), stopping);
+                    doorbell.Reader.TryRead(out _);
                     while (spool.TakeBatch() is { } batch)
                     {
                         // The control plane stores the batch and answers: a couple of milliseconds on a local network.
                         await Task.Delay(2, stopping);
                         spool.Acknowledge(batch.Sequence);
+                        if (every > 0) await Task.Delay(every, stopping);
                     }
                 }
             }

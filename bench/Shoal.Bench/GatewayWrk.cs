@@ -33,7 +33,7 @@ internal static class GatewayWrk
             wrk.headers["Content-Type"] = "application/json"
             """);
         using var self = Process.GetCurrentProcess();
-        var affinity = OperatingSystem.IsLinux() ? self.ProcessorAffinity : 0;
+        var affinity = OperatingSystem.IsLinux() ? (long)self.ProcessorAffinity : 3;
         var port = ProxyBench.FreePort();
         using var backend = ProxyBench.Start("taskset", ["-c", "0", "dotnet", typeof(GatewayWrk).Assembly.Location, "gateway-backend", port.ToString(CultureInfo.InvariantCulture)]);
         try
@@ -57,7 +57,8 @@ internal static class GatewayWrk
             }
             var offUrl = offEdge.Urls.First();
             var onUrl = onEdge.Urls.First();
-            if (OperatingSystem.IsLinux()) self.ProcessorAffinity = 2; // CPU 1: both edges and the backend
+            // CPU 1: both edges, every thread of this process (Process.ProcessorAffinity sets the main thread's only).
+            await PinAsync(self.Id, "1");
             string[] cpu = ["-c", "0"];
             var header = $"Authorization: Bearer {key}";
             var path = "/c/demo/v1/chat/completions";
@@ -110,11 +111,21 @@ internal static class GatewayWrk
         }
         finally
         {
-            if (OperatingSystem.IsLinux()) self.ProcessorAffinity = affinity;
+            await PinAsync(self.Id, string.Join(',', Enumerable.Range(0, 64).Where(cpu => (affinity >> cpu & 1) != 0)));
             File.Delete(script);
             backend.Kill();
             await backend.WaitForExitAsync();
         }
+    }
+
+    /// <summary>Sets the CPUs of every thread of process <paramref name="pid"/> (<c>taskset -a</c>); threads made later inherit their maker's.</summary>
+    private static async Task PinAsync(int pid, string cpus)
+    {
+        using var taskset = ProxyBench.Start("taskset", ["-a", "-p", "-c", cpus, pid.ToString(CultureInfo.InvariantCulture)], capture: true);
+        await taskset.StandardOutput.ReadToEndAsync();
+        var error = await taskset.StandardError.ReadToEndAsync();
+        await taskset.WaitForExitAsync();
+        if (taskset.ExitCode != 0) throw new InvalidOperationException($"taskset -a -p -c {cpus} {pid} failed: {error}");
     }
 
     /// <summary><c>gateway-backend PORT</c>: the gateway bench's OpenAI-shaped backend in a process of its own.</summary>

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
+using Microsoft.Win32.SafeHandles;
 using Shoal.Contracts;
 using Shoal.Core.Metrics;
 using Shoal.Core.Security;
@@ -145,8 +146,10 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     // When the acknowledged position was last written to its file (0: not since the start).
     private long _ackedSaved;
     private static readonly TimeSpan s_ackedSaveInterval = TimeSpan.FromSeconds(1);
-    // Reused by each read of a batch.
+    // Reused by each read of a batch; the segment read last stays open (a batch costs one read, no open).
     private readonly byte[] _readBuffer = new byte[64 * 1024];
+    private SafeFileHandle? _readHandle;
+    private long _readSegment = -1;
     private readonly ArrayBufferWriter<byte> _batchBuffer = new(256 * 1024);
     private long _inFlightSince;
     private bool _resendNow;
@@ -218,7 +221,10 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
         _writer = Task.Run(WriteLoopAsync);
     }
 
-    /// <summary>Called (on the writer's thread) when newly written records can be shipped.</summary>
+    /// <summary>
+    /// Called (on the writer's thread) when newly written records can be shipped now: not while a batch
+    /// is in flight (the shipper takes the next one when it is acknowledged, or when it is due again).
+    /// </summary>
     public event Action? Available;
 
     /// <summary>Segments found from before this start.</summary>
@@ -330,7 +336,11 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
         _stream = null;
     }
 
-    /// <summary>Appends whole lines to the current segment and hands them to the OS; false (counted, logged) when that failed.</summary>
+    /// <summary>
+    /// Appends whole lines to the current segment and hands them to the OS; true when a shipper waits
+    /// for them (no batch in flight, or the one in flight is to go again), false when none waits or the
+    /// write failed (counted, logged).
+    /// </summary>
     private bool Append(ReadOnlySpan<byte> lines, int count)
     {
         try
@@ -340,9 +350,15 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             // To the OS now (a killed process keeps it); to the disk on the fsync timer.
             _stream.Flush(flushToDisk: false);
             _dirty = true;
-            lock (_gate) _written = new SpoolPosition(_written.Segment, _stream.Position);
+            bool waiting;
+            lock (_gate)
+            {
+                _written = new SpoolPosition(_written.Segment, _stream.Position);
+                // While a batch is in flight its acknowledgement is the shipper's cue (a wake-up per write would find nothing to take).
+                waiting = _inFlight is null || _resendNow;
+            }
             Interlocked.Add(ref _writtenCount, count);
-            return true;
+            return waiting;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -478,7 +494,10 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     private void AdvanceLocked(SpoolPosition to)
     {
         _acked = to;
-        foreach (var n in _segments.Where(n => n < to.Segment).ToList()) DeleteSegment(n);
+        if (_segments.Count > 0 && _segments.Min < to.Segment)
+        {
+            foreach (var n in _segments.Where(n => n < to.Segment).ToList()) DeleteSegment(n);
+        }
         // The acknowledged position goes to disk at most once a second (writing and renaming a file per
         // batch cost more than the batch): a killed edge may ship up to that much again after its
         // restart, and the control plane stores each row once by its request id.
@@ -529,19 +548,18 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
                 continue;
             }
             var current = position.Segment == _written.Segment;
-            using var file = OpenForReading(position.Segment);
+            var file = ReadHandleLocked(position.Segment);
             if (file is null)
             {
                 _segments.Remove(position.Segment);
                 continue;
             }
             // The segment being written is read up to what the writer finished; older ones whole.
-            var limit = current ? _written.Offset : file.Length;
+            var limit = current ? _written.Offset : RandomAccess.GetLength(file);
             while (!full && position.Offset < limit)
             {
-                file.Position = position.Offset;
                 var want = (int)Math.Min(buffer.Length, limit - position.Offset);
-                var read = file.ReadAtLeast(buffer.AsSpan(0, want), want, throwOnEndOfStream: false);
+                var read = ReadAt(file, buffer.AsSpan(0, want), position.Offset);
                 if (read == 0) break;
                 var span = buffer.AsSpan(0, read);
                 var consumed = 0;
@@ -610,11 +628,16 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
         return segment < _written.Segment ? _written.Segment : -1;
     }
 
-    private FileStream? OpenForReading(long segment)
+    /// <summary>The segment <paramref name="segment"/> open for reading (kept open for the next batch); null when its file is gone.</summary>
+    private SafeFileHandle? ReadHandleLocked(long segment)
     {
+        if (_readSegment == segment && _readHandle is { } open) return open;
+        CloseReadHandleLocked();
         try
         {
-            return new FileStream(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
+            _readHandle = File.OpenHandle(SegmentPath(segment), FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            _readSegment = segment;
+            return _readHandle;
         }
         catch (FileNotFoundException)
         {
@@ -622,8 +645,29 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
         }
     }
 
+    private void CloseReadHandleLocked()
+    {
+        _readHandle?.Dispose();
+        _readHandle = null;
+        _readSegment = -1;
+    }
+
+    /// <summary>Reads from <paramref name="offset"/> until <paramref name="buffer"/> is full or the file ends; the bytes read.</summary>
+    private static int ReadAt(SafeFileHandle file, Span<byte> buffer, long offset)
+    {
+        var total = 0;
+        while (total < buffer.Length)
+        {
+            var read = RandomAccess.Read(file, buffer[total..], offset + total);
+            if (read == 0) break;
+            total += read;
+        }
+        return total;
+    }
+
     private void DeleteSegment(long n)
     {
+        if (n == _readSegment) CloseReadHandleLocked();
         try
         {
             File.Delete(SegmentPath(n));
@@ -686,6 +730,7 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
         lock (_gate)
         {
             if (_ackedSaved != 0) SaveAckedLocked();
+            CloseReadHandleLocked();
         }
         await _fsyncTimer.DisposeAsync();
         await _lock.DisposeAsync();

@@ -163,6 +163,56 @@ public sealed class UsageSpoolTests : IDisposable
     }
 
     [Fact]
+    public async Task The_shipper_is_woken_for_new_records_only_when_it_can_take_them()
+    {
+        await using var spool = Open();
+        var woken = 0;
+        spool.Available += () => Interlocked.Increment(ref woken);
+        spool.Record(Row(0));
+        await Eventually.UntilAsync(() => Volatile.Read(ref woken) == 1, what: "the shipper woken for the first record");
+
+        // A batch in flight: its acknowledgement, not each write, is the shipper's cue.
+        var batch = spool.TakeBatch()!;
+        for (var i = 1; i <= 5; i++)
+        {
+            spool.Record(Row(i));
+            await Eventually.UntilAsync(() => spool.Written == i + 1, what: $"record {i} written");
+        }
+        Assert.Equal(1, Volatile.Read(ref woken));
+
+        // The batch is to go again (the link was lost): new records wake the shipper.
+        spool.ResendInFlight();
+        spool.Record(Row(6));
+        await Eventually.UntilAsync(() => Volatile.Read(ref woken) == 2, what: "the shipper woken while its batch is to go again");
+        Assert.Same(batch, spool.TakeBatch());
+
+        // Acknowledged: the next write wakes it again, and everything after the batch ships.
+        Assert.True(spool.Acknowledge(batch.Sequence));
+        spool.Record(Row(7));
+        await Eventually.UntilAsync(() => Volatile.Read(ref woken) == 3, what: "the shipper woken after the acknowledgement");
+        Assert.Equal(Enumerable.Range(1, 7).Select(Row), Drain(spool));
+    }
+
+    [Fact]
+    public async Task Shipped_segments_are_closed_when_deleted_so_their_space_is_freed()
+    {
+        await using var spool = Open();
+        for (var i = 0; i < 50; i++) spool.Record(Row(i));
+        await Eventually.UntilAsync(() => spool.Written == 50, what: "50 records written");
+        Assert.True(spool.Segments > 3, $"only {spool.Segments} segments");
+
+        Assert.Equal(50, Drain(spool).Count);
+
+        // The reader keeps the segment it reads open between batches; none of the deleted ones stays open.
+        var open = Directory.GetFiles("/proc/self/fd")
+            .Select(fd => new FileInfo(fd).LinkTarget)
+            .Where(target => target is not null && target.StartsWith(_dir.Path, StringComparison.Ordinal))
+            .ToList();
+        Assert.DoesNotContain(open, target => target!.EndsWith("(deleted)", StringComparison.Ordinal));
+        Assert.Equal(1, spool.Segments);
+    }
+
+    [Fact]
     public async Task A_full_spool_counts_records_as_failed_and_keeps_taking_them()
     {
         await using var spool = Open(o => o with { MaxSegments = 1, MaxSegmentBytes = 600 });

@@ -29,6 +29,12 @@ public sealed record UsageSpoolOptions
     public int MaxBatchBytes { get; init; } = EdgeProtocol.MaxRequestBytes - 64 * 1024;
     /// <summary>A batch not acknowledged this long is sent again. Default 30 s.</summary>
     public TimeSpan AckTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>
+    /// After a batch that took all there was (not full), the next one is taken this long after its
+    /// acknowledgement, so a busy edge ships fewer, larger batches (each one costs the edge a message and
+    /// the control plane a transaction); after a full batch the next one goes at once. Default 250 ms.
+    /// </summary>
+    public TimeSpan ShipInterval { get; init; } = TimeSpan.FromMilliseconds(250);
 }
 
 /// <summary>A place in the spool: a segment's number and a byte offset in it.</summary>
@@ -55,8 +61,9 @@ public sealed class SpoolBatch
     private readonly int _recordsStart;
     private UsageRecord[]? _records;
 
-    internal SpoolBatch(long sequence, byte[] message, int recordsStart, int count, SpoolPosition end)
+    internal SpoolBatch(long sequence, byte[] message, int recordsStart, int count, SpoolPosition end, bool full)
     {
+        Full = full;
         Sequence = sequence;
         _message = message;
         _recordsStart = recordsStart;
@@ -71,6 +78,9 @@ public sealed class SpoolBatch
 
     /// <summary>Records in the batch.</summary>
     public int Count { get; }
+
+    /// <summary>The batch stopped at a limit (<see cref="UsageSpoolOptions.MaxBatchRecords"/> or bytes): more records were waiting.</summary>
+    internal bool Full { get; }
 
     /// <summary>
     /// The <see cref="UsageBatch"/> message for the control plane (an <see cref="EdgeRequest"/> as
@@ -162,6 +172,9 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     // s_fsyncDue (never written, not a record); _fsyncArmed (writer only) while it is set.
     private static readonly UsageRecord s_fsyncDue = new() { RequestId = "", At = default, Project = "", Cluster = "" };
     private readonly ITimer _fsyncTimer;
+    // Wakes the shipper when a batch may be taken again after a partial one (ShipInterval); under _gate, when it was acknowledged.
+    private readonly ITimer _shipTimer;
+    private long _partialAckedAt;
     private bool _fsyncArmed;
 
     private long _recorded;
@@ -218,12 +231,15 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
         });
         _lastFsync = _time.GetTimestamp();
         _fsyncTimer = _time.CreateTimer(static state => ((Channel<UsageRecord>)state!).Writer.TryWrite(s_fsyncDue), _channel, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        _shipTimer = _time.CreateTimer(static state => ((UsageSpool)state!).ShipDue(), this, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         _writer = Task.Run(WriteLoopAsync);
     }
 
     /// <summary>
-    /// Called (on the writer's thread) when newly written records can be shipped now: not while a batch
-    /// is in flight (the shipper takes the next one when it is acknowledged, or when it is due again).
+    /// Called when newly written records can be shipped now (on the writer's thread, or the ship timer's
+    /// after <see cref="UsageSpoolOptions.ShipInterval"/>): not while a batch is in flight (the shipper
+    /// takes the next one when it is acknowledged, or when it is due again), nor before the interval after
+    /// a partial batch.
     /// </summary>
     public event Action? Available;
 
@@ -354,8 +370,9 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             lock (_gate)
             {
                 _written = new SpoolPosition(_written.Segment, _stream.Position);
-                // While a batch is in flight its acknowledgement is the shipper's cue (a wake-up per write would find nothing to take).
-                waiting = _inFlight is null || _resendNow;
+                // While a batch is in flight its acknowledgement is the shipper's cue, and after a partial one
+                // the ship timer (a wake-up per write would find nothing to take).
+                waiting = _resendNow || (_inFlight is null && !ShipDelayedLocked());
             }
             Interlocked.Add(ref _writtenCount, count);
             return waiting;
@@ -445,10 +462,11 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             }
             while (true)
             {
-                var (message, recordsStart, count, end) = ReadLocked(_acked, _sequence + 1);
+                if (ShipDelayedLocked()) return null;
+                var (message, recordsStart, count, end, full) = ReadLocked(_acked, _sequence + 1);
                 if (count > 0)
                 {
-                    _inFlight = new SpoolBatch(++_sequence, message, recordsStart, count, end);
+                    _inFlight = new SpoolBatch(++_sequence, message, recordsStart, count, end, full);
                     _inFlightSince = _time.GetTimestamp();
                     _resendNow = false;
                     return _inFlight;
@@ -469,6 +487,12 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             _inFlight = null;
             Interlocked.Add(ref _acknowledged, pending.Count);
             AdvanceLocked(pending.End);
+            if (!pending.Full && _options.ShipInterval > TimeSpan.Zero)
+            {
+                // It took all there was: the next batch waits for more (the timer wakes the shipper then).
+                _partialAckedAt = _time.GetTimestamp();
+                _shipTimer.Change(_options.ShipInterval, Timeout.InfiniteTimeSpan);
+            }
             return true;
         }
     }
@@ -489,6 +513,21 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
                 return _inFlight is null ? null : _options.AckTimeout - _time.GetElapsedTime(_inFlightSince);
             }
         }
+    }
+
+    /// <summary>True while the batch after a partial one is not due yet (<see cref="UsageSpoolOptions.ShipInterval"/>).</summary>
+    private bool ShipDelayedLocked() => _partialAckedAt != 0 && _time.GetElapsedTime(_partialAckedAt) < _options.ShipInterval;
+
+    /// <summary>The ship timer: a batch may be taken again; the shipper is woken when records wait.</summary>
+    private void ShipDue()
+    {
+        bool waiting;
+        lock (_gate)
+        {
+            _partialAckedAt = 0;
+            waiting = _inFlight is null && _written > _acked;
+        }
+        if (waiting) Available?.Invoke();
     }
 
     private void AdvanceLocked(SpoolPosition to)
@@ -525,9 +564,9 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     /// <summary>
     /// Reads records from <paramref name="from"/> on, within the batch limits, into the message of
     /// batch <paramref name="sequence"/>; returns it, where its records' array starts, how many it
-    /// holds, and where reading stopped.
+    /// holds, where reading stopped, and whether it stopped at a batch limit (more records were waiting).
     /// </summary>
-    private (byte[] Message, int RecordsStart, int Count, SpoolPosition End) ReadLocked(SpoolPosition from, long sequence)
+    private (byte[] Message, int RecordsStart, int Count, SpoolPosition End, bool Full) ReadLocked(SpoolPosition from, long sequence)
     {
         var records = 0;
         var json = _batchBuffer;
@@ -614,7 +653,7 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             position = new SpoolPosition(following, 0);
         }
         SpoolBatch.WriteEnd(json);
-        return (records == 0 ? [] : json.WrittenSpan.ToArray(), recordsStart, records, position);
+        return (records == 0 ? [] : json.WrittenSpan.ToArray(), recordsStart, records, position, full);
     }
 
     /// <summary>The first segment on disk after <paramref name="segment"/>, else the one being written; -1 when none.</summary>
@@ -733,6 +772,7 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             CloseReadHandleLocked();
         }
         await _fsyncTimer.DisposeAsync();
+        await _shipTimer.DisposeAsync();
         await _lock.DisposeAsync();
     }
 

@@ -16,7 +16,7 @@ public sealed class UsageSpoolTests : IDisposable
 
     private UsageSpool Open(Func<UsageSpoolOptions, UsageSpoolOptions>? configure = null, TimeProvider? time = null)
     {
-        var options = new UsageSpoolOptions { Directory = _dir.Path, MaxSegmentBytes = 2048, MaxBatchRecords = 20 };
+        var options = new UsageSpoolOptions { Directory = _dir.Path, MaxSegmentBytes = 2048, MaxBatchRecords = 20, ShipInterval = TimeSpan.Zero };
         return new UsageSpool(configure?.Invoke(options) ?? options, NullLogger<UsageSpool>.Instance, time);
     }
 
@@ -191,6 +191,47 @@ public sealed class UsageSpoolTests : IDisposable
         spool.Record(Row(7));
         await Eventually.UntilAsync(() => Volatile.Read(ref woken) == 3, what: "the shipper woken after the acknowledgement");
         Assert.Equal(Enumerable.Range(1, 7).Select(Row), Drain(spool));
+    }
+
+    [Fact]
+    public async Task After_a_partial_batch_the_next_waits_for_the_interval_and_after_a_full_one_it_goes_at_once()
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var spool = Open(o => o with { ShipInterval = TimeSpan.FromSeconds(1) }, time);
+        var woken = 0;
+        spool.Available += () => Interlocked.Increment(ref woken);
+        for (var i = 0; i < 45; i++) spool.Record(Row(i));
+        await Eventually.UntilAsync(() => spool.Written == 45, what: "45 records written");
+
+        // Full batches (20 records) follow each other at once; the partial one that takes the rest ends the run.
+        var sizes = new List<int>();
+        while (spool.TakeBatch() is { } batch)
+        {
+            sizes.Add(batch.Count);
+            Assert.True(spool.Acknowledge(batch.Sequence));
+        }
+        Assert.Equal([20, 20, 5], sizes);
+        var wokenBefore = Volatile.Read(ref woken);
+
+        // New records within the interval wait (the shipper is not woken for them) ...
+        for (var i = 45; i < 48; i++) spool.Record(Row(i));
+        await Eventually.UntilAsync(() => spool.Written == 48, what: "48 records written");
+        Assert.Null(spool.TakeBatch());
+        time.Advance(TimeSpan.FromMilliseconds(999));
+        Assert.Null(spool.TakeBatch());
+        Assert.Equal(wokenBefore, Volatile.Read(ref woken));
+
+        // ... until it is up: the timer wakes the shipper and they go in one batch.
+        time.Advance(TimeSpan.FromMilliseconds(1));
+        Assert.Equal(wokenBefore + 1, Volatile.Read(ref woken));
+        var next = spool.TakeBatch()!;
+        Assert.Equal(Enumerable.Range(45, 3).Select(Row), next.Records);
+        Assert.True(spool.Acknowledge(next.Sequence));
+
+        // Nothing waiting when the interval is up: nobody is woken for nothing.
+        time.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(wokenBefore + 1, Volatile.Read(ref woken));
+        Assert.Equal(48, spool.Acknowledged);
     }
 
     [Fact]

@@ -156,8 +156,12 @@ public sealed class UsageSpoolTests : IDisposable
         Assert.Same(batch, spool.TakeBatch());
 
         Assert.False(spool.Acknowledge(batch.Sequence + 1));
+        Assert.Equal(5, batch.Records.Length);
         Assert.True(spool.Acknowledge(batch.Sequence));
         Assert.False(spool.Acknowledge(batch.Sequence));
+        // Its message was in the spool's batch buffer, free for the next batch now: not readable any more (records read before stay).
+        Assert.Throws<ObjectDisposedException>(() => batch.Message);
+        Assert.Equal(5, batch.Records.Length);
         Assert.Null(spool.TakeBatch());
         Assert.Equal(5, spool.Acknowledged);
     }

@@ -779,6 +779,8 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
     /// <summary>Writes what is queued, forces it to disk and closes the spool.</summary>
     public async ValueTask DisposeAsync()
     {
+        // No more wake-ups for the shipper: the spool is closing.
+        await _shipTimer.DisposeAsync();
         _channel.Writer.TryComplete();
         await _writer;
         lock (_gate)
@@ -787,7 +789,6 @@ public sealed partial class UsageSpool : IUsageLedger, IMetricsSource, IAsyncDis
             CloseReadHandleLocked();
         }
         await _fsyncTimer.DisposeAsync();
-        await _shipTimer.DisposeAsync();
         await _lock.DisposeAsync();
     }
 

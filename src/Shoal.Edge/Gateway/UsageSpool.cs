@@ -51,7 +51,8 @@ public readonly record struct SpoolPosition(long Segment, long Offset) : ICompar
 /// <summary>
 /// Records taken from the spool to ship, up to <see cref="End"/>; acknowledged by
 /// <see cref="UsageSpool.Acknowledge"/> with its <see cref="Sequence"/>. It holds their spool lines as
-/// they were written (each checked to be a record: <see cref="UsageSpoolLine.IsRecord"/>), so a
+/// they were written (those left from before this process's start each checked to be a record:
+/// <see cref="UsageSpoolLine.IsRecord"/>), so a
 /// standalone edge sends them on as they are (<see cref="Message"/>); <see cref="Records"/> reads
 /// them only when asked (the in-process server stores them). The message lives in the spool's batch
 /// buffer, made again for the next batch (one batch is in flight at a time): once the batch is
